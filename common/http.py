@@ -1,0 +1,310 @@
+"""The HTTP edge: one long-lived httpx.Client per process, and per upstream a token
+bucket, retries with exponential backoff and full jitter, and a breaker that a 429 opens.
+
+Politeness rules (SPEC §9): each upstream gets `rate_limit_rps` with a burst of
+`rate_limit_burst`. A 429 halves that upstream's rate (floor 1 rps) and is retried after
+max(Retry-After, backoff); `breaker_threshold` 429s in a row open the upstream's breaker
+for `breaker_open_s`, and while it is open calls fail fast with BreakerOpen so callers
+move on instead of hammering. Successes close it and win the rate back 10 % at a time.
+Connection errors and 5xx are retried with exponential backoff and full jitter; other
+4xx go back to the caller at once as UpstreamStatusError (a 404 book is an answer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from common import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+class UpstreamError(RuntimeError):
+    """Base class: the upstream did not give a usable answer."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(f"{upstream}: {message}")
+        self.upstream = upstream
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-retryable HTTP status (4xx other than 429), with the body."""
+
+    def __init__(self, upstream: str, status: int, body: str) -> None:
+        super().__init__(upstream, f"HTTP {status}: {body[:200]}")
+        self.status = status
+        self.body = body
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Retries exhausted on connection errors, 429 or 5xx."""
+
+
+class BreakerOpen(UpstreamError):
+    """The upstream's breaker is open after a 429; try again later."""
+
+
+class BadPayload(UpstreamError):
+    """The body is not JSON; `text` keeps it for the quarantine."""
+
+    def __init__(self, upstream: str, text: str, reason: str) -> None:
+        super().__init__(upstream, reason)
+        self.text = text
+
+
+@dataclass
+class TokenBucket:
+    """Thread-safe token bucket whose rate can be lowered and recovers on success."""
+
+    rate: float
+    burst: int
+    clock: Clock = time.monotonic
+    min_rate: float = 1.0
+    nominal_rate: float = field(init=False)
+    _tokens: float = field(init=False)
+    _stamp: float = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.nominal_rate = self.rate
+        self._tokens = float(self.burst)
+        self._stamp = self.clock()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self) -> float:
+        """Takes one token; returns how long the caller must wait before using it."""
+        with self._lock:
+            now = self.clock()
+            self._refill(now)
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def slow_down(self) -> None:
+        with self._lock:
+            self._refill(self.clock())
+            self.rate = max(self.min_rate, self.rate / 2)
+
+    def recover(self) -> None:
+        with self._lock:
+            if self.rate < self.nominal_rate:
+                self._refill(self.clock())
+                self.rate = min(self.nominal_rate, self.rate * 1.1)
+
+
+@dataclass
+class Breaker:
+    """Counts 429s in a row; at `threshold` it opens until `open_until`."""
+
+    open_s: float
+    threshold: int = 3
+    clock: Clock = time.monotonic
+    open_until: float = 0.0
+    consecutive: int = 0
+    trips: int = 0
+
+    def check(self, upstream: str) -> None:
+        remaining = self.open_until - self.clock()
+        if remaining > 0:
+            raise BreakerOpen(upstream, f"breaker open for {remaining:.1f}s more after 429s")
+
+    def record_429(self, retry_after: float | None) -> bool:
+        """Counts one 429; returns True when this one opened the breaker."""
+        self.consecutive += 1
+        if self.consecutive < self.threshold:
+            return False
+        self.trips += 1
+        self.consecutive = 0
+        self.open_until = self.clock() + max(self.open_s, retry_after or 0.0)
+        return True
+
+    def record_success(self) -> None:
+        self.consecutive = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until > self.clock()
+
+
+def parse_json(text: str) -> Any:
+    """Returns JSON with every non-integer number as an exact Decimal (never a float)."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Upstream:
+    """One upstream API (Data API, CLOB, Gamma) behind its own limiter and breaker."""
+
+    name: str
+    base_url: str
+    client: httpx.Client
+    bucket: TokenBucket
+    breaker: Breaker
+    max_retries: int = 4
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 8.0
+    sleep: Sleep = time.sleep
+    jitter: Callable[[], float] = random.random
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: uniform(0, min(cap, base × 2^attempt)).
+        return self.jitter() * min(self.backoff_cap_s, self.backoff_base_s * 2.0**attempt)
+
+    def request_text(self, method: str, path: str, *, params: Any = None, body: Any = None) -> str:
+        """Returns the body of a 2xx answer; raises an UpstreamError subclass."""
+        url = f"{self.base_url}{path}"
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            self.breaker.check(self.name)
+            wait = self.bucket.reserve()
+            if wait > 0:
+                self.sleep(wait)
+            self._count("requests")
+            retry_after: float | None = None
+            try:
+                response = self.client.request(method, url, params=params, json=body)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                self._count("transport_errors")
+            else:
+                status = response.status_code
+                if status < 300:
+                    self.bucket.recover()
+                    self.breaker.record_success()
+                    return response.text
+                if status == 429:
+                    self._count("http_429")
+                    self.bucket.slow_down()
+                    retry_after = _retry_after(response)
+                    if self.breaker.record_429(retry_after):
+                        self._count("breaker_trips")
+                        log.warning(
+                            "%s: 429s in a row on %s; breaker open %.0fs, rate %.1f rps",
+                            self.name,
+                            path,
+                            self.breaker.open_s,
+                            self.bucket.rate,
+                        )
+                        raise BreakerOpen(self.name, f"429s in a row on {path}")
+                    last = "HTTP 429"
+                elif status < 500:
+                    self._count("http_4xx")
+                    raise UpstreamStatusError(self.name, status, response.text)
+                else:
+                    last = f"HTTP {status}"
+                    self._count("http_5xx")
+                    retry_after = None
+            if attempt < self.max_retries:
+                delay = max(self._backoff(attempt), min(retry_after or 0.0, self.backoff_cap_s))
+                log.warning(
+                    "%s: %s on %s; retry %d in %.2fs", self.name, last, path, attempt + 1, delay
+                )
+                self.sleep(delay)
+        log.error(
+            "%s: giving up on %s after %d attempts: %s", self.name, path, self.max_retries + 1, last
+        )
+        raise UpstreamUnavailable(self.name, f"{path}: {last} after {self.max_retries + 1} tries")
+
+    def request_json(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
+        """Returns the decoded JSON body (floats as Decimal); BadPayload if not JSON."""
+        text = self.request_text(method, path, params=params, body=body)
+        try:
+            return parse_json(text)
+        except ValueError as exc:
+            raise BadPayload(self.name, text, f"{path}: body is not JSON ({exc})") from exc
+
+    def get(self, path: str, params: Any = None) -> Any:
+        return self.request_json("GET", path, params=params)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request_json("POST", path, body=body)
+
+
+@dataclass
+class Upstreams:
+    """The three HTTP upstreams of one process, sharing one httpx.Client."""
+
+    client: httpx.Client
+    data_api: Upstream
+    clob: Upstream
+    gamma: Upstream
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Upstreams:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_client(
+    s: settings_mod.Settings, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """Returns the process's httpx.Client with explicit timeouts and pool limits."""
+    return httpx.Client(
+        timeout=httpx.Timeout(s.http_timeout_s, connect=min(5.0, s.http_timeout_s)),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        headers={"user-agent": "oculus/0.1 (+self-hosted copy simulator)"},
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def make_upstreams(
+    s: settings_mod.Settings | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> Upstreams:
+    """Returns the upstreams configured by settings; tests pass a MockTransport or
+    point the base URLs at the sandbox."""
+    s = s or settings_mod.get()
+    client = make_client(s, transport)
+
+    def upstream(name: str, base_url: str) -> Upstream:
+        return Upstream(
+            name=name,
+            base_url=base_url,
+            client=client,
+            bucket=TokenBucket(s.rate_limit_rps, s.rate_limit_burst, clock=clock),
+            breaker=Breaker(s.breaker_open_s, s.breaker_threshold, clock=clock),
+            max_retries=s.http_max_retries,
+            sleep=sleep,
+        )
+
+    return Upstreams(
+        client=client,
+        data_api=upstream("data_api", s.data_api_url),
+        clob=upstream("clob", s.clob_url),
+        gamma=upstream("gamma", s.gamma_url),
+    )

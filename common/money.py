@@ -1,0 +1,90 @@
+"""Exact conversion of wire amounts to integer micros (6 decimals, the CLOB's own unit).
+
+Every value goes through `Decimal` built from the value's shortest text form, never
+through a float product: `to_micros(0.709999959)` is 709999 + rounding, not whatever
+`0.709999959 * 1e6` happens to be. Rounding is half-to-even (banker's rounding) at the
+sixth decimal, so repeated conversions do not drift in one direction; values with six or
+fewer decimals are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+MICROS = 1_000_000
+_QUANTUM = Decimal(1)
+
+
+class AmountError(ValueError):
+    """A value that is not a finite amount."""
+
+
+def to_decimal(value: str | int | float | Decimal) -> Decimal:
+    """Returns `value` as a finite Decimal. Floats go through repr(), their shortest
+    round-tripping text, so 0.1 is Decimal('0.1'). Raises AmountError."""
+    if isinstance(value, bool):
+        raise AmountError(f"not an amount: {value!r}")
+    try:
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise AmountError(f"not a finite amount: {value!r}")
+            result = Decimal(repr(value))
+        elif isinstance(value, str):
+            text = value.strip()
+            if not text:
+                raise AmountError("empty amount")
+            result = Decimal(text)
+        else:
+            result = Decimal(value)
+    except InvalidOperation as exc:
+        raise AmountError(f"not an amount: {value!r}") from exc
+    if not result.is_finite():
+        raise AmountError(f"not a finite amount: {value!r}")
+    return result
+
+
+def to_micros(value: str | int | float | Decimal) -> int:
+    """Returns `value` (units) in integer micros, rounded half-to-even."""
+    return int((to_decimal(value) * MICROS).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+
+
+def from_micros(micros: int) -> Decimal:
+    """Returns micros as an exact Decimal of units."""
+    return Decimal(micros) / MICROS
+
+
+def format_micros(micros: int, places: int = 6) -> str:
+    """Returns micros as a plain decimal string ('0.47', '12.5'), trailing zeros dropped."""
+    text = f"{from_micros(micros):.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def mul_micros(a: int, b: int) -> int:
+    """Returns a × b for two micro amounts (e.g. price × shares), rounded half-to-even."""
+    return int((Decimal(a) * Decimal(b) / MICROS).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+
+
+def div_round(a: int, b: int) -> int:
+    """Returns a ÷ b for integers, rounded half-to-even (e.g. a mid of two prices)."""
+    if b == 0:
+        raise AmountError("division by zero")
+    return int((Decimal(a) / Decimal(b)).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+
+
+def div_micros_floor(a: int, b: int) -> int:
+    """Returns a ÷ b in micros, rounded down (e.g. notional ÷ price = shares)."""
+    if b <= 0:
+        raise AmountError(f"division by a non-positive amount: {b}")
+    return int((Decimal(a) * MICROS / Decimal(b)).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def price_micros(collateral_micros: int, share_micros: int) -> int:
+    """Returns the price of a fill (collateral ÷ shares) in micros, half-to-even."""
+    if share_micros <= 0:
+        raise AmountError(f"price of a fill with no shares: {share_micros}")
+    return int(
+        (Decimal(collateral_micros) * MICROS / Decimal(share_micros)).quantize(
+            _QUANTUM, rounding=ROUND_HALF_EVEN
+        )
+    )

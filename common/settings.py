@@ -1,0 +1,121 @@
+"""The one typed settings class. Every field is read from an `OCULUS_*` environment
+variable (`DATABASE_URL` has no prefix) and documented in README.md's settings table;
+tests/test_settings.py keeps the two in step."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+V1_EXCHANGES = (
+    "0x4bfb41d5b3570defd03c39a9a4d8de6bd8b8982e",  # CTF Exchange
+    "0xc5d563a36ae78145c45a50134d48a1215220f80a",  # NegRisk CTF Exchange
+)
+V2_EXCHANGES = (
+    "0xe111180000d2663c0091e4f400237545b87b996b",  # CTF Exchange V2
+    "0xe2222d279d744050d28e00520010520000310f59",  # NegRisk CTF Exchange V2
+)
+V1_ORDER_FILLED_TOPIC = "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f2d65bfec0f6"
+V2_ORDER_FILLED_TOPIC = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
+
+AddressList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCULUS_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "OCULUS_DATABASE_URL"),
+        description="Postgres URL. Unset: an embedded Postgres starts under var/pgdata.",
+    )
+    var_dir: Path = Field(
+        default=ROOT / "var", description="Runtime files: embedded Postgres data, logs, dumps."
+    )
+    db_pool_max: int = Field(default=4, ge=1, le=50, description="Connections per process.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    data_api_url: str = Field(
+        default="https://data-api.polymarket.com", description="Polymarket Data API base URL."
+    )
+    clob_url: str = Field(default="https://clob.polymarket.com", description="CLOB base URL.")
+    gamma_url: str = Field(
+        default="https://gamma-api.polymarket.com", description="Gamma markets API base URL."
+    )
+    chain_ws_url: str = Field(
+        default="wss://polygon-bor-rpc.publicnode.com",
+        description="Polygon JSON-RPC WebSocket for eth_subscribe logs.",
+    )
+
+    exchange_addresses_v1: AddressList = Field(
+        default=V1_EXCHANGES, description="V1 exchange contracts (comma-separated)."
+    )
+    exchange_addresses_v2: AddressList = Field(
+        default=V2_EXCHANGES, description="V2 exchange contracts (comma-separated)."
+    )
+    order_filled_topic_v1: str = Field(
+        default=V1_ORDER_FILLED_TOPIC, description="topic0 of the V1 OrderFilled event."
+    )
+    order_filled_topic_v2: str = Field(
+        default=V2_ORDER_FILLED_TOPIC, description="topic0 of the V2 OrderFilled event."
+    )
+
+    http_timeout_s: float = Field(default=10.0, gt=0, description="Per-request HTTP timeout.")
+    http_max_retries: int = Field(
+        default=4, ge=0, le=10, description="Retries on connection errors, 429 and 5xx."
+    )
+    rate_limit_rps: float = Field(
+        default=20.0, gt=0, description="Token-bucket refill per upstream (requests/s)."
+    )
+    rate_limit_burst: int = Field(default=40, ge=1, description="Token-bucket size per upstream.")
+    breaker_threshold: int = Field(
+        default=3, ge=1, description="429s in a row that open an upstream's breaker."
+    )
+    breaker_open_s: float = Field(
+        default=15.0, ge=0, description="How long an open breaker fails calls fast."
+    )
+
+    @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("exchange_addresses_v1", "exchange_addresses_v2")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if len(address) != 42 or not address.startswith("0x"):
+                raise ValueError(f"not a contract address: {address!r}")
+            int(address, 16)
+        return tuple(a.lower() for a in value)
+
+    @field_validator("order_filled_topic_v1", "order_filled_topic_v2")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if len(value) != 66 or not value.startswith("0x"):
+            raise ValueError(f"not a 32-byte topic: {value!r}")
+        int(value, 16)
+        return value.lower()
+
+    @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def pgdata(self) -> Path:
+        return self.var_dir / "pgdata"
+
+
+@functools.cache
+def get() -> Settings:
+    """Returns the process-wide settings, read once from the environment."""
+    return Settings()

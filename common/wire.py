@@ -1,0 +1,161 @@
+"""Shared pieces of the boundary models: exact amount types, identifiers, and the
+Batch/Reject pair every parser returns so that a bad row is kept with its reason while
+the good rows go on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from common import money
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _micros_or_int(value: Any) -> int:
+    """Units (a numeric string, JSON number or int) to micros; bools and others refused."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError(f"amount must be a number or numeric string, got {type(value).__name__}")
+    return money.to_micros(value)
+
+
+def _price_range(value: int) -> int:
+    if not 0 <= value <= money.MICROS:
+        raise ValueError(f"price {money.format_micros(value)} is outside [0, 1]")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"amount must be positive, got {money.format_micros(value)}")
+    return value
+
+
+def _non_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"amount must not be negative, got {money.format_micros(value)}")
+    return value
+
+
+def _hex_of_length(digits: int, what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        value = value.lower()
+        if len(value) != digits + 2 or not value.startswith("0x"):
+            raise ValueError(f"{what} must be 0x + {digits} hex digits")
+        int(value[2:], 16)
+        return value
+
+    return AfterValidator(check)
+
+
+def _asset_id(value: Any) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not text.isdigit() or len(text) > 78:
+        raise ValueError("asset id must be a decimal token id")
+    return text.lstrip("0") or "0"
+
+
+# Amounts in micros, parsed exactly from strings or JSON numbers (Decimal, never float math).
+Micros = Annotated[int, BeforeValidator(_micros_or_int)]
+PriceMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_price_range)]
+SharesMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_positive)]
+NonNegMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_non_negative)]
+Wallet = Annotated[str, _hex_of_length(40, "wallet")]
+Hash32 = Annotated[str, _hex_of_length(64, "hash")]
+AssetId = Annotated[str, BeforeValidator(_asset_id)]
+
+
+class WireModel(BaseModel):
+    """Base of every boundary model: immutable, extra fields ignored (upstreams add
+    fields freely), names accepted in camelCase (v1) or snake_case (v2) via aliases."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def seconds_to_datetime(value: Any) -> datetime:
+    """Returns a UTC datetime from Unix seconds (int, numeric string or Decimal)."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be a number")
+    seconds = int(Decimal(str(value)))
+    if not 1_000_000_000 <= seconds <= 10_000_000_000:
+        raise ValueError(f"timestamp {seconds} is not Unix seconds")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def millis_to_datetime(value: Any) -> datetime:
+    """Returns a UTC datetime from Unix milliseconds (the CLOB sends them as strings)."""
+    ms = int(Decimal(str(value)))
+    if not 1_000_000_000_000 <= ms <= 10_000_000_000_000:
+        raise ValueError(f"timestamp {ms} is not Unix milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A payload that did not parse or validate: what, why, and where it came from."""
+
+    source: str
+    reason: str
+    payload: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch(Generic[T]):
+    """Parsed rows plus the rows that were rejected (for the quarantine)."""
+
+    items: list[T] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    raw_count: int = 0
+
+
+def dump_payload(value: Any) -> str:
+    """Returns a payload as stable text for the quarantine (Decimals kept exact)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def describe(error: ValidationError) -> str:
+    """Returns a one-line reason from a pydantic error: field path and message."""
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "row"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def parse_rows(
+    model: type[T], rows: Any, source: str, context: Mapping[str, Any] | None = None
+) -> Batch[T]:
+    """Validates each row of a list payload; bad rows become Rejects, good ones items."""
+    ctx = dict(context or {})
+    if not isinstance(rows, list):
+        reason = f"expected a JSON array, got {type(rows).__name__}"
+        if isinstance(rows, dict) and "error" in rows:
+            reason = f"upstream error: {rows['error']}"
+        return Batch(rejects=[Reject(source, reason, dump_payload(rows), ctx)])
+    batch: Batch[T] = Batch(raw_count=len(rows))
+    for row in rows:
+        try:
+            batch.items.append(model.model_validate(row))
+        except ValidationError as exc:
+            batch.rejects.append(Reject(source, describe(exc), dump_payload(row), ctx))
+    return batch
+
+
+def parse_one(
+    model: type[T], payload: Any, source: str, context: Mapping[str, Any] | None = None
+) -> T | Reject:
+    """Validates one object; returns the model or a Reject."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        return Reject(source, describe(exc), dump_payload(payload), dict(context or {}))

@@ -110,6 +110,31 @@ class PositionRow(wire.WireModel):
     title: str | None = None
 
 
+class PortfolioValue(wire.WireModel):
+    """`/value`: the wallet's current position value."""
+
+    proxy_wallet: wire.Wallet = _alias("proxyWallet", "proxy_wallet", "user")
+    value: wire.NonNegMicros
+
+
+class PricePoint(wire.WireModel):
+    """One point of `/prices-history` (a mark fallback for assets with no book)."""
+
+    timestamp: Seconds = _alias("t", "timestamp")
+    price: wire.PriceMicros = _alias("p", "price")
+
+
+class UmaResolution(wire.WireModel):
+    """One UMA resolution row: `status` resolved/posed; prices are UMA-scaled strings."""
+
+    condition_id: wire.Hash32
+    question_id: wire.Hash32 | None = None
+    status: str
+    price: str | None = None
+    transaction_hash: wire.Hash32 | None = None
+    last_update_timestamp: Seconds | None = None
+
+
 def unwrap(payload: Any, source: str) -> tuple[Any, wire.Reject | None]:
     """Returns the row list of a v1 bare array or a v2 `{data, pagination}` envelope;
     an envelope whose `has_more` and `next_cursor` disagree is rejected."""

@@ -78,11 +78,23 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+def _whole_number(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"{what} must be a number")
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError as exc:
+        raise ValueError(f"{what} is not a number: {value!r}") from exc
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueError(f"{what} is not a whole number: {value!r}")
+    return int(number)
+
+
 def seconds_to_datetime(value: Any) -> datetime:
     """Returns a UTC datetime from Unix seconds (int, numeric string or Decimal)."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be a number")
-    seconds = int(Decimal(str(value)))
+    if isinstance(value, datetime):
+        return value
+    seconds = _whole_number(value, "timestamp")
     if not 1_000_000_000 <= seconds <= 10_000_000_000:
         raise ValueError(f"timestamp {seconds} is not Unix seconds")
     return datetime.fromtimestamp(seconds, tz=UTC)
@@ -90,7 +102,9 @@ def seconds_to_datetime(value: Any) -> datetime:
 
 def millis_to_datetime(value: Any) -> datetime:
     """Returns a UTC datetime from Unix milliseconds (the CLOB sends them as strings)."""
-    ms = int(Decimal(str(value)))
+    if isinstance(value, datetime):
+        return value
+    ms = _whole_number(value, "timestamp")
     if not 1_000_000_000_000 <= ms <= 10_000_000_000_000:
         raise ValueError(f"timestamp {ms} is not Unix milliseconds")
     return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -1,0 +1,75 @@
+"""`make run`: the whole system on this machine, against the bundled sandbox exchange.
+
+Starts (or reuses) the embedded Postgres, applies migrations, points every upstream base
+URL at the sandbox on loopback, and runs supervisord in the foreground with
+`supervisord.conf`; Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from common import db, migrate, settings
+
+
+def demo_environment(port: int) -> dict[str, str]:
+    """Returns the OCULUS_* variables that point the clients at the sandbox."""
+    base = f"http://127.0.0.1:{port}"
+    return {
+        "OCULUS_DATA_API_URL": f"{base}/data-api",
+        "OCULUS_CLOB_URL": f"{base}/clob",
+        "OCULUS_GAMMA_URL": f"{base}/gamma",
+        "OCULUS_CHAIN_WS_URL": f"ws://127.0.0.1:{port}/chain",
+        "OCULUS_SANDBOX_PORT": str(port),
+    }
+
+
+def step(message: str) -> None:
+    print(f"[oculus] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument("--sandbox-port", type=int, default=8090)
+    parser.add_argument("--sandbox-seed", type=int, default=7)
+    parser.add_argument(
+        "--check", action="store_true", help="prepare the database and print the plan, then exit"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    s = settings.get()
+    started = time.monotonic()
+    step("starting Postgres" + ("" if s.database_url else f" (embedded, {s.pgdata})"))
+    try:
+        url = db.database_url(s)
+        with db.connect(url, autocommit=True) as conn:
+            applied = migrate.apply(conn)
+    except (db.DatabaseUnavailable, migrate.MigrationError) as exc:
+        step(f"cannot prepare the database: {exc}")
+        return 1
+    step(f"database ready; migrations applied: {', '.join(applied) or 'none pending'}")
+    env = {
+        **os.environ,
+        **demo_environment(args.sandbox_port),
+        "OCULUS_SANDBOX_SEED": str(args.sandbox_seed),
+    }
+    (s.var_dir / "log").mkdir(parents=True, exist_ok=True)
+    step(f"sandbox exchange: http://127.0.0.1:{args.sandbox_port} (seed {args.sandbox_seed})")
+    step(
+        f"logs: {s.var_dir / 'log'}; ready in {time.monotonic() - started:.1f}s; "
+        "Ctrl-C stops everything"
+    )
+    if args.check:
+        return 0
+    conf = settings.ROOT / "supervisord.conf"
+    supervisord = os.path.join(os.path.dirname(sys.executable), "supervisord")
+    os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

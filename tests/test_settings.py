@@ -1,0 +1,56 @@
+"""One typed settings class; every setting is in README.md's table and vice versa."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from common import settings
+
+
+def env_names() -> set[str]:
+    names = set()
+    for name, field in settings.Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        names.add(str(choices[0]) if choices else f"OCULUS_{name.upper()}")
+    return names
+
+
+def readme_names() -> set[str]:
+    text = (settings.ROOT / "README.md").read_text()
+    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_readme_documents_every_setting_and_no_other() -> None:
+    assert readme_names() == env_names()
+
+
+def test_base_urls_and_addresses_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OCULUS_DATA_API_URL", "http://127.0.0.1:8090/data-api/")
+    monkeypatch.setenv("OCULUS_EXCHANGE_ADDRESSES_V2", " 0x" + "AB" * 20 + ", 0x" + "cd" * 20)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    s = settings.Settings()
+    assert s.data_api_url == "http://127.0.0.1:8090/data-api"
+    assert s.exchange_addresses_v2 == ("0x" + "ab" * 20, "0x" + "cd" * 20)
+    assert s.database_url == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OCULUS_EXCHANGE_ADDRESSES_V1", "0x1234"),
+        ("OCULUS_ORDER_FILLED_TOPIC_V2", "0xnothex"),
+        ("OCULUS_RATE_LIMIT_RPS", "0"),
+        ("OCULUS_DB_POOL_MAX", "many"),
+    ],
+)
+def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        settings.Settings()

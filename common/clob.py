@@ -158,16 +158,9 @@ class MarketResolvedMessage(wire.WireModel):
 def fetch_book(upstream: http.Upstream, token_id: str) -> OrderBook | wire.Reject | None:
     """Returns the asset's normalized book; None when the CLOB has none (404: closed or
     resolved market); a Reject when the payload does not parse."""
-    try:
-        payload = upstream.get("/book", {"token_id": token_id})
-    except http.UpstreamStatusError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    except http.BadPayload as exc:
-        return wire.Reject("clob/book", str(exc), exc.text, {"token_id": token_id})
-    parsed = wire.parse_one(BookPayload, payload, "clob/book", {"token_id": token_id})
-    return parsed if isinstance(parsed, wire.Reject) else parsed.normalized()
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/book", BookPayload, params=ctx, context=ctx)
+    return parsed.normalized() if isinstance(parsed, BookPayload) else parsed
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -178,30 +171,16 @@ def fetch_books(upstream: http.Upstream, token_ids: list[str]) -> wire.Batch[Boo
     """Returns the books of many assets (`POST /books`, ≤ 500 per call)."""
     batch: wire.Batch[BookPayload] = wire.Batch()
     for chunk in _chunks(token_ids, MAX_BATCH):
-        try:
-            payload = upstream.post("/books", [{"token_id": t} for t in chunk])
-        except http.BadPayload as exc:
-            batch.rejects.append(wire.Reject("clob/books", str(exc), exc.text))
-            continue
-        part = wire.parse_rows(BookPayload, payload, "clob/books")
-        batch.items.extend(part.items)
-        batch.rejects.extend(part.rejects)
-        batch.raw_count += part.raw_count
+        body = [{"token_id": t} for t in chunk]
+        wire.fetch_rows(upstream, "POST", "/books", BookPayload, body=body, into=batch)
     return batch
 
 
 def fetch_midpoint(upstream: http.Upstream, token_id: str) -> int | wire.Reject | None:
     """Returns the asset's midpoint in micros; None when it has no book (404)."""
-    try:
-        payload = upstream.get("/midpoint", {"token_id": token_id})
-    except http.UpstreamStatusError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    except http.BadPayload as exc:
-        return wire.Reject("clob/midpoint", str(exc), exc.text, {"token_id": token_id})
-    parsed = wire.parse_one(Midpoint, payload, "clob/midpoint", {"token_id": token_id})
-    return parsed if isinstance(parsed, wire.Reject) else parsed.mid
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/midpoint", Midpoint, params=ctx, context=ctx)
+    return parsed.mid if isinstance(parsed, Midpoint) else parsed
 
 
 def fetch_midpoints(
@@ -233,22 +212,18 @@ def fetch_midpoints(
     return mids, rejects
 
 
-def fetch_last_trade_price(upstream: http.Upstream, token_id: str) -> LastTrade | wire.Reject:
+def fetch_last_trade_price(
+    upstream: http.Upstream, token_id: str
+) -> LastTrade | wire.Reject | None:
     """Returns the last trade (check `is_default`: 0.5 with no side means none)."""
-    try:
-        payload = upstream.get("/last-trade-price", {"token_id": token_id})
-    except http.BadPayload as exc:
-        return wire.Reject("clob/last-trade-price", str(exc), exc.text, {"token_id": token_id})
-    return wire.parse_one(LastTrade, payload, "clob/last-trade-price", {"token_id": token_id})
+    ctx = {"token_id": token_id}
+    return wire.fetch_one(upstream, "/last-trade-price", LastTrade, params=ctx, context=ctx)
 
 
 def fetch_price(
     upstream: http.Upstream, token_id: str, side: Literal["BUY", "SELL"]
-) -> int | wire.Reject:
+) -> int | wire.Reject | None:
     """Returns `/price`: side BUY gives the best BID, side SELL the best ASK (sic)."""
-    try:
-        payload = upstream.get("/price", {"token_id": token_id, "side": side})
-    except http.BadPayload as exc:
-        return wire.Reject("clob/price", str(exc), exc.text, {"token_id": token_id})
-    parsed = wire.parse_one(Price, payload, "clob/price", {"token_id": token_id})
-    return parsed if isinstance(parsed, wire.Reject) else parsed.price
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/price", Price, params={**ctx, "side": side}, context=ctx)
+    return parsed.price if isinstance(parsed, Price) else parsed

@@ -152,16 +152,10 @@ def unwrap(payload: Any, source: str) -> tuple[Any, wire.Reject | None]:
 def _fetch_rows(
     upstream: http.Upstream, path: str, params: dict[str, Any], model: type[wire.T]
 ) -> wire.Batch[wire.T]:
-    source = f"data_api{path}"
     context = {k: v for k, v in params.items() if k in ("user", "start", "end", "offset")}
-    try:
-        payload = upstream.get(path, params)
-    except http.BadPayload as exc:
-        return wire.Batch(rejects=[wire.Reject(source, str(exc), exc.text, context)])
-    rows, reject = unwrap(payload, source)
-    if reject is not None:
-        return wire.Batch(rejects=[reject])
-    return wire.parse_rows(model, rows, source, context)
+    return wire.fetch_rows(
+        upstream, "GET", path, model, params=params, context=context, unwrap=unwrap
+    )
 
 
 def _page(limit: int, offset: int) -> dict[str, int]:

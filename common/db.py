@@ -12,8 +12,6 @@ import logging
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +176,3 @@ def make_pool(url: str | None = None, *, max_size: int | None = None) -> Connect
     except Exception as exc:
         raise DatabaseUnavailable(str(exc)) from exc
     return pool
-
-
-@contextmanager
-def transaction(conn: Conn) -> Iterator[Conn]:
-    """Runs the block in one transaction on `conn`."""
-    with conn.transaction():
-        yield conn

@@ -110,26 +110,18 @@ def fetch_markets(
     for start in range(0, len(ids or []), IDS_PER_CALL):
         chunk = (ids or [])[start : start + IDS_PER_CALL]
         params = [(key, i) for i in chunk] + [("limit", str(len(chunk) * 2))]
-        try:
-            payload = upstream.get("/markets", params)
-        except http.BadPayload as exc:
-            batch.rejects.append(wire.Reject("gamma/markets", str(exc), exc.text))
-            continue
-        part = wire.parse_rows(GammaMarket, payload, "gamma/markets", {key: chunk[:5]})
-        batch.items.extend(part.items)
-        batch.rejects.extend(part.rejects)
-        batch.raw_count += part.raw_count
+        wire.fetch_rows(
+            upstream,
+            "GET",
+            "/markets",
+            GammaMarket,
+            params=params,
+            context={key: chunk[:5]},
+            into=batch,
+        )
     return batch
 
 
 def fetch_market(upstream: http.Upstream, market_id: str) -> GammaMarket | wire.Reject | None:
     """Returns one market by Gamma id; None when Gamma does not know it (404)."""
-    try:
-        payload = upstream.get(f"/markets/{market_id}")
-    except http.UpstreamStatusError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    except http.BadPayload as exc:
-        return wire.Reject("gamma/market", str(exc), exc.text, {"id": market_id})
-    return wire.parse_one(GammaMarket, payload, "gamma/market", {"id": market_id})
+    return wire.fetch_one(upstream, f"/markets/{market_id}", GammaMarket, context={"id": market_id})

@@ -5,15 +5,15 @@ the good rows go on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from common import money
+from common import http, money
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -90,24 +90,25 @@ def _whole_number(value: Any, what: str) -> int:
     return int(number)
 
 
-def seconds_to_datetime(value: Any) -> datetime:
-    """Returns a UTC datetime from Unix seconds (int, numeric string or Decimal)."""
+def _epoch(value: Any, per_second: int, unit: str) -> datetime:
     if isinstance(value, datetime):
         return value
-    seconds = _whole_number(value, "timestamp")
-    if not 1_000_000_000 <= seconds <= 10_000_000_000:
-        raise ValueError(f"timestamp {seconds} is not Unix seconds")
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    count = _whole_number(value, "timestamp")
+    # 2001-09-09 .. 2286-11-20: anything outside is the wrong unit or garbage.
+    if not 1_000_000_000 * per_second <= count <= 10_000_000_000 * per_second:
+        raise ValueError(f"timestamp {count} is not Unix {unit}")
+    seconds, rest = divmod(count, per_second)
+    return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(seconds=rest / per_second)
+
+
+def seconds_to_datetime(value: Any) -> datetime:
+    """Returns a UTC datetime from Unix seconds (int, numeric string or Decimal)."""
+    return _epoch(value, 1, "seconds")
 
 
 def millis_to_datetime(value: Any) -> datetime:
     """Returns a UTC datetime from Unix milliseconds (the CLOB sends them as strings)."""
-    if isinstance(value, datetime):
-        return value
-    ms = _whole_number(value, "timestamp")
-    if not 1_000_000_000_000 <= ms <= 10_000_000_000_000:
-        raise ValueError(f"timestamp {ms} is not Unix milliseconds")
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return _epoch(value, 1000, "milliseconds")
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,58 @@ def parse_one(
         return model.model_validate(payload)
     except ValidationError as exc:
         return Reject(source, describe(exc), dump_payload(payload), dict(context or {}))
+
+
+def fetch_one(
+    upstream: http.Upstream,
+    path: str,
+    model: type[T],
+    *,
+    params: Any = None,
+    context: Mapping[str, Any] | None = None,
+) -> T | Reject | None:
+    """GETs one object and validates it: the model, a Reject (not JSON, or invalid), or
+    None when the upstream answers 404 (a closed market's book, an unknown id)."""
+    source = f"{upstream.name}{path}"
+    try:
+        payload = upstream.get(path, params)
+    except http.UpstreamStatusError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    except http.BadPayload as exc:
+        return Reject(source, str(exc), exc.text, dict(context or {}))
+    return parse_one(model, payload, source, context)
+
+
+def fetch_rows(
+    upstream: http.Upstream,
+    method: str,
+    path: str,
+    model: type[T],
+    *,
+    params: Any = None,
+    body: Any = None,
+    context: Mapping[str, Any] | None = None,
+    unwrap: Callable[[Any, str], tuple[Any, Reject | None]] | None = None,
+    into: Batch[T] | None = None,
+) -> Batch[T]:
+    """Requests a list payload and validates it row by row into `into` (or a new
+    Batch); a body that is not JSON, or an envelope `unwrap` refuses, is one Reject."""
+    source = f"{upstream.name}{path}"
+    batch: Batch[T] = Batch() if into is None else into
+    try:
+        payload = upstream.request_json(method, path, params=params, body=body)
+    except http.BadPayload as exc:
+        batch.rejects.append(Reject(source, str(exc), exc.text, dict(context or {})))
+        return batch
+    if unwrap is not None:
+        payload, reject = unwrap(payload, source)
+        if reject is not None:
+            batch.rejects.append(reject)
+            return batch
+    part = parse_rows(model, payload, source, context)
+    batch.items.extend(part.items)
+    batch.rejects.extend(part.rejects)
+    batch.raw_count += part.raw_count
+    return batch

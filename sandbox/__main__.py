@@ -1,0 +1,5 @@
+import sys
+
+from sandbox import cli
+
+sys.exit(cli.main())

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint sandbox migrate bench clean-var
+.PHONY: run test lint sandbox migrate bench stop-db
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ sandbox: $(STAMP)
 
 migrate: $(STAMP)
 	@$(BIN)/python -m common.migrate
+
+## stop-db: stop the embedded Postgres (make run and make test leave it running to reuse)
+stop-db: $(STAMP)
+	@$(BIN)/python -m common.db stop
 
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.sandbox_throughput

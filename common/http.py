@@ -220,7 +220,6 @@ class Upstream:
                 else:
                     last = f"HTTP {status}"
                     self._count("http_5xx")
-                    retry_after = None
             if attempt < self.max_retries:
                 delay = max(self._backoff(attempt), min(retry_after or 0.0, self.backoff_cap_s))
                 log.warning(

@@ -15,7 +15,9 @@ ACTIVITY_TYPES = ("TRADE", "SPLIT", "MERGE", "REDEEM", "CONVERSION")
 MAX_LIMIT = 500
 MAX_OFFSET = 5000  # the API answers 400 past this: page by time window instead
 
-Seconds = Annotated[datetime, BeforeValidator(wire.seconds_to_datetime)]
+Seconds = Annotated[
+    datetime, BeforeValidator(wire.seconds_to_datetime), BeforeValidator(wire.json_number)
+]
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -37,8 +39,8 @@ class TradeRow(wire.WireModel):
     side: Literal["BUY", "SELL"]
     asset: wire.AssetId = _alias("asset", "token_id")
     condition_id: wire.Hash32 = _alias("conditionId", "condition_id")
-    size: wire.SharesMicros
-    price: wire.PriceMicros
+    size: wire.NumSharesMicros
+    price: wire.NumPriceMicros
     timestamp: Seconds
     transaction_hash: wire.Hash32 = _alias("transactionHash", "transaction_hash")
     title: str | None = None
@@ -61,10 +63,10 @@ class ActivityRow(wire.WireModel):
     timestamp: Seconds
     type: Literal["TRADE", "SPLIT", "MERGE", "REDEEM", "CONVERSION"]
     condition_id: wire.Hash32 = _alias("conditionId", "condition_id")
-    size: wire.NonNegMicros
-    usdc_size: wire.NonNegMicros = _alias("usdcSize", "usdc_size")
+    size: wire.NumNonNegMicros
+    usdc_size: wire.NumNonNegMicros = _alias("usdcSize", "usdc_size")
     transaction_hash: wire.Hash32 = _alias("transactionHash", "transaction_hash")
-    price: Annotated[wire.PriceMicros | None, BeforeValidator(_blank_to_none)] = None
+    price: Annotated[wire.NumPriceMicros | None, BeforeValidator(_blank_to_none)] = None
     asset: Annotated[wire.AssetId | None, BeforeValidator(_blank_to_none)] = _opt_alias(
         "asset", "token_id"
     )

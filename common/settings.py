@@ -81,6 +81,25 @@ class Settings(BaseSettings):
         default=15.0, ge=0, description="How long an open breaker fails calls fast."
     )
 
+    poll_overlap_s: float = Field(
+        default=120.0, ge=0, description="Each poll re-reads this much before its checkpoint."
+    )
+    poll_backfill_on_start_s: float = Field(
+        default=900.0, ge=0, description="How far the first poll of a process reaches back."
+    )
+    seed_window_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="At follow time, fills this recent are matched against the /positions "
+        "seed; older history is never applied to the shadow book.",
+    )
+    shadow_chain_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A chain-only fill waits this long for its Data API row before the "
+        "shadow ledger applies it.",
+    )
+
     @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:

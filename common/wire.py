@@ -61,11 +61,23 @@ def _asset_id(value: Any) -> str:
     return text.lstrip("0") or "0"
 
 
+def json_number(value: Any) -> Any:
+    """The Data API sends amounts and times as JSON numbers; a string there is a changed
+    or broken payload, refused rather than guessed at."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"expected a JSON number, got {type(value).__name__}")
+    return value
+
+
 # Amounts in micros, parsed exactly from strings or JSON numbers (Decimal, never float math).
 Micros = Annotated[int, BeforeValidator(_micros_or_int)]
 PriceMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_price_range)]
 SharesMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_positive)]
 NonNegMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_non_negative)]
+# The same, for APIs whose wire format sends JSON numbers (the Data API).
+NumPriceMicros = Annotated[PriceMicros, BeforeValidator(json_number)]
+NumSharesMicros = Annotated[SharesMicros, BeforeValidator(json_number)]
+NumNonNegMicros = Annotated[NonNegMicros, BeforeValidator(json_number)]
 Wallet = Annotated[str, _hex_of_length(40, "wallet")]
 Hash32 = Annotated[str, _hex_of_length(64, "hash")]
 AssetId = Annotated[str, BeforeValidator(_asset_id)]

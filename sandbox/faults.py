@@ -75,6 +75,10 @@ async def _send(send, status: int, body: dict[str, Any], headers: list) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+# Fields without which a Data API row is not a fill or an activity at all.
+REQUIRED_FIELDS = ("proxyWallet", "timestamp", "conditionId", "size", "transactionHash")
+
+
 def junk_rows(rng: random.Random, template: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """Returns `count` broken copies of a real row: each breaks it in one way."""
     out = []
@@ -82,9 +86,11 @@ def junk_rows(rng: random.Random, template: dict[str, Any], count: int) -> list[
         row = dict(template)
         row["transactionHash"] = "0x" + rng.getrandbits(256).to_bytes(32, "big").hex()
         kind = rng.randrange(7)
-        if kind == 0:
-            for key in rng.sample(sorted(row), k=3):
-                row.pop(key)
+        if kind == 0:  # drop fields, at least one every row must have
+            required = [k for k in REQUIRED_FIELDS if k in row]
+            doomed = {rng.choice(required), *rng.sample(sorted(row), k=2)}
+            for key in doomed:
+                row.pop(key, None)
         elif kind == 1:
             row["size"] = -abs(row.get("size") or 1.0)
         elif kind == 2:

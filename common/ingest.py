@@ -1,0 +1,418 @@
+"""Normalizing fills and activity into `trade_event` / `activity_event`, exactly once.
+
+Two sources see the same fill: the chain log (fast, exact amounts, its own identity
+tx hash + log index) and the Data API row (slower, no id of its own). Data API rows get
+a stable source id from their content — tx hash, asset, side, shares, price (micros)
+and an ordinal among identical rows of one transaction — so a re-poll, a restart or an
+overlapping window collides instead of duplicating, and two identical real fills stay
+two. Whichever source comes second is matched to the first (same wallet, tx, asset and
+side, shares within SHARE_TOLERANCE) and only enriches it.
+
+Every write here runs under one transaction-level advisory lock, so the poller and the
+listener never both insert the same fill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg.types.json import Jsonb
+
+from common import chain, data_api, db, money
+
+INGEST_LOCK = 0x0C01_10
+SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
+
+
+@dataclass(frozen=True)
+class ApiFill:
+    """A fill as the Data API reports it, ready to store."""
+
+    followed_user_id: int
+    wallet: str
+    tx_hash: str
+    asset_id: str
+    condition_id: str
+    side: Literal["BUY", "SELL"]
+    price_micros: int
+    share_micros: int
+    event_time: datetime
+    ordinal: int = 0
+    payload: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def source_id(self) -> str:
+        return (
+            f"{self.tx_hash}:{self.asset_id}:{self.side}:{self.share_micros}"
+            f":{self.price_micros}:{self.ordinal}"
+        )
+
+    @property
+    def notional_micros(self) -> int:
+        return money.mul_micros(self.price_micros, self.share_micros)
+
+
+@dataclass(frozen=True)
+class ApiActivity:
+    """A SPLIT / MERGE / REDEEM / CONVERSION row of `/activity`."""
+
+    followed_user_id: int
+    wallet: str
+    activity_type: str
+    condition_id: str
+    tx_hash: str
+    share_micros: int
+    usdc_micros: int
+    price_micros: int | None
+    event_time: datetime
+    ordinal: int = 0
+    payload: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def source_id(self) -> str:
+        return (
+            f"{self.tx_hash}:{self.activity_type}:{self.condition_id}:{self.share_micros}"
+            f":{self.usdc_micros}:{self.ordinal}"
+        )
+
+
+def with_ordinals(fills: Sequence[ApiFill]) -> list[ApiFill]:
+    """Returns the fills with ordinals numbering identical fills of one transaction, in
+    the order given (callers pass whole transactions: every row of a tx shares its
+    timestamp, so a time window never splits one)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    out = []
+    for f in fills:
+        key = (f.wallet, f.tx_hash, f.asset_id, f.side, f.share_micros, f.price_micros)
+        out.append(replace(f, ordinal=seen.get(key, 0)))
+        seen[key] = seen.get(key, 0) + 1
+    return out
+
+
+def activity_with_ordinals(rows: Sequence[ApiActivity]) -> list[ApiActivity]:
+    seen: dict[tuple[Any, ...], int] = {}
+    out = []
+    for a in rows:
+        key = (a.wallet, a.tx_hash, a.activity_type, a.condition_id, a.share_micros, a.usdc_micros)
+        out.append(replace(a, ordinal=seen.get(key, 0)))
+        seen[key] = seen.get(key, 0) + 1
+    return out
+
+
+def fill_from_row(row: data_api.TradeRow | data_api.ActivityRow, followed_user_id: int) -> ApiFill:
+    """Returns the ApiFill of a /trades row or a TRADE row of /activity."""
+    assert row.asset is not None and row.side is not None and row.price is not None
+    return ApiFill(
+        followed_user_id=followed_user_id,
+        wallet=row.proxy_wallet,
+        tx_hash=row.transaction_hash,
+        asset_id=row.asset,
+        condition_id=row.condition_id,
+        side=row.side,
+        price_micros=row.price,
+        share_micros=row.size,
+        event_time=row.timestamp,
+        payload=row.model_dump(mode="json", by_alias=False),
+    )
+
+
+def activity_from_row(row: data_api.ActivityRow, followed_user_id: int) -> ApiActivity:
+    return ApiActivity(
+        followed_user_id=followed_user_id,
+        wallet=row.proxy_wallet,
+        activity_type=row.type,
+        condition_id=row.condition_id,
+        tx_hash=row.transaction_hash,
+        share_micros=row.size,
+        usdc_micros=row.usdc_size,
+        price_micros=row.price,
+        event_time=row.timestamp,
+        payload=row.model_dump(mode="json", by_alias=False),
+    )
+
+
+# --- planning (pure) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Existing:
+    """The part of a stored trade_event that matching looks at."""
+
+    id: int
+    source: str
+    wallet: str
+    tx_hash: str
+    asset_id: str
+    side: str
+    share_micros: int
+    log_index: int | None
+    api_source_id: str | None
+    reorg_state: str | None
+    shadow_applied: bool
+
+
+def _close(a: int, b: int) -> bool:
+    return abs(a - b) <= SHARE_TOLERANCE
+
+
+def plan_api_fills(
+    fills: Sequence[ApiFill], existing: Sequence[Existing]
+) -> tuple[list[tuple[int, ApiFill]], list[ApiFill]]:
+    """Returns (chain events to confirm with an API fill, API fills to insert). Fills
+    whose source id is already stored are neither."""
+    known = {e.api_source_id for e in existing if e.api_source_id}
+    free = sorted(
+        (
+            e
+            for e in existing
+            if e.source == "CHAIN" and e.api_source_id is None and e.reorg_state is None
+        ),
+        key=lambda e: e.log_index if e.log_index is not None else -1,
+    )
+    matches: list[tuple[int, ApiFill]] = []
+    inserts: list[ApiFill] = []
+    for f in fills:
+        if f.source_id in known:
+            continue
+        hit = next(
+            (
+                e
+                for e in free
+                if (e.wallet, e.tx_hash, e.asset_id, e.side)
+                == (f.wallet, f.tx_hash, f.asset_id, f.side)
+                and _close(e.share_micros, f.share_micros)
+            ),
+            None,
+        )
+        if hit is None:
+            inserts.append(f)
+        else:
+            free.remove(hit)
+            matches.append((hit.id, f))
+        known.add(f.source_id)
+    return matches, inserts
+
+
+ChainAction = Literal["insert", "confirm", "duplicate", "restore", "remove", "flag", "ignore"]
+
+
+def plan_chain_fill(
+    fill: chain.ChainFill, existing: Sequence[Existing]
+) -> tuple[ChainAction, Existing | None]:
+    """Decides what one chain log does to the stored events of its transaction."""
+    same_log = next(
+        (e for e in existing if e.log_index == fill.log_index and e.tx_hash == fill.tx_hash), None
+    )
+    if fill.removed:
+        if same_log is None or same_log.reorg_state is not None:
+            return "ignore", same_log
+        derived = same_log.shadow_applied or same_log.api_source_id is not None
+        return ("flag" if derived else "remove"), same_log
+    if same_log is not None:
+        return ("restore" if same_log.reorg_state == "REMOVED" else "duplicate"), same_log
+    api_only = next(
+        (
+            e
+            for e in sorted(existing, key=lambda e: e.id)
+            if e.log_index is None
+            and e.reorg_state is None
+            and (e.wallet, e.asset_id, e.side) == (fill.owner, fill.asset_id, fill.side)
+            and _close(e.share_micros, fill.share_micros)
+        ),
+        None,
+    )
+    if api_only is not None:
+        return "confirm", api_only
+    return "insert", None
+
+
+# --- storing ---------------------------------------------------------------------------
+
+
+def _lock(conn: db.Conn) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
+
+
+def _existing(conn: db.Conn, tx_hashes: Iterable[str]) -> list[Existing]:
+    rows = conn.execute(
+        """SELECT id, source, wallet, tx_hash, asset_id, side, share_micros, log_index,
+                  api_source_id, reorg_state, shadow_applied_at IS NOT NULL AS shadow_applied
+           FROM trade_event WHERE tx_hash = ANY(%(tx)s)""",
+        {"tx": sorted(set(tx_hashes))},
+    ).fetchall()
+    return [Existing(**r) for r in rows]
+
+
+_INSERT_API = """
+INSERT INTO trade_event (source, source_id, followed_user_id, wallet, condition_id, asset_id,
+    side, price_micros, share_micros, usdc_notional_micros, fee_micros, tx_hash, api_source_id,
+    event_time, detect_time, payload)
+VALUES ('DATA_API', %(sid)s, %(uid)s, %(wallet)s, %(cond)s, %(asset)s, %(side)s, %(price)s,
+    %(shares)s, %(usdc)s, 0, %(tx)s, %(sid)s, %(et)s, %(now)s, %(payload)s)
+ON CONFLICT DO NOTHING
+"""
+_CONFIRM_WITH_API = """
+UPDATE trade_event SET api_source_id = %(sid)s, confirmed_at = %(now)s,
+    condition_id = COALESCE(condition_id, %(cond)s), payload = %(payload)s
+WHERE id = %(id)s AND api_source_id IS NULL
+"""
+
+
+def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> dict[str, int]:
+    """Stores Data API fills in one transaction; returns counts (inserted, confirmed)."""
+    if not fills:
+        return {}
+    with conn.transaction():
+        _lock(conn)
+        matches, inserts = plan_api_fills(fills, _existing(conn, (f.tx_hash for f in fills)))
+        with conn.cursor() as cur:
+            if matches:
+                cur.executemany(
+                    _CONFIRM_WITH_API,
+                    [
+                        {
+                            "id": event_id,
+                            "sid": f.source_id,
+                            "now": now,
+                            "cond": f.condition_id,
+                            "payload": Jsonb(f.payload),
+                        }
+                        for event_id, f in matches
+                    ],
+                )
+            if inserts:
+                cur.executemany(
+                    _INSERT_API,
+                    [
+                        {
+                            "sid": f.source_id,
+                            "uid": f.followed_user_id,
+                            "wallet": f.wallet,
+                            "cond": f.condition_id,
+                            "asset": f.asset_id,
+                            "side": f.side,
+                            "price": f.price_micros,
+                            "shares": f.share_micros,
+                            "usdc": f.notional_micros,
+                            "tx": f.tx_hash,
+                            "et": f.event_time,
+                            "now": now,
+                            "payload": Jsonb(f.payload),
+                        }
+                        for f in inserts
+                    ],
+                )
+    return {"api_inserted": len(inserts), "api_confirmed_chain": len(matches)}
+
+
+def chain_source_id(fill: chain.ChainFill) -> str:
+    return f"{fill.tx_hash}:{fill.log_index}"
+
+
+def store_chain_fill(
+    conn: db.Conn, fill: chain.ChainFill, followed_user_id: int, now: datetime
+) -> ChainAction:
+    """Stores one decoded OrderFilled of a followed wallet (or undoes a removed one);
+    returns what it did."""
+    with conn.transaction():
+        _lock(conn)
+        action, target = plan_chain_fill(fill, _existing(conn, [fill.tx_hash]))
+        params = {
+            "sid": chain_source_id(fill),
+            "uid": followed_user_id,
+            "wallet": fill.owner,
+            "asset": fill.asset_id,
+            "side": fill.side,
+            "price": fill.price_micros,
+            "shares": fill.share_micros,
+            "usdc": fill.collateral_micros,
+            "fee": fill.fee_micros,
+            "tx": fill.tx_hash,
+            "li": fill.log_index,
+            "block": fill.block_number,
+            "role": "TAKER" if fill.is_taker_order else "MAKER",
+            "et": fill.block_time or now,
+            "now": now,
+            "id": target.id if target else None,
+        }
+        if action == "insert":
+            conn.execute(
+                """INSERT INTO trade_event (source, source_id, followed_user_id, wallet,
+                       condition_id, asset_id, side, role, price_micros, share_micros,
+                       usdc_notional_micros, fee_micros, tx_hash, log_index, block_number,
+                       event_time, detect_time)
+                   VALUES ('CHAIN', %(sid)s, %(uid)s, %(wallet)s,
+                       (SELECT condition_id FROM outcome_asset WHERE asset_id = %(asset)s),
+                       %(asset)s, %(side)s, %(role)s, %(price)s, %(shares)s, %(usdc)s, %(fee)s,
+                       %(tx)s, %(li)s, %(block)s, %(et)s, %(now)s)
+                   ON CONFLICT DO NOTHING""",
+                params,
+            )
+        elif action == "confirm":
+            # Chain amounts are exact; take them unless the shadow ledger already used
+            # the API's, so ledger and event never disagree.
+            conn.execute(
+                """UPDATE trade_event SET log_index = %(li)s, block_number = %(block)s,
+                       role = %(role)s, confirmed_at = %(now)s,
+                       price_micros = CASE WHEN shadow_applied_at IS NULL
+                                           THEN %(price)s ELSE price_micros END,
+                       usdc_notional_micros = CASE WHEN shadow_applied_at IS NULL
+                                           THEN %(usdc)s ELSE usdc_notional_micros END,
+                       fee_micros = CASE WHEN shadow_applied_at IS NULL
+                                           THEN %(fee)s ELSE fee_micros END
+                   WHERE id = %(id)s""",
+                params,
+            )
+        elif action == "restore":
+            conn.execute(
+                "UPDATE trade_event SET reorg_state = NULL, block_number = %(block)s"
+                " WHERE id = %(id)s",
+                params,
+            )
+        elif action in ("remove", "flag"):
+            conn.execute(
+                "UPDATE trade_event SET reorg_state = %(state)s WHERE id = %(id)s",
+                {**params, "state": "REMOVED" if action == "remove" else "FLAGGED"},
+            )
+    return action
+
+
+_INSERT_ACTIVITY = """
+INSERT INTO activity_event (source, source_id, followed_user_id, wallet, activity_type,
+    condition_id, share_micros, usdc_micros, price_micros, tx_hash, event_time, detect_time,
+    payload)
+VALUES ('DATA_API', %(sid)s, %(uid)s, %(wallet)s, %(type)s, %(cond)s, %(shares)s, %(usdc)s,
+    %(price)s, %(tx)s, %(et)s, %(now)s, %(payload)s)
+ON CONFLICT DO NOTHING
+"""
+
+
+def store_activities(conn: db.Conn, rows: Sequence[ApiActivity], now: datetime) -> int:
+    """Stores SPLIT/MERGE/REDEEM/CONVERSION rows; returns how many were new."""
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            _INSERT_ACTIVITY,
+            [
+                {
+                    "sid": a.source_id,
+                    "uid": a.followed_user_id,
+                    "wallet": a.wallet,
+                    "type": a.activity_type,
+                    "cond": a.condition_id,
+                    "shares": a.share_micros,
+                    "usdc": a.usdc_micros,
+                    "price": a.price_micros,
+                    "tx": a.tx_hash,
+                    "et": a.event_time,
+                    "now": now,
+                    "payload": Jsonb(a.payload),
+                }
+                for a in rows
+            ],
+        )
+        return max(cur.rowcount, 0)

@@ -1,0 +1,183 @@
+"""The frame every job shares: flags, logging, one run recorded in `job_run`, a loop
+that stops on a signal, and heartbeats for long-running processes.
+
+A job module supplies `run_once(conn, ctx) -> int` (one bounded batch; returns how many
+items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from common import db, settings
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass
+class Context:
+    """What one run of a job gets: parsed flags, settings, counters, the clock."""
+
+    args: argparse.Namespace
+    settings: settings.Settings
+    counts: dict[str, int] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utcnow
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; long loops check it and sleep in short slices."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def install(self) -> StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        return self
+
+    def _stop(self, *_: object) -> None:
+        self.stopped = True
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def record_start(conn: db.Conn, job: str, now: datetime) -> int:
+    row = conn.execute(
+        "INSERT INTO job_run (job, started_at, status, pid, host)"
+        " VALUES (%(j)s, %(t)s, 'RUNNING', %(pid)s, %(host)s) RETURNING id",
+        {"j": job, "t": now, "pid": os.getpid(), "host": socket.gethostname()},
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def record_end(
+    conn: db.Conn,
+    run_id: int,
+    now: datetime,
+    status: str,
+    items: int,
+    counts: dict[str, int],
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE job_run SET finished_at = %(t)s, status = %(s)s, items = %(i)s,"
+        " counts = %(c)s, error = %(e)s WHERE id = %(id)s",
+        {"t": now, "s": status, "i": items, "c": Jsonb(counts), "e": error, "id": run_id},
+    )
+
+
+def heartbeat(conn: db.Conn, process: str, now: datetime, info: dict[str, Any]) -> None:
+    """Upserts the process's heartbeat row (reconcile and the status page read it)."""
+    conn.execute(
+        """INSERT INTO process_heartbeat (process, pid, host, started_at, beat_at, info)
+           VALUES (%(p)s, %(pid)s, %(h)s, %(t)s, %(t)s, %(i)s)
+           ON CONFLICT (process) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host,
+               beat_at = EXCLUDED.beat_at, info = EXCLUDED.info,
+               started_at = CASE WHEN process_heartbeat.pid = EXCLUDED.pid
+                                 THEN process_heartbeat.started_at ELSE EXCLUDED.started_at END""",
+        {"p": process, "pid": os.getpid(), "h": socket.gethostname(), "t": now, "i": Jsonb(info)},
+    )
+
+
+def run_recorded(
+    conn: db.Conn, job: str, ctx: Context, run_once: Callable[[db.Conn, Context], int]
+) -> int:
+    """Runs one batch and records it in job_run; returns the items handled. A failure
+    is recorded with its error and re-raised."""
+    ctx.counts.clear()
+    run_id = record_start(conn, job, ctx.clock())
+    try:
+        items = run_once(conn, ctx)
+    except Exception as exc:
+        if not conn.autocommit:
+            conn.rollback()
+        record_end(
+            conn, run_id, ctx.clock(), "FAILED", 0, ctx.counts, f"{type(exc).__name__}: {exc}"
+        )
+        raise
+    record_end(conn, run_id, ctx.clock(), "OK", items, ctx.counts)
+    return items
+
+
+def parser(job: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m functions.{job}", description=description)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run one batch and exit (default)")
+    mode.add_argument("--loop", action="store_true", help="run batches until SIGTERM")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between loop batches")
+    p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    return p
+
+
+def setup_logging(s: settings.Settings) -> None:
+    logging.basicConfig(
+        level=s.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def main(
+    job: str,
+    args: argparse.Namespace,
+    run_once: Callable[[db.Conn, Context], int],
+    *,
+    setup: Callable[[Context], None] | None = None,
+    teardown: Callable[[Context], None] | None = None,
+) -> int:
+    """Runs a job from its command line: once (exit 1 on failure) or in a loop."""
+    s = settings.get()
+    setup_logging(s)
+    ctx = Context(args=args, settings=s)
+    stop = StopFlag().install()
+    try:
+        conn = db.connect(args.database_url, autocommit=True)
+    except db.DatabaseUnavailable as exc:
+        log.error("%s: database unavailable: %s", job, exc)
+        return 1
+    try:
+        if setup is not None:
+            setup(ctx)
+        while True:
+            try:
+                items = run_recorded(conn, job, ctx, run_once)
+                log.info("%s: %d items %s", job, items, ctx.counts or "")
+            except Exception:
+                log.exception("%s: run failed", job)
+                if not args.loop:
+                    return 1
+            if not args.loop or stop.stopped:
+                return 0
+            stop.sleep(args.interval)
+            if stop.stopped:
+                return 0
+    finally:
+        if teardown is not None:
+            teardown(ctx)
+        conn.close()

@@ -1,0 +1,310 @@
+"""The shadow ledger: each followed user's events applied exactly as reported, as
+`SHADOW_USER` ledger entries (SPEC §4 "Shadow").
+
+- fill: shares ± on its asset, cash ∓ notional, and a FEE entry for a fee;
+- SPLIT: collateral → the same number of shares of every outcome; MERGE the reverse;
+- REDEEM: every share held in the market leaves at its payout, cash + the payout;
+- CONVERSION: not applied (the Data API row lacks the neg-risk legs): marked
+  NOT_APPLIED and quarantined with the reason, so it is counted, not lost.
+BUY/SELL is never mapped to YES/NO: the outcome is the asset.
+
+Seeding (functions/poll.py `seed_user`) stores the user's recent fills and marks those
+already inside the /positions snapshot COVERED_BY_SEED; history older than the seed
+window is covered too. Events apply per user in event-time order. A fill known only
+from the chain waits for its Data API confirmation, or `chain_grace` (a reorg could
+still remove it), and holds back the user's later events meanwhile. Entries are keyed
+by the event, so reapplying collides instead of double-counting.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import db, quarantine, wire
+
+SCOPE = "SHADOW_USER"
+
+
+@dataclass(frozen=True)
+class Entry:
+    asset_id: str | None
+    condition_id: str | None
+    entry_type: str
+    share_delta_micros: int
+    cash_delta_micros: int
+    price_micros: int | None
+    ref_id: str
+    effective_time: datetime
+
+
+def fill_entries(event: dict[str, Any]) -> list[Entry]:
+    """Entries of one trade_event row (pure)."""
+    sign = 1 if event["side"] == "BUY" else -1
+    ref, t = f"trade:{event['id']}", event["event_time"]
+    entries = [
+        Entry(
+            event["asset_id"],
+            event["condition_id"],
+            "TRADE_FILL",
+            sign * event["share_micros"],
+            -sign * event["usdc_notional_micros"],
+            event["price_micros"],
+            ref,
+            t,
+        ),
+    ]
+    if event["fee_micros"]:
+        entries.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "FEE",
+                0,
+                -event["fee_micros"],
+                None,
+                ref,
+                t,
+            )
+        )
+    return entries
+
+
+def activity_entries(
+    activity: dict[str, Any],
+    assets: Sequence[str],
+    held: dict[str, int],
+    payouts: dict[str, int | None],
+) -> list[Entry]:
+    """Entries of one SPLIT / MERGE / REDEEM (pure). `assets` are the market's outcome
+    assets, `held` the user's current shares of them."""
+    kind, ref = activity["activity_type"], f"activity:{activity['id']}"
+    cond, t = activity["condition_id"], activity["event_time"]
+    if kind == "SPLIT":
+        legs = {a: activity["share_micros"] for a in assets}
+        cash = -activity["usdc_micros"]
+    elif kind == "MERGE":
+        legs = {a: -activity["share_micros"] for a in assets}
+        cash = activity["usdc_micros"]
+    elif kind == "REDEEM":
+        legs = {a: -held.get(a, 0) for a in assets if held.get(a, 0)}
+        cash = activity["usdc_micros"]
+    else:
+        raise ValueError(f"no shadow rule for {kind}")
+    entries = [
+        Entry(
+            a,
+            cond,
+            kind,
+            delta,
+            0,
+            payouts.get(a) if kind == "REDEEM" else None,
+            f"{ref}:asset:{a}",
+            t,
+        )
+        for a, delta in sorted(legs.items())
+    ]
+    entries.append(Entry(None, cond, kind, 0, cash, None, ref, t))
+    return entries
+
+
+_PENDING_TRADES = """
+SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_micros,
+       usdc_notional_micros, fee_micros, event_time, detect_time, source, confirmed_at
+FROM trade_event
+WHERE shadow_applied_at IS NULL AND reorg_state IS NULL AND followed_user_id = %(u)s
+  AND event_time >= %(since)s
+ORDER BY event_time, id
+LIMIT %(limit)s
+"""
+_PENDING_ACTIVITY = """
+SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_micros,
+       event_time, tx_hash
+FROM activity_event
+WHERE shadow_applied_at IS NULL AND followed_user_id = %(u)s AND event_time >= %(since)s
+ORDER BY event_time, id
+LIMIT %(limit)s
+"""
+_INSERT = """
+INSERT INTO ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, entry_type,
+    share_delta_micros, cash_delta_micros, price_micros, ref_id, effective_time)
+VALUES ('SHADOW_USER', %(u)s, %(cond)s, %(asset)s, %(type)s, %(shares)s, %(cash)s, %(price)s,
+    %(ref)s, %(t)s)
+ON CONFLICT (portfolio_scope, ref_id, entry_type) DO NOTHING
+"""
+
+
+def holdings(conn: db.Conn, user_id: int, asset_ids: Sequence[str]) -> dict[str, int]:
+    """Returns the user's shadow shares of the given assets, from the ledger."""
+    rows = conn.execute(
+        """SELECT asset_id, sum(share_delta_micros)::bigint AS shares FROM ledger_entry
+           WHERE portfolio_scope = 'SHADOW_USER' AND followed_user_id = %(u)s
+             AND asset_id = ANY(%(a)s) GROUP BY asset_id""",
+        {"u": user_id, "a": list(asset_ids)},
+    ).fetchall()
+    return {r["asset_id"]: int(r["shares"]) for r in rows}
+
+
+def _market_assets(conn: db.Conn, conditions: set[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = conn.execute(
+        """SELECT condition_id, asset_id, payout_micros FROM outcome_asset
+           WHERE condition_id = ANY(%(c)s) ORDER BY condition_id, outcome_index""",
+        {"c": sorted(conditions)},
+    ).fetchall()
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        out[r["condition_id"]].append(r)
+    return out
+
+
+def apply_user(
+    conn: db.Conn,
+    user_id: int,
+    since: datetime,
+    now: datetime,
+    chain_grace: timedelta,
+    limit: int = 5000,
+) -> dict[str, int]:
+    """Applies the user's pending events in order, in one transaction; returns counts."""
+    counts: dict[str, int] = defaultdict(int)
+    with conn.transaction():
+        params = {"u": user_id, "since": since, "limit": limit, "now": now}
+        for table in ("trade_event", "activity_event"):  # history older than the seed
+            counts["covered_by_seed"] += conn.execute(
+                f"UPDATE {table} SET shadow_applied_at = %(now)s,"  # noqa: S608
+                " shadow_state = 'COVERED_BY_SEED' WHERE followed_user_id = %(u)s"
+                " AND shadow_applied_at IS NULL AND event_time < %(since)s",
+                params,
+            ).rowcount
+        trades = conn.execute(_PENDING_TRADES, params).fetchall()
+        acts = conn.execute(_PENDING_ACTIVITY, params).fetchall()
+        if not trades and not acts:
+            return {}
+        tagged: list[tuple[str, dict[str, Any]]] = [("trade", r) for r in trades]
+        tagged += [("activity", r) for r in acts]
+        # Fills before activity of the same second: a REDEEM sees the shares bought.
+        events = sorted(tagged, key=lambda e: (e[1]["event_time"], e[0] != "trade", e[1]["id"]))
+        # A list cut by the limit may hide earlier events of the other kind past its end.
+        cuts = [rows[-1]["event_time"] for rows in (trades, acts) if len(rows) >= limit]
+        if cuts:
+            before_cut = [e for e in events if e[1]["event_time"] < min(cuts)]
+            events = before_cut or events
+        markets = _market_assets(conn, {r["condition_id"] for r in acts})
+        touched = [a["asset_id"] for rows in markets.values() for a in rows]
+        held = holdings(conn, user_id, touched)
+        entries: list[Entry] = []
+        applied_trades: list[int] = []
+        applied_acts: list[tuple[int, str]] = []
+        rejects: list[wire.Reject] = []
+        for kind, row in events:
+            if kind == "trade":
+                chain_only = row["source"] == "CHAIN" and row["confirmed_at"] is None
+                if chain_only and row["detect_time"] > now - chain_grace:
+                    counts["waiting_for_confirmation"] += 1
+                    break
+                new = fill_entries(row)
+                applied_trades.append(row["id"])
+            elif row["activity_type"] == "CONVERSION":
+                rejects.append(
+                    wire.Reject(
+                        "shadow/conversion",
+                        "CONVERSION not applied to the shadow book: the Data API row does not say "
+                        "which neg-risk outcomes were converted",
+                        wire.dump_payload({k: str(v) for k, v in row.items()}),
+                        {"activity_event_id": row["id"]},
+                    )
+                )
+                applied_acts.append((row["id"], "NOT_APPLIED"))
+                counts["conversion_not_applied"] += 1
+                continue
+            else:
+                assets = markets.get(row["condition_id"])
+                if not assets:
+                    counts["waiting_for_market"] += 1
+                    break
+                payouts = {a["asset_id"]: a["payout_micros"] for a in assets}
+                new = activity_entries(row, [a["asset_id"] for a in assets], held, payouts)
+                applied_acts.append((row["id"], "APPLIED"))
+            for e in new:
+                if e.asset_id is not None:
+                    held[e.asset_id] = held.get(e.asset_id, 0) + e.share_delta_micros
+            entries.extend(new)
+        store(conn, user_id, entries)
+        with conn.cursor() as cur:
+            if applied_trades:
+                cur.execute(
+                    "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'APPLIED'"
+                    " WHERE id = ANY(%(ids)s)",
+                    {"now": now, "ids": applied_trades},
+                )
+            for state in ("APPLIED", "NOT_APPLIED"):
+                ids = [i for i, s in applied_acts if s == state]
+                if ids:
+                    cur.execute(
+                        "UPDATE activity_event SET shadow_applied_at = %(now)s,"
+                        " shadow_state = %(s)s WHERE id = ANY(%(ids)s)",
+                        {"now": now, "s": state, "ids": ids},
+                    )
+        quarantine.record(conn, rejects, now)
+    counts["trades_applied"] += len(applied_trades)
+    counts["activities_applied"] += len(applied_acts)
+    counts["entries"] += len(entries)
+    return dict(counts)
+
+
+def apply_pending(
+    conn: db.Conn, now: datetime, chain_grace: timedelta, seed_window: timedelta
+) -> dict[str, int]:
+    """Applies every seeded user's pending events; events older than the seed window
+    before the seed are history the seed already holds. Returns summed counts."""
+    users = conn.execute(
+        "SELECT id, seeded_at - %(w)s AS since FROM followed_user"
+        " WHERE copy_mode <> 'REMOVED' AND seeded_at IS NOT NULL",
+        {"w": seed_window},
+    ).fetchall()
+    total: dict[str, int] = defaultdict(int)
+    for u in users:
+        while True:
+            counts = apply_user(conn, u["id"], u["since"], now, chain_grace)
+            for k, v in counts.items():
+                total[k] += v
+            if counts.get("trades_applied", 0) + counts.get("activities_applied", 0) < 5000:
+                break
+    return dict(total)
+
+
+def seed_entries(user_id: int, positions: Sequence[Any], at: datetime) -> list[Entry]:
+    """SEED entries for the positions a user held when followed (pure)."""
+    return [
+        Entry(
+            p.asset, p.condition_id, "SEED", p.size, 0, p.avg_price, f"seed:{user_id}:{p.asset}", at
+        )
+        for p in positions
+        if p.size > 0
+    ]
+
+
+def store(conn: db.Conn, user_id: int, entries: Sequence[Entry]) -> None:
+    if not entries:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            _INSERT,
+            [
+                {
+                    "u": user_id,
+                    "cond": e.condition_id,
+                    "asset": e.asset_id,
+                    "type": e.entry_type,
+                    "shares": e.share_delta_micros,
+                    "cash": e.cash_delta_micros,
+                    "price": e.price_micros,
+                    "ref": e.ref_id,
+                    "t": e.effective_time,
+                }
+                for e in entries
+            ],
+        )

@@ -1,0 +1,442 @@
+"""The chain listener: one persistent WebSocket subscribed to OrderFilled logs whose
+order owner is a followed wallet. Each log becomes a trade_event the moment its frame
+arrives (that instant is its detect time); a log re-sent with `removed: true` undoes it.
+
+A frame that does not parse or decode is quarantined and the listener goes on. On a
+drop it reconnects with capped exponential backoff and jitter; after every reconnect it
+asks for a Data API backfill of the last 5 minutes (checkpoint `listen.backfill_request`,
+which the poller reads, plus `functions.poll.backfill` in a background thread when that
+exists) and replays its own gap with `eth_getLogs` from the last block it saw.
+
+    python -m functions.listen            # until SIGTERM
+    python -m functions.listen --once     # catch up, listen until quiet for 3 s, exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from common import chain, db, http, ingest, jobs, quarantine, wire
+from common import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+PROCESS = "listen"
+BACKFILL_REQUEST = "listen.backfill_request"
+LAST_BLOCK = "listen.last_block"
+BACKFILL_WINDOW = timedelta(minutes=5)
+HEARTBEAT_S = 5.0
+REFRESH_S = 3.0  # how often the followed set is re-read
+RECV_SLICE_S = 0.5  # bounds how long a stop signal waits
+HEALTHY_S = 10.0  # a session this long resets the backoff
+MAX_CATCHUP_BLOCKS = 900  # ~30 min of Polygon blocks; older gaps are the Data API's
+
+# (since, request sequence number) -> None; runs in a background thread.
+Backfill = Callable[[datetime, int], None]
+DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
+    """Returns the seconds to wait before reconnect attempt `attempt` (0-based): doubling
+    from `base`, capped at `cap`, spread over the upper half by `jitter` in [0, 1)."""
+    ceiling = min(cap, base * (1 << min(attempt, 30)))
+    return ceiling / 2 * (1 + jitter)
+
+
+def wallet_changes(old: Mapping[str, int], new: Mapping[str, int]) -> tuple[set[str], set[str]]:
+    """Returns (wallets added, wallets dropped); either one non-empty means resubscribe."""
+    return set(new) - set(old), set(old) - set(new)
+
+
+def catchup_from(last_seen: int | None, latest: int, most: int = MAX_CATCHUP_BLOCKS) -> int | None:
+    """Returns the first block to replay with eth_getLogs (the last one seen, since logs
+    after ours in it may be missing), or None when there is nothing to replay."""
+    if last_seen is None or last_seen > latest:
+        return None
+    return max(last_seen, latest - most)
+
+
+def log_filter(wallets: list[str], s: settings_mod.Settings) -> dict[str, Any]:
+    """Returns the logs filter of our subscription (for eth_getLogs)."""
+    params: dict[str, Any] = json.loads(chain.subscribe_request(0, wallets, s))["params"][1]
+    return params
+
+
+# --- database ----------------------------------------------------------------------------
+
+
+def load_wallets(conn: db.Conn) -> dict[str, int]:
+    """Returns owner wallet -> followed_user_id for enabled users not REMOVED."""
+    rows = conn.execute(
+        """SELECT w.wallet, w.followed_user_id FROM followed_user_proxy_wallet w
+           JOIN followed_user u ON u.id = w.followed_user_id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'"""
+    ).fetchall()
+    return {r["wallet"].lower(): int(r["followed_user_id"]) for r in rows}
+
+
+def request_backfill(conn: db.Conn, since: datetime, now: datetime) -> int:
+    """Upserts the backfill request the poller reads (cursor_time = since, cursor_text
+    'pending', cursor_int counting requests); returns the request's number."""
+    row = conn.execute(
+        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, cursor_time,
+               cursor_text, updated_at)
+           VALUES (%(n)s, NULL, 1, %(since)s, 'pending', %(now)s)
+           ON CONFLICT (name, followed_user_id) DO UPDATE
+               SET cursor_int = COALESCE(system_checkpoint.cursor_int, 0) + 1,
+                   cursor_time = EXCLUDED.cursor_time, cursor_text = 'pending',
+                   updated_at = EXCLUDED.updated_at
+           RETURNING cursor_int""",
+        {"n": BACKFILL_REQUEST, "since": since, "now": now},
+    ).fetchone()
+    assert row is not None
+    return int(row["cursor_int"])
+
+
+def mark_backfill_done(conn: db.Conn, seq: int, now: datetime) -> bool:
+    """Marks request `seq` done unless a newer one replaced it; returns whether it did."""
+    cur = conn.execute(
+        """UPDATE system_checkpoint SET cursor_text = 'done', updated_at = %(now)s
+           WHERE name = %(n)s AND followed_user_id IS NULL AND cursor_int = %(seq)s""",
+        {"n": BACKFILL_REQUEST, "seq": seq, "now": now},
+    )
+    return cur.rowcount == 1
+
+
+def stored_block(conn: db.Conn) -> int | None:
+    row = conn.execute(
+        "SELECT cursor_int FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL",
+        {"n": LAST_BLOCK},
+    ).fetchone()
+    return None if row is None or row["cursor_int"] is None else int(row["cursor_int"])
+
+
+def save_block(conn: db.Conn, block: int, now: datetime) -> None:
+    conn.execute(
+        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, updated_at)
+           VALUES (%(n)s, NULL, %(b)s, %(now)s)
+           ON CONFLICT (name, followed_user_id) DO UPDATE
+               SET cursor_int = GREATEST(system_checkpoint.cursor_int, EXCLUDED.cursor_int),
+                   updated_at = EXCLUDED.updated_at""",
+        {"n": LAST_BLOCK, "b": block, "now": now},
+    )
+
+
+# --- the listener ------------------------------------------------------------------------
+
+
+class SubscribeFailed(RuntimeError):
+    pass
+
+
+class Listener:
+    """One listener process's state; `run` loops until the stop flag is set."""
+
+    def __init__(
+        self,
+        database_url: str | None,
+        s: settings_mod.Settings,
+        *,
+        stop: jobs.StopFlag,
+        clock: Callable[[], datetime] = jobs.utcnow,
+        backfill: Backfill | None = None,
+        refresh_s: float = REFRESH_S,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.database_url, self.s, self.stop, self.clock = database_url, s, stop, clock
+        self.backfill, self.refresh_s, self.jitter = backfill, refresh_s, jitter
+        self._conn: db.Conn | None = None
+        self.wallets: dict[str, int] = {}
+        self.sub_id: str | None = None
+        self.connected = False
+        self.sessions = self.reconnects = 0
+        self.counts: Counter[str] = Counter()
+        self.last_log_at: datetime | None = None
+        self.last_block: int | None = None
+        self._saved_block: int | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, str] = {}
+        self._sub_request = 0
+        self._last_frame = time.monotonic()
+        self._beat_due = self._refresh_due = 0.0
+        self._backfill_thread: threading.Thread | None = None
+
+    @property
+    def conn(self) -> db.Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = db.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self, *, deadline: float | None = None, idle_s: float | None = None) -> None:
+        """Listens (reconnecting as needed) until stopped, past `deadline` (monotonic) or
+        quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start."""
+        started = self.clock()
+        run_id = jobs.record_start(self.conn, PROCESS, started)
+        self.last_block = self._saved_block = stored_block(self.conn)
+        self._last_frame = time.monotonic()
+        attempt = 0
+        while not self._done(deadline, idle_s):
+            began = time.monotonic()
+            try:
+                with connect(
+                    self.s.chain_ws_url, open_timeout=5, close_timeout=1, max_size=2**24
+                ) as ws:
+                    self._session(ws, deadline, idle_s)
+            except (OSError, WebSocketException, SubscribeFailed, *DB_ERRORS) as exc:
+                log.warning("listen: connection lost: %s: %s", type(exc).__name__, exc)
+            except Exception:
+                log.exception("listen: session failed")
+            self._set_connected(False)
+            attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
+            if not self._done(deadline, idle_s):
+                delay = backoff_delay(attempt, self.jitter())
+                if deadline is not None:
+                    delay = max(0.0, min(delay, deadline - time.monotonic()))
+                self.stop.sleep(delay)
+        try:
+            self._save_block(self.clock())
+            jobs.record_end(self.conn, run_id, self.clock(), "OK", self.counts["logs"], self.counts)
+        except DB_ERRORS as exc:
+            log.warning("listen: could not record the end of the run: %s", exc)
+
+    def _done(self, deadline: float | None, idle_s: float | None) -> bool:
+        now = time.monotonic()
+        return (
+            self.stop.stopped
+            or (deadline is not None and now >= deadline)
+            or (idle_s is not None and now - self._last_frame >= idle_s)
+        )
+
+    def _session(self, ws: ClientConnection, deadline: float | None, idle_s: float | None) -> None:
+        self.sessions += 1
+        self.wallets, self.sub_id, self._pending = {}, None, {}
+        self._set_connected(True)
+        now = self.clock()
+        if self.sessions > 1:
+            self.reconnects += 1
+            self._request_backfill(now)
+        self._refresh(ws)
+        if self.last_block is not None:
+            self._send(ws, "eth_blockNumber", [], "blockNumber")
+        while not self._done(deadline, idle_s):
+            try:
+                frame = ws.recv(timeout=RECV_SLICE_S)
+            except TimeoutError:
+                frame = None
+            if frame is not None:
+                self._last_frame = time.monotonic()
+                self.handle(frame, self.clock(), ws)
+            if time.monotonic() >= self._refresh_due:
+                self._refresh(ws)
+            if time.monotonic() >= self._beat_due:
+                self._beat(self.clock())
+
+    def _send(self, ws: ClientConnection, method: str, params: list[Any], kind: str) -> int:
+        rid = next(self._ids)
+        self._pending[rid] = kind
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        return rid
+
+    def _refresh(self, ws: ClientConnection) -> None:
+        """Re-reads the followed set; resubscribes when its wallets changed."""
+        self._refresh_due = time.monotonic() + self.refresh_s
+        new = load_wallets(self.conn)
+        added, dropped = wallet_changes(self.wallets, new)
+        self.wallets = new
+        settled = self.sub_id is not None or self._sub_request in self._pending or not new
+        if not (added or dropped) and settled:
+            return
+        if self.sub_id is not None:
+            self._send(ws, "eth_unsubscribe", [self.sub_id], "unsubscribe")
+            self.sub_id = None
+        self._sub_request = 0
+        if new:  # an empty topic list would match every wallet
+            request = chain.subscribe_request(next(self._ids), sorted(new), self.s)
+            self._sub_request = json.loads(request)["id"]
+            self._pending[self._sub_request] = "subscribe"
+            ws.send(request)
+        log.info("listen: subscribing to %d wallets (+%d -%d)", len(new), len(added), len(dropped))
+        self._beat(self.clock())
+
+    # -- frames ----------------------------------------------------------------------------
+    def handle(self, frame: str | bytes, now: datetime, ws: ClientConnection | None = None) -> None:
+        """Processes one WebSocket frame received at `now`."""
+        message = chain.parse_message(frame)
+        if isinstance(message, wire.Reject):
+            self._quarantine(message, now)
+        elif isinstance(message, chain.RpcReply):
+            self._reply(message, now, ws)
+        else:
+            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+            self._store(message.log, text, "chain/ws", now)
+
+    def _store(self, item: chain.ChainLog, raw: str, source: str, now: datetime) -> None:
+        context = {"tx": item.transaction_hash, "log_index": item.log_index}
+        try:
+            fill = chain.decode_order_filled(item, self.s)
+        except chain.DecodeError as exc:
+            self._quarantine(wire.Reject(source, str(exc), raw, context), now)
+            return
+        user = self.wallets.get(fill.owner)
+        if user is None:
+            self.counts["ignored"] += 1
+            return
+        try:
+            action = ingest.store_chain_fill(self.conn, fill, user, now)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            self._quarantine(wire.Reject(source, f"not stored: {exc}", raw, context), now)
+            return
+        self.counts["logs"] += 1
+        self.counts[action] += 1
+        self.last_log_at = now
+        if not fill.removed:
+            self.last_block = max(self.last_block or 0, fill.block_number)
+
+    def _quarantine(self, reject: wire.Reject, now: datetime) -> None:
+        quarantine.record(self.conn, [reject], now)
+        self.counts["quarantined"] += 1
+
+    def _reply(self, reply: chain.RpcReply, now: datetime, ws: ClientConnection | None) -> None:
+        kind = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+        if reply.error is not None:
+            if kind == "subscribe" and reply.id == self._sub_request:
+                raise SubscribeFailed(f"eth_subscribe refused: {reply.error}")
+            log.warning("listen: %s failed: %s", kind or "request", reply.error)
+        elif kind == "subscribe" and ws is not None:
+            if reply.id == self._sub_request:
+                self.sub_id = str(reply.result)
+                self._beat(now)
+            else:  # an answer to a subscription we already replaced
+                self._send(ws, "eth_unsubscribe", [reply.result], "unsubscribe")
+        elif kind == "blockNumber" and ws is not None and isinstance(reply.result, str):
+            start = catchup_from(self.last_block, int(reply.result, 16))
+            if start is not None and self.wallets:
+                spec = {**log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
+                self._send(ws, "eth_getLogs", [{**spec, "toBlock": reply.result}], "getLogs")
+        elif kind == "getLogs" and isinstance(reply.result, list):
+            for raw in reply.result:
+                parsed = wire.parse_one(chain.ChainLog, raw, "chain/getLogs")
+                if isinstance(parsed, wire.Reject):
+                    self._quarantine(parsed, now)
+                else:
+                    self._store(parsed, wire.dump_payload(raw), "chain/getLogs", now)
+            log.info("listen: replayed %d logs with eth_getLogs", len(reply.result))
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            if not connected:
+                self.sub_id = None
+            try:
+                self._beat(self.clock())
+            except DB_ERRORS as exc:
+                log.warning("listen: heartbeat failed: %s", exc)
+
+    def _beat(self, now: datetime) -> None:
+        self._beat_due = time.monotonic() + HEARTBEAT_S
+        jobs.heartbeat(self.conn, PROCESS, now, self.info())
+        self._save_block(now)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "subscription": self.sub_id,
+            "wallets": len(self.wallets),
+            "logs": self.counts["logs"],
+            "last_log_at": self.last_log_at.isoformat() if self.last_log_at else None,
+            "reconnects": self.reconnects,
+            "ignored": self.counts["ignored"],
+            "quarantined": self.counts["quarantined"],
+            "last_block": self.last_block,
+        }
+
+    def _save_block(self, now: datetime) -> None:
+        if self.last_block is not None and self.last_block != self._saved_block:
+            save_block(self.conn, self.last_block, now)
+            self._saved_block = self.last_block
+
+    def _request_backfill(self, now: datetime) -> None:
+        since = now - BACKFILL_WINDOW
+        seq = request_backfill(self.conn, since, now)
+        busy = self._backfill_thread is not None and self._backfill_thread.is_alive()
+        if self.backfill is not None and not busy:
+            self._backfill_thread = threading.Thread(
+                target=self.backfill, args=(since, seq), name="listen-backfill", daemon=True
+            )
+            self._backfill_thread.start()
+
+
+def poll_backfill(
+    database_url: str | None, s: settings_mod.Settings, delay_s: float, stop: jobs.StopFlag
+) -> Backfill | None:
+    """Returns a hook running `functions.poll.backfill` after `delay_s` (so the Data API
+    has indexed the gap), or None when the poller does not offer one."""
+    try:
+        poll = importlib.import_module("functions.poll")
+    except ImportError:
+        return None
+    backfill = getattr(poll, "backfill", None)
+    if not callable(backfill):
+        return None
+
+    def run(since: datetime, seq: int) -> None:
+        stop.sleep(delay_s)
+        if stop.stopped:
+            return
+        try:
+            with db.connect(database_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
+                count = backfill(conn, ups, since, jobs.utcnow())
+                mark_backfill_done(conn, seq, jobs.utcnow())
+            log.info("listen: backfilled %s items since %s", count, since.isoformat())
+        except Exception:
+            log.exception("listen: backfill failed; the poller has the request")
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m functions.listen", description=__doc__)
+    p.add_argument("--once", action="store_true", help="exit when quiet (default: run forever)")
+    p.add_argument("--seconds", type=float, help="exit after this many seconds")
+    p.add_argument("--idle-seconds", type=float, default=3.0, help="quiet time that ends --once")
+    p.add_argument("--backfill-delay", type=float, default=10.0, help="seconds before backfill")
+    p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    args = p.parse_args(argv)
+    s = settings_mod.get()
+    jobs.setup_logging(s)
+    stop = jobs.StopFlag().install()
+    hook = poll_backfill(args.database_url, s, args.backfill_delay, stop)
+    listener = Listener(args.database_url, s, stop=stop, backfill=hook)
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    try:
+        listener.run(deadline=deadline, idle_s=args.idle_seconds if args.once else None)
+    except db.DatabaseUnavailable as exc:
+        log.error("listen: database unavailable: %s", exc)
+        return 1
+    log.info("listen: done %s", dict(listener.counts))
+    return 0 if listener.sessions or not args.once else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

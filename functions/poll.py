@@ -1,0 +1,394 @@
+"""Poll the Data API for every enabled followed user: `/activity` (TRADE, SPLIT, MERGE,
+REDEEM, CONVERSION) by time window and `/trades?takerOnly=false`, from the user's
+checkpoint minus an overlap (the API indexes fills seconds late). Rows become
+`trade_event` / `activity_event` exactly once (common/ingest.py), then the shadow
+ledger applies what is new (common/shadow.py).
+
+`python -m functions.poll --once` polls once; the first run of a process reaches back
+`OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back further.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import data_api, db, http, ingest, jobs, markets, quarantine, settings, shadow, wire
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "poll.activity"
+BACKFILL_REQUEST = "listen.backfill_request"
+
+
+def parse_duration(text: str) -> timedelta:
+    """'6h', '90m', '45s', '2d' → timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration like 15m, 6h or 2d: {text!r}")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    wallets: tuple[str, ...]
+    seeded: bool
+    checkpoint: datetime | None
+
+
+def followed_users(conn: db.Conn) -> list[User]:
+    rows = conn.execute(
+        """SELECT u.id, u.seeded_at IS NOT NULL AS seeded,
+                  array_agg(w.wallet ORDER BY w.id) AS wallets, c.cursor_time
+           FROM followed_user u
+           JOIN followed_user_proxy_wallet w ON w.followed_user_id = u.id
+           LEFT JOIN system_checkpoint c ON c.name = %(cp)s AND c.followed_user_id = u.id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'
+           GROUP BY u.id, c.cursor_time ORDER BY u.id""",
+        {"cp": CHECKPOINT},
+    ).fetchall()
+    return [User(r["id"], tuple(r["wallets"]), r["seeded"], r["cursor_time"]) for r in rows]
+
+
+def fetch_activity_window(
+    upstream: http.Upstream, wallet: str, start: int, end: int
+) -> wire.Batch[data_api.ActivityRow]:
+    """Returns every activity row in [start, end] (seconds), ascending, paging by offset
+    and halving the window whenever the offset cap would be reached."""
+    out: wire.Batch[data_api.ActivityRow] = wire.Batch()
+    offset = 0
+    while True:
+        page = data_api.fetch_activity(upstream, wallet, start=start, end=end, offset=offset)
+        out.items.extend(page.items)
+        out.rejects.extend(page.rejects)
+        out.raw_count += page.raw_count
+        if page.raw_count < data_api.MAX_LIMIT:
+            return out
+        offset += page.raw_count
+        if offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+            if end <= start:
+                log.error("%s: more than %d rows in one second at %d", wallet, offset, start)
+                return out
+            middle = (start + end) // 2
+            first = fetch_activity_window(upstream, wallet, start, middle)
+            second = fetch_activity_window(upstream, wallet, middle + 1, end)
+            return wire.Batch(
+                first.items + second.items,
+                first.rejects + second.rejects,
+                first.raw_count + second.raw_count,
+            )
+
+
+def fetch_recent_trades(
+    upstream: http.Upstream, wallet: str, start: int
+) -> wire.Batch[data_api.TradeRow]:
+    """Returns /trades rows (maker fills included) with timestamp ≥ start, newest first.
+    Rows of the oldest second are dropped when the offset cap cut the listing there,
+    so identical fills of one transaction are never split."""
+    out: wire.Batch[data_api.TradeRow] = wire.Batch()
+    offset = 0
+    while True:
+        page = data_api.fetch_trades(upstream, wallet, offset=offset)
+        out.rejects.extend(page.rejects)
+        out.raw_count += page.raw_count
+        out.items.extend(r for r in page.items if r.timestamp.timestamp() >= start)
+        oldest = min((r.timestamp.timestamp() for r in page.items), default=start - 1)
+        if page.raw_count < data_api.MAX_LIMIT or oldest < start:
+            return out
+        offset += page.raw_count
+        if offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+            cut = min(r.timestamp for r in out.items)
+            out.items = [r for r in out.items if r.timestamp > cut]
+            return out
+
+
+def normalize(
+    user_id: int,
+    wallet: str,
+    activity: Sequence[data_api.ActivityRow],
+    trades: Sequence[data_api.TradeRow],
+    assets_by_condition: dict[str, set[str]],
+) -> tuple[list[ingest.ApiFill], list[ingest.ApiActivity], list[wire.Reject]]:
+    """Returns the fills and activity of one wallet's rows, and the rows refused: another
+    wallet's, or an asset that is not an outcome of its market (pure)."""
+    rejects: list[wire.Reject] = []
+
+    def check(row: Any, source: str) -> bool:
+        reason = None
+        if row.proxy_wallet != wallet:
+            reason = f"row for wallet {row.proxy_wallet}, polled {wallet}"
+        elif row.condition_id not in assets_by_condition:
+            reason = f"unknown market {row.condition_id}"
+        elif row.asset is not None and row.asset not in assets_by_condition[row.condition_id]:
+            reason = f"asset {row.asset} is not an outcome of market {row.condition_id}"
+        if reason is not None:
+            payload = wire.dump_payload(row.model_dump(mode="json"))
+            rejects.append(wire.Reject(source, reason, payload, {"user": wallet}))
+        return reason is None
+
+    from_activity = ingest.with_ordinals(
+        [
+            ingest.fill_from_row(r, user_id)
+            for r in activity
+            if r.type == "TRADE" and check(r, "data_api/activity")
+        ]
+    )
+    from_trades = ingest.with_ordinals(
+        [
+            ingest.fill_from_row(r, user_id)
+            for r in sorted(trades, key=lambda r: r.timestamp)
+            if check(r, "data_api/trades")
+        ]
+    )
+    fills = list({f.source_id: f for f in [*from_activity, *from_trades]}.values())
+    others = ingest.activity_with_ordinals(
+        [
+            ingest.activity_from_row(r, user_id)
+            for r in activity
+            if r.type != "TRADE" and check(r, "data_api/activity")
+        ]
+    )
+    return fills, others, rejects
+
+
+@dataclass
+class Collected:
+    fills: list[ingest.ApiFill]
+    others: list[ingest.ApiActivity]
+    rejected: int
+
+    @property
+    def keys(self) -> set[str]:
+        return {f.source_id for f in self.fills} | {a.source_id for a in self.others}
+
+
+def collect(
+    conn: db.Conn, ups: http.Upstreams, user: User, start: datetime, now: datetime
+) -> Collected:
+    """Fetches and normalizes one user's rows in [start, now]; bad rows are quarantined."""
+    out = Collected([], [], 0)
+    begin, end = int(start.timestamp()), int(now.timestamp())
+    for wallet in user.wallets:
+        acts = fetch_activity_window(ups.data_api, wallet, begin, end)
+        trades = fetch_recent_trades(ups.data_api, wallet, begin)
+        conditions = {r.condition_id for r in acts.items} | {r.condition_id for r in trades.items}
+        known = markets.ensure(conn, ups.gamma, now, condition_ids=conditions)
+        fills, others, rejects = normalize(user.id, wallet, acts.items, trades.items, known)
+        all_rejects = acts.rejects + trades.rejects + rejects
+        quarantine.record(conn, all_rejects, now)
+        out.fills.extend(fills)
+        out.others.extend(others)
+        out.rejected += len(all_rejects)
+    return out
+
+
+def store(conn: db.Conn, rows: Collected, now: datetime) -> dict[str, int]:
+    counts = ingest.store_api_fills(conn, rows.fills, now)
+    counts["activity_inserted"] = ingest.store_activities(conn, rows.others, now)
+    counts["rows_rejected"] = rows.rejected
+    return counts
+
+
+def seed_user(conn: db.Conn, ups: http.Upstreams, user: User, now: datetime) -> int:
+    """Seeds the user's shadow book from the positions its wallets hold now, and marks
+    the recent fills already inside that snapshot COVERED_BY_SEED so they are not
+    applied twice. The recent rows are read before and after /positions and must agree
+    (else it tries again), so the snapshot and the covered set are the same moment.
+    Returns the number of positions; raises UpstreamError if the API cannot answer."""
+    window = timedelta(seconds=settings.get().seed_window_s)
+    before = collect(conn, ups, user, now - window, now)
+    for _ in range(3):
+        positions: list[data_api.PositionRow] = []
+        for wallet in user.wallets:
+            batch = fetch_positions(ups.data_api, wallet)
+            quarantine.record(conn, batch.rejects, now)
+            positions.extend(batch.items)
+        after = collect(conn, ups, user, now - window, now)
+        if after.keys == before.keys:
+            break
+        before = after
+    else:
+        raise http.UpstreamUnavailable("data_api", "activity kept changing while seeding")
+    markets.ensure(conn, ups.gamma, now, condition_ids={p.condition_id for p in positions})
+    store(conn, after, now)
+    entries = shadow.seed_entries(user.id, positions, now)
+    with conn.transaction():
+        if not conn.execute(
+            "UPDATE followed_user SET seeded_at = %(now)s, updated_at = %(now)s"
+            " WHERE id = %(u)s AND seeded_at IS NULL",
+            {"u": user.id, "now": now},
+        ).rowcount:
+            return 0  # seeded meanwhile by another process
+        marks = {
+            "now": now,
+            "u": user.id,
+            "fills": [f.source_id for f in after.fills],
+            "acts": [a.source_id for a in after.others],
+        }
+        conn.execute(
+            "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'COVERED_BY_SEED'"
+            " WHERE followed_user_id = %(u)s AND api_source_id = ANY(%(fills)s)"
+            " AND shadow_applied_at IS NULL",
+            marks,
+        )
+        conn.execute(
+            "UPDATE activity_event SET shadow_applied_at = %(now)s,"
+            " shadow_state = 'COVERED_BY_SEED' WHERE followed_user_id = %(u)s"
+            " AND source_id = ANY(%(acts)s) AND shadow_applied_at IS NULL",
+            marks,
+        )
+        shadow.store(conn, user.id, entries)
+    return len(entries)
+
+
+def fetch_positions(upstream: http.Upstream, wallet: str) -> wire.Batch[data_api.PositionRow]:
+    """Returns every position of the wallet (dust included), paging by offset."""
+    out: wire.Batch[data_api.PositionRow] = wire.Batch()
+    offset = 0
+    while True:
+        page = data_api.fetch_positions(upstream, wallet, offset=offset)
+        out.items.extend(page.items)
+        out.rejects.extend(page.rejects)
+        out.raw_count += page.raw_count
+        offset += page.raw_count
+        if page.raw_count < data_api.MAX_LIMIT or offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+            return out
+
+
+def poll_user(
+    conn: db.Conn, ups: http.Upstreams, user: User, start: datetime, now: datetime
+) -> dict[str, int]:
+    """Polls one user's wallets from `start` to `now`, stores what is new, and moves the
+    user's checkpoint to `now`; returns counts."""
+    counts: dict[str, int] = {}
+    if not user.seeded:
+        counts["seeded_positions"] = seed_user(conn, ups, user, now)
+    counts.update(store(conn, collect(conn, ups, user, start, now), now))
+    conn.execute(
+        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_time, updated_at)
+           VALUES (%(n)s, %(u)s, %(t)s, %(t)s)
+           ON CONFLICT (name, followed_user_id) DO UPDATE
+           SET cursor_time = GREATEST(system_checkpoint.cursor_time, EXCLUDED.cursor_time),
+               updated_at = EXCLUDED.updated_at""",
+        {"n": CHECKPOINT, "u": user.id, "t": now},
+    )
+    return counts
+
+
+def _take_backfill_request(conn: db.Conn) -> datetime | None:
+    row = conn.execute(
+        "SELECT cursor_time FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL",
+        {"n": BACKFILL_REQUEST},
+    ).fetchone()
+    return row["cursor_time"] if row else None
+
+
+def poll_all(
+    conn: db.Conn,
+    ups: http.Upstreams,
+    now: datetime,
+    *,
+    overlap: timedelta,
+    reach_back_to: datetime | None,
+    counts: dict[str, int],
+) -> int:
+    """Polls every enabled user; returns how many users were polled without error."""
+    request = _take_backfill_request(conn)
+    floor = min((t for t in (reach_back_to, request) if t is not None), default=None)
+    done = 0
+    for user in followed_users(conn):
+        start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
+        if floor is not None:
+            start = min(start, floor)
+        try:
+            for key, n in poll_user(conn, ups, user, start, now).items():
+                counts[key] = counts.get(key, 0) + n
+            done += 1
+        except http.UpstreamError as exc:
+            counts["users_failed"] = counts.get("users_failed", 0) + 1
+            log.warning("poll: user %d not polled this time: %s", user.id, exc)
+    if request is not None and counts.get("users_failed", 0) == 0:
+        conn.execute(
+            "DELETE FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL"
+            " AND cursor_time = %(t)s",
+            {"n": BACKFILL_REQUEST, "t": request},
+        )
+    return done
+
+
+def backfill(conn: db.Conn, ups: http.Upstreams, since: datetime, now: datetime) -> int:
+    """Polls every user from `since` (e.g. after the listener reconnects) and applies the
+    shadow ledger; returns the number of new fills and activities."""
+    counts: dict[str, int] = {}
+    s = settings.get()
+    poll_all(
+        conn,
+        ups,
+        now,
+        overlap=timedelta(seconds=s.poll_overlap_s),
+        reach_back_to=since,
+        counts=counts,
+    )
+    apply_shadow(conn, now)
+    return counts.get("api_inserted", 0) + counts.get("activity_inserted", 0)
+
+
+def apply_shadow(conn: db.Conn, now: datetime) -> dict[str, int]:
+    s = settings.get()
+    return shadow.apply_pending(
+        conn, now, timedelta(seconds=s.shadow_chain_grace_s), timedelta(seconds=s.seed_window_s)
+    )
+
+
+def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
+    s, now = ctx.settings, ctx.clock()
+    reach: datetime | None = None
+    if ctx.args.backfill is not None:
+        reach = now - ctx.args.backfill
+    elif not ctx.resources.get("started"):
+        reach = now - timedelta(seconds=s.poll_backfill_on_start_s)
+    ups: http.Upstreams = ctx.resources["ups"]
+    poll_all(
+        conn,
+        ups,
+        now,
+        overlap=timedelta(seconds=s.poll_overlap_s),
+        reach_back_to=reach,
+        counts=ctx.counts,
+    )
+    ctx.resources["started"] = True
+    ctx.args.backfill = None
+    for key, n in apply_shadow(conn, now).items():
+        ctx.count(f"shadow_{key}", n)
+    return ctx.counts.get("api_inserted", 0) + ctx.counts.get("activity_inserted", 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = jobs.parser("poll", __doc__ or "")
+    p.add_argument(
+        "--backfill",
+        type=parse_duration,
+        metavar="DURATION",
+        help="reach back this far on the first run (e.g. 6h)",
+    )
+    args = p.parse_args(argv)
+
+    def setup(ctx: jobs.Context) -> None:
+        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
+
+    def teardown(ctx: jobs.Context) -> None:
+        if "ups" in ctx.resources:
+            ctx.resources["ups"].close()
+
+    return jobs.main("poll", args, run_once, setup=setup, teardown=teardown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

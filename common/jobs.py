@@ -37,6 +37,7 @@ class Context:
     args: argparse.Namespace
     settings: settings.Settings
     counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # saved beside the counts
     clock: Callable[[], datetime] = utcnow
     resources: dict[str, Any] = field(default_factory=dict)
 
@@ -81,7 +82,7 @@ def record_end(
     now: datetime,
     status: str,
     items: int,
-    counts: dict[str, int],
+    counts: dict[str, Any],
     error: str | None = None,
 ) -> None:
     conn.execute(

@@ -100,6 +100,21 @@ class Settings(BaseSettings):
         "shadow ledger applies it.",
     )
 
+    reconcile_backfill_s: float = Field(
+        default=120.0, ge=0, description="How far each reconcile run re-polls the Data API."
+    )
+    reconcile_confirm_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A chain fill with no Data API row after this long is flagged (and an "
+        "API fill without a chain log while the listener was up).",
+    )
+    reconcile_stale_after_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="Heartbeats and poll checkpoints older than this are flagged as stale.",
+    )
+
     @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:

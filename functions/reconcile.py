@@ -1,0 +1,112 @@
+"""Reconcile (every 60 s): backfill the last 2 minutes through the Data API, check that
+every stage moves forward, and flag gaps — a chain fill no API row confirms in time, an
+API fill the listener missed while it was up, stale heartbeats, a stuck shadow ledger.
+
+Findings are counted in this run's `job_run.counts` (with up to 50 examples under
+"findings"); the status page reads them from there.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import db, http, jobs
+from functions import poll
+
+MAX_EXAMPLES = 50
+
+
+def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[dict[str, Any]]:
+    """Returns the findings about events, each {kind, ...}."""
+    findings: list[dict[str, Any]] = []
+    for r in conn.execute(
+        """SELECT id, followed_user_id, tx_hash, log_index, detect_time FROM trade_event
+           WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
+             AND detect_time < %(cut)s ORDER BY id""",
+        {"cut": now - confirm_after},
+    ):
+        findings.append({"kind": "chain_fill_unconfirmed", **_plain(r)})
+    for r in conn.execute(
+        "SELECT id, followed_user_id, tx_hash, log_index FROM trade_event"
+        " WHERE reorg_state = 'FLAGGED' ORDER BY id"
+    ):
+        findings.append({"kind": "reorg_after_use", **_plain(r)})
+    listener = conn.execute(
+        "SELECT started_at, beat_at, info FROM process_heartbeat WHERE process = 'listen'"
+    ).fetchone()
+    if listener is not None and listener["beat_at"] > now - confirm_after:
+        # The listener has been up since started_at: every API fill since then (old
+        # enough for its log to have arrived) should carry a chain identity.
+        for r in conn.execute(
+            """SELECT id, followed_user_id, tx_hash, event_time FROM trade_event
+               WHERE source = 'DATA_API' AND log_index IS NULL AND reorg_state IS NULL
+                 AND event_time > %(up)s AND event_time < %(cut)s ORDER BY id""",
+            {"up": listener["started_at"] + timedelta(seconds=10), "cut": now - confirm_after},
+        ):
+            findings.append({"kind": "api_fill_missed_by_listener", **_plain(r)})
+    return findings
+
+
+def find_stalls(conn: db.Conn, now: datetime, s: Any) -> list[dict[str, Any]]:
+    """Returns the findings about stages that stopped moving."""
+    findings: list[dict[str, Any]] = []
+    stale_after = timedelta(seconds=s.reconcile_stale_after_s)
+    for r in conn.execute("SELECT process, beat_at FROM process_heartbeat ORDER BY process"):
+        if r["beat_at"] < now - stale_after:
+            findings.append({"kind": "stale_heartbeat", **_plain(r)})
+    for r in conn.execute(
+        """SELECT u.id AS followed_user_id, c.cursor_time FROM followed_user u
+           LEFT JOIN system_checkpoint c ON c.name = %(cp)s AND c.followed_user_id = u.id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'""",
+        {"cp": poll.CHECKPOINT},
+    ):
+        if r["cursor_time"] is None or r["cursor_time"] < now - stale_after:
+            findings.append({"kind": "poll_checkpoint_stale", **_plain(r)})
+    stuck = conn.execute(
+        """SELECT count(*) AS n, min(detect_time) AS oldest FROM trade_event t
+           JOIN followed_user u ON u.id = t.followed_user_id
+           WHERE t.shadow_applied_at IS NULL AND t.reorg_state IS NULL
+             AND u.seeded_at IS NOT NULL AND t.detect_time < %(cut)s""",
+        {"cut": now - stale_after - timedelta(seconds=s.shadow_chain_grace_s)},
+    ).fetchone()
+    if stuck is not None and stuck["n"]:
+        findings.append({"kind": "shadow_stuck", **_plain(stuck)})
+    return findings
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
+    s, now = ctx.settings, ctx.clock()
+    ups: http.Upstreams = ctx.resources["ups"]
+    backfill = timedelta(seconds=s.reconcile_backfill_s)
+    ctx.count("backfilled", poll.backfill(conn, ups, now - backfill, now))
+    findings = find_gaps(conn, now, timedelta(seconds=s.reconcile_confirm_after_s))
+    findings += find_stalls(conn, now, s)
+    for f in findings:
+        ctx.count(f["kind"])
+    ctx.details["findings"] = findings[:MAX_EXAMPLES]
+    return len(findings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = jobs.parser("reconcile", __doc__ or "")
+    p.set_defaults(interval=60.0)
+    args = p.parse_args(argv)
+
+    def setup(ctx: jobs.Context) -> None:
+        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
+
+    def teardown(ctx: jobs.Context) -> None:
+        if "ups" in ctx.resources:
+            ctx.resources["ups"].close()
+
+    return jobs.main("reconcile", args, run_once, setup=setup, teardown=teardown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,17 +111,17 @@ def run_recorded(
     """Runs one batch and records it in job_run; returns the items handled. A failure
     is recorded with its error and re-raised."""
     ctx.counts.clear()
+    ctx.details.clear()
     run_id = record_start(conn, job, ctx.clock())
     try:
         items = run_once(conn, ctx)
     except Exception as exc:
         if not conn.autocommit:
             conn.rollback()
-        record_end(
-            conn, run_id, ctx.clock(), "FAILED", 0, ctx.counts, f"{type(exc).__name__}: {exc}"
-        )
+        error = f"{type(exc).__name__}: {exc}"
+        record_end(conn, run_id, ctx.clock(), "FAILED", 0, {**ctx.counts, **ctx.details}, error)
         raise
-    record_end(conn, run_id, ctx.clock(), "OK", items, ctx.counts)
+    record_end(conn, run_id, ctx.clock(), "OK", items, {**ctx.counts, **ctx.details})
     return items
 
 

@@ -176,7 +176,7 @@ class Listener:
         self._ids = itertools.count(1)
         self._pending: dict[int, str] = {}
         self._sub_request = 0
-        self._last_frame = time.monotonic()
+        self.last_frame = time.monotonic()
         self._beat_due = self._refresh_due = 0.0
         self._backfill_thread: threading.Thread | None = None
 
@@ -193,7 +193,7 @@ class Listener:
         started = self.clock()
         run_id = jobs.record_start(self.conn, PROCESS, started)
         self.last_block = self._saved_block = stored_block(self.conn)
-        self._last_frame = time.monotonic()
+        self.last_frame = time.monotonic()
         attempt = 0
         while not self._done(deadline, idle_s):
             began = time.monotonic()
@@ -224,7 +224,7 @@ class Listener:
         return (
             self.stop.stopped
             or (deadline is not None and now >= deadline)
-            or (idle_s is not None and now - self._last_frame >= idle_s)
+            or (idle_s is not None and now - self.last_frame >= idle_s)
         )
 
     def _session(self, ws: ClientConnection, deadline: float | None, idle_s: float | None) -> None:
@@ -244,7 +244,7 @@ class Listener:
             except TimeoutError:
                 frame = None
             if frame is not None:
-                self._last_frame = time.monotonic()
+                self.last_frame = time.monotonic()
                 self.handle(frame, self.clock(), ws)
             if time.monotonic() >= self._refresh_due:
                 self._refresh(ws)

@@ -26,8 +26,13 @@ def at(ms: int) -> datetime:
 
 
 def make_settings(sb: testing.RunningSandbox, **extra: Any) -> settings.Settings:
-    return settings.Settings(data_api_url=sb.data_api_url, clob_url=sb.clob_url,
-                             gamma_url=sb.gamma_url, chain_ws_url=sb.chain_ws_url, **extra)
+    return settings.Settings(
+        data_api_url=sb.data_api_url,
+        clob_url=sb.clob_url,
+        gamma_url=sb.gamma_url,
+        chain_ws_url=sb.chain_ws_url,
+        **extra,
+    )
 
 
 class Harness:
@@ -39,14 +44,18 @@ class Harness:
         self.ups = http.make_upstreams(self.settings)
         for up in (self.ups.data_api, self.ups.gamma, self.ups.clob):
             up.backoff_base_s = up.backoff_cap_s = 0.01
-        self.ctx = jobs.Context(args=argparse.Namespace(backfill=None), settings=self.settings,
-                                clock=lambda: at(self.sb.now_ms()))
+        self.ctx = jobs.Context(
+            args=argparse.Namespace(backfill=None),
+            settings=self.settings,
+            clock=lambda: at(self.sb.now_ms()),
+        )
         self.ctx.resources["ups"] = self.ups
 
     def follow_leaders(self) -> list[int]:
         now = at(self.sb.now_ms())
-        ids = [follow.add(self.conn, w, f"leader{i}", [], now)
-               for i, w in enumerate(self.sb.leaders)]
+        ids = [
+            follow.add(self.conn, w, f"leader{i}", [], now) for i, w in enumerate(self.sb.leaders)
+        ]
         for user in poll.followed_users(self.conn):
             poll.seed_user(self.conn, self.ups, user, now)
         return ids
@@ -70,15 +79,18 @@ def stored_fills(conn: db.Conn) -> Counter[tuple[str, str, str, str, int]]:
         "SELECT wallet, tx_hash, asset_id, side, share_micros FROM trade_event"
         " WHERE reorg_state IS NULL"
     ).fetchall()
-    return Counter((r["wallet"], r["tx_hash"], r["asset_id"], r["side"], r["share_micros"])
-                   for r in rows)
+    return Counter(
+        (r["wallet"], r["tx_hash"], r["asset_id"], r["side"], r["share_micros"]) for r in rows
+    )
 
 
-def truth_fills(events: list[dict[str, Any]], lo_ms: int, hi_ms: int
-                ) -> Counter[tuple[str, str, str, str, int]]:
+def truth_fills(
+    events: list[dict[str, Any]], lo_ms: int, hi_ms: int
+) -> Counter[tuple[str, str, str, str, int]]:
     return Counter(
         (e["wallet"], e["tx_hash"], e["asset"], e["side"], e["shares_micros"])
-        for e in events if e["type"] == "TRADE" and lo_ms <= e["t_ms"] <= hi_ms
+        for e in events
+        if e["type"] == "TRADE" and lo_ms <= e["t_ms"] <= hi_ms
     )
 
 
@@ -96,8 +108,9 @@ def shadow_positions(conn: db.Conn) -> dict[str, dict[str, int]]:
     return out
 
 
-def expected_positions(sb: testing.RunningSandbox, seed_ms: int, until_ms: int
-                       ) -> tuple[dict[str, dict[str, int]], set[str]]:
+def expected_positions(
+    sb: testing.RunningSandbox, seed_ms: int, until_ms: int
+) -> tuple[dict[str, dict[str, int]], set[str]]:
     """Truth positions at the seed (what /positions showed) plus every later event, and
     the assets a CONVERSION touched (not applied by design; left out of the comparison)."""
     seen = sb.truth(until_ms=seed_ms - LAG_MS)
@@ -158,8 +171,10 @@ def test_rerun_changes_nothing(conn: db.Conn, sandbox: testing.RunningSandbox) -
 
     def snapshot() -> tuple[Any, ...]:
         return tuple(
-            conn.execute(f"SELECT count(*) AS n, coalesce(sum(hashtext(t::text)), 0) AS h"  # noqa: S608
-                         f" FROM {table} t").fetchone()["h"]
+            conn.execute(
+                f"SELECT count(*) AS n, coalesce(sum(hashtext(t::text)), 0) AS h"  # noqa: S608
+                f" FROM {table} t"
+            ).fetchone()["h"]
             for table in ("trade_event", "activity_event", "ledger_entry", "market")
         )
 
@@ -182,9 +197,7 @@ def test_faults_and_junk_rows_lose_nothing(conn: db.Conn, sandbox: testing.Runni
     now_ms = sandbox.now_ms()
     truth = sandbox.truth(until_ms=now_ms)["events"]
     assert stored_fills(conn) == truth_fills(truth, seed_ms - 15 * MINUTE, now_ms - LAG_MS)
-    quarantined = conn.execute(
-        "SELECT source, reason FROM quarantine ORDER BY id"
-    ).fetchall()
+    quarantined = conn.execute("SELECT source, reason FROM quarantine ORDER BY id").fetchall()
     assert quarantined, "malformed rows must be kept"
     reasons = " ".join(q["reason"] for q in quarantined)
     assert "outcome of market" in reasons or "unknown market" in reasons or "size" in reasons

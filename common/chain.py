@@ -157,10 +157,11 @@ def pad_address(wallet: str) -> str:
     return "0x" + wallet.lower().removeprefix("0x").rjust(64, "0")
 
 
-def subscribe_request(request_id: int, wallets: list[str], s: settings_mod.Settings) -> str:
-    """Returns the `eth_subscribe` logs request for OrderFilled (V1 and V2) where a
-    followed wallet owns the order (topics[2])."""
-    params = {
+def log_filter(wallets: list[str], s: settings_mod.Settings) -> dict[str, Any]:
+    """Returns the logs filter for OrderFilled (V1 and V2) of the configured exchanges
+    where one of `wallets` owns the order (topics[2]); eth_subscribe and eth_getLogs
+    take the same filter."""
+    return {
         "address": [*s.exchange_addresses_v1, *s.exchange_addresses_v2],
         "topics": [
             [s.order_filled_topic_v1, s.order_filled_topic_v2],
@@ -168,6 +169,11 @@ def subscribe_request(request_id: int, wallets: list[str], s: settings_mod.Setti
             sorted(pad_address(w) for w in wallets),
         ],
     }
+
+
+def subscribe_request(request_id: int, wallets: list[str], s: settings_mod.Settings) -> str:
+    """Returns the `eth_subscribe` logs request of `log_filter(wallets)`."""
+    params = log_filter(wallets, s)
     return json.dumps(
         {"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": ["logs", params]}
     )

@@ -127,14 +127,16 @@ class PricePoint(wire.WireModel):
 
 
 class UmaResolution(wire.WireModel):
-    """One UMA resolution row: `status` resolved/posed; prices are UMA-scaled strings."""
+    """One UMA resolution row: `status` resolved/posed; prices and times are strings."""
 
     condition_id: wire.Hash32
     question_id: wire.Hash32 | None = None
     status: str
     price: str | None = None
     transaction_hash: wire.Hash32 | None = None
-    last_update_timestamp: Seconds | None = None
+    last_update_timestamp: Annotated[datetime | None, BeforeValidator(wire.seconds_to_datetime)] = (
+        None
+    )
 
 
 def unwrap(payload: Any, source: str) -> tuple[Any, wire.Reject | None]:

@@ -64,6 +64,8 @@ def _asset_id(value: Any) -> str:
 def json_number(value: Any) -> Any:
     """The Data API sends amounts and times as JSON numbers; a string there is a changed
     or broken payload, refused rather than guessed at."""
+    if isinstance(value, datetime):  # already validated (a model re-validating its dump)
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError(f"expected a JSON number, got {type(value).__name__}")
     return value

@@ -75,12 +75,6 @@ def catchup_from(last_seen: int | None, latest: int, most: int = MAX_CATCHUP_BLO
     return max(last_seen, latest - most)
 
 
-def log_filter(wallets: list[str], s: settings_mod.Settings) -> dict[str, Any]:
-    """Returns the logs filter of our subscription (for eth_getLogs)."""
-    params: dict[str, Any] = json.loads(chain.subscribe_request(0, wallets, s))["params"][1]
-    return params
-
-
 # --- database ----------------------------------------------------------------------------
 
 
@@ -95,16 +89,15 @@ def load_wallets(conn: db.Conn) -> dict[str, int]:
 
 
 def request_backfill(conn: db.Conn, since: datetime, now: datetime) -> int:
-    """Upserts the backfill request the poller reads (cursor_time = since, cursor_text
-    'pending', cursor_int counting requests); returns the request's number."""
+    """Upserts the backfill request the poller takes (cursor_time = since; cursor_int
+    numbers the requests); returns the request's number."""
     row = conn.execute(
         """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, cursor_time,
-               cursor_text, updated_at)
-           VALUES (%(n)s, NULL, 1, %(since)s, 'pending', %(now)s)
+               updated_at)
+           VALUES (%(n)s, NULL, 1, %(since)s, %(now)s)
            ON CONFLICT (name, followed_user_id) DO UPDATE
                SET cursor_int = COALESCE(system_checkpoint.cursor_int, 0) + 1,
-                   cursor_time = EXCLUDED.cursor_time, cursor_text = 'pending',
-                   updated_at = EXCLUDED.updated_at
+                   cursor_time = EXCLUDED.cursor_time, updated_at = EXCLUDED.updated_at
            RETURNING cursor_int""",
         {"n": BACKFILL_REQUEST, "since": since, "now": now},
     ).fetchone()
@@ -112,12 +105,13 @@ def request_backfill(conn: db.Conn, since: datetime, now: datetime) -> int:
     return int(row["cursor_int"])
 
 
-def mark_backfill_done(conn: db.Conn, seq: int, now: datetime) -> bool:
-    """Marks request `seq` done unless a newer one replaced it; returns whether it did."""
+def clear_backfill_request(conn: db.Conn, seq: int) -> bool:
+    """Deletes request `seq` (it was served) unless a newer one replaced it; returns
+    whether it did. The poller deletes a request it served the same way."""
     cur = conn.execute(
-        """UPDATE system_checkpoint SET cursor_text = 'done', updated_at = %(now)s
+        """DELETE FROM system_checkpoint
            WHERE name = %(n)s AND followed_user_id IS NULL AND cursor_int = %(seq)s""",
-        {"n": BACKFILL_REQUEST, "seq": seq, "now": now},
+        {"n": BACKFILL_REQUEST, "seq": seq},
     )
     return cur.rowcount == 1
 
@@ -218,6 +212,13 @@ class Listener:
             jobs.record_end(self.conn, run_id, self.clock(), "OK", self.counts["logs"], self.counts)
         except DB_ERRORS as exc:
             log.warning("listen: could not record the end of the run: %s", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _done(self, deadline: float | None, idle_s: float | None) -> bool:
         now = time.monotonic()
@@ -331,7 +332,7 @@ class Listener:
         elif kind == "blockNumber" and ws is not None and isinstance(reply.result, str):
             start = catchup_from(self.last_block, int(reply.result, 16))
             if start is not None and self.wallets:
-                spec = {**log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
+                spec = {**chain.log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
                 self._send(ws, "eth_getLogs", [{**spec, "toBlock": reply.result}], "getLogs")
         elif kind == "getLogs" and isinstance(reply.result, list):
             for raw in reply.result:
@@ -388,13 +389,20 @@ class Listener:
 
 
 def poll_backfill(
-    database_url: str | None, s: settings_mod.Settings, delay_s: float, stop: jobs.StopFlag
+    database_url: str | None,
+    s: settings_mod.Settings,
+    delay_s: float,
+    stop: jobs.StopFlag,
+    clock: Callable[[], datetime] = jobs.utcnow,
 ) -> Backfill | None:
     """Returns a hook running `functions.poll.backfill` after `delay_s` (so the Data API
     has indexed the gap), or None when the poller does not offer one."""
     try:
         poll = importlib.import_module("functions.poll")
-    except ImportError:
+    except ModuleNotFoundError:
+        return None
+    except Exception:  # a broken poller must not keep the listener down
+        log.exception("listen: functions.poll does not import; backfill requests only")
         return None
     backfill = getattr(poll, "backfill", None)
     if not callable(backfill):
@@ -406,8 +414,8 @@ def poll_backfill(
             return
         try:
             with db.connect(database_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
-                count = backfill(conn, ups, since, jobs.utcnow())
-                mark_backfill_done(conn, seq, jobs.utcnow())
+                count = backfill(conn, ups, since, clock())
+                clear_backfill_request(conn, seq)
             log.info("listen: backfilled %s items since %s", count, since.isoformat())
         except Exception:
             log.exception("listen: backfill failed; the poller has the request")
@@ -416,7 +424,11 @@ def poll_backfill(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m functions.listen", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m functions.listen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--once", action="store_true", help="exit when quiet (default: run forever)")
     p.add_argument("--seconds", type=float, help="exit after this many seconds")
     p.add_argument("--idle-seconds", type=float, default=3.0, help="quiet time that ends --once")

@@ -36,7 +36,8 @@ def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[di
     listener = conn.execute(
         "SELECT started_at, beat_at, info FROM process_heartbeat WHERE process = 'listen'"
     ).fetchone()
-    if listener is not None and listener["beat_at"] > now - confirm_after:
+    connected = listener is not None and bool((listener["info"] or {}).get("connected"))
+    if listener is not None and connected and listener["beat_at"] > now - confirm_after:
         # The listener has been up since started_at: every API fill since then (old
         # enough for its log to have arrived) should carry a chain identity.
         for r in conn.execute(

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from common import db, migrate, settings
+from common import db, jobs, migrate, settings
 
 
 def demo_environment(port: int) -> dict[str, str]:
@@ -26,6 +26,23 @@ def demo_environment(port: int) -> dict[str, str]:
         "OCULUS_CHAIN_WS_URL": f"ws://127.0.0.1:{port}/chain",
         "OCULUS_SANDBOX_PORT": str(port),
     }
+
+
+def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
+    """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
+    once the sandbox is up); returns the wallets newly followed."""
+    from functions import follow
+    from sandbox import scenario  # the demo's only use of the sandbox's code
+
+    wallets = [leader["wallet"] for leader in scenario.generate(seed)["leaders"]]
+    added = []
+    with db.connect(url, autocommit=True) as conn:
+        known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
+        for i, wallet in enumerate(wallets):
+            if wallet not in known:
+                follow.add(conn, wallet, f"sandbox-leader-{i + 1}", [], jobs.utcnow())
+                added.append(wallet)
+    return added
 
 
 def step(message: str) -> None:
@@ -52,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         step(f"cannot prepare the database: {exc}")
         return 1
     step(f"database ready; migrations applied: {', '.join(applied) or 'none pending'}")
+    followed = follow_sandbox_leaders(url, args.sandbox_seed)
+    if followed:
+        step(f"following the sandbox's leaders: {', '.join(followed)}")
     env = {
         **os.environ,
         **demo_environment(args.sandbox_port),

@@ -89,6 +89,8 @@ def run_mode(name: str, with_listener: bool, args: argparse.Namespace) -> list[f
                 )
             time.sleep(args.seconds)
             stop(procs)
+            # The sandbox's clock starts at a whole second: measure its skew to ours.
+            skew_s = statistics.median(time.time() - sb.now_ms() / 1000 for _ in range(5))
             end_ms = int(time.time() * 1000) - 10_000  # leave time for the slowest path
             truth = {
                 (e["tx_hash"], e["asset"], e["side"], e["shares_micros"]): e["t_ms"]
@@ -110,7 +112,7 @@ def run_mode(name: str, with_listener: bool, args: argparse.Namespace) -> list[f
             if detected is None:
                 missing += 1
                 continue
-            lags.append(detected.timestamp() - t_ms / 1000)
+            lags.append(detected.timestamp() - skew_s - t_ms / 1000)
         print(
             f"{name:<14} fills {len(lags):4d}  missing {missing}  "
             f"p50 {statistics.median(lags):6.2f} s  p95 {percentile(lags, 0.95):6.2f} s  "

@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common import db, settings
+from common import db, http, settings
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,10 @@ def main(
     args: argparse.Namespace,
     run_once: Callable[[db.Conn, Context], int],
     *,
-    setup: Callable[[Context], None] | None = None,
-    teardown: Callable[[Context], None] | None = None,
+    upstreams: bool = False,
 ) -> int:
-    """Runs a job from its command line: once (exit 1 on failure) or in a loop."""
+    """Runs a job from its command line: once (exit 1 on failure) or in a loop. With
+    `upstreams`, ctx.resources["ups"] holds the process's HTTP upstreams."""
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
@@ -163,8 +163,8 @@ def main(
         log.error("%s: database unavailable: %s", job, exc)
         return 1
     try:
-        if setup is not None:
-            setup(ctx)
+        if upstreams:
+            ctx.resources["ups"] = http.make_upstreams(s)
         while True:
             try:
                 items = run_recorded(conn, job, ctx, run_once)
@@ -179,6 +179,6 @@ def main(
             if stop.stopped:
                 return 0
     finally:
-        if teardown is not None:
-            teardown(ctx)
+        if "ups" in ctx.resources:
+            ctx.resources["ups"].close()
         conn.close()

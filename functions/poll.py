@@ -379,15 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         help="reach back this far on the first run (e.g. 6h)",
     )
     args = p.parse_args(argv)
-
-    def setup(ctx: jobs.Context) -> None:
-        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
-
-    def teardown(ctx: jobs.Context) -> None:
-        if "ups" in ctx.resources:
-            ctx.resources["ups"].close()
-
-    return jobs.main("poll", args, run_once, setup=setup, teardown=teardown)
+    return jobs.main("poll", args, run_once, upstreams=True)
 
 
 if __name__ == "__main__":

@@ -98,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p = jobs.parser("reconcile", __doc__ or "")
     p.set_defaults(interval=60.0)
     args = p.parse_args(argv)
-
-    def setup(ctx: jobs.Context) -> None:
-        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
-
-    def teardown(ctx: jobs.Context) -> None:
-        if "ups" in ctx.resources:
-            ctx.resources["ups"].close()
-
-    return jobs.main("reconcile", args, run_once, setup=setup, teardown=teardown)
+    return jobs.main("reconcile", args, run_once, upstreams=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Killing the poller mid-run (SIGKILL, no cleanup) and starting it again loses nothing
+and duplicates nothing: the checkpoint only moves after a user's rows are stored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from common import db, http, settings
+from functions import follow, poll
+from sandbox import testing
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_poller_killed_mid_run_then_restarted(db_url: str) -> None:
+    with testing.running_sandbox(seed=3, leaders=8, slow_rate=0.3, slow_ms=300) as sb:
+        s = settings.Settings(
+            data_api_url=sb.data_api_url, clob_url=sb.clob_url, gamma_url=sb.gamma_url
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "OCULUS_DATA_API_URL": sb.data_api_url,
+            "OCULUS_CLOB_URL": sb.clob_url,
+            "OCULUS_GAMMA_URL": sb.gamma_url,
+        }
+        with db.connect(db_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
+            now = datetime.now(tz=UTC)
+            for i, wallet in enumerate(sb.leaders):
+                follow.add(conn, wallet, f"l{i}", [], now)
+            for user in poll.followed_users(conn):
+                poll.seed_user(conn, ups, user, now)
+        command = [sys.executable, "-m", "functions.poll", "--loop", "--interval", "0.5"]
+        for _ in range(3):  # slow responses make it likely to die inside a run
+            proc = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(3.0)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        time.sleep(6)  # past the Data API lag
+        subprocess.run(
+            [*command[:3], "--once"],
+            env=env,
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        last_ms = sb.now_ms() - 6_000
+        events = sb.truth(until_ms=last_ms)["events"]
+    with db.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT tx_hash, asset_id, side, share_micros, event_time FROM trade_event"
+        ).fetchall()
+        killed = conn.execute(
+            "SELECT count(*) AS n FROM job_run WHERE job = 'poll' AND status = 'RUNNING'"
+        ).fetchone()
+    first = min(r["event_time"] for r in rows)
+    got = Counter(
+        (r["tx_hash"], r["asset_id"], r["side"], r["share_micros"])
+        for r in rows
+        if r["event_time"].timestamp() * 1000 <= last_ms
+    )
+    want = Counter(
+        (e["tx_hash"], e["asset"], e["side"], e["shares_micros"])
+        for e in events
+        if e["type"] == "TRADE"
+        and first.timestamp() * 1000 <= e["t_ms"]
+        and e["t_ms"] // 1000 * 1000 <= last_ms
+    )
+    assert got == want
+    assert killed is not None and killed["n"] >= 1  # the killed runs are visible as RUNNING

@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     shadow_chain_grace_s: float = Field(
         default=60.0,
         ge=0,
-        description="A chain-only fill waits this long for its Data API row before the "
-        "shadow ledger applies it.",
+        description="A fill seen by one source only (chain or Data API) waits this long "
+        "for the other before the shadow ledger applies it.",
     )
 
     reconcile_backfill_s: float = Field(

@@ -11,8 +11,9 @@ BUY/SELL is never mapped to YES/NO: the outcome is the asset.
 Seeding (functions/poll.py `seed_user`) stores the user's recent fills and marks those
 already inside the /positions snapshot COVERED_BY_SEED; history older than the seed
 window is covered too. Events apply per user in event-time order. A fill known only
-from the chain waits for its Data API confirmation, or `chain_grace` (a reorg could
-still remove it), and holds back the user's later events meanwhile. Entries are keyed
+from one source waits up to `grace` for the other (a chain log for its Data API row, as
+a reorg could still remove it; a Data API row for its chain log, whose amounts and fee
+are exact) and holds back the user's later events meanwhile. Entries are keyed
 by the event, so reapplying collides instead of double-counting.
 """
 
@@ -165,7 +166,7 @@ def apply_user(
     user_id: int,
     since: datetime,
     now: datetime,
-    chain_grace: timedelta,
+    grace: timedelta,
     limit: int = 5000,
 ) -> dict[str, int]:
     """Applies the user's pending events in order, in one transaction; returns counts."""
@@ -201,8 +202,9 @@ def apply_user(
         rejects: list[wire.Reject] = []
         for kind, row in events:
             if kind == "trade":
-                chain_only = row["source"] == "CHAIN" and row["confirmed_at"] is None
-                if chain_only and row["detect_time"] > now - chain_grace:
+                # One source only: wait for the other (the chain's amounts and fee are
+                # exact; the Data API's word rules out a reorg), at most the grace.
+                if row["confirmed_at"] is None and row["detect_time"] > now - grace:
                     counts["waiting_for_confirmation"] += 1
                     break
                 new = fill_entries(row)
@@ -256,7 +258,7 @@ def apply_user(
 
 
 def apply_pending(
-    conn: db.Conn, now: datetime, chain_grace: timedelta, seed_window: timedelta
+    conn: db.Conn, now: datetime, grace: timedelta, seed_window: timedelta
 ) -> dict[str, int]:
     """Applies every seeded user's pending events; events older than the seed window
     before the seed are history the seed already holds. Returns summed counts."""
@@ -268,7 +270,7 @@ def apply_pending(
     total: dict[str, int] = defaultdict(int)
     for u in users:
         while True:
-            counts = apply_user(conn, u["id"], u["since"], now, chain_grace)
+            counts = apply_user(conn, u["id"], u["since"], now, grace)
             for k, v in counts.items():
                 total[k] += v
             if counts.get("trades_applied", 0) + counts.get("activities_applied", 0) < 5000:

@@ -340,8 +340,10 @@ def backfill(conn: db.Conn, ups: http.Upstreams, since: datetime, now: datetime)
     return counts.get("api_inserted", 0) + counts.get("activity_inserted", 0)
 
 
-def apply_shadow(conn: db.Conn, now: datetime) -> dict[str, int]:
-    s = settings.get()
+def apply_shadow(
+    conn: db.Conn, now: datetime, s: settings.Settings | None = None
+) -> dict[str, int]:
+    s = s or settings.get()
     return shadow.apply_pending(
         conn, now, timedelta(seconds=s.shadow_chain_grace_s), timedelta(seconds=s.seed_window_s)
     )
@@ -365,7 +367,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     )
     ctx.resources["started"] = True
     ctx.args.backfill = None
-    for key, n in apply_shadow(conn, now).items():
+    for key, n in apply_shadow(conn, now, s).items():
         ctx.count(f"shadow_{key}", n)
     return ctx.counts.get("api_inserted", 0) + ctx.counts.get("activity_inserted", 0)
 

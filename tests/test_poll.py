@@ -135,7 +135,7 @@ def without(positions: dict[str, dict[str, int]], assets: set[str]) -> dict[str,
 def test_poll_ingests_every_fill_once_and_shadow_matches_truth(
     conn: db.Conn, sandbox: testing.RunningSandbox
 ) -> None:
-    h = Harness(conn, sandbox)
+    h = Harness(conn, sandbox, shadow_chain_grace_s=0)  # polling only: nothing to wait for
     seed_ms = sandbox.now_ms()
     h.follow_leaders()
     for _ in range(6):  # half an hour of trading, polled every five minutes

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
-from common import chain, data_api, db, money
+from common import chain, data_api, db, money, shadow
 
 INGEST_LOCK = 0x0C01_10
 SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
@@ -352,20 +352,24 @@ def store_chain_fill(
                 params,
             )
         elif action == "confirm":
-            # Chain amounts are exact; take them unless the shadow ledger already used
-            # the API's, so ledger and event never disagree.
-            conn.execute(
-                """UPDATE trade_event SET log_index = %(li)s, block_number = %(block)s,
-                       role = %(role)s, confirmed_at = %(now)s,
-                       price_micros = CASE WHEN shadow_applied_at IS NULL
-                                           THEN %(price)s ELSE price_micros END,
-                       usdc_notional_micros = CASE WHEN shadow_applied_at IS NULL
-                                           THEN %(usdc)s ELSE usdc_notional_micros END,
-                       fee_micros = CASE WHEN shadow_applied_at IS NULL
-                                           THEN %(fee)s ELSE fee_micros END
-                   WHERE id = %(id)s""",
+            # The chain's amounts and fee are exact: they replace the Data API's. If the
+            # shadow ledger already used the API's, it gets correcting entries.
+            before = conn.execute(
+                """UPDATE trade_event t SET log_index = %(li)s, block_number = %(block)s,
+                       role = %(role)s, confirmed_at = %(now)s, price_micros = %(price)s,
+                       usdc_notional_micros = %(usdc)s, fee_micros = %(fee)s
+                   FROM trade_event old WHERE t.id = %(id)s AND old.id = t.id
+                   RETURNING old.id, old.followed_user_id, old.asset_id, old.condition_id,
+                       old.side, old.usdc_notional_micros, old.fee_micros, old.event_time,
+                       old.shadow_state""",
                 params,
-            )
+            ).fetchone()
+            if before is not None and before["shadow_state"] == "APPLIED":
+                shadow.store(
+                    conn,
+                    before["followed_user_id"],
+                    shadow.correction_entries(before, fill.collateral_micros, fill.fee_micros),
+                )
         elif action == "restore":
             conn.execute(
                 "UPDATE trade_event SET reorg_state = NULL, block_number = %(block)s"

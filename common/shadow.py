@@ -74,6 +74,42 @@ def fill_entries(event: dict[str, Any]) -> list[Entry]:
     return entries
 
 
+def correction_entries(event: dict[str, Any], usdc_micros: int, fee_micros: int) -> list[Entry]:
+    """Entries that bring an applied fill from the Data API's amounts (`event`) to the
+    chain's exact ones (pure): the cash difference, and the fee the API does not show."""
+    sign = 1 if event["side"] == "BUY" else -1
+    ref, t = f"trade:{event['id']}", event["event_time"]
+    out = []
+    cash = -sign * (usdc_micros - event["usdc_notional_micros"])
+    if cash:
+        out.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "TRADE_FILL",
+                0,
+                cash,
+                None,
+                f"{ref}:chain",
+                t,
+            )
+        )
+    if fee_micros != event["fee_micros"]:
+        out.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "FEE",
+                0,
+                -(fee_micros - event["fee_micros"]),
+                None,
+                f"{ref}:chain",
+                t,
+            )
+        )
+    return out
+
+
 def activity_entries(
     activity: dict[str, Any],
     assets: Sequence[str],

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             first = store_all()
             replay = store_all()
             started = time.perf_counter()
-            applied = shadow.apply_pending(conn, now, timedelta(seconds=60), timedelta(days=60))
+            applied = shadow.apply_pending(
+                conn, now, timedelta(0), timedelta(days=60)
+            )  # a replay: no second source to wait for
             ledger = time.perf_counter() - started
             stored = conn.execute("SELECT count(*) AS n FROM trade_event").fetchone()
             size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()

@@ -43,6 +43,16 @@ SMALL_BOX_TUNING = {
 }
 
 
+# One transaction-level advisory lock serializes every write to events and the shadow
+# ledger (poller, listener, shadow application), so two sources of one fill never race.
+INGEST_LOCK = 0x0C01_10
+
+
+def lock_ingest(conn: psycopg.Connection[Any]) -> None:
+    """Takes the ingest lock until the current transaction ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
+
+
 class DatabaseUnavailable(RuntimeError):
     """Postgres cannot be reached or started."""
 

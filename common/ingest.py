@@ -8,8 +8,9 @@ overlapping window collides instead of duplicating, and two identical real fills
 two. Whichever source comes second is matched to the first (same wallet, tx, asset and
 side, shares within SHARE_TOLERANCE) and only enriches it.
 
-Every write here runs under one transaction-level advisory lock, so the poller and the
-listener never both insert the same fill.
+Every write here runs under one transaction-level advisory lock (`db.lock_ingest`,
+which the shadow ledger takes too), so the poller and the listener never both insert
+the same fill, and a confirmation never slips between reading and applying an event.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from psycopg.types.json import Jsonb
 
 from common import chain, data_api, db, money, shadow
 
-INGEST_LOCK = 0x0C01_10
 SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
 
 
@@ -232,10 +232,6 @@ def plan_chain_fill(
 # --- storing ---------------------------------------------------------------------------
 
 
-def _lock(conn: db.Conn) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
-
-
 def _existing(conn: db.Conn, tx_hashes: Iterable[str]) -> list[Existing]:
     rows = conn.execute(
         """SELECT id, source, wallet, tx_hash, asset_id, side, share_micros, log_index,
@@ -266,7 +262,7 @@ def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> d
     if not fills:
         return {}
     with conn.transaction():
-        _lock(conn)
+        db.lock_ingest(conn)
         matches, inserts = plan_api_fills(fills, _existing(conn, (f.tx_hash for f in fills)))
         with conn.cursor() as cur:
             if matches:
@@ -318,7 +314,7 @@ def store_chain_fill(
     """Stores one decoded OrderFilled of a followed wallet (or undoes a removed one);
     returns what it did."""
     with conn.transaction():
-        _lock(conn)
+        db.lock_ingest(conn)
         action, target = plan_chain_fill(fill, _existing(conn, [fill.tx_hash]))
         params = {
             "sid": chain_source_id(fill),

@@ -208,6 +208,7 @@ def apply_user(
     """Applies the user's pending events in order, in one transaction; returns counts."""
     counts: dict[str, int] = defaultdict(int)
     with conn.transaction():
+        db.lock_ingest(conn)  # a chain confirmation must not change an event mid-apply
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
         for table in ("trade_event", "activity_event"):  # history older than the seed
             counts["covered_by_seed"] += conn.execute(

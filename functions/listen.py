@@ -173,6 +173,7 @@ class Listener:
         self.last_frame = time.monotonic()
         self._beat_due = self._refresh_due = 0.0
         self._backfill_thread: threading.Thread | None = None
+        self._gap_from: int | None = None
 
     @property
     def conn(self) -> db.Conn:
@@ -236,8 +237,11 @@ class Listener:
         if self.sessions > 1:
             self.reconnects += 1
             self._request_backfill(now)
+        # The gap to replay starts at the last block seen before this session: logs the
+        # new subscription delivers must not move it before eth_getLogs is answered.
+        self._gap_from = self.last_block
         self._refresh(ws)
-        if self.last_block is not None:
+        if self._gap_from is not None:
             self._send(ws, "eth_blockNumber", [], "blockNumber")
         while not self._done(deadline, idle_s):
             try:
@@ -330,7 +334,7 @@ class Listener:
             else:  # an answer to a subscription we already replaced
                 self._send(ws, "eth_unsubscribe", [reply.result], "unsubscribe")
         elif kind == "blockNumber" and ws is not None and isinstance(reply.result, str):
-            start = catchup_from(self.last_block, int(reply.result, 16))
+            start = catchup_from(self._gap_from, int(reply.result, 16))
             if start is not None and self.wallets:
                 spec = {**chain.log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
                 self._send(ws, "eth_getLogs", [{**spec, "toBlock": reply.result}], "getLogs")

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from test_listen import advance, listening
+from test_listen import advance, listening, wait_for, wait_quiet
 from test_poll import LAG_MS, MINUTE, Harness, at, expected_positions, shadow_positions, without
 
 from common import db
@@ -41,7 +41,13 @@ def test_listener_and_poller_with_faults_match_the_truth(
                     sb.drop_ws()
                 h.poll()
             sb.set_faults(rate_429=0.0, rate_5xx=0.0, malformed_rate=0.0)
+            # The clock runs far faster than a reconnect: let the listener come back and
+            # replay its gap (eth_getLogs) before the last steps.
+            ready = lambda: listener.connected and listener.sub_id is not None  # noqa: E731
+            wait_for(ready, timeout=30)
             advance(sb, listener, 2 * MINUTE)
+            wait_for(ready, timeout=30)
+            wait_quiet(listener)
             h.poll()
             assert listener.reconnects >= 1
         cut_ms = (sb.now_ms() - 10_000) // 1000 * 1000

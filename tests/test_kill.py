@@ -39,12 +39,22 @@ def test_poller_killed_mid_run_then_restarted(db_url: str) -> None:
             for user in poll.followed_users(conn):
                 poll.seed_user(conn, ups, user, now)
         command = [sys.executable, "-m", "functions.poll", "--loop", "--interval", "0.5"]
-        for _ in range(3):  # slow responses make it likely to die inside a run
+        for _ in range(3):  # each time, kill it while a run is in progress
             proc = subprocess.Popen(
                 command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(3.0)
-            os.kill(proc.pid, signal.SIGKILL)
+            with db.connect(db_url, autocommit=True) as conn:
+                deadline = time.monotonic() + 30
+                while (
+                    conn.execute(
+                        "SELECT 1 FROM job_run WHERE pid = %(p)s AND status = 'RUNNING'",
+                        {"p": proc.pid},
+                    ).fetchone()
+                    is None
+                ):
+                    assert time.monotonic() < deadline, "the poller never started a run"
+                    time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)  # inside the run: slow responses make it long
             proc.wait(timeout=5)
         time.sleep(6)  # past the Data API lag
         subprocess.run(
@@ -55,7 +65,7 @@ def test_poller_killed_mid_run_then_restarted(db_url: str) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        last_ms = sb.now_ms() - 6_000
+        last_ms = (sb.now_ms() - 6_000) // 1000 * 1000 - 1  # just before a whole second
         events = sb.truth(until_ms=last_ms)["events"]
     with db.connect(db_url) as conn:
         rows = conn.execute(

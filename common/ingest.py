@@ -2,8 +2,8 @@
 
 Two sources see the same fill: the chain log (fast, exact amounts, its own identity
 tx hash + log index) and the Data API row (slower, no id of its own). Data API rows get
-a stable source id from their content — tx hash, asset, side, shares, price (micros)
-and an ordinal among identical rows of one transaction — so a re-poll, a restart or an
+a stable source id from their content — wallet, tx hash, asset, side, shares, price
+(micros) and an ordinal among identical rows of one transaction — so a re-poll, a restart or an
 overlapping window collides instead of duplicating, and two identical real fills stay
 two. Whichever source comes second is matched to the first (same wallet, tx, asset and
 side, shares within SHARE_TOLERANCE) and only enriches it.
@@ -15,10 +15,11 @@ the same fill, and a confirmation never slips between reading and applying an ev
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from psycopg.types.json import Jsonb
 
@@ -44,11 +45,16 @@ class ApiFill:
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def source_id(self) -> str:
+    def identity(self) -> str:
+        """What makes two rows the same fill, but for their ordinal."""
         return (
-            f"{self.tx_hash}:{self.asset_id}:{self.side}:{self.share_micros}"
-            f":{self.price_micros}:{self.ordinal}"
+            f"{self.wallet}:{self.tx_hash}:{self.asset_id}:{self.side}:{self.share_micros}"
+            f":{self.price_micros}"
         )
+
+    @property
+    def source_id(self) -> str:
+        return f"{self.identity}:{self.ordinal}"
 
     @property
     def notional_micros(self) -> int:
@@ -72,33 +78,29 @@ class ApiActivity:
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def source_id(self) -> str:
+    def identity(self) -> str:
         return (
-            f"{self.tx_hash}:{self.activity_type}:{self.condition_id}:{self.share_micros}"
-            f":{self.usdc_micros}:{self.ordinal}"
+            f"{self.wallet}:{self.tx_hash}:{self.activity_type}:{self.condition_id}"
+            f":{self.share_micros}:{self.usdc_micros}"
         )
 
+    @property
+    def source_id(self) -> str:
+        return f"{self.identity}:{self.ordinal}"
 
-def with_ordinals(fills: Sequence[ApiFill]) -> list[ApiFill]:
-    """Returns the fills with ordinals numbering identical fills of one transaction, in
-    the order given (callers pass whole transactions: every row of a tx shares its
-    timestamp, so a time window never splits one)."""
-    seen: dict[tuple[Any, ...], int] = {}
+
+Row = TypeVar("Row", "ApiFill", "ApiActivity")
+
+
+def with_ordinals(rows: Sequence[Row]) -> list[Row]:
+    """Returns the rows with ordinals numbering identical rows (same identity), in the
+    order given. Callers pass whole transactions: every row of a tx shares its
+    timestamp, so a time window never splits one."""
+    seen: Counter[str] = Counter()
     out = []
-    for f in fills:
-        key = (f.wallet, f.tx_hash, f.asset_id, f.side, f.share_micros, f.price_micros)
-        out.append(replace(f, ordinal=seen.get(key, 0)))
-        seen[key] = seen.get(key, 0) + 1
-    return out
-
-
-def activity_with_ordinals(rows: Sequence[ApiActivity]) -> list[ApiActivity]:
-    seen: dict[tuple[Any, ...], int] = {}
-    out = []
-    for a in rows:
-        key = (a.wallet, a.tx_hash, a.activity_type, a.condition_id, a.share_micros, a.usdc_micros)
-        out.append(replace(a, ordinal=seen.get(key, 0)))
-        seen[key] = seen.get(key, 0) + 1
+    for row in rows:
+        out.append(replace(row, ordinal=seen[row.identity]))
+        seen[row.identity] += 1
     return out
 
 

@@ -148,7 +148,7 @@ def normalize(
         ]
     )
     fills = list({f.source_id: f for f in [*from_activity, *from_trades]}.values())
-    others = ingest.activity_with_ordinals(
+    others = ingest.with_ordinals(
         [
             ingest.activity_from_row(r, user_id)
             for r in activity

@@ -64,6 +64,12 @@ def test_identical_fills_of_one_transaction_stay_two() -> None:
     ]
 
 
+def test_identical_fills_of_two_wallets_are_two_events() -> None:
+    other = replace(api_fill(), wallet="0x" + "6b" * 20, followed_user_id=2)
+    assert api_fill().source_id != other.source_id
+    assert [f.ordinal for f in ingest.with_ordinals([api_fill(), other])] == [0, 0]
+
+
 def test_api_rows_confirm_chain_events_in_log_order_within_tolerance() -> None:
     rows = ingest.with_ordinals([api_fill(shares=10_000_003), api_fill(), api_fill()])
     stored = [existing(1, "CHAIN", 9, None), existing(2, "CHAIN", 4, None)]

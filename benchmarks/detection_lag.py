@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from common import db, http, migrate, settings
+from common import db, http, migrate, run_local
 from functions import follow, poll
 from sandbox import testing
 
@@ -54,19 +54,11 @@ def run_mode(name: str, with_listener: bool, args: argparse.Namespace) -> list[f
         with testing.running_sandbox(seed=args.seed, leaders=args.leaders) as sb:
             env = {
                 **os.environ,
+                **run_local.demo_environment(sb.port),
                 "DATABASE_URL": url,
-                "OCULUS_DATA_API_URL": sb.data_api_url,
-                "OCULUS_CLOB_URL": sb.clob_url,
-                "OCULUS_GAMMA_URL": sb.gamma_url,
-                "OCULUS_CHAIN_WS_URL": sb.chain_ws_url,
                 "OCULUS_LOG_LEVEL": "WARNING",
             }
-            s = settings.Settings(
-                data_api_url=sb.data_api_url,
-                clob_url=sb.clob_url,
-                gamma_url=sb.gamma_url,
-                chain_ws_url=sb.chain_ws_url,
-            )
+            s = run_local.demo_settings(sb.port)
             with db.connect(url, autocommit=True) as conn, http.make_upstreams(s) as ups:
                 migrate.apply(conn)
                 now = datetime.now(tz=UTC)

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 from common import db, jobs, migrate, settings
 
@@ -26,6 +27,13 @@ def demo_environment(port: int) -> dict[str, str]:
         "OCULUS_CHAIN_WS_URL": f"ws://127.0.0.1:{port}/chain",
         "OCULUS_SANDBOX_PORT": str(port),
     }
+
+
+def demo_settings(port: int, **overrides: Any) -> settings.Settings:
+    """Returns settings pointed at a sandbox on `port` (tests and benchmarks use it)."""
+    env = demo_environment(port)
+    values: dict[str, Any] = {k.removeprefix("OCULUS_").lower(): v for k, v in env.items()}
+    return settings.Settings(**values, **overrides)
 
 
 def follow_sandbox_leaders(url: str, seed: int) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from common import db, quarantine, wire
 
-SCOPE = "SHADOW_USER"
+BATCH = 5000  # events applied per user per transaction
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def apply_user(
     since: datetime,
     now: datetime,
     grace: timedelta,
-    limit: int = 5000,
+    limit: int = BATCH,
 ) -> dict[str, int]:
     """Applies the user's pending events in order, in one transaction; returns counts."""
     counts: dict[str, int] = defaultdict(int)
@@ -310,7 +310,7 @@ def apply_pending(
             counts = apply_user(conn, u["id"], u["since"], now, grace)
             for k, v in counts.items():
                 total[k] += v
-            if counts.get("trades_applied", 0) + counts.get("activities_applied", 0) < 5000:
+            if counts.get("trades_applied", 0) + counts.get("activities_applied", 0) < BATCH:
                 break
     return dict(total)
 

@@ -32,13 +32,13 @@ import psycopg
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from common import chain, db, http, ingest, jobs, quarantine, wire
+from common import chain, checkpoints, db, http, ingest, jobs, quarantine, wire
 from common import settings as settings_mod
 
 log = logging.getLogger(__name__)
 
 PROCESS = "listen"
-BACKFILL_REQUEST = "listen.backfill_request"
+BACKFILL_REQUEST = checkpoints.BACKFILL_REQUEST
 LAST_BLOCK = "listen.last_block"
 BACKFILL_WINDOW = timedelta(minutes=5)
 HEARTBEAT_S = 5.0
@@ -86,53 +86,6 @@ def load_wallets(conn: db.Conn) -> dict[str, int]:
            WHERE u.enabled AND u.copy_mode <> 'REMOVED'"""
     ).fetchall()
     return {r["wallet"].lower(): int(r["followed_user_id"]) for r in rows}
-
-
-def request_backfill(conn: db.Conn, since: datetime, now: datetime) -> int:
-    """Upserts the backfill request the poller takes (cursor_time = since; cursor_int
-    numbers the requests); returns the request's number."""
-    row = conn.execute(
-        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, cursor_time,
-               updated_at)
-           VALUES (%(n)s, NULL, 1, %(since)s, %(now)s)
-           ON CONFLICT (name, followed_user_id) DO UPDATE
-               SET cursor_int = COALESCE(system_checkpoint.cursor_int, 0) + 1,
-                   cursor_time = EXCLUDED.cursor_time, updated_at = EXCLUDED.updated_at
-           RETURNING cursor_int""",
-        {"n": BACKFILL_REQUEST, "since": since, "now": now},
-    ).fetchone()
-    assert row is not None
-    return int(row["cursor_int"])
-
-
-def clear_backfill_request(conn: db.Conn, seq: int) -> bool:
-    """Deletes request `seq` (it was served) unless a newer one replaced it; returns
-    whether it did. The poller deletes a request it served the same way."""
-    cur = conn.execute(
-        """DELETE FROM system_checkpoint
-           WHERE name = %(n)s AND followed_user_id IS NULL AND cursor_int = %(seq)s""",
-        {"n": BACKFILL_REQUEST, "seq": seq},
-    )
-    return cur.rowcount == 1
-
-
-def stored_block(conn: db.Conn) -> int | None:
-    row = conn.execute(
-        "SELECT cursor_int FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL",
-        {"n": LAST_BLOCK},
-    ).fetchone()
-    return None if row is None or row["cursor_int"] is None else int(row["cursor_int"])
-
-
-def save_block(conn: db.Conn, block: int, now: datetime) -> None:
-    conn.execute(
-        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, updated_at)
-           VALUES (%(n)s, NULL, %(b)s, %(now)s)
-           ON CONFLICT (name, followed_user_id) DO UPDATE
-               SET cursor_int = GREATEST(system_checkpoint.cursor_int, EXCLUDED.cursor_int),
-                   updated_at = EXCLUDED.updated_at""",
-        {"n": LAST_BLOCK, "b": block, "now": now},
-    )
 
 
 # --- the listener ------------------------------------------------------------------------
@@ -187,7 +140,8 @@ class Listener:
         quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start."""
         started = self.clock()
         run_id = jobs.record_start(self.conn, PROCESS, started)
-        self.last_block = self._saved_block = stored_block(self.conn)
+        stored = checkpoints.read(self.conn, LAST_BLOCK)
+        self.last_block = self._saved_block = stored["cursor_int"] if stored else None
         self.last_frame = time.monotonic()
         attempt = 0
         while not self._done(deadline, idle_s):
@@ -378,12 +332,12 @@ class Listener:
 
     def _save_block(self, now: datetime) -> None:
         if self.last_block is not None and self.last_block != self._saved_block:
-            save_block(self.conn, self.last_block, now)
+            checkpoints.advance(self.conn, LAST_BLOCK, now, number=self.last_block)
             self._saved_block = self.last_block
 
     def _request_backfill(self, now: datetime) -> None:
         since = now - BACKFILL_WINDOW
-        seq = request_backfill(self.conn, since, now)
+        seq = checkpoints.request_backfill(self.conn, since, now)
         busy = self._backfill_thread is not None and self._backfill_thread.is_alive()
         if self.backfill is not None and not busy:
             self._backfill_thread = threading.Thread(
@@ -419,7 +373,7 @@ def poll_backfill(
         try:
             with db.connect(database_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
                 count = backfill(conn, ups, since, clock())
-                clear_backfill_request(conn, seq)
+                checkpoints.clear_backfill(conn, seq)
             log.info("listen: backfilled %s items since %s", count, since.isoformat())
         except Exception:
             log.exception("listen: backfill failed; the poller has the request")

@@ -19,11 +19,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import data_api, db, http, ingest, jobs, markets, quarantine, settings, shadow, wire
+from common import (
+    checkpoints,
+    data_api,
+    db,
+    http,
+    ingest,
+    jobs,
+    markets,
+    quarantine,
+    settings,
+    shadow,
+    wire,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "poll.activity"
-BACKFILL_REQUEST = "listen.backfill_request"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -271,23 +282,8 @@ def poll_user(
     if not user.seeded:
         counts["seeded_positions"] = seed_user(conn, ups, user, now)
     counts.update(store(conn, collect(conn, ups, user, start, now), now))
-    conn.execute(
-        """INSERT INTO system_checkpoint (name, followed_user_id, cursor_time, updated_at)
-           VALUES (%(n)s, %(u)s, %(t)s, %(t)s)
-           ON CONFLICT (name, followed_user_id) DO UPDATE
-           SET cursor_time = GREATEST(system_checkpoint.cursor_time, EXCLUDED.cursor_time),
-               updated_at = EXCLUDED.updated_at""",
-        {"n": CHECKPOINT, "u": user.id, "t": now},
-    )
+    checkpoints.advance(conn, CHECKPOINT, now, user_id=user.id, time=now)
     return counts
-
-
-def _take_backfill_request(conn: db.Conn) -> datetime | None:
-    row = conn.execute(
-        "SELECT cursor_time FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL",
-        {"n": BACKFILL_REQUEST},
-    ).fetchone()
-    return row["cursor_time"] if row else None
 
 
 def poll_all(
@@ -300,8 +296,11 @@ def poll_all(
     counts: dict[str, int],
 ) -> int:
     """Polls every enabled user; returns how many users were polled without error."""
-    request = _take_backfill_request(conn)
-    floor = min((t for t in (reach_back_to, request) if t is not None), default=None)
+    request = checkpoints.pending_backfill(conn)
+    floor = min(
+        (t for t in (reach_back_to, request[0] if request else None) if t is not None),
+        default=None,
+    )
     done = 0
     for user in followed_users(conn):
         start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
@@ -315,11 +314,7 @@ def poll_all(
             counts["users_failed"] = counts.get("users_failed", 0) + 1
             log.warning("poll: user %d not polled this time: %s", user.id, exc)
     if request is not None and counts.get("users_failed", 0) == 0:
-        conn.execute(
-            "DELETE FROM system_checkpoint WHERE name = %(n)s AND followed_user_id IS NULL"
-            " AND cursor_time = %(t)s",
-            {"n": BACKFILL_REQUEST, "t": request},
-        )
+        checkpoints.clear_backfill(conn, request[1])
     return done
 
 
@@ -352,10 +347,8 @@ def apply_shadow(
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     s, now = ctx.settings, ctx.clock()
     reach: datetime | None = None
-    if ctx.args.backfill is not None:
-        reach = now - ctx.args.backfill
-    elif not ctx.resources.get("started"):
-        reach = now - timedelta(seconds=s.poll_backfill_on_start_s)
+    if not ctx.resources.get("started"):  # the first run of a process reaches back
+        reach = now - (ctx.args.backfill or timedelta(seconds=s.poll_backfill_on_start_s))
     ups: http.Upstreams = ctx.resources["ups"]
     poll_all(
         conn,
@@ -366,7 +359,6 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
         counts=ctx.counts,
     )
     ctx.resources["started"] = True
-    ctx.args.backfill = None
     for key, n in apply_shadow(conn, now, s).items():
         ctx.count(f"shadow_{key}", n)
     return ctx.counts.get("api_inserted", 0) + ctx.counts.get("activity_inserted", 0)

@@ -24,6 +24,13 @@ def _template_name() -> str:
     return f"oculus_test_tpl_{digest.hexdigest()[:12]}"
 
 
+def _drop(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """URL of the test server (any database on it; tests create their own)."""
@@ -66,10 +73,7 @@ def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
     try:
         yield db.with_database(pg_server_url, name)
     finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop(pg_server_url, name)
 
 
 @pytest.fixture
@@ -87,10 +91,7 @@ def empty_db_url(pg_server_url: str) -> Iterator[str]:
     try:
         yield db.with_database(pg_server_url, name)
     finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop(pg_server_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from common import chain, clob, data_api, gamma, http, settings, wire
+from common import chain, clob, data_api, gamma, http, run_local, settings, wire
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox
@@ -24,13 +24,7 @@ def sandbox() -> Iterator[testing.RunningSandbox]:
 
 
 def settings_for(sb: testing.RunningSandbox, **extra: Any) -> settings.Settings:
-    return settings.Settings(
-        data_api_url=sb.data_api_url,
-        clob_url=sb.clob_url,
-        gamma_url=sb.gamma_url,
-        chain_ws_url=sb.chain_ws_url,
-        **extra,
-    )
+    return run_local.demo_settings(sb.port, **extra)
 
 
 @pytest.fixture

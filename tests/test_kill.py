@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import db, http, settings
+from common import db, http, run_local
 from functions import follow, poll
 from sandbox import testing
 
@@ -22,16 +22,8 @@ pytestmark = pytest.mark.sandbox
 
 def test_poller_killed_mid_run_then_restarted(db_url: str) -> None:
     with testing.running_sandbox(seed=3, leaders=8, slow_rate=0.3, slow_ms=300) as sb:
-        s = settings.Settings(
-            data_api_url=sb.data_api_url, clob_url=sb.clob_url, gamma_url=sb.gamma_url
-        )
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "OCULUS_DATA_API_URL": sb.data_api_url,
-            "OCULUS_CLOB_URL": sb.clob_url,
-            "OCULUS_GAMMA_URL": sb.gamma_url,
-        }
+        s = run_local.demo_settings(sb.port)
+        env = {**os.environ, **run_local.demo_environment(sb.port), "DATABASE_URL": db_url}
         with db.connect(db_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
             now = datetime.now(tz=UTC)
             for i, wallet in enumerate(sb.leaders):

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import chain, db, jobs, settings
+from common import chain, checkpoints, db, jobs, settings
 from functions import listen
 from sandbox import testing
 
@@ -370,8 +370,8 @@ def test_a_drop_reconnects_requests_a_backfill_and_replays_the_gap(
     request = checkpoint(conn, listen.BACKFILL_REQUEST)
     assert request is not None
     assert (request["cursor_time"], request["cursor_int"]) == (since, seq)
-    assert not listen.clear_backfill_request(conn, seq + 1)  # not the one asked for
-    assert listen.clear_backfill_request(conn, seq)
+    assert not checkpoints.clear_backfill(conn, seq + 1)  # not the one asked for
+    assert checkpoints.clear_backfill(conn, seq)
     assert checkpoint(conn, listen.BACKFILL_REQUEST) is None
 
 
@@ -503,7 +503,7 @@ def test_the_poller_backfill_hook_runs_and_clears_the_request(
     hook = listen.poll_backfill(db_url, settings.get(), 0.0, jobs.StopFlag())
     assert hook is not None
     now = datetime.now(tz=UTC)
-    seq = listen.request_backfill(conn, now - listen.BACKFILL_WINDOW, now)
+    seq = checkpoints.request_backfill(conn, now - listen.BACKFILL_WINDOW, now)
     hook(now - listen.BACKFILL_WINDOW, seq)
     assert len(calls) == 1 and calls[0][1] == now - listen.BACKFILL_WINDOW
     assert calls[0][2] >= now and hasattr(calls[0][0], "data_api")

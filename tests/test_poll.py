@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from common import db, http, jobs, settings
+from common import db, http, jobs, run_local, settings
 from functions import follow, poll
 from sandbox import testing
 
@@ -26,13 +26,7 @@ def at(ms: int) -> datetime:
 
 
 def make_settings(sb: testing.RunningSandbox, **extra: Any) -> settings.Settings:
-    return settings.Settings(
-        data_api_url=sb.data_api_url,
-        clob_url=sb.clob_url,
-        gamma_url=sb.gamma_url,
-        chain_ws_url=sb.chain_ws_url,
-        **extra,
-    )
+    return run_local.demo_settings(sb.port, **extra)
 
 
 class Harness:

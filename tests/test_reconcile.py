@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common import chain, db, http, ingest, jobs, settings
+from common import chain, db, http, ingest, jobs, run_local, settings
 from functions import follow, poll, reconcile
 from sandbox import testing
 
@@ -79,9 +79,7 @@ def test_api_fill_missed_while_listener_was_up(conn: db.Conn) -> None:
 def test_run_backfills_and_records_findings(conn: db.Conn) -> None:
     with testing.running_sandbox(seed=5, clock="manual") as sb:
         sb.advance(10 * 60_000)
-        s = settings.Settings(
-            data_api_url=sb.data_api_url, gamma_url=sb.gamma_url, clob_url=sb.clob_url
-        )
+        s = run_local.demo_settings(sb.port)
         with http.make_upstreams(s) as ups:
             now = datetime.fromtimestamp(sb.now_ms() / 1000, tz=UTC)
             follow.add(conn, sb.leaders[0], "lead", [], now)

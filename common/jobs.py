@@ -16,18 +16,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from common import clock as clocks
 from common import db, http, settings
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(tz=UTC)
+utcnow = clocks.utcnow
 
 
 @dataclass
@@ -39,6 +37,7 @@ class Context:
     counts: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # saved beside the counts
     clock: Callable[[], datetime] = utcnow
+    wait_until: Callable[[datetime], None] = clocks.sleep_until
     resources: dict[str, Any] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -156,6 +155,8 @@ def main(
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
+    source = clocks.sandbox(s.clock_url) if s.clock_url else clocks.SYSTEM
+    ctx.clock, ctx.wait_until = source.now, source.wait_until
     stop = StopFlag().install()
     try:
         conn = db.connect(args.database_url, autocommit=True)
@@ -182,3 +183,4 @@ def main(
         if "ups" in ctx.resources:
             ctx.resources["ups"].close()
         conn.close()
+        source.close()

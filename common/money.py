@@ -88,3 +88,17 @@ def price_micros(collateral_micros: int, share_micros: int) -> int:
             _QUANTUM, rounding=ROUND_HALF_EVEN
         )
     )
+
+
+FEE_QUANTUM = 10  # the chain charges fees in whole 0.00001 USDC (checked on real vectors)
+
+
+def taker_fee(share_micros: int, price: int, rate_micros: int, exponent: int = 1) -> int:
+    """Returns Polymarket's taker fee in collateral micros for a fill of `share_micros`
+    at `price`: shares × rate × (p × (1 − p))^exponent, truncated to 10 micros."""
+    if share_micros < 0 or not 0 <= price <= MICROS or rate_micros < 0 or exponent < 0:
+        raise AmountError(f"bad fee inputs: {share_micros}, {price}, {rate_micros}, {exponent}")
+    curve: int = (price * (MICROS - price)) ** exponent
+    scale: int = MICROS * (MICROS * MICROS) ** exponent
+    raw = share_micros * rate_micros * curve // scale
+    return raw // FEE_QUANTUM * FEE_QUANTUM

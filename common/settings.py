@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     )
     db_pool_max: int = Field(default=4, ge=1, le=50, description="Connections per process.")
     log_level: str = Field(default="INFO", description="Python logging level.")
+    clock_url: str | None = Field(
+        default=None,
+        description="Tests and reproducible demos only: read the time from the sandbox's "
+        "`/_sandbox` control URL; with a manual sandbox clock, simulate moves it to each "
+        "decision time. Unset: the system clock.",
+    )
 
     data_api_url: str = Field(
         default="https://data-api.polymarket.com", description="Polymarket Data API base URL."

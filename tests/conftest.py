@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -61,19 +61,32 @@ def template_db(pg_server_url: str) -> str:
 
 
 @pytest.fixture
-def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """A fresh migrated database for one test; dropped afterwards."""
-    name = f"oculus_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(template_db)
+def new_db(pg_server_url: str, template_db: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh migrated databases (URLs); all dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"oculus_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template_db)
+                )
             )
-        )
+        made.append(name)
+        return db.with_database(pg_server_url, name)
+
     try:
-        yield db.with_database(pg_server_url, name)
+        yield make
     finally:
-        _drop(pg_server_url, name)
+        for name in made:
+            _drop(pg_server_url, name)
+
+
+@pytest.fixture
+def db_url(new_db: Callable[[], str]) -> str:
+    """A fresh migrated database for one test; dropped afterwards."""
+    return new_db()
 
 
 @pytest.fixture

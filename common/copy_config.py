@@ -113,6 +113,38 @@ def load(conn: db.Conn) -> ConfigSet:
     return merge(guardrails, conn.execute(_LATEST_SIZING).fetchall())
 
 
+def propose(
+    conn: db.Conn,
+    global_values: dict[str, Any],
+    user_values: dict[int, dict[str, Any]] | None = None,
+) -> ConfigSet:
+    """Returns the configuration in force with proposed changes laid over it (nothing is
+    written): global field values, and per-user override values (None = inherit)."""
+    changes = [(None, global_values), *sorted((user_values or {}).items())]
+    for _, values in changes:
+        Config().with_values({k: v for k, v in values.items() if v is not None})  # names
+    rows = {
+        "g": [dict(r) for r in conn.execute(_LATEST_GUARDRAILS)],
+        "s": [dict(r) for r in conn.execute(_LATEST_SIZING)],
+    }
+    for user, values in changes:
+        for kind, fields in (("g", GUARDRAIL_FIELDS), ("s", SIZING_FIELDS)):
+            mine = {k: v for k, v in values.items() if k in fields}
+            if not mine:
+                continue
+            scope = "GLOBAL" if user is None else "USER"
+            row = next(
+                (r for r in rows[kind] if r["scope"] == scope and r["followed_user_id"] == user),
+                None,
+            )
+            if row is None:
+                row = {"scope": scope, "followed_user_id": user, "id": None}
+                rows[kind].append(row)
+            row.update(mine)
+            row["id"] = None  # a proposal is not a stored version
+    return merge(rows["g"], rows["s"])
+
+
 def merge(guardrails: list[dict[str, Any]], sizings: list[dict[str, Any]]) -> ConfigSet:
     """Builds the ConfigSet from the newest row per (scope, user) of each table (pure)."""
     values: dict[str, Any] = {}

@@ -134,10 +134,17 @@ class Marks:
         return marks
 
 
-def load(conn: db.Conn, scope: str, user_id: int | None, starting_cash: int) -> Portfolio:
-    """Returns the portfolio as its ledger says (unfunded if it has no DEPOSIT yet)."""
+def load(
+    conn: db.Conn,
+    scope: str,
+    user_id: int | None,
+    starting_cash: int,
+    until: datetime | None = None,
+) -> Portfolio:
+    """Returns the portfolio as its ledger says (unfunded if it has no DEPOSIT yet),
+    counting only entries effective before `until` when given."""
     p = Portfolio(scope, user_id, starting_cash)
-    params = {"s": scope, "u": user_id}
+    params = {"s": scope, "u": user_id, "until": until}
     for r in conn.execute(
         """SELECT asset_id, min(condition_id) AS condition_id,
                   sum(share_delta_micros)::bigint AS shares, sum(cash_delta_micros)::bigint AS cash,
@@ -147,6 +154,7 @@ def load(conn: db.Conn, scope: str, user_id: int | None, starting_cash: int) -> 
                       AS last_price
            FROM ledger_entry
            WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
+             AND (%(until)s::timestamptz IS NULL OR effective_time < %(until)s)
            GROUP BY asset_id""",
         params,
     ):
@@ -165,7 +173,9 @@ def load(conn: db.Conn, scope: str, user_id: int | None, starting_cash: int) -> 
             """SELECT a.followed_user_id AS u, l.asset_id, sum(l.share_delta_micros)::bigint AS n
                FROM ledger_entry l JOIN copy_attempt a ON a.id = l.copy_attempt_id
                WHERE l.portfolio_scope = 'EXEC_GLOBAL' AND l.asset_id IS NOT NULL
-               GROUP BY 1, 2"""
+                 AND (%(until)s::timestamptz IS NULL OR l.effective_time < %(until)s)
+               GROUP BY 1, 2""",
+            params,
         ):
             p.by_user.setdefault(r["u"], {})[r["asset_id"]] = int(r["n"])
     if not p.funded:

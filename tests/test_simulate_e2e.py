@@ -72,7 +72,9 @@ def _killed_run(db_url: str, sb: testing.RunningSandbox) -> None:
         assert _attempts(conn) > killed_at
 
 
-def run_pipeline(db_url: str, seed: int, kill_at_step: int | None = None) -> dict[str, Any]:
+def run_pipeline(
+    db_url: str, seed: int, kill_at_step: int | None = None, steps: int = STEPS
+) -> dict[str, Any]:
     """Follows the sandbox's leaders, then each minute polls and simulates; returns what
     the exec portfolios hold."""
     with (
@@ -88,7 +90,7 @@ def run_pipeline(db_url: str, seed: int, kill_at_step: int | None = None) -> dic
         source = clock.sandbox(sb.control_url)
         with http.make_upstreams(h.settings) as ups:
             ctx = _ctx(source, h, ups)
-            for step in range(STEPS):
+            for step in range(steps):
                 sb.advance(STEP_MS)
                 h.poll()
                 if step == kill_at_step:

@@ -105,10 +105,16 @@ def heartbeat(conn: db.Conn, process: str, now: datetime, info: dict[str, Any]) 
 
 
 def run_recorded(
-    conn: db.Conn, job: str, ctx: Context, run_once: Callable[[db.Conn, Context], int]
+    conn: db.Conn,
+    job: str,
+    ctx: Context,
+    run_once: Callable[[db.Conn, Context], int],
+    *,
+    keep_idle: bool = True,
 ) -> int:
     """Runs one batch and records it in job_run; returns the items handled. A failure
-    is recorded with its error and re-raised."""
+    is recorded with its error and re-raised. With keep_idle=False a run that handled
+    nothing and counted nothing leaves no row (fast loops would flood the table)."""
     ctx.counts.clear()
     ctx.details.clear()
     run_id = record_start(conn, job, ctx.clock())
@@ -120,6 +126,9 @@ def run_recorded(
         error = f"{type(exc).__name__}: {exc}"
         record_end(conn, run_id, ctx.clock(), "FAILED", 0, {**ctx.counts, **ctx.details}, error)
         raise
+    if not keep_idle and not items and not ctx.counts:
+        conn.execute("DELETE FROM job_run WHERE id = %s", (run_id,))
+        return items
     record_end(conn, run_id, ctx.clock(), "OK", items, {**ctx.counts, **ctx.details})
     return items
 
@@ -168,8 +177,11 @@ def main(
             ctx.resources["ups"] = http.make_upstreams(s)
         while True:
             try:
-                items = run_recorded(conn, job, ctx, run_once)
-                log.info("%s: %d items %s", job, items, ctx.counts or "")
+                items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)
+                if items or ctx.counts or not args.loop:
+                    log.info("%s: %d items %s", job, items, ctx.counts or "")
+                if args.loop:
+                    heartbeat(conn, job, ctx.clock(), {"items": items})
             except Exception:
                 log.exception("%s: run failed", job)
                 if not args.loop:

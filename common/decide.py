@@ -226,15 +226,17 @@ def decide(
     if reasons:
         return _skip(base, reasons, target_notional=target)
     if opens:
+        # Cash and every cap are judged together, so an empty wallet says
+        # INSUFFICIENT_CASH even when (as it must) the total cap is exhausted too.
         room = _risk_room(g, p, cfg, equity, marks)
         blocked = [code for code, left in room if left < lo]
-        if blocked:
-            codes = blocked + (["RISK_CAP_GLOBAL"] if p.scope == "EXEC_GLOBAL" else [])
-            return _skip(base, codes, target_notional=target)
-        target = min([target, *(left for _, left in room)])
+        if blocked and p.scope == "EXEC_GLOBAL":
+            blocked.append("RISK_CAP_GLOBAL")
         if p.cash < lo:
-            return _skip(base, ["INSUFFICIENT_CASH"], target_notional=target)
-        target = min(target, p.cash)
+            blocked.insert(0, "INSUFFICIENT_CASH")
+        if blocked:
+            return _skip(base, blocked, target_notional=target)
+        target = min([target, p.cash, *(left for _, left in room)])
     if g.action in ("MERGE", "SPLIT"):
         return _sets(g, p, sit, base, target)
     return _trade(g, p, cfg, sit, base, target)

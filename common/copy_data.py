@@ -174,92 +174,119 @@ VALUES (%(scope)s, %(u)s, %(key)s, %(gid)s, %(action)s, %(cond)s, %(asset)s, %(g
 ON CONFLICT (portfolio_scope, followed_user_id, group_key) DO NOTHING
 RETURNING id
 """
-_FILL = """INSERT INTO executable_fill (copy_attempt_id, level_index, price_micros, share_micros,
-notional_micros, fee_micros) VALUES (%s, %s, %s, %s, %s, %s)"""
-_LEDGER = """INSERT INTO ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id,
-entry_type, share_delta_micros, cash_delta_micros, price_micros, ref_id, effective_time,
-copy_attempt_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 
 
-def write(
-    conn: db.Conn,
-    d: decide.Decision,
-    cfg_ids: dict[str, int | None],
-    book_id: int | None,
-    market_assets: tuple[str, ...],
-    deposit: int | None,
-) -> int | None:
-    """Writes one decision (attempt, fills, ledger entries, and the portfolio's opening
-    DEPOSIT when `deposit` is given); returns the attempt id, or None when the attempt
-    already existed (a rerun: nothing is written)."""
-    g = d.group
-    row = conn.execute(
-        _ATTEMPT,
-        {
-            "scope": d.scope,
-            "u": g.user_id,
-            "key": g.key,
-            "gid": g.id,
-            "action": g.action,
-            "cond": g.condition_id,
-            "asset": g.asset_id,
-            "gc": cfg_ids.get("guardrail_id"),
-            "sc": cfg_ids.get("sizing_id"),
-            "go": cfg_ids.get("guardrail_override_id"),
-            "so": cfg_ids.get("sizing_override_id"),
-            "their_n": g.their_notional,
-            "their_p": g.their_price,
-            "target_n": d.target_notional,
-            "target_s": d.target_shares,
-            "decision": d.decision,
-            "reasons": list(d.reasons),
-            "bid": d.best_bid,
-            "ask": d.best_ask,
-            "mid": d.mid,
-            "vwap": d.vwap,
-            "filled_s": d.filled_shares,
-            "filled_n": d.filled_notional,
-            "ratio": d.filled_ratio,
-            "fee": d.fee,
-            "close": g.close_time,
-            "at": d.decided_at or g.decide_at,
-            "book": book_id,
-            "equity": d.equity,
-            "cash": d.cash,
-        },
-    ).fetchone()
-    if row is None:
-        return None
-    attempt_id = int(row["id"])
-    entries = decide.entries(d, market_assets)
-    if deposit is not None:
-        ref = portfolio.deposit_ref(d.user_id)
-        at = d.decided_at or g.decide_at
-        entries.insert(0, shadow.Entry(None, None, "DEPOSIT", 0, deposit, None, ref, at))
+@dataclass(frozen=True)
+class Row:
+    """One decision to write, with what it was decided under."""
+
+    decision: decide.Decision
+    config_ids: dict[str, int | None]
+    book_id: int | None
+    market_assets: tuple[str, ...]
+    deposit: int | None  # the portfolio's opening DEPOSIT, when it has none yet
+
+
+def _attempt_params(r: Row) -> dict[str, Any]:
+    d, g = r.decision, r.decision.group
+    return {
+        "scope": d.scope,
+        "u": g.user_id,
+        "key": g.key,
+        "gid": g.id,
+        "action": g.action,
+        "cond": g.condition_id,
+        "asset": g.asset_id,
+        "gc": r.config_ids.get("guardrail_id"),
+        "sc": r.config_ids.get("sizing_id"),
+        "go": r.config_ids.get("guardrail_override_id"),
+        "so": r.config_ids.get("sizing_override_id"),
+        "their_n": g.their_notional,
+        "their_p": g.their_price,
+        "target_n": d.target_notional,
+        "target_s": d.target_shares,
+        "decision": d.decision,
+        "reasons": list(d.reasons),
+        "bid": d.best_bid,
+        "ask": d.best_ask,
+        "mid": d.mid,
+        "vwap": d.vwap,
+        "filled_s": d.filled_shares,
+        "filled_n": d.filled_notional,
+        "ratio": d.filled_ratio,
+        "fee": d.fee,
+        "close": g.close_time,
+        "at": d.decided_at or g.decide_at,
+        "book": r.book_id,
+        "equity": d.equity,
+        "cash": d.cash,
+    }
+
+
+_FILL_COLUMNS = (
+    "copy_attempt_id, level_index, price_micros, share_micros, notional_micros, fee_micros"
+)
+_LEDGER_COLUMNS = (
+    "portfolio_scope, followed_user_id, condition_id, asset_id, entry_type, share_delta_micros,"
+    " cash_delta_micros, price_micros, ref_id, effective_time, copy_attempt_id"
+)
+_COPY_FILLS = "COPY executable_fill (" + _FILL_COLUMNS + ") FROM STDIN"
+_COPY_LEDGER = "COPY ledger_entry (" + _LEDGER_COLUMNS + ") FROM STDIN"
+
+
+def write_many(conn: db.Conn, rows: list[Row]) -> list[int]:
+    """Writes decisions (attempts, one fill per level, ledger entries and any opening
+    DEPOSIT) in the caller's transaction: the attempts in one pipelined batch, fills and
+    entries by COPY. Raises if an attempt already existed (the caller's portfolios are
+    then stale). Returns the attempt ids."""
+    if not rows:
+        return []
     with conn.cursor() as cur:
-        if d.fills:
-            cur.executemany(
-                _FILL,
-                [(attempt_id, f.level, f.price, f.shares, f.notional, f.fee) for f in d.fills],
-            )
-        if entries:
-            cur.executemany(
-                _LEDGER,
-                [
-                    (
-                        d.scope,
-                        d.user_id,
-                        e.condition_id,
-                        e.asset_id,
-                        e.entry_type,
-                        e.share_delta_micros,
-                        e.cash_delta_micros,
-                        e.price_micros,
-                        e.ref_id,
-                        e.effective_time,
-                        None if e.entry_type == "DEPOSIT" else attempt_id,
+        cur.executemany(_ATTEMPT, [_attempt_params(r) for r in rows], returning=True)
+        ids: list[int] = []
+        for r in rows:
+            got = cur.fetchone()
+            if got is None:
+                g = r.decision.group
+                raise RuntimeError(f"attempt for {g.key} in {r.decision.scope} already exists")
+            ids.append(int(got["id"]))
+            cur.nextset()
+        fills = [
+            (i, f.level, f.price, f.shares, f.notional, f.fee)
+            for i, r in zip(ids, rows, strict=True)
+            for f in r.decision.fills
+        ]
+        if fills:
+            with cur.copy(_COPY_FILLS) as copy:
+                for fill in fills:
+                    copy.write_row(fill)
+        with cur.copy(_COPY_LEDGER) as copy:
+            for i, r in zip(ids, rows, strict=True):
+                d = r.decision
+                for e in _entries(r):
+                    copy.write_row(
+                        (
+                            d.scope,
+                            d.user_id,
+                            e.condition_id,
+                            e.asset_id,
+                            e.entry_type,
+                            e.share_delta_micros,
+                            e.cash_delta_micros,
+                            e.price_micros,
+                            e.ref_id,
+                            e.effective_time,
+                            None if e.entry_type == "DEPOSIT" else i,
+                        )
                     )
-                    for e in entries
-                ],
-            )
-    return attempt_id
+    return ids
+
+
+def _entries(r: Row) -> list[shadow.Entry]:
+    d = r.decision
+    entries = decide.entries(d, r.market_assets)
+    if r.deposit is not None:
+        at = d.decided_at or d.group.decide_at
+        ref = portfolio.deposit_ref(d.user_id)
+        entries.insert(0, shadow.Entry(None, None, "DEPOSIT", 0, r.deposit, None, ref, at))
+    return entries

@@ -180,15 +180,17 @@ def _open_rules(g: Group, sit: Situation, cfg: copy_config.Config, equity: int) 
 
 
 def _risk_room(
-    g: Group, p: portfolio.Portfolio, cfg: copy_config.Config, equity: int, marks: portfolio.Marks
+    g: Group,
+    p: portfolio.Portfolio,
+    cfg: copy_config.Config,
+    totals: tuple[int, int, int],
+    marks: portfolio.Marks,
 ) -> list[tuple[str, int]]:
     """Room left under each risk cap, as (reason code, notional)."""
+    equity, exposure, market = totals
     room = [
-        ("RISK_CAP_TOTAL", _bps(equity, cfg.max_total_exposure_bps) - p.exposure(marks)),
-        (
-            "RISK_CAP_MARKET",
-            _bps(equity, cfg.max_market_exposure_bps) - p.market_exposure(g.condition_id, marks),
-        ),
+        ("RISK_CAP_TOTAL", _bps(equity, cfg.max_total_exposure_bps) - exposure),
+        ("RISK_CAP_MARKET", _bps(equity, cfg.max_market_exposure_bps) - market),
     ]
     if p.scope == "EXEC_GLOBAL":
         used = p.user_exposure(g.user_id, marks)
@@ -205,7 +207,8 @@ def decide(
 ) -> Decision:
     """Returns the decision for group `g` in portfolio `p` (pure)."""
     opens = g.action in OPENS
-    equity = p.equity(marks)
+    totals = p.totals(marks, g.condition_id)
+    equity = totals[0]
     base: dict[str, Any] = {
         "scope": p.scope,
         "user_id": p.user_id,
@@ -228,7 +231,7 @@ def decide(
     if opens:
         # Cash and every cap are judged together, so an empty wallet says
         # INSUFFICIENT_CASH even when (as it must) the total cap is exhausted too.
-        room = _risk_room(g, p, cfg, equity, marks)
+        room = _risk_room(g, p, cfg, totals, marks)
         blocked = [code for code, left in room if left < lo]
         if blocked and p.scope == "EXEC_GLOBAL":
             blocked.append("RISK_CAP_GLOBAL")

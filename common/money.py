@@ -60,16 +60,26 @@ def format_micros(micros: int, places: int = 6) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _div_half_even(a: int, b: int) -> int:
+    """Returns a ÷ b rounded half-to-even, in integers only (the hot path of equity)."""
+    if b == 0:
+        raise AmountError("division by zero")
+    if b < 0:
+        a, b = -a, -b
+    q, r = divmod(a, b)  # floor division: 0 <= r < b
+    if 2 * r > b or (2 * r == b and q % 2):
+        q += 1
+    return q
+
+
 def mul_micros(a: int, b: int) -> int:
     """Returns a × b for two micro amounts (e.g. price × shares), rounded half-to-even."""
-    return int((Decimal(a) * Decimal(b) / MICROS).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+    return _div_half_even(a * b, MICROS)
 
 
 def div_round(a: int, b: int) -> int:
     """Returns a ÷ b for integers, rounded half-to-even (e.g. a mid of two prices)."""
-    if b == 0:
-        raise AmountError("division by zero")
-    return int((Decimal(a) / Decimal(b)).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+    return _div_half_even(a, b)
 
 
 def div_micros_floor(a: int, b: int) -> int:

@@ -41,47 +41,61 @@ class Portfolio:
     def held(self, asset_id: str) -> int:
         return max(0, self.shares.get(asset_id, 0))
 
+    def mark(self, asset_id: str, marks: Marks) -> int:
+        """The asset's mark: the newest stored mid, else our last fill price."""
+        mark = marks.get(asset_id)
+        return self.last_price.get(asset_id, 0) if mark is None else mark
+
     def value(self, asset_id: str, marks: Marks) -> int:
         """Returns the marked value of the position in one asset."""
         n = self.shares.get(asset_id, 0)
-        if not n:
-            return 0
-        mark = marks.get(asset_id)
-        if mark is None:
-            mark = self.last_price.get(asset_id, 0)
-        return money.mul_micros(n, mark)
+        return money.mul_micros(n, self.mark(asset_id, marks)) if n else 0
+
+    def totals(self, marks: Marks, condition_id: str | None = None) -> tuple[int, int, int]:
+        """Returns (equity, exposure, exposure to `condition_id`) in one pass."""
+        equity, exposure, market = self.cash, 0, 0
+        for asset, n in self.shares.items():
+            v = money.mul_micros(n, self.mark(asset, marks))
+            equity += v
+            exposure += abs(v)
+            if condition_id is not None and self.market_of.get(asset) == condition_id:
+                market += abs(v)
+        return equity, exposure, market
 
     def equity(self, marks: Marks) -> int:
-        return self.cash + sum(self.value(a, marks) for a in self.shares)
+        return self.totals(marks)[0]
 
     def exposure(self, marks: Marks) -> int:
-        return sum(abs(self.value(a, marks)) for a in self.shares)
+        return self.totals(marks)[1]
 
     def market_exposure(self, condition_id: str | None, marks: Marks) -> int:
-        return sum(
-            abs(self.value(a, marks)) for a in self.shares if self.market_of.get(a) == condition_id
-        )
+        return self.totals(marks, condition_id)[2]
 
     def user_exposure(self, user_id: int, marks: Marks) -> int:
         """Global portfolio: the marked value of what was copied from this user (a user
         whose copies net short an asset another user bought counts zero there)."""
-        total = 0
-        for asset, n in self.by_user.get(user_id, {}).items():
-            if n > 0:
-                mark = marks.get(asset)
-                total += money.mul_micros(
-                    n, self.last_price.get(asset, 0) if mark is None else mark
-                )
-        return total
+        return sum(
+            money.mul_micros(n, self.mark(asset, marks))
+            for asset, n in self.by_user.get(user_id, {}).items()
+            if n > 0
+        )
 
     def move(self, asset_id: str, condition_id: str | None, shares: int, user_id: int) -> None:
-        """Applies a share change (and its attribution in the global portfolio)."""
-        self.shares[asset_id] = self.shares.get(asset_id, 0) + shares
+        """Applies a share change (and its attribution in the global portfolio); closed
+        positions are dropped so the hot loops see only what is held."""
+        _add(self.shares, asset_id, shares)
         if condition_id is not None:
             self.market_of[asset_id] = condition_id
         if self.scope == "EXEC_GLOBAL":
-            mine = self.by_user.setdefault(user_id, {})
-            mine[asset_id] = mine.get(asset_id, 0) + shares
+            _add(self.by_user.setdefault(user_id, {}), asset_id, shares)
+
+
+def _add(book: dict[str, int], key: str, delta: int) -> None:
+    n = book.get(key, 0) + delta
+    if n:
+        book[key] = n
+    else:
+        book.pop(key, None)
 
 
 class Marks:
@@ -113,21 +127,26 @@ class Marks:
             return marks
         params = {"a": sorted(asset_ids), "t": until}
         for r in conn.execute(
-            """SELECT DISTINCT ON (asset_id) asset_id, fetched_at, id,
-                      bid_prices_micros[1] AS bid, ask_prices_micros[1] AS ask
-               FROM order_book_snapshot
-               WHERE asset_id = ANY(%(a)s) AND fetched_at <= %(t)s
-                 AND cardinality(bid_prices_micros) > 0 AND cardinality(ask_prices_micros) > 0
-               ORDER BY asset_id, fetched_at DESC, id DESC""",
+            """SELECT a.asset_id, b.fetched_at, b.id, b.bid, b.ask
+               FROM unnest(%(a)s::text[]) AS a(asset_id)
+               CROSS JOIN LATERAL (
+                 SELECT fetched_at, id, bid_prices_micros[1] AS bid, ask_prices_micros[1] AS ask
+                 FROM order_book_snapshot o
+                 WHERE o.asset_id = a.asset_id AND o.fetched_at <= %(t)s
+                   AND cardinality(bid_prices_micros) > 0 AND cardinality(ask_prices_micros) > 0
+                 ORDER BY fetched_at DESC, id DESC LIMIT 1) b""",
             params,
         ):
             marks.observe(
                 r["asset_id"], r["fetched_at"], money.div_round(r["bid"] + r["ask"], 2), r["id"]
             )
         for r in conn.execute(
-            """SELECT DISTINCT ON (asset_id) asset_id, observed_at, mid_micros
-               FROM market_price_snapshot WHERE asset_id = ANY(%(a)s) AND observed_at <= %(t)s
-               ORDER BY asset_id, observed_at DESC""",
+            """SELECT a.asset_id, m.observed_at, m.mid_micros
+               FROM unnest(%(a)s::text[]) AS a(asset_id)
+               CROSS JOIN LATERAL (
+                 SELECT observed_at, mid_micros FROM market_price_snapshot p
+                 WHERE p.asset_id = a.asset_id AND p.observed_at <= %(t)s
+                 ORDER BY bucket DESC LIMIT 1) m""",
             params,
         ):
             marks.observe(r["asset_id"], r["observed_at"], r["mid_micros"])

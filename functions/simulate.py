@@ -8,7 +8,9 @@ until then (`--wait` bounds how long a run waits for the next one), fetches `/bo
 once, stores it, and only then decides, so a rerun after a crash decides on the same
 book. Both attempts, their fills and the exec ledger entries are written in one
 transaction keyed by (scope, user, group key), with the group marked DONE: a rerun is a
-no-op. One simulator runs at a time (advisory lock).
+no-op. One simulator runs at a time (advisory lock `SIM_LOCK`); a loop keeps its
+portfolios in memory between runs and rereads them when the newest exec ledger entry is
+not its own, so any other writer of exec ledger entries must hold `SIM_LOCK` too.
 
 `--replay` decides every closed group at once on the books already stored (NO_BOOK
 where none is), in batches: to rebuild the exec portfolios, and for the benchmark.
@@ -46,15 +48,33 @@ class Engine:
     ) -> None:
         self.conn, self.clock, self.ups = conn, clock, ups
         self.replay, self.batch = replay, batch
-        self.configs = copy_config.load(conn)
-        self.users = copy_data.users(conn)
-        self.paused = copy_data.paused(conn)
-        self.markets = copy_data.Markets(conn)
         self.portfolios: dict[portfolio.Key, portfolio.Portfolio] = {}
         self.marks = portfolio.Marks()
         self._refs: dict[tuple[portfolio.Key, datetime], portfolio.BreakerRefs] = {}
+        self._books: dict[int, copy_data.StoredBook] = {}
+        self._watermark: int | None = None
+        self._marks_due = False
         self.counts: dict[str, int] = {}
         self.latencies_ms: list[float] = []  # decide + commit, book already in hand
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rereads what the operator may have changed (config, users, pause, markets),
+        and drops the in-memory portfolios if another writer touched the exec ledgers
+        since this engine's last commit. Marks are reread before the next decision."""
+        self.configs = copy_config.load(self.conn)
+        self.users = copy_data.users(self.conn)
+        self.paused = copy_data.paused(self.conn)
+        self.markets = copy_data.Markets(self.conn)
+        if self._exec_watermark() != self._watermark:
+            self._reload()
+        self._marks_due = True
+
+    def _exec_watermark(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT max(id) AS id FROM ledger_entry WHERE portfolio_scope <> 'SHADOW_USER'"
+        ).fetchone()
+        return None if row is None else row["id"]
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -81,7 +101,8 @@ class Engine:
         if g.asset_id is None or g.action not in ("BUY", "SELL"):
             return None
         if stored_id is not None:
-            return copy_data.load_books(self.conn, [stored_id]).get(stored_id)
+            hit = self._books.pop(stored_id, None)
+            return hit or copy_data.load_books(self.conn, [stored_id]).get(stored_id)
         if self.replay or self.ups is None:
             return None
         at = self.clock()
@@ -108,16 +129,27 @@ class Engine:
 
     def decide_group(
         self, g: decide.Group, book: copy_data.StoredBook | None
-    ) -> list[decide.Decision]:
-        """Decides the group in both portfolios and moves them in memory (pure of I/O
-        once the portfolios are loaded); returns the decisions."""
+    ) -> list[copy_data.Row]:
+        """Decides the group in both portfolios and moves them in memory at once (a later
+        group of the same batch sees this one); returns the rows to write."""
         at = book.fetched_at if book is not None else g.decide_at
+        if self._marks_due:
+            held = portfolio.held_assets(list(self.portfolios.values()))
+            self.marks.merge(portfolio.Marks.load(self.conn, held, self.clock()))
+            self._marks_due = False
         if book is not None and g.asset_id is not None:
             self.marks.observe(g.asset_id, book.fetched_at, book.mid, book.book.snapshot_id or 0)
         cfg = self.configs.for_user(g.user_id)
+        ids = {
+            "guardrail_id": cfg.guardrail_id,
+            "sizing_id": cfg.sizing_id,
+            "guardrail_override_id": cfg.guardrail_override_id,
+            "sizing_override_id": cfg.sizing_override_id,
+        }
         user = self.users.get(g.user_id, copy_data.User(False, "REMOVED"))
         market = self.markets.get(g.condition_id)
-        out = []
+        assets = market.assets if market is not None else ()
+        rows = []
         for scope in SCOPES:
             p = self.portfolio_of(scope, g.user_id if scope == "EXEC_USER" else None)
             sit = decide.Situation(
@@ -129,41 +161,27 @@ class Engine:
                 book=book.book if book is not None else None,
                 refs=self.refs(p, at),
             )
-            out.append(decide.decide(g, p, cfg, sit, self.marks))
-        return out
-
-    def write(self, decisions: list[decide.Decision], book_id: int | None) -> None:
-        g = decisions[0].group
-        cfg = self.configs.for_user(g.user_id)
-        ids = {
-            "guardrail_id": cfg.guardrail_id,
-            "sizing_id": cfg.sizing_id,
-            "guardrail_override_id": cfg.guardrail_override_id,
-            "sizing_override_id": cfg.sizing_override_id,
-        }
-        market = self.markets.get(g.condition_id)
-        assets = market.assets if market is not None else ()
-        for d in decisions:
-            p = self.portfolio_of(d.scope, d.user_id)
+            d = decide.decide(g, p, cfg, sit, self.marks)
             deposit = None if p.funded else p.starting_cash
-            if copy_data.write(self.conn, d, ids, book_id, assets, deposit) is None:
-                raise RuntimeError(f"attempt for {g.key} in {d.scope} already exists")
+            rows.append(
+                copy_data.Row(d, ids, book.book.snapshot_id if book else None, assets, deposit)
+            )
             decide.apply(p, d, assets)
-            self.count(f"{d.scope.lower()}_{d.decision.lower()}")
-        self.conn.execute(
-            "UPDATE copy_group SET state = 'DONE', done_at = %(now)s WHERE id = %(id)s",
-            {"now": decisions[0].decided_at, "id": g.id},
-        )
+            self.count(f"{scope.lower()}_{d.decision.lower()}")
+        return rows
 
     def run(self, wait_until: Callable[[datetime], None], max_wait_s: float) -> int:
         """Decides closed groups in FIFO order until none is due within `max_wait_s`;
         returns how many groups it decided."""
         done = 0
         while True:
-            rows = self.conn.execute(copy_data.CLOSED_GROUPS, {"n": FETCH}).fetchall()
+            fetch = max(FETCH, self.batch)
+            rows = self.conn.execute(copy_data.CLOSED_GROUPS, {"n": fetch}).fetchall()
             if not rows:
                 return done
-            pending: list[tuple[list[decide.Decision], int | None]] = []
+            stored = [r["order_book_snapshot_id"] for r in rows if r["order_book_snapshot_id"]]
+            self._books = copy_data.load_books(self.conn, stored) if stored else {}
+            pending: list[list[copy_data.Row]] = []
             for r in rows:
                 g = copy_data.group_of(r)
                 if not self.replay and g.decide_at > self.clock():
@@ -176,27 +194,36 @@ class Engine:
                 book = self.book_for(g, r["order_book_snapshot_id"])
                 started = time.perf_counter()
                 try:
-                    decisions = self.decide_group(g, book)
+                    pending.append(self.decide_group(g, book))
                 except Exception:
                     self._reload()
                     raise
-                pending.append((decisions, book.book.snapshot_id if book else None))
                 if len(pending) >= self.batch:
                     self._flush(pending)
                     pending = []
                     self.latencies_ms.append((time.perf_counter() - started) * 1000)
                 done += 1
             self._flush(pending)
-            if len(rows) < FETCH:
+            if len(rows) < fetch:
                 return done
 
-    def _flush(self, pending: list[tuple[list[decide.Decision], int | None]]) -> None:
+    def _flush(self, pending: list[list[copy_data.Row]]) -> None:
+        """Writes the pending groups in one transaction (attempts, fills, ledger entries,
+        groups DONE); on failure the in-memory portfolios are dropped (they are ahead of
+        the ledger) and reread on next use."""
         if not pending:
             return
+        firsts = [rows[0].decision for rows in pending]
         try:
             with self.conn.transaction():
-                for decisions, book_id in pending:
-                    self.write(decisions, book_id)
+                copy_data.write_many(self.conn, [row for rows in pending for row in rows])
+                self.conn.execute(
+                    """UPDATE copy_group g SET state = 'DONE', done_at = v.at
+                       FROM unnest(%(id)s::bigint[], %(at)s::timestamptz[]) AS v(id, at)
+                       WHERE g.id = v.id AND g.state = 'CLOSED'""",
+                    {"id": [d.group.id for d in firsts], "at": [d.decided_at for d in firsts]},
+                )
+            self._watermark = self._exec_watermark()
         except Exception:
             self._reload()
             raise
@@ -207,6 +234,8 @@ class Engine:
         the ledger); the next use reloads them."""
         self.portfolios.clear()
         self._refs.clear()
+        self.marks = portfolio.Marks()
+        self._watermark = self._exec_watermark()
 
 
 _NEXT = """
@@ -227,13 +256,18 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     max_wait = float(getattr(args, "wait", 2.0))
     decided = 0
     try:
-        engine = Engine(
-            conn,
-            ctx.clock,
-            ups=ctx.resources.get("ups"),
-            replay=bool(getattr(args, "replay", False)),
-            batch=int(getattr(args, "batch", 1) or 1),
-        )
+        engine = ctx.resources.get("engine")
+        if isinstance(engine, Engine) and engine.conn is conn:
+            engine.refresh()  # a loop keeps its portfolios in memory between runs
+            engine.counts.clear()
+        else:
+            engine = ctx.resources["engine"] = Engine(
+                conn,
+                ctx.clock,
+                ups=ctx.resources.get("ups"),
+                replay=bool(getattr(args, "replay", False)),
+                batch=int(getattr(args, "batch", 1) or 1),
+            )
         for _ in range(MAX_WAITS):
             for k, v in group.step(conn, ctx.clock()).items():
                 ctx.count(f"group_{k}", v)

@@ -72,3 +72,6 @@ CREATE INDEX ledger_entry_scope_asset_idx ON ledger_entry (portfolio_scope, foll
 ALTER TABLE ledger_entry ADD COLUMN copy_attempt_id bigint REFERENCES copy_attempt (id);
 CREATE INDEX ledger_entry_attempt_idx ON ledger_entry (copy_attempt_id)
     WHERE copy_attempt_id IS NOT NULL;
+-- The simulator keeps its portfolios in memory between runs and reloads them when the
+-- newest exec ledger entry is not its own (e.g. a settlement written by another job).
+CREATE INDEX ledger_entry_exec_id_idx ON ledger_entry (id) WHERE portfolio_scope <> 'SHADOW_USER';

@@ -3,7 +3,7 @@ a float product."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 from hypothesis import given
@@ -88,3 +88,13 @@ def test_price_of_a_real_chain_fill() -> None:
     assert money.price_micros(5_000_000, 7_575_758) == 660_000
     with pytest.raises(money.AmountError):
         money.price_micros(1, 0)
+
+
+@given(st.integers(-(10**15), 10**15), st.integers(-(10**12), 10**12))
+def test_integer_rounding_matches_decimal(a: int, b: int) -> None:
+    want = int((Decimal(a) * Decimal(b) / money.MICROS).quantize(1, rounding=ROUND_HALF_EVEN))
+    assert money.mul_micros(a, b) == want
+    if b:
+        assert money.div_round(a, b) == int(
+            (Decimal(a) / Decimal(b)).quantize(1, rounding=ROUND_HALF_EVEN)
+        )

@@ -38,3 +38,4 @@ stop-db: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.sandbox_throughput
+	@$(BIN)/python -m benchmarks.copy_engine

@@ -107,6 +107,35 @@ class StoredBook:
         return money.div_round(b.bids[0][0] + b.asks[0][0], 2)
 
 
+def moment(g: decide.Group, stored: StoredBook | None, marks: portfolio.Marks) -> datetime:
+    """Returns when the group is decided — its book's fetch time, else its decide_at —
+    after moving the marks by that book."""
+    if stored is None:
+        return g.decide_at
+    if g.asset_id is not None:
+        marks.observe(g.asset_id, stored.fetched_at, stored.mid, stored.book.snapshot_id or 0)
+    return stored.fetched_at
+
+
+def situation(
+    at: datetime,
+    paused: bool,
+    user: User,
+    market: decide.Market | None,
+    stored: StoredBook | None,
+    refs: portfolio.BreakerRefs,
+) -> decide.Situation:
+    return decide.Situation(
+        now=at,
+        paused=paused,
+        user_enabled=user.enabled,
+        user_mode=user.mode,
+        market=market,
+        book=stored.book if stored is not None else None,
+        refs=refs,
+    )
+
+
 _BOOK = """SELECT id, asset_id, fetched_at, bid_prices_micros, bid_sizes_micros,
 ask_prices_micros, ask_sizes_micros FROM order_book_snapshot WHERE id = ANY(%(ids)s)"""
 

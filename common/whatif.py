@@ -103,23 +103,14 @@ def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcom
 
     for g in inputs.groups:
         stored = inputs.books.get(g.id)
-        at = stored.fetched_at if stored is not None else g.decide_at
-        if stored is not None and g.asset_id is not None:
-            marks.observe(g.asset_id, stored.fetched_at, stored.mid, stored.book.snapshot_id or 0)
+        at = copy_data.moment(g, stored, marks)
         cfg = configs.for_user(g.user_id)
         user = inputs.users.get(g.user_id, copy_data.User(False, "REMOVED"))
         market = inputs.markets.get(g.condition_id or "")
         for scope in SCOPES:
             p = book_of(scope, g.user_id if scope == "EXEC_USER" else None, configs.base)
-            sit = decide.Situation(
-                now=at,
-                paused=inputs.paused,
-                user_enabled=user.enabled,
-                user_mode=user.mode,
-                market=market,
-                book=stored.book if stored is not None else None,
-                refs=refs[p.key].at(at, p.equity(marks)),
-            )
+            refs_now = refs[p.key].at(at, p.equity(marks))
+            sit = copy_data.situation(at, inputs.paused, user, market, stored, refs_now)
             d = decide.decide(g, p, cfg, sit, marks)
             out = outcomes[scope]
             if d.decision == "EXECUTE":

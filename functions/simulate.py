@@ -132,13 +132,11 @@ class Engine:
     ) -> list[copy_data.Row]:
         """Decides the group in both portfolios and moves them in memory at once (a later
         group of the same batch sees this one); returns the rows to write."""
-        at = book.fetched_at if book is not None else g.decide_at
         if self._marks_due:
             held = portfolio.held_assets(list(self.portfolios.values()))
             self.marks.merge(portfolio.Marks.load(self.conn, held, self.clock()))
             self._marks_due = False
-        if book is not None and g.asset_id is not None:
-            self.marks.observe(g.asset_id, book.fetched_at, book.mid, book.book.snapshot_id or 0)
+        at = copy_data.moment(g, book, self.marks)
         cfg = self.configs.for_user(g.user_id)
         ids = {
             "guardrail_id": cfg.guardrail_id,
@@ -152,15 +150,7 @@ class Engine:
         rows = []
         for scope in SCOPES:
             p = self.portfolio_of(scope, g.user_id if scope == "EXEC_USER" else None)
-            sit = decide.Situation(
-                now=at,
-                paused=self.paused,
-                user_enabled=user.enabled,
-                user_mode=user.mode,
-                market=market,
-                book=book.book if book is not None else None,
-                refs=self.refs(p, at),
-            )
+            sit = copy_data.situation(at, self.paused, user, market, book, self.refs(p, at))
             d = decide.decide(g, p, cfg, sit, self.marks)
             deposit = None if p.funded else p.starting_cash
             rows.append(

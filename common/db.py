@@ -53,6 +53,17 @@ def lock_ingest(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
 
 
+# The exec ledgers' writer lock: `simulate` holds it (session-level) while it runs; any
+# other writer of EXEC_USER / EXEC_GLOBAL entries (settlement) takes it for its transaction.
+EXEC_LEDGER_LOCK = 0x6F63_0003
+
+
+def lock_exec_ledgers(conn: psycopg.Connection[Any]) -> None:
+    """Takes the exec-ledger lock until the current transaction ends (waits for a
+    running simulate)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": EXEC_LEDGER_LOCK})
+
+
 class DatabaseUnavailable(RuntimeError):
     """Postgres cannot be reached or started."""
 

@@ -106,6 +106,18 @@ class Settings(BaseSettings):
         "for the other before the shadow ledger applies it.",
     )
 
+    market_refresh_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Gamma metadata of markets with positions is reread this often.",
+    )
+    market_resolve_poll_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Past its end time and not yet resolved, a market with positions is "
+        "reread this often (resolution → settlement).",
+    )
+
     reconcile_backfill_s: float = Field(
         default=120.0, ge=0, description="How far each reconcile run re-polls the Data API."
     )

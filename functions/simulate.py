@@ -28,7 +28,7 @@ from common import clob, copy_config, copy_data, db, decide, http, jobs, portfol
 from functions import group
 
 log = logging.getLogger(__name__)
-SIM_LOCK = 0x6F63_0003
+SIM_LOCK = db.EXEC_LEDGER_LOCK
 FETCH = 200  # groups read per query
 SCOPES = ("EXEC_USER", "EXEC_GLOBAL")
 MAX_WAITS = 100  # a run ends after this many waits even if work keeps coming

@@ -1,0 +1,184 @@
+"""Price (every 30 s): marks for the assets held in any portfolio — shadow, per-user
+exec, global — and nothing else, plus the market lifecycle those positions need.
+
+1. Markets with open positions get their Gamma metadata refreshed (every
+   `OCULUS_MARKET_REFRESH_S`, and every `OCULUS_MARKET_RESOLVE_POLL_S` once past their
+   end time and not yet resolved): close time, closed, resolution prices, fee schedule.
+2. Resolved markets settle the executable portfolios' positions at the payout
+   (`SETTLEMENT` entries keyed by asset and portfolio, so a second run or a second
+   market update settles nothing twice), holding the exec-ledger lock.
+3. Marks: `POST /midpoints` in batches of ≤ 500; an asset without a midpoint falls back to
+   its last trade price (flagged LAST_TRADE); a resolved asset is marked at its payout
+   (RESOLUTION); an asset with no book at all (404: closed market) is skipped, not an
+   error. One `market_price_snapshot` row per asset per 30 s bucket; the first stays.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from common import clob, db, gamma, http, jobs, markets, money, quarantine, wire
+
+_HELD = """
+SELECT DISTINCT h.asset_id, h.condition_id, o.payout_micros FROM (
+  SELECT asset_id, min(condition_id) AS condition_id FROM ledger_entry
+  WHERE asset_id IS NOT NULL
+  GROUP BY portfolio_scope, followed_user_id, asset_id
+  HAVING sum(share_delta_micros) <> 0) h
+LEFT JOIN outcome_asset o ON o.asset_id = h.asset_id
+"""
+_STALE_MARKETS = """
+SELECT condition_id FROM market
+WHERE condition_id = ANY(%(c)s) AND resolved_at IS NULL
+  AND (metadata_fetched_at IS NULL OR metadata_fetched_at < %(refresh)s
+       OR (end_time <= %(now)s AND metadata_fetched_at < %(resolve)s))
+"""
+_UNSETTLED = """
+SELECT l.portfolio_scope, l.followed_user_id, l.asset_id, min(l.condition_id) AS condition_id,
+       sum(l.share_delta_micros)::bigint AS shares, o.payout_micros,
+       coalesce(m.resolved_at, %(now)s) AS resolved_at
+FROM ledger_entry l
+JOIN outcome_asset o ON o.asset_id = l.asset_id
+JOIN market m ON m.condition_id = o.condition_id
+WHERE l.portfolio_scope IN ('EXEC_USER', 'EXEC_GLOBAL') AND o.payout_micros IS NOT NULL
+GROUP BY l.portfolio_scope, l.followed_user_id, l.asset_id, o.payout_micros, m.resolved_at
+HAVING sum(l.share_delta_micros) <> 0
+"""
+_SETTLE = """
+INSERT INTO ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, entry_type,
+    share_delta_micros, cash_delta_micros, price_micros, ref_id, effective_time)
+VALUES (%(s)s, %(u)s, %(c)s, %(a)s, 'SETTLEMENT', %(q)s, %(cash)s, %(p)s, %(ref)s, %(t)s)
+ON CONFLICT (portfolio_scope, ref_id, entry_type) DO NOTHING
+"""
+_MARK = """
+INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source, observed_at)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT (asset_id, bucket) DO NOTHING
+"""
+
+
+def bucket_of(t: datetime) -> datetime:
+    return t.replace(second=t.second - t.second % 30, microsecond=0)
+
+
+def settlement_ref(asset_id: str, user_id: int | None) -> str:
+    return f"settle:{asset_id}" if user_id is None else f"settle:{asset_id}:u{user_id}"
+
+
+def refresh_markets(
+    conn: db.Conn, upstream: http.Upstream, conditions: set[str], now: datetime, s: Any
+) -> int:
+    """Refetches the Gamma metadata of the given markets that are due; returns how many."""
+    due = [
+        r["condition_id"]
+        for r in conn.execute(
+            _STALE_MARKETS,
+            {
+                "c": sorted(conditions),
+                "now": now,
+                "refresh": now - timedelta(seconds=s.market_refresh_s),
+                "resolve": now - timedelta(seconds=s.market_resolve_poll_s),
+            },
+        )
+    ]
+    if not due:
+        return 0
+    batch = gamma.fetch_markets(upstream, condition_ids=due)
+    quarantine.record(conn, batch.rejects, now)
+    return markets.store(conn, batch.items, now)
+
+
+def settle(conn: db.Conn, now: datetime, wait_s: float = 10.0) -> int | None:
+    """Settles exec positions in resolved markets at the payout; returns entries
+    written, or None when the simulator held the exec-ledger lock past `wait_s`."""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}",))
+            db.lock_exec_ledgers(conn)
+            rows = conn.execute(_UNSETTLED, {"now": now}).fetchall()
+            written = 0
+            for r in rows:
+                written += conn.execute(
+                    _SETTLE,
+                    {
+                        "s": r["portfolio_scope"],
+                        "u": r["followed_user_id"],
+                        "c": r["condition_id"],
+                        "a": r["asset_id"],
+                        "q": -r["shares"],
+                        "cash": money.mul_micros(r["shares"], r["payout_micros"]),
+                        "p": r["payout_micros"],
+                        "ref": settlement_ref(r["asset_id"], r["followed_user_id"]),
+                        "t": r["resolved_at"],
+                    },
+                ).rowcount
+            return written
+    except psycopg.errors.LockNotAvailable:
+        return None
+
+
+def marks(
+    ups: http.Upstreams, held: list[dict[str, Any]]
+) -> tuple[list[tuple[str, int, str]], list[wire.Reject], int]:
+    """Returns (asset, mid, source) for the held assets, the rejects, and how many had
+    no book at all."""
+    out = [
+        (r["asset_id"], r["payout_micros"], "RESOLUTION")
+        for r in held
+        if r["payout_micros"] is not None
+    ]
+    live = sorted(r["asset_id"] for r in held if r["payout_micros"] is None)
+    mids, rejects = clob.fetch_midpoints(ups.clob, live) if live else ({}, [])
+    out += [(a, m, "MIDPOINT") for a, m in sorted(mids.items())]
+    no_book = 0
+    for asset in live:
+        if asset in mids:
+            continue
+        last = clob.fetch_last_trade_price(ups.clob, asset)
+        if isinstance(last, wire.Reject):
+            rejects.append(last)
+        elif last is None or last.is_default:
+            no_book += 1
+        else:
+            out.append((asset, last.price, "LAST_TRADE"))
+    return out, rejects, no_book
+
+
+def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
+    now, s = ctx.clock(), ctx.settings
+    ups: http.Upstreams = ctx.resources["ups"]
+    held = conn.execute(_HELD).fetchall()
+    conditions = {r["condition_id"] for r in held if r["condition_id"]}
+    try:
+        ctx.count("markets_refreshed", refresh_markets(conn, ups.gamma, conditions, now, s))
+    except http.UpstreamError as exc:  # marks still go on; the next run retries
+        ctx.count("markets_refresh_failed")
+        ctx.details["markets_error"] = str(exc)
+    settled = settle(conn, now)
+    ctx.count("settlement_entries", settled or 0)
+    if settled is None:
+        ctx.count("settlement_deferred")
+    held = conn.execute(_HELD).fetchall()  # settlement closed some
+    found, rejects, no_book = marks(ups, held)
+    quarantine.record(conn, rejects, now)
+    bucket = bucket_of(now)
+    with conn.cursor() as cur:
+        cur.executemany(_MARK, [(a, bucket, m, src, now) for a, m, src in found])
+    for _, _, src in found:
+        ctx.count(src.lower())
+    ctx.count("no_book", no_book)
+    return len(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = jobs.parser("price", __doc__ or "")
+    p.set_defaults(interval=30.0)
+    args = p.parse_args(argv)
+    return jobs.main("price", args, run_once, upstreams=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+-- Marks, settlement and snapshots (issue 5).
+
+-- The running state the snapshot job keeps per portfolio, so each run reads only the
+-- ledger entries newer than its watermark: totals per portfolio and, per asset, the
+-- shares and their average-cost basis.
+CREATE TABLE portfolio_state (
+    portfolio_scope      text   NOT NULL CHECK (portfolio_scope IN ('SHADOW_USER', 'EXEC_USER', 'EXEC_GLOBAL')),
+    followed_user_id     bigint REFERENCES followed_user (id),
+    cash_micros          bigint NOT NULL DEFAULT 0,
+    contributed_micros   bigint NOT NULL DEFAULT 0,   -- deposits + the cost of seeded positions
+    realized_pnl_micros  bigint NOT NULL DEFAULT 0,   -- fees included
+    fees_micros          bigint NOT NULL DEFAULT 0,
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT portfolio_state_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id)
+);
+CREATE TABLE portfolio_position (
+    portfolio_scope      text   NOT NULL,
+    followed_user_id     bigint REFERENCES followed_user (id),
+    asset_id             text   NOT NULL,
+    condition_id         text,
+    share_micros         bigint NOT NULL,
+    cost_micros          bigint NOT NULL,
+    last_price_micros    bigint,
+    CONSTRAINT portfolio_position_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id, asset_id)
+);
+CREATE INDEX portfolio_position_asset_idx ON portfolio_position (asset_id) WHERE share_micros <> 0;
+
+-- A snapshot names its cut: ledger entries up to last_ledger_entry_id (already there),
+-- marks observed up to as_of; a rebuild from the ledger reproduces it exactly.
+ALTER TABLE portfolio_snapshot ADD COLUMN as_of timestamptz;
+ALTER TABLE portfolio_snapshot ADD COLUMN contributed_micros bigint NOT NULL DEFAULT 0;
+CREATE INDEX portfolio_snapshot_bucket_idx ON portfolio_snapshot (bucket);
+
+-- Marks are observations: the first one of a 30 s bucket stays.
+CREATE INDEX market_price_snapshot_observed_idx ON market_price_snapshot (asset_id, observed_at);

@@ -1,0 +1,228 @@
+"""PnL by average cost: the identity realized + unrealized = equity − contributed holds to
+the micro over any sequence of entries; a round trip at one price loses exactly the
+fees; settlement happens once; snapshots are incremental and a rebuild reproduces them."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common import db, jobs, money, pnl
+from common import settings as settings_mod
+from functions import price, snapshot
+
+ASSETS = ("1", "2", "3")
+
+
+def entry(kind: str, asset: str | None, dq: int, cash: int, p: int | None = None) -> dict[str, Any]:
+    return {
+        "entry_type": kind,
+        "asset_id": asset,
+        "condition_id": None,
+        "share_delta_micros": dq,
+        "cash_delta_micros": cash,
+        "price_micros": p,
+    }
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> list[dict[str, Any]]:
+    out = [entry("DEPOSIT", None, 0, draw(st.integers(0, 10**10)))]
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["TRADE_FILL", "FEE", "SEED", "MERGE", "SPLIT", "FIX"]))
+        asset = draw(st.sampled_from(ASSETS))
+        q = draw(st.integers(1, 10**9))
+        p = draw(st.integers(0, 10**6))
+        if kind == "TRADE_FILL":
+            sign = draw(st.sampled_from([1, -1]))  # shorts and flips included
+            out.append(entry(kind, asset, sign * q, -sign * money.mul_micros(q, p), p))
+        elif kind == "FEE":
+            out.append(entry(kind, asset, 0, -draw(st.integers(0, 10**6))))
+        elif kind == "SEED":
+            out.append(entry(kind, asset, q, 0, p))
+        elif kind == "FIX":  # a chain correction of a fill's cash
+            out.append(entry("TRADE_FILL", asset, 0, draw(st.integers(-1000, 1000))))
+        else:
+            sign = 1 if kind == "SPLIT" else -1
+            out += [entry(kind, a, sign * q, 0) for a in ASSETS[:2]]
+            out.append(entry(kind, None, 0, -sign * q))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries(), st.dictionaries(st.sampled_from(ASSETS), st.integers(0, 10**6)))
+def test_realized_plus_unrealized_is_the_equity_change(
+    seq: list[dict[str, Any]], marks: dict[str, int]
+) -> None:
+    book = pnl.Book()
+    for e in seq:
+        book.apply(e)
+        assert book.cash == book.contributed + book.realized - sum(
+            p.cost for p in book.positions.values()
+        )
+    equity, _, unrealized, _ = book.value(marks)
+    assert book.realized + unrealized == equity - book.contributed
+    assert book.cash == sum(e["cash_delta_micros"] for e in seq)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**6)), min_size=1, max_size=10),
+    st.integers(0, 10**6),
+    st.integers(0, 40_000),
+)
+def test_buying_and_selling_back_at_one_price_loses_the_fees(
+    buys: list[tuple[int, int]], price_: int, rate: int
+) -> None:
+    book = pnl.Book()
+    fees = 0
+    for q, _ in buys:
+        book.apply(entry("TRADE_FILL", "1", q, -money.mul_micros(q, price_), price_))
+        fee = money.taker_fee(q, price_, rate)
+        book.apply(entry("FEE", "1", 0, -fee))
+        fees += fee
+    total = sum(q for q, _ in buys)
+    cost = sum(money.mul_micros(q, price_) for q, _ in buys)
+    book.apply(entry("TRADE_FILL", "1", -total, cost, price_))  # sold back for what it cost
+    assert book.realized == -fees and book.fees == fees
+    assert book.positions["1"].shares == 0 and book.positions["1"].cost == 0
+
+
+def test_average_cost_realizes_against_the_mean_price() -> None:
+    book = pnl.Book()
+    book.apply(entry("TRADE_FILL", "1", 10_000_000, -4_000_000, 400_000))  # 10 @ 0.40
+    book.apply(entry("TRADE_FILL", "1", 10_000_000, -6_000_000, 600_000))  # 10 @ 0.60
+    book.apply(entry("TRADE_FILL", "1", -5_000_000, 3_500_000, 700_000))  # 5 @ 0.70
+    assert book.realized == 3_500_000 - 2_500_000  # average cost 0.50
+    _, _, unrealized, n = book.value({"1": 800_000})
+    assert (unrealized, n) == (15 * 800_000 - 7_500_000, 1)
+
+
+# --- settlement and snapshots against Postgres ---------------------------------------
+
+T0 = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+COND = "0x" + "e" * 64
+
+
+def seed_portfolios(conn: db.Conn) -> int:
+    user = conn.execute(
+        """INSERT INTO followed_user (label, profile_wallet, followed_at) VALUES
+           ('u', '0x' || repeat('1', 40), %(t)s) RETURNING id""",
+        {"t": T0},
+    ).fetchone()
+    assert user is not None
+    conn.execute("INSERT INTO market (condition_id, end_time) VALUES (%s, %s)", (COND, T0))
+    conn.execute(
+        """INSERT INTO outcome_asset (asset_id, condition_id, outcome_index) VALUES
+           ('31', %(c)s, 0), ('32', %(c)s, 1)""",
+        {"c": COND},
+    )
+    rows = [
+        ("EXEC_USER", user["id"], None, "DEPOSIT", 0, 10_000_000_000, None, "deposit:user:1"),
+        ("EXEC_USER", user["id"], "31", "TRADE_FILL", 20_000_000, -8_000_000, 400_000, "g1:L0"),
+        ("EXEC_USER", user["id"], "31", "FEE", 0, -50_000, None, "g1:L0"),
+        ("EXEC_GLOBAL", None, None, "DEPOSIT", 0, 10_000_000_000, None, "deposit"),
+        ("EXEC_GLOBAL", None, "32", "TRADE_FILL", 10_000_000, -6_000_000, 600_000, "g2:L0"),
+        ("SHADOW_USER", user["id"], "31", "TRADE_FILL", 100_000_000, -40_000_000, 400_000, "t:1"),
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO ledger_entry (portfolio_scope, followed_user_id, asset_id, condition_id,
+                   entry_type, share_delta_micros, cash_delta_micros, price_micros, ref_id,
+                   effective_time)
+               VALUES (%s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE %s END,
+                   %s, %s, %s, %s, %s, %s)""",
+            [(s, u, a, a, COND, k, q, c, p, ref, T0) for s, u, a, k, q, c, p, ref in rows],
+        )
+    return int(user["id"])
+
+
+def ctx_at(now: datetime, **args: Any) -> jobs.Context:
+    return jobs.Context(
+        args=argparse.Namespace(**args), settings=settings_mod.Settings(), clock=lambda: now
+    )
+
+
+def test_settlement_happens_once(conn: db.Conn) -> None:
+    user = seed_portfolios(conn)
+    assert price.settle(conn, T0) == 0  # not resolved yet
+    conn.execute("UPDATE outcome_asset SET payout_micros = 1000000 WHERE asset_id = '31'")
+    conn.execute("UPDATE outcome_asset SET payout_micros = 0 WHERE asset_id = '32'")
+    conn.execute("UPDATE market SET closed = true, resolved_at = %s", (T0,))
+    assert price.settle(conn, T0) == 2  # exec user's 31 and the global's 32; never shadow
+    assert price.settle(conn, T0 + timedelta(minutes=1)) == 0
+    conn.execute("UPDATE market SET resolved_at = %s", (T0 + timedelta(hours=1),))  # again
+    assert price.settle(conn, T0 + timedelta(hours=2)) == 0
+    rows = conn.execute(
+        """SELECT portfolio_scope, followed_user_id, sum(share_delta_micros)::bigint AS q,
+                  sum(cash_delta_micros)::bigint AS cash FROM ledger_entry
+           WHERE asset_id IS NOT NULL OR entry_type = 'DEPOSIT' OR entry_type = 'FEE'
+           GROUP BY 1, 2 ORDER BY 1"""
+    ).fetchall()
+    by = {(r["portfolio_scope"], r["followed_user_id"]): r for r in rows}
+    assert by[("EXEC_USER", user)]["cash"] == 10_000_000_000 - 8_050_000 + 20_000_000
+    assert by[("EXEC_USER", user)]["q"] == 0
+    assert by[("EXEC_GLOBAL", None)]["cash"] == 10_000_000_000 - 6_000_000
+    assert by[("SHADOW_USER", user)]["q"] == 100_000_000  # the shadow settles on REDEEM
+
+
+def test_snapshots_are_incremental_and_a_rebuild_reproduces_them(conn: db.Conn) -> None:
+    user = seed_portfolios(conn)
+    conn.execute(
+        """INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,
+               observed_at) VALUES ('31', %(t)s, 450000, 'MIDPOINT', %(t)s)""",
+        {"t": T0},
+    )
+    first = jobs.run_recorded(
+        conn, "snapshot", ctx_at(T0 + timedelta(seconds=5)), snapshot.run_once
+    )
+    assert first == 3
+    exec_user = conn.execute(
+        "SELECT * FROM portfolio_snapshot WHERE portfolio_scope = 'EXEC_USER'"
+    ).fetchone()
+    assert exec_user is not None
+    assert exec_user["cash_micros"] == 10_000_000_000 - 8_050_000
+    assert exec_user["equity_micros"] == exec_user["cash_micros"] + 9_000_000  # 20 @ 0.45
+    assert exec_user["unrealized_pnl_micros"] == 1_000_000
+    assert exec_user["realized_pnl_micros"] == -50_000  # the fee
+    conn.execute("UPDATE outcome_asset SET payout_micros = 1000000 WHERE asset_id = '31'")
+    conn.execute("UPDATE outcome_asset SET payout_micros = 0 WHERE asset_id = '32'")
+    conn.execute("UPDATE market SET closed = true, resolved_at = %s", (T0,))
+    price.settle(conn, T0 + timedelta(minutes=1))
+    ctx = ctx_at(T0 + timedelta(minutes=1, seconds=5))
+    jobs.run_recorded(conn, "snapshot", ctx, snapshot.run_once)
+    done = jobs.run_recorded(conn, "snapshot", ctx_at(T0 + timedelta(minutes=2)), snapshot.run_once)
+    assert done == 3
+    runs = conn.execute("SELECT counts FROM job_run WHERE job = 'snapshot' ORDER BY id").fetchall()
+    assert [r["counts"].get("entries", 0) for r in runs] == [6, 2, 0]  # only new entries
+    last = conn.execute(
+        """SELECT * FROM portfolio_snapshot WHERE portfolio_scope = 'EXEC_USER'
+           ORDER BY bucket DESC LIMIT 1"""
+    ).fetchone()
+    assert last is not None
+    assert last["realized_pnl_micros"] == 20_000_000 - 8_000_000 - 50_000  # won at 1.00
+    assert last["unrealized_pnl_micros"] == 0 and last["open_positions"] == 0
+    # The sum of the ledger equals the snapshot, for every portfolio.
+    for r in conn.execute(
+        """SELECT s.portfolio_scope, s.followed_user_id, s.cash_micros,
+                  (SELECT sum(cash_delta_micros) FROM ledger_entry l
+                   WHERE l.portfolio_scope = s.portfolio_scope
+                     AND l.followed_user_id IS NOT DISTINCT FROM s.followed_user_id) AS ledger
+           FROM portfolio_snapshot s WHERE s.bucket = %(b)s""",
+        {"b": T0 + timedelta(minutes=2)},
+    ):
+        assert r["cash_micros"] == r["ledger"], r
+    before = conn.execute(
+        "SELECT * FROM portfolio_snapshot ORDER BY portfolio_scope, followed_user_id, bucket"
+    ).fetchall()
+    counts = snapshot.rebuild(conn, T0 - timedelta(days=1))
+    assert counts == {"rows": len(before), "differed": 0}
+    after = conn.execute(
+        "SELECT * FROM portfolio_snapshot ORDER BY portfolio_scope, followed_user_id, bucket"
+    ).fetchall()
+    assert after == before
+    assert user

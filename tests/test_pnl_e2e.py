@@ -1,0 +1,85 @@
+"""After an end-to-end sandbox run (poll → group → simulate), `price` marks every held
+asset and `snapshot` writes one row per portfolio whose cash and positions are the sum
+of that portfolio's ledger, with realized + unrealized = equity − contributed; a rebuild
+reproduces every row."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+import pytest
+from test_poll import Harness
+from test_simulate_e2e import ANCHOR_MS, LEADERS, run_pipeline
+
+from common import clock, db, http, jobs
+from functions import price, snapshot
+from sandbox import testing
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
+    run_pipeline(db_url, seed=5, steps=24)
+    with (
+        testing.running_sandbox(
+            seed=5, clock="manual", anchor_ms=ANCHOR_MS, api_lag=5, leaders=LEADERS
+        ) as sb,
+        db.connect(db_url, autocommit=True) as conn,
+    ):
+        sb.advance(25 * 60_000)
+        h = Harness(conn, sb)
+        source = clock.sandbox(sb.control_url)
+        with http.make_upstreams(h.settings) as ups:
+            ctx = jobs.Context(args=argparse.Namespace(), settings=h.settings, clock=source.now)
+            ctx.resources["ups"] = ups
+            marked = jobs.run_recorded(conn, "price", ctx, price.run_once)
+            assert marked > 0
+            jobs.run_recorded(conn, "snapshot", ctx, snapshot.run_once)
+            sb.advance(60_000)
+            jobs.run_recorded(conn, "price", ctx, price.run_once)
+            jobs.run_recorded(conn, "snapshot", ctx, snapshot.run_once)
+        source.close()
+        h.close()
+        held = conn.execute(
+            """SELECT count(DISTINCT asset_id) AS n FROM (
+                 SELECT asset_id FROM ledger_entry WHERE asset_id IS NOT NULL
+                 GROUP BY portfolio_scope, followed_user_id, asset_id
+                 HAVING sum(share_delta_micros) <> 0) h"""
+        ).fetchone()
+        marks = conn.execute(
+            "SELECT count(DISTINCT asset_id) AS n FROM market_price_snapshot"
+        ).fetchone()
+        assert held is not None and marks is not None and 0 < marks["n"] <= held["n"]
+        latest = conn.execute(
+            """SELECT * FROM portfolio_snapshot
+               WHERE bucket = (SELECT max(bucket) FROM portfolio_snapshot)"""
+        ).fetchall()
+        scopes = {r["portfolio_scope"] for r in latest}
+        assert scopes == {"SHADOW_USER", "EXEC_USER", "EXEC_GLOBAL"}
+        for r in latest:
+            key = {"s": r["portfolio_scope"], "u": r["followed_user_id"]}
+            ledger = conn.execute(
+                """SELECT sum(cash_delta_micros)::bigint AS cash FROM ledger_entry
+                   WHERE portfolio_scope = %(s)s
+                     AND followed_user_id IS NOT DISTINCT FROM %(u)s""",
+                key,
+            ).fetchone()
+            assert ledger is not None and r["cash_micros"] == ledger["cash"], key
+            shares = conn.execute(
+                """SELECT l.asset_id, sum(l.share_delta_micros)::bigint AS n,
+                          max(p.share_micros) AS kept
+                   FROM ledger_entry l LEFT JOIN portfolio_position p
+                     ON p.portfolio_scope = l.portfolio_scope AND p.asset_id = l.asset_id
+                    AND p.followed_user_id IS NOT DISTINCT FROM l.followed_user_id
+                   WHERE l.portfolio_scope = %(s)s AND l.asset_id IS NOT NULL
+                     AND l.followed_user_id IS NOT DISTINCT FROM %(u)s
+                   GROUP BY l.asset_id""",
+                key,
+            ).fetchall()
+            assert all(s["n"] == (s["kept"] or 0) for s in shares), key
+            assert (
+                r["realized_pnl_micros"] + r["unrealized_pnl_micros"]
+                == r["equity_micros"] - r["contributed_micros"]
+            ), key
+        assert snapshot.rebuild(conn, latest[0]["bucket"] - timedelta(days=1))["differed"] == 0

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         "reread this often (resolution → settlement).",
     )
 
+    shadow_settle_after_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="A shadow position still held this long after its market resolved is "
+        "settled at the payout and flagged unredeemed.",
+    )
+
     reconcile_backfill_s: float = Field(
         default=120.0, ge=0, description="How far each reconcile run re-polls the Data API."
     )

@@ -4,6 +4,9 @@
 - fill: shares ± on its asset, cash ∓ notional, and a FEE entry for a fee;
 - SPLIT: collateral → the same number of shares of every outcome; MERGE the reverse;
 - REDEEM: every share held in the market leaves at its payout, cash + the payout;
+- a position still held a day after its market resolved is settled at the payout by the
+  price job (a SHADOW_USER `SETTLEMENT`: the "unredeemed" flag); a REDEEM arriving after
+  that first undoes the settlement (`…:undo`), then applies as usual;
 - CONVERSION: not applied (the Data API row lacks the neg-risk legs): marked
   NOT_APPLIED and quarantined with the reason, so it is counted, not lost.
 BUY/SELL is never mapped to YES/NO: the outcome is the asset.
@@ -185,6 +188,35 @@ def holdings(conn: db.Conn, user_id: int, asset_ids: Sequence[str]) -> dict[str,
     return {r["asset_id"]: int(r["shares"]) for r in rows}
 
 
+def unredeemed_settlements(conn: db.Conn, user_id: int, conditions: set[str]) -> dict[str, Entry]:
+    """Returns, per asset, the entry that undoes a shadow SETTLEMENT not yet undone in
+    the given markets (a REDEEM came after the price job settled the position)."""
+    rows = conn.execute(
+        """SELECT l.asset_id, l.condition_id, l.share_delta_micros, l.cash_delta_micros,
+                  l.ref_id, l.effective_time
+           FROM ledger_entry l
+           WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = %(u)s
+             AND l.entry_type = 'SETTLEMENT' AND l.condition_id = ANY(%(c)s)
+             AND NOT EXISTS (SELECT 1 FROM ledger_entry x
+                             WHERE x.portfolio_scope = 'SHADOW_USER' AND x.entry_type = 'SETTLEMENT'
+                               AND x.ref_id = l.ref_id || ':undo')""",
+        {"u": user_id, "c": sorted(conditions)},
+    ).fetchall()
+    return {
+        r["asset_id"]: Entry(
+            r["asset_id"],
+            r["condition_id"],
+            "SETTLEMENT",
+            -r["share_delta_micros"],
+            -r["cash_delta_micros"],
+            None,
+            r["ref_id"] + ":undo",
+            r["effective_time"],
+        )
+        for r in rows
+    }
+
+
 def _market_assets(conn: db.Conn, conditions: set[str]) -> dict[str, list[dict[str, Any]]]:
     rows = conn.execute(
         """SELECT condition_id, asset_id, payout_micros FROM outcome_asset
@@ -233,6 +265,8 @@ def apply_user(
         markets = _market_assets(conn, {r["condition_id"] for r in acts})
         touched = [a["asset_id"] for rows in markets.values() for a in rows]
         held = holdings(conn, user_id, touched)
+        redeemed = {r["condition_id"] for r in acts if r["activity_type"] == "REDEEM"}
+        settled = unredeemed_settlements(conn, user_id, redeemed) if redeemed else {}
         entries: list[Entry] = []
         applied_trades: list[int] = []
         applied_acts: list[tuple[int, str]] = []
@@ -265,7 +299,14 @@ def apply_user(
                     counts["waiting_for_market"] += 1
                     break
                 payouts = {a["asset_id"]: a["payout_micros"] for a in assets}
-                new = activity_entries(row, [a["asset_id"] for a in assets], held, payouts)
+                new = []
+                if row["activity_type"] == "REDEEM":  # undo our settlement first, once
+                    new = [settled.pop(a["asset_id"]) for a in assets if a["asset_id"] in settled]
+                    for e in new:
+                        held[e.asset_id or ""] = (
+                            held.get(e.asset_id or "", 0) + e.share_delta_micros
+                        )
+                new += activity_entries(row, [a["asset_id"] for a in assets], held, payouts)
                 applied_acts.append((row["id"], "APPLIED"))
             for e in new:
                 if e.asset_id is not None:

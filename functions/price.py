@@ -6,7 +6,10 @@ exec, global — and nothing else, plus the market lifecycle those positions nee
    end time and not yet resolved): close time, closed, resolution prices, fee schedule.
 2. Resolved markets settle the executable portfolios' positions at the payout
    (`SETTLEMENT` entries keyed by asset and portfolio, so a second run or a second
-   market update settles nothing twice), holding the exec-ledger lock.
+   market update settles nothing twice), holding the exec-ledger lock. Shadow books
+   settle on the user's REDEEM; a shadow position still held `OCULUS_SHADOW_SETTLE_AFTER_S`
+   after resolution is settled at the payout too and so flagged unredeemed (a later
+   REDEEM undoes it first, see common/shadow.py).
 3. Marks: `POST /midpoints` in batches of ≤ 500; an asset without a midpoint falls back to
    its last trade price (flagged LAST_TRADE); a resolved asset is marked at its payout
    (RESOLUTION); an asset with no book at all (404: closed market) is skipped, not an
@@ -45,6 +48,17 @@ FROM ledger_entry l
 JOIN outcome_asset o ON o.asset_id = l.asset_id
 JOIN market m ON m.condition_id = o.condition_id
 WHERE l.portfolio_scope IN ('EXEC_USER', 'EXEC_GLOBAL') AND o.payout_micros IS NOT NULL
+GROUP BY l.portfolio_scope, l.followed_user_id, l.asset_id, o.payout_micros, m.resolved_at
+HAVING sum(l.share_delta_micros) <> 0
+"""
+_UNREDEEMED = """
+SELECT l.portfolio_scope, l.followed_user_id, l.asset_id, min(l.condition_id) AS condition_id,
+       sum(l.share_delta_micros)::bigint AS shares, o.payout_micros, m.resolved_at
+FROM ledger_entry l
+JOIN outcome_asset o ON o.asset_id = l.asset_id
+JOIN market m ON m.condition_id = o.condition_id
+WHERE l.portfolio_scope = 'SHADOW_USER' AND o.payout_micros IS NOT NULL
+  AND m.resolved_at <= %(cut)s
 GROUP BY l.portfolio_scope, l.followed_user_id, l.asset_id, o.payout_micros, m.resolved_at
 HAVING sum(l.share_delta_micros) <> 0
 """
@@ -91,6 +105,26 @@ def refresh_markets(
     return markets.store(conn, batch.items, now)
 
 
+def _settle_rows(conn: db.Conn, rows: list[dict[str, Any]]) -> int:
+    written = 0
+    for r in rows:
+        written += conn.execute(
+            _SETTLE,
+            {
+                "s": r["portfolio_scope"],
+                "u": r["followed_user_id"],
+                "c": r["condition_id"],
+                "a": r["asset_id"],
+                "q": -r["shares"],
+                "cash": money.mul_micros(r["shares"], r["payout_micros"]),
+                "p": r["payout_micros"],
+                "ref": settlement_ref(r["asset_id"], r["followed_user_id"]),
+                "t": r["resolved_at"],
+            },
+        ).rowcount
+    return written
+
+
 def settle(conn: db.Conn, now: datetime, wait_s: float = 10.0) -> int | None:
     """Settles exec positions in resolved markets at the payout; returns entries
     written, or None when the simulator held the exec-ledger lock past `wait_s`."""
@@ -98,26 +132,17 @@ def settle(conn: db.Conn, now: datetime, wait_s: float = 10.0) -> int | None:
         with conn.transaction():
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}",))
             db.lock_exec_ledgers(conn)
-            rows = conn.execute(_UNSETTLED, {"now": now}).fetchall()
-            written = 0
-            for r in rows:
-                written += conn.execute(
-                    _SETTLE,
-                    {
-                        "s": r["portfolio_scope"],
-                        "u": r["followed_user_id"],
-                        "c": r["condition_id"],
-                        "a": r["asset_id"],
-                        "q": -r["shares"],
-                        "cash": money.mul_micros(r["shares"], r["payout_micros"]),
-                        "p": r["payout_micros"],
-                        "ref": settlement_ref(r["asset_id"], r["followed_user_id"]),
-                        "t": r["resolved_at"],
-                    },
-                ).rowcount
-            return written
+            return _settle_rows(conn, conn.execute(_UNSETTLED, {"now": now}).fetchall())
     except psycopg.errors.LockNotAvailable:
         return None
+
+
+def settle_unredeemed(conn: db.Conn, now: datetime, after: timedelta) -> int:
+    """Settles shadow positions still held `after` their market resolved (the user never
+    redeemed them); returns entries written."""
+    with conn.transaction():
+        db.lock_ingest(conn)  # shadow ledger writes hold the ingest lock
+        return _settle_rows(conn, conn.execute(_UNREDEEMED, {"cut": now - after}).fetchall())
 
 
 def marks(
@@ -161,6 +186,8 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     ctx.count("settlement_entries", settled or 0)
     if settled is None:
         ctx.count("settlement_deferred")
+    after = timedelta(seconds=s.shadow_settle_after_s)
+    ctx.count("unredeemed_settled", settle_unredeemed(conn, now, after))
     held = conn.execute(_HELD).fetchall()  # settlement closed some
     found, rejects, no_book = marks(ups, held)
     quarantine.record(conn, rejects, now)

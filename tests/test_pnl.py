@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from common import db, jobs, money, pnl
 from common import settings as settings_mod
+from common import shadow as shadow_mod
 from functions import price, snapshot
 
 ASSETS = ("1", "2", "3")
@@ -226,3 +227,43 @@ def test_snapshots_are_incremental_and_a_rebuild_reproduces_them(conn: db.Conn) 
     ).fetchall()
     assert after == before
     assert user
+
+
+def test_an_unredeemed_shadow_position_settles_and_a_late_redeem_undoes_it(
+    conn: db.Conn,
+) -> None:
+    user = seed_portfolios(conn)
+    conn.execute("UPDATE outcome_asset SET payout_micros = 1000000 WHERE asset_id = '31'")
+    conn.execute("UPDATE outcome_asset SET payout_micros = 0 WHERE asset_id = '32'")
+    conn.execute("UPDATE market SET closed = true, resolved_at = %s", (T0,))
+    day = timedelta(days=1)
+    assert price.settle_unredeemed(conn, T0 + timedelta(hours=23), day) == 0  # grace
+    assert price.settle_unredeemed(conn, T0 + 2 * day, day) == 1
+    assert price.settle_unredeemed(conn, T0 + 3 * day, day) == 0  # once
+
+    def shadow() -> tuple[int, int]:
+        r = conn.execute(
+            """SELECT coalesce(sum(share_delta_micros), 0)::bigint AS q,
+                      sum(cash_delta_micros)::bigint AS cash FROM ledger_entry
+               WHERE portfolio_scope = 'SHADOW_USER'"""
+        ).fetchone()
+        assert r is not None
+        return int(r["q"]), int(r["cash"])
+
+    assert shadow() == (0, -40_000_000 + 100_000_000)  # flagged: settled by us at 1.00
+    conn.execute(
+        """INSERT INTO activity_event (source, source_id, followed_user_id, wallet,
+               activity_type, condition_id, share_micros, usdc_micros, event_time, detect_time)
+           VALUES ('DATA_API', 'r1', %(u)s, '0x' || repeat('1', 40), 'REDEEM', %(c)s,
+               100000000, 100000000, %(t)s, %(t)s)""",
+        {"u": user, "c": COND, "t": T0 + 3 * day},
+    )
+    counts = shadow_mod.apply_user(conn, user, T0 - day, T0 + 3 * day, timedelta(0))
+    assert counts["activities_applied"] == 1
+    assert shadow() == (0, -40_000_000 + 100_000_000)  # the REDEEM replaced our settlement
+    kinds = conn.execute(
+        """SELECT entry_type, ref_id FROM ledger_entry WHERE portfolio_scope = 'SHADOW_USER'
+           AND entry_type IN ('SETTLEMENT', 'REDEEM') ORDER BY id"""
+    ).fetchall()
+    assert [k["entry_type"] for k in kinds] == ["SETTLEMENT", "SETTLEMENT", "REDEEM", "REDEEM"]
+    assert kinds[1]["ref_id"] == kinds[0]["ref_id"] + ":undo"

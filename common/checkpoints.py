@@ -3,6 +3,7 @@ the listener leaves for the poller after a reconnect."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -76,3 +77,36 @@ def clear_backfill(conn: db.Conn, number: int) -> bool:
         {"n": BACKFILL_REQUEST, "i": number},
     )
     return cur.rowcount == 1
+
+
+_MAX_IDS = {
+    "ledger_entry": "SELECT max(id) AS id FROM ledger_entry",
+    "copy_attempt": "SELECT max(id) AS id FROM copy_attempt",
+    "trade_event": "SELECT max(id) AS id FROM trade_event",
+}
+
+
+def committed_max_ids(
+    conn: db.Conn, tables: tuple[str, ...], wait_s: float = 5.0
+) -> dict[str, int] | None:
+    """Returns the newest id of each table such that no row below it is still being
+    written: read while holding both writer locks (ingest, exec ledgers), which every
+    writer of these tables holds for its transaction. None when a writer held on past
+    `wait_s` (the caller then keeps its previous cut)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with conn.transaction():
+            got = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%(a)s) AND pg_try_advisory_xact_lock(%(b)s)"
+                " AS ok",
+                {"a": db.INGEST_LOCK, "b": db.EXEC_LEDGER_LOCK},
+            ).fetchone()
+            if got is not None and got["ok"]:
+                out = {}
+                for t in tables:
+                    row = conn.execute(_MAX_IDS[t]).fetchone()
+                    out[t] = int(row["id"]) if row and row["id"] is not None else 0
+                return out
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)

@@ -90,6 +90,7 @@ class Decision:
     best_bid: int | None = None
     best_ask: int | None = None
     mid: int | None = None
+    depth: int | None = None  # notional inside the allowed price band at decision time
     fills: tuple[Fill, ...] = ()
     sets: int = 0  # MERGE / SPLIT: complete sets moved
     equity: int = 0
@@ -299,6 +300,7 @@ def _trade(
         "target_notional": target,
         "target_shares": shares,
         "mid": walk.mid,
+        "depth": walk.depth_notional if walk.mid is not None else None,
         **quotes,
     }
     if walk.reasons:

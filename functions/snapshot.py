@@ -13,7 +13,6 @@ and gets the same numbers (it reports how many differed, which should be none).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -126,30 +125,12 @@ def save_state(conn: db.Conn, books: dict[Key, pnl.Book], keys: set[Key], now: d
         )
 
 
-def read_cut(conn: db.Conn) -> int | None:
-    """Returns the newest committed ledger id below which nothing is in flight (both
-    writer locks held for the read), or None when a writer held on past LOCK_WAIT_S."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        with conn.transaction():
-            got = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%(a)s) AND pg_try_advisory_xact_lock(%(b)s)"
-                " AS ok",
-                {"a": db.INGEST_LOCK, "b": db.EXEC_LEDGER_LOCK},
-            ).fetchone()
-            if got is not None and got["ok"]:
-                top = conn.execute("SELECT max(id) AS id FROM ledger_entry").fetchone()
-                return int(top["id"]) if top and top["id"] is not None else 0
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.05)
-
-
 def take(conn: db.Conn, now: datetime) -> dict[str, int]:
     """One incremental run: folds the new ledger entries, then writes this minute's
     rows at the marks known now. Returns counts."""
     bucket = now.replace(second=0, microsecond=0)
-    cut = read_cut(conn)
+    cuts = checkpoints.committed_max_ids(conn, ("ledger_entry",), LOCK_WAIT_S)
+    cut = None if cuts is None else cuts["ledger_entry"]
     counts = {"entries": 0, "snapshots": 0, "cut_skipped": int(cut is None)}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SNAPSHOT_LOCK,))

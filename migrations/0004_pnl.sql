@@ -33,3 +33,59 @@ CREATE INDEX portfolio_snapshot_bucket_idx ON portfolio_snapshot (bucket);
 
 -- Marks are observations: the first one of a 30 s bucket stays.
 CREATE INDEX market_price_snapshot_observed_idx ON market_price_snapshot (asset_id, observed_at);
+
+-- The notional inside the allowed price band when the copy was decided (market pages).
+ALTER TABLE copy_attempt ADD COLUMN depth_in_band_micros bigint;
+
+-- Rollups for the pages, kept incrementally by `functions/rollup.py` (histograms are
+-- {bucket upper edge: count} objects, mergeable day by day).
+CREATE TABLE rollup_attempt_daily (
+    portfolio_scope     text   NOT NULL,
+    followed_user_id    bigint NOT NULL REFERENCES followed_user (id),
+    day                 date   NOT NULL,
+    attempts            integer NOT NULL DEFAULT 0,
+    executed            integer NOT NULL DEFAULT 0,
+    partial             integer NOT NULL DEFAULT 0,
+    target_notional_micros bigint NOT NULL DEFAULT 0,
+    filled_notional_micros bigint NOT NULL DEFAULT 0,
+    fees_micros         bigint NOT NULL DEFAULT 0,
+    reasons             jsonb  NOT NULL DEFAULT '{}',
+    slip_their_bps      jsonb  NOT NULL DEFAULT '{}',
+    slip_mid_bps        jsonb  NOT NULL DEFAULT '{}',
+    PRIMARY KEY (portfolio_scope, followed_user_id, day)
+);
+CREATE TABLE rollup_detect_daily (
+    followed_user_id    bigint NOT NULL REFERENCES followed_user (id),
+    source              text   NOT NULL,
+    day                 date   NOT NULL,
+    fills               integer NOT NULL DEFAULT 0,
+    lag_ms              jsonb  NOT NULL DEFAULT '{}',
+    PRIMARY KEY (followed_user_id, source, day)
+);
+CREATE TABLE rollup_market_daily (
+    condition_id        text   NOT NULL,
+    day                 date   NOT NULL,
+    decisions           integer NOT NULL DEFAULT 0,
+    executed            integer NOT NULL DEFAULT 0,
+    spread_sum_micros   bigint NOT NULL DEFAULT 0,
+    spread_n            integer NOT NULL DEFAULT 0,
+    depth_sum_micros    bigint NOT NULL DEFAULT 0,
+    depth_n             integer NOT NULL DEFAULT 0,
+    slip_their_bps      jsonb  NOT NULL DEFAULT '{}',
+    PRIMARY KEY (condition_id, day)
+);
+-- One row per position closed by a resolution: WON / LOST, and whether the shadow user
+-- left it unredeemed (settled by us; honest win rates count it).
+CREATE TABLE rollup_resolution (
+    portfolio_scope     text   NOT NULL,
+    followed_user_id    bigint REFERENCES followed_user (id),
+    asset_id            text   NOT NULL,
+    condition_id        text,
+    ref_id              text   NOT NULL,
+    outcome             text   NOT NULL CHECK (outcome IN ('WON', 'LOST')),
+    unredeemed          boolean NOT NULL DEFAULT false,
+    share_micros        bigint NOT NULL,
+    payout_micros       bigint NOT NULL,
+    resolved_at         timestamptz NOT NULL,
+    CONSTRAINT rollup_resolution_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id, asset_id, ref_id)
+);

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from common import db, jobs, money, pnl
 from common import settings as settings_mod
 from common import shadow as shadow_mod
-from functions import price, snapshot
+from functions import price, rollup, snapshot
 
 ASSETS = ("1", "2", "3")
 
@@ -251,6 +251,9 @@ def test_an_unredeemed_shadow_position_settles_and_a_late_redeem_undoes_it(
         return int(r["q"]), int(r["cash"])
 
     assert shadow() == (0, -40_000_000 + 100_000_000)  # flagged: settled by us at 1.00
+    rollup.roll(conn, T0 + 2 * day)
+    flagged = conn.execute("SELECT outcome, unredeemed FROM rollup_resolution").fetchall()
+    assert [(r["outcome"], r["unredeemed"]) for r in flagged] == [("WON", True)]
     conn.execute(
         """INSERT INTO activity_event (source, source_id, followed_user_id, wallet,
                activity_type, condition_id, share_micros, usdc_micros, event_time, detect_time)
@@ -267,3 +270,6 @@ def test_an_unredeemed_shadow_position_settles_and_a_late_redeem_undoes_it(
     ).fetchall()
     assert [k["entry_type"] for k in kinds] == ["SETTLEMENT", "SETTLEMENT", "REDEEM", "REDEEM"]
     assert kinds[1]["ref_id"] == kinds[0]["ref_id"] + ":undo"
+    rollup.roll(conn, T0 + 3 * day)
+    after = conn.execute("SELECT outcome, unredeemed FROM rollup_resolution").fetchall()
+    assert [(r["outcome"], r["unredeemed"]) for r in after] == [("WON", False)]  # redeemed

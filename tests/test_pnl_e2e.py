@@ -6,14 +6,15 @@ reproduces every row."""
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from datetime import timedelta
 
 import pytest
-from test_poll import Harness
+from test_poll import Harness, at
 from test_simulate_e2e import ANCHOR_MS, LEADERS, run_pipeline
 
 from common import clock, db, http, jobs
-from functions import price, snapshot
+from functions import price, rollup, snapshot
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox
@@ -83,3 +84,26 @@ def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
                 == r["equity_micros"] - r["contributed_micros"]
             ), key
         assert snapshot.rebuild(conn, latest[0]["bucket"] - timedelta(days=1))["differed"] == 0
+        # The page rollups agree with the rows they summarize, and a rerun adds nothing.
+        first = rollup.roll(conn, at(sb.now_ms()))
+        assert first["attempts"] > 0 and rollup.roll(conn, at(sb.now_ms()))["attempts"] == 0
+        sums = conn.execute(
+            """SELECT sum(attempts) AS a, sum(executed) AS e FROM rollup_attempt_daily"""
+        ).fetchone()
+        truth = conn.execute(
+            """SELECT count(*) AS a, count(*) FILTER (WHERE decision = 'EXECUTE') AS e
+               FROM copy_attempt"""
+        ).fetchone()
+        assert sums == truth
+        reasons: Counter[str] = Counter()
+        for r in conn.execute("SELECT reasons FROM rollup_attempt_daily"):
+            reasons.update(r["reasons"])
+        want = conn.execute(
+            "SELECT code, count(*) AS n FROM copy_attempt, unnest(reason_codes) code GROUP BY 1"
+        ).fetchall()
+        assert reasons == Counter({r["code"]: r["n"] for r in want})
+        fills = conn.execute("SELECT sum(fills) AS n FROM rollup_detect_daily").fetchone()
+        events = conn.execute(
+            "SELECT count(*) AS n FROM trade_event WHERE reorg_state IS NULL"
+        ).fetchone()
+        assert fills is not None and events is not None and fills["n"] == events["n"]

@@ -12,6 +12,8 @@ below which nothing is still being written.
   decision time, our slippage (per-user portfolio decisions).
 - `rollup_resolution`: one row per position closed by a resolution — WON / LOST, and
   `unredeemed` for a shadow position we settled (a later REDEEM replaces it).
+- `rollup_global_exposure` (user, asset): the global portfolio's shares attributed to the
+  user whose groups moved them (exposure by user).
 
 Equity curves, tracking gap (exec vs shadow return), drawdown and exposure come from
 `portfolio_snapshot` / `portfolio_position`, which are already per minute.
@@ -247,9 +249,45 @@ def roll(conn: db.Conn, now: Any) -> dict[str, int]:
         counts["resolutions"] = fold_resolutions(
             conn, conn.execute(_LEDGER, window["ledger_entry"]).fetchall()
         )
+        counts["attributed"] = attribute_global(conn, window["ledger_entry"])
         for stream in STREAMS:
             checkpoints.advance(conn, f"rollup.{stream}", now, number=window[stream]["hi"])
     return counts
+
+
+_ATTRIBUTED = """
+SELECT a.followed_user_id, l.asset_id, min(l.condition_id) AS condition_id,
+       sum(l.share_delta_micros)::bigint AS shares
+FROM ledger_entry l JOIN copy_attempt a ON a.id = l.copy_attempt_id
+WHERE l.id > %(lo)s AND l.id <= %(hi)s AND l.portfolio_scope = 'EXEC_GLOBAL'
+  AND l.asset_id IS NOT NULL
+GROUP BY 1, 2
+"""
+_SETTLED_GLOBAL = """
+SELECT DISTINCT asset_id FROM ledger_entry
+WHERE id > %(lo)s AND id <= %(hi)s AND portfolio_scope = 'EXEC_GLOBAL'
+  AND entry_type = 'SETTLEMENT'
+"""
+
+
+def attribute_global(conn: db.Conn, window: dict[str, int]) -> int:
+    """Moves the per-user attribution of the global portfolio's shares."""
+    rows = conn.execute(_ATTRIBUTED, window).fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO rollup_global_exposure (followed_user_id, asset_id, condition_id,
+                   share_micros) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (followed_user_id, asset_id) DO UPDATE SET
+                   share_micros = rollup_global_exposure.share_micros + EXCLUDED.share_micros""",
+            [(r["followed_user_id"], r["asset_id"], r["condition_id"], r["shares"]) for r in rows],
+        )
+    settled = [r["asset_id"] for r in conn.execute(_SETTLED_GLOBAL, window)]
+    if settled:
+        conn.execute(
+            "UPDATE rollup_global_exposure SET share_micros = 0 WHERE asset_id = ANY(%s)",
+            (settled,),
+        )
+    return len(rows)
 
 
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:

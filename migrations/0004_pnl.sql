@@ -89,3 +89,13 @@ CREATE TABLE rollup_resolution (
     resolved_at         timestamptz NOT NULL,
     CONSTRAINT rollup_resolution_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id, asset_id, ref_id)
 );
+
+-- The global portfolio's shares attributed to the user whose signal bought them (the
+-- "exposure by user" view); a settlement zeroes the asset for everyone.
+CREATE TABLE rollup_global_exposure (
+    followed_user_id    bigint NOT NULL REFERENCES followed_user (id),
+    asset_id            text   NOT NULL,
+    condition_id        text,
+    share_micros        bigint NOT NULL,
+    PRIMARY KEY (followed_user_id, asset_id)
+);

@@ -107,3 +107,14 @@ def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
             "SELECT count(*) AS n FROM trade_event WHERE reorg_state IS NULL"
         ).fetchone()
         assert fills is not None and events is not None and fills["n"] == events["n"]
+        # Exposure by user: the attributed shares add up to the global portfolio's.
+        attributed = conn.execute(
+            """SELECT asset_id, sum(share_micros)::bigint AS n FROM rollup_global_exposure
+               GROUP BY 1 HAVING sum(share_micros) <> 0 ORDER BY 1"""
+        ).fetchall()
+        held_global = conn.execute(
+            """SELECT asset_id, sum(share_delta_micros)::bigint AS n FROM ledger_entry
+               WHERE portfolio_scope = 'EXEC_GLOBAL' AND asset_id IS NOT NULL
+               GROUP BY 1 HAVING sum(share_delta_micros) <> 0 ORDER BY 1"""
+        ).fetchall()
+        assert attributed == held_global and held_global

@@ -75,7 +75,35 @@ def row(key: Key, book: pnl.Book, marks: portfolio.Marks, bucket: datetime) -> d
     }
 
 
-def load_state(conn: db.Conn) -> dict[Key, pnl.Book]:
+Touched = set[tuple[str, int | None, str]]  # (scope, user, asset)
+
+_OPEN_POSITIONS = "SELECT * FROM portfolio_position WHERE share_micros <> 0"
+_USER_POSITIONS = """
+SELECT p.* FROM unnest(%(s)s::text[], %(u)s::bigint[], %(a)s::text[]) AS t(s, u, a)
+JOIN portfolio_position p
+  ON p.portfolio_scope = t.s AND p.followed_user_id = t.u AND p.asset_id = t.a
+WHERE p.share_micros = 0
+"""
+_GLOBAL_POSITIONS = """
+SELECT * FROM portfolio_position
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND asset_id = ANY(%(a)s)
+  AND share_micros = 0
+"""
+
+
+def touched(entries: Iterable[dict[str, Any]]) -> Touched:
+    """The (portfolio, asset) pairs the entries move."""
+    return {
+        (e["portfolio_scope"], e["followed_user_id"], e["asset_id"])
+        for e in entries
+        if e["asset_id"] is not None and e["entry_type"] not in ("FEE", "DEPOSIT")
+    }
+
+
+def load_state(conn: db.Conn, moving: Touched) -> dict[Key, pnl.Book]:
+    """Reads every portfolio's totals, its open positions and the closed ones about to
+    move (a closed position's last price still matters if it reopens); the closed
+    history stays on disk, untouched."""
     books: dict[Key, pnl.Book] = {}
     for r in conn.execute("SELECT * FROM portfolio_state"):
         books[(r["portfolio_scope"], r["followed_user_id"])] = pnl.Book(
@@ -84,7 +112,13 @@ def load_state(conn: db.Conn) -> dict[Key, pnl.Book]:
             realized=r["realized_pnl_micros"],
             fees=r["fees_micros"],
         )
-    for r in conn.execute("SELECT * FROM portfolio_position"):
+    users = sorted(p for p in moving if p[1] is not None)
+    params = {"s": [p[0] for p in users], "u": [p[1] for p in users], "a": [p[2] for p in users]}
+    glob = {"a": sorted(p[2] for p in moving if p[1] is None)}
+    rows = conn.execute(_OPEN_POSITIONS).fetchall()
+    rows += conn.execute(_USER_POSITIONS, params).fetchall() if users else []
+    rows += conn.execute(_GLOBAL_POSITIONS, glob).fetchall() if glob["a"] else []
+    for r in rows:
         book = books.setdefault((r["portfolio_scope"], r["followed_user_id"]), pnl.Book())
         book.positions[r["asset_id"]] = pnl.Position(
             r["share_micros"], r["cost_micros"], r["condition_id"], r["last_price_micros"]
@@ -92,7 +126,10 @@ def load_state(conn: db.Conn) -> dict[Key, pnl.Book]:
     return books
 
 
-def save_state(conn: db.Conn, books: dict[Key, pnl.Book], keys: set[Key], now: datetime) -> None:
+def save_state(
+    conn: db.Conn, books: dict[Key, pnl.Book], keys: set[Key], moving: Touched, now: datetime
+) -> None:
+    """Writes the moved portfolios' totals and only the positions that moved."""
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO portfolio_state (portfolio_scope, followed_user_id, cash_micros,
@@ -118,9 +155,9 @@ def save_state(conn: db.Conn, books: dict[Key, pnl.Book], keys: set[Key], now: d
                    cost_micros = EXCLUDED.cost_micros,
                    last_price_micros = EXCLUDED.last_price_micros""",
             [
-                (k[0], k[1], a, p.condition_id, p.shares, p.cost, p.last_price)
-                for k in sorted(keys, key=str)
-                for a, p in books[k].positions.items()
+                (scope, user, a, p.condition_id, p.shares, p.cost, p.last_price)
+                for scope, user, a in sorted(moving, key=str)
+                for p in [books[(scope, user)].positions[a]]
             ],
         )
 
@@ -134,15 +171,16 @@ def take(conn: db.Conn, now: datetime) -> dict[str, int]:
     counts = {"entries": 0, "snapshots": 0, "cut_skipped": int(cut is None)}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SNAPSHOT_LOCK,))
-        books = load_state(conn)
         seen = checkpoints.read(conn, CHECKPOINT)
         lo = int(seen["cursor_int"]) if seen and seen["cursor_int"] is not None else 0
         hi = lo if cut is None or cut < lo else cut
         entries = conn.execute(_ENTRIES, {"lo": lo, "hi": hi}).fetchall()
+        moving = touched(entries)
+        books = load_state(conn, moving)
         moved = fold(books, entries)
         counts["entries"] = len(entries)
         if moved:
-            save_state(conn, books, moved, now)
+            save_state(conn, books, moved, moving, now)
         checkpoints.advance(conn, CHECKPOINT, now, number=hi)
         held = {a for b in books.values() for a, p in b.positions.items() if p.shares}
         marks = portfolio.Marks.load(conn, held, now)

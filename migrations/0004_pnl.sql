@@ -31,9 +31,6 @@ ALTER TABLE portfolio_snapshot ADD COLUMN as_of timestamptz;
 ALTER TABLE portfolio_snapshot ADD COLUMN contributed_micros bigint NOT NULL DEFAULT 0;
 CREATE INDEX portfolio_snapshot_bucket_idx ON portfolio_snapshot (bucket);
 
--- Marks are observations: the first one of a 30 s bucket stays.
-CREATE INDEX market_price_snapshot_observed_idx ON market_price_snapshot (asset_id, observed_at);
-
 -- The notional inside the allowed price band when the copy was decided (market pages).
 ALTER TABLE copy_attempt ADD COLUMN depth_in_band_micros bigint;
 

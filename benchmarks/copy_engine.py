@@ -35,16 +35,15 @@ import pstats
 import random
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-from common import copy_config, copy_data, db, decide, migrate, money, portfolio
+from benchmarks.scratch import database_name, percentile, scratch_database
+from common import copy_config, copy_data, db, decide, money, portfolio
 from functions import group, simulate
 
 TICK = 10_000  # micros of price: 0.01
@@ -65,11 +64,6 @@ START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 # (`WHERE id = ... AND group_state IS NULL` / `AND state = 'OPEN'`) are planned as scans
 # of the partial indexes on those predicates and the step turns quadratic.
 CHUNK = 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(values: list[float]) -> str:
@@ -584,39 +578,32 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
     server = args.database_url or db.server_url()
-    name = f"oculus_bench_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server, name)
-    url = db.with_database(server, name)
     began = time.perf_counter()
-    try:
-        with db.connect(url, autocommit=True) as conn:
-            migrate.apply(conn)
-            world = World(args.seed, args.users, args.markets)
-            ids = setup_static(conn, world)
-            print(
-                f"copy engine: {args.users} users, {args.markets} markets"
-                f" ({len(world.assets)} assets), seed {args.seed}, scratch database {name}"
-            )
-            now = phase_data("live", conn, world, ids, args.groups, START)
-            run_live(conn, now)
-            now = phase_data("replay", conn, world, ids, args.replay_groups, now + PHASE_GAP)
-            run_replay(conn, now, args.profile)
-            if args.cold_groups > 0:
-                now = phase_data("cold", conn, world, ids, args.cold_groups, now + PHASE_GAP)
-                run_cold(conn)
-            size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()
-            assert size is not None
-            kept = f" (kept: {url})" if args.keep else ""
-            print(
-                f"  total {time.perf_counter() - began:.1f} s, database size"
-                f" {size['b'] / 1e6:.0f} MB{kept}"
-            )
-    finally:
-        if not args.keep:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+    with (
+        scratch_database(server, "oculus_bench", keep=args.keep) as url,
+        db.connect(url, autocommit=True) as conn,
+    ):
+        name = database_name(url)
+        world = World(args.seed, args.users, args.markets)
+        ids = setup_static(conn, world)
+        print(
+            f"copy engine: {args.users} users, {args.markets} markets"
+            f" ({len(world.assets)} assets), seed {args.seed}, scratch database {name}"
+        )
+        now = phase_data("live", conn, world, ids, args.groups, START)
+        run_live(conn, now)
+        now = phase_data("replay", conn, world, ids, args.replay_groups, now + PHASE_GAP)
+        run_replay(conn, now, args.profile)
+        if args.cold_groups > 0:
+            now = phase_data("cold", conn, world, ids, args.cold_groups, now + PHASE_GAP)
+            run_cold(conn)
+        size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()
+        assert size is not None
+        kept = f" (kept: {url})" if args.keep else ""
+        print(
+            f"  total {time.perf_counter() - began:.1f} s, database size"
+            f" {size['b'] / 1e6:.0f} MB{kept}"
+        )
     return 0
 
 

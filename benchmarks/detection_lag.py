@@ -16,20 +16,12 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 
-import psycopg
-from psycopg import sql
-
-from common import db, http, migrate, run_local
+from benchmarks.scratch import percentile, scratch_database
+from common import db, http, run_local
 from functions import follow, poll
 from sandbox import testing
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -45,80 +37,72 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_mode(name: str, with_listener: bool, args: argparse.Namespace) -> list[float]:
-    server = db.server_url()
-    dbname = f"oculus_bench_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server, dbname)
-    url = db.with_database(server, dbname)
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        with testing.running_sandbox(seed=args.seed, leaders=args.leaders) as sb:
-            env = {
-                **os.environ,
-                **run_local.demo_environment(sb.port),
-                "DATABASE_URL": url,
-                "OCULUS_LOG_LEVEL": "WARNING",
-            }
-            s = run_local.demo_settings(sb.port)
-            with db.connect(url, autocommit=True) as conn, http.make_upstreams(s) as ups:
-                migrate.apply(conn)
-                now = datetime.now(tz=UTC)
-                for i, wallet in enumerate(sb.leaders):
-                    follow.add(conn, wallet, f"leader{i}", [], now)
-                for user in poll.followed_users(conn):
-                    poll.seed_user(conn, ups, user, now)
-            start_ms = int(time.time() * 1000)
-            commands = [["-m", "functions.poll", "--loop", "--interval", "1"]]
-            if with_listener:
-                commands.append(["-m", "functions.listen"])
-            for command in commands:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, *command],
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
+    with scratch_database(db.server_url(), "oculus_bench") as url:
+        try:
+            with testing.running_sandbox(seed=args.seed, leaders=args.leaders) as sb:
+                env = {
+                    **os.environ,
+                    **run_local.demo_environment(sb.port),
+                    "DATABASE_URL": url,
+                    "OCULUS_LOG_LEVEL": "WARNING",
+                }
+                s = run_local.demo_settings(sb.port)
+                with db.connect(url, autocommit=True) as conn, http.make_upstreams(s) as ups:
+                    now = datetime.now(tz=UTC)
+                    for i, wallet in enumerate(sb.leaders):
+                        follow.add(conn, wallet, f"leader{i}", [], now)
+                    for user in poll.followed_users(conn):
+                        poll.seed_user(conn, ups, user, now)
+                start_ms = int(time.time() * 1000)
+                commands = [["-m", "functions.poll", "--loop", "--interval", "1"]]
+                if with_listener:
+                    commands.append(["-m", "functions.listen"])
+                for command in commands:
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, *command],
+                            env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
                     )
-                )
-            time.sleep(args.seconds)
-            stop(procs)
-            # The sandbox's clock starts at a whole second: measure its skew to ours.
-            skew_s = statistics.median(time.time() - sb.now_ms() / 1000 for _ in range(5))
-            end_ms = int(time.time() * 1000) - 10_000  # leave time for the slowest path
-            truth = {
-                (e["tx_hash"], e["asset"], e["side"], e["shares_micros"]): e["t_ms"]
-                for e in sb.truth(until_ms=end_ms)["events"]
-                if e["type"] == "TRADE" and e["t_ms"] >= start_ms + 3_000
+                time.sleep(args.seconds)
+                stop(procs)
+                # The sandbox's clock starts at a whole second: measure its skew to ours.
+                skew_s = statistics.median(time.time() - sb.now_ms() / 1000 for _ in range(5))
+                end_ms = int(time.time() * 1000) - 10_000  # leave time for the slowest path
+                truth = {
+                    (e["tx_hash"], e["asset"], e["side"], e["shares_micros"]): e["t_ms"]
+                    for e in sb.truth(until_ms=end_ms)["events"]
+                    if e["type"] == "TRADE" and e["t_ms"] >= start_ms + 3_000
+                }
+                with db.connect(url) as conn:
+                    rows = conn.execute(
+                        "SELECT tx_hash, asset_id, side, share_micros, detect_time FROM trade_event"
+                    ).fetchall()
+            lags = []
+            found = {
+                (r["tx_hash"], r["asset_id"], r["side"], r["share_micros"]): r["detect_time"]
+                for r in rows
             }
-            with db.connect(url) as conn:
-                rows = conn.execute(
-                    "SELECT tx_hash, asset_id, side, share_micros, detect_time FROM trade_event"
-                ).fetchall()
-        lags = []
-        found = {
-            (r["tx_hash"], r["asset_id"], r["side"], r["share_micros"]): r["detect_time"]
-            for r in rows
-        }
-        missing = 0
-        for key, t_ms in truth.items():
-            detected = found.get(key)
-            if detected is None:
-                missing += 1
-                continue
-            lags.append(detected.timestamp() - skew_s - t_ms / 1000)
-        print(
-            f"{name:<14} fills {len(lags):4d}  missing {missing}  "
-            f"p50 {statistics.median(lags):6.2f} s  p95 {percentile(lags, 0.95):6.2f} s  "
-            f"max {max(lags):6.2f} s"
-            if lags
-            else f"{name}: no fills in the window"
-        )
-        return lags
-    finally:
-        stop(procs)
-        with psycopg.connect(server, autocommit=True) as c:
-            c.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            missing = 0
+            for key, t_ms in truth.items():
+                detected = found.get(key)
+                if detected is None:
+                    missing += 1
+                    continue
+                lags.append(detected.timestamp() - skew_s - t_ms / 1000)
+            print(
+                f"{name:<14} fills {len(lags):4d}  missing {missing}  "
+                f"p50 {statistics.median(lags):6.2f} s  p95 {percentile(lags, 0.95):6.2f} s  "
+                f"max {max(lags):6.2f} s"
+                if lags
+                else f"{name}: no fills in the window"
             )
+            return lags
+        finally:
+            stop(procs)
 
 
 def main(argv: list[str] | None = None) -> int:

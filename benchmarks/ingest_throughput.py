@@ -10,13 +10,10 @@ from __future__ import annotations
 import argparse
 import random
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-from psycopg import sql
-
-from common import db, ingest, migrate, shadow
+from benchmarks.scratch import scratch_database
+from common import db, ingest, shadow
 
 
 def make_fills(n: int, users: list[tuple[int, str]], seed: int = 1) -> list[ingest.ApiFill]:
@@ -48,13 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500, help="rows per store call (one API page)")
     p.add_argument("--users", type=int, default=50)
     args = p.parse_args(argv)
-    server = db.server_url()
-    name = f"oculus_bench_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server, name)
-    url = db.with_database(server, name)
-    try:
+    with scratch_database(db.server_url(), "oculus_bench") as url:
         with db.connect(url, autocommit=True) as conn:
-            migrate.apply(conn)
             seeded = datetime(2026, 10, 1, tzinfo=UTC)
             users = []
             for i in range(args.users):
@@ -96,11 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         total = first + ledger
         print(f"  end to end   {total:7.2f} s  {n / total:9.0f} events/s (first pass + shadow)")
         print(f"  database size {size['b'] / 1e6:.0f} MB")
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return 0
 
 

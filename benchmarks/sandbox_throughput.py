@@ -22,7 +22,14 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def _client(sb, tokens, seconds, seed, samples, failures) -> None:
+async def _client(
+    sb: testing.RunningSandbox,
+    tokens: list[str],
+    seconds: float,
+    seed: int,
+    samples: dict[str, list[float]],
+    failures: dict[str, int],
+) -> None:
     r = random.Random(seed)
     wallets = sb.leaders
     deadline = time.perf_counter() + seconds
@@ -53,7 +60,9 @@ async def _client(sb, tokens, seconds, seed, samples, failures) -> None:
                 failures[kind] += 1
 
 
-async def _run(sb, seconds: float, clients: int) -> tuple[dict, dict, float]:
+async def _run(
+    sb: testing.RunningSandbox, seconds: float, clients: int
+) -> tuple[dict[str, list[float]], dict[str, int], float]:
     markets = httpx.get(sb.gamma_url + "/markets", params={"closed": "false"}).json()
     tokens = [t for m in markets for t in json.loads(m["clobTokenIds"])]
     samples: dict[str, list[float]] = defaultdict(list)

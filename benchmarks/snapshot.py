@@ -45,17 +45,16 @@ import random
 import resource
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-from common import checkpoints, db, migrate, money, pnl, portfolio
+from benchmarks.scratch import database_name, percentile, scratch_database
+from common import checkpoints, db, money, pnl, portfolio
 from functions import snapshot
 
 MICROS = money.MICROS
@@ -735,11 +734,6 @@ def print_parts(runs: list[Run]) -> None:
     print(f"    where the time goes (median per run, of {ms(total)}): {shown}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def print_sizes(
     conn: db.Conn, days: int, price_days: float, mean_held: int, users: int, positions: int
 ) -> None:
@@ -830,22 +824,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.rebuild_hours * 60 < args.days * 1_440 - 120:
         p.error("--rebuild-hours must be >= 0 and shorter than the history")
     server = args.database_url or db.server_url()
-    name = f"oculus_bench_{uuid.uuid4().hex[:8]}"
-    db.ensure_database(server, name)
-    url = db.with_database(server, name)
     began = time.perf_counter()
-    try:
-        with db.connect(url, autocommit=True) as conn:
-            migrate.apply(conn)
-            bench(conn, url, args, name)
-            kept = f" (kept: {url})" if args.keep else ""
-            print(f"total {time.perf_counter() - began:.0f} s{kept}")
-    finally:
-        if not args.keep:
-            with psycopg.connect(server, autocommit=True) as c:
-                c.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+    with (
+        scratch_database(server, "oculus_bench", keep=args.keep) as url,
+        db.connect(url, autocommit=True) as conn,
+    ):
+        bench(conn, url, args, database_name(url))
+        kept = f" (kept: {url})" if args.keep else ""
+        print(f"total {time.perf_counter() - began:.0f} s{kept}")
     return 0
 
 

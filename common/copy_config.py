@@ -79,10 +79,15 @@ class Config:
 
     def with_values(self, values: dict[str, Any]) -> Config:
         """Returns a copy with the given fields replaced (unknown names raise)."""
-        unknown = set(values) - set(GUARDRAIL_FIELDS) - set(SIZING_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        check_names(values)
         return dataclasses.replace(self, **values)
+
+
+def check_names(values: dict[str, Any]) -> None:
+    """Raises ValueError naming the fields that are not config fields."""
+    unknown = set(values) - set(GUARDRAIL_FIELDS) - set(SIZING_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def propose(
     written): global field values, and per-user override values (None = inherit)."""
     changes = [(None, global_values), *sorted((user_values or {}).items())]
     for _, values in changes:
-        Config().with_values({k: v for k, v in values.items() if v is not None})  # names
+        check_names(values)
     rows = {
         "g": [dict(r) for r in conn.execute(_LATEST_GUARDRAILS)],
         "s": [dict(r) for r in conn.execute(_LATEST_SIZING)],

@@ -84,8 +84,7 @@ class _Refs:
 
 def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcome]:
     """Re-decides every group under `configs` (pure: the inputs are not changed)."""
-    books = inputs.portfolios
-    state = {k: copy.deepcopy(p) for k, p in books.items()}
+    state = {k: copy.deepcopy(p) for k, p in inputs.portfolios.items()}
     marks = copy.deepcopy(inputs.marks)
     outcomes = {s: Outcome() for s in SCOPES}
     refs: dict[portfolio.Key, _Refs] = {}

@@ -140,6 +140,40 @@ class Settings(BaseSettings):
         description="Heartbeats and poll checkpoints older than this are flagged as stale.",
     )
 
+    public_dir: Path = Field(
+        default=ROOT / "public", description="Where the site builder writes the dashboard."
+    )
+    site_interval_s: float = Field(
+        default=3.0, gt=0, description="The site builder rebuilds what changed this often."
+    )
+    site_budget_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Work one build round does before it publishes and leaves the rest of "
+        "the changed pages to the next round (the overview and feeds go first).",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address nginx listens on.")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="Port nginx listens on.")
+    api_host: str = Field(default="127.0.0.1", description="Address the write API binds.")
+    api_port: int = Field(default=8081, ge=1, le=65535, description="Port the write API binds.")
+    admin_user: str = Field(default="admin", description="The admin's login name.")
+    admin_password_hash: str | None = Field(
+        default=None,
+        description="The admin's password as `python -m api passwd` prints it (scrypt). "
+        "Unset: read from var/admin.passwd, which `make run` creates on first start.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs session cookies. Unset: a random key kept in var/secret.key.",
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0, gt=0, description="A login lasts this long (seconds)."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Mark the session cookie Secure (set it when nginx serves HTTPS).",
+    )
+
     @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:

@@ -34,11 +34,26 @@ def parse_wallet(text: str) -> str:
     return value.lower()
 
 
-def _audit(conn: db.Conn, action: str, target: str, before: Any, after: Any) -> None:
+def _audit(
+    conn: db.Conn,
+    action: str,
+    target: str,
+    before: Any,
+    after: Any,
+    actor: str = "cli",
+    request_id: str | None = None,
+) -> None:
     conn.execute(
-        "INSERT INTO audit_log (actor, action, target_type, target_id, before, after)"
-        " VALUES ('cli', %(a)s, 'followed_user', %(t)s, %(b)s, %(f)s)",
-        {"a": action, "t": target, "b": Jsonb(before), "f": Jsonb(after)},
+        "INSERT INTO audit_log (actor, action, target_type, target_id, before, after, request_id)"
+        " VALUES (%(actor)s, %(a)s, 'followed_user', %(t)s, %(b)s, %(f)s, %(r)s)",
+        {
+            "actor": actor,
+            "a": action,
+            "t": target,
+            "b": Jsonb(before),
+            "f": Jsonb(after),
+            "r": request_id,
+        },
     )
 
 
@@ -54,8 +69,17 @@ def _row(conn: db.Conn, key: str) -> dict[str, Any]:
     return row
 
 
-def add(conn: db.Conn, wallet: str, label: str, proxies: list[str], now: Any) -> int:
-    """Adds a followed user with its wallets; returns its id."""
+def add(
+    conn: db.Conn,
+    wallet: str,
+    label: str,
+    proxies: list[str],
+    now: Any,
+    *,
+    actor: str = "cli",
+    request_id: str | None = None,
+) -> int:
+    """Adds a followed user with its wallets (audited as `actor`); returns its id."""
     profile = parse_wallet(wallet)
     others = [parse_wallet(p) for p in proxies]
     if not 1 <= len(label.strip()) <= 100:
@@ -86,6 +110,8 @@ def add(conn: db.Conn, wallet: str, label: str, proxies: list[str], now: Any) ->
             str(user_id),
             None,
             {"label": label.strip(), "wallets": [profile, *others]},
+            actor,
+            request_id,
         )
     return user_id
 

@@ -1,0 +1,1 @@
+"""The write API: the only way anything in Oculus is changed (SPEC §8)."""

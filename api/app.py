@@ -1,0 +1,114 @@
+"""The FastAPI application: login, the session check nginx asks before serving anything,
+health, and the write routes (`api.routes`)."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from api import auth, deps, routes
+from common import db, settings
+
+LOGIN_PAGE = "/login.html"
+
+
+def safe_next(target: str | None) -> str:
+    """Returns a local path to go to after login (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target if target.isprintable() else "/"
+
+
+async def login_form(request: Request) -> dict[str, str]:
+    """The login form's fields (urlencoded, as the login page posts them; at most 4 KB).
+    Parsed here rather than by FastAPI's Form, which needs python-multipart."""
+    body = await request.body()
+    if len(body) > 4096:
+        raise HTTPException(status_code=413, detail="login form too large")
+    try:
+        fields = urllib.parse.parse_qs(body.decode(), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail="unreadable login form") from exc
+    return {k: (fields.get(k) or [""])[0] for k in ("user", "password", "next")}
+
+
+def create_app(s: settings.Settings | None = None, database_url: str | None = None) -> FastAPI:
+    """Returns the app; the pool opens on startup (database_url, or the configured one)."""
+    s = s or settings.get()
+    st = deps.State(admin=auth.Admin.from_settings(s))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        st.pool = db.make_pool(database_url or db.database_url(s), max_size=4)
+        try:
+            yield
+        finally:
+            st.pool.close()
+
+    app = FastAPI(
+        title="Oculus write API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.oculus = st
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "problem": e.get("msg", "invalid"),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "invalid request", "errors": problems}, status_code=422)
+
+    @app.get("/api/health")
+    def health(conn: deps.Conn) -> dict[str, object]:
+        row = conn.execute("SELECT paused FROM system_control WHERE id = 1").fetchone()
+        return {"ok": True, "paused": bool(row and row["paused"])}
+
+    @app.get("/api/auth/check", status_code=204)
+    def check(request: Request) -> Response:
+        if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
+            raise HTTPException(status_code=401, detail="not logged in")
+        return Response(status_code=204)
+
+    @app.post("/api/login")
+    async def login(request: Request) -> Response:
+        form = await login_form(request)
+        user, password, next_path = form["user"], form["password"], form["next"]
+        if not deps.same_origin(request):
+            raise HTTPException(status_code=403, detail="cross-site request refused")
+        if not st.admin.check_login(user, password):
+            return RedirectResponse(f"{LOGIN_PAGE}?failed=1", status_code=303)
+        response = RedirectResponse(safe_next(next_path), status_code=303)
+        response.set_cookie(
+            auth.COOKIE,
+            st.admin.issue(time.time()),
+            max_age=int(st.admin.ttl_s),
+            httponly=True,
+            secure=s.cookie_secure,
+            samesite="strict",
+            path="/",
+        )
+        return response
+
+    @app.post("/api/logout")
+    def logout(request: Request) -> Response:
+        if not deps.same_origin(request):
+            raise HTTPException(status_code=403, detail="cross-site request refused")
+        response = RedirectResponse(LOGIN_PAGE, status_code=303)
+        response.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    app.include_router(routes.router)
+    return app

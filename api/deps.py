@@ -1,0 +1,89 @@
+"""What every route shares: the database pool, the admin check and the CSRF guard."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException, Request
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from api import auth
+from common import db
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class State:
+    """Process-wide: set by app.create_app, read by the dependencies."""
+
+    admin: auth.Admin
+    pool: ConnectionPool[db.Conn] | None = None
+
+
+def state(request: Request) -> State:
+    value: State = request.app.state.oculus
+    return value
+
+
+def same_origin(request: Request) -> bool:
+    """Returns whether an unsafe request may be from our own pages: a browser names the
+    page that sent it in Origin (or at least Sec-Fetch-Site); a cross-site page cannot
+    forge either. Clients that send neither are not browsers and carry no ambient
+    cookie, so they pass (they still need the session)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        return origin != "null" and urlsplit(origin).netloc == host
+    site = request.headers.get("sec-fetch-site")
+    return site is None or site in ("same-origin", "none")
+
+
+def require_admin(request: Request) -> str:
+    """Returns the admin's name; 401 without a valid session, 403 on a cross-site write."""
+    st = state(request)
+    if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
+        raise HTTPException(status_code=401, detail="not logged in")
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site request refused")
+    return st.admin.user
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is JSON: an HTML form on another site cannot send JSON
+    without a CORS preflight, which this API never answers."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(status_code=415, detail="send the body as application/json")
+
+
+def connection(request: Request) -> Iterator[db.Conn]:
+    """Yields a pooled connection (autocommit; writes open their own transaction)."""
+    pool = state(request).pool
+    if pool is None:
+        raise HTTPException(status_code=503, detail="database not connected")
+    try:
+        conn = pool.getconn(timeout=5.0)
+    except PoolTimeout as exc:
+        raise HTTPException(status_code=503, detail="busy: try again in a moment") from exc
+    try:
+        conn.autocommit = True
+        yield conn
+    finally:
+        pool.putconn(conn)
+
+
+def request_id(request: Request) -> str:
+    value = request.headers.get("x-request-id", "")
+    return value[:64] if value.isprintable() and value else uuid.uuid4().hex
+
+
+Admin = Annotated[str, Depends(require_admin)]
+Json = Annotated[None, Depends(require_json)]
+Conn = Annotated[db.Conn, Depends(connection)]
+RequestId = Annotated[str, Depends(request_id)]

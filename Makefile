@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
+# What the web tests and `make run` need besides Python (Debian package names).
+SYSTEM_PACKAGES := nginx chromium chromium-driver fonts-dejavu-core
 
-.PHONY: run test lint sandbox migrate bench stop-db
+.PHONY: run test lint sandbox migrate bench stop-db system-deps
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +14,27 @@ $(STAMP): pyproject.toml uv.lock
 	@$(BIN)/uv sync --frozen --quiet --python $(BIN)/python
 	@touch $(STAMP)
 
+## system-deps: nginx, Chromium and chromedriver from apt, only when one is missing (root)
+system-deps:
+	@PATH="$$PATH:/usr/sbin:/usr/local/sbin"; missing=; \
+	for c in nginx chromium chromedriver; do \
+		command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "missing:$$missing; as root: apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; \
+		fi; \
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
 ## run: the whole system locally (embedded Postgres, migrations, sandbox exchange, jobs)
-run: $(STAMP)
+run: $(STAMP) system-deps
 	@$(BIN)/python -m common.run_local
 
 ## test: lint, type-check and the whole test suite (what .ci/run calls)
-test: $(STAMP)
+test: $(STAMP) system-deps
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from common import db, jobs, migrate, settings
+from common import db, jobs, migrate, nginx, settings
 
 
 def demo_environment(port: int) -> dict[str, str]:
@@ -53,6 +55,34 @@ def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
     return added
 
 
+def ensure_admin_password(s: settings.Settings) -> str:
+    """Creates the admin's password on the first start, unless one is configured: its
+    hash in var/admin.passwd, the password itself in var/admin.password (mode 0600).
+    Returns where the operator finds the password."""
+    from api import auth  # hashlib and the settings only: cheap to import
+
+    plain = s.var_dir / "admin.password"
+    if s.admin_password_hash is None and not auth.password_file(s).exists():
+        password = secrets.token_urlsafe(12)
+        auth.set_password(s, password)
+        tmp = plain.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        os.replace(tmp, plain)
+    stored = s.admin_password_hash or auth.password_file(s).read_text().strip()
+    if plain.exists():
+        if auth.verify_password(plain.read_text().strip(), stored):
+            return f"password in {shown(plain)}"
+        plain.unlink()  # changed since with `python -m api passwd`: keep no old password
+    return "password as set with `python -m api passwd`"
+
+
+def shown(path: Path) -> str:
+    """Returns the path relative to the checkout when it is inside it."""
+    return str(path.relative_to(settings.ROOT)) if path.is_relative_to(settings.ROOT) else str(path)
+
+
 def step(message: str) -> None:
     print(f"[oculus] {message}", flush=True)
 
@@ -87,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     (s.var_dir / "log").mkdir(parents=True, exist_ok=True)
     step(f"sandbox exchange: http://127.0.0.1:{args.sandbox_port} (seed {args.sandbox_seed})")
+    where = ensure_admin_password(s)
+    if nginx.find() is None:
+        step(nginx.INSTALL_HINT)
+    step(f"dashboard: http://{s.http_host}:{s.http_port}/ — user {s.admin_user}, {where}")
     step(
         f"logs: {s.var_dir / 'log'}; ready in {time.monotonic() - started:.1f}s; "
         "Ctrl-C stops everything"

@@ -258,6 +258,11 @@ class Upstreams:
     def close(self) -> None:
         self.client.close()
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Returns each upstream's request and error counters since the process started
+        (heartbeats carry them to the status page)."""
+        return {u.name: dict(u.stats) for u in (self.data_api, self.clob, self.gamma)}
+
     def __enter__(self) -> Upstreams:
         return self
 

@@ -181,7 +181,10 @@ def main(
                 if items or ctx.counts or not args.loop:
                     log.info("%s: %d items %s", job, items, ctx.counts or "")
                 if args.loop:
-                    heartbeat(conn, job, ctx.clock(), {"items": items})
+                    info: dict[str, Any] = {"items": items}
+                    if "ups" in ctx.resources:
+                        info["upstreams"] = ctx.resources["ups"].stats()
+                    heartbeat(conn, job, ctx.clock(), info)
             except Exception:
                 log.exception("%s: run failed", job)
                 if not args.loop:

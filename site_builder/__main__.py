@@ -1,0 +1,104 @@
+"""`python -m site_builder --once` builds every page into public/ and exits;
+`--loop` rebuilds what changed every few seconds until SIGTERM, writing a heartbeat
+(process `site_builder`) the status page and reconcile read."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+from common import clock as clocks
+from common import db, jobs, settings
+from site_builder import build
+
+log = logging.getLogger("site_builder")
+PROCESS = "site_builder"
+
+
+def main(argv: list[str] | None = None) -> int:
+    s = settings.get()
+    p = argparse.ArgumentParser(prog="python -m site_builder", description=__doc__)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="build everything and exit (default)")
+    mode.add_argument("--loop", action="store_true", help="rebuild what changed until SIGTERM")
+    p.add_argument(
+        "--interval", type=float, default=s.site_interval_s, help="seconds between rounds"
+    )
+    p.add_argument(
+        "--budget", type=float, default=s.site_budget_s, help="seconds of work per round"
+    )
+    p.add_argument("--out", type=Path, default=s.public_dir, help="where the site is written")
+    p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    args = p.parse_args(argv)
+    jobs.setup_logging(s)
+    source = clocks.sandbox(s.clock_url) if s.clock_url else clocks.SYSTEM
+    builder = build.Builder(
+        args.out,
+        budget_s=args.budget,
+        stale_after_s=s.reconcile_stale_after_s,
+        clock=source.now,
+    )
+    try:
+        conn = db.connect(args.database_url, autocommit=True)
+    except db.DatabaseUnavailable as exc:
+        log.error("site: database unavailable: %s", exc)
+        return 1
+    try:
+        if not args.loop:
+            done = builder.build_all(conn)
+            log.info(
+                "site: built %d pages in %.2fs (%d files written, %d charts drawn), %d failed",
+                len(done.built),
+                done.seconds,
+                builder.site.publisher.written,
+                builder.site.charts_drawn,
+                len(done.failed),
+            )
+            return 1 if done.failed else 0
+        stop = jobs.StopFlag().install()
+        while not stop.stopped:
+            started = time.monotonic()
+            try:
+                done = builder.round(conn)
+                if done.built or done.failed:
+                    log.info(
+                        "site: %d pages in %.2fs, %d left, %d failed",
+                        len(done.built),
+                        done.seconds,
+                        done.left,
+                        len(done.failed),
+                    )
+                jobs.heartbeat(
+                    conn,
+                    PROCESS,
+                    source.now(),
+                    {
+                        "pages": len(done.built),
+                        "left": done.left,
+                        "failed": done.failed,
+                        "round_ms": round(done.seconds * 1000),
+                        "peak_rss_mb": round(
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                        ),
+                    },
+                )
+            except Exception:
+                log.exception("site: round failed")
+                if conn.closed:  # the database restarted: reconnect, keep the old pages
+                    try:
+                        conn = db.connect(args.database_url, autocommit=True)
+                    except db.DatabaseUnavailable as exc:
+                        log.error("site: database unavailable: %s", exc)
+            stop.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+        return 0
+    finally:
+        conn.close()
+        source.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The builder: one round reads what changed, rebuilds those pages (the overview, feeds
+and status first), and stops at its time budget; what is left waits for the next round.
+A page that fails keeps its previous file (writes are atomic), is logged, and is tried
+again on its next change."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common import db
+from site_builder import changes, publish, render
+from site_builder.pages import config, markets, overview, portfolio, status, trades, users
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+# Seconds between a page's automatic reloads in the browser (SPEC §7).
+REFRESH = {"overview": 10, "trades": 5, "status": 10, "user": 10, "default": 30}
+PRIORITY = ("status", "overview", "trades", "users", "portfolio", "markets", "config")
+
+
+@dataclass
+class Site:
+    """What a page's publish step needs: the publisher and the chart cache (a chart is
+    redrawn only when its inputs change)."""
+
+    publisher: publish.Publisher
+    chart_inputs: dict[str, str] = field(default_factory=dict)
+    charts_drawn: int = 0
+
+    def chart(self, name: str, inputs: Any, draw: Callable[[], bytes]) -> str:
+        """Publishes charts/<name>.png if its inputs changed; returns its URL (versioned,
+        so a browser fetches the new one)."""
+        path = f"charts/{name}.png"
+        digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
+        if self.chart_inputs.get(path) != digest or not self.publisher.path(path).exists():
+            self.publisher.write(path, draw())
+            self.chart_inputs[path] = digest
+            self.charts_drawn += 1
+        return f"/{path}?v={digest}"
+
+    def page(self, path: str, template: str, **context: Any) -> None:
+        self.publisher.write(path, render.page(template, **context))
+
+
+@dataclass
+class Round:
+    built: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    left: int = 0
+    seconds: float = 0.0
+
+
+def _refresh(kind: str) -> int:
+    return REFRESH.get(kind, REFRESH["default"])
+
+
+def build_page(conn: db.Conn, site: Site, key: str, now: datetime, stale_after_s: float) -> bool:
+    """Builds one page by key; returns False when its subject no longer exists."""
+    kind, _, arg = key.partition(":")
+    if kind == "overview":
+        ctx = overview.context(conn, now)
+        url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
+        site.page(
+            "index.html",
+            "overview.html",
+            c=ctx,
+            equity_png=url,
+            refresh=_refresh(kind),
+            nav="overview",
+        )
+    elif kind == "users":
+        uc = users.users_context(conn, now)
+        site.page("users.html", "users.html", c=uc, refresh=_refresh(kind), nav="users")
+    elif kind == "user":
+        u = users.user_context(conn, int(arg), now)
+        if u is None:
+            return False
+        base = f"user-{arg}"
+        pngs = {
+            "equity": site.chart(f"{base}-equity", u.curve, lambda: users.equity_chart(u)),
+            "gap": site.chart(f"{base}-gap", u.curve, lambda: users.gap_chart(u)),
+            "slippage": site.chart(
+                f"{base}-slippage", u.slippage_their, lambda: users.slippage_chart(u)
+            ),
+            "lag": site.chart(f"{base}-lag", u.lag, lambda: users.lag_chart(u)),
+            "reasons": site.chart(
+                f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)
+            ),
+        }
+        site.page(
+            f"users/{arg}.html", "user.html", c=u, png=pngs, refresh=_refresh(kind), nav="users"
+        )
+    elif kind == "portfolio":
+        pc = portfolio.context(conn, now)
+        pngs = {
+            "drawdown": site.chart(
+                "portfolio-drawdown", pc.series, lambda: portfolio.drawdown_chart(pc)
+            ),
+            "markets": site.chart(
+                "portfolio-markets", pc.by_market[:12], lambda: portfolio.market_chart(pc)
+            ),
+            "users": site.chart(
+                "portfolio-users", pc.by_user[:12], lambda: portfolio.user_chart(pc)
+            ),
+        }
+        site.page(
+            "portfolio.html",
+            "portfolio.html",
+            c=pc,
+            png=pngs,
+            refresh=_refresh(kind),
+            nav="portfolio",
+        )
+    elif kind == "trades":
+        tc = trades.context(conn, now)
+        site.page("trades.html", "trades.html", c=tc, refresh=_refresh(kind), nav="trades")
+    elif kind == "markets":
+        mc = markets.markets_context(conn, now)
+        site.page("markets.html", "markets.html", c=mc, refresh=_refresh(kind), nav="markets")
+    elif kind == "market":
+        m = markets.market_context(conn, arg, now)
+        if m is None:
+            return False
+        url = site.chart(
+            f"market-{arg[:18]}-slippage", m.slippage, lambda: markets.slippage_chart(m)
+        )
+        site.page(
+            f"markets/{arg}.html",
+            "market.html",
+            c=m,
+            slippage_png=url,
+            refresh=_refresh(kind),
+            nav="markets",
+        )
+    elif kind == "config":
+        cc = config.context(conn, now)
+        site.page("config.html", "config.html", c=cc, refresh=0, nav="config")
+    elif kind == "config-test":
+        t = config.test_context(conn, int(arg), now)
+        if t is None:
+            return False
+        refresh = 3 if t.test["state"] in ("PENDING", "RUNNING") else 0
+        site.page(f"config-test/{arg}.html", "config_test.html", c=t, refresh=refresh, nav="config")
+    elif kind == "status":
+        sc = status.context(conn, now, stale_after_s)
+        site.page("status.html", "status.html", c=sc, refresh=_refresh(kind), nav="status")
+    else:
+        raise ValueError(f"unknown page {key!r}")
+    return True
+
+
+class Builder:
+    """Keeps what the last round saw; each `round` rebuilds what moved since."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        budget_s: float = 1.0,
+        full_every_s: float = 300.0,
+        stale_after_s: float = 180.0,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.site = Site(publish.Publisher(root))
+        self.budget_s = budget_s
+        self.full_every_s = full_every_s
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self.marks: changes.Marks | None = None
+        self.pending: set[str] = set()
+        self.queued: dict[str, int] = {}  # key → the round it has waited since
+        self.rounds = 0
+        self.last_full = 0.0
+        self.started = False
+
+    def _start(self) -> None:
+        """Publishes what does not depend on data: the assets and the login page."""
+        self.site.publisher.remove_stale_temps()
+        self.site.publisher.copy_tree(STATIC, "static")
+        self.site.page("login.html", "login.html")
+        self.started = True
+
+    def _expand(self, conn: db.Conn, keys: set[str], now: datetime) -> set[str]:
+        out = {k for k in keys if not k.endswith(":*") and k != changes.ALL}
+        every = changes.ALL in keys
+        if every:
+            out |= set(PRIORITY)
+        if every or changes.ALL_USERS in keys:
+            out |= {f"user:{r['id']}" for r in conn.execute("SELECT id FROM followed_user")}
+        if every or changes.ALL_MARKETS in keys:
+            out |= {f"market:{m['condition_id']}" for m in markets.listed(conn, now)}
+        if every or "config-test:*" in keys:
+            out |= {f"config-test:{i}" for i in config.test_ids(conn)}
+        return out
+
+    def _order(self, key: str) -> tuple[int, int, str]:
+        """Oldest first (so a busy round cannot starve a page), then by priority."""
+        kind = key.partition(":")[0]
+        rank = PRIORITY.index(kind) if kind in PRIORITY else len(PRIORITY)
+        return (self.queued.get(key, self.rounds), rank, key)
+
+    def round(self, conn: db.Conn, *, budget_s: float | None = None) -> Round:
+        """One build round; returns what it built, what failed, and how many are left."""
+        started = time.monotonic()
+        budget = self.budget_s if budget_s is None else budget_s
+        if not self.started:
+            self._start()
+        now = self.clock()
+        new = changes.read(conn)
+        keys = changes.dirty(conn, self.marks, new)
+        if time.monotonic() - self.last_full >= self.full_every_s:
+            keys.add(changes.ALL)
+            self.last_full = time.monotonic()
+        self.marks = new
+        self.rounds += 1
+        for key in self._expand(conn, keys, now) - self.pending:
+            self.queued[key] = self.rounds
+            self.pending.add(key)
+        done = Round()
+        for key in sorted(self.pending, key=self._order):
+            if done.built and time.monotonic() - started >= budget:
+                break
+            self.pending.discard(key)
+            self.queued.pop(key, None)
+            try:
+                build_page(conn, self.site, key, now, self.stale_after_s)
+                done.built.append(key)
+            except Exception as exc:
+                if not conn.autocommit:
+                    conn.rollback()
+                log.exception("site: page %s failed", key)
+                done.failed[key] = f"{type(exc).__name__}: {exc}"
+        done.left = len(self.pending)
+        done.seconds = time.monotonic() - started
+        return done
+
+    def build_all(self, conn: db.Conn) -> Round:
+        """Everything, no budget (the `--once` build)."""
+        self.pending |= self._expand(conn, {changes.ALL}, self.clock())
+        return self.round(conn, budget_s=float("inf"))

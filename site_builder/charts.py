@@ -1,0 +1,193 @@
+"""PNG charts drawn with matplotlib's object API on Agg (never pyplot: the builder is a
+long-running process and pyplot keeps global figure state). Every function returns PNG
+bytes; an empty series draws a labelled "no data yet" frame rather than a broken image.
+Floats appear only here, at the chart edge."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib import dates as mdates
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+INK = "#1f2933"
+MUTED = "#7b8794"
+GRID = "#e4e7eb"
+EXEC = "#2563eb"
+SHADOW = "#d97706"
+GAIN = "#15803d"
+LOSS = "#b91c1c"
+PALETTE = (EXEC, SHADOW, "#7c3aed", "#0d9488", "#db2777", "#65a30d", "#475569")
+WIDE = (12.0, 3.2)
+HALF = (5.8, 2.8)
+
+matplotlib.rcParams.update(
+    {
+        "font.family": "DejaVu Sans",
+        "font.size": 9,
+        "axes.edgecolor": GRID,
+        "axes.labelcolor": INK,
+        "axes.titlesize": 10,
+        "axes.titleweight": "bold",
+        "axes.titlelocation": "left",
+        "xtick.color": MUTED,
+        "ytick.color": MUTED,
+        "svg.hashsalt": "oculus",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    times: Sequence[datetime]
+    values: Sequence[float]
+    color: str = EXEC
+    dashed: bool = False
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(True, color=GRID, linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig, ax
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _empty(ax: Axes, title: str, message: str = "no data yet") -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", color=MUTED, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _dollar_formatter(ax: Axes, axis: str = "y") -> FuncFormatter:
+    """Dollars with as many digits as the axis's span needs (a $9,999.83–$10,000.04 range
+    must not read "$10.0k" on every tick)."""
+
+    def fmt(value: float, _: object = None) -> str:
+        low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+        span = abs(high - low)
+        sign = "−" if value < 0 else ""
+        value = abs(value)
+        if span >= 20_000 and value >= 1_000_000:
+            return f"{sign}${value / 1_000_000:.2f}M"
+        if span >= 2_000 and value >= 10_000:
+            return f"{sign}${value / 1_000:.1f}k"
+        digits = 2 if span < 20 else 0
+        return f"{sign}${value:,.{digits}f}"
+
+    return FuncFormatter(fmt)
+
+
+def _percent(value: float, _: object = None) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def lines(
+    title: str,
+    series: Sequence[Series],
+    *,
+    unit: str = "usd",
+    size: tuple[float, float] = WIDE,
+    zero: bool = False,
+    fill_below: bool = False,
+) -> bytes:
+    """Time series on one axis (unit "usd" or "ratio")."""
+    fig, ax = _figure(size)
+    drawn = [s for s in series if len(s.times) > 0]
+    if not drawn:
+        _empty(ax, title)
+        return _png(fig)
+    ax.set_title(title)
+    for s in drawn:
+        style = "--" if s.dashed else "-"
+        times = mdates.date2num(s.times)  # type: ignore[no-untyped-call]
+        ax.plot(times, s.values, style, color=s.color, linewidth=1.6, label=s.label)
+        if fill_below:
+            ax.fill_between(times, s.values, 0, color=s.color, alpha=0.15, linewidth=0)
+    if zero:
+        ax.axhline(0, color=MUTED, linewidth=0.8)
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(_percent) if unit == "ratio" else _dollar_formatter(ax)
+    )
+    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    if len(drawn) > 1 or drawn[0].label:
+        ax.legend(loc="upper left", frameon=False, ncols=len(drawn))
+    return _png(fig)
+
+
+def histogram(
+    title: str,
+    buckets: Sequence[tuple[str, int]],
+    *,
+    xlabel: str = "",
+    size: tuple[float, float] = HALF,
+    highlight_from: int | None = None,
+) -> bytes:
+    """Bars of pre-bucketed counts in bucket order; bars from `highlight_from` on are
+    drawn in the loss colour (e.g. slippage worse than zero)."""
+    fig, ax = _figure(size)
+    if not any(count for _, count in buckets):
+        _empty(ax, title)
+        return _png(fig)
+    ax.set_title(title)
+    xs = range(len(buckets))
+    colors = [LOSS if highlight_from is not None and i >= highlight_from else EXEC for i in xs]
+    ax.bar(xs, [c for _, c in buckets], color=colors, width=0.8)
+    ax.set_xticks(list(xs), [label for label, _ in buckets], rotation=45, ha="right")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.grid(False, axis="x")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return _png(fig)
+
+
+def bars(
+    title: str,
+    items: Sequence[tuple[str, float]],
+    *,
+    unit: str = "count",
+    size: tuple[float, float] = HALF,
+    color: str = EXEC,
+) -> bytes:
+    """Horizontal bars, largest first at the top (skip reasons, exposure shares)."""
+    fig, ax = _figure(size)
+    if not items:
+        _empty(ax, title)
+        return _png(fig)
+    ax.set_title(title)
+    labels = [label for label, _ in items][::-1]
+    values = [value for _, value in items][::-1]
+    colors = [(LOSS if v < 0 else color) for v in values]
+    ax.barh(range(len(values)), values, color=colors, height=0.7)
+    ax.set_yticks(range(len(values)), labels)
+    ax.grid(False, axis="y")
+    if unit == "usd":
+        ax.xaxis.set_major_formatter(_dollar_formatter(ax, "x"))
+    elif unit == "ratio":
+        ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _png(fig)

@@ -1,0 +1,156 @@
+"""Queries several pages share: the page frame, equity series, the newest snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import copy_config, db
+from functions import rollup
+
+Row = dict[str, Any]
+SERIES_DAYS = 30
+MINUTE_RESOLUTION = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What every page's header and footer show."""
+
+    now: datetime
+    paused: bool
+    pause_reason: str | None
+    user_count: int
+
+
+def frame(conn: db.Conn, now: datetime) -> Frame:
+    row = conn.execute(
+        """SELECT c.paused, c.reason,
+                  (SELECT count(*) FROM followed_user WHERE copy_mode <> 'REMOVED') AS users
+           FROM system_control c WHERE c.id = 1"""
+    ).fetchone()
+    assert row is not None
+    return Frame(now=now, paused=row["paused"], pause_reason=row["reason"], user_count=row["users"])
+
+
+_SERIES_USER = """
+SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
+FROM portfolio_snapshot
+WHERE portfolio_scope = %(scope)s AND followed_user_id = %(user)s AND bucket >= %(since)s
+  AND (bucket >= %(recent)s OR date_trunc('hour', bucket) = bucket)
+ORDER BY bucket
+"""
+_SERIES_GLOBAL = """
+SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
+FROM portfolio_snapshot
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND bucket >= %(since)s
+  AND (bucket >= %(recent)s OR date_trunc('hour', bucket) = bucket)
+ORDER BY bucket
+"""
+
+
+def series(conn: db.Conn, scope: str, user: int | None, now: datetime) -> list[Row]:
+    """The portfolio's snapshots of the last 30 days: hourly, and by the minute for the
+    last 24 h (a line chart needs no more points than that)."""
+    params = {
+        "scope": scope,
+        "user": user,
+        "since": now - timedelta(days=SERIES_DAYS),
+        "recent": now - MINUTE_RESOLUTION,
+    }
+    query = _SERIES_GLOBAL if user is None else _SERIES_USER
+    return list(conn.execute(query, params))
+
+
+def latest_bucket(conn: db.Conn, at: datetime | None = None) -> datetime | None:
+    """The newest snapshot minute (at or before `at`); every portfolio has a row there."""
+    if at is None:
+        row = conn.execute("SELECT max(bucket) AS b FROM portfolio_snapshot").fetchone()
+    else:
+        row = conn.execute(
+            "SELECT max(bucket) AS b FROM portfolio_snapshot WHERE bucket <= %(at)s", {"at": at}
+        ).fetchone()
+    return row["b"] if row else None
+
+
+def snapshots_at(conn: db.Conn, bucket: datetime | None) -> dict[tuple[str, int | None], Row]:
+    """Every portfolio's snapshot at one minute, keyed by (scope, user)."""
+    if bucket is None:
+        return {}
+    rows = conn.execute("SELECT * FROM portfolio_snapshot WHERE bucket = %(b)s", {"b": bucket})
+    return {(r["portfolio_scope"], r["followed_user_id"]): r for r in rows}
+
+
+def pnl(row: Row | None) -> int | None:
+    """Profit so far: equity minus what was put in."""
+    return None if row is None else row["equity_micros"] - row["contributed_micros"]
+
+
+def value(row: Row | None, name: str) -> int | None:
+    """One integer column of a row that may be missing."""
+    return None if row is None else int(row[name])
+
+
+def config(conn: db.Conn) -> copy_config.ConfigSet:
+    return copy_config.load(conn)
+
+
+def merge_histograms(rows: list[Row], column: str) -> dict[str, int]:
+    """Sums day-by-day {bucket: count} histograms."""
+    out: dict[str, int] = {}
+    for r in rows:
+        for key, count in (r[column] or {}).items():
+            out[key] = out.get(key, 0) + int(count)
+    return out
+
+
+def ordered(
+    histogram: dict[str, int], edges: tuple[int, ...], label: Any = None
+) -> list[tuple[str, int]]:
+    """The histogram in edge order, every bucket present (zeros too), labelled "≤ edge"
+    (or `label(edge)`)."""
+    name = label or str
+    keys = [str(e) for e in edges] + ["inf"]
+    return [
+        (("≤ " + name(int(k))) if k != "inf" else f"> {name(edges[-1])}", histogram.get(k, 0))
+        for k in keys
+    ]
+
+
+def duration(ms: int) -> str:
+    """250 → "250ms", 2000 → "2s", 60000 → "1min"."""
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:g}s"
+    return f"{ms / 60_000:g}min"
+
+
+def quantile(histogram: dict[str, int], q: float) -> float | None:
+    """The upper edge of the bucket holding the q-quantile (None when empty; "inf" → the
+    last edge, a lower bound)."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    numeric = sorted(((float(k) if k != "inf" else float("inf")), v) for k, v in histogram.items())
+    seen = 0
+    for edge, count in numeric:
+        seen += count
+        if seen >= q * total:
+            return edge
+    return numeric[-1][0]
+
+
+LAG_EDGES = rollup.LAG_EDGES_MS
+SLIP_EDGES = rollup.SLIP_EDGES_BPS
+
+
+def heartbeats(conn: db.Conn) -> list[Row]:
+    return list(conn.execute("SELECT * FROM process_heartbeat ORDER BY process"))
+
+
+def ratio(numerator: int | None, denominator: int | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator

@@ -1,0 +1,152 @@
+"""Config (config.html): the guardrails, sizing and risk limits in force, per-user
+overrides, the pause switch, blacklisted markets, the audit log with revert buttons, and
+"Test config"; plus one page per finished config test (config-test/<id>.html). The forms
+post JSON to the write API (/api/...); the next build shows the change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from common import copy_config, db
+from site_builder.pages import common
+
+Row = dict[str, Any]
+AUDIT_ROWS = 50
+TEST_PAGES = 20
+
+# (field, label, unit): unit says how the form shows and reads it (micros as dollars or
+# prices, bps as percent).
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("copy_pct_bps", "Copy size (of their notional)", "bps"),
+    ("min_trade_notional_micros", "Minimum trade", "usd"),
+    ("max_trade_notional_micros", "Maximum trade", "usd"),
+    ("max_trade_equity_bps", "Maximum trade (of equity)", "bps"),
+    ("starting_cash_micros", "Starting cash per portfolio", "usd"),
+    ("max_worse_than_theirs_micros", "Worse than their price by at most", "price"),
+    ("max_chase_vs_mid_micros", "Worse than the mid by at most", "price"),
+    ("max_spread_micros", "Maximum spread", "price"),
+    ("min_depth_ratio_bps", "Depth in band ≥ target ×", "ratio"),
+    ("allow_partial_fills", "Allow partial fills", "bool"),
+    ("decision_delay_ms", "Decision delay after the window", "ms"),
+    ("decision_jitter_ms", "Decision jitter (up to)", "ms"),
+    ("group_window_ms", "Grouping window", "ms"),
+    ("no_open_before_close_s", "No opens this close to the market's end", "s"),
+    ("max_signal_age_s", "No opens for signals older than", "s"),
+    ("max_total_exposure_bps", "Total exposure cap (of equity)", "bps"),
+    ("max_market_exposure_bps", "Per-market exposure cap", "bps"),
+    ("max_user_exposure_bps", "Per-user exposure cap", "bps"),
+    ("daily_loss_limit_bps", "Daily loss breaker", "bps"),
+    ("weekly_loss_limit_bps", "Weekly loss breaker", "bps"),
+    ("max_drawdown_bps", "Drawdown breaker", "bps"),
+)
+assert {f for f, _, _ in FIELDS} == set(copy_config.GUARDRAIL_FIELDS) | set(
+    copy_config.SIZING_FIELDS
+), "every config field has a row on the config page"
+
+
+@dataclass(frozen=True)
+class Override:
+    user: Row
+    values: dict[str, Any]  # only the overridden fields
+
+
+@dataclass(frozen=True)
+class ConfigContext:
+    frame: common.Frame
+    fields: tuple[tuple[str, str, str], ...]
+    base: dict[str, Any]
+    guardrail_id: int | None
+    sizing_id: int | None
+    overrides: list[Override]
+    users: list[Row]
+    blacklisted: list[Row]
+    audit: list[Row]
+    tests: list[Row]
+
+
+@dataclass(frozen=True)
+class ConfigTestContext:
+    frame: common.Frame
+    test: Row
+
+
+def _values(cfg: copy_config.Config) -> dict[str, Any]:
+    return {f: getattr(cfg, f) for f, _, _ in FIELDS} | {
+        "guardrail_id": cfg.guardrail_id,
+        "sizing_id": cfg.sizing_id,
+    }
+
+
+_LATEST_OVERRIDES = {
+    "guardrail_config": "SELECT DISTINCT ON (followed_user_id) * FROM guardrail_config"
+    " WHERE scope = 'USER' ORDER BY followed_user_id, version DESC",
+    "copy_sizing_config": "SELECT DISTINCT ON (followed_user_id) * FROM copy_sizing_config"
+    " WHERE scope = 'USER' ORDER BY followed_user_id, version DESC",
+}
+
+
+def _overrides(conn: db.Conn, users: list[Row]) -> list[Override]:
+    rows: dict[int, dict[str, Any]] = {}
+    for table, names in (
+        ("guardrail_config", copy_config.GUARDRAIL_FIELDS),
+        ("copy_sizing_config", copy_config.SIZING_FIELDS),
+    ):
+        query = _LATEST_OVERRIDES[table]
+        for r in conn.execute(query):
+            mine = rows.setdefault(r["followed_user_id"], {})
+            mine.update({n: r[n] for n in names if r[n] is not None})
+    by_id = {u["id"]: u for u in users}
+    return [
+        Override(by_id[u], values) for u, values in sorted(rows.items()) if values and u in by_id
+    ]
+
+
+def context(conn: db.Conn, now: datetime) -> ConfigContext:
+    cfg = copy_config.load(conn).base
+    users = list(
+        conn.execute(
+            "SELECT id, label, profile_wallet, enabled, copy_mode FROM followed_user"
+            " ORDER BY label, id"
+        )
+    )
+    return ConfigContext(
+        frame=common.frame(conn, now),
+        fields=FIELDS,
+        base=_values(cfg),
+        guardrail_id=cfg.guardrail_id,
+        sizing_id=cfg.sizing_id,
+        overrides=_overrides(conn, users),
+        users=users,
+        blacklisted=list(
+            conn.execute(
+                "SELECT condition_id, question FROM market WHERE blacklisted ORDER BY question"
+            )
+        ),
+        audit=list(
+            conn.execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT %(n)s", {"n": AUDIT_ROWS})
+        ),
+        tests=list(
+            conn.execute(
+                """SELECT id, requested_at, requested_by, state, finished_at, hours, error
+                   FROM config_test ORDER BY id DESC LIMIT %(n)s""",
+                {"n": TEST_PAGES},
+            )
+        ),
+    )
+
+
+def test_ids(conn: db.Conn) -> list[int]:
+    """The config tests that have (or will have) a page: the newest ones."""
+    rows = conn.execute(
+        "SELECT id FROM config_test ORDER BY id DESC LIMIT %(n)s", {"n": TEST_PAGES}
+    )
+    return [r["id"] for r in rows]
+
+
+def test_context(conn: db.Conn, test_id: int, now: datetime) -> ConfigTestContext | None:
+    row = conn.execute("SELECT * FROM config_test WHERE id = %(i)s", {"i": test_id}).fetchone()
+    if row is None:
+        return None
+    return ConfigTestContext(frame=common.frame(conn, now), test=row)

@@ -1,0 +1,125 @@
+"""Markets (markets.html) and one page per market (markets/<condition_id>.html): spread
+and depth in band at decision time, our slippage, open positions, the blacklist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import db
+from site_builder import charts
+from site_builder.pages import common
+
+Row = dict[str, Any]
+DAYS = 30
+
+
+@dataclass(frozen=True)
+class MarketsContext:
+    frame: common.Frame
+    markets: list[Row]
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    frame: common.Frame
+    market: Row
+    outcomes: list[Row]
+    days: list[Row]
+    slippage: list[tuple[str, int]]
+    positions: list[Row]
+    attempts: list[Row]
+
+
+_LIST = """
+WITH stats AS (
+    SELECT condition_id, sum(decisions)::bigint AS decisions, sum(executed)::bigint AS executed,
+           sum(spread_sum_micros) AS spread_sum, sum(spread_n) AS spread_n,
+           sum(depth_sum_micros) AS depth_sum, sum(depth_n) AS depth_n
+    FROM rollup_market_daily WHERE day >= %(d)s GROUP BY condition_id
+), held AS (
+    SELECT condition_id, count(DISTINCT (portfolio_scope, followed_user_id)) AS holders,
+           sum((share_micros * coalesce(last_price_micros, 0)) / 1000000)
+               FILTER (WHERE portfolio_scope = 'EXEC_GLOBAL')::bigint AS global_value_micros
+    FROM portfolio_position WHERE share_micros <> 0 AND portfolio_scope <> 'SHADOW_USER'
+    GROUP BY condition_id
+)
+SELECT m.condition_id, m.question, m.slug, m.end_time, m.closed, m.resolved_at,
+       m.blacklisted, m.fees_enabled, coalesce(s.decisions, 0) AS decisions,
+       coalesce(s.executed, 0) AS executed,
+       (s.spread_sum / nullif(s.spread_n, 0))::bigint AS mean_spread_micros,
+       (s.depth_sum / nullif(s.depth_n, 0))::bigint AS mean_depth_micros,
+       coalesce(h.holders, 0) AS holders, coalesce(h.global_value_micros, 0) AS global_value_micros
+FROM market m
+LEFT JOIN stats s USING (condition_id)
+LEFT JOIN held h USING (condition_id)
+WHERE s.condition_id IS NOT NULL OR h.condition_id IS NOT NULL OR m.blacklisted
+ORDER BY m.blacklisted DESC, coalesce(h.global_value_micros, 0) DESC,
+         coalesce(s.decisions, 0) DESC, m.condition_id
+"""
+
+
+def listed(conn: db.Conn, now: datetime) -> list[Row]:
+    """The markets worth a page: decided on in 30 days, held, or blacklisted."""
+    return list(conn.execute(_LIST, {"d": (now - timedelta(days=DAYS)).date()}))
+
+
+def markets_context(conn: db.Conn, now: datetime) -> MarketsContext:
+    return MarketsContext(frame=common.frame(conn, now), markets=listed(conn, now))
+
+
+def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketContext | None:
+    market = conn.execute(
+        "SELECT * FROM market WHERE condition_id = %(c)s", {"c": condition_id}
+    ).fetchone()
+    if market is None:
+        return None
+    days = list(
+        conn.execute(
+            """SELECT * FROM rollup_market_daily WHERE condition_id = %(c)s AND day >= %(d)s
+               ORDER BY day DESC""",
+            {"c": condition_id, "d": (now - timedelta(days=DAYS)).date()},
+        )
+    )
+    return MarketContext(
+        frame=common.frame(conn, now),
+        market=market,
+        outcomes=list(
+            conn.execute(
+                "SELECT * FROM outcome_asset WHERE condition_id = %(c)s ORDER BY outcome_index",
+                {"c": condition_id},
+            )
+        ),
+        days=days,
+        slippage=common.ordered(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
+        positions=list(
+            conn.execute(
+                """SELECT p.*, u.label, o.outcome,
+                          (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000
+                              AS value_micros
+                   FROM portfolio_position p
+                   LEFT JOIN followed_user u ON u.id = p.followed_user_id
+                   LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
+                   WHERE p.condition_id = %(c)s AND p.share_micros <> 0
+                   ORDER BY p.portfolio_scope, u.label, p.asset_id""",
+                {"c": condition_id},
+            )
+        ),
+        attempts=list(
+            conn.execute(
+                """SELECT a.*, u.label, o.outcome FROM copy_attempt a
+                   JOIN followed_user u ON u.id = a.followed_user_id
+                   LEFT JOIN outcome_asset o ON o.asset_id = a.asset_id
+                   WHERE a.condition_id = %(c)s ORDER BY a.id DESC LIMIT 50""",
+                {"c": condition_id},
+            )
+        ),
+    )
+
+
+def slippage_chart(ctx: MarketContext) -> bytes:
+    zero = common.SLIP_EDGES.index(0) + 1
+    return charts.histogram(
+        "Our slippage vs their price (bps, 30 days)", ctx.slippage, highlight_from=zero
+    )

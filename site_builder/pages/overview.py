@@ -1,0 +1,191 @@
+"""Overview (index.html, refreshed every 10 s): the global copy's equity curve, today
+and 7-day PnL, drawdown, win rate, exposure, top markets and users, system health and
+the pause state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import db
+from site_builder import charts
+from site_builder.pages import common
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Health:
+    listener_connected: bool | None
+    listener_beat_at: datetime | None
+    last_backfill_at: datetime | None
+    last_backfill_status: str | None
+    lag_p50_ms: float | None
+    lag_p95_ms: float | None
+    lag_fills_today: int
+    failed_items: int
+    stale_processes: list[str]
+
+
+@dataclass(frozen=True)
+class OverviewContext:
+    frame: common.Frame
+    bucket: datetime | None
+    equity: int | None
+    cash: int | None
+    exposure: int | None
+    contributed: int | None
+    pnl_total: int | None
+    pnl_today: int | None
+    pnl_7d: int | None
+    drawdown: float | None
+    peak: int | None
+    wins: int
+    losses: int
+    exposure_ratio: float | None
+    exposure_cap_bps: int
+    top_markets: list[Row]
+    top_users: list[Row]
+    health: Health
+    series: list[Row]
+
+    @property
+    def win_rate(self) -> float | None:
+        return common.ratio(self.wins, self.wins + self.losses)
+
+
+def _pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> int | None:
+    if now_row is None:
+        return None
+    then = conn.execute(
+        """SELECT equity_micros, contributed_micros FROM portfolio_snapshot
+           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
+             AND bucket <= %(at)s ORDER BY bucket DESC LIMIT 1""",
+        {"at": at},
+    ).fetchone()
+    total = int(now_row["equity_micros"] - now_row["contributed_micros"])
+    if then is None:  # the portfolio is younger than that: all of its PnL is since then
+        return total
+    return total - int(then["equity_micros"] - then["contributed_micros"])
+
+
+def health(conn: db.Conn, now: datetime, stale_after_s: float = 180.0) -> Health:
+    beats = {r["process"]: r for r in common.heartbeats(conn)}
+    listener = beats.get("listen")
+    backfill = conn.execute(
+        """SELECT started_at, status FROM job_run WHERE job = 'reconcile'
+           ORDER BY started_at DESC LIMIT 1"""
+    ).fetchone()
+    lag_rows = list(
+        conn.execute(
+            "SELECT lag_ms, fills FROM rollup_detect_daily WHERE day = %(d)s", {"d": now.date()}
+        )
+    )
+    lag = common.merge_histograms(lag_rows, "lag_ms")
+    failed = conn.execute(
+        "SELECT count(*) AS n FROM failed_item WHERE resolved_at IS NULL"
+    ).fetchone()
+    stale = sorted(
+        p for p, r in beats.items() if (now - r["beat_at"]).total_seconds() > stale_after_s
+    )
+    return Health(
+        listener_connected=None if listener is None else bool(listener["info"].get("connected")),
+        listener_beat_at=None if listener is None else listener["beat_at"],
+        last_backfill_at=None if backfill is None else backfill["started_at"],
+        last_backfill_status=None if backfill is None else backfill["status"],
+        lag_p50_ms=common.quantile(lag, 0.5),
+        lag_p95_ms=common.quantile(lag, 0.95),
+        lag_fills_today=sum(r["fills"] for r in lag_rows),
+        failed_items=failed["n"] if failed else 0,
+        stale_processes=stale,
+    )
+
+
+def top_markets(conn: db.Conn, limit: int = 8) -> list[Row]:
+    return list(
+        conn.execute(
+            """SELECT p.condition_id, m.question, o.outcome, p.share_micros, p.cost_micros,
+                      p.last_price_micros,
+                      (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000 AS value_micros
+               FROM portfolio_position p
+               LEFT JOIN market m ON m.condition_id = p.condition_id
+               LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
+               WHERE p.portfolio_scope = 'EXEC_GLOBAL' AND p.followed_user_id IS NULL
+                 AND p.share_micros <> 0
+               ORDER BY value_micros DESC LIMIT %(n)s""",
+            {"n": limit},
+        )
+    )
+
+
+def context(conn: db.Conn, now: datetime) -> OverviewContext:
+    bucket = common.latest_bucket(conn)
+    rows = common.snapshots_at(conn, bucket)
+    g = rows.get(("EXEC_GLOBAL", None))
+    labels = {r["id"]: r["label"] for r in conn.execute("SELECT id, label FROM followed_user")}
+    users = sorted(
+        (
+            {
+                "id": u,
+                "label": labels.get(u, str(u)),
+                "pnl": common.pnl(r),
+                "equity": r["equity_micros"],
+            }
+            for (scope, u), r in rows.items()
+            if scope == "EXEC_USER"
+        ),
+        key=lambda x: -(x["pnl"] or 0),
+    )
+    peak_row = conn.execute(
+        """SELECT max(equity_micros) AS peak FROM portfolio_snapshot
+           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL"""
+    ).fetchone()
+    peak = peak_row["peak"] if peak_row else None
+    outcomes = {
+        r["outcome"]: r["n"]
+        for r in conn.execute(
+            """SELECT outcome, count(*) AS n FROM rollup_resolution
+               WHERE portfolio_scope = 'EXEC_GLOBAL' GROUP BY outcome"""
+        )
+    }
+    cfg = common.config(conn).base
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return OverviewContext(
+        frame=common.frame(conn, now),
+        bucket=bucket,
+        equity=common.value(g, "equity_micros"),
+        cash=common.value(g, "cash_micros"),
+        exposure=common.value(g, "exposure_micros"),
+        contributed=common.value(g, "contributed_micros"),
+        pnl_total=common.pnl(g),
+        pnl_today=_pnl_since(conn, g, midnight),
+        pnl_7d=_pnl_since(conn, g, now - timedelta(days=7)),
+        drawdown=None if not (g and peak) else max(0.0, 1 - g["equity_micros"] / peak),
+        peak=peak,
+        wins=outcomes.get("WON", 0),
+        losses=outcomes.get("LOST", 0),
+        exposure_ratio=None if not g else common.ratio(g["exposure_micros"], g["equity_micros"]),
+        exposure_cap_bps=cfg.max_total_exposure_bps,
+        top_markets=top_markets(conn),
+        top_users=users[:8],
+        health=health(conn, now),
+        series=common.series(conn, "EXEC_GLOBAL", None, now),
+    )
+
+
+def equity_chart(ctx: OverviewContext) -> bytes:
+    times = [r["bucket"] for r in ctx.series]
+    return charts.lines(
+        "Global copy: equity (30 days; by the minute for the last 24 h)",
+        [
+            charts.Series("equity", times, [r["equity_micros"] / 1e6 for r in ctx.series]),
+            charts.Series(
+                "contributed",
+                times,
+                [r["contributed_micros"] / 1e6 for r in ctx.series],
+                color=charts.MUTED,
+                dashed=True,
+            ),
+        ],
+    )

@@ -1,0 +1,333 @@
+"""Followed users (users.html) and one page per user (users/<id>.html): shadow vs
+executable, tracking gap, attempt / fill / partial-fill rates, slippage and detect-lag
+distributions, skip reasons, positions, and the trade feed with copy outcomes.
+
+The "ideal copy" line is the shadow's PnL since copying began, scaled by the user's
+copy percentage: what an instant, uncapped, always-filled copy would have made. The
+tracking gap is the executable copy's PnL minus that."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import db, reasons
+from site_builder import charts
+from site_builder.pages import common
+
+Row = dict[str, Any]
+RATE_DAYS = 30
+FEED_ROWS = 100
+
+
+@dataclass(frozen=True)
+class Rates:
+    attempts: int = 0
+    executed: int = 0
+    partial: int = 0
+    target: int = 0
+    filled: int = 0
+    fees: int = 0
+
+    @property
+    def fill_rate(self) -> float | None:
+        return common.ratio(self.executed, self.attempts)
+
+    @property
+    def partial_rate(self) -> float | None:
+        return common.ratio(self.partial, self.executed)
+
+    @property
+    def notional_rate(self) -> float | None:
+        return common.ratio(self.filled, self.target)
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    user: Row
+    shadow: Row | None
+    exec: Row | None
+    ideal_pnl: int | None
+    gap: int | None
+    rates: Rates
+    top_reason: str | None
+    last_fill_at: datetime | None
+
+
+@dataclass(frozen=True)
+class UsersContext:
+    frame: common.Frame
+    users: list[UserSummary]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The exec equity and the ideal copy over time, and the gap between them."""
+
+    times: list[datetime]
+    exec_equity: list[float]
+    ideal_equity: list[float]
+    gap: list[float]
+
+
+@dataclass(frozen=True)
+class UserContext:
+    frame: common.Frame
+    summary: UserSummary
+    wallets: list[str]
+    copy_pct_bps: int
+    rates_by_scope: dict[str, Rates]
+    skip_reasons: list[tuple[str, int, str]]
+    slippage_their: list[tuple[str, int]]
+    slippage_mid: list[tuple[str, int]]
+    lag: dict[str, dict[str, int]]
+    positions: dict[str, list[Row]]
+    feed: list[Row]
+    activity: list[Row]
+    curve: Curve
+
+
+def _rates(rows: list[Row]) -> Rates:
+    return Rates(
+        attempts=sum(r["attempts"] for r in rows),
+        executed=sum(r["executed"] for r in rows),
+        partial=sum(r["partial"] for r in rows),
+        target=sum(r["target_notional_micros"] for r in rows),
+        filled=sum(r["filled_notional_micros"] for r in rows),
+        fees=sum(r["fees_micros"] for r in rows),
+    )
+
+
+def _rollups(conn: db.Conn, since: datetime, user: int | None = None) -> list[Row]:
+    return list(
+        conn.execute(
+            """SELECT * FROM rollup_attempt_daily WHERE day >= %(d)s
+               AND (%(u)s::bigint IS NULL OR followed_user_id = %(u)s)""",
+            {"d": since.date(), "u": user},
+        )
+    )
+
+
+def _curve(conn: db.Conn, user: int, pct_bps: int, now: datetime) -> Curve:
+    execs = common.series(conn, "EXEC_USER", user, now)
+    shadows = {r["bucket"]: r for r in common.series(conn, "SHADOW_USER", user, now)}
+    times, exec_eq, ideal, gap = [], [], [], []
+    base = None
+    for r in execs:
+        s = shadows.get(r["bucket"])
+        if s is None:
+            continue
+        shadow_pnl = s["equity_micros"] - s["contributed_micros"]
+        if base is None:
+            base = shadow_pnl
+        ideal_pnl = (shadow_pnl - base) * pct_bps / 10_000
+        exec_pnl = r["equity_micros"] - r["contributed_micros"]
+        times.append(r["bucket"])
+        exec_eq.append(r["equity_micros"] / 1e6)
+        ideal.append((r["contributed_micros"] + ideal_pnl) / 1e6)
+        gap.append((exec_pnl - ideal_pnl) / 1e6)
+    return Curve(times, exec_eq, ideal, gap)
+
+
+def _ideal_now(conn: db.Conn, user: int, shadow: Row | None, pct_bps: int) -> int | None:
+    """The ideal copy's PnL: the shadow's PnL since the exec portfolio's first snapshot."""
+    if shadow is None:
+        return None
+    first = conn.execute(
+        """SELECT s.equity_micros - s.contributed_micros AS pnl
+           FROM portfolio_snapshot e JOIN portfolio_snapshot s
+             ON s.portfolio_scope = 'SHADOW_USER' AND s.followed_user_id = e.followed_user_id
+            AND s.bucket = e.bucket
+           WHERE e.portfolio_scope = 'EXEC_USER' AND e.followed_user_id = %(u)s
+           ORDER BY e.bucket LIMIT 1""",
+        {"u": user},
+    ).fetchone()
+    if first is None:
+        return None
+    now_pnl = shadow["equity_micros"] - shadow["contributed_micros"]
+    return int((now_pnl - first["pnl"]) * pct_bps // 10_000)
+
+
+def summaries(conn: db.Conn, now: datetime, only: int | None = None) -> list[UserSummary]:
+    users = list(
+        conn.execute(
+            """SELECT u.*, (SELECT max(event_time) FROM trade_event t
+                            WHERE t.followed_user_id = u.id) AS last_fill_at
+               FROM followed_user u WHERE %(u)s::bigint IS NULL OR u.id = %(u)s
+               ORDER BY u.copy_mode = 'REMOVED', u.label, u.id""",
+            {"u": only},
+        )
+    )
+    snaps = common.snapshots_at(conn, common.latest_bucket(conn))
+    rollups = _rollups(conn, now - timedelta(days=RATE_DAYS), only)
+    configs = common.config(conn)
+    out = []
+    for u in users:
+        mine = [r for r in rollups if r["followed_user_id"] == u["id"]]
+        user_rows = [r for r in mine if r["portfolio_scope"] == "EXEC_USER"]
+        skipped: Counter[str] = Counter()
+        for r in user_rows:
+            skipped.update({k: int(v) for k, v in r["reasons"].items()})
+        shadow = snaps.get(("SHADOW_USER", u["id"]))
+        execr = snaps.get(("EXEC_USER", u["id"]))
+        ideal = _ideal_now(conn, u["id"], shadow, configs.for_user(u["id"]).copy_pct_bps)
+        exec_pnl = common.pnl(execr)
+        out.append(
+            UserSummary(
+                user=u,
+                shadow=shadow,
+                exec=execr,
+                ideal_pnl=ideal,
+                gap=None if ideal is None or exec_pnl is None else exec_pnl - ideal,
+                rates=_rates(user_rows),
+                top_reason=skipped.most_common(1)[0][0] if skipped else None,
+                last_fill_at=u["last_fill_at"],
+            )
+        )
+    return out
+
+
+def users_context(conn: db.Conn, now: datetime) -> UsersContext:
+    return UsersContext(frame=common.frame(conn, now), users=summaries(conn, now))
+
+
+_POSITIONS = """
+SELECT p.*, m.question, o.outcome, m.closed, m.resolved_at,
+       (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000 AS value_micros
+FROM portfolio_position p
+LEFT JOIN market m ON m.condition_id = p.condition_id
+LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
+WHERE p.portfolio_scope = %(scope)s AND p.followed_user_id = %(u)s AND p.share_micros <> 0
+ORDER BY value_micros DESC, p.asset_id
+"""
+_FEED = """
+SELECT t.id, t.source, t.event_time, t.detect_time, t.side, t.price_micros, t.share_micros,
+       t.usdc_notional_micros, t.asset_id, t.condition_id, t.group_state, t.reorg_state,
+       m.question, o.outcome,
+       au.decision AS user_decision, au.reason_codes AS user_reasons,
+       au.filled_ratio_micros AS user_filled, au.vwap_micros AS user_vwap,
+       ag.decision AS global_decision, ag.reason_codes AS global_reasons,
+       ag.filled_ratio_micros AS global_filled
+FROM trade_event t
+LEFT JOIN market m ON m.condition_id = t.condition_id
+LEFT JOIN outcome_asset o ON o.asset_id = t.asset_id
+LEFT JOIN copy_attempt au ON au.copy_group_id = t.copy_group_id AND t.copy_group_id IS NOT NULL
+     AND au.portfolio_scope = 'EXEC_USER'
+LEFT JOIN copy_attempt ag ON ag.copy_group_id = t.copy_group_id AND t.copy_group_id IS NOT NULL
+     AND ag.portfolio_scope = 'EXEC_GLOBAL'
+WHERE t.followed_user_id = %(u)s
+ORDER BY t.event_time DESC, t.id DESC LIMIT %(n)s
+"""
+_ACTIVITY = """
+SELECT a.*, m.question FROM activity_event a LEFT JOIN market m USING (condition_id)
+WHERE a.followed_user_id = %(u)s ORDER BY a.event_time DESC, a.id DESC LIMIT 20
+"""
+
+
+def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | None:
+    found = summaries(conn, now, only=user_id)
+    if not found:
+        return None
+    since = now - timedelta(days=RATE_DAYS)
+    rollups = _rollups(conn, since, user_id)
+    by_scope = {
+        scope: _rates([r for r in rollups if r["portfolio_scope"] == scope])
+        for scope in ("EXEC_USER", "EXEC_GLOBAL")
+    }
+    user_rows = [r for r in rollups if r["portfolio_scope"] == "EXEC_USER"]
+    skipped: Counter[str] = Counter()
+    for r in user_rows:
+        skipped.update({k: int(v) for k, v in r["reasons"].items()})
+    lag_rows = list(
+        conn.execute(
+            "SELECT * FROM rollup_detect_daily WHERE followed_user_id = %(u)s AND day >= %(d)s",
+            {"u": user_id, "d": since.date()},
+        )
+    )
+    pct = common.config(conn).for_user(user_id).copy_pct_bps
+    return UserContext(
+        frame=common.frame(conn, now),
+        summary=found[0],
+        wallets=[
+            r["wallet"]
+            for r in conn.execute(
+                "SELECT wallet FROM followed_user_proxy_wallet WHERE followed_user_id = %(u)s"
+                " ORDER BY id",
+                {"u": user_id},
+            )
+        ],
+        copy_pct_bps=pct,
+        rates_by_scope=by_scope,
+        skip_reasons=[(k, n, reasons.describe(k)) for k, n in skipped.most_common()],
+        slippage_their=common.ordered(
+            common.merge_histograms(user_rows, "slip_their_bps"), common.SLIP_EDGES
+        ),
+        slippage_mid=common.ordered(
+            common.merge_histograms(user_rows, "slip_mid_bps"), common.SLIP_EDGES
+        ),
+        lag={
+            source: common.merge_histograms(
+                [r for r in lag_rows if r["source"] == source], "lag_ms"
+            )
+            for source in sorted({r["source"] for r in lag_rows})
+        },
+        positions={
+            scope: list(conn.execute(_POSITIONS, {"scope": scope, "u": user_id}))
+            for scope in ("SHADOW_USER", "EXEC_USER")
+        },
+        feed=list(conn.execute(_FEED, {"u": user_id, "n": FEED_ROWS})),
+        activity=list(conn.execute(_ACTIVITY, {"u": user_id})),
+        curve=_curve(conn, user_id, pct, now),
+    )
+
+
+def equity_chart(ctx: UserContext) -> bytes:
+    c = ctx.curve
+    return charts.lines(
+        "Executable copy vs ideal copy (shadow PnL × copy %): equity",
+        [
+            charts.Series("executable", c.times, c.exec_equity),
+            charts.Series("ideal copy", c.times, c.ideal_equity, color=charts.SHADOW, dashed=True),
+        ],
+    )
+
+
+def gap_chart(ctx: UserContext) -> bytes:
+    c = ctx.curve
+    return charts.lines(
+        "Tracking gap: executable PnL − ideal copy PnL",
+        [charts.Series("", c.times, c.gap, color=charts.LOSS)],
+        zero=True,
+        fill_below=True,
+        size=charts.HALF,
+    )
+
+
+def slippage_chart(ctx: UserContext) -> bytes:
+    zero = common.SLIP_EDGES.index(0) + 1
+    return charts.histogram(
+        "Slippage vs their price (bps, > 0 = worse for us)",
+        ctx.slippage_their,
+        highlight_from=zero,
+    )
+
+
+def lag_chart(ctx: UserContext) -> bytes:
+    merged: dict[str, int] = {}
+    for hist in ctx.lag.values():
+        for k, v in hist.items():
+            merged[k] = merged.get(k, 0) + v
+    return charts.histogram(
+        "Detect lag: leader's fill → seen by us",
+        common.ordered(merged, common.LAG_EDGES, common.duration),
+    )
+
+
+def reasons_chart(ctx: UserContext) -> bytes:
+    return charts.bars(
+        "Skip reasons (own-copy attempts, 30 days)",
+        [(code, n) for code, n, _ in ctx.skip_reasons[:10]],
+        color=charts.SHADOW,
+    )

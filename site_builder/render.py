@@ -1,0 +1,152 @@
+"""Jinja2 with autoescape and StrictUndefined (a missing context field is an error, not
+an empty cell), and the filters that turn integer micros into what a person reads."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from site_builder.pages import common
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MICROS = 1_000_000
+
+
+def usd(micros: int | None, signed: bool = False) -> str:
+    """12_500_000 → "$12.50"; negative → "−$12.50"; signed adds "+" to gains."""
+    if micros is None:
+        return "–"
+    micros = int(micros)  # sums arrive as Decimal
+    sign = "−" if micros < 0 else ("+" if signed and micros > 0 else "")
+    cents = (abs(micros) + 5_000) // 10_000
+    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
+
+
+def usd_short(micros: int | None) -> str:
+    """Large amounts compactly: $12.3k, $1.25M."""
+    if micros is None:
+        return "–"
+    value = micros / MICROS
+    sign = "−" if value < 0 else ""
+    value = abs(value)
+    if value >= 1_000_000:
+        return f"{sign}${value / 1_000_000:.2f}M"
+    if value >= 10_000:
+        return f"{sign}${value / 1_000:.1f}k"
+    return f"{sign}${value:,.2f}"
+
+
+def price(micros: int | None) -> str:
+    """470_000 → "0.470" (prices are probabilities; three decimals show a tick)."""
+    return "–" if micros is None else f"{micros / MICROS:.3f}"
+
+
+def shares(micros: int | None) -> str:
+    return "–" if micros is None else f"{micros / MICROS:,.2f}"
+
+
+def pct(value: float | None, digits: int = 1, signed: bool = False) -> str:
+    """0.1234 → "12.3%"."""
+    if value is None:
+        return "–"
+    sign = "+" if signed and value > 0 else ""
+    return f"{sign}{value * 100:.{digits}f}%".replace("-", "−")
+
+
+def plain(value: float | int) -> str:
+    """A number for a form field: no exponent, no trailing zeros (0.015, 10000)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def bps(value: int | None) -> str:
+    """Basis points as a percentage: 250 → "2.50%"."""
+    return "–" if value is None else f"{value / 100:.2f}%"
+
+
+def when(value: datetime | None) -> str:
+    """UTC, to the second; the page's script adds "N s ago" beside it."""
+    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat()
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == float("inf"):
+        return "> 5 min"  # beyond the last histogram edge
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def lag_bound(value: float | None) -> str:
+    """A histogram quantile as the bound it is: "≤ 2.00 s", or "> 5 min" past the edges."""
+    if value is None:
+        return "–"
+    return ms(value) if value == float("inf") else f"≤ {ms(value)}"
+
+
+def short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "–"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def wallet(text: str | None) -> str:
+    return "–" if not text else f"{text[:6]}…{text[-4:]}"
+
+
+def sign_class(value: float | int | None) -> str:
+    """CSS class for a gain or loss."""
+    if value is None or value == 0:
+        return ""
+    return "pos" if value > 0 else "neg"
+
+
+def to_json(value: Any) -> str:
+    """JSON for a <script type="application/json"> block (safe inside HTML)."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters.update(
+        p50=lambda h: common.quantile(h, 0.5),
+        p95=lambda h: common.quantile(h, 0.95),
+        usd=usd,
+        usd_short=usd_short,
+        price=price,
+        shares=shares,
+        pct=pct,
+        bps=bps,
+        plain=plain,
+        when=when,
+        iso=iso,
+        ms=ms,
+        lag_bound=lag_bound,
+        short=short,
+        wallet=wallet,
+        sign_class=sign_class,
+        to_json=to_json,
+    )
+    return env
+
+
+def page(template: str, **context: Any) -> str:
+    """Renders one page template."""
+    return environment().get_template(template).render(**context)

@@ -1,0 +1,185 @@
+// Oculus dashboard: relative times, self-refresh, table filters kept in the URL, and the
+// forms and buttons that post JSON to the write API. No external code; CSP allows only
+// this file.
+"use strict";
+
+function ago(seconds) {
+  if (seconds < 0) return "just now";
+  if (seconds < 90) return Math.round(seconds) + " s ago";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
+  if (seconds < 172800) return Math.round(seconds / 3600) + " h ago";
+  return Math.round(seconds / 86400) + " d ago";
+}
+
+function updateTimes() {
+  const now = Date.now();
+  for (const t of document.querySelectorAll("time[datetime]")) {
+    const at = Date.parse(t.getAttribute("datetime"));
+    if (Number.isNaN(at)) continue;
+    if (!t.dataset.absolute) t.dataset.absolute = t.textContent;
+    t.title = t.dataset.absolute + " UTC";
+    t.textContent = t.classList.contains("ago") ? ago((now - at) / 1000) : t.dataset.absolute;
+  }
+}
+
+let busy = 0;
+function scheduleRefresh() {
+  const seconds = Number(document.body.dataset.refresh || 0);
+  if (!seconds) return;
+  setInterval(() => {
+    const editing = document.activeElement && document.activeElement.matches("input, textarea");
+    if (!busy && !editing && !document.hidden) location.reload();
+  }, seconds * 1000);
+}
+
+// Filters: form.filters[data-filter] names the rows; each select filters on the row's
+// data attribute of the same name (rows without that attribute ignore it).
+function readHash() {
+  return new URLSearchParams(location.hash.replace(/^#/, ""));
+}
+
+function applyFilters(form) {
+  const wanted = {};
+  for (const el of form.elements) if (el.name && el.value) wanted[el.name] = el.value;
+  let shown = 0, total = 0;
+  for (const row of document.querySelectorAll(form.dataset.filter)) {
+    if (row.classList.contains("none")) continue;
+    total++;
+    let ok = true;
+    for (const [key, value] of Object.entries(wanted)) {
+      const have = row.dataset[key];
+      if (have === undefined) continue;
+      if (key === "reason" ? !have.split(" ").includes(value) : have !== value) ok = false;
+    }
+    row.hidden = !ok;
+    if (ok) shown++;
+  }
+  const count = form.querySelector("[data-count]");
+  if (count) count.textContent = shown + " of " + total + " rows shown";
+  const hash = new URLSearchParams(wanted).toString();
+  history.replaceState(null, "", hash ? "#" + hash : location.pathname);
+}
+
+function setupFilters() {
+  for (const form of document.querySelectorAll("form.filters[data-filter]")) {
+    const state = readHash();
+    for (const el of form.elements) if (el.name && state.has(el.name)) el.value = state.get(el.name);
+    form.addEventListener("change", () => applyFilters(form));
+    form.addEventListener("reset", () => setTimeout(() => applyFilters(form)));
+    form.addEventListener("submit", (e) => e.preventDefault());
+    applyFilters(form);
+  }
+}
+
+// The write API.
+async function post(url, body) {
+  busy++;
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await response.json(); } catch (e) { data = {}; }
+    if (!response.ok) {
+      let message = data.detail || response.statusText;
+      if (data.errors) message += ": " + data.errors.map((e) => (e.field ? e.field + ": " : "") + e.problem).join("; ");
+      if (response.status === 401) message = "not logged in (reload the page to log in)";
+      throw new Error(message);
+    }
+    return data;
+  } finally {
+    busy--;
+  }
+}
+
+function show(output, ok, text) {
+  if (!output) { if (!ok) alert(text); return; }
+  output.className = ok ? "ok" : "error";
+  output.textContent = text;
+}
+
+const SCALE = { usd: 1e6, price: 1e6, bps: 100, ratio: 1e4 };
+
+function readField(el) {
+  const unit = el.dataset.unit;
+  const raw = el.value.trim();
+  if (unit === "bool") return raw === "" ? undefined : raw === "true";
+  if (unit === "text") return raw === "" ? undefined : raw;
+  if (unit === "list") return raw.split(/[\s,]+/).filter(Boolean);
+  if (raw === "") return undefined;
+  if (raw.toLowerCase() === "inherit") return null;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new Error(el.name + ": not a number: " + raw);
+  if (unit in SCALE) return Math.round(n * SCALE[unit]);
+  if (!Number.isInteger(n)) throw new Error(el.name + ": whole numbers only");
+  return n;
+}
+
+async function waitForPage(url, output) {
+  for (let i = 0; i < 120; i++) {
+    const r = await fetch(url, { method: "HEAD", credentials: "same-origin", cache: "no-store" });
+    if (r.ok) { location.href = url; return; }
+    show(output, true, "queued; the result page appears at " + url + " … (" + i + " s)");
+    await new Promise((done) => setTimeout(done, 1000));
+  }
+  show(output, false, "no result page after 2 minutes: is the config_test job running? (status page)");
+}
+
+function setupForms() {
+  for (const form of document.querySelectorAll("form[data-api-form]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const output = form.querySelector("output");
+      const target = (event.submitter && event.submitter.dataset.submitTo) || form.dataset.apiForm;
+      if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+      let url = form.dataset.apiForm;
+      const body = JSON.parse(form.dataset.fixed || "{}");
+      let hours;
+      try {
+        for (const el of form.querySelectorAll("[data-unit]")) {
+          if (el.dataset.unit === "path") { url = url.replace("{" + el.name + "}", encodeURIComponent(el.value)); continue; }
+          if (el.dataset.unit === "hours") { hours = Number(el.value); continue; }
+          if ("onlyChanged" in form.dataset && el.value.trim() === (el.dataset.initial || "")) continue;
+          const value = readField(el);
+          if (value !== undefined) body[el.name] = value;
+        }
+      } catch (e) { show(output, false, e.message); return; }
+      try {
+        if (target !== form.dataset.apiForm) {
+          const result = await post(target, { global: body, users: {}, hours: hours || 24 });
+          await waitForPage(result.page, output);
+          return;
+        }
+        if ("onlyChanged" in form.dataset && !Object.keys(body).length) { show(output, false, "nothing changed"); return; }
+        await post(url, body);
+        show(output, true, "saved; the pages show it within a few seconds");
+        setTimeout(() => location.reload(), 3500);
+      } catch (e) { show(output, false, e.message); }
+    });
+  }
+  for (const button of document.querySelectorAll("button[data-api]")) {
+    button.addEventListener("click", async () => {
+      if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
+      button.disabled = true;
+      try {
+        await post(button.dataset.api, JSON.parse(button.dataset.body || "{}"));
+        button.textContent = "done ✓";
+        setTimeout(() => location.reload(), 3500);
+      } catch (e) {
+        button.disabled = false;
+        alert(e.message);
+      }
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  updateTimes();
+  setInterval(updateTimes, 1000);
+  setupFilters();
+  setupForms();
+  scheduleRefresh();
+});

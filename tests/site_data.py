@@ -1,0 +1,357 @@
+"""A small fixed dataset covering every page: three followed users (one with markup in
+its label), two markets (one blacklisted), fills, groups, attempts of both decisions,
+three days of snapshots, positions, rollups, heartbeats, job runs, failures, quarantine,
+an audit row and a finished config test. Times hang off NOW, so pages built with a clock
+fixed at NOW are byte-for-byte stable (the golden tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from common import db
+
+NOW = datetime(2026, 11, 20, 12, 0, 30, tzinfo=UTC)
+M1 = "0x" + "a1" * 32
+M2 = "0x" + "b2" * 32
+ASSETS = {M1: ("1001", "1002"), M2: ("2001", "2002")}
+USERS = (
+    ("alpha", "0x" + "11" * 20),
+    ("Ann <b>&amp;</b> co", "0x" + "22" * 20),
+    ("gamma", "0x" + "33" * 20),
+)
+
+
+def _one(conn: db.Conn, query: str, params: dict[str, Any]) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row["id"]
+
+
+def _markets(conn: db.Conn) -> None:
+    for cid, question, blacklisted in (
+        (M1, "Will ETH trade above $5,000 by Friday?", False),
+        (M2, "Will the <Senate> pass the bill?", True),
+    ):
+        conn.execute(
+            """INSERT INTO market (condition_id, question, slug, end_time, active, tick_size_micros,
+                   fees_enabled, fee_rate_micros, blacklisted, metadata_fetched_at)
+               VALUES (%(c)s, %(q)s, %(s)s, %(e)s, true, 10000, %(f)s, 20000, %(b)s, %(t)s)""",
+            {
+                "c": cid,
+                "q": question,
+                "s": question.lower().replace(" ", "-")[:30],
+                "e": NOW + timedelta(days=3),
+                "f": cid == M2,
+                "b": blacklisted,
+                "t": NOW - timedelta(minutes=5),
+            },
+        )
+        for i, asset in enumerate(ASSETS[cid]):
+            conn.execute(
+                "INSERT INTO outcome_asset (asset_id, condition_id, outcome, outcome_index)"
+                " VALUES (%(a)s, %(c)s, %(o)s, %(i)s)",
+                {"a": asset, "c": cid, "o": ("Yes", "No")[i], "i": i},
+            )
+
+
+def _users(conn: db.Conn) -> list[int]:
+    ids = []
+    for label, wallet in USERS:
+        uid = _one(
+            conn,
+            """INSERT INTO followed_user (label, profile_wallet, followed_at, seeded_at,
+                   created_at, updated_at)
+               VALUES (%(l)s, %(w)s, %(t)s, %(t)s, %(t)s, %(t)s) RETURNING id""",
+            {"l": label, "w": wallet, "t": NOW - timedelta(days=3)},
+        )
+        conn.execute(
+            "INSERT INTO followed_user_proxy_wallet (followed_user_id, wallet, created_at)"
+            " VALUES (%(u)s, %(w)s, %(t)s)",
+            {"u": uid, "w": wallet, "t": NOW - timedelta(days=3)},
+        )
+        ids.append(uid)
+    conn.execute("UPDATE followed_user SET copy_mode = 'BUY_ONLY' WHERE id = %(u)s", {"u": ids[2]})
+    return ids
+
+
+def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> int:
+    """One fill of `user`, its group and both copy attempts; returns the trade id."""
+    cid = M1 if n % 2 else M2
+    asset = ASSETS[cid][n % 2]
+    at = NOW - timedelta(minutes=40 - n)
+    side = "BUY" if n % 3 else "SELL"
+    price = 400_000 + 10_000 * n
+    group = _one(
+        conn,
+        """INSERT INTO copy_group (group_key, followed_user_id, action, condition_id, asset_id,
+               window_start, window_end, first_detect_time, close_time, decide_at, state,
+               event_count, their_share_micros, their_notional_micros, their_price_micros,
+               closed_at, done_at, created_at)
+           VALUES (%(k)s, %(u)s, %(s)s, %(c)s, %(a)s, %(t)s, %(t2)s, %(d)s, %(t2)s, %(t3)s,
+               'DONE', 1, 50000000, %(n)s, %(p)s, %(t2)s, %(t3)s, %(t)s) RETURNING id""",
+        {
+            "k": f"g:{user}:{n}",
+            "u": user,
+            "s": side,
+            "c": cid,
+            "a": asset,
+            "t": at,
+            "t2": at + timedelta(seconds=2),
+            "t3": at + timedelta(seconds=3),
+            "d": at + timedelta(seconds=1),
+            "n": 50 * price,
+            "p": price,
+        },
+    )
+    trade = _one(
+        conn,
+        """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, condition_id,
+               asset_id, side, role, price_micros, share_micros, usdc_notional_micros,
+               event_time, detect_time, copy_group_id, group_state, shadow_state,
+               shadow_applied_at)
+           VALUES ('CHAIN', %(sid)s, %(u)s, %(w)s, %(c)s, %(a)s, %(s)s, 'TAKER', %(p)s,
+               50000000, %(n)s, %(t)s, %(d)s, %(g)s, 'GROUPED', 'APPLIED', %(d)s)
+           RETURNING id""",
+        {
+            "sid": f"0x{n:064x}:{user}",
+            "u": user,
+            "w": USERS[(user - 1) % 3][1],
+            "c": cid,
+            "a": asset,
+            "s": side,
+            "p": price,
+            "n": 50 * price,
+            "t": at,
+            "d": at + timedelta(milliseconds=900 + 300 * n),
+            "g": group,
+        },
+    )
+    for scope in ("EXEC_USER", "EXEC_GLOBAL"):
+        executed = decision == "EXECUTE"
+        conn.execute(
+            """INSERT INTO copy_attempt (portfolio_scope, followed_user_id, group_key, action,
+                   condition_id, asset_id, their_notional_micros, their_price_micros,
+                   target_notional_micros, target_share_micros, decision, reason_codes,
+                   best_bid_micros, best_ask_micros, mid_micros, vwap_micros,
+                   filled_share_micros, filled_notional_micros, filled_ratio_micros,
+                   group_close_time, decision_time, copy_group_id, depth_in_band_micros,
+                   created_at)
+               VALUES (%(scope)s, %(u)s, %(k)s, %(s)s, %(c)s, %(a)s, %(n)s, %(p)s, 5000000,
+                   12000000, %(dec)s, %(r)s, %(bid)s, %(ask)s, %(mid)s, %(vwap)s, %(fs)s,
+                   %(fn)s, %(fr)s, %(t2)s, %(t3)s, %(g)s, 40000000, %(t3)s)""",
+            {
+                "scope": scope,
+                "u": user,
+                "k": f"g:{user}:{n}",
+                "s": side,
+                "c": cid,
+                "a": asset,
+                "n": 50 * price,
+                "p": price,
+                "dec": decision,
+                "r": [] if executed else ["SPREAD_TOO_WIDE", "PRICE_WORSE_THAN_THEIRS"],
+                "bid": price - 10_000,
+                "ask": price + 10_000,
+                "mid": price,
+                "vwap": price + 5_000 if executed else None,
+                "fs": 12_000_000 if executed else 0,
+                "fn": 5_000_000 if executed else 0,
+                "fr": (600_000 if n == 3 else 1_000_000) if executed else 0,
+                "t2": at + timedelta(seconds=2),
+                "t3": at + timedelta(seconds=3),
+                "g": group,
+            },
+        )
+    return int(trade)
+
+
+def _snapshots(conn: db.Conn, users: list[int]) -> None:
+    buckets = [NOW.replace(second=0) - timedelta(hours=h) for h in range(72, 0, -1)]
+    buckets += [NOW.replace(second=0) - timedelta(minutes=m) for m in range(59, -1, -1)]
+    portfolios: list[tuple[str, int | None, int, int]] = [("EXEC_GLOBAL", None, 10_000, 7)]
+    for i, u in enumerate(users):
+        portfolios += [("SHADOW_USER", u, 50_000, 13 + i), ("EXEC_USER", u, 10_000, 3 + i)]
+    rows = []
+    for scope, user, base, wiggle in portfolios:
+        for k, b in enumerate(buckets):
+            equity = (base + ((k * wiggle) % 97) - 40 + k // 4) * 1_000_000
+            rows.append(
+                {
+                    "s": scope,
+                    "u": user,
+                    "b": b,
+                    "e": equity,
+                    "c": equity // 2,
+                    "x": equity // 10,
+                    "un": (k % 11) * 100_000,
+                    "r": (k % 7) * 50_000,
+                    "o": 2,
+                    "cb": base * 1_000_000,
+                }
+            )
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO portfolio_snapshot (portfolio_scope, followed_user_id, bucket,
+                   equity_micros, cash_micros, exposure_micros, unrealized_pnl_micros,
+                   realized_pnl_micros, open_positions, contributed_micros, as_of)
+               VALUES (%(s)s, %(u)s, %(b)s, %(e)s, %(c)s, %(x)s, %(un)s, %(r)s, %(o)s, %(cb)s,
+                   %(b)s)""",
+            rows,
+        )
+    conn.execute(
+        """INSERT INTO system_checkpoint (name, cursor_int, updated_at)
+           VALUES ('snapshot.ledger', 0, %(t)s)""",
+        {"t": NOW - timedelta(seconds=20)},
+    )
+
+
+def _positions_and_rollups(conn: db.Conn, users: list[int]) -> None:
+    day = NOW.date()
+    for scope, user in [("EXEC_GLOBAL", None)] + [
+        (s, u) for u in users for s in ("SHADOW_USER", "EXEC_USER")
+    ]:
+        for cid, asset, shares, cost, mark in (
+            (M1, "1001", 120_000_000, 54_000_000, 470_000),
+            (M2, "2002", 30_000_000, 18_000_000, 550_000),
+        ):
+            conn.execute(
+                """INSERT INTO portfolio_position (portfolio_scope, followed_user_id, asset_id,
+                       condition_id, share_micros, cost_micros, last_price_micros)
+                   VALUES (%(s)s, %(u)s, %(a)s, %(c)s, %(sh)s, %(co)s, %(m)s)""",
+                {"s": scope, "u": user, "a": asset, "c": cid, "sh": shares, "co": cost, "m": mark},
+            )
+    for i, u in enumerate(users):
+        for scope in ("EXEC_USER", "EXEC_GLOBAL"):
+            conn.execute(
+                """INSERT INTO rollup_attempt_daily (portfolio_scope, followed_user_id, day,
+                       attempts, executed, partial, target_notional_micros,
+                       filled_notional_micros, fees_micros, reasons, slip_their_bps,
+                       slip_mid_bps)
+                   VALUES (%(s)s, %(u)s, %(d)s, 10, 6, 1, 50000000, 28000000, 120000, %(r)s,
+                       %(h)s, %(h)s)""",
+                {
+                    "s": scope,
+                    "u": u,
+                    "d": day,
+                    "r": Jsonb({"SPREAD_TOO_WIDE": 3 + i, "PRICE_WORSE_THAN_THEIRS": 1}),
+                    "h": Jsonb({"-5": 1, "0": 2, "5": 2, "20": 1}),
+                },
+            )
+        for source, lag in (("CHAIN", {"1000": 5, "2000": 2}), ("DATA_API", {"10000": 4})):
+            conn.execute(
+                """INSERT INTO rollup_detect_daily (followed_user_id, source, day, fills, lag_ms)
+                   VALUES (%(u)s, %(s)s, %(d)s, %(n)s, %(l)s)""",
+                {"u": u, "s": source, "d": day, "n": sum(lag.values()), "l": Jsonb(lag)},
+            )
+        conn.execute(
+            """INSERT INTO rollup_global_exposure (followed_user_id, asset_id, condition_id,
+                   share_micros) VALUES (%(u)s, '1001', %(c)s, %(s)s)""",
+            {"u": u, "c": M1, "s": (40 - 10 * i) * 1_000_000},
+        )
+    for cid in (M1, M2):
+        conn.execute(
+            """INSERT INTO rollup_market_daily (condition_id, day, decisions, executed,
+                   spread_sum_micros, spread_n, depth_sum_micros, depth_n, slip_their_bps)
+               VALUES (%(c)s, %(d)s, 8, 5, 160000, 8, 320000000, 8, %(h)s)""",
+            {"c": cid, "d": day, "h": Jsonb({"0": 3, "10": 2})},
+        )
+    for k, outcome in enumerate(("WON", "WON", "LOST")):
+        conn.execute(
+            """INSERT INTO rollup_resolution (portfolio_scope, asset_id, condition_id, ref_id,
+                   outcome, share_micros, payout_micros, resolved_at)
+               VALUES ('EXEC_GLOBAL', '1002', %(c)s, %(r)s, %(o)s, 1000000, 1000000, %(t)s)""",
+            {"c": M1, "r": f"res:{k}", "o": outcome, "t": NOW},
+        )
+
+
+def _operations(conn: db.Conn) -> None:
+    conn.execute(
+        """INSERT INTO process_heartbeat (process, pid, host, started_at, beat_at, info)
+           VALUES ('listen', 101, 'box', %(s)s, %(b)s, %(i)s),
+                  ('poll', 102, 'box', %(s)s, %(old)s, %(u)s)""",
+        {
+            "s": NOW - timedelta(hours=2),
+            "b": NOW - timedelta(seconds=2),
+            "old": NOW - timedelta(minutes=10),
+            "i": Jsonb({"connected": True, "logs": 12}),
+            "u": Jsonb({"items": 0, "upstreams": {"data_api": {"requests": 200, "http_429": 3}}}),
+        },
+    )
+    for job, status, minutes in (("reconcile", "OK", 1), ("poll", "FAILED", 2), ("poll", "OK", 3)):
+        conn.execute(
+            """INSERT INTO job_run (job, started_at, finished_at, status, items, error)
+               VALUES (%(j)s, %(s)s, %(f)s, %(st)s, 3, %(e)s)""",
+            {
+                "j": job,
+                "s": NOW - timedelta(minutes=minutes),
+                "f": NOW - timedelta(minutes=minutes) + timedelta(milliseconds=420),
+                "st": status,
+                "e": "UpstreamError: 503 from data_api" if status == "FAILED" else None,
+            },
+        )
+    conn.execute(
+        """INSERT INTO failed_item (stage, item_key, error, first_failed_at, last_failed_at)
+           VALUES ('seed', 'user:3', 'UpstreamError: 500', %(t)s, %(t)s)""",
+        {"t": NOW - timedelta(minutes=7)},
+    )
+    conn.execute(
+        """INSERT INTO quarantine (source, reason, payload, payload_sha256, first_seen_at,
+               last_seen_at) VALUES ('data_api.trades', 'price: not a number',
+               '{"price": "<NaN>"}', 'abc', %(t)s, %(t)s)""",
+        {"t": NOW - timedelta(minutes=9)},
+    )
+    conn.execute(
+        """INSERT INTO audit_log (at, actor, action, target_type, target_id, before, after)
+           VALUES (%(t)s, 'admin', 'control.pause', 'system_control', '1', %(b)s, %(a)s)""",
+        {
+            "t": NOW - timedelta(hours=1),
+            "b": Jsonb({"paused": False}),
+            "a": Jsonb({"paused": True}),
+        },
+    )
+    report = {
+        "start": (NOW - timedelta(hours=24)).isoformat(),
+        "end": NOW.isoformat(),
+        "groups": 12,
+        "groups_with_book": 10,
+        "scopes": {
+            scope: {
+                "current": {"executed": 6, "skipped": 6, "by_reason": {"SPREAD_TOO_WIDE": 6}},
+                "proposed": {"executed": 9, "skipped": 3, "by_reason": {"SPREAD_TOO_WIDE": 3}},
+                "recorded": {"executed": 6, "skipped": 6, "by_reason": {"SPREAD_TOO_WIDE": 6}},
+                "pnl_difference_micros": -1_250_000,
+            }
+            for scope in ("EXEC_USER", "EXEC_GLOBAL")
+        },
+    }
+    conn.execute(
+        """INSERT INTO config_test (requested_at, requested_by, proposal, hours, state,
+               started_at, finished_at, report)
+           VALUES (%(t)s, 'admin', %(p)s, 24, 'DONE', %(t)s, %(t)s, %(r)s)""",
+        {
+            "t": NOW - timedelta(minutes=30),
+            "p": Jsonb({"global": {"max_spread_micros": 30000}}),
+            "r": Jsonb(report),
+        },
+    )
+    conn.execute(
+        """INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,
+               observed_at) VALUES ('1001', %(b)s, 470000, 'MIDPOINT', %(b)s)""",
+        {"b": NOW.replace(second=0)},
+    )
+
+
+def load(conn: db.Conn) -> list[int]:
+    """Fills an empty migrated database; returns the user ids."""
+    with conn.transaction():
+        _markets(conn)
+        users = _users(conn)
+        for n in range(1, 7):
+            add_fill(conn, users[n % 3], n, decision="SKIP" if n % 4 == 0 else "EXECUTE")
+        _snapshots(conn, users)
+        _positions_and_rollups(conn, users)
+        _operations(conn)
+    return users

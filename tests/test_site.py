@@ -1,0 +1,200 @@
+"""The site builder against a real Postgres: golden pages from a fixed dataset, charts
+that are real PNGs, escaping, incremental rounds, atomic writes, and a failing page
+that leaves the rest of the site (and its own previous file) alone."""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from common import db
+from site_builder import build, publish
+from tests import site_data
+
+GOLDEN = Path(__file__).parent / "golden" / "site"
+UPDATE = os.environ.get("OCULUS_UPDATE_GOLDEN") == "1"
+# Pages whose content depends on the server (database and table sizes) are checked by
+# content, not byte for byte.
+NOT_GOLDEN = {"status.html"}
+
+
+@pytest.fixture
+def loaded(conn: db.Conn) -> db.Conn:
+    site_data.load(conn)
+    return conn
+
+
+def _builder(root: Path) -> build.Builder:
+    return build.Builder(root, clock=lambda: site_data.NOW)
+
+
+def _pages(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text()
+        for p in sorted(root.rglob("*.html"))
+        if str(p.relative_to(root)) not in NOT_GOLDEN
+    }
+
+
+def test_every_page_matches_its_golden_file(loaded: db.Conn, tmp_path: Path) -> None:
+    done = _builder(tmp_path).build_all(loaded)
+    assert not done.failed
+    pages = _pages(tmp_path)
+    assert {"index.html", "users.html", "users/1.html", "portfolio.html", "trades.html"} <= set(
+        pages
+    )
+    assert {"markets.html", "config.html", "config-test/1.html", "login.html"} <= set(pages)
+    assert f"markets/{site_data.M1}.html" in pages
+    if UPDATE:
+        for name, text in pages.items():
+            (GOLDEN / name).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / name).write_text(text)
+    golden = {str(p.relative_to(GOLDEN)): p.read_text() for p in sorted(GOLDEN.rglob("*.html"))}
+    assert set(pages) == set(golden), "pages added or removed: rerun with OCULUS_UPDATE_GOLDEN=1"
+    for name, text in pages.items():
+        assert text == golden[name], f"{name} differs from tests/golden/site/{name}"
+
+
+def test_pages_show_the_numbers_and_escape_markup(loaded: db.Conn, tmp_path: Path) -> None:
+    _builder(tmp_path).build_all(loaded)
+    users = (tmp_path / "users.html").read_text()
+    assert "Ann &lt;b&gt;&amp;amp;&lt;/b&gt; co" in users
+    assert "<b>&amp;</b>" not in users
+    market = (tmp_path / f"markets/{site_data.M2}.html").read_text()
+    assert "Will the &lt;Senate&gt; pass the bill?" in market
+    overview = (tmp_path / "index.html").read_text()
+    assert "2 won / 1 lost" in overview
+    assert 'data-refresh="10"' in overview
+    trades = (tmp_path / "trades.html").read_text()
+    assert 'data-refresh="5"' in trades
+    assert trades.count('data-decision="SKIP"') == 2  # one skipped fill, two portfolios
+    assert 'data-reason="SPREAD_TOO_WIDE PRICE_WORSE_THAN_THEIRS"' in trades
+    assert "PARTIAL 60%" in trades
+    status = (tmp_path / "status.html").read_text()
+    assert 'data-refresh="10"' in status
+    assert "UpstreamError: 503 from data_api" in status
+    assert "price: not a number" in status
+    assert re.search(
+        r"<td>poll</td><td><time[^>]*>[^<]*</time> <span class=\"tag skip\">stale", status
+    )
+    config = (tmp_path / "config.html").read_text()
+    assert 'data-api-form="/api/config/global"' in config
+    assert 'name="max_spread_micros" data-unit="price" inputmode="decimal" value="0.02"' in config
+    assert (tmp_path / "config-test/1.html").read_text().count("−$1.25") == 2
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_charts_are_png_files_the_pages_link(loaded: db.Conn, tmp_path: Path) -> None:
+    _builder(tmp_path).build_all(loaded)
+    html = "".join(p.read_text() for p in tmp_path.rglob("*.html"))
+    links = set(re.findall(r'src="/(charts/[^"?]+\.png)\?v=[0-9a-f]+"', html))
+    charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("*.png")}
+    assert links == charts
+    assert len(charts) >= 5 + 5 * 3  # overview + portfolio + markets, five per user
+    for name in charts:
+        data = (tmp_path / name).read_bytes()
+        width, height = _png_size(data)
+        assert width >= 500 and height >= 250, name
+        assert len(data) > 5_000, f"{name} looks empty"
+
+
+def test_a_round_with_no_change_rebuilds_only_the_status_page(
+    loaded: db.Conn, tmp_path: Path
+) -> None:
+    builder = _builder(tmp_path)
+    builder.build_all(loaded)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    done = builder.round(loaded)
+    assert done.built == ["status"]
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    changed = {p.name for p in after if after[p] != before.get(p)}
+    assert changed <= {"status.html"}
+
+
+def test_a_new_fill_rebuilds_the_feeds_its_user_and_market(loaded: db.Conn, tmp_path: Path) -> None:
+    builder = _builder(tmp_path)
+    builder.build_all(loaded)
+    users = [r["id"] for r in loaded.execute("SELECT id FROM followed_user ORDER BY id")]
+    trade = site_data.add_fill(loaded, users[0], 9)
+    done = builder.round(loaded, budget_s=float("inf"))
+    assert set(done.built) == {
+        "status",
+        "overview",
+        "trades",
+        "markets",
+        f"user:{users[0]}",
+        f"market:{site_data.M1}",
+    }
+    assert f"0x{9:064x}" not in (tmp_path / "trades.html").read_text()  # ids are not shown
+    feed = (tmp_path / f"users/{users[0]}.html").read_text()
+    assert feed.count("<tr") > 0 and trade > 0
+    assert "data-user" in (tmp_path / "trades.html").read_text()
+
+
+def test_the_budget_leaves_work_for_the_next_round(loaded: db.Conn, tmp_path: Path) -> None:
+    builder = _builder(tmp_path)
+    first = builder.round(loaded, budget_s=0.0)  # the first round wants every page
+    assert first.built == ["status"] and first.left > 10
+    rounds = 1
+    while builder.pending:
+        builder.round(loaded, budget_s=0.0)
+        rounds += 1
+        assert rounds < 100
+    assert (tmp_path / "users.html").exists() and (tmp_path / "index.html").exists()
+
+
+def test_a_failing_page_keeps_its_old_file_and_the_rest_builds(
+    loaded: db.Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builder = _builder(tmp_path)
+    builder.build_all(loaded)
+    old = (tmp_path / "portfolio.html").read_text()
+    real = build.build_page
+
+    def broken(conn: db.Conn, site: build.Site, key: str, *args: object) -> bool:
+        if key == "portfolio":
+            raise RuntimeError("chart exploded")
+        return real(conn, site, key, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build, "build_page", broken)
+    builder.pending |= builder._expand(loaded, {"*"}, site_data.NOW)
+    done = builder.round(loaded, budget_s=float("inf"))
+    assert done.failed == {"portfolio": "RuntimeError: chart exploded"}
+    assert "overview" in done.built and "users" in done.built
+    assert (tmp_path / "portfolio.html").read_text() == old
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_publisher_writes_atomically_and_only_changes(tmp_path: Path) -> None:
+    pub = publish.Publisher(tmp_path)
+    assert pub.write("a/b.html", "one")
+    mtime = (tmp_path / "a/b.html").stat().st_mtime_ns
+    assert not pub.write("a/b.html", "one")
+    assert (tmp_path / "a/b.html").stat().st_mtime_ns == mtime
+    fresh = publish.Publisher(tmp_path)  # a restarted builder sees the file is current
+    assert not fresh.write("a/b.html", "one")
+    assert fresh.write("a/b.html", "two")
+    assert (tmp_path / "a/b.html").read_text() == "two"
+    assert oct((tmp_path / "a/b.html").stat().st_mode & 0o777) == "0o644"
+    with pytest.raises(ValueError, match="outside"):
+        pub.write("../escape.html", "x")
+    (tmp_path / "a/.tmp-left").write_text("half")
+    pub.remove_stale_temps()
+    assert not (tmp_path / "a/.tmp-left").exists()
+
+
+def test_the_command_line_builds_the_site(db_url: str, tmp_path: Path) -> None:
+    from site_builder import __main__ as cli
+
+    assert cli.main(["--once", "--out", str(tmp_path), "--database-url", db_url]) == 0
+    assert "No snapshot yet" in (tmp_path / "index.html").read_text()
+    assert (tmp_path / "static/oculus.js").exists() and (tmp_path / "login.html").exists()

@@ -209,8 +209,11 @@ _ATTEMPTS = """SELECT portfolio_scope, followed_user_id, action, condition_id, d
 reason_codes, target_notional_micros, filled_notional_micros, filled_ratio_micros, fee_micros,
 their_price_micros, mid_micros, vwap_micros, best_bid_micros, best_ask_micros,
 depth_in_band_micros, decision_time FROM copy_attempt WHERE id > %(lo)s AND id <= %(hi)s"""
-_TRADES = """SELECT followed_user_id, source, event_time, detect_time FROM trade_event
-WHERE id > %(lo)s AND id <= %(hi)s AND reorg_state IS NULL"""
+# Fills from before the user was followed were backfilled, not detected: no lag.
+_TRADES = """SELECT t.followed_user_id, t.source, t.event_time, t.detect_time
+FROM trade_event t JOIN followed_user u ON u.id = t.followed_user_id
+WHERE t.id > %(lo)s AND t.id <= %(hi)s AND t.reorg_state IS NULL
+  AND t.event_time >= u.followed_at"""
 _LEDGER = """SELECT portfolio_scope, followed_user_id, asset_id, condition_id, entry_type, ref_id,
 share_delta_micros, price_micros, effective_time FROM ledger_entry
 WHERE id > %(lo)s AND id <= %(hi)s AND entry_type IN ('SETTLEMENT', 'REDEEM')

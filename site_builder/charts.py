@@ -6,9 +6,10 @@ Floats appear only here, at the chart edge."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import matplotlib
 
@@ -56,6 +57,12 @@ class Series:
     dashed: bool = False
 
 
+def _num(t: datetime) -> float:
+    """matplotlib's date number of a datetime (its date2num is untyped)."""
+    value: float = mdates.date2num(t)  # type: ignore[no-untyped-call]
+    return value
+
+
 def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
     fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -93,7 +100,7 @@ def _dollar_formatter(ax: Axes, axis: str = "y") -> FuncFormatter:
             return f"{sign}${value / 1_000_000:.2f}M"
         if span >= 2_000 and value >= 10_000:
             return f"{sign}${value / 1_000:.1f}k"
-        digits = 2 if span < 20 else 0
+        digits = 0 if span >= 20 else max(2, min(4, math.ceil(-math.log10(span / 8 or 1e-9))))
         return f"{sign}${value:,.{digits}f}"
 
     return FuncFormatter(fmt)
@@ -121,8 +128,9 @@ def lines(
     ax.set_title(title)
     for s in drawn:
         style = "--" if s.dashed else "-"
-        times = mdates.date2num(s.times)  # type: ignore[no-untyped-call]
-        ax.plot(times, s.values, style, color=s.color, linewidth=1.6, label=s.label)
+        times = [_num(t) for t in s.times]
+        marker = "o" if len(times) < 3 else None  # one point draws no line
+        ax.plot(times, s.values, style, color=s.color, linewidth=1.6, label=s.label, marker=marker)
         if fill_below:
             ax.fill_between(times, s.values, 0, color=s.color, alpha=0.15, linewidth=0)
     if zero:
@@ -130,6 +138,11 @@ def lines(
     ax.yaxis.set_major_formatter(
         FuncFormatter(_percent) if unit == "ratio" else _dollar_formatter(ax)
     )
+    first = min(min(s.times) for s in drawn)
+    last = max(max(s.times) for s in drawn)
+    if last - first < timedelta(minutes=30):  # a new portfolio: show half an hour, not years
+        pad = timedelta(minutes=15)
+        ax.set_xlim(_num(first - pad), _num(last + pad))
     locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]

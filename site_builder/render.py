@@ -22,8 +22,8 @@ def usd(micros: int | None, signed: bool = False) -> str:
     if micros is None:
         return "–"
     micros = int(micros)  # sums arrive as Decimal
-    sign = "−" if micros < 0 else ("+" if signed and micros > 0 else "")
     cents = (abs(micros) + 5_000) // 10_000
+    sign = "" if cents == 0 else ("−" if micros < 0 else ("+" if signed else ""))
     return f"{sign}${cents // 100:,}.{cents % 100:02d}"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from common import db
 from site_builder import charts
-from site_builder.pages import common
+from site_builder.pages import common, status
 
 Row = dict[str, Any]
 
@@ -73,10 +73,7 @@ def _pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> int | None:
 def health(conn: db.Conn, now: datetime, stale_after_s: float = 180.0) -> Health:
     beats = {r["process"]: r for r in common.heartbeats(conn)}
     listener = beats.get("listen")
-    backfill = conn.execute(
-        """SELECT started_at, status FROM job_run WHERE job = 'reconcile'
-           ORDER BY started_at DESC LIMIT 1"""
-    ).fetchone()
+    backfill = status.last_backfill(conn)
     lag_rows = list(
         conn.execute(
             "SELECT lag_ms, fills FROM rollup_detect_daily WHERE day = %(d)s", {"d": now.date()}

@@ -64,8 +64,9 @@ FROM jobs CROSS JOIN LATERAL (
 ORDER BY r.job
 """
 _TABLES = """
-SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes, c.reltuples::bigint AS rows
+SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes, t.n_live_tup AS rows
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables t ON t.relid = c.oid
 WHERE c.relkind = 'r' AND n.nspname = 'public'
 ORDER BY bytes DESC LIMIT 12
 """
@@ -77,6 +78,8 @@ def _upstreams(beats: list[Row]) -> list[Row]:
     for b in beats:
         for name, stats in (b["info"].get("upstreams") or {}).items():
             requests = int(stats.get("requests", 0))
+            if not requests:
+                continue
             errors = sum(
                 int(stats.get(k, 0))
                 for k in ("transport_errors", "http_429", "http_4xx", "http_5xx")
@@ -94,6 +97,21 @@ def _upstreams(beats: list[Row]) -> list[Row]:
                 }
             )
     return out
+
+
+def last_backfill(conn: db.Conn) -> Row | None:
+    """The newest reconcile run (it re-polls the last minutes every run): its recorded
+    run, or its heartbeat when the newest runs found nothing (idle runs are not kept)."""
+    run = conn.execute(
+        """SELECT started_at, status, counts FROM job_run
+           WHERE job = 'reconcile' ORDER BY started_at DESC LIMIT 1"""
+    ).fetchone()
+    beat = conn.execute(
+        "SELECT beat_at FROM process_heartbeat WHERE process = 'reconcile'"
+    ).fetchone()
+    if beat is not None and (run is None or beat["beat_at"] > run["started_at"]):
+        return {"started_at": beat["beat_at"], "status": "OK", "counts": {}}
+    return run
 
 
 def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext:
@@ -139,10 +157,7 @@ def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext
         last_attempt=conn.execute(
             "SELECT id, decision_time, decision FROM copy_attempt ORDER BY id DESC LIMIT 1"
         ).fetchone(),
-        last_backfill=conn.execute(
-            """SELECT started_at, finished_at, status, counts, error FROM job_run
-               WHERE job = 'reconcile' ORDER BY started_at DESC LIMIT 1"""
-        ).fetchone(),
+        last_backfill=last_backfill(conn),
         heartbeats=beats,
         jobs=list(conn.execute(_JOBS, {"hour": now - timedelta(hours=1)})),
         upstreams=_upstreams(beats),

@@ -131,8 +131,11 @@ def lines(
         times = [_num(t) for t in s.times]
         marker = "o" if len(times) < 3 else None  # one point draws no line
         ax.plot(times, s.values, style, color=s.color, linewidth=1.6, label=s.label, marker=marker)
-        if fill_below:
-            ax.fill_between(times, s.values, 0, color=s.color, alpha=0.15, linewidth=0)
+        if fill_below:  # gains green, losses red
+            above = [v >= 0 for v in s.values]
+            below = [v <= 0 for v in s.values]
+            ax.fill_between(times, s.values, 0, where=above, color=GAIN, alpha=0.15, lw=0)
+            ax.fill_between(times, s.values, 0, where=below, color=LOSS, alpha=0.15, lw=0)
     if zero:
         ax.axhline(0, color=MUTED, linewidth=0.8)
     ax.yaxis.set_major_formatter(
@@ -169,7 +172,9 @@ def histogram(
     xs = range(len(buckets))
     colors = [LOSS if highlight_from is not None and i >= highlight_from else EXEC for i in xs]
     ax.bar(xs, [c for _, c in buckets], color=colors, width=0.8)
-    ax.set_xticks(list(xs), [label for label, _ in buckets], rotation=45, ha="right")
+    ax.set_xticks(
+        list(xs), [label for label, _ in buckets], rotation=45, ha="right", parse_math=False
+    )
     if xlabel:
         ax.set_xlabel(xlabel)
     ax.grid(False, axis="x")
@@ -195,7 +200,7 @@ def bars(
     values = [value for _, value in items][::-1]
     colors = [(LOSS if v < 0 else color) for v in values]
     ax.barh(range(len(values)), values, color=colors, height=0.7)
-    ax.set_yticks(range(len(values)), labels)
+    ax.set_yticks(range(len(values)), labels, parse_math=False)  # labels are user text
     ax.grid(False, axis="y")
     if unit == "usd":
         ax.xaxis.set_major_formatter(_dollar_formatter(ax, "x"))

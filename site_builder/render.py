@@ -92,6 +92,20 @@ def lag_bound(value: float | None) -> str:
     return ms(value) if value == float("inf") else f"≤ {ms(value)}"
 
 
+def size(n: int) -> str:
+    """Bytes for people: 8.0 kB, 10.5 MB, 1.97 GB."""
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.2f} GB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MB"
+    return f"{n / 1024:.1f} kB"
+
+
+def isotime(text: str) -> str:
+    """An ISO timestamp string (from a JSON report) as `when` shows times."""
+    return when(datetime.fromisoformat(text))
+
+
 def short(text: str | None, width: int = 60) -> str:
     if not text:
         return "–"
@@ -121,7 +135,7 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
+        trim_blocks=False,  # a block tag at a line end must not eat the space after it
         lstrip_blocks=True,
         auto_reload=False,
     )
@@ -140,6 +154,8 @@ def environment() -> jinja2.Environment:
         ms=ms,
         lag_bound=lag_bound,
         short=short,
+        size=size,
+        isotime=isotime,
         wallet=wallet,
         sign_class=sign_class,
         to_json=to_json,

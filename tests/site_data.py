@@ -158,7 +158,7 @@ def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> 
                 "mid": price,
                 "vwap": price + 5_000 if executed else None,
                 "fs": 12_000_000 if executed else 0,
-                "fn": 5_000_000 if executed else 0,
+                "fn": (3_000_000 if n == 3 else 5_000_000) if executed else 0,
                 "fr": (600_000 if n == 3 else 1_000_000) if executed else 0,
                 "t2": at + timedelta(seconds=2),
                 "t3": at + timedelta(seconds=3),

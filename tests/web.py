@@ -75,7 +75,9 @@ def require_browser() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/lib/chromium")
     if chromium is None or driver is None:
-        missing = " and ".join(n for n, p in (("chromium", chromium), ("chromedriver", driver)) if p is None)
+        missing = " and ".join(
+            n for n, p in (("chromium", chromium), ("chromedriver", driver)) if p is None
+        )
         message = f"{missing} not installed: run `make system-deps` (needed by the browser tests)"
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)

@@ -113,7 +113,10 @@ def ordered(
     name = label or str
     keys = [str(e) for e in edges] + ["inf"]
     return [
-        (("≤ " + name(int(k))) if k != "inf" else f"> {name(edges[-1])}", histogram.get(k, 0))
+        (
+            (("≤ " + name(int(k))) if k != "inf" else f"> {name(edges[-1])}").replace("-", "−"),
+            histogram.get(k, 0),
+        )
         for k in keys
     ]
 

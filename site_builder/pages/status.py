@@ -64,7 +64,8 @@ FROM jobs CROSS JOIN LATERAL (
 ORDER BY r.job
 """
 _TABLES = """
-SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes, t.n_live_tup AS rows
+SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes,
+       greatest(t.n_live_tup, c.reltuples::bigint, 0) AS rows
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables t ON t.relid = c.oid
 WHERE c.relkind = 'r' AND n.nspname = 'public'

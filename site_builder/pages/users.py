@@ -156,7 +156,7 @@ def summaries(conn: db.Conn, now: datetime, only: int | None = None) -> list[Use
             """SELECT u.*, (SELECT max(event_time) FROM trade_event t
                             WHERE t.followed_user_id = u.id) AS last_fill_at
                FROM followed_user u WHERE %(u)s::bigint IS NULL OR u.id = %(u)s
-               ORDER BY u.copy_mode = 'REMOVED', u.label, u.id""",
+               ORDER BY u.copy_mode = 'REMOVED', lower(u.label), u.id""",
             {"u": only},
         )
     )

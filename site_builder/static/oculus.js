@@ -67,6 +67,11 @@ function setupFilters() {
     form.addEventListener("change", () => applyFilters(form));
     form.addEventListener("reset", () => setTimeout(() => applyFilters(form)));
     form.addEventListener("submit", (e) => e.preventDefault());
+    window.addEventListener("hashchange", () => {
+      const s = readHash();
+      for (const el of form.elements) if (el.name) el.value = s.get(el.name) || "";
+      applyFilters(form);
+    });
     applyFilters(form);
   }
 }

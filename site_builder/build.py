@@ -1,5 +1,6 @@
 """The builder: one round reads what changed, rebuilds those pages (the overview, feeds
-and status first), and stops at its time budget; what is left waits for the next round.
+and status always first, then the oldest queued) and stops at its time budget, having
+moved the backlog by at least one page; what is left waits for the next round.
 A page that fails keeps its previous file (writes are atomic), is logged, and is tried
 again on its next change."""
 
@@ -23,6 +24,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 # Seconds between a page's automatic reloads in the browser (SPEC §7).
 REFRESH = {"overview": 10, "trades": 5, "status": 10, "user": 10, "default": 30}
 PRIORITY = ("status", "overview", "trades", "users", "portfolio", "markets", "config")
+# Cheap pages whose freshness is the point (a new fill must show within seconds): every
+# round builds these first, whatever else is queued.
+HOT = frozenset({"status", "overview", "trades"})
 
 
 @dataclass
@@ -200,11 +204,12 @@ class Builder:
             out |= {f"config-test:{i}" for i in config.test_ids(conn)}
         return out
 
-    def _order(self, key: str) -> tuple[int, int, str]:
-        """Oldest first (so a busy round cannot starve a page), then by priority."""
+    def _order(self, key: str) -> tuple[bool, int, int, str]:
+        """The hot pages first; then oldest first (so a backlog drains and no page
+        starves), then by priority."""
         kind = key.partition(":")[0]
         rank = PRIORITY.index(kind) if kind in PRIORITY else len(PRIORITY)
-        return (self.queued.get(key, self.rounds), rank, key)
+        return (kind not in HOT, self.queued.get(key, self.rounds), rank, key)
 
     def round(self, conn: db.Conn, *, budget_s: float | None = None) -> Round:
         """One build round; returns what it built, what failed, and how many are left."""
@@ -224,9 +229,12 @@ class Builder:
             self.queued[key] = self.rounds
             self.pending.add(key)
         done = Round()
+        progressed = False  # built a page that is not hot: the backlog moved
         for key in sorted(self.pending, key=self._order):
-            if done.built and time.monotonic() - started >= budget:
+            hot = key.partition(":")[0] in HOT
+            if not hot and progressed and time.monotonic() - started >= budget:
                 break
+            progressed = progressed or not hot
             self.pending.discard(key)
             self.queued.pop(key, None)
             try:

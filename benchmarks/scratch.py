@@ -1,8 +1,10 @@
-"""What the benchmarks share: a percentile of their samples, and a scratch database on
-the configured Postgres server (migrated, dropped after unless kept)."""
+"""What the benchmarks share: a percentile of their samples, the CPU time of a
+connection's server process, and a scratch database on the configured Postgres server
+(migrated, dropped after unless kept)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,17 @@ def percentile(values: list[float], q: float) -> float:
     """The sample at rank round(q × (n - 1)) of the sorted `values` (not interpolated)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def backend_cpu(conn: db.Conn) -> float | None:
+    """CPU seconds used so far by the connection's server process (loopback server on
+    this host), or None when /proc does not show it."""
+    try:
+        with open(f"/proc/{conn.info.backend_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def database_name(url: str) -> str:

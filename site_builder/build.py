@@ -23,9 +23,24 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 # Seconds between a page's automatic reloads in the browser (SPEC §7).
 REFRESH = {"overview": 10, "trades": 5, "status": 10, "user": 10, "default": 30}
-PRIORITY = ("status", "overview", "trades", "users", "portfolio", "markets", "config")
+PRIORITY = (
+    "status",
+    "overview",
+    "trades",
+    "users",
+    "portfolio",
+    "markets",
+    "config",
+    "config-test",
+    "user",
+    "market",
+)
+SINGLE_PAGES = PRIORITY[:7]  # the pages that are one file each
+BACKGROUND = 1_000_000  # queue position of the periodic full rebuild's pages
 # Cheap pages whose freshness is the point (a new fill must show within seconds): every
 # round builds these first, whatever else is queued.
+# A user's month-long curves are redrawn at most this often (their numbers are current).
+CURVE_AGE_S = 300.0
 HOT = frozenset({"status", "overview", "trades"})
 
 
@@ -35,18 +50,30 @@ class Site:
     redrawn only when its inputs change)."""
 
     publisher: publish.Publisher
-    chart_inputs: dict[str, str] = field(default_factory=dict)
+    chart_drawn: dict[str, tuple[str, float]] = field(default_factory=dict)  # digest, when
     charts_drawn: int = 0
 
-    def chart(self, name: str, inputs: Any, draw: Callable[[], bytes]) -> str:
+    def chart(
+        self, name: str, inputs: Any, draw: Callable[[], bytes], *, max_age_s: float = 0.0
+    ) -> str:
         """Publishes charts/<name>.png if its inputs changed; returns its URL (versioned,
-        so a browser fetches the new one)."""
+        so a browser fetches the new one). With `max_age_s`, a chart drawn less than that
+        long ago is kept even if its inputs moved: a month-long equity curve that gains a
+        point a minute need not be redrawn every minute for every user (the page's
+        numbers are current; the picture is at most `max_age_s` old)."""
         path = f"charts/{name}.png"
         digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
-        if self.chart_inputs.get(path) != digest or not self.publisher.path(path).exists():
-            self.publisher.write(path, draw())
-            self.chart_inputs[path] = digest
-            self.charts_drawn += 1
+        drawn = self.chart_drawn.get(path)
+        fresh = drawn is not None and time.monotonic() - drawn[1] < max_age_s
+        if (
+            drawn is not None
+            and (drawn[0] == digest or fresh)
+            and self.publisher.path(path).exists()
+        ):
+            return f"/{path}?v={drawn[0]}"
+        self.publisher.write(path, draw())
+        self.chart_drawn[path] = (digest, time.monotonic())
+        self.charts_drawn += 1
         return f"/{path}?v={digest}"
 
     def page(self, path: str, template: str, **context: Any) -> None:
@@ -88,8 +115,12 @@ def build_page(conn: db.Conn, site: Site, key: str, now: datetime, stale_after_s
             return False
         base = f"user-{arg}"
         pngs = {
-            "equity": site.chart(f"{base}-equity", u.curve, lambda: users.equity_chart(u)),
-            "gap": site.chart(f"{base}-gap", u.curve, lambda: users.gap_chart(u)),
+            "equity": site.chart(
+                f"{base}-equity", u.curve, lambda: users.equity_chart(u), max_age_s=CURVE_AGE_S
+            ),
+            "gap": site.chart(
+                f"{base}-gap", u.curve, lambda: users.gap_chart(u), max_age_s=CURVE_AGE_S
+            ),
             "slippage": site.chart(
                 f"{base}-slippage", u.slippage_their, lambda: users.slippage_chart(u)
             ),
@@ -132,17 +163,7 @@ def build_page(conn: db.Conn, site: Site, key: str, now: datetime, stale_after_s
         m = markets.market_context(conn, arg, now)
         if m is None:
             return False
-        url = site.chart(
-            f"market-{arg[:18]}-slippage", m.slippage, lambda: markets.slippage_chart(m)
-        )
-        site.page(
-            f"markets/{arg}.html",
-            "market.html",
-            c=m,
-            slippage_png=url,
-            refresh=_refresh(kind),
-            nav="markets",
-        )
+        site.page(f"markets/{arg}.html", "market.html", c=m, refresh=_refresh(kind), nav="markets")
     elif kind == "config":
         cc = config.context(conn, now)
         site.page("config.html", "config.html", c=cc, refresh=0, nav="config")
@@ -168,7 +189,7 @@ class Builder:
         root: Path,
         *,
         budget_s: float = 1.0,
-        full_every_s: float = 300.0,
+        full_every_s: float = 1800.0,
         stale_after_s: float = 180.0,
         clock: Callable[[], datetime],
     ) -> None:
@@ -195,7 +216,7 @@ class Builder:
         out = {k for k in keys if not k.endswith(":*") and k != changes.ALL}
         every = changes.ALL in keys
         if every:
-            out |= set(PRIORITY)
+            out |= set(SINGLE_PAGES)
         if every or changes.ALL_USERS in keys:
             out |= {f"user:{r['id']}" for r in conn.execute("SELECT id FROM followed_user")}
         if every or changes.ALL_MARKETS in keys:
@@ -219,15 +240,19 @@ class Builder:
             self._start()
         now = self.clock()
         new = changes.read(conn)
-        keys = changes.dirty(conn, self.marks, new)
-        if time.monotonic() - self.last_full >= self.full_every_s:
-            keys.add(changes.ALL)
-            self.last_full = time.monotonic()
+        keys = self._expand(conn, changes.dirty(conn, self.marks, new), now)
         self.marks = new
         self.rounds += 1
-        for key in self._expand(conn, keys, now) - self.pending:
-            self.queued[key] = self.rounds
-            self.pending.add(key)
+        for key in keys:  # a change promotes a page queued by the safety net
+            self.queued[key] = min(self.queued.get(key, self.rounds), self.rounds)
+        self.pending |= keys
+        if time.monotonic() - self.last_full >= self.full_every_s:
+            # The safety net (anything a watermark missed) queues every page behind
+            # whatever changes queue, so it never delays them.
+            self.last_full = time.monotonic()
+            for key in self._expand(conn, {changes.ALL}, now) - self.pending:
+                self.queued[key] = self.rounds + BACKGROUND
+                self.pending.add(key)
         done = Round()
         progressed = False  # built a page that is not hot: the backlog moved
         for key in sorted(self.pending, key=self._order):

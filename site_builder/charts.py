@@ -63,9 +63,20 @@ def _num(t: datetime) -> float:
     return value
 
 
-def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=size, dpi=100, layout="constrained")
+def _figure(
+    size: tuple[float, float], margins: tuple[float, float, float, float] | None = None
+) -> tuple[Figure, Axes]:
+    """A figure with one axis. `margins` (left, bottom, right, top, in inches) fixes the
+    layout, which costs a third of the time of matplotlib's constrained layout; charts
+    whose labels are user text (bars) keep the constrained layout."""
+    fig = Figure(figsize=size, dpi=100, layout=None if margins else "constrained")
     FigureCanvasAgg(fig)
+    if margins:
+        left, bottom, right, top = margins
+        width, height = size
+        fig.subplots_adjust(
+            left=left / width, bottom=bottom / height, right=1 - right / width, top=1 - top / height
+        )
     ax = fig.add_subplot()
     ax.grid(True, color=GRID, linewidth=0.8)
     ax.set_axisbelow(True)
@@ -120,7 +131,7 @@ def lines(
     fill_below: bool = False,
 ) -> bytes:
     """Time series on one axis (unit "usd" or "ratio")."""
-    fig, ax = _figure(size)
+    fig, ax = _figure(size, (0.95, 0.45, 0.15, 0.35))
     drawn = [s for s in series if len(s.times) > 0]
     if not drawn:
         _empty(ax, title)
@@ -164,7 +175,7 @@ def histogram(
 ) -> bytes:
     """Bars of pre-bucketed counts in bucket order; bars from `highlight_from` on are
     drawn in the loss colour (e.g. slippage worse than zero)."""
-    fig, ax = _figure(size)
+    fig, ax = _figure(size, (0.5, 0.85, 0.1, 0.35))
     if not any(count for _, count in buckets):
         _empty(ax, title)
         return _png(fig)

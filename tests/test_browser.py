@@ -68,7 +68,7 @@ PAGES = {
     "config-test": ("/config-test/1.html", "Config test #1", {"Per-user copies", "Global copy"}),
     "status": ("/status.html", "System status", {"Jobs", "Failed items", "Quarantine"}),
 }
-CHARTS = {"overview": 1, "portfolio": 3, "market-1": 1, "market-2": 1}
+CHARTS = {"overview": 1, "portfolio": 3}  # a market page draws its histogram in HTML
 CHARTS |= {f"user-{i}": 5 for i in (1, 2, 3)}
 
 # Every table on the page, named by the nearest heading before it, with its data rows

@@ -99,7 +99,7 @@ def test_charts_are_png_files_the_pages_link(loaded: db.Conn, tmp_path: Path) ->
     links = set(re.findall(r'src="/(charts/[^"?]+\.png)\?v=[0-9a-f]+"', html))
     charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("*.png")}
     assert links == charts
-    assert len(charts) >= 5 + 5 * 3  # overview + portfolio + markets, five per user
+    assert len(charts) == 4 + 5 * 3  # overview, portfolio (three), five per user
     for name in charts:
         data = (tmp_path / name).read_bytes()
         width, height = _png_size(data)
@@ -198,3 +198,25 @@ def test_the_command_line_builds_the_site(db_url: str, tmp_path: Path) -> None:
     assert cli.main(["--once", "--out", str(tmp_path), "--database-url", db_url]) == 0
     assert "No snapshot yet" in (tmp_path / "index.html").read_text()
     assert (tmp_path / "static/oculus.js").exists() and (tmp_path / "login.html").exists()
+
+
+def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
+    tmp_path: Path,
+) -> None:
+    site = build.Site(publish.Publisher(tmp_path))
+    draws: list[int] = []
+
+    def draw(n: int) -> bytes:
+        draws.append(n)
+        return f"png {n}".encode()
+
+    first = site.chart("c", [1], lambda: draw(1))
+    assert site.chart("c", [1], lambda: draw(9)) == first  # same inputs: not drawn
+    second = site.chart("c", [2], lambda: draw(2))
+    assert second != first and (tmp_path / "charts/c.png").read_bytes() == b"png 2"
+    kept = site.chart("c", [3], lambda: draw(3), max_age_s=300)  # drawn just now: kept
+    assert kept == second and (tmp_path / "charts/c.png").read_bytes() == b"png 2"
+    assert draws == [1, 2]
+    (tmp_path / "charts/c.png").unlink()  # a missing file is always drawn
+    site.chart("c", [3], lambda: draw(3), max_age_s=300)
+    assert draws == [1, 2, 3]

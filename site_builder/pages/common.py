@@ -34,18 +34,32 @@ def frame(conn: db.Conn, now: datetime) -> Frame:
     return Frame(now=now, paused=row["paused"], pause_reason=row["reason"], user_count=row["users"])
 
 
+# The hourly points are fetched by exact bucket (an index probe each) and the last 24 h by
+# a range: filtering every minute row of a month would read ~43k rows per portfolio.
 _SERIES_USER = """
 SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
 FROM portfolio_snapshot
-WHERE portfolio_scope = %(scope)s AND followed_user_id = %(user)s AND bucket >= %(since)s
-  AND (bucket >= %(recent)s OR date_trunc('hour', bucket) = bucket)
+WHERE portfolio_scope = %(scope)s AND followed_user_id = %(user)s
+  AND bucket = ANY(ARRAY(SELECT generate_series(%(first_hour)s::timestamptz, %(recent)s,
+                                                '1 hour')))
+  AND bucket >= %(since)s AND bucket < %(recent)s
+UNION ALL
+SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
+FROM portfolio_snapshot
+WHERE portfolio_scope = %(scope)s AND followed_user_id = %(user)s AND bucket >= %(recent)s
 ORDER BY bucket
 """
 _SERIES_GLOBAL = """
 SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
 FROM portfolio_snapshot
-WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND bucket >= %(since)s
-  AND (bucket >= %(recent)s OR date_trunc('hour', bucket) = bucket)
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
+  AND bucket = ANY(ARRAY(SELECT generate_series(%(first_hour)s::timestamptz, %(recent)s,
+                                                '1 hour')))
+  AND bucket >= %(since)s AND bucket < %(recent)s
+UNION ALL
+SELECT bucket, equity_micros, contributed_micros, exposure_micros, cash_micros
+FROM portfolio_snapshot
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND bucket >= %(recent)s
 ORDER BY bucket
 """
 
@@ -53,10 +67,12 @@ ORDER BY bucket
 def series(conn: db.Conn, scope: str, user: int | None, now: datetime) -> list[Row]:
     """The portfolio's snapshots of the last 30 days: hourly, and by the minute for the
     last 24 h (a line chart needs no more points than that)."""
+    since = now - timedelta(days=SERIES_DAYS)
     params = {
         "scope": scope,
         "user": user,
-        "since": now - timedelta(days=SERIES_DAYS),
+        "since": since,
+        "first_hour": since.replace(minute=0, second=0, microsecond=0),
         "recent": now - MINUTE_RESOLUTION,
     }
     query = _SERIES_GLOBAL if user is None else _SERIES_USER
@@ -80,6 +96,20 @@ def snapshots_at(conn: db.Conn, bucket: datetime | None) -> dict[tuple[str, int 
         return {}
     rows = conn.execute("SELECT * FROM portfolio_snapshot WHERE bucket = %(b)s", {"b": bucket})
     return {(r["portfolio_scope"], r["followed_user_id"]): r for r in rows}
+
+
+# The newest global snapshot at or before a time. Ordered on every key column so the
+# planner walks the unique index backwards (it misjudges how many rows the global
+# portfolio has and would otherwise read its whole month forwards).
+GLOBAL_AT = """
+SELECT equity_micros, contributed_micros FROM portfolio_snapshot
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND bucket <= %(at)s
+ORDER BY portfolio_scope DESC, followed_user_id DESC, bucket DESC LIMIT 1
+"""
+GLOBAL_PEAK = """
+SELECT max(equity_micros) AS peak FROM portfolio_snapshot
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
+"""
 
 
 def pnl(row: Row | None) -> int | None:

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common import db
-from site_builder import charts
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -115,11 +114,4 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
                 {"c": condition_id},
             )
         ),
-    )
-
-
-def slippage_chart(ctx: MarketContext) -> bytes:
-    zero = common.SLIP_EDGES.index(0) + 1
-    return charts.histogram(
-        "Our slippage vs their price (bps, 30 days)", ctx.slippage, highlight_from=zero
     )

@@ -59,9 +59,7 @@ def _pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> int | None:
     if now_row is None:
         return None
     then = conn.execute(
-        """SELECT equity_micros, contributed_micros FROM portfolio_snapshot
-           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
-             AND bucket <= %(at)s ORDER BY bucket DESC LIMIT 1""",
+        common.GLOBAL_AT,
         {"at": at},
     ).fetchone()
     total = int(now_row["equity_micros"] - now_row["contributed_micros"])
@@ -134,10 +132,7 @@ def context(conn: db.Conn, now: datetime) -> OverviewContext:
         ),
         key=lambda x: -(x["pnl"] or 0),
     )
-    peak_row = conn.execute(
-        """SELECT max(equity_micros) AS peak FROM portfolio_snapshot
-           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL"""
-    ).fetchone()
+    peak_row = conn.execute(common.GLOBAL_PEAK).fetchone()
     peak = peak_row["peak"] if peak_row else None
     outcomes = {
         r["outcome"]: r["n"]

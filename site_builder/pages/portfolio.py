@@ -74,9 +74,7 @@ def _loss_since(conn: db.Conn, snap: Row | None, at: datetime) -> float | None:
     if snap is None:
         return None
     then = conn.execute(
-        """SELECT equity_micros, contributed_micros FROM portfolio_snapshot
-           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
-             AND bucket <= %(at)s ORDER BY bucket DESC LIMIT 1""",
+        common.GLOBAL_AT,
         {"at": at},
     ).fetchone()
     if then is None or not then["equity_micros"]:
@@ -101,10 +99,7 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
     by_market = sorted(markets.values(), key=lambda m: -m["value_micros"])
     by_user = list(conn.execute(_BY_USER))
     series = common.series(conn, "EXEC_GLOBAL", None, now)
-    peak_row = conn.execute(
-        """SELECT max(equity_micros) AS peak FROM portfolio_snapshot
-           WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL"""
-    ).fetchone()
+    peak_row = conn.execute(common.GLOBAL_PEAK).fetchone()
     peak = peak_row["peak"] if peak_row else None
     equity = snap["equity_micros"] if snap else None
     cfg = common.config(conn).base

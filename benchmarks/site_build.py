@@ -46,7 +46,7 @@ from typing import Any
 
 from benchmarks import dataset
 from benchmarks.scratch import backend_cpu, database_name, percentile, scratch_database
-from common import db, jobs
+from common import db, jobs, settings
 from functions import rollup, snapshot
 
 KINDS = ("none", "trades", "minute", "rollup")
@@ -623,7 +623,12 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="stop a kind's reps after this long (at least one rep)",
     )
-    p.add_argument("--budget", type=float, default=1.0, help="the builder's round budget, s")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=settings.get().site_budget_s,
+        help="the builder's round budget, s",
+    )
     p.add_argument("--interval", type=float, default=3.0, help="the loop's interval, s")
     p.add_argument("--events", type=int, default=10, help="fills timed to visible (at most)")
     p.add_argument("--event-seconds", type=float, default=60.0, help="bound of the event test")

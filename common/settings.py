@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="The site builder rebuilds what changed this often."
     )
     site_budget_s: float = Field(
-        default=1.0,
+        default=0.8,
         gt=0,
         description="Work one build round does before it publishes and leaves the rest of "
         "the changed pages to the next round (the overview and feeds go first).",

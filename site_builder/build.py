@@ -188,7 +188,7 @@ class Builder:
         self,
         root: Path,
         *,
-        budget_s: float = 1.0,
+        budget_s: float = 0.8,
         full_every_s: float = 1800.0,
         stale_after_s: float = 180.0,
         clock: Callable[[], datetime],

@@ -112,6 +112,20 @@ WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL
 """
 
 
+def global_pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> tuple[int, int] | None:
+    """The global copy's PnL since `at` and its equity then (None without a snapshot
+    now; a portfolio younger than `at` made all its PnL since, from its contribution)."""
+    if now_row is None:
+        return None
+    total = int(now_row["equity_micros"] - now_row["contributed_micros"])
+    then = conn.execute(GLOBAL_AT, {"at": at}).fetchone()
+    if then is None:
+        return total, int(now_row["contributed_micros"])
+    return total - int(then["equity_micros"] - then["contributed_micros"]), int(
+        then["equity_micros"]
+    )
+
+
 def pnl(row: Row | None) -> int | None:
     """Profit so far: equity minus what was put in."""
     return None if row is None else row["equity_micros"] - row["contributed_micros"]

@@ -56,16 +56,8 @@ class OverviewContext:
 
 
 def _pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> int | None:
-    if now_row is None:
-        return None
-    then = conn.execute(
-        common.GLOBAL_AT,
-        {"at": at},
-    ).fetchone()
-    total = int(now_row["equity_micros"] - now_row["contributed_micros"])
-    if then is None:  # the portfolio is younger than that: all of its PnL is since then
-        return total
-    return total - int(then["equity_micros"] - then["contributed_micros"])
+    since = common.global_pnl_since(conn, now_row, at)
+    return None if since is None else since[0]
 
 
 def health(conn: db.Conn, now: datetime, stale_after_s: float = 180.0) -> Health:

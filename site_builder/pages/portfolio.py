@@ -71,19 +71,12 @@ GROUP BY 1, 2 ORDER BY value_micros DESC
 
 
 def _loss_since(conn: db.Conn, snap: Row | None, at: datetime) -> float | None:
-    if snap is None:
+    """The loss since `at` as a fraction of the equity then (0 for a gain)."""
+    since = common.global_pnl_since(conn, snap, at)
+    if since is None:
         return None
-    then = conn.execute(
-        common.GLOBAL_AT,
-        {"at": at},
-    ).fetchone()
-    if then is None or not then["equity_micros"]:
-        return 0.0
-    change = (snap["equity_micros"] - snap["contributed_micros"]) - (
-        then["equity_micros"] - then["contributed_micros"]
-    )
-    loss: float = -float(change) / float(then["equity_micros"])
-    return max(0.0, loss)
+    change, equity_then = since
+    return max(0.0, -change / equity_then) if equity_then else 0.0
 
 
 def context(conn: db.Conn, now: datetime) -> PortfolioContext:

@@ -7,6 +7,7 @@ again on its next change."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ SINGLE_PAGES = PRIORITY[:7]  # the pages that are one file each
 BACKGROUND = 1_000_000  # queue position of the periodic full rebuild's pages
 # Cheap pages whose freshness is the point (a new fill must show within seconds): every
 # round builds these first, whatever else is queued.
+# Which inputs drew each chart (a dotfile: nginx serves no dotfiles).
+MANIFEST = "charts/.manifest.json"
 # A user's month-long curves are redrawn at most this often (their numbers are current).
 CURVE_AGE_S = 300.0
 HOT = frozenset({"status", "overview", "trades"})
@@ -51,6 +54,7 @@ class Site:
 
     publisher: publish.Publisher
     chart_drawn: dict[str, tuple[str, float]] = field(default_factory=dict)  # digest, when
+    manifest_dirty: bool = False
     charts_drawn: int = 0
 
     def chart(
@@ -64,7 +68,7 @@ class Site:
         path = f"charts/{name}.png"
         digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
         drawn = self.chart_drawn.get(path)
-        fresh = drawn is not None and time.monotonic() - drawn[1] < max_age_s
+        fresh = drawn is not None and time.time() - drawn[1] < max_age_s
         if (
             drawn is not None
             and (drawn[0] == digest or fresh)
@@ -72,9 +76,25 @@ class Site:
         ):
             return f"/{path}?v={drawn[0]}"
         self.publisher.write(path, draw())
-        self.chart_drawn[path] = (digest, time.monotonic())
+        self.chart_drawn[path] = (digest, time.time())
         self.charts_drawn += 1
+        self.manifest_dirty = True
         return f"/{path}?v={digest}"
+
+    def load_manifest(self) -> None:
+        """Reads which inputs drew the charts already in public/ (a restarted builder
+        then redraws only what changed). A missing or unreadable manifest means none."""
+        try:
+            raw = json.loads(self.publisher.path(MANIFEST).read_text())
+            self.chart_drawn = {str(k): (str(v[0]), float(v[1])) for k, v in raw.items()}
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            self.chart_drawn = {}
+
+    def save_manifest(self) -> None:
+        if self.manifest_dirty:
+            data = {k: list(v) for k, v in sorted(self.chart_drawn.items())}
+            self.publisher.write(MANIFEST, json.dumps(data, separators=(",", ":")))
+            self.manifest_dirty = False
 
     def page(self, path: str, template: str, **context: Any) -> None:
         self.publisher.write(path, render.page(template, **context))
@@ -208,6 +228,7 @@ class Builder:
     def _start(self) -> None:
         """Publishes what does not depend on data: the assets and the login page."""
         self.site.publisher.remove_stale_temps()
+        self.site.load_manifest()
         self.site.publisher.copy_tree(STATIC, "static")
         self.site.page("login.html", "login.html")
         self.started = True
@@ -270,6 +291,7 @@ class Builder:
                     conn.rollback()
                 log.exception("site: page %s failed", key)
                 done.failed[key] = f"{type(exc).__name__}: {exc}"
+        self.site.save_manifest()
         done.left = len(self.pending)
         done.seconds = time.monotonic() - started
         return done

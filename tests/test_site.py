@@ -220,3 +220,16 @@ def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
     (tmp_path / "charts/c.png").unlink()  # a missing file is always drawn
     site.chart("c", [3], lambda: draw(3), max_age_s=300)
     assert draws == [1, 2, 3]
+
+
+def test_a_restarted_builder_redraws_no_unchanged_chart(loaded: db.Conn, tmp_path: Path) -> None:
+    first = _builder(tmp_path)
+    first.build_all(loaded)
+    assert first.site.charts_drawn == 19
+    again = _builder(tmp_path)  # a new process over the same public/
+    done = again.build_all(loaded)
+    assert not done.failed and again.site.charts_drawn == 0
+    (tmp_path / "charts/.manifest.json").write_text("{not json")
+    third = _builder(tmp_path)  # an unreadable manifest: draw everything again
+    third.build_all(loaded)
+    assert third.site.charts_drawn == 19

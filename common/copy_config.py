@@ -112,10 +112,16 @@ ORDER BY scope, followed_user_id, version DESC
 """
 
 
+def latest_rows(conn: db.Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Returns the newest row per (scope, user) of `guardrail_config` and of
+    `copy_sizing_config` (NULL fields of a USER row inherit)."""
+    guardrails = [dict(r) for r in conn.execute(_LATEST_GUARDRAILS)]
+    return guardrails, [dict(r) for r in conn.execute(_LATEST_SIZING)]
+
+
 def load(conn: db.Conn) -> ConfigSet:
     """Returns the configuration in force now."""
-    guardrails = conn.execute(_LATEST_GUARDRAILS).fetchall()
-    return merge(guardrails, conn.execute(_LATEST_SIZING).fetchall())
+    return merge(*latest_rows(conn))
 
 
 def propose(
@@ -128,10 +134,8 @@ def propose(
     changes = [(None, global_values), *sorted((user_values or {}).items())]
     for _, values in changes:
         check_names(values)
-    rows = {
-        "g": [dict(r) for r in conn.execute(_LATEST_GUARDRAILS)],
-        "s": [dict(r) for r in conn.execute(_LATEST_SIZING)],
-    }
+    guardrails, sizings = latest_rows(conn)
+    rows = {"g": guardrails, "s": sizings}
     for user, values in changes:
         for kind, fields in (("g", GUARDRAIL_FIELDS), ("s", SIZING_FIELDS)):
             mine = {k: v for k, v in values.items() if k in fields}

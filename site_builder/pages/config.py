@@ -79,24 +79,18 @@ def _values(cfg: copy_config.Config) -> dict[str, Any]:
     }
 
 
-_LATEST_OVERRIDES = {
-    "guardrail_config": "SELECT DISTINCT ON (followed_user_id) * FROM guardrail_config"
-    " WHERE scope = 'USER' ORDER BY followed_user_id, version DESC",
-    "copy_sizing_config": "SELECT DISTINCT ON (followed_user_id) * FROM copy_sizing_config"
-    " WHERE scope = 'USER' ORDER BY followed_user_id, version DESC",
-}
-
-
 def _overrides(conn: db.Conn, users: list[Row]) -> list[Override]:
+    """Each user's overridden fields (the newest USER rows' non-NULL values)."""
     rows: dict[int, dict[str, Any]] = {}
-    for table, names in (
-        ("guardrail_config", copy_config.GUARDRAIL_FIELDS),
-        ("copy_sizing_config", copy_config.SIZING_FIELDS),
+    for latest, names in zip(
+        copy_config.latest_rows(conn),
+        (copy_config.GUARDRAIL_FIELDS, copy_config.SIZING_FIELDS),
+        strict=True,
     ):
-        query = _LATEST_OVERRIDES[table]
-        for r in conn.execute(query):
-            mine = rows.setdefault(r["followed_user_id"], {})
-            mine.update({n: r[n] for n in names if r[n] is not None})
+        for r in latest:
+            if r["scope"] == "USER":
+                mine = rows.setdefault(r["followed_user_id"], {})
+                mine.update({n: r[n] for n in names if r[n] is not None})
     by_id = {u["id"]: u for u in users}
     return [
         Override(by_id[u], values) for u, values in sorted(rows.items()) if values and u in by_id

@@ -150,7 +150,11 @@ def _ideal_now(conn: db.Conn, user: int, shadow: Row | None, pct_bps: int) -> in
     return int((now_pnl - first["pnl"]) * pct_bps // 10_000)
 
 
-def summaries(conn: db.Conn, now: datetime, only: int | None = None) -> list[UserSummary]:
+def summaries(
+    conn: db.Conn, now: datetime, only: int | None = None, rollups: list[Row] | None = None
+) -> list[UserSummary]:
+    """Every user's (or `only` that user's) summary row; `rollups`: their 30 days of
+    rollup_attempt_daily when the caller has read them already."""
     users = list(
         conn.execute(
             """SELECT u.*, (SELECT max(event_time) FROM trade_event t
@@ -161,15 +165,14 @@ def summaries(conn: db.Conn, now: datetime, only: int | None = None) -> list[Use
         )
     )
     snaps = common.snapshots_at(conn, common.latest_bucket(conn))
-    rollups = _rollups(conn, now - timedelta(days=RATE_DAYS), only)
+    if rollups is None:
+        rollups = _rollups(conn, now - timedelta(days=RATE_DAYS), only)
     configs = common.config(conn)
     out = []
     for u in users:
         mine = [r for r in rollups if r["followed_user_id"] == u["id"]]
         user_rows = [r for r in mine if r["portfolio_scope"] == "EXEC_USER"]
-        skipped: Counter[str] = Counter()
-        for r in user_rows:
-            skipped.update({k: int(v) for k, v in r["reasons"].items()})
+        skipped = Counter(common.merge_histograms(user_rows, "reasons"))
         shadow = snaps.get(("SHADOW_USER", u["id"]))
         execr = snaps.get(("EXEC_USER", u["id"]))
         ideal = _ideal_now(conn, u["id"], shadow, configs.for_user(u["id"]).copy_pct_bps)
@@ -227,19 +230,17 @@ WHERE a.followed_user_id = %(u)s ORDER BY a.event_time DESC, a.id DESC LIMIT 20
 
 
 def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | None:
-    found = summaries(conn, now, only=user_id)
-    if not found:
-        return None
     since = now - timedelta(days=RATE_DAYS)
     rollups = _rollups(conn, since, user_id)
+    found = summaries(conn, now, only=user_id, rollups=rollups)
+    if not found:
+        return None
     by_scope = {
         scope: _rates([r for r in rollups if r["portfolio_scope"] == scope])
         for scope in ("EXEC_USER", "EXEC_GLOBAL")
     }
     user_rows = [r for r in rollups if r["portfolio_scope"] == "EXEC_USER"]
-    skipped: Counter[str] = Counter()
-    for r in user_rows:
-        skipped.update({k: int(v) for k, v in r["reasons"].items()})
+    skipped = Counter(common.merge_histograms(user_rows, "reasons"))
     lag_rows = list(
         conn.execute(
             "SELECT * FROM rollup_detect_daily WHERE followed_user_id = %(u)s AND day >= %(d)s",

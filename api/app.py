@@ -84,10 +84,9 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
 
     @app.post("/api/login")
     async def login(request: Request) -> Response:
+        deps.refuse_cross_site(request)
         form = await login_form(request)
         user, password, next_path = form["user"], form["password"], form["next"]
-        if not deps.same_origin(request):
-            raise HTTPException(status_code=403, detail="cross-site request refused")
         if not st.admin.check_login(user, password):
             return RedirectResponse(f"{LOGIN_PAGE}?failed=1", status_code=303)
         response = RedirectResponse(safe_next(next_path), status_code=303)
@@ -104,8 +103,7 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
 
     @app.post("/api/logout")
     def logout(request: Request) -> Response:
-        if not deps.same_origin(request):
-            raise HTTPException(status_code=403, detail="cross-site request refused")
+        deps.refuse_cross_site(request)
         response = RedirectResponse(LOGIN_PAGE, status_code=303)
         response.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -44,13 +44,19 @@ def same_origin(request: Request) -> bool:
     return site is None or site in ("same-origin", "none")
 
 
+def refuse_cross_site(request: Request) -> None:
+    """403 unless the request may come from our own pages (see same_origin)."""
+    if not same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site request refused")
+
+
 def require_admin(request: Request) -> str:
     """Returns the admin's name; 401 without a valid session, 403 on a cross-site write."""
     st = state(request)
     if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
         raise HTTPException(status_code=401, detail="not logged in")
-    if request.method not in SAFE_METHODS and not same_origin(request):
-        raise HTTPException(status_code=403, detail="cross-site request refused")
+    if request.method not in SAFE_METHODS:
+        refuse_cross_site(request)
     return st.admin.user
 
 

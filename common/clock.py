@@ -51,3 +51,8 @@ def sandbox(url: str, timeout_s: float = 5.0) -> Clock:
                 time.sleep(0.05)
 
     return Clock(now, wait_until, client.close)
+
+
+def configured(url: str | None) -> Clock:
+    """The clock OCULUS_CLOCK_URL names: the sandbox's when set, else the system's."""
+    return sandbox(url) if url else SYSTEM

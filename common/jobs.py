@@ -164,7 +164,7 @@ def main(
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
-    source = clocks.sandbox(s.clock_url) if s.clock_url else clocks.SYSTEM
+    source = clocks.configured(s.clock_url)
     ctx.clock, ctx.wait_until = source.now, source.wait_until
     stop = StopFlag().install()
     try:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
     args = p.parse_args(argv)
     jobs.setup_logging(s)
-    source = clocks.sandbox(s.clock_url) if s.clock_url else clocks.SYSTEM
+    source = clocks.configured(s.clock_url)
     builder = build.Builder(
         args.out,
         budget_s=args.budget,

@@ -174,6 +174,34 @@ class Settings(BaseSettings):
         description="Mark the session cookie Secure (set it when nginx serves HTTPS).",
     )
 
+    # The scheduler (functions.scheduler) and the operator commands.
+    crontab_path: Path = Field(
+        default=ROOT / "crontab", description="The job schedule the scheduler runs."
+    )
+    wake_min_gap_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A job woken early (NOTIFY) starts at most this often (seconds).",
+    )
+
+    # Backups (functions.backup).
+    backup_dir: Path | None = Field(
+        default=None, description="Where nightly dumps are written. Unset: var/backups."
+    )
+    backup_keep: int = Field(default=7, ge=1, description="Dumps kept in the backup directory.")
+    backup_target_dir: Path | None = Field(
+        default=None,
+        description="Each new dump is also copied here (another disk or a mounted remote); "
+        "the same number is kept there.",
+    )
+    backup_command: str | None = Field(
+        default=None,
+        description="Run after each dump with the dump's path as its last argument "
+        "(e.g. `rclone copy` or `scp` to another host); a failure fails the backup run.",
+    )
+
+    # Retention (functions.prune).
+
     @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:
@@ -206,6 +234,10 @@ class Settings(BaseSettings):
     @property
     def pgdata(self) -> Path:
         return self.var_dir / "pgdata"
+
+    @property
+    def backups(self) -> Path:
+        return self.backup_dir or self.var_dir / "backups"
 
 
 @functools.cache

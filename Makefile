@@ -6,13 +6,16 @@ STAMP := $(VENV)/.synced
 # What the web tests and `make run` need besides Python (Debian package names).
 SYSTEM_PACKAGES := nginx chromium chromium-driver fonts-dejavu-core
 
-.PHONY: run test lint sandbox migrate bench stop-db system-deps
+.PHONY: install run run-live test lint sandbox migrate bench stop-db system-deps
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
 	@$(BIN)/uv sync --frozen --quiet --python $(BIN)/python
 	@touch $(STAMP)
+
+## install: the virtualenv and packages from uv.lock (run and test do it too)
+install: $(STAMP)
 
 ## system-deps: nginx, Chromium and chromedriver from apt, only when one is missing (root)
 system-deps:
@@ -32,6 +35,10 @@ system-deps:
 ## run: the whole system locally (embedded Postgres, migrations, sandbox exchange, jobs)
 run: $(STAMP) system-deps
 	@$(BIN)/python -m common.run_local
+
+## run-live: the same against the configured upstreams (real Polymarket), no sandbox
+run-live: $(STAMP) system-deps
+	@$(BIN)/python -m common.run_local --live
 
 ## test: lint, type-check and the whole test suite (what .ci/run calls)
 test: $(STAMP) system-deps

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api import auth, deps, routes
-from common import db, settings
+from common import db, jobs, settings, status
 
 LOGIN_PAGE = "/login.html"
 
@@ -75,6 +75,14 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
     def health(conn: deps.Conn) -> dict[str, object]:
         row = conn.execute("SELECT paused FROM system_control WHERE id = 1").fetchone()
         return {"ok": True, "paused": bool(row and row["paused"])}
+
+    @app.get("/api/ready")
+    def ready(conn: deps.Conn) -> JSONResponse:
+        """Readiness for a monitor: the database answers and the processes beat (503
+        with the failing checks otherwise). Same checks as `python -m functions.ops ready`."""
+        checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/api/auth/check", status_code=204)
     def check(request: Request) -> Response:

@@ -242,6 +242,7 @@ def enqueue_test(conn: db.Conn, by: By, proposal: Row, hours: int) -> Row:
         after = {"proposal": proposal, "hours": hours}
         target = ("config_test", str(row["id"]))
         audit_id = Audit(by, "config.test").write(conn, target, None, after)
+        jobs.wake(conn, "config_test")  # delivered at commit: the scheduler starts it now
     return {"id": int(row["id"]), "audit_id": audit_id}
 
 

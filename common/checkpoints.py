@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from common import db
+from common import db, jobs
 
 BACKFILL_REQUEST = "listen.backfill_request"
 
@@ -44,19 +44,22 @@ def advance(
 
 
 def request_backfill(conn: db.Conn, since: datetime, now: datetime) -> int:
-    """Asks the poller to reach back to `since`; returns the request's number (each
-    request replaces the previous one and gets the next number)."""
+    """Asks the poller to reach back to `since` and wakes it; returns the request's
+    number (a request not yet served is widened to the earlier `since`, and each request
+    gets the next number)."""
     row = conn.execute(
         """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, cursor_time,
                updated_at)
            VALUES (%(n)s, NULL, 1, %(since)s, %(now)s)
            ON CONFLICT (name, followed_user_id) DO UPDATE
                SET cursor_int = COALESCE(system_checkpoint.cursor_int, 0) + 1,
-                   cursor_time = EXCLUDED.cursor_time, updated_at = EXCLUDED.updated_at
+                   cursor_time = LEAST(system_checkpoint.cursor_time, EXCLUDED.cursor_time),
+                   updated_at = EXCLUDED.updated_at
            RETURNING cursor_int""",
         {"n": BACKFILL_REQUEST, "since": since, "now": now},
     ).fetchone()
     assert row is not None
+    jobs.wake(conn, "poll")
     return int(row["cursor_int"])
 
 

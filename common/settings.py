@@ -201,6 +201,48 @@ class Settings(BaseSettings):
     )
 
     # Retention (functions.prune).
+    prune_marks_full_days: int = Field(
+        default=8,
+        ge=1,
+        description="Marks (market_price_snapshot) keep their 30 s resolution this many "
+        "days (the what-if reaches 7 days back); older ones are thinned.",
+    )
+    prune_marks_bucket_s: int = Field(
+        default=3600,
+        ge=60,
+        multiple_of=30,
+        description="Thinned marks keep the last one per asset in each bucket this long "
+        "(the newest mark of every asset is always kept).",
+    )
+    prune_snapshots_full_days: int = Field(
+        default=8,
+        ge=1,
+        description="Portfolio snapshots keep every minute this many days (7-day PnL, "
+        "weekly breaker); older ones are thinned to the hour.",
+    )
+    prune_books_days: int = Field(
+        default=8,
+        ge=1,
+        description="Order books no copy group or attempt used are deleted after this many "
+        "days (the newest two-sided book of each asset stays; used books are kept).",
+    )
+    prune_runs_days: int = Field(
+        default=7, ge=1, description="OK job_run rows are deleted after this many days."
+    )
+    prune_failed_runs_days: int = Field(
+        default=90,
+        ge=1,
+        description="FAILED, TIMEOUT and abandoned RUNNING job_run rows are deleted after "
+        "this many days (each job's newest run and newest OK run are always kept).",
+    )
+    prune_batch_rows: int = Field(
+        default=5000, ge=100, le=50_000, description="Rows one prune statement deletes at most."
+    )
+    prune_budget_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A prune run stops after this long; the next run goes on from there.",
+    )
 
     @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
     @classmethod

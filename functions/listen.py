@@ -139,7 +139,7 @@ class Listener:
         """Listens (reconnecting as needed) until stopped, past `deadline` (monotonic) or
         quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start."""
         started = self.clock()
-        run_id = jobs.record_start(self.conn, PROCESS, started)
+        run_id = jobs.record_start(self.conn, PROCESS, started, "loop")
         stored = checkpoints.read(self.conn, LAST_BLOCK)
         self.last_block = self._saved_block = stored["cursor_int"] if stored else None
         self.last_frame = time.monotonic()

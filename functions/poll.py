@@ -5,7 +5,8 @@ checkpoint minus an overlap (the API indexes fills seconds late). Rows become
 ledger applies what is new (common/shadow.py).
 
 `python -m functions.poll --once` polls once; the first run of a process reaches back
-`OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back further.
+`OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back further. Runs
+the scheduler starts do not: it files that backfill request once, when it starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from common import (
     checkpoints,
     data_api,
     db,
+    failures,
     http,
     ingest,
     jobs,
@@ -303,17 +305,26 @@ def poll_all(
         default=None,
     )
     done = 0
+    failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
+    recovered = []
     for user in followed_users(conn):
         start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
         if floor is not None:
             start = min(start, floor)
+        key = f"user:{user.id}"
         try:
-            for key, n in poll_user(conn, ups, user, start, now).items():
-                counts[key] = counts.get(key, 0) + n
+            for name, n in poll_user(conn, ups, user, start, now).items():
+                counts[name] = counts.get(name, 0) + n
             done += 1
+            if key in failing:
+                recovered.append(key)
         except http.UpstreamError as exc:
             counts["users_failed"] = counts.get("users_failed", 0) + 1
             log.warning("poll: user %d not polled this time: %s", user.id, exc)
+            # its checkpoint stays put: the next run retries from there
+            payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
+            failures.record(conn, "poll", key, str(exc), now, payload)
+    failures.resolve(conn, "poll", recovered, now)
     if request is not None and counts.get("users_failed", 0) == 0:
         checkpoints.clear_backfill(conn, request[1])
     return done
@@ -348,7 +359,10 @@ def apply_shadow(
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     s, now = ctx.settings, ctx.clock()
     reach: datetime | None = None
-    if not ctx.resources.get("started"):  # the first run of a process reaches back
+    # A process's first run reaches back — unless the scheduler started it: the
+    # scheduler asks for that backfill once, when it starts, not every 5 s.
+    scheduled = jobs.run_trigger(ctx.args)[0] in ("cron", "wake")
+    if not ctx.resources.get("started") and (ctx.args.backfill or not scheduled):
         reach = now - (ctx.args.backfill or timedelta(seconds=s.poll_backfill_on_start_s))
     ups: http.Upstreams = ctx.resources["ups"]
     poll_all(

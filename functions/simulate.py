@@ -24,7 +24,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from common import clob, copy_config, copy_data, db, decide, http, jobs, portfolio, quarantine, wire
+from common import (
+    clob,
+    copy_config,
+    copy_data,
+    db,
+    decide,
+    failures,
+    http,
+    jobs,
+    portfolio,
+    quarantine,
+    wire,
+)
 from functions import group
 
 log = logging.getLogger(__name__)
@@ -185,8 +197,10 @@ class Engine:
                 started = time.perf_counter()
                 try:
                     pending.append(self.decide_group(g, book))
-                except Exception:
-                    self._reload()
+                except Exception as exc:
+                    self._reload()  # the group holds the FIFO: show it on the status page
+                    error = f"{type(exc).__name__}: {exc}"
+                    failures.record(self.conn, "simulate", g.key, error, self.clock(), {"id": g.id})
                     raise
                 if len(pending) >= self.batch:
                     self._flush(pending)
@@ -269,9 +283,23 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
             ctx.wait_until(due)
         for k, v in engine.counts.items():
             ctx.count(k, v)
+        if decided:
+            ctx.count("failed_resolved", resolve_failed(conn, ctx.clock()))
         return decided
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (SIM_LOCK,))
+
+
+def resolve_failed(conn: db.Conn, now: datetime) -> int:
+    """Resolves the failed groups that have been decided (or voided) since."""
+    keys = [r["item_key"] for r in failures.open_items(conn, "simulate")]
+    if not keys:
+        return 0
+    done = conn.execute(
+        "SELECT group_key FROM copy_group WHERE group_key = ANY(%s) AND state IN ('DONE', 'VOID')",
+        (keys,),
+    )
+    return failures.resolve(conn, "simulate", [r["group_key"] for r in done], now)
 
 
 def main(argv: list[str] | None = None) -> int:

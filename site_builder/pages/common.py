@@ -193,10 +193,6 @@ LAG_EDGES = rollup.LAG_EDGES_MS
 SLIP_EDGES = rollup.SLIP_EDGES_BPS
 
 
-def heartbeats(conn: db.Conn) -> list[Row]:
-    return list(conn.execute("SELECT * FROM process_heartbeat ORDER BY process"))
-
-
 def ratio(numerator: int | None, denominator: int | None) -> float | None:
     if numerator is None or not denominator:
         return None

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common import db
+from common import status as system
 from site_builder import charts
 from site_builder.pages import common, status
 
@@ -61,7 +62,7 @@ def _pnl_since(conn: db.Conn, now_row: Row | None, at: datetime) -> int | None:
 
 
 def health(conn: db.Conn, now: datetime, stale_after_s: float = 180.0) -> Health:
-    beats = {r["process"]: r for r in common.heartbeats(conn)}
+    beats = {r["process"]: r for r in system.heartbeats(conn)}
     listener = beats.get("listen")
     backfill = status.last_backfill(conn)
     lag_rows = list(

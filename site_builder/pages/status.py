@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db
+from common import db, status
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -17,6 +17,7 @@ Row = dict[str, Any]
 @dataclass(frozen=True)
 class StatusContext:
     frame: common.Frame
+    checks: list[status.Check]
     pending: list[tuple[str, int, str]]
     failed: list[Row]
     quarantine: list[Row]
@@ -26,6 +27,7 @@ class StatusContext:
     last_backfill: Row | None
     heartbeats: list[Row]
     jobs: list[Row]
+    crontab_errors: list[str]
     upstreams: list[Row]
     db_size: int
     tables: list[Row]
@@ -34,35 +36,6 @@ class StatusContext:
     stale_after_s: float
 
 
-_PENDING = """
-SELECT
-  (SELECT count(*) FROM trade_event WHERE shadow_applied_at IS NULL) AS shadow_trades,
-  (SELECT count(*) FROM activity_event WHERE shadow_applied_at IS NULL) AS shadow_activity,
-  (SELECT count(*) FROM trade_event WHERE group_state IS NULL) AS ungrouped_trades,
-  (SELECT count(*) FROM activity_event WHERE group_state IS NULL) AS ungrouped_activity,
-  (SELECT count(*) FROM copy_group WHERE state = 'OPEN') AS open_groups,
-  (SELECT count(*) FROM copy_group WHERE state = 'CLOSED') AS closed_groups,
-  (SELECT count(*) FROM config_test WHERE state IN ('PENDING', 'RUNNING')) AS config_tests
-"""
-# job_run grows by a row per busy run: walk its (job, started_at) index one job at a
-# time instead of scanning it (a "loose index scan").
-_JOBS = """
-WITH RECURSIVE jobs AS (
-    (SELECT job FROM job_run ORDER BY job LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.job FROM job_run j WHERE j.job > jobs.job ORDER BY j.job LIMIT 1)
-    FROM jobs WHERE jobs.job IS NOT NULL
-)
-SELECT r.*,
-       (SELECT count(*) FROM job_run f WHERE f.job = r.job AND f.status = 'FAILED'
-          AND f.started_at > %(hour)s) AS failures_1h
-FROM jobs CROSS JOIN LATERAL (
-    SELECT job, started_at, finished_at, status, items, error,
-           extract(epoch FROM finished_at - started_at) * 1000 AS duration_ms
-    FROM job_run WHERE job_run.job = jobs.job ORDER BY started_at DESC LIMIT 1
-) r
-ORDER BY r.job
-"""
 _TABLES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes,
        greatest(t.n_live_tup, c.reltuples::bigint, 0) AS rows
@@ -73,31 +46,45 @@ ORDER BY bytes DESC LIMIT 12
 """
 
 
-def _upstreams(beats: list[Row]) -> list[Row]:
-    """Per process and upstream: requests and errors since the process started."""
+def _upstreams(beats: list[Row], runs: list[Row]) -> list[Row]:
+    """Per process (or job) and upstream: requests and errors — since the process
+    started for the long-running ones (heartbeats), over the last hour for the
+    scheduled jobs (their runs' counts)."""
+    totals: dict[tuple[str, str], dict[str, int]] = {}
+    sources = [(b["process"], b["info"].get("upstreams")) for b in beats]
+    sources += [(f"{r['job']} (1 h)", r["upstreams"]) for r in runs]
+    for process, upstreams in sources:
+        for name, stats in (upstreams or {}).items():
+            total = totals.setdefault((process, name), {})
+            for key, n in stats.items():
+                total[key] = total.get(key, 0) + int(n)
     out = []
-    for b in beats:
-        for name, stats in (b["info"].get("upstreams") or {}).items():
-            requests = int(stats.get("requests", 0))
-            if not requests:
-                continue
-            errors = sum(
-                int(stats.get(k, 0))
-                for k in ("transport_errors", "http_429", "http_4xx", "http_5xx")
-            )
-            out.append(
-                {
-                    "process": b["process"],
-                    "upstream": name,
-                    "requests": requests,
-                    "errors": errors,
-                    "rate": common.ratio(errors, requests),
-                    "http_429": int(stats.get("http_429", 0)),
-                    "http_5xx": int(stats.get("http_5xx", 0)),
-                    "breaker_trips": int(stats.get("breaker_trips", 0)),
-                }
-            )
+    for (process, name), stats in sorted(totals.items()):
+        requests = stats.get("requests", 0)
+        if not requests:
+            continue
+        errors = sum(
+            stats.get(k, 0) for k in ("transport_errors", "http_429", "http_4xx", "http_5xx")
+        )
+        out.append(
+            {
+                "process": process,
+                "upstream": name,
+                "requests": requests,
+                "errors": errors,
+                "rate": common.ratio(errors, requests),
+                "http_429": stats.get("http_429", 0),
+                "http_5xx": stats.get("http_5xx", 0),
+                "breaker_trips": stats.get("breaker_trips", 0),
+            }
+        )
     return out
+
+
+_JOB_UPSTREAMS = """
+SELECT job, counts -> 'upstreams' AS upstreams FROM job_run
+WHERE started_at > %(since)s AND counts ? 'upstreams'
+"""
 
 
 def last_backfill(conn: db.Conn) -> Row | None:
@@ -116,32 +103,21 @@ def last_backfill(conn: db.Conn) -> Row | None:
 
 
 def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext:
-    p = conn.execute(_PENDING).fetchone()
-    assert p is not None
-    pending = [
-        ("Shadow ledger: fills not applied", p["shadow_trades"], "poll / listen"),
-        ("Shadow ledger: MERGE/SPLIT/REDEEM not applied", p["shadow_activity"], "poll"),
-        ("Fills not grouped", p["ungrouped_trades"], "simulate (group)"),
-        ("Activity not grouped", p["ungrouped_activity"], "simulate (group)"),
-        ("Groups open (window running)", p["open_groups"], "simulate"),
-        ("Groups closed, not decided", p["closed_groups"], "simulate"),
-        ("Config tests queued", p["config_tests"], "config_test"),
-    ]
-    beats = common.heartbeats(conn)
+    pending = [(p.stage, p.count, p.who) for p in status.pending(conn)]
+    beats = status.heartbeats(conn)
+    scheduler = next((b["info"] or {} for b in beats if b["process"] == "scheduler"), {})
+    runs = status.jobs(conn, now)
+    for run in runs:  # when the scheduler runs it next
+        run["next_at"] = (scheduler.get("jobs") or {}).get(run["job"], {}).get("next")
     q_open = conn.execute(
         "SELECT count(*) AS n FROM quarantine WHERE resolved_at IS NULL"
     ).fetchone()
     size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()
     return StatusContext(
         frame=common.frame(conn, now),
+        checks=status.readiness(conn, now, stale_after_s),
         pending=pending,
-        failed=list(
-            conn.execute(
-                """SELECT id, stage, item_key, error, attempts, first_failed_at, last_failed_at
-                   FROM failed_item WHERE resolved_at IS NULL
-                   ORDER BY last_failed_at DESC LIMIT 50"""
-            )
-        ),
+        failed=status.failed_items(conn),
         quarantine=list(
             conn.execute(
                 """SELECT id, source, reason, left(payload, 200) AS payload, seen_count,
@@ -160,8 +136,11 @@ def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext
         ).fetchone(),
         last_backfill=last_backfill(conn),
         heartbeats=beats,
-        jobs=list(conn.execute(_JOBS, {"hour": now - timedelta(hours=1)})),
-        upstreams=_upstreams(beats),
+        jobs=runs,
+        crontab_errors=list(scheduler.get("errors") or []),
+        upstreams=_upstreams(
+            beats, list(conn.execute(_JOB_UPSTREAMS, {"since": now - timedelta(hours=1)}))
+        ),
         db_size=size["b"] if size else 0,
         tables=list(conn.execute(_TABLES)),
         snapshot_at=common.latest_bucket(conn),

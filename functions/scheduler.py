@@ -1,0 +1,433 @@
+"""The scheduler (persistent, under supervisor): runs the crontab's jobs on time.
+
+- Each run is its own process, `python -m functions.<job> <flags>` with the crontab's
+  flags, started when the job's schedule fires (seconds resolution, UTC), and also at
+  once when another process wakes the job (`jobs.wake`: NOTIFY oculus_wake '<job>'),
+  at most once per OCULUS_WAKE_MIN_GAP_S. A job woken while it runs runs again as soon
+  as it ends.
+- Never two copies: the scheduler starts a job only when its previous run has ended
+  (a tick that finds it running is skipped), and the job itself holds its advisory lock
+  (a copy started by hand, or left over from a killed scheduler, makes it exit busy).
+- A run past its timeout gets SIGTERM, then SIGKILL 5 s later, and its `job_run` row
+  becomes TIMEOUT. A run that dies (signal, crash before it could record) is marked
+  FAILED with its exit code; every run has a row. Runs' output goes to var/log/<job>.log.
+- The crontab is reread when it changes; a bad line is logged, shown on the status page
+  (heartbeat info) and left out, the rest keeps running.
+- SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from common import checkpoints, crontab, db, jobs, settings
+
+log = logging.getLogger("functions.scheduler")
+KILL_GRACE_S = 5.0  # SIGTERM → SIGKILL
+STOP_GRACE_S = 20.0  # how long shutdown waits for running jobs
+HEARTBEAT_S = 5.0
+MAX_WAIT_S = 0.5  # longest sleep between checks (children, signals, the crontab)
+LOG_MAX_BYTES = 10 * 2**20
+LOG_BACKUPS = 3
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[bytes]
+    trigger: str
+    scheduled_at: datetime
+    started_wall: datetime
+    started: float  # monotonic
+    deadline: float
+    terminated_at: float | None = None
+
+
+@dataclass
+class Slot:
+    entry: crontab.Entry
+    due: datetime
+    run: Run | None = None
+    rerun: bool = False  # woken while running
+    last_start: float = float("-inf")
+    skipped: int = 0  # ticks that found the previous run still going
+    started: int = 0
+    removed: bool = False  # gone from the crontab; kept until its run ends
+
+
+class Scheduler:
+    def __init__(
+        self,
+        conn: db.Conn,
+        s: settings.Settings,
+        env: dict[str, str],
+        *,
+        crontab_path: Path | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.conn, self.s, self.env = conn, s, env
+        self.path = crontab_path or s.crontab_path
+        self.log_dir = log_dir or s.var_dir / "log"
+        self.slots: dict[str, Slot] = {}
+        self.errors: list[str] = []
+        self._mtime: float | None = None
+        self.host = socket.gethostname()
+        self.stopping = False  # runs ended by our own shutdown are not failures
+
+    # -- the crontab --------------------------------------------------------------
+    def load(self, now: datetime) -> None:
+        """(Re)reads the crontab when it changed; keeps running runs of removed jobs."""
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._mtime and self._mtime is not None:
+            return
+        self._mtime = mtime
+        entries, self.errors = crontab.load(self.path)
+        for error in self.errors:
+            log.error("crontab %s: %s", self.path, error)
+        fresh = {e.job: e for e in entries}
+        for job, slot in list(self.slots.items()):
+            if job not in fresh:
+                slot.removed = True
+                if slot.run is None:
+                    del self.slots[job]
+        for job, entry in fresh.items():
+            known = self.slots.get(job)
+            if known is None:
+                self.slots[job] = Slot(entry, entry.next_after(now))
+            elif known.entry != entry or known.removed:
+                known.entry, known.due, known.removed = entry, entry.next_after(now), False
+        log.info("crontab: %d jobs (%s)", len(fresh), ", ".join(sorted(fresh)))
+
+    # -- one pass -----------------------------------------------------------------
+    def tick(self, now: datetime) -> None:
+        """Reaps ended runs, enforces timeouts and starts what is due."""
+        mono = time.monotonic()
+        for slot in list(self.slots.values()):
+            run = slot.run
+            if run is not None:
+                code = run.proc.poll()
+                if code is not None:
+                    self._finished(slot, run, code, now)
+                elif run.terminated_at is None and mono >= run.deadline:
+                    log.warning(
+                        "%s: past its %gs timeout; SIGTERM", slot.entry.job, slot.entry.timeout_s
+                    )
+                    run.proc.terminate()
+                    run.terminated_at = mono
+                elif run.terminated_at is not None and mono - run.terminated_at >= KILL_GRACE_S:
+                    run.proc.kill()
+            if slot.removed:
+                if slot.run is None:
+                    del self.slots[slot.entry.job]  # its last run has ended
+                continue
+            if now >= slot.due:
+                due, slot.due = slot.due, slot.entry.next_after(max(now, slot.due))
+                if slot.run is None:
+                    self._start(slot, "cron", due, now)
+                else:
+                    slot.skipped += 1
+                    log.info(
+                        "%s: still running at its %s tick; skipped",
+                        slot.entry.job,
+                        f"{due:%H:%M:%S}",
+                    )
+            if slot.run is None and slot.rerun:
+                self._start(slot, "wake", now, now)
+
+    def wake(self, job: str, now: datetime) -> None:
+        """Starts `job` now if it is scheduled, idle and was not started within the gap."""
+        slot = self.slots.get(job.removeprefix("functions."))
+        if slot is None:
+            log.info("wake for %r ignored: not in the crontab", job)
+            return
+        if slot.run is not None:
+            slot.rerun = True
+        elif time.monotonic() - slot.last_start >= self.s.wake_min_gap_s:
+            self._start(slot, "wake", now, now)
+        else:
+            slot.rerun = True  # started a moment ago: once more after the gap
+
+    def seconds_to_next(self, now: datetime) -> float:
+        """How long the main loop may sleep before something is due."""
+        wait = MAX_WAIT_S
+        for slot in self.slots.values():
+            if slot.removed:
+                continue
+            wait = min(wait, (slot.due - now).total_seconds())
+            if slot.rerun and slot.run is None:
+                gap = slot.last_start + self.s.wake_min_gap_s - time.monotonic()
+                wait = min(wait, gap)
+        return max(0.0, wait)
+
+    # -- runs ---------------------------------------------------------------------
+    def _start(self, slot: Slot, trigger: str, due: datetime, now: datetime) -> None:
+        gap = self.s.wake_min_gap_s
+        if trigger == "wake" and time.monotonic() - slot.last_start < gap:
+            return  # rerun stays set; seconds_to_next comes back after the gap
+        e = slot.entry
+        env = {
+            **self.env,
+            "OCULUS_RUN_TRIGGER": trigger,
+            "OCULUS_RUN_SCHEDULED_AT": due.isoformat(),
+        }
+        out = self._log_file(e.job)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", e.module, *e.argv],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=settings.ROOT,
+            )
+        except OSError as exc:
+            log.error("%s: cannot start: %s", e.job, exc)
+            self._record(e.job, "FAILED", now, now, f"could not start: {exc}", trigger, due)
+            return
+        finally:
+            out.close()
+        mono = time.monotonic()
+        slot.run = Run(proc, trigger, due, now, mono, mono + e.timeout_s)
+        slot.rerun, slot.last_start = False, mono
+        slot.started += 1
+        log.debug("%s: started pid %d (%s)", e.job, proc.pid, trigger)
+
+    def _finished(self, slot: Slot, run: Run, code: int, now: datetime) -> None:
+        """Makes sure the run has a row saying how it ended."""
+        slot.run = None
+        job = slot.entry.job
+        if code == 0 or code == jobs.EXIT_BUSY:
+            if code == jobs.EXIT_BUSY:
+                log.warning("%s: another copy holds its lock (started by hand?)", job)
+            return
+        timed_out = run.terminated_at is not None and not self.stopping
+        status = "TIMEOUT" if timed_out else "FAILED"
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if self.stopping:
+            error = f"{how}: stopped with the scheduler"
+        elif timed_out:
+            error = f"{how} after the {slot.entry.timeout_s:g}s timeout"
+        else:
+            error = f"{how}; see {self.log_dir / (job + '.log')}"
+        updated = self.conn.execute(
+            """UPDATE job_run SET status = %(s)s, finished_at = %(t)s,
+                   error = COALESCE(error || '; ', '') || %(e)s
+               WHERE job = %(j)s AND pid = %(pid)s AND host = %(h)s AND status = 'RUNNING'
+                 AND started_at >= %(since)s""",
+            {
+                "s": status,
+                "t": now,
+                "e": error,
+                "j": job,
+                "pid": run.proc.pid,
+                "h": self.host,
+                "since": run.started_wall - timedelta(seconds=5),
+            },
+        ).rowcount
+        if not updated and not self.stopping and not self._has_row(job, run):
+            # it died before it could record a run (import error, no database, killed)
+            self._record(
+                job,
+                status,
+                run.started_wall,
+                now,
+                error,
+                run.trigger,
+                run.scheduled_at,
+                run.proc.pid,
+            )
+        log.warning("%s: run %s (%s)", job, status.lower(), error)
+
+    def _has_row(self, job: str, run: Run) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM job_run WHERE job = %s AND pid = %s AND host = %s AND started_at >= %s",
+            (job, run.proc.pid, self.host, run.started_wall - timedelta(seconds=5)),
+        ).fetchone()
+        return row is not None
+
+    def _record(
+        self,
+        job: str,
+        status: str,
+        started: datetime,
+        now: datetime,
+        error: str,
+        trigger: str,
+        due: datetime,
+        pid: int | None = None,
+    ) -> None:
+        self.conn.execute(
+            """INSERT INTO job_run (job, started_at, finished_at, status, error, pid, host,
+                   trigger, scheduled_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (job, started, now, status, error, pid, self.host, trigger, due),
+        )
+
+    def _log_file(self, job: str) -> IO[bytes]:
+        """The job's log (appended; rotated at 10 MB, 3 kept)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"{job}.log"
+        try:
+            if path.stat().st_size > LOG_MAX_BYTES:
+                for i in range(LOG_BACKUPS - 1, 0, -1):
+                    older = path.with_suffix(f".log.{i}")
+                    if older.exists():
+                        older.replace(path.with_suffix(f".log.{i + 1}"))
+                path.replace(path.with_suffix(".log.1"))
+        except FileNotFoundError:
+            pass
+        return path.open("ab")
+
+    def running(self) -> list[Run]:
+        return [slot.run for slot in self.slots.values() if slot.run is not None]
+
+    def stop_all(self, now: datetime, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM to every run, SIGKILL to those still up after `grace_s`, rows closed
+        (a run stopped before it recorded anything leaves no row: nothing ran)."""
+        self.stopping = True
+        for run in self.running():
+            run.proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for slot in self.slots.values():
+            if slot.run is None:
+                continue
+            run = slot.run
+            try:
+                run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.proc.kill()
+                run.proc.wait()
+            self._finished(slot, run, run.proc.returncode, now)
+
+    def info(self, now: datetime) -> dict[str, Any]:
+        """What the heartbeat carries (the status command and page read it)."""
+        return {
+            "crontab": str(self.path),
+            "errors": self.errors,
+            "jobs": {
+                job: {
+                    "next": slot.due.isoformat(),
+                    "running_pid": slot.run.proc.pid if slot.run else None,
+                    "running_s": round(time.monotonic() - slot.run.started, 1)
+                    if slot.run
+                    else None,
+                    "started": slot.started,
+                    "skipped": slot.skipped,
+                }
+                for job, slot in sorted(self.slots.items())
+            },
+        }
+
+
+def abandon_dead_runs(conn: db.Conn, now: datetime, host: str | None = None) -> int:
+    """Marks FAILED the RUNNING rows of this host whose process is gone (a scheduler or
+    job killed with SIGKILL, a reboot); returns how many."""
+    host = host or socket.gethostname()
+    dead = [
+        r["id"]
+        for r in conn.execute(
+            "SELECT id, pid FROM job_run WHERE status = 'RUNNING' AND host = %s", (host,)
+        )
+        if r["pid"] is None or not alive(int(r["pid"]))
+    ]
+    if dead:
+        conn.execute(
+            """UPDATE job_run SET status = 'FAILED', finished_at = %s,
+                   error = 'abandoned: its process is gone'
+               WHERE id = ANY(%s) AND status = 'RUNNING'""",
+            (now, dead),
+        )
+    return len(dead)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m functions.scheduler",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--crontab", type=Path, help="default: OCULUS_CRONTAB_PATH (crontab)")
+    p.add_argument("--check", action="store_true", help="parse the crontab, print it, exit")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (tests)")
+    p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    args = p.parse_args(argv)
+    s = settings.get()
+    jobs.setup_logging(s)
+    path = args.crontab or s.crontab_path
+    if args.check:
+        entries, errors = crontab.load(path)
+        now = jobs.utcnow()
+        for e in entries:
+            print(
+                f"{e.job:12} next {e.next_after(now):%Y-%m-%d %H:%M:%S}Z"
+                f"  timeout {e.timeout_s:g}s  {e.command}"
+            )
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if errors else 0
+    stop = jobs.StopFlag().install()
+    try:
+        url = args.database_url or db.database_url(s)
+        conn = db.connect(url, autocommit=True)
+        listener = db.connect(url, autocommit=True)
+    except db.DatabaseUnavailable as exc:
+        log.error("scheduler: database unavailable: %s", exc)
+        return 1
+    env = {**os.environ, "DATABASE_URL": url}
+    sched = Scheduler(conn, s, env, crontab_path=path)
+    try:
+        if not jobs.try_lock(conn, "scheduler"):
+            log.error("scheduler: another scheduler holds the lock; exiting")
+            return jobs.EXIT_BUSY
+        now = jobs.utcnow()
+        if n := abandon_dead_runs(conn, now):
+            log.warning("scheduler: %d runs whose process is gone marked FAILED", n)
+        # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
+        checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
+        listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
+        sched.load(now)
+        end = time.monotonic() + args.seconds if args.seconds else None
+        beat = 0.0
+        while not stop.stopped and (end is None or time.monotonic() < end):
+            now = jobs.utcnow()
+            sched.load(now)
+            sched.tick(now)
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                jobs.heartbeat(conn, "scheduler", now, sched.info(now))
+                beat = time.monotonic()
+            wait = sched.seconds_to_next(jobs.utcnow())
+            for note in listener.notifies(timeout=wait, stop_after=1):
+                sched.wake(note.payload, jobs.utcnow())
+        sched.stop_all(jobs.utcnow())
+        return 0
+    finally:
+        for run in sched.running():
+            run.proc.kill()
+        conn.close()
+        listener.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""A job for the scheduler's tests (`python -m tests.scheduled_job`): sleeps, fails or
+exits early as its flags say, through the same job frame as the real jobs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from common import db, jobs
+
+
+def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
+    time.sleep(ctx.args.sleep)
+    if ctx.args.fail:
+        raise RuntimeError("asked to fail")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = jobs.parser("scheduled_job", __doc__ or "")
+    p.add_argument("--sleep", type=float, default=0.0, help="seconds each run takes")
+    p.add_argument("--fail", action="store_true", help="the run raises")
+    p.add_argument("--exit-early", type=int, help="exit with this code before the job frame")
+    args = p.parse_args(argv)
+    if args.exit_early is not None:
+        return int(args.exit_early)
+    return jobs.main("scheduled_job", args, run_once)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The scheduler: the crontab's format, runs on time, one copy at a time, timeouts,
+failures recorded, early wake-ups, and the process itself (NOTIFY, SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import crontab, db, jobs, settings
+from functions import scheduler
+
+JOB = "tests.scheduled_job"
+EVERY_SECOND = "*  *  *  *  *  *"
+YEARLY = "0  0  1  1  *  0"
+
+
+def test_crontab_lines_parse_and_bad_ones_are_reported_not_fatal() -> None:
+    text = f"""# comment
+{EVERY_SECOND}   30s  {JOB} --once --sleep 0.5   # trailing comment
+*/5 * * * * 0   2m   functions.poll --once
+* * *  functions.price --once
+* * * * * 61    30s  functions.price --once
+* * * * * 0     soon functions.price --once
+* * * * * 0     30s  functions.nothing_here --once
+* * * * * 0     30s  os.system
+* * * * * 0     1h   functions.poll --once
+"""
+    entries, errors = crontab.parse(text)
+    assert [(e.job, e.module, e.argv, e.timeout_s) for e in entries] == [
+        ("scheduled_job", JOB, ("--once", "--sleep", "0.5"), 30.0),
+        ("poll", "functions.poll", ("--once",), 120.0),
+    ]
+    assert [e.split(":", 1)[0] for e in errors] == [f"line {n}" for n in (4, 5, 6, 7, 8, 9)]
+    assert "expected 6 cron fields" in errors[0]
+    assert "not a valid schedule" in errors[1]
+    assert "not a timeout" in errors[2]
+    assert "no such job: functions.nothing_here" in errors[3]
+    assert "no such job: os.system" in errors[4]
+    assert "already scheduled on line 3" in errors[5]
+
+
+def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
+    entries, errors = crontab.load(settings.ROOT / "crontab")
+    assert errors == []
+    assert {e.job for e in entries} == {
+        "poll",
+        "price",
+        "snapshot",
+        "rollup",
+        "reconcile",
+        "config_test",
+        "prune",
+        "backup",
+    }
+    assert all(e.argv[:1] == ("--once",) for e in entries)
+
+
+@pytest.fixture
+def make(
+    conn: db.Conn, db_url: str, tmp_path: Path
+) -> Iterator[Callable[..., scheduler.Scheduler]]:
+    made: list[scheduler.Scheduler] = []
+
+    def build(lines: str, **overrides: Any) -> scheduler.Scheduler:
+        path = tmp_path / "crontab"
+        path.write_text(lines + "\n")
+        s = settings.Settings(var_dir=tmp_path, **overrides)
+        env = {**os.environ, "DATABASE_URL": db_url}
+        sched = scheduler.Scheduler(conn, s, env, crontab_path=path, log_dir=tmp_path / "log")
+        sched.load(jobs.utcnow())
+        made.append(sched)
+        return sched
+
+    yield build
+    for sched in made:
+        for run in sched.running():
+            run.proc.kill()
+            run.proc.wait()
+
+
+def tick_until(sched: scheduler.Scheduler, done: Callable[[], bool], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting for the scheduler"
+        sched.tick(jobs.utcnow())
+        time.sleep(0.05)
+
+
+def runs(conn: db.Conn) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT * FROM job_run WHERE job = 'scheduled_job' ORDER BY started_at"
+    ).fetchall()
+
+
+def finished(conn: db.Conn, n: int) -> Callable[[], bool]:
+    return lambda: sum(r["status"] != "RUNNING" for r in runs(conn)) >= n
+
+
+def test_a_due_job_starts_on_time_and_its_run_says_why(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler]
+) -> None:
+    sched = make(f"{EVERY_SECOND} 30s {JOB} --once")
+    tick_until(sched, finished(conn, 1), 20)
+    run = runs(conn)[0]
+    assert run["status"] == "OK" and run["items"] == 1
+    assert run["trigger"] == "cron" and run["host"] == socket.gethostname()
+    # started within the process's cold start of the second it was due
+    assert timedelta(0) <= run["started_at"] - run["scheduled_at"] < timedelta(seconds=2)
+    assert (sched.log_dir / "scheduled_job.log").exists()
+
+
+def test_never_two_copies_a_tick_during_a_run_is_skipped(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler]
+) -> None:
+    sched = make(f"{EVERY_SECOND} 30s {JOB} --once --sleep 2")
+    tick_until(sched, finished(conn, 2), 30)
+    first, second = runs(conn)[:2]
+    assert first["finished_at"] <= second["started_at"]
+    assert sched.slots["scheduled_job"].skipped >= 1
+
+
+def test_a_copy_started_by_hand_holds_the_lock_and_the_scheduled_one_stays_out(
+    conn: db.Conn, db_url: str, make: Callable[..., scheduler.Scheduler]
+) -> None:
+    with db.connect(db_url, autocommit=True) as other:
+        assert jobs.try_lock(other, "scheduled_job")
+        sched = make(f"{EVERY_SECOND} 30s {JOB} --once")
+        slot = sched.slots["scheduled_job"]
+        tick_until(sched, lambda: slot.started >= 1 and slot.run is None, 20)
+        assert runs(conn) == []  # it saw the lock and left, recording nothing
+    tick_until(sched, finished(conn, 1), 20)  # the lock is free again
+    assert runs(conn)[0]["status"] == "OK"
+
+
+def test_a_run_past_its_timeout_is_killed_and_marked_timeout(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler, "KILL_GRACE_S", 0.5)
+    sched = make(f"{EVERY_SECOND} 2s {JOB} --once --sleep 60")
+    tick_until(sched, finished(conn, 1), 20)
+    run = runs(conn)[0]
+    assert run["status"] == "TIMEOUT"
+    assert "after the 2s timeout" in run["error"]
+    assert run["finished_at"] - run["started_at"] < timedelta(seconds=6)
+
+
+def test_failures_are_recorded_once_whether_the_job_or_its_process_fails(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler]
+) -> None:
+    sched = make(f"{EVERY_SECOND} 30s {JOB} --once --fail")
+    tick_until(sched, finished(conn, 1), 20)
+    for later in sched.running():
+        later.proc.kill()
+        later.proc.wait()
+    sched.slots.clear()
+    (run,) = [r for r in runs(conn) if r["status"] != "RUNNING"]
+    assert run["status"] == "FAILED" and run["error"] == "RuntimeError: asked to fail"
+    conn.execute("DELETE FROM job_run")
+    sched = make(f"{EVERY_SECOND} 30s {JOB} --exit-early 3")  # dies before recording
+    tick_until(sched, finished(conn, 1), 20)
+    run = runs(conn)[0]
+    assert run["status"] == "FAILED" and run["error"].startswith("exited with code 3; see ")
+    assert run["trigger"] == "cron"
+
+
+def test_a_wake_starts_the_job_now_and_once_more_after_a_run_it_interrupts(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler]
+) -> None:
+    sched = make(f"{YEARLY} 30s {JOB} --once --sleep 1", wake_min_gap_s=0)
+    sched.wake("scheduled_job", jobs.utcnow())
+    sched.wake("functions.unknown", jobs.utcnow())  # not scheduled: ignored
+    slot = sched.slots["scheduled_job"]
+    assert slot.run is not None
+    sched.wake("scheduled_job", jobs.utcnow())  # while running: once more afterwards
+    sched.wake("scheduled_job", jobs.utcnow())  # coalesced with the one before
+    tick_until(sched, finished(conn, 2), 30)
+    time.sleep(0.5)
+    sched.tick(jobs.utcnow())
+    assert [r["trigger"] for r in runs(conn)] == ["wake", "wake"]
+    assert slot.run is None and not slot.rerun
+
+
+def test_runs_of_processes_that_are_gone_are_marked_failed(conn: db.Conn) -> None:
+    now = jobs.utcnow()
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid in (os.getpid(), dead.pid):
+        conn.execute(
+            "INSERT INTO job_run (job, started_at, status, pid, host)"
+            " VALUES ('poll', %s, 'RUNNING', %s, %s)",
+            (now, pid, host),
+        )
+    assert scheduler.abandon_dead_runs(conn, now, host) == 1
+    rows = conn.execute("SELECT pid, status, error FROM job_run ORDER BY pid").fetchall()
+    assert {(r["pid"], r["status"]) for r in rows} == {
+        (os.getpid(), "RUNNING"),
+        (dead.pid, "FAILED"),
+    }
+
+
+def test_the_process_wakes_on_notify_and_stops_its_runs_on_sigterm(
+    conn: db.Conn, db_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "crontab"
+    path.write_text(f"{YEARLY} 30s {JOB} --once --sleep 30\n* * * * * 0 bad line\n")
+    env = {**os.environ, "DATABASE_URL": db_url, "OCULUS_VAR_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "functions.scheduler", "--crontab", str(path), "--seconds", "60"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        cwd=settings.ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (
+            conn.execute("SELECT 1 FROM process_heartbeat WHERE process = 'scheduler'").fetchone()
+            is None
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "no heartbeat"
+            time.sleep(0.05)
+        beat = conn.execute(
+            "SELECT info FROM process_heartbeat WHERE process = 'scheduler'"
+        ).fetchone()
+        assert beat is not None
+        assert list(beat["info"]["jobs"]) == ["scheduled_job"]
+        assert "line 2" in beat["info"]["errors"][0]
+        sent = jobs.utcnow()
+        jobs.wake(conn, "scheduled_job")
+        while not runs(conn):
+            assert time.monotonic() < deadline, "the wake-up started nothing"
+            time.sleep(0.02)
+        run = runs(conn)[0]
+        assert run["trigger"] == "wake"
+        assert run["started_at"] - sent < timedelta(seconds=2)  # mostly the job's cold start
+        # a second scheduler refuses to run beside the first
+        second = subprocess.run(
+            [sys.executable, "-m", "functions.scheduler", "--crontab", str(path), "--seconds", "5"],
+            env=env,
+            capture_output=True,
+            cwd=settings.ROOT,
+            timeout=30,
+        )
+        assert second.returncode == jobs.EXIT_BUSY
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = runs(conn)[0]
+    assert run["status"] == "FAILED" and "stopped with the scheduler" in run["error"]
+    # the backfill it asks for on start (SPEC §9) is waiting for the poller
+    request = conn.execute(
+        "SELECT cursor_time FROM system_checkpoint WHERE name = 'listen.backfill_request'"
+    ).fetchone()
+    assert request is not None

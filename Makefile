@@ -6,12 +6,12 @@ STAMP := $(VENV)/.synced
 # What the web tests and `make run` need besides Python (Debian package names).
 SYSTEM_PACKAGES := nginx chromium chromium-driver fonts-dejavu-core
 
-.PHONY: install run run-live test lint sandbox migrate bench stop-db system-deps
+.PHONY: install compile run run-live test lint sandbox migrate bench bench-resources stop-db system-deps
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	@$(BIN)/uv sync --frozen --quiet --python $(BIN)/python
+	@$(BIN)/uv sync --frozen --quiet --compile-bytecode --python $(BIN)/python
 	@touch $(STAMP)
 
 ## install: the virtualenv and packages from uv.lock (run and test do it too)
@@ -33,12 +33,16 @@ system-deps:
 	fi
 
 ## run: the whole system locally (embedded Postgres, migrations, sandbox exchange, jobs)
-run: $(STAMP) system-deps
+run: $(STAMP) system-deps compile
 	@$(BIN)/python -m common.run_local
 
 ## run-live: the same against the configured upstreams (real Polymarket), no sandbox
-run-live: $(STAMP) system-deps
+run-live: $(STAMP) system-deps compile
 	@$(BIN)/python -m common.run_local --live
+
+# Bytecode for our own modules: every scheduled job is a fresh process (cold start).
+compile: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 common functions api site_builder sandbox >/dev/null
 
 ## test: lint, type-check and the whole test suite (what .ci/run calls)
 test: $(STAMP) system-deps
@@ -63,3 +67,8 @@ stop-db: $(STAMP)
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.sandbox_throughput
 	@$(BIN)/python -m benchmarks.copy_engine
+	@$(BIN)/python -m benchmarks.cold_start
+
+## bench-resources: RSS and CPU of every process over a 10-minute demo run
+bench-resources: $(STAMP) system-deps compile
+	@$(BIN)/python -m benchmarks.resources

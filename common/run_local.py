@@ -14,11 +14,9 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,30 +111,39 @@ MILESTONES = (  # what the operator waits for, each since this start
 )
 
 
-def watch(url: str, proc: subprocess.Popen[bytes], started: float, http_url: str) -> None:
-    """While supervisord runs: says when the dashboard answers and when the first fill,
-    copy attempt and snapshot land (what the operator waits for), then stays quiet."""
+def watch(url: str, since: datetime, http_url: str, supervisord_pid: int) -> int:
+    """The milestone watcher (`--watch`, a child of common.supervise): says when the
+    dashboard answers and when the first fill, copy attempt and equity points land
+    (what the operator waits for), then exits."""
     import httpx  # only here: the watcher's one request
 
     pending = list(MILESTONES)
-    since = jobs.utcnow() - timedelta(seconds=time.monotonic() - started)
     up = False
-    while proc.poll() is None and (pending or not up):
+
+    def after() -> str:
+        return f"after {(jobs.utcnow() - since).total_seconds():.0f}s"
+
+    while pending or not up:
         time.sleep(1)
+        try:
+            os.kill(supervisord_pid, 0)
+        except ProcessLookupError:
+            return 0
         if not up:
             with contextlib.suppress(httpx.HTTPError):
                 up = httpx.get(http_url + "login.html", timeout=1).status_code == 200
             if up:
-                step(f"dashboard answering at {http_url} after {time.monotonic() - started:.0f}s")
+                step(f"dashboard answering at {http_url} {after()}")
         try:
             with db.connect(url, autocommit=True) as conn:
                 for name, query in list(pending):
                     row = conn.execute(query, {"since": since}).fetchone()
                     if row and row["t"] is not None:
                         pending.remove((name, query))
-                        step(f"{name} after {time.monotonic() - started:.0f}s")
+                        step(f"{name} {after()}")
         except (db.DatabaseUnavailable, psycopg.Error):
             pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="prepare the database and print the plan, then exit"
     )
+    parser.add_argument("--watch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--since", type=datetime.fromisoformat, help=argparse.SUPPRESS)
+    parser.add_argument("--http-url", help=argparse.SUPPRESS)
+    parser.add_argument("--supervisord-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.watch:  # the milestone watcher, started by common.supervise
+        return watch(os.environ["DATABASE_URL"], args.since, args.http_url, args.supervisord_pid)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     s = settings.get()
     started = time.monotonic()
@@ -199,36 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     step(f"logs: {shown(s.var_dir / 'log')}; ready in {time.monotonic() - started:.1f}s")
     if args.check:
         return 0
-    code = supervise(env, url, started, http_url)
+    since = jobs.utcnow() - timedelta(seconds=time.monotonic() - started)
+    watcher = [sys.executable, "-m", "common.run_local", "--watch", "--since", since.isoformat()]
+    supervise = [
+        sys.executable,
+        "-m",
+        "common.supervise",
+        "--conf",
+        str(settings.ROOT / "supervisord.conf"),
+    ]
     if embedded:
-        step("stopping the embedded Postgres")
-        db.stop_embedded(s)
-    step("stopped")
-    return code
-
-
-def supervise(env: dict[str, str], url: str, started: float, http_url: str) -> int:
-    """Runs supervisord (its own session, so Ctrl-C reaches only us) until it exits or
-    we get SIGINT/SIGTERM, which we pass on as SIGTERM: supervisord stops every program
-    in turn and exits."""
-    conf = settings.ROOT / "supervisord.conf"
-    supervisord = os.path.join(os.path.dirname(sys.executable), "supervisord")
-    proc = subprocess.Popen([supervisord, "-n", "-c", str(conf)], env=env, start_new_session=True)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            print(flush=True)
-            step("stopping every process (supervisord)…")
-            proc.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    step("starting the processes (supervisord); Ctrl-C stops everything")
-    watch(url, proc, started, http_url)
-    return proc.wait()
+        supervise.append("--stop-embedded")
+    supervise += ["--watch", *watcher, "--http-url", http_url]
+    sys.stdout.flush()
+    os.execve(sys.executable, supervise, env)  # a small process for the system's lifetime
+    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ failures recorded, early wake-ups, and the process itself (NOTIFY, SIGTERM)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -265,3 +266,38 @@ def test_the_process_wakes_on_notify_and_stops_its_runs_on_sigterm(
         "SELECT cursor_time FROM system_checkpoint WHERE name = 'listen.backfill_request'"
     ).fetchone()
     assert request is not None
+
+
+def test_a_scheduler_killed_mid_run_leaves_its_job_to_finish_and_the_next_one_waits(
+    conn: db.Conn, db_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL to the scheduler: its running job (an orphan now) finishes and records
+    its run; the restarted scheduler's copy finds the job's lock held and stays out, so
+    the job's runs never overlap."""
+    path = tmp_path / "crontab"
+    path.write_text(f"{EVERY_SECOND} 30s {JOB} --once --sleep 3\n")
+    env = {**os.environ, "DATABASE_URL": db_url, "OCULUS_VAR_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "functions.scheduler", "--crontab", str(path)]
+    first = subprocess.Popen([*command, "--seconds", "60"], env=env, cwd=settings.ROOT)
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while not runs(conn):
+            assert time.monotonic() < deadline, "no run started"
+            time.sleep(0.05)
+        first.kill()  # SIGKILL: no clean-up at all
+        first.wait()
+        second = subprocess.Popen([*command, "--seconds", "8"], env=env, cwd=settings.ROOT)
+        assert second.wait(timeout=60) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    done = [r for r in runs(conn) if r["status"] != "RUNNING"]
+    assert len(done) >= 2 and {r["status"] for r in done} <= {"OK", "FAILED"}
+    assert done[0]["status"] == "OK"  # the orphan finished its run
+    ordered = sorted(runs(conn), key=lambda r: r["started_at"])
+    for earlier, later in itertools.pairwise(ordered):
+        assert earlier["finished_at"] is not None
+        assert earlier["finished_at"] <= later["started_at"], "two runs overlapped"

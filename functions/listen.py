@@ -127,6 +127,7 @@ class Listener:
         self._beat_due = self._refresh_due = 0.0
         self._backfill_thread: threading.Thread | None = None
         self._gap_from: int | None = None
+        self._unreplayed: int | None = None  # a catch-up asked for and not yet answered
 
     @property
     def conn(self) -> db.Conn:
@@ -193,10 +194,11 @@ class Listener:
             self._request_backfill(now)
         # The gap to replay starts at the last block seen before this session: logs the
         # new subscription delivers must not move it before eth_getLogs is answered.
-        self._gap_from = self.last_block
+        if self._unreplayed is None:
+            self._unreplayed = self.last_block
+        self._gap_from = self._unreplayed
         self._refresh(ws)
-        if self._gap_from is not None:
-            self._send(ws, "eth_blockNumber", [], "blockNumber")
+        self._send(ws, "eth_blockNumber", [], "blockNumber")
         while not self._done(deadline, idle_s):
             try:
                 frame = ws.recv(timeout=RECV_SLICE_S)
@@ -288,10 +290,16 @@ class Listener:
             else:  # an answer to a subscription we already replaced
                 self._send(ws, "eth_unsubscribe", [reply.result], "unsubscribe")
         elif kind == "blockNumber" and ws is not None and isinstance(reply.result, str):
-            start = catchup_from(self._gap_from, int(reply.result, 16))
+            latest = int(reply.result, 16)
+            if self.last_block is None:  # nothing seen yet: a later gap starts here
+                self.last_block = latest
+                self._save_block(now)
+            start = catchup_from(self._gap_from, latest)
             if start is not None and self.wallets:
                 spec = {**chain.log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
                 self._send(ws, "eth_getLogs", [{**spec, "toBlock": reply.result}], "getLogs")
+            else:
+                self._unreplayed = None
         elif kind == "getLogs" and isinstance(reply.result, list):
             for raw in reply.result:
                 parsed = wire.parse_one(chain.ChainLog, raw, "chain/getLogs")
@@ -300,6 +308,7 @@ class Listener:
                 else:
                     self._store(parsed, wire.dump_payload(raw), "chain/getLogs", now)
             log.info("listen: replayed %d logs with eth_getLogs", len(reply.result))
+            self._unreplayed = None
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _set_connected(self, connected: bool) -> None:
@@ -331,9 +340,12 @@ class Listener:
         }
 
     def _save_block(self, now: datetime) -> None:
-        if self.last_block is not None and self.last_block != self._saved_block:
-            checkpoints.advance(self.conn, LAST_BLOCK, now, number=self.last_block)
-            self._saved_block = self.last_block
+        block = self.last_block
+        if block is not None and self._unreplayed is not None:
+            block = min(block, self._unreplayed)  # not past a gap still being replayed
+        if block is not None and block != self._saved_block:
+            checkpoints.advance(self.conn, LAST_BLOCK, now, number=block)
+            self._saved_block = block
 
     def _request_backfill(self, now: datetime) -> None:
         since = now - BACKFILL_WINDOW

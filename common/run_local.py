@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from datetime import datetime, timedelta
@@ -117,6 +118,7 @@ def watch(url: str, since: datetime, http_url: str, supervisord_pid: int) -> int
     (what the operator waits for), then exits."""
     import httpx  # only here: the watcher's one request
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     pending = list(MILESTONES)
     up = False
 

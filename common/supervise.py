@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         watcher.wait()
     if args.stop_embedded:
         step("stopping the embedded Postgres")
-        subprocess.run([sys.executable, "-m", "common.db", "stop"], stdout=subprocess.DEVNULL)
+        # DATABASE_URL here is the embedded server's own URL (set for the programs);
+        # without it `common.db stop` stops the server under OCULUS_VAR_DIR
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        subprocess.run(
+            [sys.executable, "-m", "common.db", "stop"], env=env, stdout=subprocess.DEVNULL
+        )
     step("stopped")
     return code
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,36 @@ def test_each_start_applies_the_tuning_and_keeps_alter_system(var_dir: Path) -> 
         "work_mem": "8MB",
     }
     assert "shared_buffers" not in (var_dir / "pgdata" / "postgresql.auto.conf").read_text()
+
+
+def test_the_supervisor_stops_the_embedded_server_it_was_asked_to(var_dir: Path) -> None:
+    """`make run`'s last step (common.supervise --stop-embedded): after supervisord exits
+    the embedded server under OCULUS_VAR_DIR stops, even though the programs' environment
+    carries its DATABASE_URL."""
+    url = start(var_dir)
+    conf = var_dir / "supervisord.conf"
+    conf.write_text(
+        f"[supervisord]\nnodaemon = true\nsilent = true\nlogfile = {var_dir}/sd.log\n"
+        f"pidfile = {var_dir}/sd.pid\n[program:idle]\ncommand = sleep 60\n"
+    )
+    env = {**os.environ, "OCULUS_VAR_DIR": str(var_dir), "DATABASE_URL": url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.supervise", "--conf", str(conf), "--stop-embedded"],
+        env=env,
+        cwd=settings.ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (var_dir / "sd.pid").exists():
+            assert time.monotonic() < deadline, "supervisord did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopping the embedded Postgres" in out and out.rstrip().endswith("stopped")
+    assert not db.embedded_running(settings.Settings(var_dir=var_dir))

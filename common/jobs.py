@@ -93,6 +93,21 @@ def try_lock(conn: db.Conn, job: str) -> bool:
     return bool(row and row["ok"])
 
 
+def gone(pid: int | None, host: str | None) -> bool:
+    """Whether the process that wrote a row (its pid and host) has provably ended: it ran
+    on this host and its pid is no longer there. Another host's, or an unknown pid, is
+    never taken for gone."""
+    if pid is None or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 def wake(conn: db.Conn, job: str) -> None:
     """Asks the scheduler to start `job` now (delivered when the transaction commits)."""
     conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, job))

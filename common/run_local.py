@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from common import db, jobs, migrate, nginx, settings
+from common.supervise import step
 
 
 def demo_environment(port: int) -> dict[str, str]:
@@ -88,10 +89,6 @@ def ensure_admin_password(s: settings.Settings) -> str:
 def shown(path: Path) -> str:
     """Returns the path relative to the checkout when it is inside it."""
     return str(path.relative_to(settings.ROOT)) if path.is_relative_to(settings.ROOT) else str(path)
-
-
-def step(message: str) -> None:
-    print(f"[oculus] {message}", flush=True)
 
 
 MILESTONES = (  # what the operator waits for, each since this start

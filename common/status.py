@@ -77,8 +77,13 @@ ORDER BY r.job
 
 
 def jobs(conn: db.Conn, now: datetime) -> list[Row]:
-    """Each job's newest run, its failures in the last hour and its last success."""
-    return list(conn.execute(_JOBS, {"since": now - timedelta(hours=1), "now": now}))
+    """Each job's newest run, its failures in the last hour, its last success and when
+    the scheduler runs it next (`next_at`, an ISO string, or None)."""
+    planned = scheduler_info(heartbeats(conn)).get("jobs") or {}
+    runs = list(conn.execute(_JOBS, {"since": now - timedelta(hours=1), "now": now}))
+    for run in runs:
+        run["next_at"] = (planned.get(run["job"]) or {}).get("next")
+    return runs
 
 
 def failed_items(conn: db.Conn, limit: int = 50) -> list[Row]:
@@ -96,6 +101,11 @@ def heartbeats(conn: db.Conn) -> list[Row]:
     return list(conn.execute("SELECT * FROM process_heartbeat ORDER BY process"))
 
 
+def scheduler_info(beats: list[Row]) -> dict[str, Any]:
+    """The scheduler's heartbeat info: {"jobs": {job: {"next": …}}, "errors": [crontab]}."""
+    return next((b["info"] or {} for b in beats if b["process"] == "scheduler"), {})
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -108,7 +118,8 @@ def readiness(conn: db.Conn, now: datetime, stale_after_s: float) -> list[Check]
     required processes' heartbeats younger than `stale_after_s`."""
     row = conn.execute("SELECT now() AS t").fetchone()
     checks = [Check("database", row is not None, "reachable")]
-    beats = {b["process"]: b for b in heartbeats(conn)}
+    listed = heartbeats(conn)
+    beats = {b["process"]: b for b in listed}
     for process in REQUIRED_PROCESSES:
         beat = beats.get(process)
         if beat is None:
@@ -116,8 +127,7 @@ def readiness(conn: db.Conn, now: datetime, stale_after_s: float) -> list[Check]
             continue
         age = (now - beat["beat_at"]).total_seconds()
         checks.append(Check(process, age <= stale_after_s, f"heartbeat {age:.0f}s ago"))
-    scheduler = beats.get("scheduler")
-    errors = (scheduler["info"] or {}).get("errors") if scheduler else None
+    errors = scheduler_info(listed).get("errors")
     if errors:
         checks.append(Check("crontab", False, "; ".join(errors)))
     return checks

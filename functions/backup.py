@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -208,20 +207,7 @@ def _alive(url: str) -> list[str]:
             ).fetchall()
     except psycopg.errors.UndefinedTable:
         return []
-    here = socket.gethostname()
-    return [r["process"] for r in rows if r["host"] != here or _pid_alive(r["pid"])]
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return True  # unknown: assume it runs
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    return True
+    return [r["process"] for r in rows if not jobs.gone(r["pid"], r["host"])]
 
 
 def _ddl(conn: db.Conn, template: str, *names: str) -> None:

@@ -58,8 +58,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def snapshot(conn: db.Conn, now: datetime, s: settings.Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data (what --json prints)."""
     beats = status.heartbeats(conn)
-    sched = next((b["info"] or {} for b in beats if b["process"] == "scheduler"), {})
-    planned = sched.get("jobs") or {}
     checks = status.readiness(conn, now, s.reconcile_stale_after_s)
     return {
         "now": now,
@@ -68,11 +66,8 @@ def snapshot(conn: db.Conn, now: datetime, s: settings.Settings) -> dict[str, An
         "processes": [
             {k: b[k] for k in ("process", "pid", "host", "started_at", "beat_at")} for b in beats
         ],
-        "jobs": [
-            {**j, "next_at": (planned.get(j["job"]) or {}).get("next")}
-            for j in status.jobs(conn, now)
-        ],
-        "crontab_errors": sched.get("errors") or [],
+        "jobs": status.jobs(conn, now),
+        "crontab_errors": status.scheduler_info(beats).get("errors") or [],
         "pending": [vars(p) for p in status.pending(conn)],
         "failed_items": status.failed_items(conn),
     }
@@ -194,12 +189,11 @@ def cmd_rerun_failed(conn: db.Conn, args: argparse.Namespace, s: settings.Settin
         print(f"{stage}: {sum(i['stage'] == stage for i in items)} items; woke {job}")
     deadline = time.monotonic() + args.wait
     keys = {(i["stage"], i["item_key"]) for i in items}
-    while time.monotonic() < deadline:
+    while True:
         left = {(i["stage"], i["item_key"]) for i in failures.open_items(conn, args.stage)} & keys
-        if not left:
+        if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
-    left = {(i["stage"], i["item_key"]) for i in failures.open_items(conn, args.stage)} & keys
     print(f"resolved {len(keys) - len(left)} of {len(keys)}")
     for stage, key in sorted(left):
         print(f"  still failing: {stage} {key}")
@@ -214,29 +208,30 @@ class Finding:
     params: tuple[Any, ...] = ()
 
 
+def run_name(r: dict[str, Any]) -> str:
+    return f"job_run {r['id']} ({r['job']}, pid {r['pid']} on {r['host']})"
+
+
 def find_stuck(conn: db.Conn, now: datetime, stale_after: timedelta) -> list[Finding]:
     """Work held by processes that are gone or hung; only provably dead owners get a
     fix (a process on this host whose pid is gone, an idle transaction past its limit)."""
-    host = socket.gethostname()
     found: list[Finding] = []
-    runs = conn.execute(
-        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING' ORDER BY id"
-    )
-    for r in runs:
-        name = f"job_run {r['id']} ({r['job']}, pid {r['pid']} on {r['host']})"
-        if r["host"] == host and (r["pid"] is None or not scheduler.alive(int(r["pid"]))):
-            found.append(
-                Finding(
-                    f"{name} RUNNING but its process is gone",
-                    "mark it FAILED",
-                    "UPDATE job_run SET status = 'FAILED', finished_at = %s, error ="
-                    " 'abandoned: its process is gone (ops clear-stuck)'"
-                    " WHERE id = %s AND status = 'RUNNING'",
-                    (now, r["id"]),
-                )
+    for r in scheduler.dead_runs(conn):
+        found.append(
+            Finding(
+                f"{run_name(r)} RUNNING but its process is gone",
+                "mark it FAILED",
+                scheduler.ABANDON,
+                (now, "abandoned: its process is gone (ops clear-stuck)", [r["id"]]),
             )
-        elif r["host"] != host and r["started_at"] < now - timedelta(hours=1):
-            found.append(Finding(f"{name} RUNNING for over an hour on another host", None))
+        )
+    foreign = conn.execute(
+        """SELECT id, job, pid, host FROM job_run WHERE status = 'RUNNING'
+             AND host <> %s AND started_at < %s ORDER BY id""",
+        (socket.gethostname(), now - timedelta(hours=1)),
+    )
+    for r in foreign:
+        found.append(Finding(f"{run_name(r)} RUNNING for over an hour on another host", None))
     idle = conn.execute(
         """SELECT pid, application_name, xact_start FROM pg_stat_activity
            WHERE datname = current_database() AND pid <> pg_backend_pid()
@@ -255,8 +250,7 @@ def find_stuck(conn: db.Conn, now: datetime, stale_after: timedelta) -> list[Fin
             )
         )
     for r in conn.execute("SELECT process, pid, host, beat_at FROM process_heartbeat"):
-        gone = r["host"] == host and (r["pid"] is None or not scheduler.alive(int(r["pid"])))
-        if gone and r["beat_at"] < now - stale_after:
+        if jobs.gone(r["pid"], r["host"]) and r["beat_at"] < now - stale_after:
             found.append(
                 Finding(
                     f"heartbeat of {r['process']} (pid {r['pid']}, gone) from"

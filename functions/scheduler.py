@@ -152,12 +152,9 @@ class Scheduler:
         if slot is None:
             log.info("wake for %r ignored: not in the crontab", job)
             return
-        if slot.run is not None:
-            slot.rerun = True
-        elif time.monotonic() - slot.last_start >= self.s.wake_min_gap_s:
+        slot.rerun = True  # kept until it starts: after the run in progress, or the gap
+        if slot.run is None:
             self._start(slot, "wake", now, now)
-        else:
-            slot.rerun = True  # started a moment ago: once more after the gap
 
     def seconds_to_next(self, now: datetime) -> float:
         """How long the main loop may sleep before something is due."""
@@ -331,35 +328,26 @@ class Scheduler:
         }
 
 
-def abandon_dead_runs(conn: db.Conn, now: datetime, host: str | None = None) -> int:
-    """Marks FAILED the RUNNING rows of this host whose process is gone (a scheduler or
-    job killed with SIGKILL, a reboot); returns how many."""
-    host = host or socket.gethostname()
-    dead = [
-        r["id"]
-        for r in conn.execute(
-            "SELECT id, pid FROM job_run WHERE status = 'RUNNING' AND host = %s", (host,)
-        )
-        if r["pid"] is None or not alive(int(r["pid"]))
-    ]
+def dead_runs(conn: db.Conn) -> list[dict[str, Any]]:
+    """The RUNNING rows whose process is gone (a scheduler or job killed with SIGKILL, a
+    reboot): on this host, with a pid that no longer runs."""
+    rows = conn.execute(
+        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING' ORDER BY id"
+    )
+    return [r for r in rows if jobs.gone(r["pid"], r["host"])]
+
+
+# Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
+ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
+             WHERE id = ANY(%s) AND status = 'RUNNING'"""
+
+
+def abandon_dead_runs(conn: db.Conn, now: datetime) -> int:
+    """Marks the dead runs FAILED; returns how many."""
+    dead = [r["id"] for r in dead_runs(conn)]
     if dead:
-        conn.execute(
-            """UPDATE job_run SET status = 'FAILED', finished_at = %s,
-                   error = 'abandoned: its process is gone'
-               WHERE id = ANY(%s) AND status = 'RUNNING'""",
-            (now, dead),
-        )
+        conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
     return len(dead)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

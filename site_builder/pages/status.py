@@ -105,10 +105,6 @@ def last_backfill(conn: db.Conn) -> Row | None:
 def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext:
     pending = [(p.stage, p.count, p.who) for p in status.pending(conn)]
     beats = status.heartbeats(conn)
-    scheduler = next((b["info"] or {} for b in beats if b["process"] == "scheduler"), {})
-    runs = status.jobs(conn, now)
-    for run in runs:  # when the scheduler runs it next
-        run["next_at"] = (scheduler.get("jobs") or {}).get(run["job"], {}).get("next")
     q_open = conn.execute(
         "SELECT count(*) AS n FROM quarantine WHERE resolved_at IS NULL"
     ).fetchone()
@@ -136,8 +132,8 @@ def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext
         ).fetchone(),
         last_backfill=last_backfill(conn),
         heartbeats=beats,
-        jobs=runs,
-        crontab_errors=list(scheduler.get("errors") or []),
+        jobs=status.jobs(conn, now),
+        crontab_errors=list(status.scheduler_info(beats).get("errors") or []),
         upstreams=_upstreams(
             beats, list(conn.execute(_JOB_UPSTREAMS, {"since": now - timedelta(hours=1)}))
         ),

@@ -126,6 +126,8 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
     )
     if token == 0 or shares <= 0:
         raise DecodeError("fill without a token or without shares")
+    if max(shares, collateral, fee) > wire.MAX_AMOUNT_MICROS:  # uint256 words: bigint columns
+        raise DecodeError(f"amount past the ceiling of {wire.MAX_AMOUNT_UNITS:,} units")
     price = money.price_micros(collateral, shares)
     if price > money.MICROS:
         raise DecodeError(f"impossible price {money.format_micros(price)} (> 1)")

@@ -4,6 +4,7 @@ envelope, so either generation of the API parses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from common import http, money, wire
 ACTIVITY_TYPES = ("TRADE", "SPLIT", "MERGE", "REDEEM", "CONVERSION")
 MAX_LIMIT = 500
 MAX_OFFSET = 5000  # the API answers 400 past this: page by time window instead
+Clock = Callable[[], datetime]  # stamps each page as it arrives (a fill's detect time)
 
 Seconds = Annotated[
     datetime, BeforeValidator(wire.seconds_to_datetime), BeforeValidator(wire.json_number)
@@ -154,11 +156,25 @@ def unwrap(payload: Any, source: str) -> tuple[Any, wire.Reject | None]:
 
 
 def _fetch_rows(
-    upstream: http.Upstream, path: str, params: dict[str, Any], model: type[wire.T]
+    upstream: http.Upstream,
+    path: str,
+    params: dict[str, Any],
+    model: type[wire.T],
+    clock: Clock | None,
 ) -> wire.Batch[wire.T]:
+    """One page; more rows than the `limit` asked for refuses the page (an upstream that
+    ignores it would otherwise page and split windows without end)."""
     context = {k: v for k, v in params.items() if k in ("user", "start", "end", "offset")}
     return wire.fetch_rows(
-        upstream, "GET", path, model, params=params, context=context, unwrap=unwrap
+        upstream,
+        "GET",
+        path,
+        model,
+        params=params,
+        context=context,
+        unwrap=unwrap,
+        limit=params["limit"],
+        clock=clock,
     )
 
 
@@ -176,6 +192,7 @@ def fetch_trades(
     offset: int = 0,
     side: str | None = None,
     market: str | None = None,
+    clock: Clock | None = None,
 ) -> wire.Batch[TradeRow]:
     """Returns a page of the user's fills, newest first, maker fills included
     (`takerOnly=false`: the API's default of true hides them)."""
@@ -184,7 +201,7 @@ def fetch_trades(
         params["side"] = side
     if market:
         params["market"] = market
-    return _fetch_rows(upstream, "/trades", params, TradeRow)
+    return _fetch_rows(upstream, "/trades", params, TradeRow, clock)
 
 
 def fetch_activity(
@@ -197,6 +214,7 @@ def fetch_activity(
     limit: int = MAX_LIMIT,
     offset: int = 0,
     ascending: bool = True,
+    clock: Clock | None = None,
 ) -> wire.Batch[ActivityRow]:
     """Returns a page of the user's activity in [start, end] (Unix seconds, inclusive)."""
     params: dict[str, Any] = {
@@ -210,7 +228,7 @@ def fetch_activity(
         params["start"] = start
     if end is not None:
         params["end"] = end
-    return _fetch_rows(upstream, "/activity", params, ActivityRow)
+    return _fetch_rows(upstream, "/activity", params, ActivityRow, clock)
 
 
 def fetch_positions(
@@ -223,4 +241,4 @@ def fetch_positions(
 ) -> wire.Batch[PositionRow]:
     """Returns a page of the user's current positions (seeds a shadow book)."""
     params = {"user": user, "sizeThreshold": size_threshold, **_page(limit, offset)}
-    return _fetch_rows(upstream, "/positions", params, PositionRow)
+    return _fetch_rows(upstream, "/positions", params, PositionRow, None)

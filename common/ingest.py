@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import psycopg
 from psycopg.types.json import Jsonb
 
-from common import chain, data_api, db, money, shadow
+from common import chain, data_api, db, money, quarantine, shadow, wire
 
 SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
 
@@ -43,6 +44,7 @@ class ApiFill:
     event_time: datetime
     ordinal: int = 0
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
+    detect_time: datetime | None = field(default=None, compare=False)  # its page arrived
 
     @property
     def identity(self) -> str:
@@ -76,6 +78,7 @@ class ApiActivity:
     event_time: datetime
     ordinal: int = 0
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
+    detect_time: datetime | None = field(default=None, compare=False)
 
     @property
     def identity(self) -> str:
@@ -104,8 +107,32 @@ def with_ordinals(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def fill_from_row(row: data_api.TradeRow | data_api.ActivityRow, followed_user_id: int) -> ApiFill:
-    """Returns the ApiFill of a /trades row or a TRADE row of /activity."""
+def earliest(a: Row, b: Row) -> Row:
+    """Of two sightings of one row, the one seen first (its detect time counts)."""
+    if b.detect_time is not None and (a.detect_time is None or b.detect_time < a.detect_time):
+        return b
+    return a
+
+
+def _storable(value: Any) -> Any:
+    """The payload with NUL characters escaped: jsonb refuses them, and a title with one
+    must not keep a real fill out."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def fill_from_row(
+    row: data_api.TradeRow | data_api.ActivityRow,
+    followed_user_id: int,
+    seen_at: datetime | None = None,
+) -> ApiFill:
+    """Returns the ApiFill of a /trades row or a TRADE row of /activity, seen at
+    `seen_at` (when its page arrived)."""
     assert row.asset is not None and row.side is not None and row.price is not None
     return ApiFill(
         followed_user_id=followed_user_id,
@@ -117,11 +144,14 @@ def fill_from_row(row: data_api.TradeRow | data_api.ActivityRow, followed_user_i
         price_micros=row.price,
         share_micros=row.size,
         event_time=row.timestamp,
-        payload=row.model_dump(mode="json", by_alias=False),
+        payload=_storable(row.model_dump(mode="json", by_alias=False)),
+        detect_time=seen_at,
     )
 
 
-def activity_from_row(row: data_api.ActivityRow, followed_user_id: int) -> ApiActivity:
+def activity_from_row(
+    row: data_api.ActivityRow, followed_user_id: int, seen_at: datetime | None = None
+) -> ApiActivity:
     return ApiActivity(
         followed_user_id=followed_user_id,
         wallet=row.proxy_wallet,
@@ -132,7 +162,8 @@ def activity_from_row(row: data_api.ActivityRow, followed_user_id: int) -> ApiAc
         usdc_micros=row.usdc_size,
         price_micros=row.price,
         event_time=row.timestamp,
-        payload=row.model_dump(mode="json", by_alias=False),
+        payload=_storable(row.model_dump(mode="json", by_alias=False)),
+        detect_time=seen_at,
     )
 
 
@@ -198,6 +229,55 @@ def plan_api_fills(
     return matches, inserts
 
 
+def beyond_chain(
+    inserts: Sequence[ApiFill], existing: Sequence[Existing]
+) -> tuple[list[ApiFill], dict[str, tuple[list[ApiFill], int]]]:
+    """Splits the API fills to insert (none matched a free chain log) into those the
+    chain has no word on, and those it contradicts: their transaction's logs for their
+    wallet are stored, and every log like them is taken (pure). A block's logs arrive
+    together, so the chain saw every fill of that wallet in that transaction: identical
+    rows past its count of them are an upstream repeating itself, not fills.
+    Returns (fills to insert, {identity: (the extra rows, how many logs the chain has)})."""
+    seen = {
+        (e.tx_hash, e.wallet) for e in existing if e.log_index is not None and e.reorg_state is None
+    }
+    keep: list[ApiFill] = []
+    extra: dict[str, tuple[list[ApiFill], int]] = {}
+    for f in inserts:
+        if (f.tx_hash, f.wallet) not in seen:
+            keep.append(f)
+            continue
+        if f.identity not in extra:
+            logs = sum(
+                1
+                for e in existing
+                if e.log_index is not None
+                and e.reorg_state is None
+                and (e.wallet, e.tx_hash, e.asset_id, e.side)
+                == (f.wallet, f.tx_hash, f.asset_id, f.side)
+                and _close(e.share_micros, f.share_micros)
+            )
+            extra[f.identity] = ([], logs)
+        extra[f.identity][0].append(f)
+    return keep, extra
+
+
+def duplicate_rejects(extra: dict[str, tuple[list[ApiFill], int]]) -> list[wire.Reject]:
+    """One DUPLICATE_ROW reject per repeated row (pure); the same row seen again on the
+    next poll is the same quarantine row, counted."""
+    out = []
+    for rows, logs in extra.values():
+        f = rows[0]
+        reason = (
+            f"DUPLICATE_ROW: {len(rows)} Data API row(s) beyond the chain's {logs} log(s) of tx "
+            f"{f.tx_hash} for {f.wallet} ({f.side} {money.format_micros(f.share_micros)} of "
+            f"asset {f.asset_id} at {money.format_micros(f.price_micros)}); not stored"
+        )
+        context = {"user_id": f.followed_user_id, "tx": f.tx_hash, "rows": len(rows), "logs": logs}
+        out.append(wire.Reject("data_api/fills", reason, wire.dump_payload(f.payload), context))
+    return out
+
+
 ChainAction = Literal["insert", "confirm", "duplicate", "restore", "remove", "flag", "ignore"]
 
 
@@ -259,13 +339,60 @@ WHERE id = %(id)s AND api_source_id IS NULL
 """
 
 
+def _api_fill_params(f: ApiFill, now: datetime) -> dict[str, Any]:
+    return {
+        "sid": f.source_id,
+        "uid": f.followed_user_id,
+        "wallet": f.wallet,
+        "cond": f.condition_id,
+        "asset": f.asset_id,
+        "side": f.side,
+        "price": f.price_micros,
+        "shares": f.share_micros,
+        "usdc": f.notional_micros,
+        "tx": f.tx_hash,
+        "et": f.event_time,
+        "now": f.detect_time or now,
+        "payload": Jsonb(f.payload),
+    }
+
+
+def insert_rows(
+    conn: db.Conn, sql: str, rows: Sequence[tuple[dict[str, Any], Any]], source: str
+) -> tuple[int, list[wire.Reject]]:
+    """Inserts (params, payload) rows in the caller's transaction: all at once, or, if
+    one of them is refused by the database (a value out of range, a check), one by one,
+    each in its own savepoint, so the bad one is rejected and the rest stored. Returns
+    (rows inserted, rejects)."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(sql, [p for p, _ in rows])
+            return max(cur.rowcount, 0), []
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
+        pass
+    inserted, rejects = 0, []
+    for params, payload in rows:
+        try:
+            with conn.transaction():
+                inserted += conn.execute(sql, params).rowcount
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            reason = f"refused by the database: {str(exc).splitlines()[0][:300]}"
+            rejects.append(wire.Reject(source, reason, wire.dump_payload(payload)))
+    return inserted, rejects
+
+
 def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> dict[str, int]:
-    """Stores Data API fills in one transaction; returns counts (inserted, confirmed)."""
+    """Stores Data API fills in one transaction; returns counts (inserted, confirmed,
+    duplicates refused, rows the database refused). Rows past the chain's count of
+    their fill are quarantined DUPLICATE_ROW, not stored (`beyond_chain`)."""
     if not fills:
         return {}
     with conn.transaction():
         db.lock_ingest(conn)
-        matches, inserts = plan_api_fills(fills, _existing(conn, (f.tx_hash for f in fills)))
+        existing = _existing(conn, (f.tx_hash for f in fills))
+        matches, inserts = plan_api_fills(fills, existing)
+        inserts, extra = beyond_chain(inserts, existing)
+        rejects = duplicate_rejects(extra)
         with conn.cursor() as cur:
             if matches:
                 cur.executemany(
@@ -281,29 +408,15 @@ def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> d
                         for event_id, f in matches
                     ],
                 )
-            if inserts:
-                cur.executemany(
-                    _INSERT_API,
-                    [
-                        {
-                            "sid": f.source_id,
-                            "uid": f.followed_user_id,
-                            "wallet": f.wallet,
-                            "cond": f.condition_id,
-                            "asset": f.asset_id,
-                            "side": f.side,
-                            "price": f.price_micros,
-                            "shares": f.share_micros,
-                            "usdc": f.notional_micros,
-                            "tx": f.tx_hash,
-                            "et": f.event_time,
-                            "now": now,
-                            "payload": Jsonb(f.payload),
-                        }
-                        for f in inserts
-                    ],
-                )
-    return {"api_inserted": len(inserts), "api_confirmed_chain": len(matches)}
+        rows = [(_api_fill_params(f, now), f.payload) for f in inserts]
+        inserted, refused = insert_rows(conn, _INSERT_API, rows, "data_api/fills")
+        quarantine.record(conn, rejects + refused, now)
+    return {
+        "api_inserted": inserted,
+        "api_confirmed_chain": len(matches),
+        "api_duplicate_rows": sum(len(rows) for rows, _ in extra.values()),
+        "api_refused_rows": len(refused),
+    }
 
 
 def chain_source_id(fill: chain.ChainFill) -> str:
@@ -393,28 +506,31 @@ ON CONFLICT DO NOTHING
 
 
 def store_activities(conn: db.Conn, rows: Sequence[ApiActivity], now: datetime) -> int:
-    """Stores SPLIT/MERGE/REDEEM/CONVERSION rows; returns how many were new."""
+    """Stores SPLIT/MERGE/REDEEM/CONVERSION rows; returns how many were new (a row the
+    database refuses is quarantined, the others stored)."""
     if not rows:
         return 0
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            _INSERT_ACTIVITY,
-            [
-                {
-                    "sid": a.source_id,
-                    "uid": a.followed_user_id,
-                    "wallet": a.wallet,
-                    "type": a.activity_type,
-                    "cond": a.condition_id,
-                    "shares": a.share_micros,
-                    "usdc": a.usdc_micros,
-                    "price": a.price_micros,
-                    "tx": a.tx_hash,
-                    "et": a.event_time,
-                    "now": now,
-                    "payload": Jsonb(a.payload),
-                }
-                for a in rows
-            ],
+    params = [
+        (
+            {
+                "sid": a.source_id,
+                "uid": a.followed_user_id,
+                "wallet": a.wallet,
+                "type": a.activity_type,
+                "cond": a.condition_id,
+                "shares": a.share_micros,
+                "usdc": a.usdc_micros,
+                "price": a.price_micros,
+                "tx": a.tx_hash,
+                "et": a.event_time,
+                "now": a.detect_time or now,
+                "payload": Jsonb(a.payload),
+            },
+            a.payload,
         )
-        return max(cur.rowcount, 0)
+        for a in rows
+    ]
+    with conn.transaction():
+        inserted, refused = insert_rows(conn, _INSERT_ACTIVITY, params, "data_api/activity")
+        quarantine.record(conn, refused, now)
+    return inserted

@@ -14,6 +14,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MICROS = 1_000_000
 _QUANTUM = Decimal(1)
+INT64_MAX = 2**63 - 1  # a bigint column: every amount stored must fit
 
 
 class AmountError(ValueError):
@@ -24,11 +25,11 @@ def to_decimal(value: str | int | float | Decimal) -> Decimal:
     """Returns `value` as a finite Decimal. Floats go through repr(), their shortest
     round-tripping text, so 0.1 is Decimal('0.1'). Raises AmountError."""
     if isinstance(value, bool):
-        raise AmountError(f"not an amount: {value!r}")
+        raise AmountError(f"not an amount: {value!r:.40}")
     try:
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise AmountError(f"not a finite amount: {value!r}")
+                raise AmountError(f"not a finite amount: {value!r:.40}")
             result = Decimal(repr(value))
         elif isinstance(value, str):
             text = value.strip()
@@ -38,15 +39,26 @@ def to_decimal(value: str | int | float | Decimal) -> Decimal:
         else:
             result = Decimal(value)
     except InvalidOperation as exc:
-        raise AmountError(f"not an amount: {value!r}") from exc
+        raise AmountError(f"not an amount: {value!r:.40}") from exc
     if not result.is_finite():
-        raise AmountError(f"not a finite amount: {value!r}")
+        raise AmountError(f"not a finite amount: {value!r:.40}")
     return result
 
 
 def to_micros(value: str | int | float | Decimal) -> int:
-    """Returns `value` (units) in integer micros, rounded half-to-even."""
-    return int((to_decimal(value) * MICROS).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+    """Returns `value` (units) in integer micros, rounded half-to-even. Raises
+    AmountError for what is not a finite amount or does not fit a bigint (1e300 would
+    otherwise raise decimal's InvalidOperation, which no boundary model catches)."""
+    amount = to_decimal(value)
+    if amount and amount.adjusted() > 18:  # > 10^19 units: far past a bigint of micros
+        raise AmountError(f"amount out of range: {value!r:.40}")
+    try:
+        micros = int((amount * MICROS).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+    except InvalidOperation as exc:
+        raise AmountError(f"amount out of range: {value!r:.40}") from exc
+    if abs(micros) > INT64_MAX:
+        raise AmountError(f"amount out of range: {value!r:.40}")
+    return micros
 
 
 def from_micros(micros: int) -> Decimal:

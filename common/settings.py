@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     poll_backfill_on_start_s: float = Field(
         default=900.0, ge=0, description="How far the first poll of a process reaches back."
     )
+    poll_max_rows: int = Field(
+        default=20_000,
+        ge=1_000,
+        le=1_000_000,
+        description="Data API rows one poll run reads per user at most (memory bound).",
+    )
     seed_window_s: float = Field(
         default=900.0,
         gt=0,
@@ -234,6 +240,18 @@ class Settings(BaseSettings):
         ge=1,
         description="FAILED, TIMEOUT and abandoned RUNNING job_run rows are deleted after "
         "this many days (each job's newest run and newest OK run are always kept).",
+    )
+    prune_quarantine_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Quarantine rows not seen again for this many days are deleted.",
+    )
+    quarantine_max_per_minute: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="New quarantine rows one source may add a minute; past it they are counted.",
     )
     prune_batch_rows: int = Field(
         default=5000, ge=100, le=50_000, description="Rows one prune statement deletes at most."

@@ -151,15 +151,21 @@ def activity_entries(
     return entries
 
 
-_PENDING_TRADES = """
+# A Data API fill with no log of its own in a transaction whose logs for its wallet
+# are stored: the chain saw that transaction and has no room for it.
+CHAIN_CONTRADICTS = """(t.log_index IS NULL AND EXISTS (
+    SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
+      AND c.log_index IS NOT NULL AND c.reorg_state IS NULL))"""
+_PENDING_TRADES = f"""
 SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_micros,
-       usdc_notional_micros, fee_micros, event_time, detect_time, source, confirmed_at
-FROM trade_event
+       usdc_notional_micros, fee_micros, event_time, detect_time, source, confirmed_at,
+       tx_hash, wallet, payload, {CHAIN_CONTRADICTS} AS chain_contradicts
+FROM trade_event t
 WHERE shadow_applied_at IS NULL AND reorg_state IS NULL AND followed_user_id = %(u)s
   AND event_time >= %(since)s
 ORDER BY event_time, id
 LIMIT %(limit)s
-"""
+"""  # noqa: S608  (a constant, no input)
 _PENDING_ACTIVITY = """
 SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_micros,
        event_time, tx_hash
@@ -175,6 +181,34 @@ VALUES ('SHADOW_USER', %(u)s, %(cond)s, %(asset)s, %(type)s, %(shares)s, %(cash)
     %(ref)s, %(t)s)
 ON CONFLICT (portfolio_scope, ref_id, entry_type) DO NOTHING
 """
+
+
+def duplicate_reject(event: dict[str, Any]) -> wire.Reject:
+    """The quarantine row of a Data API fill the chain contradicts (pure)."""
+    reason = (
+        f"DUPLICATE_ROW: Data API fill {event['id']} has no chain log left in tx "
+        f"{event['tx_hash']} for {event['wallet']}; not applied"
+    )
+    payload = wire.dump_payload(event.get("payload") or {"trade_event": event["id"]})
+    return wire.Reject("data_api/fills", reason, payload, {"trade_event_id": event["id"]})
+
+
+def void_entries(event: dict[str, Any]) -> list[Entry]:
+    """Entries that take an applied fill back out of the shadow book (pure): its own
+    entries negated, under refs of their own so a rerun collides."""
+    return [
+        Entry(
+            e.asset_id,
+            e.condition_id,
+            e.entry_type,
+            -e.share_delta_micros,
+            -e.cash_delta_micros,
+            e.price_micros,
+            f"{e.ref_id}:void",
+            e.effective_time,
+        )
+        for e in fill_entries(event)
+    ]
 
 
 def holdings(conn: db.Conn, user_id: int, asset_ids: Sequence[str]) -> dict[str, int]:
@@ -270,6 +304,7 @@ def apply_user(
         entries: list[Entry] = []
         applied_trades: list[int] = []
         applied_acts: list[tuple[int, str]] = []
+        contradicted: list[int] = []
         rejects: list[wire.Reject] = []
         for kind, row in events:
             if kind == "trade":
@@ -278,6 +313,10 @@ def apply_user(
                 if row["confirmed_at"] is None and row["detect_time"] > now - grace:
                     counts["waiting_for_confirmation"] += 1
                     break
+                if row["chain_contradicts"]:  # past the chain's count: never applied
+                    contradicted.append(row["id"])
+                    rejects.append(duplicate_reject(row))
+                    continue
                 new = fill_entries(row)
                 applied_trades.append(row["id"])
             elif row["activity_type"] == "CONVERSION":
@@ -320,6 +359,13 @@ def apply_user(
                     " WHERE id = ANY(%(ids)s)",
                     {"now": now, "ids": applied_trades},
                 )
+            if contradicted:
+                cur.execute(
+                    "UPDATE trade_event SET shadow_applied_at = %(now)s,"
+                    " shadow_state = 'NOT_APPLIED', reorg_state = 'CONTRADICTED'"
+                    " WHERE id = ANY(%(ids)s)",
+                    {"now": now, "ids": contradicted},
+                )
             for state in ("APPLIED", "NOT_APPLIED"):
                 ids = [i for i, s in applied_acts if s == state]
                 if ids:
@@ -330,6 +376,7 @@ def apply_user(
                     )
         quarantine.record(conn, rejects, now)
     counts["trades_applied"] += len(applied_trades)
+    counts["trades_contradicted"] += len(contradicted)
     counts["activities_applied"] += len(applied_acts)
     counts["entries"] += len(entries)
     return dict(counts)
@@ -351,7 +398,11 @@ def apply_pending(
             counts = apply_user(conn, u["id"], u["since"], now, grace)
             for k, v in counts.items():
                 total[k] += v
-            if counts.get("trades_applied", 0) + counts.get("activities_applied", 0) < BATCH:
+            moved = sum(
+                counts.get(k, 0)
+                for k in ("trades_applied", "trades_contradicted", "activities_applied")
+            )
+            if moved < BATCH:
                 break
     return dict(total)
 

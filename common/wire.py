@@ -4,6 +4,7 @@ the good rows go on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,12 +18,24 @@ from common import http, money
 
 T = TypeVar("T", bound=BaseModel)
 
+# The largest share or collateral amount one wire field may carry: ten billion units,
+# more than all the USDC on Polygon. Past it a row is garbage, and its micros (10^16)
+# still leave room to add thousands of them in a bigint.
+MAX_AMOUNT_UNITS = 10**10
+MAX_AMOUNT_MICROS = MAX_AMOUNT_UNITS * money.MICROS
+# What a Reject keeps of its payload: enough to read the row, never a whole 50 MB body.
+MAX_PAYLOAD_CHARS = 16 * 1024
+
 
 def _micros_or_int(value: Any) -> int:
-    """Units (a numeric string, JSON number or int) to micros; bools and others refused."""
+    """Units (a numeric string, JSON number or int) to micros; bools and others refused,
+    and so is anything past MAX_AMOUNT_UNITS either way."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError(f"amount must be a number or numeric string, got {type(value).__name__}")
-    return money.to_micros(value)
+    micros = money.to_micros(value)
+    if abs(micros) > MAX_AMOUNT_MICROS:
+        raise ValueError(f"amount {value!r:.40} is past the ceiling of {MAX_AMOUNT_UNITS:,} units")
+    return micros
 
 
 def _price_range(value: int) -> int:
@@ -127,21 +140,55 @@ def millis_to_datetime(value: Any) -> datetime:
 
 @dataclass(frozen=True)
 class Reject:
-    """A payload that did not parse or validate: what, why, and where it came from."""
+    """A payload that did not parse or validate: what, why, and where it came from.
+    `payload` is at most MAX_PAYLOAD_CHARS; `payload_sha256` and `payload_bytes` are of
+    the whole (so the same 50 MB body seen twice is one quarantine row, counted)."""
 
     source: str
     reason: str
     payload: str
     context: Mapping[str, Any] = field(default_factory=dict)
+    payload_sha256: str = ""
+    payload_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if self.payload_bytes < 0:  # built from the whole text: keep its digest, cut it
+            whole = self.payload.encode(errors="replace")
+            object.__setattr__(self, "payload_bytes", len(whole))
+            object.__setattr__(self, "payload_sha256", hashlib.sha256(whole).hexdigest())
+            object.__setattr__(self, "payload", self.payload[:MAX_PAYLOAD_CHARS])
 
 
 @dataclass
 class Batch(Generic[T]):
-    """Parsed rows plus the rows that were rejected (for the quarantine)."""
+    """Parsed rows plus the rows that were rejected (for the quarantine). `seen_at[i]`
+    is when the page holding `items[i]` arrived (a fill's detect time), and `refused`
+    counts whole pages refused (not JSON, a bad envelope, more rows than asked): a
+    listing with a refused page is incomplete, so its caller must not move past it."""
 
     items: list[T] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     raw_count: int = 0
+    seen_at: list[datetime] = field(default_factory=list)
+    refused: int = 0
+
+    def add(self, other: Batch[T]) -> None:
+        """Appends another batch (its items keep their arrival times)."""
+        self.items.extend(other.items)
+        self.seen_at.extend(other.seen_at)
+        self.rejects.extend(other.rejects)
+        self.raw_count += other.raw_count
+        self.refused += other.refused
+
+    def keep(self, wanted: Callable[[T], bool]) -> None:
+        """Drops the items `wanted` refuses (and their arrival times)."""
+        pairs = [(i, t) for i, t in zip(self.items, self.seen_at, strict=True) if wanted(i)]
+        self.items = [i for i, _ in pairs]
+        self.seen_at = [t for _, t in pairs]
+
+    def timed(self) -> list[tuple[T, datetime]]:
+        """Returns (item, arrival time) pairs."""
+        return list(zip(self.items, self.seen_at, strict=True))
 
 
 def dump_payload(value: Any) -> str:
@@ -161,22 +208,48 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _validate(model: type[T], payload: Any) -> T | str:
+    """Returns the model, or why the payload is refused. A validator that raises what
+    pydantic does not wrap (an arithmetic or recursion error deep in a number) refuses
+    that one payload too: it must never stop the rows after it."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        return describe(exc)
+    except (ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+        return f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def parse_rows(
-    model: type[T], rows: Any, source: str, context: Mapping[str, Any] | None = None
+    model: type[T],
+    rows: Any,
+    source: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    limit: int | None = None,
+    seen_at: datetime | None = None,
 ) -> Batch[T]:
-    """Validates each row of a list payload; bad rows become Rejects, good ones items."""
+    """Validates each row of a list payload; bad rows become Rejects, good ones items
+    (stamped `seen_at`). A payload that is not a list, or has more rows than the `limit`
+    asked for, is refused whole: one Reject, and `refused` counts it."""
     ctx = dict(context or {})
     if not isinstance(rows, list):
         reason = f"expected a JSON array, got {type(rows).__name__}"
         if isinstance(rows, dict) and "error" in rows:
-            reason = f"upstream error: {rows['error']}"
-        return Batch(rejects=[Reject(source, reason, dump_payload(rows), ctx)])
+            reason = f"upstream error: {str(rows['error'])[:500]}"
+        return Batch(rejects=[Reject(source, reason, dump_payload(rows), ctx)], refused=1)
+    if limit is not None and len(rows) > limit:
+        reason = f"listing returned {len(rows)} rows for limit {limit}: malformed, refused whole"
+        return Batch(rejects=[Reject(source, reason, dump_payload(rows), ctx)], refused=1)
     batch: Batch[T] = Batch(raw_count=len(rows))
+    stamp = seen_at or datetime.now(tz=UTC)
     for row in rows:
-        try:
-            batch.items.append(model.model_validate(row))
-        except ValidationError as exc:
-            batch.rejects.append(Reject(source, describe(exc), dump_payload(row), ctx))
+        parsed = _validate(model, row)
+        if isinstance(parsed, str):
+            batch.rejects.append(Reject(source, parsed, dump_payload(row), ctx))
+        else:
+            batch.items.append(parsed)
+            batch.seen_at.append(stamp)
     return batch
 
 
@@ -184,10 +257,10 @@ def parse_one(
     model: type[T], payload: Any, source: str, context: Mapping[str, Any] | None = None
 ) -> T | Reject:
     """Validates one object; returns the model or a Reject."""
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        return Reject(source, describe(exc), dump_payload(payload), dict(context or {}))
+    parsed = _validate(model, payload)
+    if isinstance(parsed, str):
+        return Reject(source, parsed, dump_payload(payload), dict(context or {}))
+    return parsed
 
 
 def fetch_one(
@@ -223,23 +296,26 @@ def fetch_rows(
     context: Mapping[str, Any] | None = None,
     unwrap: Callable[[Any, str], tuple[Any, Reject | None]] | None = None,
     into: Batch[T] | None = None,
+    limit: int | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Batch[T]:
     """Requests a list payload and validates it row by row into `into` (or a new
-    Batch); a body that is not JSON, or an envelope `unwrap` refuses, is one Reject."""
+    Batch), its rows stamped with `clock()` as the page arrives; a body that is not
+    JSON, an envelope `unwrap` refuses, or more rows than `limit` is one Reject."""
     source = f"{upstream.name}{path}"
     batch: Batch[T] = Batch() if into is None else into
     try:
         payload = upstream.request_json(method, path, params=params, body=body)
     except http.BadPayload as exc:
         batch.rejects.append(Reject(source, str(exc), exc.text, dict(context or {})))
+        batch.refused += 1
         return batch
+    arrived = clock() if clock is not None else datetime.now(tz=UTC)
     if unwrap is not None:
         payload, reject = unwrap(payload, source)
         if reject is not None:
             batch.rejects.append(reject)
+            batch.refused += 1
             return batch
-    part = parse_rows(model, payload, source, context)
-    batch.items.extend(part.items)
-    batch.rejects.extend(part.rejects)
-    batch.raw_count += part.raw_count
+    batch.add(parse_rows(model, payload, source, context, limit=limit, seen_at=arrived))
     return batch

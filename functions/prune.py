@@ -18,7 +18,8 @@ page, chart, breaker, replay or what-if reads.
 - `job_run`: OK rows after PRUNE_RUNS_DAYS (7), FAILED / TIMEOUT / abandoned RUNNING
   after PRUNE_FAILED_RUNS_DAYS (90); the newest run and the newest OK run of every job
   always stay (the status page shows both).
-- Never touched: ledgers, events, copy groups / attempts / fills, quarantine, audit_log,
+- `quarantine`: rows not seen again for PRUNE_QUARANTINE_DAYS (30).
+- Never touched: ledgers, events, copy groups / attempts / fills, audit_log,
   failed_item, process_heartbeat, checkpoints, config, rollups.
 
 Each statement deletes at most PRUNE_BATCH_ROWS rows in its own short transaction
@@ -65,6 +66,7 @@ class Cutoffs:
     books: datetime
     runs: datetime
     failed_runs: datetime
+    quarantine: datetime
 
 
 def floor_to(t: datetime, step: timedelta) -> datetime:
@@ -82,6 +84,7 @@ def plan_cutoffs(s: settings.Settings, now: datetime) -> Cutoffs:
         books=now - s.prune_books_days * days,
         runs=now - s.prune_runs_days * days,
         failed_runs=now - s.prune_failed_runs_days * days,
+        quarantine=now - s.prune_quarantine_days * days,
     )
 
 
@@ -150,6 +153,10 @@ WHERE r.started_at >= %(lo)s AND r.started_at < %(cutoff)s
   AND (r.status = 'OK' OR r.started_at < %(failed_cutoff)s)
   AND r.started_at < (SELECT max(n.started_at) FROM job_run n
                       WHERE n.job = r.job AND (r.status <> 'OK' OR n.status = 'OK'))"""
+
+# Rejected payloads not seen again for PRUNE_QUARANTINE_DAYS (no cursor: a row seen
+# again moves its last_seen_at forward).
+_QUARANTINE = "SELECT id, last_seen_at AS at FROM quarantine WHERE last_seen_at < %(cutoff)s"
 
 _DELETE = """
 WITH d AS (
@@ -287,6 +294,7 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
             policy="unused",
         ),
         Rule("job_run", sql.SQL(_RUNS), cut.runs, {"failed_cutoff": cut.failed_runs}),
+        Rule("quarantine", sql.SQL(_QUARANTINE), cut.quarantine, {}),
     ]
     out = [r for r in out if books or r.table != "order_book_snapshot"]
     for rule in out:

@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db, http, jobs
+from common import db, failures, http, jobs, shadow
 from functions import poll
 
 MAX_EXAMPLES = 50
@@ -50,6 +50,49 @@ def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[di
     return findings
 
 
+CHAIN_SETTLE = timedelta(seconds=30)  # a transaction's logs have all arrived by then
+_CONTRADICTED = f"""
+SELECT t.id, t.followed_user_id, t.wallet, t.tx_hash, t.asset_id, t.condition_id, t.side,
+       t.price_micros, t.share_micros, t.usdc_notional_micros, t.fee_micros, t.event_time
+FROM trade_event t
+WHERE t.source = 'DATA_API' AND t.reorg_state IS NULL AND t.shadow_state = 'APPLIED'
+  AND {shadow.CHAIN_CONTRADICTS}
+  AND NOT EXISTS (SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash
+                    AND c.log_index IS NOT NULL AND c.detect_time > %(settled)s)
+ORDER BY t.id
+LIMIT 1000
+"""  # noqa: S608  (constants, no input)
+
+
+def void_contradicted(conn: db.Conn, now: datetime) -> int:
+    """Takes out of the shadow books the Data API fills applied without the chain (past
+    the grace) that the chain has since contradicted: their transaction's logs for the
+    wallet arrived and none is left for them. Each gets reversing entries, the state
+    CONTRADICTED (so no sum counts it) and a failed item saying so. Returns how many."""
+    done = 0
+    with conn.transaction():
+        db.lock_ingest(conn)
+        for event in conn.execute(_CONTRADICTED, {"settled": now - CHAIN_SETTLE}).fetchall():
+            shadow.store(conn, event["followed_user_id"], shadow.void_entries(event))
+            conn.execute(
+                "UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s",
+                event,
+            )
+            failures.record(
+                conn,
+                "reconcile",
+                f"trade:{event['id']}",
+                f"the chain contradicts Data API fill {event['id']}: tx {event['tx_hash']} has"
+                f" no log left for {event['wallet']}'s {event['side']} of asset"
+                f" {event['asset_id']}; its shadow entries were reversed (a copy made of it"
+                " stays)",
+                now,
+                _plain(event),
+            )
+            done += 1
+    return done
+
+
 def find_stalls(conn: db.Conn, now: datetime, s: Any) -> list[dict[str, Any]]:
     """Returns the findings about stages that stopped moving."""
     findings: list[dict[str, Any]] = []
@@ -85,7 +128,8 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     s, now = ctx.settings, ctx.clock()
     ups: http.Upstreams = ctx.resources["ups"]
     backfill = timedelta(seconds=s.reconcile_backfill_s)
-    ctx.count("backfilled", poll.backfill(conn, ups, now - backfill, now))
+    ctx.count("backfilled", poll.backfill(conn, ups, now - backfill, now, ctx.clock))
+    ctx.count("contradicted_fills_voided", void_contradicted(conn, now))
     findings = find_gaps(conn, now, timedelta(seconds=s.reconcile_confirm_after_s))
     findings += find_stalls(conn, now, s)
     for f in findings:

@@ -39,9 +39,9 @@ def _side(request: Request) -> str | None:
     return side.upper()
 
 
-def _respond(request: Request, rows: list[dict]) -> Response:
+def _respond(request: Request, rows: list[dict], limit: int) -> Response:
     sb = web.sandbox(request)
-    return web.json_response(faults.sprinkle(sb.fault_rng, rows, sb.knobs.malformed_rate))
+    return web.json_response(faults.sprinkle(sb.fault_rng, rows, sb.knobs.malformed_rate, limit))
 
 
 async def trades(request: Request) -> Response:
@@ -63,7 +63,7 @@ async def trades(request: Request) -> Response:
         picked.append(row)
         if len(picked) >= offset + limit:
             break
-    return _respond(request, picked[offset : offset + limit])
+    return _respond(request, picked[offset : offset + limit], limit)
 
 
 async def activity(request: Request) -> Response:
@@ -99,7 +99,7 @@ async def activity(request: Request) -> Response:
     else:
         field = "shares_micros" if sort_by == "TOKENS" else "usdc_micros"
         picked.sort(key=lambda p: (p[0][field], p[0]["t_ms"]), reverse=direction == "DESC")
-    return _respond(request, [row for _, row in picked[offset : offset + limit]])
+    return _respond(request, [row for _, row in picked[offset : offset + limit]], limit)
 
 
 async def positions(request: Request) -> Response:
@@ -114,4 +114,4 @@ async def positions(request: Request) -> Response:
     rows = [r for r in rows if r["size"] >= threshold]
     if markets:
         rows = [r for r in rows if r["conditionId"] in markets]
-    return _respond(request, rows[offset : offset + limit])
+    return _respond(request, rows[offset : offset + limit], limit)

@@ -110,11 +110,16 @@ def junk_rows(rng: random.Random, template: dict[str, Any], count: int) -> list[
     return out
 
 
-def sprinkle(rng: random.Random, rows: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:
-    """Returns rows with 1–3 junk rows inserted at random places, with probability rate."""
-    if not rows or not rate or rng.random() >= rate:
+def sprinkle(
+    rng: random.Random, rows: list[dict[str, Any]], rate: float, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Returns rows with 1–3 junk rows inserted at random places, with probability rate;
+    never more rows than `limit` (a page past its limit is refused whole by clients, so
+    a full page gets no junk)."""
+    room = 3 if limit is None else min(3, limit - len(rows))
+    if not rows or not rate or room < 1 or rng.random() >= rate:
         return rows
     out = list(rows)
-    for junk in junk_rows(rng, rng.choice(rows), rng.randint(1, 3)):
+    for junk in junk_rows(rng, rng.choice(rows), rng.randint(1, room)):
         out.insert(rng.randrange(len(out) + 1), junk)
     return out

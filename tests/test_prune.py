@@ -31,7 +31,6 @@ NEVER = (
     "copy_attempt",
     "executable_fill",
     "audit_log",
-    "quarantine",
     "failed_item",
     "process_heartbeat",
 )
@@ -262,11 +261,6 @@ class World:
             (old,),
         )
         c.execute(
-            "INSERT INTO quarantine (source, reason, payload, payload_sha256, first_seen_at,"
-            " last_seen_at) VALUES ('s', 'r', 'p', 'h', %s, %s)",
-            (old, old),
-        )
-        c.execute(
             "INSERT INTO failed_item (stage, item_key, error, first_failed_at, last_failed_at)"
             " VALUES ('s', 'k', 'e', %s, %s)",
             (old, old),
@@ -398,3 +392,20 @@ def test_books_wait_for_the_indexes_their_foreign_keys_need(conn: db.Conn, db_ur
     assert counts["order_book_snapshot_unindexed"] == 1 and "order_book_snapshot" not in counts
     assert world.state()["order_book_snapshot"] == books
     assert world.state()["market_price_snapshot"] == world.keep["market_price_snapshot"]
+
+
+def test_quarantine_rows_not_seen_for_the_set_days_are_pruned(
+    conn: db.Conn, db_url: str, fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCULUS_PRUNE_QUARANTINE_DAYS", "30")
+    now = datetime.now(tz=UTC)
+    for i, age in enumerate((45, 31, 29, 1)):
+        seen = now - timedelta(days=age)
+        conn.execute(
+            "INSERT INTO quarantine (source, reason, payload, payload_sha256, first_seen_at,"
+            " last_seen_at) VALUES ('data_api/trades', 'bad', 'x', %(sha)s, %(t)s, %(t)s)",
+            {"sha": f"sha{i}", "t": seen},
+        )
+    assert run(db_url) == 0
+    left = conn.execute("SELECT payload_sha256 FROM quarantine ORDER BY 1").fetchall()
+    assert [r["payload_sha256"] for r in left] == ["sha2", "sha3"]

@@ -4,7 +4,7 @@ bucket, retries with exponential backoff and full jitter, and a breaker that a 4
 Politeness rules (SPEC §9): each upstream gets `rate_limit_rps` with a burst of
 `rate_limit_burst`. A 429 halves that upstream's rate (floor 1 rps) and is retried after
 max(Retry-After, backoff); `breaker_threshold` 429s in a row open the upstream's breaker
-for `breaker_open_s`, and while it is open calls fail fast with BreakerOpen so callers
+for `breaker_open_s` (or Retry-After, if longer, up to 5 minutes), and while it is open calls fail fast with BreakerOpen so callers
 move on instead of hammering. Successes close it and win the rate back 10 % at a time.
 Connection errors and 5xx are retried with exponential backoff and full jitter; other
 4xx go back to the caller at once as UpstreamStatusError (a 404 book is an answer).
@@ -12,13 +12,17 @@ Connection errors and 5xx are retried with exponential backoff and full jitter; 
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+RETRY_AFTER_MAX_S = 300.0  # the longest wait an upstream's Retry-After can impose
 
 
 class UpstreamError(RuntimeError):
@@ -131,7 +137,9 @@ class Breaker:
             return False
         self.trips += 1
         self.consecutive = 0
-        self.open_until = self.clock() + max(self.open_s, retry_after or 0.0)
+        wait = 0.0 if retry_after is None or math.isnan(retry_after) else retry_after
+        wait = min(max(0.0, wait), RETRY_AFTER_MAX_S)  # inf would mean never again
+        self.open_until = self.clock() + max(self.open_s, wait)
         return True
 
     def record_success(self) -> None:
@@ -147,12 +155,34 @@ def parse_json(text: str) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+def parse_retry_after(value: str, now: datetime) -> float | None:
+    """Returns Retry-After in seconds, at most RETRY_AFTER_MAX_S; None when it is neither
+    a finite non-negative number nor an HTTP-date. A date counts from `now` (one in the
+    past is 0): a bogus header must not open a breaker for ever (`inf`, 999999999)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT
+        seconds = max(0.0, (when - now).total_seconds())
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_MAX_S)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    # A date is read against the answer's own Date, so our clock's skew does not count.
+    now = datetime.now(UTC)
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        now = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    return parse_retry_after(value, now if now.tzinfo else now.replace(tzinfo=UTC))
 
 
 class LazyClient:

@@ -4,8 +4,11 @@ kept for the quarantine. Driven through httpx.MockTransport with a fake clock.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -143,3 +146,67 @@ def test_non_json_body_is_kept_for_the_quarantine() -> None:
     with pytest.raises(http.BadPayload) as info:
         ups.gamma.get("/markets")
     assert info.value.text == "<html>cloudflare</html>"
+
+
+# Retry-After (issue 13, item 7): a huge, infinite or garbled value must not open the
+# breaker for ever; the HTTP-date form counts from the answer's own Date.
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("2", 2.0),
+        ("0.5", 0.5),
+        ("0", 0.0),
+        ("inf", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("1e400", None),  # overflows to inf
+        ("-5", None),
+        ("soon", None),
+        ("", None),
+        ("999999999", 300.0),
+        ("Fri, 01 May 2026 12:01:00 GMT", 60.0),
+        ("Fri, 01 May 2026 13:00:00 GMT", 300.0),
+        ("Fri, 01 May 2026 11:00:00 GMT", 0.0),  # already past
+        ("Fri, 31 Feb 2026 25:61:00 GMT", None),
+    ],
+)
+def test_retry_after_is_finite_non_negative_and_clamped(value: str, seconds: float | None) -> None:
+    assert http.parse_retry_after(value, NOW) == seconds
+
+
+def test_retry_after_inf_opens_the_breaker_for_five_minutes_at_most() -> None:
+    ups, clock = make(
+        lambda r: httpx.Response(429, headers={"retry-after": "inf"}),
+        breaker_threshold=1,
+        breaker_open_s=15,
+    )
+    with pytest.raises(http.BreakerOpen):
+        ups.data_api.get("/trades")
+    assert ups.data_api.breaker.is_open
+    clock.now += 301
+    assert not ups.data_api.breaker.is_open
+
+
+def test_retry_after_date_is_read_against_the_answers_date() -> None:
+    sent = format_datetime(NOW, usegmt=True)
+    later = format_datetime(NOW + timedelta(seconds=120), usegmt=True)
+    ups, clock = make(
+        lambda r: httpx.Response(429, headers={"retry-after": later, "date": sent}),
+        breaker_threshold=1,
+        breaker_open_s=15,
+    )
+    with pytest.raises(http.BreakerOpen):
+        ups.data_api.get("/trades")
+    assert ups.data_api.breaker.open_until == pytest.approx(clock.now + 120)
+
+
+def test_breaker_clamps_what_it_is_given() -> None:
+    clock = FakeClock()
+    breaker = http.Breaker(open_s=15, threshold=1, clock=clock)
+    assert breaker.record_429(math.inf)
+    assert breaker.open_until == clock.now + 300
+    assert breaker.record_429(math.nan)
+    assert breaker.open_until == clock.now + 15

@@ -4,16 +4,21 @@ bucket, retries with exponential backoff and full jitter, and a breaker that a 4
 Politeness rules (SPEC §9): each upstream gets `rate_limit_rps` with a burst of
 `rate_limit_burst`. A 429 halves that upstream's rate (floor 1 rps) and is retried after
 max(Retry-After, backoff); `breaker_threshold` 429s in a row open the upstream's breaker
-for `breaker_open_s` (or Retry-After, if longer, up to 5 minutes), and while it is open calls fail fast with BreakerOpen so callers
-move on instead of hammering. Successes close it and win the rate back 10 % at a time.
-Connection errors and 5xx are retried with exponential backoff and full jitter; other
-4xx go back to the caller at once as UpstreamStatusError (a 404 book is an answer).
+for `breaker_open_s` (or Retry-After, if longer, up to 5 minutes), and while it is open
+calls fail fast with BreakerOpen so callers move on instead of hammering. Successes
+close it and win the rate back 10 % at a time. Connection errors and 5xx are retried
+with exponential backoff and full jitter; other 4xx go back to the caller at once as
+UpstreamStatusError (a 404 book is an answer).
+
+Bodies are streamed: one longer than `http_max_body_bytes` is refused (BadPayload, not
+retried) after reading at most that much, so a runaway answer cannot grow the process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -37,6 +42,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 RETRY_AFTER_MAX_S = 300.0  # the longest wait an upstream's Retry-After can impose
+PREFIX_BYTES = 64 * 1024  # what a reject or an error keeps of a body
 
 
 class UpstreamError(RuntimeError):
@@ -65,11 +71,42 @@ class BreakerOpen(UpstreamError):
 
 
 class BadPayload(UpstreamError):
-    """The body is not JSON; `text` keeps it for the quarantine."""
+    """The body is unusable: not JSON, or over the size cap. Not retried. `text` keeps
+    at most its first PREFIX_BYTES for the quarantine (a reject must not hold a whole
+    50 MB answer); `size` and `sha256` are of all that was read; `truncated` says
+    `text` is not the whole body."""
 
-    def __init__(self, upstream: str, text: str, reason: str) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        text: str,
+        reason: str,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+        truncated: bool = False,
+    ) -> None:
         super().__init__(upstream, reason)
-        self.text = text
+        data = text.encode()
+        cut = len(data) > PREFIX_BYTES
+        self.text = data[:PREFIX_BYTES].decode(errors="ignore") if cut else text
+        self.size = len(data) if size is None else size
+        self.sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        self.truncated = truncated or cut
+
+    @classmethod
+    def of_body(
+        cls, upstream: str, body: bytes | bytearray, reason: str, encoding: str, *, whole: bool
+    ) -> BadPayload:
+        """Returns the error for raw bytes read (`whole`: the body ended there)."""
+        return cls(
+            upstream,
+            _decode(body[:PREFIX_BYTES], encoding),
+            reason,
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+            truncated=not whole or len(body) > PREFIX_BYTES,
+        )
 
 
 @dataclass
@@ -174,6 +211,18 @@ def parse_retry_after(value: str, now: datetime) -> float | None:
     return min(seconds, RETRY_AFTER_MAX_S)
 
 
+def _decode(data: bytes | bytearray, encoding: str) -> str:
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
@@ -217,6 +266,7 @@ class Upstream:
     bucket: TokenBucket
     breaker: Breaker
     max_retries: int = 4
+    max_body_bytes: int = 16 * 1024 * 1024
     backoff_base_s: float = 0.25
     backoff_cap_s: float = 8.0
     sleep: Sleep = time.sleep
@@ -245,20 +295,18 @@ class Upstream:
             self._count("requests")
             retry_after: float | None = None
             try:
-                response = client.request(method, url, params=params, json=body)
+                status, text, retry_after = self._exchange(client, method, url, params, body, path)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 self._count("transport_errors")
             else:
-                status = response.status_code
                 if status < 300:
                     self.bucket.recover()
                     self.breaker.record_success()
-                    return response.text
+                    return text
                 if status == 429:
                     self._count("http_429")
                     self.bucket.slow_down()
-                    retry_after = _retry_after(response)
                     if self.breaker.record_429(retry_after):
                         self._count("breaker_trips")
                         log.warning(
@@ -272,7 +320,7 @@ class Upstream:
                     last = "HTTP 429"
                 elif status < 500:
                     self._count("http_4xx")
-                    raise UpstreamStatusError(self.name, status, response.text)
+                    raise UpstreamStatusError(self.name, status, text)
                 else:
                     last = f"HTTP {status}"
                     self._count("http_5xx")
@@ -286,6 +334,49 @@ class Upstream:
             "%s: giving up on %s after %d attempts: %s", self.name, path, self.max_retries + 1, last
         )
         raise UpstreamUnavailable(self.name, f"{path}: {last} after {self.max_retries + 1} tries")
+
+    def _exchange(
+        self, client: httpx.Client, method: str, url: str, params: Any, body: Any, path: str
+    ) -> tuple[int, str, float | None]:
+        """Sends one request; returns (status, text, Retry-After). The text is the body
+        of a 2xx, the first PREFIX_BYTES of another 4xx's, else empty (unread)."""
+        with client.stream(method, url, params=params, json=body) as response:
+            status = response.status_code
+            encoding = response.charset_encoding or "utf-8"
+            if status < 300:
+                return status, self._read_body(response, path, encoding), None
+            if status == 429:
+                return status, "", _retry_after(response)
+            if status < 500:
+                data, _ = self._read(response, PREFIX_BYTES)
+                return status, _decode(data[:PREFIX_BYTES], encoding), None
+            return status, "", None
+
+    def _read(self, response: httpx.Response, limit: int) -> tuple[bytearray, bool]:
+        """Reads the body until it ends or passes `limit` bytes; returns what was read
+        and whether it passed (the rest is never read: closing drops the connection)."""
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                return data, True
+        return data, False
+
+    def _read_body(self, response: httpx.Response, path: str, encoding: str) -> str:
+        """Returns a 2xx body; BadPayload past max_body_bytes (decompressed), which the
+        Content-Length announces before any of it is read."""
+        cap = self.max_body_bytes
+        declared = _content_length(response)
+        if declared is not None and declared > cap:
+            self._count("oversize")
+            reason = f"{path}: Content-Length {declared} is over the {cap}-byte cap"
+            raise BadPayload(self.name, "", reason, size=0, truncated=True)
+        data, over = self._read(response, cap)
+        if over:
+            self._count("oversize")
+            reason = f"{path}: body over the {cap}-byte cap (stopped at {len(data)} bytes)"
+            raise BadPayload.of_body(self.name, data, reason, encoding, whole=False)
+        return _decode(data, encoding)
 
     def request_json(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
         """Returns the decoded JSON body (floats as Decimal); BadPayload if not JSON."""
@@ -361,6 +452,7 @@ def make_upstreams(
             bucket=TokenBucket(s.rate_limit_rps, s.rate_limit_burst, clock=clock),
             breaker=Breaker(s.breaker_open_s, s.breaker_threshold, clock=clock),
             max_retries=s.http_max_retries,
+            max_body_bytes=s.http_max_body_bytes,
             sleep=sleep,
         )
 

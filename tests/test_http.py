@@ -1,19 +1,27 @@
 """The HTTP edge: token bucket, retries with backoff on 5xx and connection errors,
 429 slowing the bucket and opening the breaker, 4xx returned at once, non-JSON bodies
-kept for the quarantine. Driven through httpx.MockTransport with a fake clock."""
+kept (as a bounded prefix) for the quarantine, answers over the size cap refused unread.
+Driven through httpx.MockTransport with a fake clock, and a real loopback server for
+what only a network does (a huge body, a drip)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
+from http import server as httpd
 
 import httpx
 import pytest
 
 from common import http, settings
+
+MiB = 1024 * 1024
 
 
 class FakeClock:
@@ -210,3 +218,147 @@ def test_breaker_clamps_what_it_is_given() -> None:
     assert breaker.open_until == clock.now + 300
     assert breaker.record_429(math.nan)
     assert breaker.open_until == clock.now + 15
+
+
+# Body cap (issue 13, item 4): a huge answer is refused after reading at most the cap,
+# and a reject keeps a bounded prefix of the body, not all of it.
+class Body(httpx.SyncByteStream):
+    """A JSON body of `total` bytes (`[`, spaces, `]`) made as the client pulls it;
+    `pulled` counts what it took."""
+
+    def __init__(self, total: int, chunk: int = 64 * 1024) -> None:
+        self.total, self.chunk, self.pulled = total, chunk, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.pulled < self.total:
+            n = min(self.chunk, self.total - self.pulled)
+            part = b" " * n
+            if self.pulled == 0:
+                part = b"[" + part[1:]
+            if self.pulled + n == self.total:
+                part = part[:-1] + b"]"
+            self.pulled += n
+            yield part
+
+
+def test_an_answer_over_the_cap_is_refused_after_reading_only_the_cap() -> None:
+    body = Body(50 * MiB)
+    ups, _ = make(lambda r: httpx.Response(200, stream=body), http_max_body_bytes=MiB)
+    with pytest.raises(http.BadPayload, match="cap") as info:
+        ups.data_api.get("/trades")
+    assert MiB < info.value.size <= MiB + body.chunk
+    assert body.pulled == info.value.size  # the rest was never asked for
+    read = b"[" + b" " * (info.value.size - 1)
+    assert info.value.sha256 == hashlib.sha256(read).hexdigest()
+    assert info.value.text == read[: http.PREFIX_BYTES].decode()
+    assert info.value.truncated
+    assert ups.data_api.stats["requests"] == 1  # not retried
+
+
+def test_a_content_length_over_the_cap_is_refused_before_reading() -> None:
+    body = Body(50 * MiB)
+    ups, _ = make(
+        lambda r: httpx.Response(200, headers={"content-length": str(body.total)}, stream=body),
+        http_max_body_bytes=MiB,
+    )
+    with pytest.raises(http.BadPayload, match="Content-Length 52428800") as info:
+        ups.clob.post("/books", [{"token_id": "1"}])
+    assert body.pulled == 0
+    assert (info.value.text, info.value.size, info.value.truncated) == ("", 0, True)
+
+
+def test_a_non_json_reject_keeps_a_prefix_a_size_and_a_hash() -> None:
+    page = "<html>" + "x" * MiB + "</html>"
+    ups, _ = make(lambda r: httpx.Response(200, text=page))
+    with pytest.raises(http.BadPayload, match="not JSON") as info:
+        ups.gamma.get("/markets")
+    assert info.value.text == page[: http.PREFIX_BYTES]
+    assert info.value.size == len(page)
+    assert info.value.sha256 == hashlib.sha256(page.encode()).hexdigest()
+    assert info.value.truncated
+
+
+def test_an_error_body_is_read_up_to_a_prefix_only() -> None:
+    body = Body(50 * MiB)
+    ups, _ = make(lambda r: httpx.Response(400, stream=body))
+    with pytest.raises(http.UpstreamStatusError) as info:
+        ups.clob.get("/book")
+    assert info.value.status == 400
+    assert len(info.value.body) == http.PREFIX_BYTES
+    assert body.pulled <= http.PREFIX_BYTES + body.chunk
+
+
+# A real loopback server: what the network does, not what a MockTransport does.
+class Served:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sent = 0  # body bytes the server managed to write
+        self.requests = threading.Event()  # set at the first request
+        self.done = threading.Event()  # set when a handler returns
+        self.release = threading.Event()  # set at exit: handlers that wait give up
+
+
+@contextmanager
+def serving(write: Callable[[Served, httpd.BaseHTTPRequestHandler], None]) -> Iterator[Served]:
+    """Runs a threaded HTTP server on loopback whose every request is answered by
+    `write(served, handler)`; yields what it saw."""
+    served: Served
+
+    class Handle(httpd.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.requests.set()
+            try:
+                write(served, self)
+            except OSError:  # the client went away
+                pass
+            finally:
+                served.done.set()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = httpd.ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+    server.daemon_threads = True
+    served = Served(f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def send_huge(total: int) -> Callable[[Served, httpd.BaseHTTPRequestHandler], None]:
+    def write(served: Served, h: httpd.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("content-type", "application/json")
+        h.end_headers()  # no Content-Length: the body ends when the server closes
+        chunk = b" " * (64 * 1024)
+        h.wfile.write(b"[")
+        while served.sent < total and not served.release.is_set():
+            h.wfile.write(chunk)
+            served.sent += len(chunk)
+
+    return write
+
+
+def real(url: str, **overrides: object) -> http.Upstreams:
+    s = settings.Settings(data_api_url=url, clob_url=url, gamma_url=url, **overrides)  # type: ignore[arg-type]
+    return http.make_upstreams(s)
+
+
+def test_a_huge_answer_from_a_real_server_is_cut_at_the_cap() -> None:
+    with serving(send_huge(100 * MiB)) as served:
+        ups = real(served.url, http_max_body_bytes=MiB)
+        with ups, pytest.raises(http.BadPayload, match="cap") as info:
+            ups.data_api.get("/trades")
+        assert served.done.wait(10), "the server kept sending after the client closed"
+    assert info.value.size <= MiB + 64 * 1024
+    # What the server got out is the cap plus the two sockets' buffers, not 200 MiB.
+    # Sent = the cap plus what the two sockets buffer (loopback autotuning may grow the
+    # receive buffer to tcp_rmem's max, 32 MiB on Linux by default): not 100 MiB.
+    assert served.sent < 40 * MiB

@@ -25,7 +25,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -68,6 +68,59 @@ class UpstreamUnavailable(UpstreamError):
 
 class BreakerOpen(UpstreamError):
     """The upstream's breaker is open after a 429; try again later."""
+
+
+class Stopped(Exception):
+    """The process is stopping (SIGTERM/SIGINT): the request in flight was abandoned, or
+    none was sent. Never retried. Not an UpstreamError on purpose: callers that move on
+    past a failing upstream (simulate deciding without a book, poll marking a user
+    failed) must not take a shutdown for the upstream's fault."""
+
+
+class Halt:
+    """A process's stop request, which its upstreams obey. `request()` runs in the
+    signal handler (jobs.StopFlag): when the main thread is blocked in an upstream's I/O
+    or backoff, it raises Stopped right there, as Ctrl-C's KeyboardInterrupt would, since
+    a silent server holds a read for the whole read timeout. Other threads see the flag
+    between chunks and between sleep slices."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._main_blocked_on: str | None = None  # the upstream the main thread waits on
+
+    def request(self) -> None:
+        self.requested = True
+        upstream = self._main_blocked_on
+        if upstream and threading.current_thread() is threading.main_thread():
+            self._main_blocked_on = None  # once: a second signal must not hit the cleanup
+            raise Stopped(f"{upstream}: stopping; the request in flight was abandoned")
+
+    def check(self, upstream: str) -> None:
+        if self.requested:
+            raise Stopped(f"{upstream}: stopping; no request sent")
+
+    @contextlib.contextmanager
+    def blocking(self, upstream: str) -> Iterator[None]:
+        """Marks the main thread as blocked on `upstream`, where request() may raise
+        (httpx and httpcore close what they hold on any exception, as on Ctrl-C)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._main_blocked_on = upstream
+        try:
+            self.check(upstream)  # a signal that came just before
+            yield
+        finally:
+            self._main_blocked_on = None
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps in short slices; returns early once a stop is requested."""
+        until = time.monotonic() + seconds
+        while not self.requested and (left := until - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
+
+
+HALT = Halt()  # the process's own: jobs.StopFlag's handler requests it
 
 
 class BadPayload(UpstreamError):
@@ -267,10 +320,13 @@ class Upstream:
     breaker: Breaker
     max_retries: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
+    deadline_s: float = 30.0
     backoff_base_s: float = 0.25
     backoff_cap_s: float = 8.0
-    sleep: Sleep = time.sleep
+    sleep: Sleep | None = None  # None: HALT's, which a stop cuts short
     jitter: Callable[[], float] = random.random
+    clock: Clock = time.monotonic
+    halt: Halt = HALT
     stats: dict[str, int] = field(default_factory=dict)
 
     def _count(self, key: str) -> None:
@@ -280,10 +336,17 @@ class Upstream:
         # Full jitter: uniform(0, min(cap, base × 2^attempt)).
         return self.jitter() * min(self.backoff_cap_s, self.backoff_base_s * 2.0**attempt)
 
+    def _pause(self, seconds: float) -> None:
+        with self.halt.blocking(self.name):
+            (self.sleep or self.halt.sleep)(seconds)
+        self.halt.check(self.name)
+
     def request_text(self, method: str, path: str, *, params: Any = None, body: Any = None) -> str:
-        """Returns the body of a 2xx answer; raises an UpstreamError subclass."""
+        """Returns the body of a 2xx answer; raises an UpstreamError subclass, or
+        Stopped when the process is stopping."""
         import httpx  # loaded by the client already: this only binds the name
 
+        self.halt.check(self.name)
         client = self.client.instance()
         url = f"{self.base_url}{path}"
         last = "no attempt"
@@ -291,11 +354,14 @@ class Upstream:
             self.breaker.check(self.name)
             wait = self.bucket.reserve()
             if wait > 0:
-                self.sleep(wait)
+                self._pause(wait)
             self._count("requests")
             retry_after: float | None = None
             try:
-                status, text, retry_after = self._exchange(client, method, url, params, body, path)
+                with self.halt.blocking(self.name):
+                    status, text, retry_after = self._exchange(
+                        client, method, url, params, body, path
+                    )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 self._count("transport_errors")
@@ -329,7 +395,7 @@ class Upstream:
                 log.warning(
                     "%s: %s on %s; retry %d in %.2fs", self.name, last, path, attempt + 1, delay
                 )
-                self.sleep(delay)
+                self._pause(delay)
         log.error(
             "%s: giving up on %s after %d attempts: %s", self.name, path, self.max_retries + 1, last
         )
@@ -340,29 +406,45 @@ class Upstream:
     ) -> tuple[int, str, float | None]:
         """Sends one request; returns (status, text, Retry-After). The text is the body
         of a 2xx, the first PREFIX_BYTES of another 4xx's, else empty (unread)."""
+        # httpx's timeouts bound each read, not the whole answer: a byte a second never
+        # trips them, so the attempt's deadline is checked between chunks.
+        deadline = self.clock() + self.deadline_s
         with client.stream(method, url, params=params, json=body) as response:
             status = response.status_code
             encoding = response.charset_encoding or "utf-8"
             if status < 300:
-                return status, self._read_body(response, path, encoding), None
+                return status, self._read_body(response, path, encoding, deadline), None
             if status == 429:
                 return status, "", _retry_after(response)
             if status < 500:
-                data, _ = self._read(response, PREFIX_BYTES)
+                data, _ = self._read(response, PREFIX_BYTES, path, deadline)
                 return status, _decode(data[:PREFIX_BYTES], encoding), None
             return status, "", None
 
-    def _read(self, response: httpx.Response, limit: int) -> tuple[bytearray, bool]:
+    def _read(
+        self, response: httpx.Response, limit: int, path: str, deadline: float
+    ) -> tuple[bytearray, bool]:
         """Reads the body until it ends or passes `limit` bytes; returns what was read
-        and whether it passed (the rest is never read: closing drops the connection)."""
+        and whether it passed (the rest is never read: closing drops the connection).
+        Past the deadline: UpstreamUnavailable, not retried (another try would drip as
+        slowly); on a stop request: Stopped."""
         data = bytearray()
         for chunk in response.iter_bytes():
             data += chunk
             if len(data) > limit:
                 return data, True
+            self.halt.check(self.name)
+            if self.clock() > deadline:
+                self._count("deadline")
+                raise UpstreamUnavailable(
+                    self.name,
+                    f"{path}: no whole answer within {self.deadline_s}s ({len(data)} bytes read)",
+                )
         return data, False
 
-    def _read_body(self, response: httpx.Response, path: str, encoding: str) -> str:
+    def _read_body(
+        self, response: httpx.Response, path: str, encoding: str, deadline: float
+    ) -> str:
         """Returns a 2xx body; BadPayload past max_body_bytes (decompressed), which the
         Content-Length announces before any of it is read."""
         cap = self.max_body_bytes
@@ -371,7 +453,7 @@ class Upstream:
             self._count("oversize")
             reason = f"{path}: Content-Length {declared} is over the {cap}-byte cap"
             raise BadPayload(self.name, "", reason, size=0, truncated=True)
-        data, over = self._read(response, cap)
+        data, over = self._read(response, cap, path, deadline)
         if over:
             self._count("oversize")
             reason = f"{path}: body over the {cap}-byte cap (stopped at {len(data)} bytes)"
@@ -437,10 +519,12 @@ def make_upstreams(
     *,
     transport: httpx.BaseTransport | None = None,
     clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    sleep: Sleep | None = None,
+    halt: Halt | None = None,
 ) -> Upstreams:
     """Returns the upstreams configured by settings; tests pass a MockTransport or
-    point the base URLs at the sandbox."""
+    point the base URLs at the sandbox, and their own Halt. By default a stop request
+    to the process (HALT) ends their requests and cuts their backoff short."""
     s = s or settings_mod.get()
     client = LazyClient(lambda: make_client(s, transport))
 
@@ -453,7 +537,10 @@ def make_upstreams(
             breaker=Breaker(s.breaker_open_s, s.breaker_threshold, clock=clock),
             max_retries=s.http_max_retries,
             max_body_bytes=s.http_max_body_bytes,
+            deadline_s=s.http_deadline_s,
             sleep=sleep,
+            clock=clock,
+            halt=halt or HALT,
         )
 
     return Upstreams(

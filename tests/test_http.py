@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,7 +24,8 @@ from http import server as httpd
 import httpx
 import pytest
 
-from common import http, settings
+from common import db, http, settings
+from functions import follow
 
 MiB = 1024 * 1024
 
@@ -362,3 +368,150 @@ def test_a_huge_answer_from_a_real_server_is_cut_at_the_cap() -> None:
     # Sent = the cap plus what the two sockets buffer (loopback autotuning may grow the
     # receive buffer to tcp_rmem's max, 32 MiB on Linux by default): not 100 MiB.
     assert served.sent < 40 * MiB
+
+
+# Deadline and stop (issue 13, item 6): httpx's timeouts are per read, so a server that
+# drips a byte a second never trips them; and SIGTERM must end a request in flight.
+def drip(every_s: float, for_s: float) -> Callable[[Served, httpd.BaseHTTPRequestHandler], None]:
+    """Answers 200 and a JSON body one byte per `every_s`, ending after `for_s` (so a
+    client that does not give up still finishes, and the test with it)."""
+
+    def write(served: Served, h: httpd.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("content-type", "application/json")
+        h.end_headers()
+        h.wfile.write(b"[")
+        h.wfile.flush()
+        end = time.monotonic() + for_s
+        while time.monotonic() < end and not served.release.wait(every_s):
+            h.wfile.write(b" ")
+            h.wfile.flush()
+            served.sent += 1
+        h.wfile.write(b"]")
+
+    return write
+
+
+def silent(served: Served, h: httpd.BaseHTTPRequestHandler) -> None:
+    """Reads the request and answers nothing until the test ends."""
+    served.release.wait(30)
+
+
+def test_a_drip_ends_at_the_deadline_and_is_not_retried() -> None:
+    with serving(drip(every_s=0.05, for_s=10)) as served:
+        ups = real(served.url, http_deadline_s=1.0)
+        started = time.monotonic()
+        with ups, pytest.raises(http.UpstreamUnavailable, match=r"within 1\.0s") as info:
+            ups.data_api.get("/activity")
+        took = time.monotonic() - started
+    assert 1.0 <= took < 3.0
+    assert "bytes read" in str(info.value)
+    assert ups.data_api.stats == {"requests": 1, "deadline": 1}
+
+
+def stopping_after(halt: http.Halt, served: Served, delay_s: float) -> threading.Thread:
+    """Requests a stop (from another thread) `delay_s` after the server saw a request."""
+
+    def stop() -> None:
+        if served.requests.wait(10):
+            time.sleep(delay_s)
+        halt.request()
+
+    thread = threading.Thread(target=stop, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_stop_ends_a_drip_between_chunks() -> None:
+    halt = http.Halt()
+    with serving(drip(every_s=0.05, for_s=10)) as served:
+        s = settings.Settings(data_api_url=served.url)
+        with http.make_upstreams(s, halt=halt) as ups:
+            stopping_after(halt, served, 0.3)
+            started = time.monotonic()
+            with pytest.raises(http.Stopped):
+                ups.data_api.get("/activity")
+            assert time.monotonic() - started < 1.5
+            with pytest.raises(http.Stopped):  # and no other request starts
+                ups.data_api.get("/activity")
+    assert ups.data_api.stats == {"requests": 1}
+
+
+def test_a_signal_ends_a_request_waiting_on_a_silent_server() -> None:
+    # The read timeout (20 s here) is all that would end this wait: the signal handler
+    # (what jobs.StopFlag installs) must break it at once.
+    halt = http.Halt()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: halt.request())
+    try:
+        with serving(silent) as served:
+            s = settings.Settings(data_api_url=served.url, http_timeout_s=20)
+            with http.make_upstreams(s, halt=halt) as ups:
+                killer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+                started = time.monotonic()
+                killer.start()
+                with pytest.raises(http.Stopped):
+                    ups.data_api.get("/activity")
+                assert time.monotonic() - started < 2.0
+                killer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_stop_cuts_the_backoff_short() -> None:
+    halt = http.Halt()
+    s = settings.Settings(data_api_url="http://data.test", http_max_retries=3)
+    transport = httpx.MockTransport(lambda r: httpx.Response(503))
+    with http.make_upstreams(s, transport=transport, halt=halt) as ups:
+        ups.data_api.backoff_base_s = ups.data_api.backoff_cap_s = 20.0
+        ups.data_api.jitter = lambda: 1.0
+        threading.Timer(0.3, halt.request).start()
+        started = time.monotonic()
+        with pytest.raises(http.Stopped):
+            ups.data_api.get("/trades")
+        assert time.monotonic() - started < 1.5
+    assert ups.data_api.stats == {"requests": 1, "http_5xx": 1}
+
+
+def test_stopped_is_not_an_upstream_error() -> None:
+    # Callers that catch UpstreamError move on (simulate decides without a book, poll
+    # marks the user failed): a shutdown must not pass for the upstream's fault.
+    assert not issubclass(http.Stopped, http.UpstreamError)
+
+
+def test_poll_stops_promptly_on_sigterm_during_a_drip(db_url: str) -> None:
+    with db.connect(db_url, autocommit=True) as conn:
+        follow.add(conn, "0x" + "ab" * 20, "dripped", [], datetime.now(UTC))
+    with serving(drip(every_s=0.2, for_s=20)) as served:
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "OCULUS_DATA_API_URL": served.url,
+            "OCULUS_CLOB_URL": served.url,
+            "OCULUS_GAMMA_URL": served.url,
+        }
+        env.pop("OCULUS_CLOCK_URL", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "functions.poll", "--once"],
+            cwd=settings.ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert served.requests.wait(30), "poll made no request"
+            time.sleep(0.5)  # well into the drip
+            assert proc.poll() is None
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            log = proc.communicate(timeout=5)[1].decode()
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert took < 2.0, log
+    assert proc.returncode == 1  # a --once run that did not finish
+    assert "Stopped" in log
+    with db.connect(db_url, autocommit=True) as conn:
+        run = conn.execute("SELECT status, error FROM job_run WHERE job = 'poll'").fetchone()
+    assert run is not None and run["status"] == "FAILED" and "Stopped" in run["error"]

@@ -62,15 +62,24 @@ class Context:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; long loops check it and sleep in short slices."""
+    """Set by SIGTERM/SIGINT; long loops check it and sleep in short slices. Installed,
+    it also stops the process's HTTP upstreams: the request in flight ends at once and
+    none starts (a dripping or silent server must not hold a stopping job)."""
 
     def __init__(self) -> None:
         self.stopped = False
 
     def install(self) -> StopFlag:
+        from common import http  # no httpx: that loads at the first request
+
+        self._halt = http.HALT
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._stop)
+            signal.signal(sig, self._on_signal)
         return self
+
+    def _on_signal(self, *_: object) -> None:
+        self._stop()
+        self._halt.request()  # raises http.Stopped if the main thread is in a request
 
     def _stop(self, *_: object) -> None:
         self.stopped = True

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     http_max_retries: int = Field(
         default=4, ge=0, le=10, description="Retries on connection errors, 429 and 5xx."
     )
+    http_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="One attempt's whole answer must arrive within this (a slow drip "
+        "never trips the per-read timeout); past it the request fails, not retried.",
+    )
+    http_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="An answer longer than this (decompressed) is refused unread past it "
+        "and quarantined as a prefix.",
+    )
     rate_limit_rps: float = Field(
         default=20.0, gt=0, description="Token-bucket refill per upstream (requests/s)."
     )

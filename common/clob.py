@@ -194,7 +194,7 @@ def fetch_midpoints(
         try:
             payload = upstream.post("/midpoints", [{"token_id": t} for t in chunk])
         except http.BadPayload as exc:
-            rejects.append(wire.Reject("clob/midpoints", str(exc), exc.text))
+            rejects.append(wire.Reject.of_bad_payload("clob/midpoints", exc))
             continue
         if not isinstance(payload, dict):
             rejects.append(

@@ -152,11 +152,26 @@ class Reject:
     payload_bytes: int = -1
 
     def __post_init__(self) -> None:
-        if self.payload_bytes < 0:  # built from the whole text: keep its digest, cut it
+        if self.payload_bytes < 0:  # built from the whole text: keep its digest
             whole = self.payload.encode(errors="replace")
             object.__setattr__(self, "payload_bytes", len(whole))
             object.__setattr__(self, "payload_sha256", hashlib.sha256(whole).hexdigest())
-            object.__setattr__(self, "payload", self.payload[:MAX_PAYLOAD_CHARS])
+        object.__setattr__(self, "payload", self.payload[:MAX_PAYLOAD_CHARS])
+
+    @classmethod
+    def of_bad_payload(
+        cls, source: str, exc: http.BadPayload, context: Mapping[str, Any] | None = None
+    ) -> Reject:
+        """The reject of a body that is not usable: its prefix, with the size and digest
+        of all the client read (a 50 MB answer is never held whole)."""
+        return cls(
+            source,
+            str(exc),
+            exc.text,
+            dict(context or {}),
+            payload_sha256=exc.sha256,
+            payload_bytes=exc.size,
+        )
 
 
 @dataclass
@@ -281,7 +296,7 @@ def fetch_one(
             return None
         raise
     except http.BadPayload as exc:
-        return Reject(source, str(exc), exc.text, dict(context or {}))
+        return Reject.of_bad_payload(source, exc, context)
     return parse_one(model, payload, source, context)
 
 
@@ -307,7 +322,7 @@ def fetch_rows(
     try:
         payload = upstream.request_json(method, path, params=params, body=body)
     except http.BadPayload as exc:
-        batch.rejects.append(Reject(source, str(exc), exc.text, dict(context or {})))
+        batch.rejects.append(Reject.of_bad_payload(source, exc, context))
         batch.refused += 1
         return batch
     arrived = clock() if clock is not None else datetime.now(tz=UTC)

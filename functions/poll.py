@@ -446,8 +446,8 @@ def poll_all(
                 counts[name] = counts.get(name, 0) + n
         except http.UpstreamError as exc:
             error = exc
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise  # the database is gone: the process ends and is restarted
+        except (psycopg.OperationalError, psycopg.InterfaceError, http.Stopped):
+            raise  # the database is gone, or a signal: the run ends here
         except Exception as exc:
             log.exception("poll: user %d failed", user.id)
             error = RuntimeError(f"{type(exc).__name__}: {exc}")

@@ -377,3 +377,22 @@ def test_a_nul_in_a_title_does_not_keep_a_real_fill_out(conn: db.Conn) -> None:
     counts = poll_once(conn, api)
     assert counts.get("users_failed", 0) == 0
     assert live_fills(conn) == 1
+
+
+def test_a_body_that_is_not_json_is_kept_as_a_prefix_with_the_size_of_the_whole(
+    conn: db.Conn,
+) -> None:
+    import hashlib
+
+    setup_users(conn, WALLET)
+    api = FakeDataApi()
+    body = "<html>" + "x" * 200_000
+    api.activity = lambda _r: body
+    counts = poll_once(conn, api)
+    assert counts.get("users_failed") == 1  # the listing is not whole: checkpoint stays
+    (row,) = conn.execute(
+        "SELECT length(payload) AS kept, payload_bytes, payload_sha256 FROM quarantine"
+    ).fetchall()
+    assert row["kept"] == wire.MAX_PAYLOAD_CHARS
+    assert row["payload_bytes"] == len(body)
+    assert row["payload_sha256"] == hashlib.sha256(body.encode()).hexdigest()

@@ -275,9 +275,11 @@ def collect(
 ) -> Collected:
     """Fetches and normalizes one user's rows in [start, now]; bad rows are quarantined.
     A listing that stops early (a refused page, the run's row cap) keeps only the rows up
-    to the last second read whole, and says why in `problem`."""
+    to the last second read whole, and says why in `problem`. Rows are stamped with
+    `clock()` as their page arrives (default: `now`)."""
     out = Collected([], [], 0, now)
     begin, end = int(start.timestamp()), int(now.timestamp())
+    clock = clock or (lambda: now)  # no clock given: the caller's now, never the system's
     budget = Budget.of(settings.get().poll_max_rows)
     for wallet in user.wallets:
         acts = fetch_activity_window(ups.data_api, wallet, begin, end, budget=budget, clock=clock)
@@ -441,7 +443,7 @@ def poll_all(
         key = f"user:{user.id}"
         error: Exception | None
         try:
-            user_counts, error = poll_user(conn, ups, user, start, now, clock or (lambda: now))
+            user_counts, error = poll_user(conn, ups, user, start, now, clock)
             for name, n in user_counts.items():
                 counts[name] = counts.get(name, 0) + n
         except http.UpstreamError as exc:

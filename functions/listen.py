@@ -8,6 +8,9 @@ asks for a Data API backfill of the last 5 minutes (checkpoint `listen.backfill_
 which the poller reads, plus `functions.poll.backfill` in a background thread when that
 exists) and replays its own gap with `eth_getLogs` from the last block it saw.
 
+One listener per database: it holds the job lock `listen` (jobs.try_lock) while it
+runs, and a second copy exits 75 ("another copy is running"), as the jobs do.
+
     python -m functions.listen            # until SIGTERM
     python -m functions.listen --once     # catch up, listen until quiet for 3 s, exit
 """
@@ -95,6 +98,10 @@ class SubscribeFailed(RuntimeError):
     pass
 
 
+class Busy(RuntimeError):
+    """Another listener holds the lock: one copy per database, like every job."""
+
+
 class Listener:
     """One listener process's state; `run` loops until the stop flag is set."""
 
@@ -138,7 +145,12 @@ class Listener:
     # -- loop ------------------------------------------------------------------------------
     def run(self, *, deadline: float | None = None, idle_s: float | None = None) -> None:
         """Listens (reconnecting as needed) until stopped, past `deadline` (monotonic) or
-        quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start."""
+        quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start,
+        Busy if another listener holds the job's lock (two would store every log twice over
+        and fight over the block checkpoint)."""
+        if not jobs.try_lock(self.conn, PROCESS):
+            self.close()
+            raise Busy("another copy is running")
         started = self.clock()
         run_id = jobs.record_start(self.conn, PROCESS, started, "loop")
         stored = checkpoints.read(self.conn, LAST_BLOCK)
@@ -416,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     except db.DatabaseUnavailable as exc:
         log.error("listen: database unavailable: %s", exc)
         return 1
+    except Busy as exc:
+        log.warning("listen: %s; not started", exc)
+        return jobs.EXIT_BUSY
     log.info("listen: done %s", dict(listener.counts))
     return 0 if listener.sessions or not args.once else 1
 

@@ -13,6 +13,11 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
 - The scheduler passes OCULUS_RUN_TRIGGER (cron or wake) and OCULUS_RUN_SCHEDULED_AT
   (the instant the run was due) to the runs it starts; `job_run` keeps both. Runs
   started by hand are recorded as 'manual', loops as 'loop'.
+- A `--once` run started by hand holds itself to the crontab's timeout for its job
+  (`--timeout S` overrides, 0 = none), as the scheduler holds its own runs: past it,
+  SIGTERM, then KILL_GRACE_S later its row becomes TIMEOUT and it exits EXIT_TIMEOUT.
+- Every run starts by closing the RUNNING rows its job's dead processes left (a run
+  killed with SIGKILL): they become FAILED (`abandon_dead_runs`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from common import clock as clocks
@@ -41,6 +48,8 @@ utcnow = clocks.utcnow
 WAKE_CHANNEL = "oculus_wake"
 JOB_LOCK_CLASS = 0x6F63  # advisory locks (class, crc32 of the job's name): one copy per job
 EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
+EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
+KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop
 TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
@@ -108,6 +117,30 @@ def gone(pid: int | None, host: str | None) -> bool:
     return False
 
 
+def dead_runs(conn: db.Conn, job: str | None = None) -> list[dict[str, Any]]:
+    """The RUNNING rows (of `job`, or of every job) whose process is gone (a scheduler or
+    job killed with SIGKILL, a reboot): on this host, with a pid that no longer runs."""
+    rows = conn.execute(
+        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING'"
+        " AND (%(j)s::text IS NULL OR job = %(j)s) ORDER BY id",
+        {"j": job},
+    )
+    return [r for r in rows if gone(r["pid"], r["host"])]
+
+
+# Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
+ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
+             WHERE id = ANY(%s) AND status = 'RUNNING'"""
+
+
+def abandon_dead_runs(conn: db.Conn, now: datetime, job: str | None = None) -> int:
+    """Marks the dead runs (of `job`, or all) FAILED; returns how many."""
+    dead = [r["id"] for r in dead_runs(conn, job)]
+    if dead:
+        conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
+    return len(dead)
+
+
 def wake(conn: db.Conn, job: str) -> None:
     """Asks the scheduler to start `job` now (delivered when the transaction commits)."""
     conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, job))
@@ -158,9 +191,9 @@ def record_end(
     counts: dict[str, Any],
     error: str | None = None,
 ) -> None:
-    conn.execute(
+    conn.execute(  # only a RUNNING row: a watchdog may have closed it as TIMEOUT
         "UPDATE job_run SET finished_at = %(t)s, status = %(s)s, items = %(i)s,"
-        " counts = %(c)s, error = %(e)s WHERE id = %(id)s",
+        " counts = %(c)s, error = %(e)s WHERE id = %(id)s AND status = 'RUNNING'",
         {"t": now, "s": status, "i": items, "c": Jsonb(counts), "e": error, "id": run_id},
     )
 
@@ -200,7 +233,11 @@ def run_recorded(
         if not conn.autocommit:
             conn.rollback()
         error = f"{type(exc).__name__}: {exc}"
-        record_end(conn, run_id, ctx.clock(), "FAILED", 0, {**ctx.counts, **ctx.details}, error)
+        status = "FAILED"
+        if _timed_out(ctx):
+            timeout_s = ctx.resources["watchdog"].timeout_s
+            status, error = "TIMEOUT", f"{error}; stopped after its {timeout_s:g}s timeout"
+        record_end(conn, run_id, ctx.clock(), status, 0, {**ctx.counts, **ctx.details}, error)
         raise
     if not keep_idle and not items and not ctx.counts:
         conn.execute("DELETE FROM job_run WHERE id = %s", (run_id,))
@@ -219,7 +256,85 @@ def parser(job: str, description: str) -> argparse.ArgumentParser:
     mode.add_argument("--loop", action="store_true", help="run batches until SIGTERM")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between loop batches")
     p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="a --once run by hand stops after this many seconds"
+        " (default: the crontab's timeout for the job; 0: none)",
+    )
     return p
+
+
+def hand_timeout(job: str, args: argparse.Namespace) -> float | None:
+    """The timeout a --once run started by hand holds itself to: --timeout (0: none),
+    else the crontab's for the job (none if not scheduled). None for loops, and for the
+    scheduler's runs: it times them itself."""
+    if getattr(args, "loop", False) or run_trigger(args)[0] != "manual":
+        return None
+    given = getattr(args, "timeout", None)
+    if given is not None:
+        return float(given) if given > 0 else None
+    from common import crontab  # croniter: only runs by hand pay for it
+
+    entries, _ = crontab.load()
+    return next((e.timeout_s for e in entries if e.job == job), None)
+
+
+class Watchdog:
+    """Holds a run started by hand to its timeout, as the scheduler holds its runs: past
+    it, SIGTERM (the stop flag); KILL_GRACE_S later, if the run is still going, its row
+    becomes TIMEOUT and the process exits EXIT_TIMEOUT (its session, the job's lock and
+    any open transaction end with it)."""
+
+    def __init__(
+        self, job: str, timeout_s: float, url: str | None, clock: Callable[[], datetime]
+    ) -> None:
+        self.job, self.timeout_s, self.url, self.clock = job, timeout_s, url, clock
+        self.fired = threading.Event()
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        log.warning(
+            "%s: past its %gs timeout (a run by hand gets the crontab's; --timeout changes"
+            " it); SIGTERM",
+            self.job,
+            self.timeout_s,
+        )
+        self.fired.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(KILL_GRACE_S)  # the run may still end (and record itself) meanwhile
+        log.error("%s: still running %gs after its timeout; stopped", self.job, KILL_GRACE_S)
+        self.record()
+        os._exit(EXIT_TIMEOUT)
+
+    def record(self) -> None:
+        """Marks this process's RUNNING row of the job TIMEOUT, on a connection of its
+        own (the run's may be in the middle of a query)."""
+        error = f"stopped after its {self.timeout_s:g}s timeout (a run by hand)"
+        try:
+            with db.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    """UPDATE job_run SET status = 'TIMEOUT', finished_at = %(t)s, error = %(e)s
+                       WHERE job = %(j)s AND pid = %(pid)s AND host = %(h)s
+                         AND status = 'RUNNING'""",
+                    {
+                        "t": self.clock(),
+                        "e": error,
+                        "j": self.job,
+                        "pid": os.getpid(),
+                        "h": socket.gethostname(),
+                    },
+                )
+        except (db.DatabaseUnavailable, psycopg.Error) as exc:
+            log.error("%s: could not record the timeout: %s", self.job, exc)
 
 
 def setup_logging(s: settings.Settings) -> None:
@@ -279,6 +394,12 @@ def main(
         conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
         if not acquire(conn, job, args, stop):
             return EXIT_BUSY if not args.loop else 0
+        if n := abandon_dead_runs(conn, ctx.clock(), job):
+            log.warning("%s: %d earlier runs whose process is gone marked FAILED", job, n)
+        timeout_s = hand_timeout(job, args)
+        if timeout_s is not None:
+            watchdog = Watchdog(job, timeout_s, args.database_url, ctx.clock)
+            ctx.resources["watchdog"] = watchdog.start()
         if upstreams:
             from common import http  # only jobs that call upstreams pay for httpx
 
@@ -296,14 +417,21 @@ def main(
             except Exception:
                 log.exception("%s: run failed", job)
                 if not args.loop:
-                    return 1
+                    return EXIT_TIMEOUT if _timed_out(ctx) else 1
             if not args.loop or stop.stopped:
                 return 0
             stop.sleep(args.interval)
             if stop.stopped:
                 return 0
     finally:
+        if "watchdog" in ctx.resources:
+            ctx.resources["watchdog"].cancel()
         if "ups" in ctx.resources:
             ctx.resources["ups"].close()
         conn.close()
         source.close()
+
+
+def _timed_out(ctx: Context) -> bool:
+    watchdog = ctx.resources.get("watchdog")
+    return isinstance(watchdog, Watchdog) and watchdog.fired.is_set()

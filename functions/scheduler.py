@@ -11,6 +11,9 @@
 - A run past its timeout gets SIGTERM, then SIGKILL 5 s later, and its `job_run` row
   becomes TIMEOUT. A run that dies (signal, crash before it could record) is marked
   FAILED with its exit code; every run has a row. Runs' output goes to var/log/<job>.log.
+  RUNNING rows whose process is gone (a run by hand killed with SIGKILL, a scheduler
+  killed before it could close its runs' rows) become FAILED at start and every minute.
+  (A run by hand times itself with the crontab's timeout: common.jobs.Watchdog.)
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
 - SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
@@ -33,7 +36,8 @@ from typing import IO, Any
 from common import checkpoints, crontab, db, jobs, settings
 
 log = logging.getLogger("functions.scheduler")
-KILL_GRACE_S = 5.0  # SIGTERM → SIGKILL
+KILL_GRACE_S = jobs.KILL_GRACE_S  # SIGTERM → SIGKILL
+DEAD_RUNS_CHECK_S = 60.0  # how often RUNNING rows of dead processes are marked FAILED
 STOP_GRACE_S = 20.0  # how long shutdown waits for running jobs
 HEARTBEAT_S = 5.0
 MAX_WAIT_S = 0.5  # longest sleep between checks (children, signals, the crontab)
@@ -82,6 +86,7 @@ class Scheduler:
         self._mtime: float | None = None
         self.host = socket.gethostname()
         self.stopping = False  # runs ended by our own shutdown are not failures
+        self._dead_checked = float("-inf")
 
     # -- the crontab --------------------------------------------------------------
     def load(self, now: datetime) -> None:
@@ -112,8 +117,14 @@ class Scheduler:
 
     # -- one pass -----------------------------------------------------------------
     def tick(self, now: datetime) -> None:
-        """Reaps ended runs, enforces timeouts and starts what is due."""
+        """Closes the rows of dead runs (at start, then every DEAD_RUNS_CHECK_S), reaps
+        ended runs, enforces timeouts and starts what is due."""
         mono = time.monotonic()
+        if mono - self._dead_checked >= DEAD_RUNS_CHECK_S:
+            # runs by hand killed since, left over from a killed scheduler, or a reboot
+            self._dead_checked = mono
+            if n := jobs.abandon_dead_runs(self.conn, now):
+                log.warning("scheduler: %d runs whose process is gone marked FAILED", n)
         for slot in list(self.slots.values()):
             run = slot.run
             if run is not None:
@@ -328,26 +339,11 @@ class Scheduler:
         }
 
 
-def dead_runs(conn: db.Conn) -> list[dict[str, Any]]:
-    """The RUNNING rows whose process is gone (a scheduler or job killed with SIGKILL, a
-    reboot): on this host, with a pid that no longer runs."""
-    rows = conn.execute(
-        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING' ORDER BY id"
-    )
-    return [r for r in rows if jobs.gone(r["pid"], r["host"])]
-
-
-# Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
-ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
-             WHERE id = ANY(%s) AND status = 'RUNNING'"""
-
-
-def abandon_dead_runs(conn: db.Conn, now: datetime) -> int:
-    """Marks the dead runs FAILED; returns how many."""
-    dead = [r["id"] for r in dead_runs(conn)]
-    if dead:
-        conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
-    return len(dead)
+# Moved to common.jobs (each job's run closes its own dead runs too); `ops clear-stuck`
+# reads them here.
+dead_runs = jobs.dead_runs
+ABANDON = jobs.ABANDON
+abandon_dead_runs = jobs.abandon_dead_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,8 +386,6 @@ def main(argv: list[str] | None = None) -> int:
             log.error("scheduler: another scheduler holds the lock; exiting")
             return jobs.EXIT_BUSY
         now = jobs.utcnow()
-        if n := abandon_dead_runs(conn, now):
-            log.warning("scheduler: %d runs whose process is gone marked FAILED", n)
         # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
         checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
         listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")

@@ -18,6 +18,11 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
   SIGTERM, then KILL_GRACE_S later its row becomes TIMEOUT and it exits EXIT_TIMEOUT.
 - Every run starts by closing the RUNNING rows its job's dead processes left (a run
   killed with SIGKILL): they become FAILED (`abandon_dead_runs`).
+- A long-running process (a loop; listen, the scheduler and the site builder use the
+  same two helpers) that loses its database connection logs one line and exits
+  EXIT_DB_LOST (`lost_exit`): its session locks went with the session, and supervisord
+  restarts it. Started while the database is down, it waits for it (`connect_waiting`)
+  rather than exit, so supervisord counts the start as good and never gives up on it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ JOB_LOCK_CLASS = 0x6F63  # advisory locks (class, crc32 of the job's name): one 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
 EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
 KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop
+EXIT_DB_LOST = 69  # EX_UNAVAILABLE: the database connection was lost; restart me
+DB_RETRY_S = 1.0  # a long-running process started while the database is down retries this often
+DB_WAIT_LOG_S = 60.0  # ... and says it is still waiting this often
 TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
@@ -346,6 +354,42 @@ def setup_logging(s: settings.Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def connect_waiting(url: str | None, stop: StopFlag, who: str) -> db.Conn | None:
+    """Connects (autocommit); while the database is down, retries every DB_RETRY_S,
+    logging once and then once every DB_WAIT_LOG_S. Returns None if stopped first."""
+    said = float("-inf")
+    while True:
+        try:
+            conn = db.connect(url, autocommit=True)
+        except db.DatabaseUnavailable as exc:
+            if time.monotonic() - said >= DB_WAIT_LOG_S:
+                said = time.monotonic()
+                log.warning(
+                    "%s: database unavailable (%s); waiting for it, retrying every %gs",
+                    who,
+                    " ".join(str(exc).split()),
+                    DB_RETRY_S,
+                )
+        else:
+            if said > float("-inf"):
+                log.info("%s: database reachable; going on", who)
+            return conn
+        stop.sleep(DB_RETRY_S)
+        if stop.stopped:
+            return None
+
+
+def lost_exit(who: str, exc: BaseException) -> int:
+    """Logs the lost connection (one line) and returns EXIT_DB_LOST."""
+    log.error(
+        "%s: lost the database connection (%s); exiting %d for supervisord to restart it",
+        who,
+        db.one_line(exc),
+        EXIT_DB_LOST,
+    )
+    return EXIT_DB_LOST
+
+
 def acquire(conn: db.Conn, job: str, args: argparse.Namespace, stop: StopFlag) -> bool:
     """Takes the job's lock. A --once run gives up at once; a loop waits for the other
     copy to end. Returns False when the lock was not taken."""
@@ -377,8 +421,9 @@ def main(
     *,
     upstreams: bool = False,
 ) -> int:
-    """Runs a job from its command line: once (exit 1 on failure) or in a loop. With
-    `upstreams`, ctx.resources["ups"] holds the process's HTTP upstreams."""
+    """Runs a job from its command line: once (exit 1 on failure) or in a loop; either
+    exits EXIT_DB_LOST when its database connection is lost. With `upstreams`,
+    ctx.resources["ups"] holds the process's HTTP upstreams."""
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
@@ -386,43 +431,23 @@ def main(
     ctx.clock, ctx.wait_until = source.now, source.wait_until
     stop = StopFlag().install()
     try:
-        conn = db.connect(args.database_url, autocommit=True)
+        if args.loop:
+            found = connect_waiting(args.database_url, stop, job)
+            if found is None:
+                return 0  # stopped while waiting
+            conn = found
+        else:
+            conn = db.connect(args.database_url, autocommit=True)
     except db.DatabaseUnavailable as exc:
         log.error("%s: database unavailable: %s", job, exc)
+        source.close()
         return 1
     try:
-        conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
-        if not acquire(conn, job, args, stop):
-            return EXIT_BUSY if not args.loop else 0
-        if n := abandon_dead_runs(conn, ctx.clock(), job):
-            log.warning("%s: %d earlier runs whose process is gone marked FAILED", job, n)
-        timeout_s = hand_timeout(job, args)
-        if timeout_s is not None:
-            watchdog = Watchdog(job, timeout_s, args.database_url, ctx.clock)
-            ctx.resources["watchdog"] = watchdog.start()
-        if upstreams:
-            from common import http  # only jobs that call upstreams pay for httpx
-
-            ctx.resources["ups"] = http.make_upstreams(s)
-        while True:
-            try:
-                items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)
-                if items or ctx.counts or not args.loop:
-                    log.info("%s: %d items %s", job, items, ctx.counts or "")
-                if args.loop:
-                    info: dict[str, Any] = {"items": items}
-                    if "ups" in ctx.resources:
-                        info["upstreams"] = ctx.resources["ups"].stats()
-                    heartbeat(conn, job, ctx.clock(), info)
-            except Exception:
-                log.exception("%s: run failed", job)
-                if not args.loop:
-                    return EXIT_TIMEOUT if _timed_out(ctx) else 1
-            if not args.loop or stop.stopped:
-                return 0
-            stop.sleep(args.interval)
-            if stop.stopped:
-                return 0
+        return _main(job, run_once, ctx, conn, stop, upstreams)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if not db.lost(conn, exc):
+            raise
+        return lost_exit(job, exc)
     finally:
         if "watchdog" in ctx.resources:
             ctx.resources["watchdog"].cancel()
@@ -430,6 +455,52 @@ def main(
             ctx.resources["ups"].close()
         conn.close()
         source.close()
+
+
+def _main(
+    job: str,
+    run_once: Callable[[db.Conn, Context], int],
+    ctx: Context,
+    conn: db.Conn,
+    stop: StopFlag,
+    upstreams: bool,
+) -> int:
+    """`main` once connected: the lock, then the run or the loop."""
+    args = ctx.args
+    conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
+    if not acquire(conn, job, args, stop):
+        return EXIT_BUSY if not args.loop else 0
+    if n := abandon_dead_runs(conn, ctx.clock(), job):
+        log.warning("%s: %d earlier runs whose process is gone marked FAILED", job, n)
+    timeout_s = hand_timeout(job, args)
+    if timeout_s is not None:
+        watchdog = Watchdog(job, timeout_s, args.database_url, ctx.clock)
+        ctx.resources["watchdog"] = watchdog.start()
+    if upstreams:
+        from common import http  # only jobs that call upstreams pay for httpx
+
+        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
+    while True:
+        try:
+            items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)
+            if items or ctx.counts or not args.loop:
+                log.info("%s: %d items %s", job, items, ctx.counts or "")
+            if args.loop:
+                info: dict[str, Any] = {"items": items}
+                if "ups" in ctx.resources:
+                    info["upstreams"] = ctx.resources["ups"].stats()
+                heartbeat(conn, job, ctx.clock(), info)
+        except Exception as exc:
+            if db.lost(conn, exc):
+                raise  # no retrying: main exits for supervisord to restart it
+            log.exception("%s: run failed", job)
+            if not args.loop:
+                return EXIT_TIMEOUT if _timed_out(ctx) else 1
+        if not args.loop or stop.stopped:
+            return 0
+        stop.sleep(args.interval)
+        if stop.stopped:
+            return 0
 
 
 def _timed_out(ctx: Context) -> bool:

@@ -17,6 +17,9 @@
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
 - SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
+- A lost database connection ends it (exit 69, for supervisord to restart it; its lock
+  went with the session), leaving its runs to end on their own; started while the
+  database is down, it waits for it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+
+import psycopg
 
 from common import checkpoints, crontab, db, jobs, settings
 
@@ -301,6 +306,13 @@ class Scheduler:
     def running(self) -> list[Run]:
         return [slot.run for slot in self.slots.values() if slot.run is not None]
 
+    def disown(self) -> list[int]:
+        """Forgets the running runs (left to end on their own); returns their pids."""
+        pids = [run.proc.pid for run in self.running()]
+        for slot in self.slots.values():
+            slot.run = None
+        return pids
+
     def stop_all(self, now: datetime, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM to every run, SIGKILL to those still up after `grace_s`, rows closed
         (a run stopped before it recorded anything leaves no row: nothing ran)."""
@@ -372,43 +384,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         return 1 if errors else 0
     stop = jobs.StopFlag().install()
+    conn = jobs.connect_waiting(args.database_url, stop, "scheduler")
+    if conn is None:
+        return 0  # stopped while waiting for the database
     try:
         url = args.database_url or db.database_url(s)
-        conn = db.connect(url, autocommit=True)
         listener = db.connect(url, autocommit=True)
-    except db.DatabaseUnavailable as exc:
-        log.error("scheduler: database unavailable: %s", exc)
-        return 1
-    env = {**os.environ, "DATABASE_URL": url}
-    sched = Scheduler(conn, s, env, crontab_path=path)
+    except db.DatabaseUnavailable as exc:  # gone again since `conn`
+        conn.close()
+        return jobs.lost_exit("scheduler", exc)
+    sched = Scheduler(conn, s, {**os.environ, "DATABASE_URL": url}, crontab_path=path)
     try:
-        if not jobs.try_lock(conn, "scheduler"):
-            log.error("scheduler: another scheduler holds the lock; exiting")
-            return jobs.EXIT_BUSY
-        now = jobs.utcnow()
-        # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
-        checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
-        listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
-        sched.load(now)
-        end = time.monotonic() + args.seconds if args.seconds else None
-        beat = 0.0
-        while not stop.stopped and (end is None or time.monotonic() < end):
-            now = jobs.utcnow()
-            sched.load(now)
-            sched.tick(now)
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                jobs.heartbeat(conn, "scheduler", now, sched.info(now))
-                beat = time.monotonic()
-            wait = sched.seconds_to_next(jobs.utcnow())
-            for note in listener.notifies(timeout=wait, stop_after=1):
-                sched.wake(note.payload, jobs.utcnow())
-        sched.stop_all(jobs.utcnow())
-        return 0
+        return serve(sched, listener, stop, args.seconds)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if not (db.lost(conn, exc) or db.lost(listener, exc)):
+            raise
+        # The runs go on alone, as after a SIGKILL of the scheduler: each holds its job's
+        # lock, so the next scheduler's copies stay out until they end.
+        if orphans := sched.disown():
+            log.warning("scheduler: leaving runs %s to end on their own", orphans)
+        return jobs.lost_exit("scheduler", exc)
     finally:
         for run in sched.running():
             run.proc.kill()
         conn.close()
         listener.close()
+
+
+def serve(sched: Scheduler, listener: db.Conn, stop: jobs.StopFlag, seconds: float | None) -> int:
+    """Holds the scheduler's lock and runs the crontab until stopped (or `seconds`);
+    wake-ups arrive on `listener`. Returns the exit code."""
+    conn, s = sched.conn, sched.s
+    if not jobs.try_lock(conn, "scheduler"):
+        log.error("scheduler: another scheduler holds the lock; exiting")
+        return jobs.EXIT_BUSY
+    now = jobs.utcnow()
+    # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
+    checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
+    listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
+    sched.load(now)
+    end = time.monotonic() + seconds if seconds else None
+    beat = 0.0
+    while not stop.stopped and (end is None or time.monotonic() < end):
+        now = jobs.utcnow()
+        sched.load(now)
+        sched.tick(now)
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            jobs.heartbeat(conn, "scheduler", now, sched.info(now))
+            beat = time.monotonic()
+        wait = sched.seconds_to_next(jobs.utcnow())
+        for note in listener.notifies(timeout=wait, stop_after=1):
+            sched.wake(note.payload, jobs.utcnow())
+    sched.stop_all(jobs.utcnow())
+    return 0
 
 
 if __name__ == "__main__":

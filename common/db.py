@@ -92,7 +92,24 @@ class DatabaseUnavailable(RuntimeError):
     """Postgres cannot be reached or started."""
 
 
+class DatabaseLost(RuntimeError):
+    """A long-running process's session ended under it (see `lost`)."""
+
+
 Conn = psycopg.Connection[dict[str, Any]]
+
+
+def lost(conn: Conn, exc: BaseException) -> bool:
+    """Whether `exc` means the session of `conn` is gone: the server restarted or ended
+    it, or the network broke. A new connection would be a new session, without the old
+    one's advisory locks, so long-running processes exit instead (common.jobs)."""
+    connection_error = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return connection_error and (conn.closed or conn.broken)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error on one line (libpq's connection errors span several)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _running_embedded_uri(pgdata: Path) -> str | None:

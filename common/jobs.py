@@ -13,6 +13,16 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
 - The scheduler passes OCULUS_RUN_TRIGGER (cron or wake) and OCULUS_RUN_SCHEDULED_AT
   (the instant the run was due) to the runs it starts; `job_run` keeps both. Runs
   started by hand are recorded as 'manual', loops as 'loop'.
+- A `--once` run started by hand holds itself to the crontab's timeout for its job
+  (`--timeout S` overrides, 0 = none), as the scheduler holds its own runs: past it,
+  SIGTERM, then KILL_GRACE_S later its row becomes TIMEOUT and it exits EXIT_TIMEOUT.
+- Every run starts by closing the RUNNING rows its job's dead processes left (a run
+  killed with SIGKILL): they become FAILED (`abandon_dead_runs`).
+- A long-running process (a loop; listen, the scheduler and the site builder use the
+  same two helpers) that loses its database connection logs one line and exits
+  EXIT_DB_LOST (`lost_exit`): its session locks went with the session, and supervisord
+  restarts it. Started while the database is down, it waits for it (`connect_waiting`)
+  rather than exit, so supervisord counts the start as good and never gives up on it.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -30,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from common import clock as clocks
@@ -41,6 +53,11 @@ utcnow = clocks.utcnow
 WAKE_CHANNEL = "oculus_wake"
 JOB_LOCK_CLASS = 0x6F63  # advisory locks (class, crc32 of the job's name): one copy per job
 EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
+EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
+KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop
+EXIT_DB_LOST = 69  # EX_UNAVAILABLE: the database connection was lost; restart me
+DB_RETRY_S = 1.0  # a long-running process started while the database is down retries this often
+DB_WAIT_LOG_S = 60.0  # ... and says it is still waiting this often
 TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
@@ -117,6 +134,30 @@ def gone(pid: int | None, host: str | None) -> bool:
     return False
 
 
+def dead_runs(conn: db.Conn, job: str | None = None) -> list[dict[str, Any]]:
+    """The RUNNING rows (of `job`, or of every job) whose process is gone (a scheduler or
+    job killed with SIGKILL, a reboot): on this host, with a pid that no longer runs."""
+    rows = conn.execute(
+        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING'"
+        " AND (%(j)s::text IS NULL OR job = %(j)s) ORDER BY id",
+        {"j": job},
+    )
+    return [r for r in rows if gone(r["pid"], r["host"])]
+
+
+# Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
+ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
+             WHERE id = ANY(%s) AND status = 'RUNNING'"""
+
+
+def abandon_dead_runs(conn: db.Conn, now: datetime, job: str | None = None) -> int:
+    """Marks the dead runs (of `job`, or all) FAILED; returns how many."""
+    dead = [r["id"] for r in dead_runs(conn, job)]
+    if dead:
+        conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
+    return len(dead)
+
+
 def wake(conn: db.Conn, job: str) -> None:
     """Asks the scheduler to start `job` now (delivered when the transaction commits)."""
     conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, job))
@@ -167,9 +208,9 @@ def record_end(
     counts: dict[str, Any],
     error: str | None = None,
 ) -> None:
-    conn.execute(
+    conn.execute(  # only a RUNNING row: a watchdog may have closed it as TIMEOUT
         "UPDATE job_run SET finished_at = %(t)s, status = %(s)s, items = %(i)s,"
-        " counts = %(c)s, error = %(e)s WHERE id = %(id)s",
+        " counts = %(c)s, error = %(e)s WHERE id = %(id)s AND status = 'RUNNING'",
         {"t": now, "s": status, "i": items, "c": Jsonb(counts), "e": error, "id": run_id},
     )
 
@@ -209,7 +250,11 @@ def run_recorded(
         if not conn.autocommit:
             conn.rollback()
         error = f"{type(exc).__name__}: {exc}"
-        record_end(conn, run_id, ctx.clock(), "FAILED", 0, {**ctx.counts, **ctx.details}, error)
+        status = "FAILED"
+        if _timed_out(ctx):
+            timeout_s = ctx.resources["watchdog"].timeout_s
+            status, error = "TIMEOUT", f"{error}; stopped after its {timeout_s:g}s timeout"
+        record_end(conn, run_id, ctx.clock(), status, 0, {**ctx.counts, **ctx.details}, error)
         raise
     if not keep_idle and not items and not ctx.counts:
         conn.execute("DELETE FROM job_run WHERE id = %s", (run_id,))
@@ -228,7 +273,85 @@ def parser(job: str, description: str) -> argparse.ArgumentParser:
     mode.add_argument("--loop", action="store_true", help="run batches until SIGTERM")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between loop batches")
     p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="a --once run by hand stops after this many seconds"
+        " (default: the crontab's timeout for the job; 0: none)",
+    )
     return p
+
+
+def hand_timeout(job: str, args: argparse.Namespace) -> float | None:
+    """The timeout a --once run started by hand holds itself to: --timeout (0: none),
+    else the crontab's for the job (none if not scheduled). None for loops, and for the
+    scheduler's runs: it times them itself."""
+    if getattr(args, "loop", False) or run_trigger(args)[0] != "manual":
+        return None
+    given = getattr(args, "timeout", None)
+    if given is not None:
+        return float(given) if given > 0 else None
+    from common import crontab  # croniter: only runs by hand pay for it
+
+    entries, _ = crontab.load()
+    return next((e.timeout_s for e in entries if e.job == job), None)
+
+
+class Watchdog:
+    """Holds a run started by hand to its timeout, as the scheduler holds its runs: past
+    it, SIGTERM (the stop flag); KILL_GRACE_S later, if the run is still going, its row
+    becomes TIMEOUT and the process exits EXIT_TIMEOUT (its session, the job's lock and
+    any open transaction end with it)."""
+
+    def __init__(
+        self, job: str, timeout_s: float, url: str | None, clock: Callable[[], datetime]
+    ) -> None:
+        self.job, self.timeout_s, self.url, self.clock = job, timeout_s, url, clock
+        self.fired = threading.Event()
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        log.warning(
+            "%s: past its %gs timeout (a run by hand gets the crontab's; --timeout changes"
+            " it); SIGTERM",
+            self.job,
+            self.timeout_s,
+        )
+        self.fired.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(KILL_GRACE_S)  # the run may still end (and record itself) meanwhile
+        log.error("%s: still running %gs after its timeout; stopped", self.job, KILL_GRACE_S)
+        self.record()
+        os._exit(EXIT_TIMEOUT)
+
+    def record(self) -> None:
+        """Marks this process's RUNNING row of the job TIMEOUT, on a connection of its
+        own (the run's may be in the middle of a query)."""
+        error = f"stopped after its {self.timeout_s:g}s timeout (a run by hand)"
+        try:
+            with db.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    """UPDATE job_run SET status = 'TIMEOUT', finished_at = %(t)s, error = %(e)s
+                       WHERE job = %(j)s AND pid = %(pid)s AND host = %(h)s
+                         AND status = 'RUNNING'""",
+                    {
+                        "t": self.clock(),
+                        "e": error,
+                        "j": self.job,
+                        "pid": os.getpid(),
+                        "h": socket.gethostname(),
+                    },
+                )
+        except (db.DatabaseUnavailable, psycopg.Error) as exc:
+            log.error("%s: could not record the timeout: %s", self.job, exc)
 
 
 def setup_logging(s: settings.Settings) -> None:
@@ -238,6 +361,42 @@ def setup_logging(s: settings.Settings) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def connect_waiting(url: str | None, stop: StopFlag, who: str) -> db.Conn | None:
+    """Connects (autocommit); while the database is down, retries every DB_RETRY_S,
+    logging once and then once every DB_WAIT_LOG_S. Returns None if stopped first."""
+    said = float("-inf")
+    while True:
+        try:
+            conn = db.connect(url, autocommit=True)
+        except db.DatabaseUnavailable as exc:
+            if time.monotonic() - said >= DB_WAIT_LOG_S:
+                said = time.monotonic()
+                log.warning(
+                    "%s: database unavailable (%s); waiting for it, retrying every %gs",
+                    who,
+                    " ".join(str(exc).split()),
+                    DB_RETRY_S,
+                )
+        else:
+            if said > float("-inf"):
+                log.info("%s: database reachable; going on", who)
+            return conn
+        stop.sleep(DB_RETRY_S)
+        if stop.stopped:
+            return None
+
+
+def lost_exit(who: str, exc: BaseException) -> int:
+    """Logs the lost connection (one line) and returns EXIT_DB_LOST."""
+    log.error(
+        "%s: lost the database connection (%s); exiting %d for supervisord to restart it",
+        who,
+        db.one_line(exc),
+        EXIT_DB_LOST,
+    )
+    return EXIT_DB_LOST
 
 
 def acquire(conn: db.Conn, job: str, args: argparse.Namespace, stop: StopFlag) -> bool:
@@ -271,8 +430,9 @@ def main(
     *,
     upstreams: bool = False,
 ) -> int:
-    """Runs a job from its command line: once (exit 1 on failure) or in a loop. With
-    `upstreams`, ctx.resources["ups"] holds the process's HTTP upstreams."""
+    """Runs a job from its command line: once (exit 1 on failure) or in a loop; either
+    exits EXIT_DB_LOST when its database connection is lost. With `upstreams`,
+    ctx.resources["ups"] holds the process's HTTP upstreams."""
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
@@ -280,39 +440,78 @@ def main(
     ctx.clock, ctx.wait_until = source.now, source.wait_until
     stop = StopFlag().install()
     try:
-        conn = db.connect(args.database_url, autocommit=True)
+        if args.loop:
+            found = connect_waiting(args.database_url, stop, job)
+            if found is None:
+                return 0  # stopped while waiting
+            conn = found
+        else:
+            conn = db.connect(args.database_url, autocommit=True)
     except db.DatabaseUnavailable as exc:
         log.error("%s: database unavailable: %s", job, exc)
+        source.close()
         return 1
     try:
-        conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
-        if not acquire(conn, job, args, stop):
-            return EXIT_BUSY if not args.loop else 0
-        if upstreams:
-            from common import http  # only jobs that call upstreams pay for httpx
-
-            ctx.resources["ups"] = http.make_upstreams(s)
-        while True:
-            try:
-                items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)
-                if items or ctx.counts or not args.loop:
-                    log.info("%s: %d items %s", job, items, ctx.counts or "")
-                if args.loop:
-                    info: dict[str, Any] = {"items": items}
-                    if "ups" in ctx.resources:
-                        info["upstreams"] = ctx.resources["ups"].stats()
-                    heartbeat(conn, job, ctx.clock(), info)
-            except Exception:
-                log.exception("%s: run failed", job)
-                if not args.loop:
-                    return 1
-            if not args.loop or stop.stopped:
-                return 0
-            stop.sleep(args.interval)
-            if stop.stopped:
-                return 0
+        return _main(job, run_once, ctx, conn, stop, upstreams)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if not db.lost(conn, exc):
+            raise
+        return lost_exit(job, exc)
     finally:
+        if "watchdog" in ctx.resources:
+            ctx.resources["watchdog"].cancel()
         if "ups" in ctx.resources:
             ctx.resources["ups"].close()
         conn.close()
         source.close()
+
+
+def _main(
+    job: str,
+    run_once: Callable[[db.Conn, Context], int],
+    ctx: Context,
+    conn: db.Conn,
+    stop: StopFlag,
+    upstreams: bool,
+) -> int:
+    """`main` once connected: the lock, then the run or the loop."""
+    args = ctx.args
+    conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
+    if not acquire(conn, job, args, stop):
+        return EXIT_BUSY if not args.loop else 0
+    if n := abandon_dead_runs(conn, ctx.clock(), job):
+        log.warning("%s: %d earlier runs whose process is gone marked FAILED", job, n)
+    timeout_s = hand_timeout(job, args)
+    if timeout_s is not None:
+        watchdog = Watchdog(job, timeout_s, args.database_url, ctx.clock)
+        ctx.resources["watchdog"] = watchdog.start()
+    if upstreams:
+        from common import http  # only jobs that call upstreams pay for httpx
+
+        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
+    while True:
+        try:
+            items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)
+            if items or ctx.counts or not args.loop:
+                log.info("%s: %d items %s", job, items, ctx.counts or "")
+            if args.loop:
+                info: dict[str, Any] = {"items": items}
+                if "ups" in ctx.resources:
+                    info["upstreams"] = ctx.resources["ups"].stats()
+                heartbeat(conn, job, ctx.clock(), info)
+        except Exception as exc:
+            if db.lost(conn, exc):
+                raise  # no retrying: main exits for supervisord to restart it
+            log.exception("%s: run failed", job)
+            if not args.loop:
+                return EXIT_TIMEOUT if _timed_out(ctx) else 1
+        if not args.loop or stop.stopped:
+            return 0
+        stop.sleep(args.interval)
+        if stop.stopped:
+            return 0
+
+
+def _timed_out(ctx: Context) -> bool:
+    watchdog = ctx.resources.get("watchdog")
+    return isinstance(watchdog, Watchdog) and watchdog.fired.is_set()

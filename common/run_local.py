@@ -46,6 +46,10 @@ def demo_settings(port: int, **overrides: Any) -> settings.Settings:
     return settings.Settings(**values, **overrides)
 
 
+# The labels of the demo's followed leaders: they mark a database as the sandbox's.
+SANDBOX_LEADER_LABEL = "sandbox-leader-"
+
+
 def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
     """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
     once the sandbox is up); returns the wallets newly followed."""
@@ -58,7 +62,7 @@ def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
         known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
         for i, wallet in enumerate(wallets):
             if wallet not in known:
-                follow.add(conn, wallet, f"sandbox-leader-{i + 1}", [], jobs.utcnow())
+                follow.add(conn, wallet, f"{SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow())
                 added.append(wallet)
     return added
 

@@ -2,8 +2,11 @@
 
 `add` registers the wallet (and any `--proxy` wallets whose fills are the same trader's),
 then seeds its shadow book from `/positions`, so later SELLs of older positions are
-right. If the Data API cannot answer, the user is added unseeded and `poll` seeds it on
-its next run. Every change is written to `audit_log`.
+right. If the Data API cannot answer, the user is added unseeded (saying which host it
+tried and why that failed) and `poll` seeds it on its next run. A demo database (one
+that follows the sandbox's leaders) is never seeded from the real Polymarket because the
+base URLs were left unset: `poll`, run with the sandbox's URLs, seeds it. Every change
+is written to `audit_log`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common import db, http, jobs, settings
+from common import db, http, jobs, run_local, settings
 from functions import poll
 
 MODES = ("ACTIVE", "BUY_ONLY", "SELL_ONLY", "PAUSED", "REMOVED")
@@ -116,6 +119,38 @@ def add(
     return user_id
 
 
+def seed_refusal(conn: db.Conn, s: settings.Settings) -> str | None:
+    """Why `add` must not seed from the configured upstreams, or None: a demo database
+    (it follows the sandbox's leaders) with a base URL left at the real Polymarket's."""
+    defaults = settings.Settings.model_fields
+    real = [
+        (name, url)
+        for name, url in (("data_api_url", s.data_api_url), ("gamma_url", s.gamma_url))
+        if url == defaults[name].default
+    ]
+    if not real:
+        return None
+    demo = conn.execute(
+        "SELECT 1 FROM followed_user WHERE label LIKE %(p)s LIMIT 1",
+        {"p": run_local.SANDBOX_LEADER_LABEL + "%"},
+    ).fetchone()
+    if demo is None:
+        return None
+    name, url = real[0]
+    return (
+        f"not seeding from {url}: this database follows the sandbox's leaders (a demo one)"
+        f" and OCULUS_{name.upper()} is not set; the next poll will seed it"
+    )
+
+
+def seed_failure(ups: http.Upstreams, exc: http.UpstreamError) -> str:
+    """What `add` says when seeding failed: the host it tried and why."""
+    upstream = getattr(ups, exc.upstream, None)
+    host = upstream.base_url if isinstance(upstream, http.Upstream) else exc.upstream
+    why = str(exc).removeprefix(f"{exc.upstream}: ")
+    return f"could not seed from {host} ({why}); the next poll will seed it"
+
+
 def set_fields(conn: db.Conn, key: str, **fields: Any) -> dict[str, Any]:
     """Changes `enabled` and/or `copy_mode` of one user; returns the row after."""
     with conn.transaction():
@@ -166,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def seed(conn: db.Conn, s: settings.Settings, user_id: int) -> None:
+    """Seeds the new user's shadow book, or says why not (the next poll will)."""
+    refusal = seed_refusal(conn, s)
+    if refusal is not None:
+        print(refusal)
+        return
+    user = next(u for u in poll.followed_users(conn) if u.id == user_id)
+    with http.make_upstreams(s) as ups:
+        try:
+            n = poll.seed_user(conn, ups, user, jobs.utcnow())
+        except http.UpstreamError as exc:
+            print(seed_failure(ups, exc))
+            return
+    print(f"seeded shadow book with {n} positions")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     s = settings.get()
@@ -180,13 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             user_id = add(conn, args.wallet, args.label, args.proxy, jobs.utcnow())
             print(f"followed {args.wallet.lower()} as user {user_id} ({args.label})")
             if not args.no_seed:
-                try:
-                    user = next(u for u in poll.followed_users(conn) if u.id == user_id)
-                    with http.make_upstreams(s) as ups:
-                        n = poll.seed_user(conn, ups, user, jobs.utcnow())
-                    print(f"seeded shadow book with {n} positions")
-                except http.UpstreamError as exc:
-                    print(f"not seeded yet ({exc}); the next poll will seed it")
+                seed(conn, s, user_id)
         elif args.command == "list":
             for r in list_users(conn):
                 seeded = r["seeded_at"].isoformat() if r["seeded_at"] else "not seeded"

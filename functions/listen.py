@@ -8,6 +8,12 @@ asks for a Data API backfill of the last 5 minutes (checkpoint `listen.backfill_
 which the poller reads, plus `functions.poll.backfill` in a background thread when that
 exists) and replays its own gap with `eth_getLogs` from the last block it saw.
 
+One listener per database: it holds the job lock `listen` (jobs.try_lock) while it
+runs, and a second copy exits 75 ("another copy is running"), as the jobs do. The lock
+lives in its database session, so a lost database connection ends the listener (exit
+69, for supervisord to restart it; common.jobs) rather than a silent reconnect without
+the lock; started while the database is down, it waits for it.
+
     python -m functions.listen            # until SIGTERM
     python -m functions.listen --once     # catch up, listen until quiet for 3 s, exit
 """
@@ -95,6 +101,10 @@ class SubscribeFailed(RuntimeError):
     pass
 
 
+class Busy(RuntimeError):
+    """Another listener holds the lock: one copy per database, like every job."""
+
+
 class Listener:
     """One listener process's state; `run` loops until the stop flag is set."""
 
@@ -131,15 +141,36 @@ class Listener:
 
     @property
     def conn(self) -> db.Conn:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        """The listener's session (it holds the lock); DatabaseLost once it is gone."""
+        if self._conn is None:
             self._conn = db.connect(self.database_url, autocommit=True)
+        elif self._conn.closed or self._conn.broken:
+            raise db.DatabaseLost("the connection is closed")
         return self._conn
 
     # -- loop ------------------------------------------------------------------------------
-    def run(self, *, deadline: float | None = None, idle_s: float | None = None) -> None:
-        """Listens (reconnecting as needed) until stopped, past `deadline` (monotonic) or
-        quiet for `idle_s`. Raises DatabaseUnavailable if the database is down at start."""
+    def run(
+        self,
+        *,
+        deadline: float | None = None,
+        idle_s: float | None = None,
+        wait_for_database: bool = False,
+    ) -> None:
+        """Listens (reconnecting the WebSocket as needed) until stopped, past `deadline`
+        (monotonic) or quiet for `idle_s`. A database down at start is waited for, or
+        raises DatabaseUnavailable; DatabaseLost if the connection is lost later; Busy if
+        another listener holds the job's lock (two would store every log twice over and
+        fight over the block checkpoint)."""
+        if wait_for_database and self._conn is None:
+            self._conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
+            if self._conn is None:
+                return  # stopped while waiting
+        if not jobs.try_lock(self.conn, PROCESS):
+            self.close()
+            raise Busy("another copy is running")
         started = self.clock()
+        if n := jobs.abandon_dead_runs(self.conn, started, PROCESS):
+            log.warning("listen: %d earlier runs whose process is gone marked FAILED", n)
         run_id = jobs.record_start(self.conn, PROCESS, started, "loop")
         stored = checkpoints.read(self.conn, LAST_BLOCK)
         self.last_block = self._saved_block = stored["cursor_int"] if stored else None
@@ -152,7 +183,13 @@ class Listener:
                     self.s.chain_ws_url, open_timeout=5, close_timeout=1, max_size=2**24
                 ) as ws:
                     self._session(ws, deadline, idle_s)
+            except db.DatabaseLost:
+                self.close()
+                raise
             except (OSError, WebSocketException, SubscribeFailed, *DB_ERRORS) as exc:
+                if self._conn is not None and db.lost(self._conn, exc):
+                    self.close()
+                    raise db.DatabaseLost(db.one_line(exc)) from exc
                 log.warning("listen: connection lost: %s: %s", type(exc).__name__, exc)
             except Exception:
                 log.exception("listen: session failed")
@@ -412,10 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     listener = Listener(args.database_url, s, stop=stop, backfill=hook)
     deadline = time.monotonic() + args.seconds if args.seconds else None
     try:
-        listener.run(deadline=deadline, idle_s=args.idle_seconds if args.once else None)
+        listener.run(
+            deadline=deadline,
+            idle_s=args.idle_seconds if args.once else None,
+            wait_for_database=not args.once,
+        )
     except db.DatabaseUnavailable as exc:
         log.error("listen: database unavailable: %s", exc)
         return 1
+    except db.DatabaseLost as exc:
+        return jobs.lost_exit("listen", exc)
+    except Busy as exc:
+        log.warning("listen: %s; not started", exc)
+        return jobs.EXIT_BUSY
     log.info("listen: done %s", dict(listener.counts))
     return 0 if listener.sessions or not args.once else 1
 

@@ -11,9 +11,15 @@
 - A run past its timeout gets SIGTERM, then SIGKILL 5 s later, and its `job_run` row
   becomes TIMEOUT. A run that dies (signal, crash before it could record) is marked
   FAILED with its exit code; every run has a row. Runs' output goes to var/log/<job>.log.
+  RUNNING rows whose process is gone (a run by hand killed with SIGKILL, a scheduler
+  killed before it could close its runs' rows) become FAILED at start and every minute.
+  (A run by hand times itself with the crontab's timeout: common.jobs.Watchdog.)
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
 - SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
+- A lost database connection ends it (exit 69, for supervisord to restart it; its lock
+  went with the session), leaving its runs to end on their own; started while the
+  database is down, it waits for it.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
+
 from common import checkpoints, crontab, db, jobs, settings
 
 log = logging.getLogger("functions.scheduler")
-KILL_GRACE_S = 5.0  # SIGTERM → SIGKILL
+KILL_GRACE_S = jobs.KILL_GRACE_S  # SIGTERM → SIGKILL
+DEAD_RUNS_CHECK_S = 60.0  # how often RUNNING rows of dead processes are marked FAILED
 STOP_GRACE_S = 20.0  # how long shutdown waits for running jobs
 HEARTBEAT_S = 5.0
 MAX_WAIT_S = 0.5  # longest sleep between checks (children, signals, the crontab)
@@ -82,6 +91,7 @@ class Scheduler:
         self._mtime: float | None = None
         self.host = socket.gethostname()
         self.stopping = False  # runs ended by our own shutdown are not failures
+        self._dead_checked = float("-inf")
 
     # -- the crontab --------------------------------------------------------------
     def load(self, now: datetime) -> None:
@@ -112,8 +122,14 @@ class Scheduler:
 
     # -- one pass -----------------------------------------------------------------
     def tick(self, now: datetime) -> None:
-        """Reaps ended runs, enforces timeouts and starts what is due."""
+        """Closes the rows of dead runs (at start, then every DEAD_RUNS_CHECK_S), reaps
+        ended runs, enforces timeouts and starts what is due."""
         mono = time.monotonic()
+        if mono - self._dead_checked >= DEAD_RUNS_CHECK_S:
+            # runs by hand killed since, left over from a killed scheduler, or a reboot
+            self._dead_checked = mono
+            if n := jobs.abandon_dead_runs(self.conn, now):
+                log.warning("scheduler: %d runs whose process is gone marked FAILED", n)
         for slot in list(self.slots.values()):
             run = slot.run
             if run is not None:
@@ -290,6 +306,13 @@ class Scheduler:
     def running(self) -> list[Run]:
         return [slot.run for slot in self.slots.values() if slot.run is not None]
 
+    def disown(self) -> list[int]:
+        """Forgets the running runs (left to end on their own); returns their pids."""
+        pids = [run.proc.pid for run in self.running()]
+        for slot in self.slots.values():
+            slot.run = None
+        return pids
+
     def stop_all(self, now: datetime, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM to every run, SIGKILL to those still up after `grace_s`, rows closed
         (a run stopped before it recorded anything leaves no row: nothing ran)."""
@@ -328,26 +351,11 @@ class Scheduler:
         }
 
 
-def dead_runs(conn: db.Conn) -> list[dict[str, Any]]:
-    """The RUNNING rows whose process is gone (a scheduler or job killed with SIGKILL, a
-    reboot): on this host, with a pid that no longer runs."""
-    rows = conn.execute(
-        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING' ORDER BY id"
-    )
-    return [r for r in rows if jobs.gone(r["pid"], r["host"])]
-
-
-# Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
-ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
-             WHERE id = ANY(%s) AND status = 'RUNNING'"""
-
-
-def abandon_dead_runs(conn: db.Conn, now: datetime) -> int:
-    """Marks the dead runs FAILED; returns how many."""
-    dead = [r["id"] for r in dead_runs(conn)]
-    if dead:
-        conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
-    return len(dead)
+# Moved to common.jobs (each job's run closes its own dead runs too); `ops clear-stuck`
+# reads them here.
+dead_runs = jobs.dead_runs
+ABANDON = jobs.ABANDON
+abandon_dead_runs = jobs.abandon_dead_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,45 +384,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         return 1 if errors else 0
     stop = jobs.StopFlag().install()
+    conn = jobs.connect_waiting(args.database_url, stop, "scheduler")
+    if conn is None:
+        return 0  # stopped while waiting for the database
     try:
         url = args.database_url or db.database_url(s)
-        conn = db.connect(url, autocommit=True)
         listener = db.connect(url, autocommit=True)
-    except db.DatabaseUnavailable as exc:
-        log.error("scheduler: database unavailable: %s", exc)
-        return 1
-    env = {**os.environ, "DATABASE_URL": url}
-    sched = Scheduler(conn, s, env, crontab_path=path)
+    except db.DatabaseUnavailable as exc:  # gone again since `conn`
+        conn.close()
+        return jobs.lost_exit("scheduler", exc)
+    sched = Scheduler(conn, s, {**os.environ, "DATABASE_URL": url}, crontab_path=path)
     try:
-        if not jobs.try_lock(conn, "scheduler"):
-            log.error("scheduler: another scheduler holds the lock; exiting")
-            return jobs.EXIT_BUSY
-        now = jobs.utcnow()
-        if n := abandon_dead_runs(conn, now):
-            log.warning("scheduler: %d runs whose process is gone marked FAILED", n)
-        # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
-        checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
-        listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
-        sched.load(now)
-        end = time.monotonic() + args.seconds if args.seconds else None
-        beat = 0.0
-        while not stop.stopped and (end is None or time.monotonic() < end):
-            now = jobs.utcnow()
-            sched.load(now)
-            sched.tick(now)
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                jobs.heartbeat(conn, "scheduler", now, sched.info(now))
-                beat = time.monotonic()
-            wait = sched.seconds_to_next(jobs.utcnow())
-            for note in listener.notifies(timeout=wait, stop_after=1):
-                sched.wake(note.payload, jobs.utcnow())
-        sched.stop_all(jobs.utcnow())
-        return 0
+        return serve(sched, listener, stop, args.seconds)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if not (db.lost(conn, exc) or db.lost(listener, exc)):
+            raise
+        # The runs go on alone, as after a SIGKILL of the scheduler: each holds its job's
+        # lock, so the next scheduler's copies stay out until they end.
+        if orphans := sched.disown():
+            log.warning("scheduler: leaving runs %s to end on their own", orphans)
+        return jobs.lost_exit("scheduler", exc)
     finally:
         for run in sched.running():
             run.proc.kill()
         conn.close()
         listener.close()
+
+
+def serve(sched: Scheduler, listener: db.Conn, stop: jobs.StopFlag, seconds: float | None) -> int:
+    """Holds the scheduler's lock and runs the crontab until stopped (or `seconds`);
+    wake-ups arrive on `listener`. Returns the exit code."""
+    conn, s = sched.conn, sched.s
+    if not jobs.try_lock(conn, "scheduler"):
+        log.error("scheduler: another scheduler holds the lock; exiting")
+        return jobs.EXIT_BUSY
+    now = jobs.utcnow()
+    # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
+    checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
+    listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
+    sched.load(now)
+    end = time.monotonic() + seconds if seconds else None
+    beat = 0.0
+    while not stop.stopped and (end is None or time.monotonic() < end):
+        now = jobs.utcnow()
+        sched.load(now)
+        sched.tick(now)
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            jobs.heartbeat(conn, "scheduler", now, sched.info(now))
+            beat = time.monotonic()
+        wait = sched.seconds_to_next(jobs.utcnow())
+        for note in listener.notifies(timeout=wait, stop_after=1):
+            sched.wake(note.payload, jobs.utcnow())
+    sched.stop_all(jobs.utcnow())
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`python -m site_builder --once` builds every page into public/ and exits;
 `--loop` rebuilds what changed every few seconds until SIGTERM, writing a heartbeat
-(process `site_builder`) the status page and reconcile read."""
+(process `site_builder`) the status page and reconcile read; it exits 69 when its
+database connection is lost (supervisord restarts it) and waits for a database that is
+down when it starts."""
 
 from __future__ import annotations
 
@@ -42,8 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         stale_after_s=s.reconcile_stale_after_s,
         clock=source.now,
     )
+    stop = jobs.StopFlag()
     try:
-        conn = db.connect(args.database_url, autocommit=True)
+        if args.loop:  # a database down at start is waited for (under supervisord)
+            stop.install()
+            found = jobs.connect_waiting(args.database_url, stop, "site")
+            if found is None:
+                return 0
+            conn = found
+        else:
+            conn = db.connect(args.database_url, autocommit=True)
     except db.DatabaseUnavailable as exc:
         log.error("site: database unavailable: %s", exc)
         return 1
@@ -59,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
                 len(done.failed),
             )
             return 1 if done.failed else 0
-        stop = jobs.StopFlag().install()
         while not stop.stopped:
             started = time.monotonic()
             try:
@@ -86,13 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                     },
                 )
-            except Exception:
+            except Exception as exc:
+                if db.lost(conn, exc):  # the pages stay as they are meanwhile
+                    return jobs.lost_exit("site", exc)
                 log.exception("site: round failed")
-                if conn.closed:  # the database restarted: reconnect, keep the old pages
-                    try:
-                        conn = db.connect(args.database_url, autocommit=True)
-                    except db.DatabaseUnavailable as exc:
-                        log.error("site: database unavailable: %s", exc)
             stop.sleep(max(0.0, args.interval - (time.monotonic() - started)))
         return 0
     finally:

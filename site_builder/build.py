@@ -287,6 +287,8 @@ class Builder:
                 build_page(conn, self.site, key, now, self.stale_after_s)
                 done.built.append(key)
             except Exception as exc:
+                if db.lost(conn, exc):
+                    raise  # every page after it would fail the same way
                 if not conn.autocommit:
                     conn.rollback()
                 log.exception("site: page %s failed", key)

@@ -25,27 +25,39 @@ fill is stored once, every fill the chain sent since the listener first subscrib
 carries its chain identity (tx hash + log index, exact fee), and each event's shadow
 ledger entries equal the truth's deltas and cash.
 
+Part 3, the database (issue 13). The long-running programs (scheduler, listen, simulate,
+site builder) run under supervisord with supervisord.conf's own settings for them,
+against a Postgres cluster of the drill's own (the shared test server is never killed).
+Its postmaster is killed with SIGKILL mid-run and started again after a while; every
+program must be processing again (the scheduler starting runs, the others beating)
+within 30 s of the restart, supervisord must not have given up on any, and none may
+have logged more than a few lines other than its INFO lines meanwhile.
+
 `pytest -s` prints one summary line per part.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
 import pytest
 from test_poll import (
     LAG_MS,
@@ -58,7 +70,7 @@ from test_poll import (
     without,
 )
 
-from common import clock, db, jobs, run_local
+from common import clock, db, jobs, migrate, run_local, settings
 from functions import follow, poll, price, simulate, snapshot
 from sandbox import testing
 
@@ -828,3 +840,193 @@ def check_listener_drill(
             seen = r["detect_time"] if r["source"] == "CHAIN" else r["confirmed_at"]
             late += seen.timestamp() * 1000 - behind_ms - sent[key[:2]] > 500
     return late, checked
+
+
+# --- part 3: the database killed and restarted ---------------------------------------------
+
+PROGRAMS = {
+    "scheduler": "scheduler",
+    "listen": "listen",
+    "simulate": "simulate",
+    "site": "site_builder",
+}
+PROGRAM_KEYS = ("command", "autorestart", "startsecs", "startretries", "stopsignal")
+DB_DOWN_S = 8.0  # every program notices within ~3 s and is restarted while it is down
+BACK_WITHIN_S = 30.0
+MOST_NOISE = 6  # lines other than INFO a program may log about one outage
+
+
+@pytest.fixture
+def own_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A var dir for a Postgres cluster of the drill's own; stopped and removed after.
+    Not tmp_path: as root the server runs as its own user, who must reach it."""
+    path = Path(tempfile.mkdtemp(prefix="oculus-dbdrill-"))
+    path.chmod(0o755)
+    (path / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path / "run"))  # the wheel's start lock
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            db.stop_embedded(settings.Settings(var_dir=path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def start_server(var_dir: Path) -> str:
+    """Starts the embedded server under `var_dir` as a job would (`python -m common.db
+    url`; retried while the killed server's backends are still exiting); returns the
+    URL of its database `oculus`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OCULUS_DATABASE_URL")}
+    env["OCULUS_VAR_DIR"] = str(var_dir)
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-m", "common.db", "url"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode == 0:
+            return done.stdout.strip()
+        assert time.monotonic() < deadline, done.stderr[-3000:]
+        time.sleep(0.5)
+
+
+def postmaster_pid(var_dir: Path) -> int:
+    return int((var_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+
+
+def supervisord_conf(var_dir: Path, logs: Path) -> Path:
+    """supervisord.conf's programs of the drill, with their own restart settings."""
+    shipped = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    shipped.read(ROOT / "supervisord.conf")
+    lines = [
+        "[supervisord]",
+        "nodaemon = true",
+        "silent = true",
+        f"logfile = {logs / 'supervisord.log'}",
+        f"pidfile = {var_dir / 'supervisord.pid'}",
+        f"childlogdir = {logs}",
+        f"directory = {ROOT}",
+    ]
+    for program in PROGRAMS:
+        section = shipped[f"program:{program}"]
+        lines.append(f"[program:{program}]")
+        for key in PROGRAM_KEYS:
+            lines.append(f"{key} = {section[key].replace('%(here)s', str(ROOT))}")
+        lines += [f"directory = {ROOT}", "redirect_stderr = true"]
+        lines.append(f"stdout_logfile = {logs / (program + '.log')}")
+    path = var_dir / "supervisord.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def beats(url: str) -> dict[str, tuple[int, datetime]]:
+    """process → (pid, beat_at); empty while the database is down."""
+    try:
+        with db.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT process, pid, beat_at FROM process_heartbeat").fetchall()
+            runs = conn.execute(
+                "SELECT max(started_at) AS t FROM job_run WHERE job = 'scheduled_job'"
+            ).fetchone()
+    except (db.DatabaseUnavailable, psycopg.Error):
+        return {}
+    found = {r["process"]: (int(r["pid"]), r["beat_at"]) for r in rows}
+    if runs and runs["t"] is not None:  # the scheduler processing: its runs start
+        found["scheduled runs"] = (0, runs["t"])
+    return found
+
+
+def test_every_program_processes_again_after_the_database_is_killed_and_restarted(
+    own_server: Path, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    url = start_server(own_server)
+    with db.connect(url, autocommit=True) as conn:
+        migrate.apply(conn)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    crontab = tmp_path / "crontab"
+    crontab.write_text("* * * * * */2  30s  tests.scheduled_job --once\n")
+    conf = supervisord_conf(own_server, logs)
+    watched = ("scheduled runs", *(p for p in PROGRAMS.values() if p != "scheduler"))
+    with testing.running_sandbox(seed=LISTEN_SEED, leaders=4) as sb:
+        with db.connect(url, autocommit=True) as conn:
+            for i, wallet in enumerate(sb.leaders):
+                follow.add(conn, wallet, f"leader{i}", [], datetime.now(tz=UTC))
+        env = {
+            **os.environ,
+            **run_local.demo_environment(sb.port),
+            "DATABASE_URL": url,
+            "OCULUS_VAR_DIR": str(own_server),
+            "OCULUS_PUBLIC_DIR": str(tmp_path / "public"),
+            "OCULUS_CRONTAB_PATH": str(crontab),
+        }
+        supervisor = subprocess.Popen(
+            [str(Path(sys.executable).parent / "supervisord"), "-n", "-c", str(conf)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: set(watched) <= set(beats(url)), 90, "the programs never all ran")
+            marks = {name: len(read_log(logs, name)) for name in PROGRAMS}
+            os.kill(postmaster_pid(own_server), signal.SIGKILL)
+            killed = datetime.now(tz=UTC)
+            time.sleep(DB_DOWN_S)
+            url = start_server(own_server)  # the same socket: the programs' URL still holds
+            with db.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT pg_postmaster_start_time() AS t").fetchone()
+            restarted_at = row["t"] if row else datetime.now(tz=UTC)
+            back: dict[str, float] = {}  # seconds from the server's start to processing
+            until = time.monotonic() + BACK_WITHIN_S + 5
+            while len(back) < len(watched) and time.monotonic() < until:
+                for name, (_, at) in beats(url).items():
+                    if name in watched and name not in back and at > restarted_at:
+                        back[name] = (at - restarted_at).total_seconds()
+                time.sleep(0.1)
+            noise = {}
+            for name in PROGRAMS:
+                lines = read_log(logs, name)[marks[name] :]
+                noise[name] = [line for line in lines if " INFO " not in line]
+            gave_up = [
+                line
+                for line in (logs / "supervisord.log").read_text().splitlines()
+                if "gave up" in line or "FATAL" in line
+            ]
+            exits = Counter(
+                m.group(1)
+                for m in re.finditer(
+                    r"exited: (\w+) \(exit status 69", (logs / "supervisord.log").read_text()
+                )
+            )
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                supervisor.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+                supervisor.wait()
+    late = {name: back.get(name) for name in watched if back.get(name, 99.0) > BACK_WITHIN_S}
+    assert not late, f"not processing again within {BACK_WITHIN_S:.0f}s: {late}, back: {back}"
+    assert not gave_up, gave_up
+    for name, lines in noise.items():
+        assert len(lines) <= MOST_NOISE, f"{name} logged during the outage:\n" + "\n".join(lines)
+    assert set(exits) == set(PROGRAMS), f"exits with 69: {exits}"  # each noticed and left
+    summary = (
+        f"database: SIGKILL of the postmaster at {killed:%H:%M:%S}, down {DB_DOWN_S:.0f}s; "
+        "processing again after the restart: "
+        + ", ".join(f"{name} {back[name]:.1f}s" for name in watched)
+        + "; lines other than INFO during the outage: "
+        + ", ".join(f"{name} {len(lines)}" for name, lines in noise.items())
+        + f"; {time.monotonic() - began:.0f}s"
+    )
+    print(f"\nfault drill — {summary}")
+
+
+def read_log(logs: Path, program: str) -> list[str]:
+    path = logs / f"{program}.log"
+    return path.read_text().splitlines() if path.exists() else []

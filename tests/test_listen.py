@@ -511,3 +511,24 @@ def test_the_poller_backfill_hook_runs_and_clears_the_request(
 
     monkeypatch.setitem(sys.modules, "functions.poll", types.ModuleType("functions.poll"))
     assert listen.poll_backfill(db_url, settings.get(), 0.0, jobs.StopFlag()) is None
+
+
+def test_a_second_copy_exits_busy_and_records_nothing(db_url: str, conn: db.Conn) -> None:
+    """One listener per database: a copy started beside a running one (here: its lock,
+    held by another session) exits 75 at once, as the scheduled jobs do."""
+    env = {**os.environ, "OCULUS_CHAIN_WS_URL": "ws://127.0.0.1:9/chain"}  # never reached
+    argv = [sys.executable, "-m", "functions.listen", "--database-url", db_url]
+    with db.connect(db_url, autocommit=True) as first:
+        assert jobs.try_lock(first, listen.PROCESS)
+        second = subprocess.run(
+            [*argv, "--once", "--idle-seconds", "1"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert second.returncode == jobs.EXIT_BUSY, second.stderr
+    assert "another copy is running" in second.stderr
+    assert conn.execute("SELECT count(*) AS n FROM job_run").fetchone() == {"n": 0}
+    assert conn.execute("SELECT count(*) AS n FROM process_heartbeat").fetchone() == {"n": 0}

@@ -210,6 +210,29 @@ def test_runs_of_processes_that_are_gone_are_marked_failed(conn: db.Conn) -> Non
     }
 
 
+def test_runs_of_processes_that_die_later_are_marked_failed_as_it_goes(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only at start: a run by hand killed while the scheduler runs is closed by its
+    periodic check, even for a job that will not run again soon."""
+    monkeypatch.setattr(scheduler, "DEAD_RUNS_CHECK_S", 0.5)
+    sched = make(f"{YEARLY} 30s {JOB} --once")
+    sched.tick(jobs.utcnow())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    conn.execute(
+        "INSERT INTO job_run (job, started_at, status, pid, host, trigger)"
+        " VALUES ('backup', now(), 'RUNNING', %s, %s, 'manual')",
+        (dead.pid, socket.gethostname()),
+    )
+
+    def closed() -> bool:
+        row = conn.execute("SELECT status, error FROM job_run WHERE job = 'backup'").fetchone()
+        return row is not None and row["status"] == "FAILED"
+
+    tick_until(sched, closed, 5)
+
+
 def test_the_process_wakes_on_notify_and_stops_its_runs_on_sigterm(
     conn: db.Conn, db_url: str, tmp_path: Path
 ) -> None:

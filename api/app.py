@@ -86,8 +86,7 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
 
     @app.get("/api/auth/check", status_code=204)
     def check(request: Request) -> Response:
-        if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
-            raise HTTPException(status_code=401, detail="not logged in")
+        deps.require_session(request)
         return Response(status_code=204)
 
     @app.post("/api/login")

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,29 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CookieTwice(ValueError):
+    """The request names the session cookie more than once."""
+
+
+def session_cookie(headers: list[str]) -> str | None:
+    """Returns the session cookie's value exactly as sent (no unquoting), from all the
+    request's Cookie headers; None without one. Raises CookieTwice when the name appears
+    more than once: nginx keys its check cache on the first, Starlette reads the last,
+    so such a header has no one meaning. Names are matched without regard to case and
+    ',' also separates, as nginx's own cookie lookup does, so no form nginx reads as the
+    session cookie escapes the count."""
+    found = [
+        value.strip()
+        for header in headers
+        for part in re.split(r"[;,]", header)
+        for name, eq, value in [part.partition("=")]
+        if eq and name.strip().lower() == COOKIE
+    ]
+    if len(found) > 1:
+        raise CookieTwice(f"the {COOKIE} cookie was sent more than once")
+    return found[0] if found else None
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:

@@ -50,11 +50,25 @@ def refuse_cross_site(request: Request) -> None:
         raise HTTPException(status_code=403, detail="cross-site request refused")
 
 
+def session_token(request: Request) -> str | None:
+    """Returns the session cookie as sent (`auth.session_cookie`); 401 when it is sent
+    twice."""
+    try:
+        return auth.session_cookie(request.headers.getlist("cookie"))
+    except auth.CookieTwice as exc:
+        raise HTTPException(status_code=401, detail=f"not logged in: {exc}") from exc
+
+
+def require_session(request: Request) -> None:
+    """401 unless the request carries exactly one session cookie, valid now."""
+    if not state(request).admin.valid(session_token(request), time.time()):
+        raise HTTPException(status_code=401, detail="not logged in")
+
+
 def require_admin(request: Request) -> str:
     """Returns the admin's name; 401 without a valid session, 403 on a cross-site write."""
     st = state(request)
-    if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
-        raise HTTPException(status_code=401, detail="not logged in")
+    require_session(request)
     if request.method not in SAFE_METHODS:
         refuse_cross_site(request)
     return st.admin.user

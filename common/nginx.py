@@ -68,7 +68,9 @@ def auth_cache_directives(seconds: int) -> str:
         return "# session checks are not cached"
     return (
         "proxy_cache oculus_auth;\n"
-        "            proxy_cache_key $cookie_oculus_session;\n"
+        "            proxy_cache_key $http_cookie;\n"
+        "            proxy_no_cache $oculus_no_session;\n"
+        "            proxy_cache_bypass $oculus_no_session;\n"
         f"            proxy_cache_valid 204 {seconds}s;"
     )
 

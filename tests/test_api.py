@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -108,6 +109,48 @@ def test_every_route_needs_a_session(
         r = client.request(method, path, content=junk, headers={"content-type": "text/plain"})
         assert r.status_code == 401
     assert audit_count(conn) == 0
+
+
+def cookie_twice_variants(token: str) -> list[list[tuple[str, str]]]:
+    """Cookie headers that name the session cookie more than once (as one header or two,
+    valid value first or last, names in other cases): nginx and Starlette would each
+    pick a different one."""
+    return [
+        [("cookie", f"oculus_session={token}; oculus_session={token}")],
+        [("cookie", f"oculus_session=; oculus_session={token}")],
+        [("cookie", f"oculus_session={token}; oculus_session=x")],
+        [("cookie", "oculus_session="), ("cookie", f"oculus_session={token}")],
+        [("cookie", f"OCULUS_SESSION=x; oculus_session={token}")],
+        [("cookie", f"a=1, oculus_session=x; oculus_session={token}")],
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [*ROUTES, ("GET", "/api/auth/check", None)])
+def test_every_route_refuses_the_session_cookie_twice(
+    db_url: str, tmp_path: Path, method: str, path: str, body: Any, conn: db.Conn
+) -> None:
+    with api_client(db_url, tmp_path) as client:
+        token = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        for headers in cookie_twice_variants(token):
+            r = client.request(method, path, json=body, headers=httpx.Headers(headers))
+            assert r.status_code == 401, headers
+            assert "more than once" in r.json()["detail"]
+        once = client.request(method, path, json=body, headers={"cookie": f"{auth.COOKIE}={token}"})
+        assert once.status_code not in (401, 403)
+    assert audit_count(conn) <= 1  # only the one single-cookie write
+
+
+def test_the_session_is_the_cookie_value_as_sent(db_url: str, tmp_path: Path) -> None:
+    """What nginx keys its cache on is what the API checks: no unquoting, no other cookie."""
+    with api_client(db_url, tmp_path) as client:
+        token = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        for header in (f'oculus_session="{token}"', f"oculus_session={token}x", f"x{token}"):
+            r = client.get("/api/auth/check", headers={"cookie": header})
+            assert r.status_code == 401, header
+        for header in (f"oculus_session={token}", f"a=1; oculus_session={token} ; b=2"):
+            assert client.get("/api/auth/check", headers={"cookie": header}).status_code == 204
 
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)

@@ -51,12 +51,23 @@ def session(stack: web.Stack, client: httpx.Client) -> httpx.Client:
     return client
 
 
-def raw(stack: web.Stack, method: str, path: str, cookie: str | None = None) -> tuple[int, bytes]:
-    """Sends the path exactly as given (httpx would normalize `..` away)."""
+def raw(
+    stack: web.Stack,
+    method: str,
+    path: str,
+    cookie: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+) -> tuple[int, bytes]:
+    """Sends the path and headers exactly as given (httpx would normalize `..` away, and
+    merge or reorder cookies)."""
     host, port = stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
-        conn.request(method, path, headers={"Cookie": f"oculus_session={cookie}"} if cookie else {})
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        sent = [("Cookie", f"oculus_session={cookie}")] if cookie else []
+        for name, value in [*sent, *(headers or [])]:
+            conn.putheader(name, value)
+        conn.endheaders()
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -113,6 +124,71 @@ def test_the_login_page_and_its_stylesheet_are_public(client: httpx.Client) -> N
     css = client.get("/static/login.css")
     assert css.status_code == 200
     assert b"LOGIN-CSS" in css.content
+
+
+# -- the session check's cache -------------------------------------------------------------
+
+
+def assert_anonymous_gets_nothing(stack: web.Stack) -> None:
+    for path in FILES:
+        status, body = raw(stack, "GET", path)
+        assert status == 401, path
+        assert_no_secret(body)
+
+
+@pytest.mark.parametrize(
+    "cookie_headers",
+    [
+        ["oculus_session=; oculus_session={valid}"],  # nginx keys on the first, empty one
+        ["oculus_session=;oculus_session={valid}"],
+        ["oculus_session=", "oculus_session={valid}"],  # two Cookie headers
+        ["other=1; oculus_session=; x=2; oculus_session={valid}"],
+        ["oculus_session={valid}; oculus_session="],
+    ],
+)
+def test_an_empty_session_cookie_cannot_poison_the_check_cache(
+    stack: web.Stack, session: httpx.Client, cookie_headers: list[str]
+) -> None:
+    valid = session.cookies["oculus_session"]
+    headers = [("Cookie", h.format(valid=valid)) for h in cookie_headers]
+    statuses = {path: raw(stack, "GET", path, headers=headers) for path in FILES}
+    assert_anonymous_gets_nothing(stack)  # nothing was kept for "no cookie"
+    for path, (status, body) in statuses.items():
+        assert status == 401, path  # the session cookie, twice: refused
+        assert_no_secret(body)
+
+
+def test_a_session_cookie_sent_twice_is_refused_everywhere(
+    stack: web.Stack, session: httpx.Client
+) -> None:
+    valid = session.cookies["oculus_session"]
+    for twice in (
+        f"oculus_session={valid}; oculus_session={valid}",
+        f"oculus_session={valid}; oculus_session=x",
+    ):
+        for path in ("/index.html", "/api/health", "/api/auth/check", "/api/audit"):
+            status, body = raw(stack, "GET", path, headers=[("Cookie", twice)])
+            assert status == 401, (path, twice)
+            assert_no_secret(body)
+    assert raw(stack, "GET", "/index.html", valid)[0] == 200  # once is fine
+
+
+def test_the_check_cache_is_keyed_on_exactly_what_the_api_validated(
+    stack: web.Stack, session: httpx.Client
+) -> None:
+    valid = session.cookies["oculus_session"]
+    # Forms of the cookie nginx and Starlette read differently (Starlette unquotes, and
+    # skips a name it cannot parse); the API judges the header nginx keys on, as sent.
+    for cookie in (f'oculus_session="{valid}"', f"oculus_session={valid}x", "oculus_session="):
+        for _ in range(2):  # the second one could come from the cache
+            status, body = raw(stack, "GET", "/index.html", headers=[("Cookie", cookie)])
+            assert status == 401, cookie
+            assert_no_secret(body)
+    assert (
+        raw(stack, "GET", "/index.html", headers=[("Cookie", f"x=1; oculus_session={valid}")])[0]
+        == 200
+    )
+    assert_anonymous_gets_nothing(stack)
 
 
 # -- logging in -------------------------------------------------------------------------

@@ -109,8 +109,14 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         return response
 
     @app.post("/api/logout")
-    def logout(request: Request) -> Response:
+    def logout(request: Request, request_id: deps.RequestId) -> Response:
+        """Ends every session the request's cookies name (two, if one was planted
+        beside ours; none, if forged) and clears the cookie: it needs no valid session."""
         deps.refuse_cross_site(request)
+        now = time.time()
+        tokens = auth.session_cookies(request.headers.getlist("cookie"))
+        named = (st.admin.session(t, now) for t in tokens)
+        st.revoked.end([s for s in named if s is not None], st.pool, request_id)
         response = RedirectResponse(LOGIN_PAGE, status_code=303)
         response.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api import auth
+from api import auth, sessions
 from common import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -24,6 +24,7 @@ class State:
 
     admin: auth.Admin
     pool: ConnectionPool[db.Conn] | None = None
+    revoked: sessions.Revoked = field(default_factory=sessions.Revoked)
 
 
 def state(request: Request) -> State:
@@ -60,8 +61,11 @@ def session_token(request: Request) -> str | None:
 
 
 def require_session(request: Request) -> None:
-    """401 unless the request carries exactly one session cookie, valid now."""
-    if not state(request).admin.valid(session_token(request), time.time()):
+    """401 unless the request carries exactly one session cookie, valid now and not
+    ended by a logout."""
+    st = state(request)
+    session = st.admin.session(session_token(request), time.time())
+    if session is None or st.revoked.ended(session, st.pool):
         raise HTTPException(status_code=401, detail="not logged in")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,6 @@ def test_the_api_answers_401_json_without_a_session(stack: web.Stack, client: ht
         ("GET", "/api/auth/check", {}),
         ("POST", PAUSE, json_write),
         ("POST", "/api/config/global", json_write),
-        ("POST", "/api/logout", {"headers": {"Origin": stack.url}}),
         ("DELETE", "/api/anything", {}),
     ]
     for method, path, kwargs in calls:
@@ -115,6 +115,43 @@ def test_the_api_answers_401_json_without_a_session(stack: web.Stack, client: ht
         assert response.json() == {"detail": "not logged in"}
     health = httpx.get(f"{stack.api_url}/api/health", timeout=5).json()
     assert health["paused"] is False  # the write never reached the API
+
+
+def test_logging_out_without_a_session_just_goes_to_the_login_page(
+    stack: web.Stack, client: httpx.Client
+) -> None:
+    for cookie in (None, "garbage", "v1.99999999999.forged.signature"):
+        if cookie:
+            client.cookies.set("oculus_session", cookie)
+        response = client.post("/api/logout", headers={"Origin": stack.url})
+        assert response.status_code == 303, cookie
+        assert response.headers["location"] == "/login.html"
+        assert_no_secret(response.content)
+    assert client.post("/api/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+
+
+def test_after_logout_the_old_cookie_opens_nothing(stack: web.Stack, session: httpx.Client) -> None:
+    old = session.cookies["oculus_session"]
+    assert raw(stack, "GET", "/index.html", old)[0] == 200  # the check cache holds it now
+    assert session.post("/api/logout", headers={"Origin": stack.url}).status_code == 303
+    logged_out = time.monotonic()
+    # The API refuses it at once, through nginx too.
+    assert raw(stack, "GET", "/api/audit", old)[0] == 401
+    assert (
+        raw(
+            stack, "POST", PAUSE, old, [("Content-Type", "application/json"), ("Origin", stack.url)]
+        )[0]
+        == 401
+    )
+    # Pages: once nginx's cached answer for it has expired, AUTH_CACHE_S after it was
+    # stored (nginx counts whole seconds: up to one more).
+    while raw(stack, "GET", "/index.html", old)[0] == 200:
+        assert time.monotonic() - logged_out < nginx.AUTH_CACHE_S + 1.5
+        time.sleep(0.1)
+    for path in FILES:
+        status, body = raw(stack, "GET", path, old)
+        assert status == 401, path
+        assert_no_secret(body)
 
 
 def test_the_login_page_and_its_stylesheet_are_public(client: httpx.Client) -> None:

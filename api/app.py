@@ -3,6 +3,7 @@ health, and the write routes (`api.routes`)."""
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -11,8 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
-from api import auth, deps, routes
+from api import auth, deps, routes, throttle
 from common import db, jobs, settings, status
 
 LOGIN_PAGE = "/login.html"
@@ -41,7 +43,10 @@ async def login_form(request: Request) -> dict[str, str]:
 def create_app(s: settings.Settings | None = None, database_url: str | None = None) -> FastAPI:
     """Returns the app; the pool opens on startup (database_url, or the configured one)."""
     s = s or settings.get()
-    st = deps.State(admin=auth.Admin.from_settings(s))
+    st = deps.State(
+        admin=auth.Admin.from_settings(s),
+        logins=throttle.LoginBackoff(s.login_failures_allowed, s.login_backoff_max_s),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +99,20 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         deps.refuse_cross_site(request)
         form = await login_form(request)
         user, password, next_path = form["user"], form["password"], form["next"]
-        if not st.admin.check_login(user, password):
+        wait = st.logins.admit(time.monotonic())
+        if wait > 0:
+            seconds = math.ceil(wait)
+            return JSONResponse(
+                {"detail": f"too many failed logins: try again in {seconds} s"},
+                status_code=429,
+                headers={"Retry-After": str(seconds)},
+            )
+        ok = False
+        try:  # scrypt takes a while: in a worker thread, not on the event loop
+            ok = await run_in_threadpool(st.admin.check_login, user, password)
+        finally:
+            st.logins.done(time.monotonic(), ok=ok)
+        if not ok:
             return RedirectResponse(f"{LOGIN_PAGE}?failed=1", status_code=303)
         response = RedirectResponse(safe_next(next_path), status_code=303)
         response.set_cookie(

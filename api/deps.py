@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api import auth, sessions
+from api import auth, sessions, throttle
 from common import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -25,6 +25,7 @@ class State:
     admin: auth.Admin
     pool: ConnectionPool[db.Conn] | None = None
     revoked: sessions.Revoked = field(default_factory=sessions.Revoked)
+    logins: throttle.LoginBackoff = field(default_factory=throttle.LoginBackoff)
 
 
 def state(request: Request) -> State:

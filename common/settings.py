@@ -169,6 +169,17 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(
         default=43_200.0, gt=0, description="A login lasts this long (seconds)."
     )
+    login_failures_allowed: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed logins from all addresses together within 10 minutes before "
+        "the API refuses logins (429) for 30 s, then twice as long after each further "
+        "failure; 10 quiet minutes restore the allowance.",
+    )
+    login_backoff_max_s: float = Field(
+        default=900.0, gt=0, description="The longest login lock after failed logins."
+    )
     cookie_secure: bool = Field(
         default=False,
         description="Mark the session cookie Secure (set it when nginx serves HTTPS).",

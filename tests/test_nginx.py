@@ -8,6 +8,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,28 @@ def test_logins_are_rate_limited_per_address(stack: web.Stack, client: httpx.Cli
     assert set(statuses[6:]) == {429}
     assert stack.login(client).status_code == 429  # the right password waits too
     assert "set-cookie" not in stack.login(client).headers
+
+
+def test_failed_logins_from_many_addresses_back_off_together(stack: web.Stack) -> None:
+    """Five loopback addresses, six guesses each (what nginx's per-address limit lets
+    through at once): only the API's global allowance of failures is checked."""
+    addresses = [f"127.0.0.{i}" for i in range(2, 7)]
+
+    def guesses(address: str) -> list[httpx.Response]:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(base_url=stack.url, transport=transport, timeout=10) as c:
+            return [stack.login(c, password=f"guess {address} {i}") for i in range(6)]
+
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        answers = [r for rs in pool.map(guesses, addresses) for r in rs]
+    checked = [r for r in answers if r.status_code == 303]
+    assert all(r.headers["location"] == "/login.html?failed=1" for r in checked)
+    assert len(checked) == settings.Settings().login_failures_allowed
+    backed_off = [r for r in answers if r.status_code == 429 and "retry-after" in r.headers]
+    assert len(backed_off) == len(answers) - len(checked)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in backed_off)
+    with stack.client() as fresh:  # from yet another address, with the right password
+        assert stack.login(fresh).status_code == 429
 
 
 # -- writes -----------------------------------------------------------------------------

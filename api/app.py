@@ -3,12 +3,14 @@ health, and the write routes (`api.routes`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -18,6 +20,8 @@ from api import auth, deps, routes, throttle
 from common import db, jobs, settings, status
 
 LOGIN_PAGE = "/login.html"
+READY_WAIT_S = 2.0  # a monitor's probe: answer before it gives up
+log = logging.getLogger(__name__)
 
 
 def safe_next(target: str | None) -> str:
@@ -81,11 +85,27 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         row = conn.execute("SELECT paused FROM system_control WHERE id = 1").fetchone()
         return {"ok": True, "paused": bool(row and row["paused"])}
 
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(db.DatabaseUnavailable)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # A connection lost mid-request (the database restarted or went away): the
+        # client may try again; it is not a bug of ours.
+        log.warning("%s %s: %s", request.method, request.url.path, deps.first_line(exc))
+        problem = await run_in_threadpool(deps.database_problem, st.pool, exc)
+        return JSONResponse({"detail": problem}, status_code=503, headers={"Retry-After": "5"})
+
     @app.get("/api/ready")
-    def ready(conn: deps.Conn) -> JSONResponse:
+    def ready() -> JSONResponse:
         """Readiness for a monitor: the database answers and the processes beat (503
-        with the failing checks otherwise). Same checks as `python -m functions.ops ready`."""
-        checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        with the failing checks otherwise, the database's with its reason). Same checks
+        as `python -m functions.ops ready`."""
+        try:
+            if st.pool is None:
+                raise db.DatabaseUnavailable("not connected")
+            with st.pool.connection(timeout=READY_WAIT_S) as conn:
+                checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
+            checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
         body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -16,6 +17,7 @@ from api import auth, sessions, throttle
 from common import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+POOL_WAIT_S = 5.0
 
 
 @dataclass
@@ -87,15 +89,41 @@ def require_json(request: Request) -> None:
         raise HTTPException(status_code=415, detail="send the body as application/json")
 
 
+def database_problem(pool: ConnectionPool[db.Conn] | None, exc: Exception) -> str:
+    """Returns why the database cannot be used, for a person: the error itself, or, when
+    the pool gave no connection in time, whether the server refuses new ones (it is down:
+    the reason) or all of ours are busy."""
+    if not isinstance(exc, PoolTimeout):
+        return f"database unavailable: {first_line(exc)}"
+    if pool is None:
+        return "database unavailable: not connected"
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+    try:
+        with psycopg.connect(conninfo, connect_timeout=2):
+            pass
+    except psycopg.Error as probe:
+        return f"database unavailable: {first_line(probe)}"
+    return f"database busy: all {pool.max_size} connections in use, try again in a moment"
+
+
+def first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def unavailable(pool: ConnectionPool[db.Conn] | None, exc: Exception) -> HTTPException:
+    """A 503 saying why, with a Retry-After."""
+    return HTTPException(503, database_problem(pool, exc), headers={"Retry-After": "5"})
+
+
 def connection(request: Request) -> Iterator[db.Conn]:
     """Yields a pooled connection (autocommit; writes open their own transaction)."""
     pool = state(request).pool
     if pool is None:
-        raise HTTPException(status_code=503, detail="database not connected")
+        raise HTTPException(503, "database unavailable: not connected", {"Retry-After": "5"})
     try:
-        conn = pool.getconn(timeout=5.0)
+        conn = pool.getconn(timeout=POOL_WAIT_S)
     except PoolTimeout as exc:
-        raise HTTPException(status_code=503, detail="busy: try again in a moment") from exc
+        raise unavailable(pool, exc) from exc
     try:
         conn.autocommit = True
         yield conn

@@ -49,6 +49,7 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
     s = s or settings.get()
     st = deps.State(
         admin=auth.Admin.from_settings(s),
+        origins=frozenset(s.public_origins()),
         logins=throttle.LoginBackoff(s.login_failures_allowed, s.login_backoff_max_s),
     )
 

@@ -7,14 +7,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api import auth, sessions, throttle
-from common import db
+from common import db, settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 POOL_WAIT_S = 5.0
@@ -25,6 +24,7 @@ class State:
     """Process-wide: set by app.create_app, read by the dependencies."""
 
     admin: auth.Admin
+    origins: frozenset[str]  # settings.public_origins(): where our pages are served
     pool: ConnectionPool[db.Conn] | None = None
     revoked: sessions.Revoked = field(default_factory=sessions.Revoked)
     logins: throttle.LoginBackoff = field(default_factory=throttle.LoginBackoff)
@@ -38,12 +38,16 @@ def state(request: Request) -> State:
 def same_origin(request: Request) -> bool:
     """Returns whether an unsafe request may be from our own pages: a browser names the
     page that sent it in Origin (or at least Sec-Fetch-Site); a cross-site page cannot
-    forge either. Clients that send neither are not browsers and carry no ambient
-    cookie, so they pass (they still need the session)."""
-    origin = request.headers.get("origin")
-    if origin is not None:
-        host = request.headers.get("host", "")
-        return origin != "null" and urlsplit(origin).netloc == host
+    forge either. Origin is compared with the configured public origins, scheme and
+    port included, never with the Host the client sent (which it chooses). Clients that
+    send neither are not browsers and carry no ambient cookie, so they pass (they still
+    need the session)."""
+    sent = request.headers.get("origin")
+    if sent is not None:
+        try:
+            return settings.origin(sent) in state(request).origins
+        except ValueError:  # "null" (a sandboxed page, a file), or junk
+            return False
     site = request.headers.get("sec-fetch-site")
     return site is None or site in ("same-origin", "none")
 

@@ -47,7 +47,12 @@ WRITES = [r for r in ROUTES if r[0] == "POST"]
 
 
 def make_settings(tmp_path: Path) -> settings.Settings:
-    return settings.Settings(var_dir=tmp_path, admin_password_hash=PASSWORD_HASH, secret_key="k")
+    return settings.Settings(
+        var_dir=tmp_path,
+        admin_password_hash=PASSWORD_HASH,
+        secret_key="k",
+        public_origin=("http://testserver",),  # the test client's
+    )
 
 
 def log_in(client: TestClient) -> None:
@@ -173,6 +178,28 @@ def test_same_origin_write_passes(api: TestClient) -> None:
         "/api/control/pause", json={"paused": True}, headers={"Origin": "http://testserver"}
     )
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://evil.example", "evil.example"),  # a Host to match: it proves nothing
+        ("https://testserver", "testserver"),  # another scheme is another origin
+        ("http://testserver:8080", "testserver:8080"),
+        ("http://testserver.evil.example", "testserver"),
+        ("null", "testserver"),
+    ],
+)
+def test_writes_must_come_from_the_configured_origin(
+    api: TestClient, conn: db.Conn, origin: str, host: str
+) -> None:
+    for path in ("/api/control/pause", "/api/logout", "/api/login"):
+        r = api.post(path, json={"paused": True}, headers={"Origin": origin, "Host": host})
+        assert r.status_code == 403, path
+    assert audit_count(conn) == 0
+    # The configured origin passes whatever Host the client names.
+    ours = {"Origin": "HTTP://TestServer", "Host": "evil.example"}
+    assert api.post("/api/control/pause", json={"paused": True}, headers=ours).status_code == 200
 
 
 # -- writes ---------------------------------------------------------------------------

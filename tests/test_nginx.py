@@ -59,17 +59,22 @@ def raw(
     path: str,
     cookie: str | None = None,
     headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
 ) -> tuple[int, bytes]:
     """Sends the path and headers exactly as given (httpx would normalize `..` away, and
-    merge or reorder cookies)."""
+    merge or reorder cookies); a Host among them replaces the real one."""
     host, port = stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    headers = headers or []
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        own_host = any(name.lower() == "host" for name, _ in headers)
+        conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
         sent = [("Cookie", f"oculus_session={cookie}")] if cookie else []
-        for name, value in [*sent, *(headers or [])]:
+        if body is not None:
+            sent.append(("Content-Length", str(len(body))))
+        for name, value in [*sent, *headers]:
             conn.putheader(name, value)
-        conn.endheaders()
+        conn.endheaders(body)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -351,6 +356,42 @@ def test_pages_cannot_be_written(stack: web.Stack, client: httpx.Client) -> None
     assert (stack.public_dir / "index.html").read_bytes() == web.SAMPLE_SITE["index.html"]
 
 
+# -- which host -------------------------------------------------------------------------
+
+
+def test_other_host_names_are_refused(stack: web.Stack, session: httpx.Client) -> None:
+    cookie = session.cookies["oculus_session"]
+    for host in ("evil.example", "evil.example:80", "127.0.0.2", "oculus.localhost"):
+        for method, path in (
+            ("GET", "/index.html"),
+            ("GET", "/login.html"),
+            ("POST", "/api/login"),
+        ):
+            status, body = raw(stack, method, path, cookie, [("Host", host)])
+            assert status == 421, (host, path)
+            assert_no_secret(body)
+        # The cross-site check no longer trusts a Host that matches a forged Origin.
+        write = [("Host", host), ("Origin", f"http://{host}"), ("Content-Type", "application/json")]
+        assert raw(stack, "POST", PAUSE, cookie, write)[0] == 421
+    assert session.get("/api/health").json()["paused"] is False
+
+
+def test_the_loopback_names_both_work(stack: web.Stack, session: httpx.Client) -> None:
+    port = stack.url.rsplit(":", 1)[1]
+    cookie = session.cookies["oculus_session"]
+    for name in ("127.0.0.1", "localhost"):
+        origin = f"http://{name}:{port}"
+        status, _ = raw(stack, "GET", "/index.html", cookie, [("Host", f"{name}:{port}")])
+        assert status == 200, name
+        headers = [
+            ("Host", f"{name}:{port}"),
+            ("Origin", origin),
+            ("Content-Type", "application/json"),
+        ]
+        status, body = raw(stack, "POST", PAUSE, cookie, headers, b'{"paused": false}')
+        assert status == 200, (name, body)
+
+
 # -- what is never served -----------------------------------------------------------------
 
 
@@ -424,11 +465,26 @@ def test_render_fills_every_placeholder(tmp_path: Path) -> None:
     text = conf.read_text()
     assert re.search(r"\$\{[A-Z]", text) is None
     assert "listen [::1]:8123;" in text
+    assert "listen [::1]:8123 default_server;" in text  # any other host name: 421
+    assert "server_name [::1] localhost;" in text
     assert "server 127.0.0.1:9999;" in text
     assert f"root {(tmp_path / 'public').resolve()};" in text
     assert "$binary_remote_addr" in text  # nginx's own variables are left alone
     assert (tmp_path / "var" / "nginx" / "tmp" / "client_body").is_dir()
     assert ("user root root;" in text) == (os.geteuid() == 0)
+
+
+def test_render_needs_the_public_origin_when_listening_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OCULUS_HTTP_HOST", "0.0.0.0")
+    monkeypatch.setattr(settings, "get", lambda: settings.Settings())
+    argv = ["render", "--prefix", str(tmp_path / "ngx"), "--public-dir", str(tmp_path)]
+    assert nginx.main(argv) == 2
+    assert "set OCULUS_PUBLIC_ORIGIN" in capsys.readouterr().err
+    monkeypatch.setenv("OCULUS_PUBLIC_ORIGIN", "https://oculus.example.com")
+    assert nginx.main(argv) == 0
+    assert "server_name oculus.example.com;" in (tmp_path / "ngx" / "nginx.conf").read_text()
 
 
 def test_render_refuses_a_path_nginx_would_misread(tmp_path: Path) -> None:

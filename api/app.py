@@ -132,7 +132,9 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         try:  # scrypt takes a while: in a worker thread, not on the event loop
             ok = await run_in_threadpool(st.admin.check_login, user, password)
         finally:
-            st.logins.done(time.monotonic(), ok=ok)
+            locked_s = st.logins.done(time.monotonic(), ok=ok)
+        if locked_s:
+            log.warning("failed logins from all addresses: logins refused for %.0f s", locked_s)
         if not ok:
             return RedirectResponse(f"{LOGIN_PAGE}?failed=1", status_code=303)
         response = RedirectResponse(safe_next(next_path), status_code=303)

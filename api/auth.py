@@ -1,9 +1,10 @@
-"""One admin: a scrypt password hash, and stateless session cookies signed with HMAC.
+"""One admin: a scrypt password hash, and session cookies signed with HMAC.
 
 nginx asks `GET /api/auth/check` (auth_request) before it serves any page, chart, JSON
-or write, so checking a session must be cheap: it is one HMAC, no database, no password
-hash. The key is derived from the secret key *and* the password hash, so changing the
-password ends every session.
+or write, so checking a session must be cheap: it is one HMAC and a look-up in the
+in-memory list of sessions ended by a logout (`api.sessions`), no database wait, no
+password hash. The key is derived from the secret key *and* the password hash, so
+changing the password ends every session.
 """
 
 from __future__ import annotations

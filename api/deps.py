@@ -107,7 +107,7 @@ def database_problem(pool: ConnectionPool[db.Conn] | None, exc: Exception) -> st
             pass
     except psycopg.Error as probe:
         return f"database unavailable: {first_line(probe)}"
-    return f"database busy: all {pool.max_size} connections in use, try again in a moment"
+    return "database busy: no pooled connection was free in time, try again in a moment"
 
 
 def first_line(exc: Exception) -> str:

@@ -51,19 +51,22 @@ class LoginBackoff:
             self._checking += 1
             return 0.0
 
-    def done(self, now: float, *, ok: bool) -> None:
-        """Closes a try `admit` let through; a failure counts, and may lock."""
+    def done(self, now: float, *, ok: bool) -> float:
+        """Closes a try `admit` let through; a failure counts, and may lock. Returns the
+        seconds of the lock it set (0: none)."""
         with self._mutex:
             self._checking -= 1
             if ok:
-                return
+                return 0.0
             self._failures.append(now)
             self._last = now
-            if self._locks or len(self._failures) >= self.allowed:
-                self._locks += 1
-                lock_s = min(self.max_s, self.first_s * 2 ** (self._locks - 1))
-                self._until = max(self._until, now + lock_s)
-                self._failures.clear()
+            if not self._locks and len(self._failures) < self.allowed:
+                return 0.0
+            self._locks += 1
+            lock_s = float(min(self.max_s, self.first_s * 2 ** (self._locks - 1)))
+            self._until = max(self._until, now + lock_s)
+            self._failures.clear()
+            return lock_s
 
     def _forget(self, now: float) -> None:
         while self._failures and self._failures[0] <= now - self.window_s:

@@ -3,19 +3,25 @@ health, and the write routes (`api.routes`)."""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
-from api import auth, deps, routes
+from api import auth, deps, routes, throttle
 from common import db, jobs, settings, status
 
 LOGIN_PAGE = "/login.html"
+READY_WAIT_S = 2.0  # a monitor's probe: answer before it gives up
+log = logging.getLogger(__name__)
 
 
 def safe_next(target: str | None) -> str:
@@ -41,7 +47,11 @@ async def login_form(request: Request) -> dict[str, str]:
 def create_app(s: settings.Settings | None = None, database_url: str | None = None) -> FastAPI:
     """Returns the app; the pool opens on startup (database_url, or the configured one)."""
     s = s or settings.get()
-    st = deps.State(admin=auth.Admin.from_settings(s))
+    st = deps.State(
+        admin=auth.Admin.from_settings(s),
+        origins=frozenset(s.public_origins()),
+        logins=throttle.LoginBackoff(s.login_failures_allowed, s.login_backoff_max_s),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,18 +86,33 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         row = conn.execute("SELECT paused FROM system_control WHERE id = 1").fetchone()
         return {"ok": True, "paused": bool(row and row["paused"])}
 
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(db.DatabaseUnavailable)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # A connection lost mid-request (the database restarted or went away): the
+        # client may try again; it is not a bug of ours.
+        log.warning("%s %s: %s", request.method, request.url.path, deps.first_line(exc))
+        problem = await run_in_threadpool(deps.database_problem, st.pool, exc)
+        return JSONResponse({"detail": problem}, status_code=503, headers={"Retry-After": "5"})
+
     @app.get("/api/ready")
-    def ready(conn: deps.Conn) -> JSONResponse:
+    def ready() -> JSONResponse:
         """Readiness for a monitor: the database answers and the processes beat (503
-        with the failing checks otherwise). Same checks as `python -m functions.ops ready`."""
-        checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        with the failing checks otherwise, the database's with its reason). Same checks
+        as `python -m functions.ops ready`."""
+        try:
+            if st.pool is None:
+                raise db.DatabaseUnavailable("not connected")
+            with st.pool.connection(timeout=READY_WAIT_S) as conn:
+                checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
+            checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
         body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/api/auth/check", status_code=204)
     def check(request: Request) -> Response:
-        if not st.admin.valid(request.cookies.get(auth.COOKIE), time.time()):
-            raise HTTPException(status_code=401, detail="not logged in")
+        deps.require_session(request)
         return Response(status_code=204)
 
     @app.post("/api/login")
@@ -95,7 +120,22 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         deps.refuse_cross_site(request)
         form = await login_form(request)
         user, password, next_path = form["user"], form["password"], form["next"]
-        if not st.admin.check_login(user, password):
+        wait = st.logins.admit(time.monotonic())
+        if wait > 0:
+            seconds = math.ceil(wait)
+            return JSONResponse(
+                {"detail": f"too many failed logins: try again in {seconds} s"},
+                status_code=429,
+                headers={"Retry-After": str(seconds)},
+            )
+        ok = False
+        try:  # scrypt takes a while: in a worker thread, not on the event loop
+            ok = await run_in_threadpool(st.admin.check_login, user, password)
+        finally:
+            locked_s = st.logins.done(time.monotonic(), ok=ok)
+        if locked_s:
+            log.warning("failed logins from all addresses: logins refused for %.0f s", locked_s)
+        if not ok:
             return RedirectResponse(f"{LOGIN_PAGE}?failed=1", status_code=303)
         response = RedirectResponse(safe_next(next_path), status_code=303)
         response.set_cookie(
@@ -110,8 +150,14 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         return response
 
     @app.post("/api/logout")
-    def logout(request: Request) -> Response:
+    def logout(request: Request, request_id: deps.RequestId) -> Response:
+        """Ends every session the request's cookies name (two, if one was planted
+        beside ours; none, if forged) and clears the cookie: it needs no valid session."""
         deps.refuse_cross_site(request)
+        now = time.time()
+        tokens = auth.session_cookies(request.headers.getlist("cookie"))
+        named = (st.admin.session(t, now) for t in tokens)
+        st.revoked.end([s for s in named if s is not None], st.pool, request_id)
         response = RedirectResponse(LOGIN_PAGE, status_code=303)
         response.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -1,9 +1,10 @@
-"""One admin: a scrypt password hash, and stateless session cookies signed with HMAC.
+"""One admin: a scrypt password hash, and session cookies signed with HMAC.
 
 nginx asks `GET /api/auth/check` (auth_request) before it serves any page, chart, JSON
-or write, so checking a session must be cheap: it is one HMAC, no database, no password
-hash. The key is derived from the secret key *and* the password hash, so changing the
-password ends every session.
+or write, so checking a session must be cheap: it is one HMAC and a look-up in the
+in-memory list of sessions ended by a logout (`api.sessions`), no database wait, no
+password hash. The key is derived from the secret key *and* the password hash, so
+changing the password ends every session.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,34 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CookieTwice(ValueError):
+    """The request names the session cookie more than once."""
+
+
+def session_cookies(headers: list[str]) -> list[str]:
+    """Returns every value of the session cookie in the request's Cookie headers, exactly
+    as sent (no unquoting). Names are matched without regard to case and ',' separates
+    too, as in nginx's own cookie lookup, so no form nginx reads as the session cookie
+    escapes the count."""
+    return [
+        value.strip()
+        for header in headers
+        for part in re.split(r"[;,]", header)
+        for name, eq, value in [part.partition("=")]
+        if eq and name.strip().lower() == COOKIE
+    ]
+
+
+def session_cookie(headers: list[str]) -> str | None:
+    """Returns the one session cookie's value (None without one). Raises CookieTwice
+    when the name appears more than once: nginx keys its check cache on the first,
+    Starlette reads the last, so such a header has no one meaning."""
+    found = session_cookies(headers)
+    if len(found) > 1:
+        raise CookieTwice(f"the {COOKIE} cookie was sent more than once")
+    return found[0] if found else None
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -79,6 +109,14 @@ def password_file(s: settings.Settings) -> Path:
 
 
 @dataclass(frozen=True)
+class Session:
+    """What a valid session cookie says: its id and when it expires (unix seconds)."""
+
+    id: str
+    expires: float
+
+
+@dataclass(frozen=True)
 class Admin:
     """The admin's credential and the key sessions are signed with."""
 
@@ -112,17 +150,23 @@ class Admin:
         body = f"v1.{int(now + self.ttl_s)}.{secrets.token_urlsafe(12)}"
         return f"{body}.{self._sign(body)}"
 
-    def valid(self, token: str | None, now: float) -> bool:
-        """Returns whether the token is one we issued, unexpired, for this password."""
+    def session(self, token: str | None, now: float) -> Session | None:
+        """Returns the session, if the token is one we issued, unexpired, for this
+        password (whether it was ended since is `sessions.Revoked`'s to say)."""
         if not token or len(token) > 200 or self.password_hash is None:
-            return False
+            return None
         body, _, signature = token.rpartition(".")
         parts = body.split(".")
         if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-            return False
+            return None
         if not hmac.compare_digest(signature, self._sign(body)):
-            return False
-        return int(parts[1]) > now
+            return None
+        expires = int(parts[1])
+        return Session(parts[2], expires) if expires > now else None
+
+    def valid(self, token: str | None, now: float) -> bool:
+        """Returns whether the token is one we issued, unexpired, for this password."""
+        return self.session(token, now) is not None
 
 
 def set_password(s: settings.Settings, password: str) -> Path:

@@ -1,6 +1,7 @@
-"""Request bodies of the write API. Unknown fields are refused, and numbers are strict
-("12", 1.5 or true are not integers) and bounded like the columns they go to, so a bad
-value is a clear 422 here instead of a database error later."""
+"""Request bodies of the write API. Unknown fields are refused, numbers are strict ("12",
+1.5 or true are not integers), and every config field has a sane range (`CONFIG_RANGES`,
+documented in docs/config.md), well inside its column's, so a bad value is a clear 422
+here instead of a database error or an absurd simulation later."""
 
 from __future__ import annotations
 
@@ -20,20 +21,61 @@ from pydantic import (
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
-Micros = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]  # bigint >= 0
-Count = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]  # integer >= 0 (ms, s, ratios)
-Bps = Annotated[StrictInt, Field(ge=0, le=10_000)]
 Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+ZERO_ADDRESS = "0x" + "0" * 40
+MAX_CASH_MICROS = 10**15  # 1e9 USDC: more than any copy portfolio, far from bigint's limit
+# Characters that reorder the text around them: in a label they can make one user's name
+# read as another's (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069).
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def _within(low: int, high: int) -> Any:
+    return Field(ge=low, le=high)
+
+
+# The config fields' ranges, in each field's own unit (docs/config.md lists them).
+PriceDistance = Annotated[StrictInt, _within(0, 1_000_000)]  # at most the whole 0..1 range
+ShareOfEquity = Annotated[StrictInt, _within(0, 10_000)]  # bps: at most all of it
+DelayMs = Annotated[StrictInt, _within(0, 600_000)]  # 10 min
+WindowMs = Annotated[StrictInt, _within(1, 60_000)]  # 1 min
+DepthRatio = Annotated[StrictInt, _within(0, 100_000)]  # bps of the target: up to 10 x
+CopyRatio = Annotated[StrictInt, _within(0, 100_000)]  # bps of their size: up to 10 x
+BeforeClose = Annotated[StrictInt, _within(0, 604_800)]  # 7 days
+SignalAge = Annotated[StrictInt, _within(0, 86_400)]  # 1 day
+Notional = Annotated[StrictInt, _within(0, MAX_CASH_MICROS)]
+Cash = Annotated[StrictInt, _within(1_000_000, MAX_CASH_MICROS)]  # 1 USDC .. 1e9 USDC
 
 
 def _text(value: str) -> str:
-    """Postgres text holds no NUL, and control characters only make trouble in a page."""
+    """Postgres text holds no NUL, control characters only make trouble in a page, and
+    bidi controls make text read as something else."""
     if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):
         raise ValueError("must not contain control characters")
+    if any(c in BIDI_CONTROLS for c in value):
+        raise ValueError("must not contain bidirectional control characters (U+202E ...)")
+    return value
+
+
+def _visible(value: str) -> str:
+    """A name must show: at least one letter, digit, punctuation mark or symbol, not
+    only spaces, zero-width or format characters, or marks with nothing to sit on."""
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in value):
+        raise ValueError("must contain a visible character")
+    return value
+
+
+def _wallet(value: str) -> str:
+    """The zero address is no one's wallet (its "fills" would be mints and burns)."""
+    if value.strip().lower() == ZERO_ADDRESS:
+        raise ValueError("the zero address is not a wallet")
     return value
 
 
 Text = Annotated[str, AfterValidator(_text)]
+Label = Annotated[Text, AfterValidator(_visible)]
+Wallet = Annotated[str, Field(max_length=100), AfterValidator(_wallet)]
 
 
 class _Body(BaseModel):
@@ -46,27 +88,27 @@ class ConfigFields(_Body):
     allow_null: ClassVar[bool] = True  # null = clear a user override (inherit)
     allow_empty: ClassVar[bool] = False
 
-    max_worse_than_theirs_micros: Micros | None = None
-    max_chase_vs_mid_micros: Micros | None = None
-    max_spread_micros: Micros | None = None
-    min_depth_ratio_bps: Count | None = None
+    max_worse_than_theirs_micros: PriceDistance | None = None
+    max_chase_vs_mid_micros: PriceDistance | None = None
+    max_spread_micros: PriceDistance | None = None
+    min_depth_ratio_bps: DepthRatio | None = None
     allow_partial_fills: StrictBool | None = None
-    decision_delay_ms: Count | None = None
-    decision_jitter_ms: Count | None = None
-    group_window_ms: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)] | None = None
-    no_open_before_close_s: Count | None = None
-    max_total_exposure_bps: Bps | None = None
-    max_market_exposure_bps: Bps | None = None
-    max_user_exposure_bps: Bps | None = None
-    daily_loss_limit_bps: Bps | None = None
-    weekly_loss_limit_bps: Bps | None = None
-    max_drawdown_bps: Bps | None = None
-    max_signal_age_s: Count | None = None
-    copy_pct_bps: Annotated[StrictInt, Field(ge=0, le=100_000)] | None = None
-    min_trade_notional_micros: Micros | None = None
-    max_trade_notional_micros: Micros | None = None
-    max_trade_equity_bps: Bps | None = None
-    starting_cash_micros: Micros | None = None
+    decision_delay_ms: DelayMs | None = None
+    decision_jitter_ms: DelayMs | None = None
+    group_window_ms: WindowMs | None = None
+    no_open_before_close_s: BeforeClose | None = None
+    max_total_exposure_bps: ShareOfEquity | None = None
+    max_market_exposure_bps: ShareOfEquity | None = None
+    max_user_exposure_bps: ShareOfEquity | None = None
+    daily_loss_limit_bps: ShareOfEquity | None = None
+    weekly_loss_limit_bps: ShareOfEquity | None = None
+    max_drawdown_bps: ShareOfEquity | None = None
+    max_signal_age_s: SignalAge | None = None
+    copy_pct_bps: CopyRatio | None = None
+    min_trade_notional_micros: Notional | None = None
+    max_trade_notional_micros: Notional | None = None
+    max_trade_equity_bps: ShareOfEquity | None = None
+    starting_cash_micros: Cash | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -80,6 +122,13 @@ class ConfigFields(_Body):
     def changes(self) -> dict[str, Any]:
         """Returns the fields the body named, with their values (None = inherit)."""
         return {k: getattr(self, k) for k in sorted(self.model_fields_set)}
+
+    @classmethod
+    def range_of(cls, name: str) -> tuple[int, int] | None:
+        """Returns the (lowest, highest) value a config field takes (None: a bool)."""
+        schema = cls.model_json_schema()["properties"][name]
+        (value,) = (s for s in schema.get("anyOf", [schema]) if s.get("type") != "null")
+        return (value["minimum"], value["maximum"]) if "minimum" in value else None
 
 
 class UserConfigChange(ConfigFields):
@@ -118,9 +167,9 @@ class Pause(_Body):
 
 
 class Follow(_Body):
-    wallet: Annotated[str, Field(max_length=100)]
-    label: Annotated[Text, Field(min_length=1, max_length=100)]
-    proxies: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=20)] = []
+    wallet: Wallet
+    label: Annotated[Label, Field(min_length=1, max_length=100)]
+    proxies: Annotated[list[Wallet], Field(max_length=20)] = []
 
 
 class UserUpdate(_Body):

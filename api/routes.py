@@ -6,6 +6,8 @@ too large, 415 not JSON, 422 invalid."""
 
 from __future__ import annotations
 
+import collections
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -35,12 +37,39 @@ async def _read(request: Request) -> bytes:
     return bytes(raw)
 
 
+class _DuplicateKeys(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        counts = collections.Counter(k for k, _ in pairs)
+        twice = sorted(k for k, n in counts.items() if n > 1)
+        raise _DuplicateKeys(f"a key given twice: {', '.join(twice)[:200]}")
+    return found
+
+
+def refuse_duplicate_keys(raw: bytes) -> None:
+    """422 when a JSON object in the body names a key twice: parsers disagree on which
+    one counts (the last, here), so such a body has no one meaning. Anything else wrong
+    with the body is left to the model to report."""
+    try:
+        json.loads(raw, object_pairs_hook=_object)
+    except _DuplicateKeys as exc:
+        error = {"loc": ("body",), "msg": str(exc), "type": "duplicate_key"}
+        raise RequestValidationError([error]) from None
+    except (ValueError, RecursionError):
+        pass
+
+
 def body(model: type[M], *, empty: bool = False) -> Any:
     """A dependency giving the body as `model`, parsed only once the admin's session and
     the content type have been checked; `empty` allows no body at all."""
 
     async def parse(request: Request, _admin: deps.Admin, _json: deps.Json) -> Any:
         raw = await _read(request)
+        refuse_duplicate_keys(raw)
         try:
             return model.model_validate_json((raw or b"{}") if empty else raw)
         except ValidationError as exc:

@@ -282,6 +282,9 @@ def make_pool(url: str | None = None, *, max_size: int | None = None) -> Connect
         min_size=1,
         max_size=max_size or s.db_pool_max,
         kwargs={"row_factory": dict_row},
+        # A connection the server dropped (a restart) is found and replaced when it is
+        # taken from the pool, not by the query that would fail on it.
+        check=ConnectionPool.check_connection,
         open=False,
         name="oculus",
     )

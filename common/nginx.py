@@ -58,6 +58,12 @@ def _path(value: Path) -> str:
     return text
 
 
+def _host(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]", name):
+        raise ValueError(f"nginx config: not a host name nginx can serve: {name!r}")
+    return name
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -68,7 +74,9 @@ def auth_cache_directives(seconds: int) -> str:
         return "# session checks are not cached"
     return (
         "proxy_cache oculus_auth;\n"
-        "            proxy_cache_key $cookie_oculus_session;\n"
+        "            proxy_cache_key $http_cookie;\n"
+        "            proxy_no_cache $oculus_no_session;\n"
+        "            proxy_cache_bypass $oculus_no_session;\n"
         f"            proxy_cache_valid 204 {seconds}s;"
     )
 
@@ -100,6 +108,7 @@ def render(
         PREFIX=_path(prefix),
         PUBLIC_DIR=_path(public),
         LISTEN=_address(s.http_host, listen_port or s.http_port),
+        SERVER_NAMES=" ".join(_host(h) for h in s.public_hosts()),
         API_UPSTREAM=_address(s.api_host, api_port or s.api_port),
         AUTH_CACHE=auth_cache_directives(auth_cache_s),
     )
@@ -128,13 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public-dir", type=Path, help="default: OCULUS_PUBLIC_DIR")
     args = parser.parse_args(argv)
     s = settings.get()
-    conf = render(
-        s,
-        prefix=args.prefix,
-        listen_port=args.port,
-        api_port=args.api_port,
-        public_dir=args.public_dir,
-    )
+    try:
+        conf = render(
+            s,
+            prefix=args.prefix,
+            listen_port=args.port,
+            api_port=args.api_port,
+            public_dir=args.public_dir,
+        )
+    except ValueError as exc:  # a setting nginx cannot be configured from
+        print(f"nginx: {exc}", file=sys.stderr)
+        return 2
     if args.action == "render":
         print(conf)
         return 0

@@ -5,6 +5,7 @@ tests/test_settings.py keeps the two in step."""
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,24 @@ V1_ORDER_FILLED_TOPIC = "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f
 V2_ORDER_FILLED_TOPIC = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
 
 AddressList = Annotated[tuple[str, ...], NoDecode]
+OriginList = Annotated[tuple[str, ...], NoDecode]
+# Listening on one of these, the dashboard is also reached by the other name.
+LOOPBACK_ALIASES = {"127.0.0.1": "localhost", "localhost": "127.0.0.1", "::1": "localhost"}
+ALL_ADDRESSES = ("", "*", "0.0.0.0", "::", "[::]")
+
+
+def origin(text: str) -> str:
+    """Returns the origin as browsers send it (`scheme://host[:port]`, lower case, no
+    default port); ValueError if `text` is not one (a path, user or query included)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    scheme, host = parts.scheme.lower(), parts.hostname
+    extra = parts.username or parts.password or parts.query or parts.fragment
+    if scheme not in ("http", "https") or not host or extra or parts.path not in ("", "/"):
+        raise ValueError(f"not an origin (scheme://host[:port]): {text!r}")
+    port = parts.port  # ValueError when not a port number
+    default = {"http": 80, "https": 443}[scheme]
+    named = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{named}" + (f":{port}" if port not in (None, default) else "")
 
 
 class Settings(BaseSettings):
@@ -172,6 +191,13 @@ class Settings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", description="Address nginx listens on.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port nginx listens on.")
+    public_origin: OriginList = Field(
+        default=(),
+        description="The dashboard's origin as browsers reach it, scheme://host[:port] "
+        "(several: comma-separated). Writes must come from it, and nginx refuses other "
+        "host names. Unset: http://OCULUS_HTTP_HOST:OCULUS_HTTP_PORT (and the other "
+        "loopback name, localhost or 127.0.0.1).",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the write API binds.")
     api_port: int = Field(default=8081, ge=1, le=65535, description="Port the write API binds.")
     admin_user: str = Field(default="admin", description="The admin's login name.")
@@ -186,6 +212,17 @@ class Settings(BaseSettings):
     )
     session_ttl_s: float = Field(
         default=43_200.0, gt=0, description="A login lasts this long (seconds)."
+    )
+    login_failures_allowed: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed logins from all addresses together within 10 minutes before "
+        "the API refuses logins (429) for 30 s, then twice as long after each further "
+        "failure; 10 quiet minutes restore the allowance.",
+    )
+    login_backoff_max_s: float = Field(
+        default=900.0, gt=0, description="The longest login lock after failed logins."
     )
     cookie_secure: bool = Field(
         default=False,
@@ -289,6 +326,37 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a contract address: {address!r}")
             int(address, 16)
         return tuple(a.lower() for a in value)
+
+    @field_validator("public_origin", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("public_origin")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(origin(v) for v in value))
+
+    def public_origins(self) -> tuple[str, ...]:
+        """Returns the origins the dashboard is served at (OCULUS_PUBLIC_ORIGIN, or where
+        nginx listens); ValueError when nginx listens on every address and none is set."""
+        if self.public_origin:
+            return self.public_origin
+        if self.http_host in ALL_ADDRESSES:
+            raise ValueError(
+                f"OCULUS_HTTP_HOST is {self.http_host!r} (every address): set "
+                "OCULUS_PUBLIC_ORIGIN to the URL browsers use, e.g. http://192.0.2.10:8080"
+            )
+        names = [self.http_host, *filter(None, [LOOPBACK_ALIASES.get(self.http_host)])]
+        named = [f"[{n}]" if ":" in n else n for n in names]
+        return tuple(origin(f"http://{n}:{self.http_port}") for n in named)
+
+    def public_hosts(self) -> tuple[str, ...]:
+        """Returns the host names of the public origins (what nginx answers to)."""
+        hosts = (urllib.parse.urlsplit(o).hostname or "" for o in self.public_origins())
+        return tuple(dict.fromkeys(f"[{h}]" if ":" in h else h for h in hosts))
 
     @field_validator("order_filled_topic_v1", "order_filled_topic_v2")
     @classmethod

@@ -5,6 +5,7 @@ Reverts are in test_api_revert.py, hostile bodies in test_api_validation.py."""
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -45,7 +47,12 @@ WRITES = [r for r in ROUTES if r[0] == "POST"]
 
 
 def make_settings(tmp_path: Path) -> settings.Settings:
-    return settings.Settings(var_dir=tmp_path, admin_password_hash=PASSWORD_HASH, secret_key="k")
+    return settings.Settings(
+        var_dir=tmp_path,
+        admin_password_hash=PASSWORD_HASH,
+        secret_key="k",
+        public_origin=("http://testserver",),  # the test client's
+    )
 
 
 def log_in(client: TestClient) -> None:
@@ -110,6 +117,48 @@ def test_every_route_needs_a_session(
     assert audit_count(conn) == 0
 
 
+def cookie_twice_variants(token: str) -> list[list[tuple[str, str]]]:
+    """Cookie headers that name the session cookie more than once (as one header or two,
+    valid value first or last, names in other cases): nginx and Starlette would each
+    pick a different one."""
+    return [
+        [("cookie", f"oculus_session={token}; oculus_session={token}")],
+        [("cookie", f"oculus_session=; oculus_session={token}")],
+        [("cookie", f"oculus_session={token}; oculus_session=x")],
+        [("cookie", "oculus_session="), ("cookie", f"oculus_session={token}")],
+        [("cookie", f"OCULUS_SESSION=x; oculus_session={token}")],
+        [("cookie", f"a=1, oculus_session=x; oculus_session={token}")],
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [*ROUTES, ("GET", "/api/auth/check", None)])
+def test_every_route_refuses_the_session_cookie_twice(
+    db_url: str, tmp_path: Path, method: str, path: str, body: Any, conn: db.Conn
+) -> None:
+    with api_client(db_url, tmp_path) as client:
+        token = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        for headers in cookie_twice_variants(token):
+            r = client.request(method, path, json=body, headers=httpx.Headers(headers))
+            assert r.status_code == 401, headers
+            assert "more than once" in r.json()["detail"]
+        once = client.request(method, path, json=body, headers={"cookie": f"{auth.COOKIE}={token}"})
+        assert once.status_code not in (401, 403)
+    assert audit_count(conn) <= 1  # only the one single-cookie write
+
+
+def test_the_session_is_the_cookie_value_as_sent(db_url: str, tmp_path: Path) -> None:
+    """What nginx keys its cache on is what the API checks: no unquoting, no other cookie."""
+    with api_client(db_url, tmp_path) as client:
+        token = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        for header in (f'oculus_session="{token}"', f"oculus_session={token}x", f"x{token}"):
+            r = client.get("/api/auth/check", headers={"cookie": header})
+            assert r.status_code == 401, header
+        for header in (f"oculus_session={token}", f"a=1; oculus_session={token} ; b=2"):
+            assert client.get("/api/auth/check", headers={"cookie": header}).status_code == 204
+
+
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
 def test_writes_refuse_other_sites_and_forms(
     api: TestClient, method: str, path: str, body: Any, conn: db.Conn
@@ -129,6 +178,28 @@ def test_same_origin_write_passes(api: TestClient) -> None:
         "/api/control/pause", json={"paused": True}, headers={"Origin": "http://testserver"}
     )
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://evil.example", "evil.example"),  # a Host to match: it proves nothing
+        ("https://testserver", "testserver"),  # another scheme is another origin
+        ("http://testserver:8080", "testserver:8080"),
+        ("http://testserver.evil.example", "testserver"),
+        ("null", "testserver"),
+    ],
+)
+def test_writes_must_come_from_the_configured_origin(
+    api: TestClient, conn: db.Conn, origin: str, host: str
+) -> None:
+    for path in ("/api/control/pause", "/api/logout", "/api/login"):
+        r = api.post(path, json={"paused": True}, headers={"Origin": origin, "Host": host})
+        assert r.status_code == 403, path
+    assert audit_count(conn) == 0
+    # The configured origin passes whatever Host the client names.
+    ours = {"Origin": "HTTP://TestServer", "Host": "evil.example"}
+    assert api.post("/api/control/pause", json={"paused": True}, headers=ours).status_code == 200
 
 
 # -- writes ---------------------------------------------------------------------------
@@ -366,6 +437,88 @@ def test_logout_clears_the_cookie(api: TestClient) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/login.html"
     assert auth.COOKIE not in api.cookies
     assert api.get("/api/audit").status_code == 401
+
+
+def check(client: TestClient, token: str) -> int:
+    """The session check's status for exactly this cookie."""
+    return client.get("/api/auth/check", headers={"cookie": f"{auth.COOKIE}={token}"}).status_code
+
+
+def log_out(client: TestClient, cookie_header: str | None) -> Any:
+    headers = {"cookie": cookie_header} if cookie_header is not None else {}
+    return client.post("/api/logout", headers=headers, follow_redirects=False)
+
+
+def test_logout_ends_that_session_at_once_and_for_good(
+    db_url: str, tmp_path: Path, conn: db.Conn
+) -> None:
+    with api_client(db_url, tmp_path) as client:
+        mine = client.cookies[auth.COOKIE]
+        log_in(client)
+        other = client.cookies[auth.COOKIE]  # the same admin on another device
+        client.cookies.clear()
+        assert check(client, mine) == check(client, other) == 204
+        r = log_out(client, f"{auth.COOKIE}={mine}")
+        assert r.status_code == 303 and r.headers["location"] == "/login.html"
+        assert re.search(rf"{auth.COOKIE}=.*(?i:max-age=0)", r.headers["set-cookie"])
+        # Refused at once, on every route, though the cookie itself is still unexpired.
+        assert check(client, mine) == 401
+        for method, path, body in ROUTES:
+            headers = {"cookie": f"{auth.COOKIE}={mine}"}
+            assert client.request(method, path, json=body, headers=headers).status_code == 401
+        assert check(client, other) == 204  # the other session goes on
+    with api_client(db_url, tmp_path, login=False) as restarted:  # a new API process
+        assert check(restarted, mine) == 401
+        assert check(restarted, other) == 204
+    assert audit_count(conn) == 0  # the refused writes wrote nothing
+
+
+def test_ended_sessions_stay_ended_when_the_database_cannot_be_read(
+    db_url: str, tmp_path: Path
+) -> None:
+    application = app.create_app(make_settings(tmp_path), db_url)
+    with TestClient(application) as client:
+        log_in(client)
+        ended = client.cookies[auth.COOKIE]
+        log_in(client)
+        live = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        assert log_out(client, f"{auth.COOKIE}={ended}").status_code == 303
+        st = application.state.oculus
+        st.revoked.refresh_s = 0.0  # reread on every check: each one fails now
+        st.pool.close()
+        assert check(client, ended) == 401
+        assert check(client, live) == 204
+
+
+def test_logout_works_whatever_the_cookie_says(db_url: str, tmp_path: Path, conn: db.Conn) -> None:
+    with api_client(db_url, tmp_path) as client:
+        a = client.cookies[auth.COOKIE]
+        log_in(client)
+        b = client.cookies[auth.COOKIE]
+        client.cookies.clear()
+        # A forged, tampered or absent cookie: nothing to end, the cookie is cleared anyway.
+        for header in (None, "", f"{auth.COOKIE}=garbage", f"{auth.COOKIE}={a[:-2]}xx"):
+            r = log_out(client, header)
+            assert r.status_code == 303, header
+            assert "max-age=0" in r.headers["set-cookie"].lower()
+        assert check(client, a) == check(client, b) == 204
+        # The cookie twice (say one planted by a neighbouring site): every session it
+        # names is ended.
+        r = log_out(client, f'{auth.COOKIE}=junk; {auth.COOKIE}="{a}"; {auth.COOKIE}={b}')
+        assert r.status_code == 303
+        assert check(client, a) == 204  # a quoted value is not the session cookie
+        assert check(client, b) == 401
+        assert log_out(client, f"{auth.COOKIE}={a}, x=1").status_code == 303
+        assert check(client, a) == 401
+        assert log_out(client, f"{auth.COOKIE}={a}").status_code == 303  # again: no error
+        other_site = client.post(
+            "/api/logout",
+            headers={"cookie": f"{auth.COOKIE}={a}", "origin": "https://evil.example"},
+        )
+        assert other_site.status_code == 403
+    rows = conn.execute("SELECT session_id FROM session_revoked ORDER BY session_id").fetchall()
+    assert sorted(r["session_id"] for r in rows) == sorted(t.split(".")[2] for t in (a, b))
 
 
 def test_expired_or_tampered_sessions_are_refused(db_url: str, tmp_path: Path) -> None:

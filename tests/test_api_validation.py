@@ -4,6 +4,7 @@ and writes nothing. The body models' bounds are the columns' bounds."""
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,24 @@ from test_api import MARKET, WALLET, TestClient, add_market, api_client, audit_c
 
 from api import models
 from common import copy_config, db
+from common import settings as settings_mod
 from functions import follow
 
 BIG = 2**70
+ZERO = "0x" + "0" * 40
+# Labels with nothing to see: zero-width space, right-to-left override, BOM, soft hyphen,
+# isolates, a combining accent alone, ideographic space.
+INVISIBLE = [
+    "\u200b",
+    "\u202e",
+    "\u200b\u202e \u200b",
+    "\ufeff",
+    "\u00ad",
+    "\u2066\u2069",
+    "\u0301",
+    "\u3000",
+    " \u200b\u200d ",
+]
 TEN_MB = b'{"label": "' + b"a" * 10_000_000 + b'"}'
 DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 # Bodies no route accepts (raw bytes, sent as application/json).
@@ -43,6 +59,10 @@ HOSTILE: list[bytes] = [
     b'{"unknown_field": 1}',
     json.dumps({"x": BIG}).encode(),
 ]
+
+
+def wallet(n: int) -> str:
+    return f"0x{n:040x}"
 
 
 def as_bytes(body: Any) -> bytes:
@@ -70,6 +90,23 @@ def config_bodies(user: bool) -> list[Any]:
         {"allow_partial_fills": "true"},
         {"max_spread_micros": 1, "guardrail_id": 3},
         {"max_spread_micros": 1, "scope": "GLOBAL"},
+        # Fits the column, but no sane config: each field has a documented range.
+        {"decision_delay_ms": 2**31 - 1},
+        {"decision_delay_ms": 600_001},
+        {"decision_jitter_ms": 600_001},
+        {"group_window_ms": 2**31 - 1},
+        {"group_window_ms": 60_001},
+        {"starting_cash_micros": 2**63 - 1},
+        {"starting_cash_micros": 10**15 + 1},
+        {"starting_cash_micros": 0},
+        {"max_trade_notional_micros": 10**15 + 1},
+        {"max_spread_micros": 1_000_001},
+        {"max_worse_than_theirs_micros": 2**63 - 1},
+        {"min_depth_ratio_bps": 100_001},
+        {"no_open_before_close_s": 2**31 - 1},
+        {"max_signal_age_s": 86_401},
+        b'{"max_spread_micros": 1, "max_spread_micros": 2}',
+        b'{"max_spread_micros": 1, "copy_pct_bps": 5, "max_spread_micros": 1}',
     ]
     if not user:
         out.append({"max_spread_micros": None})
@@ -90,6 +127,9 @@ CASES: dict[str, tuple[str, list[Any]]] = {
             {"paused": True, "reason": "x" * 501},
             {"paused": True, "reason": "a\u0000b"},
             {"paused": True, "reason": 5},
+            {"paused": True, "reason": "\u202e"},
+            b'{"paused": true, "paused": false}',
+            b'{"paused": true, "reason": "a", "reason": "b"}',
         ],
     ),
     "follow": (
@@ -107,6 +147,14 @@ CASES: dict[str, tuple[str, list[Any]]] = {
             {"wallet": WALLET, "label": "x", "proxies": ["0xzz"]},
             {"wallet": "0x" + "g" * 40, "label": "x"},
             {"wallet": "x" * 10_000, "label": "x"},
+            # Each with a wallet of its own: one wrongly accepted cannot hide the next.
+            {"wallet": ZERO, "label": "x"},
+            {"wallet": ZERO.replace("0x", "0X"), "label": "x"},
+            {"wallet": wallet(1), "label": "x", "proxies": [ZERO]},
+            *({"wallet": wallet(10 + i), "label": label} for i, label in enumerate(INVISIBLE)),
+            {"wallet": wallet(2), "label": "whale\u202e"},
+            b'{"wallet": "0x' + b"3" * 40 + b'", "label": "a", "label": "b"}',
+            b'{"wallet": "0x' + b"4" * 40 + b'", "wallet": "0x' + b"5" * 40 + b'", "label": "a"}',
         ],
     ),
     "update_user": (
@@ -119,11 +167,18 @@ CASES: dict[str, tuple[str, list[Any]]] = {
             {"copy_mode": "FOO"},
             {"copy_mode": "active"},
             {"copy_mode": 1},
+            b'{"enabled": true, "enabled": false}',
         ],
     ),
     "blacklist": (
         f"/api/markets/{MARKET}/blacklist",
-        [{}, {"blacklisted": "true"}, {"blacklisted": None}, {"blacklisted": 0}],
+        [
+            {},
+            {"blacklisted": "true"},
+            {"blacklisted": None},
+            {"blacklisted": 0},
+            b'{"blacklisted": true, "blacklisted": false}',
+        ],
     ),
     "config_test": (
         "/api/config/test",
@@ -146,6 +201,11 @@ CASES: dict[str, tuple[str, list[Any]]] = {
             b'{"hours": 1e400}',
             {"hours": 1.5},
             {"global": {"min_trade_notional_micros": 10**12}},
+            {"global": {"decision_delay_ms": 2**31 - 1}},
+            {"users": {"1": {"group_window_ms": 2**31 - 1}}},
+            b'{"hours": 1, "hours": 2}',
+            b'{"global": {"copy_pct_bps": 1, "copy_pct_bps": 2}}',
+            b'{"users": {"1": {"copy_pct_bps": 1}, "1": {"copy_pct_bps": 2}}}',
         ],
     ),
     "revert": ("/api/audit/1/revert", [{"force": True}, {"x": 1}]),
@@ -245,21 +305,24 @@ def test_fuzzed_config_changes_never_fail_the_server(api: TestClient, conn: db.C
     check()
 
 
-def test_the_model_bounds_are_the_column_bounds(conn: db.Conn) -> None:
-    """For each field, a value passes the model exactly when its column takes it."""
+def test_every_value_the_models_take_fits_its_column(conn: db.Conn) -> None:
+    """For each field, the ends of its range (and just past them) are tried on the model
+    and on the column: what the model takes, the column takes."""
     user = follow.add(conn, WALLET, "w", [], "2026-01-01T00:00:00Z")
-    candidates = [-1, 0, 1, 10_000, 10_001, 100_000, 100_001, 2**31 - 1, 2**31, 2**63 - 1, 2**63]
     wrong = []
     for name in FIELDS:
-        if name == "allow_partial_fills":
+        bounds = models.ConfigFields.range_of(name)
+        if bounds is None:
             continue
+        low, high = bounds
         table = "guardrail_config" if name in copy_config.GUARDRAIL_FIELDS else "copy_sizing_config"
-        for value in candidates:
+        for value in (low - 1, low, high, high + 1):
             try:
                 models.UserConfigChange.model_validate({name: value})
                 model_ok = True
             except ValueError:
                 model_ok = False
+            assert model_ok == (low <= value <= high), (name, value)
             try:
                 with conn.transaction():
                     insert = sql.SQL(
@@ -272,9 +335,33 @@ def test_the_model_bounds_are_the_column_bounds(conn: db.Conn) -> None:
                 db_ok = True
             except (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange):
                 db_ok = False
-            if model_ok != db_ok:
-                wrong.append((name, value, model_ok, db_ok))
+            if model_ok and not db_ok:
+                wrong.append((name, value))
     assert wrong == []
+
+
+def documented_ranges() -> dict[str, tuple[str, str, str]]:
+    """docs/config.md's table: field -> (unit, default, range) as written."""
+    text = (settings_mod.ROOT / "docs" / "config.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", text, re.MULTILINE)
+    return {
+        name: (unit.strip(), default.strip(), span.strip()) for name, unit, default, span in rows
+    }
+
+
+def test_every_config_field_has_its_range_documented() -> None:
+    documented = documented_ranges()
+    assert set(documented) == set(FIELDS)
+    defaults = copy_config.Config()
+    for name, (_unit, default, span) in documented.items():
+        bounds = models.ConfigFields.range_of(name)
+        expected = "true / false" if bounds is None else f"{bounds[0]:_} – {bounds[1]:_}"
+        assert span.replace(",", "_") == expected, name
+        value = getattr(defaults, name)
+        shown = str(value).lower() if isinstance(value, bool) else f"{value:_}"
+        assert default.replace(",", "_") == shown, name
+        if bounds is not None:
+            assert bounds[0] <= value <= bounds[1], name
 
 
 class _Rollback(Exception):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,28 @@ def session(stack: web.Stack, client: httpx.Client) -> httpx.Client:
     return client
 
 
-def raw(stack: web.Stack, method: str, path: str, cookie: str | None = None) -> tuple[int, bytes]:
-    """Sends the path exactly as given (httpx would normalize `..` away)."""
+def raw(
+    stack: web.Stack,
+    method: str,
+    path: str,
+    cookie: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, bytes]:
+    """Sends the path and headers exactly as given (httpx would normalize `..` away, and
+    merge or reorder cookies); a Host among them replaces the real one."""
     host, port = stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    headers = headers or []
     try:
-        conn.request(method, path, headers={"Cookie": f"oculus_session={cookie}"} if cookie else {})
+        own_host = any(name.lower() == "host" for name, _ in headers)
+        conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
+        sent = [("Cookie", f"oculus_session={cookie}")] if cookie else []
+        if body is not None:
+            sent.append(("Content-Length", str(len(body))))
+        for name, value in [*sent, *headers]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -94,7 +112,6 @@ def test_the_api_answers_401_json_without_a_session(stack: web.Stack, client: ht
         ("GET", "/api/auth/check", {}),
         ("POST", PAUSE, json_write),
         ("POST", "/api/config/global", json_write),
-        ("POST", "/api/logout", {"headers": {"Origin": stack.url}}),
         ("DELETE", "/api/anything", {}),
     ]
     for method, path, kwargs in calls:
@@ -106,6 +123,43 @@ def test_the_api_answers_401_json_without_a_session(stack: web.Stack, client: ht
     assert health["paused"] is False  # the write never reached the API
 
 
+def test_logging_out_without_a_session_just_goes_to_the_login_page(
+    stack: web.Stack, client: httpx.Client
+) -> None:
+    for cookie in (None, "garbage", "v1.99999999999.forged.signature"):
+        if cookie:
+            client.cookies.set("oculus_session", cookie)
+        response = client.post("/api/logout", headers={"Origin": stack.url})
+        assert response.status_code == 303, cookie
+        assert response.headers["location"] == "/login.html"
+        assert_no_secret(response.content)
+    assert client.post("/api/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+
+
+def test_after_logout_the_old_cookie_opens_nothing(stack: web.Stack, session: httpx.Client) -> None:
+    old = session.cookies["oculus_session"]
+    assert raw(stack, "GET", "/index.html", old)[0] == 200  # the check cache holds it now
+    assert session.post("/api/logout", headers={"Origin": stack.url}).status_code == 303
+    logged_out = time.monotonic()
+    # The API refuses it at once, through nginx too.
+    assert raw(stack, "GET", "/api/audit", old)[0] == 401
+    assert (
+        raw(
+            stack, "POST", PAUSE, old, [("Content-Type", "application/json"), ("Origin", stack.url)]
+        )[0]
+        == 401
+    )
+    # Pages: once nginx's cached answer for it has expired, AUTH_CACHE_S after it was
+    # stored (nginx counts whole seconds: up to one more).
+    while raw(stack, "GET", "/index.html", old)[0] == 200:
+        assert time.monotonic() - logged_out < nginx.AUTH_CACHE_S + 1.5
+        time.sleep(0.1)
+    for path in FILES:
+        status, body = raw(stack, "GET", path, old)
+        assert status == 401, path
+        assert_no_secret(body)
+
+
 def test_the_login_page_and_its_stylesheet_are_public(client: httpx.Client) -> None:
     page = client.get("/login.html")
     assert page.status_code == 200
@@ -113,6 +167,71 @@ def test_the_login_page_and_its_stylesheet_are_public(client: httpx.Client) -> N
     css = client.get("/static/login.css")
     assert css.status_code == 200
     assert b"LOGIN-CSS" in css.content
+
+
+# -- the session check's cache -------------------------------------------------------------
+
+
+def assert_anonymous_gets_nothing(stack: web.Stack) -> None:
+    for path in FILES:
+        status, body = raw(stack, "GET", path)
+        assert status == 401, path
+        assert_no_secret(body)
+
+
+@pytest.mark.parametrize(
+    "cookie_headers",
+    [
+        ["oculus_session=; oculus_session={valid}"],  # nginx keys on the first, empty one
+        ["oculus_session=;oculus_session={valid}"],
+        ["oculus_session=", "oculus_session={valid}"],  # two Cookie headers
+        ["other=1; oculus_session=; x=2; oculus_session={valid}"],
+        ["oculus_session={valid}; oculus_session="],
+    ],
+)
+def test_an_empty_session_cookie_cannot_poison_the_check_cache(
+    stack: web.Stack, session: httpx.Client, cookie_headers: list[str]
+) -> None:
+    valid = session.cookies["oculus_session"]
+    headers = [("Cookie", h.format(valid=valid)) for h in cookie_headers]
+    statuses = {path: raw(stack, "GET", path, headers=headers) for path in FILES}
+    assert_anonymous_gets_nothing(stack)  # nothing was kept for "no cookie"
+    for path, (status, body) in statuses.items():
+        assert status == 401, path  # the session cookie, twice: refused
+        assert_no_secret(body)
+
+
+def test_a_session_cookie_sent_twice_is_refused_everywhere(
+    stack: web.Stack, session: httpx.Client
+) -> None:
+    valid = session.cookies["oculus_session"]
+    for twice in (
+        f"oculus_session={valid}; oculus_session={valid}",
+        f"oculus_session={valid}; oculus_session=x",
+    ):
+        for path in ("/index.html", "/api/health", "/api/auth/check", "/api/audit"):
+            status, body = raw(stack, "GET", path, headers=[("Cookie", twice)])
+            assert status == 401, (path, twice)
+            assert_no_secret(body)
+    assert raw(stack, "GET", "/index.html", valid)[0] == 200  # once is fine
+
+
+def test_the_check_cache_is_keyed_on_exactly_what_the_api_validated(
+    stack: web.Stack, session: httpx.Client
+) -> None:
+    valid = session.cookies["oculus_session"]
+    # Forms of the cookie nginx and Starlette read differently (Starlette unquotes, and
+    # skips a name it cannot parse); the API judges the header nginx keys on, as sent.
+    for cookie in (f'oculus_session="{valid}"', f"oculus_session={valid}x", "oculus_session="):
+        for _ in range(2):  # the second one could come from the cache
+            status, body = raw(stack, "GET", "/index.html", headers=[("Cookie", cookie)])
+            assert status == 401, cookie
+            assert_no_secret(body)
+    assert (
+        raw(stack, "GET", "/index.html", headers=[("Cookie", f"x=1; oculus_session={valid}")])[0]
+        == 200
+    )
+    assert_anonymous_gets_nothing(stack)
 
 
 # -- logging in -------------------------------------------------------------------------
@@ -160,6 +279,28 @@ def test_logins_are_rate_limited_per_address(stack: web.Stack, client: httpx.Cli
     assert set(statuses[6:]) == {429}
     assert stack.login(client).status_code == 429  # the right password waits too
     assert "set-cookie" not in stack.login(client).headers
+
+
+def test_failed_logins_from_many_addresses_back_off_together(stack: web.Stack) -> None:
+    """Five loopback addresses, six guesses each (what nginx's per-address limit lets
+    through at once): only the API's global allowance of failures is checked."""
+    addresses = [f"127.0.0.{i}" for i in range(2, 7)]
+
+    def guesses(address: str) -> list[httpx.Response]:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(base_url=stack.url, transport=transport, timeout=10) as c:
+            return [stack.login(c, password=f"guess {address} {i}") for i in range(6)]
+
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        answers = [r for rs in pool.map(guesses, addresses) for r in rs]
+    checked = [r for r in answers if r.status_code == 303]
+    assert all(r.headers["location"] == "/login.html?failed=1" for r in checked)
+    assert len(checked) == settings.Settings().login_failures_allowed
+    backed_off = [r for r in answers if r.status_code == 429 and "retry-after" in r.headers]
+    assert len(backed_off) == len(answers) - len(checked)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in backed_off)
+    with stack.client() as fresh:  # from yet another address, with the right password
+        assert stack.login(fresh).status_code == 429
 
 
 # -- writes -----------------------------------------------------------------------------
@@ -213,6 +354,42 @@ def test_pages_cannot_be_written(stack: web.Stack, client: httpx.Client) -> None
     assert stack.login(client).status_code == 303
     assert statuses() == {405}
     assert (stack.public_dir / "index.html").read_bytes() == web.SAMPLE_SITE["index.html"]
+
+
+# -- which host -------------------------------------------------------------------------
+
+
+def test_other_host_names_are_refused(stack: web.Stack, session: httpx.Client) -> None:
+    cookie = session.cookies["oculus_session"]
+    for host in ("evil.example", "evil.example:80", "127.0.0.2", "oculus.localhost"):
+        for method, path in (
+            ("GET", "/index.html"),
+            ("GET", "/login.html"),
+            ("POST", "/api/login"),
+        ):
+            status, body = raw(stack, method, path, cookie, [("Host", host)])
+            assert status == 421, (host, path)
+            assert_no_secret(body)
+        # The cross-site check no longer trusts a Host that matches a forged Origin.
+        write = [("Host", host), ("Origin", f"http://{host}"), ("Content-Type", "application/json")]
+        assert raw(stack, "POST", PAUSE, cookie, write)[0] == 421
+    assert session.get("/api/health").json()["paused"] is False
+
+
+def test_the_loopback_names_both_work(stack: web.Stack, session: httpx.Client) -> None:
+    port = stack.url.rsplit(":", 1)[1]
+    cookie = session.cookies["oculus_session"]
+    for name in ("127.0.0.1", "localhost"):
+        origin = f"http://{name}:{port}"
+        status, _ = raw(stack, "GET", "/index.html", cookie, [("Host", f"{name}:{port}")])
+        assert status == 200, name
+        headers = [
+            ("Host", f"{name}:{port}"),
+            ("Origin", origin),
+            ("Content-Type", "application/json"),
+        ]
+        status, body = raw(stack, "POST", PAUSE, cookie, headers, b'{"paused": false}')
+        assert status == 200, (name, body)
 
 
 # -- what is never served -----------------------------------------------------------------
@@ -288,11 +465,26 @@ def test_render_fills_every_placeholder(tmp_path: Path) -> None:
     text = conf.read_text()
     assert re.search(r"\$\{[A-Z]", text) is None
     assert "listen [::1]:8123;" in text
+    assert "listen [::1]:8123 default_server;" in text  # any other host name: 421
+    assert "server_name [::1] localhost;" in text
     assert "server 127.0.0.1:9999;" in text
     assert f"root {(tmp_path / 'public').resolve()};" in text
     assert "$binary_remote_addr" in text  # nginx's own variables are left alone
     assert (tmp_path / "var" / "nginx" / "tmp" / "client_body").is_dir()
     assert ("user root root;" in text) == (os.geteuid() == 0)
+
+
+def test_render_needs_the_public_origin_when_listening_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OCULUS_HTTP_HOST", "0.0.0.0")
+    monkeypatch.setattr(settings, "get", lambda: settings.Settings())
+    argv = ["render", "--prefix", str(tmp_path / "ngx"), "--public-dir", str(tmp_path)]
+    assert nginx.main(argv) == 2
+    assert "set OCULUS_PUBLIC_ORIGIN" in capsys.readouterr().err
+    monkeypatch.setenv("OCULUS_PUBLIC_ORIGIN", "https://oculus.example.com")
+    assert nginx.main(argv) == 0
+    assert "server_name oculus.example.com;" in (tmp_path / "ngx" / "nginx.conf").read_text()
 
 
 def test_render_refuses_a_path_nginx_would_misread(tmp_path: Path) -> None:

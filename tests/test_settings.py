@@ -54,3 +54,46 @@ def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, name: str, va
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         settings.Settings()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "origins"),
+    [
+        ("127.0.0.1", 8080, ("http://127.0.0.1:8080", "http://localhost:8080")),
+        ("localhost", 8080, ("http://localhost:8080", "http://127.0.0.1:8080")),
+        ("::1", 8080, ("http://[::1]:8080", "http://localhost:8080")),
+        ("127.0.0.1", 80, ("http://127.0.0.1", "http://localhost")),
+        ("oculus.lan", 8080, ("http://oculus.lan:8080",)),
+    ],
+)
+def test_the_public_origin_defaults_to_where_nginx_listens(
+    host: str, port: int, origins: tuple[str, ...]
+) -> None:
+    assert settings.Settings(http_host=host, http_port=port).public_origins() == origins
+
+
+def test_the_public_origin_as_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "OCULUS_PUBLIC_ORIGIN", " HTTPS://Oculus.Example.com:443/, http://10.0.0.5:8080"
+    )
+    s = settings.Settings(http_host="0.0.0.0")
+    assert s.public_origins() == ("https://oculus.example.com", "http://10.0.0.5:8080")
+    assert s.public_hosts() == ("oculus.example.com", "10.0.0.5")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["oculus.example.com", "ftp://x", "https://x/path", "https://user@x", "https://x?q", "http://"],
+)
+def test_a_public_origin_is_scheme_host_and_port_only(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OCULUS_PUBLIC_ORIGIN", value)
+    with pytest.raises(ValidationError):
+        settings.Settings()
+
+
+def test_listening_on_every_address_needs_the_public_origin() -> None:
+    for host in ("0.0.0.0", "::"):
+        with pytest.raises(ValueError, match="OCULUS_PUBLIC_ORIGIN"):
+            settings.Settings(http_host=host).public_origins()

@@ -129,8 +129,8 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
     if max(shares, collateral, fee) > wire.MAX_AMOUNT_MICROS:  # uint256 words: bigint columns
         raise DecodeError(f"amount past the ceiling of {wire.MAX_AMOUNT_UNITS:,} units")
     price = money.price_micros(collateral, shares)
-    if price > money.MICROS:
-        raise DecodeError(f"impossible price {money.format_micros(price)} (> 1)")
+    if not 0 < price <= money.MICROS:
+        raise DecodeError(f"impossible price {money.format_micros(price)} (not in (0, 1])")
     block_time = None
     if log.block_timestamp:
         block_time = datetime.fromtimestamp(_int(log.block_timestamp, "blockTimestamp"), tz=UTC)

@@ -42,7 +42,7 @@ class TradeRow(wire.WireModel):
     asset: wire.AssetId = _alias("asset", "token_id")
     condition_id: wire.Hash32 = _alias("conditionId", "condition_id")
     size: wire.NumSharesMicros
-    price: wire.NumPriceMicros
+    price: wire.NumFillPriceMicros
     timestamp: Seconds
     transaction_hash: wire.Hash32 = _alias("transactionHash", "transaction_hash")
     title: str | None = None
@@ -88,6 +88,8 @@ class ActivityRow(wire.WireModel):
                 raise ValueError("TRADE row with no shares")
             if self.price is None:
                 raise ValueError("TRADE row without price")
+            if self.price <= 0:
+                raise ValueError("TRADE row at price 0")
         return self
 
 

@@ -44,6 +44,14 @@ def _price_range(value: int) -> int:
     return value
 
 
+def _traded_price(value: int) -> int:
+    """A fill changes hands at a price above 0: a 0 (or one that rounds to 0 micros) is a
+    broken row, and would book shares for nothing."""
+    if value <= 0:
+        raise ValueError("a fill's price must be above 0")
+    return value
+
+
 def _positive(value: int) -> int:
     if value <= 0:
         raise ValueError(f"amount must be positive, got {money.format_micros(value)}")
@@ -91,6 +99,7 @@ SharesMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_p
 NonNegMicros = Annotated[int, BeforeValidator(_micros_or_int), AfterValidator(_non_negative)]
 # The same, for APIs whose wire format sends JSON numbers (the Data API).
 NumPriceMicros = Annotated[PriceMicros, BeforeValidator(json_number)]
+NumFillPriceMicros = Annotated[NumPriceMicros, AfterValidator(_traded_price)]
 NumSharesMicros = Annotated[SharesMicros, BeforeValidator(json_number)]
 NumNonNegMicros = Annotated[NonNegMicros, BeforeValidator(json_number)]
 Wallet = Annotated[str, _hex_of_length(40, "wallet")]

@@ -34,6 +34,8 @@ def parse_wallet(text: str) -> str:
     value = text.strip()
     if not _ADDRESS.match(value):
         raise FollowError(f"not a wallet address (0x + 40 hex digits): {text!r}")
+    if int(value, 16) == 0:  # no one's wallet: its "fills" would be mints and burns
+        raise FollowError("the zero address is not a wallet")
     return value.lower()
 
 

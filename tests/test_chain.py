@@ -89,6 +89,7 @@ def test_v1_layout(words: list[int], side: str, shares: int, collateral: int) ->
         (log(version=2, words=[2, TOKEN, 1, 2, 0, 0, 0]), "side must be 0 or 1"),
         (log(version=2, words=[0, TOKEN, 5, 0, 0, 0, 0]), "without shares"),
         (log(version=2, words=[0, TOKEN, 9, 5, 0, 0, 0]), "impossible price"),
+        (log(version=2, words=[0, TOKEN, 0, 5, 0, 0, 0]), "impossible price"),
         (log(version=2, words=[0, TOKEN, 2**255, 2**256 - 1, 0, 0, 0]), "ceiling"),
         (log(version=2, words=[0, TOKEN, 10**16 + 1, 10**16 + 1, 0, 0, 0]), "ceiling"),
         (log(version=2, words=[0, TOKEN, 1, 2, 2**200, 0, 0]), "ceiling"),

@@ -94,3 +94,11 @@ def test_a_demo_database_is_not_seeded_from_the_real_polymarket(
     assert "https://data-api.polymarket.com" in lines[1]
     assert "sandbox" in lines[1] and "OCULUS_DATA_API_URL" in lines[1]
     assert lines[1].endswith("the next poll will seed it")
+
+
+def test_the_zero_address_is_refused_by_the_command_too(conn: db.Conn) -> None:
+    with pytest.raises(follow.FollowError, match="zero address"):
+        follow.add(conn, "0x" + "0" * 40, "nobody", [], datetime.now(UTC))
+    with pytest.raises(follow.FollowError, match="zero address"):
+        follow.add(conn, "0x" + "ab" * 20, "proxy", ["0x" + "0" * 40], datetime.now(UTC))
+    assert conn.execute("SELECT count(*) AS n FROM followed_user").fetchone() == {"n": 0}

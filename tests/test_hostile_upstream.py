@@ -154,6 +154,17 @@ def test_an_amount_past_the_fields_ceiling_is_a_reject_not_a_crash(size: str) ->
     assert "size" in batch.rejects[0].reason
 
 
+@pytest.mark.parametrize("price", ["0", "0.0", "0.0000004"])
+def test_a_fill_at_price_zero_is_refused(price: str) -> None:
+    trade = http.parse_json("[" + trade_row(price=price) + "]")
+    batch = wire.parse_rows(data_api.TradeRow, trade, "data_api/trades")
+    assert not batch.items and "price" in batch.rejects[0].reason
+    activity = {**trade[0], "type": "TRADE", "usdcSize": 0}
+    assert isinstance(
+        wire.parse_one(data_api.ActivityRow, activity, "data_api/activity"), wire.Reject
+    )
+
+
 def test_every_amount_that_parses_fits_a_bigint() -> None:
     biggest = data_api.TradeRow.model_validate(
         http.parse_json(trade_row(size=wire.MAX_AMOUNT_UNITS, price=1))

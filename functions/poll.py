@@ -323,6 +323,10 @@ def seed_user(conn: db.Conn, ups: http.Upstreams, user: User, now: datetime) -> 
         for wallet in user.wallets:
             batch = fetch_positions(ups.data_api, wallet)
             quarantine.record(conn, batch.rejects, now)
+            if batch.refused:  # a seed from part of the positions would be wrong for good
+                raise ListingError(
+                    "data_api", f"seed not possible: a /positions page of {wallet} was refused"
+                )
             positions.extend(batch.items)
         after = _whole(collect(conn, ups, user, now - window, now))
         if after.keys == before.keys:
@@ -376,11 +380,13 @@ def fetch_positions(upstream: http.Upstream, wallet: str) -> wire.Batch[data_api
     offset = 0
     while True:
         page = data_api.fetch_positions(upstream, wallet, offset=offset)
-        out.items.extend(page.items)
-        out.rejects.extend(page.rejects)
-        out.raw_count += page.raw_count
+        out.add(page)
         offset += page.raw_count
-        if page.raw_count < data_api.MAX_LIMIT or offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+        if (
+            page.refused
+            or page.raw_count < data_api.MAX_LIMIT
+            or offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET
+        ):
             return out
 
 

@@ -48,6 +48,7 @@ class FakeDataApi:
         self.activity: Callable[[httpx.Request], str] = lambda _r: "[]"
         self.requests = 0
         self.on_trades: Callable[[], None] = lambda: None
+        self.positions = "[]"
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
@@ -61,6 +62,8 @@ class FakeDataApi:
             return httpx.Response(200, text="[" + ",".join(rows) + "]")
         if request.url.path == "/activity":
             return httpx.Response(200, text=self.activity(request))
+        if request.url.path == "/positions":
+            return httpx.Response(200, text=self.positions)
         return httpx.Response(404, text="{}")
 
     def upstreams(self) -> http.Upstreams:
@@ -407,3 +410,19 @@ def test_a_body_that_is_not_json_is_kept_as_a_prefix_with_the_size_of_the_whole(
     assert row["kept"] == wire.MAX_PAYLOAD_CHARS
     assert row["payload_bytes"] == len(body)
     assert row["payload_sha256"] == hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_a_seed_from_a_refused_positions_page_is_not_made(conn: db.Conn) -> None:
+    (user,) = setup_users(conn, WALLET)
+    conn.execute("UPDATE followed_user SET seeded_at = NULL")
+    row = {"proxyWallet": WALLET, "asset": "123", "conditionId": COND, "size": 5}
+    api = FakeDataApi()
+    api.positions = json.dumps([row] * (data_api.MAX_LIMIT + 1))
+    counts = poll_once(conn, api)
+    assert counts.get("users_failed") == 1
+    seeded = conn.execute("SELECT seeded_at FROM followed_user WHERE id = %(u)s", {"u": user})
+    assert seeded.fetchone() == {"seeded_at": None}
+    assert shadow_shares(conn) == 0
+    api.positions = json.dumps([row])
+    poll_once(conn, api)
+    assert shadow_shares(conn) == 5_000_000

@@ -34,15 +34,15 @@ system-deps:
 
 ## run: the whole system locally (embedded Postgres, migrations, sandbox exchange, jobs)
 run: $(STAMP) system-deps compile
-	@$(BIN)/python -m common.run_local
+	@$(BIN)/python -m run_local
 
 ## run-live: the same against the configured upstreams (real Polymarket), no sandbox
 run-live: $(STAMP) system-deps compile
-	@$(BIN)/python -m common.run_local --live
+	@$(BIN)/python -m run_local --live
 
 # Bytecode for our own modules: every scheduled job is a fresh process (cold start).
 compile: $(STAMP)
-	@$(BIN)/python -m compileall -q -j 0 common functions api site_builder sandbox >/dev/null
+	@$(BIN)/python -m compileall -q -j 0 common functions api site_builder sandbox run_local.py >/dev/null
 
 ## test: lint, type-check and the whole test suite (what .ci/run calls)
 test: $(STAMP) system-deps
@@ -58,11 +58,11 @@ sandbox: $(STAMP)
 	@$(BIN)/python -m sandbox serve
 
 migrate: $(STAMP)
-	@$(BIN)/python -m common.migrate
+	@$(BIN)/python -m common.store.migrate
 
 ## stop-db: stop the embedded Postgres (make run and make test leave it running to reuse)
 stop-db: $(STAMP)
-	@$(BIN)/python -m common.db stop
+	@$(BIN)/python -m common.store.db stop
 
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.sandbox_throughput

@@ -8,7 +8,7 @@ import secrets
 import sys
 
 from api import auth
-from common import jobs, settings
+from common.runtime import jobs, settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import auth, deps, routes, throttle
-from common import db, jobs, settings, status
+from common.runtime import jobs, settings
+from common.store import db, status
 
 LOGIN_PAGE = "/login.html"
 READY_WAIT_S = 2.0  # a monitor's probe: answer before it gives up

@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import settings
+from common.runtime import settings
 
 COOKIE = "oculus_session"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1

@@ -13,7 +13,8 @@ from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api import auth, sessions, throttle
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 POOL_WAIT_S = 5.0

@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api import auth
-from common import db
+from common.store import db
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0

@@ -17,7 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from common import copy_config, db, jobs
+from common.domain import copy_config
+from common.runtime import jobs
+from common.store import copy_configs, db
 from functions import follow
 
 CONFIG_LOCK = 0x6F63_0007  # advisory lock: config writers take turns, so versions differ
@@ -143,7 +145,7 @@ def effective(cfg: copy_config.Config) -> Row:
 def _state(conn: db.Conn, user: int | None, fields: Iterable[str]) -> Row:
     """The changed fields' effective values (and a user's override values: None =
     inherited) and the ids of the rows in force: what an audit row's before/after hold."""
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     latest = {t: _latest(conn, t, user) for t, _, _ in TABLES}
     out: Row = {
         "values": {f: getattr(cfg.base if user is None else cfg.for_user(user), f) for f in fields}
@@ -192,7 +194,7 @@ def _config(conn: db.Conn, audit: Audit, user: int | None, changes: Row) -> Row:
     key = "values" if user is None else "override"
     audit.check(before[key], "the config")
     g, u = (changes, None) if user is None else ({}, {user: changes})
-    check_sane(copy_config.propose(conn, g, u), None if user is None else [user])
+    check_sane(copy_configs.propose(conn, g, u), None if user is None else [user])
     out: Row = {}
     for table, fields, id_name in TABLES:
         mine = {k: v for k, v in changes.items() if k in fields}
@@ -208,7 +210,7 @@ def _config(conn: db.Conn, audit: Audit, user: int | None, changes: Row) -> Row:
     after = _state(conn, user, changes)
     target = ("config", "global") if user is None else ("followed_user", str(user))
     out["audit_id"] = audit.write(conn, target, before, after)
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     out["effective"] = effective(cfg.base if user is None else cfg.for_user(user))
     return out
 
@@ -229,7 +231,7 @@ def enqueue_test(conn: db.Conn, by: By, proposal: Row, hours: int) -> Row:
         if unknown:
             raise WriteError(f"no followed users {unknown}")
         try:
-            proposed = copy_config.propose(conn, proposal["global"], users)
+            proposed = copy_configs.propose(conn, proposal["global"], users)
         except (ValueError, TypeError) as exc:
             raise WriteError(str(exc)) from exc
         check_sane(proposed, None if proposal["global"] else users)

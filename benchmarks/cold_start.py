@@ -41,7 +41,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from benchmarks.scratch import percentile, scratch_database
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 
 GOAL_S = 0.5
 # job name → the arguments after `python -m`: one bounded run each.

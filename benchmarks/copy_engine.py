@@ -43,8 +43,9 @@ from typing import Any
 from psycopg import sql
 
 from benchmarks.scratch import database_name, percentile, scratch_database
-from common import copy_config, copy_data, db, decide, money, portfolio
-from functions import group, simulate
+from common.domain import decide, money
+from common.store import copy_configs, copy_data, db, groups, portfolios
+from functions import simulate
 
 TICK = 10_000  # micros of price: 0.01
 STEP_MS = 300  # between two orders (round-robin over the users)
@@ -60,7 +61,7 @@ FOLLOW_2_TICKS = 0.6
 REVERSION = 0.1
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 # Orders inserted and grouped at a time, with fresh statistics before each step: with
-# thousands of ungrouped events or open groups at once, group.step's per-row UPDATEs
+# thousands of ungrouped events or open groups at once, groups.step's per-row UPDATEs
 # (`WHERE id = ... AND group_state IS NULL` / `AND state = 'OPEN'`) are planned as scans
 # of the partial indexes on those predicates and the step turns quadratic.
 CHUNK = 1000
@@ -268,12 +269,12 @@ def add_phase(
         conn.execute("ANALYZE trade_event, copy_group")  # see CHUNK
         timings["insert"] += time.perf_counter() - started
         started = time.perf_counter()
-        closed += group.step(conn, last_detect + timedelta(seconds=10))["closed"]
+        closed += groups.step(conn, last_detect + timedelta(seconds=10))["closed"]
         timings["group.step"] += time.perf_counter() - started
         fills += len(rows)
     started = time.perf_counter()
     index = {v: k for k, v in ids.items()}
-    groups = conn.execute(
+    made = conn.execute(
         """SELECT group_key, followed_user_id, action, asset_id, condition_id, window_start,
                   decide_at FROM copy_group
            WHERE state = 'CLOSED' AND order_book_snapshot_id IS NULL
@@ -283,7 +284,7 @@ def add_phase(
     rng = random.Random(f"books:{t0.isoformat()}")
     with conn.transaction():
         with conn.cursor() as cur, cur.copy(_BOOK_COPY) as cp:
-            for g in groups:
+            for g in made:
                 key = (index[g["followed_user_id"]], g["action"], g["asset_id"], g["window_start"])
                 plan = world.plans.pop(key)
                 fetched = g["decide_at"] + timedelta(milliseconds=rng.randrange(20, 150))
@@ -307,7 +308,7 @@ def add_phase(
                     )
                 )
         linked = conn.execute(_LINK_BOOKS).rowcount
-    assert linked == len(groups), (linked, len(groups))
+    assert linked == len(made), (linked, len(made))
     timings["books"] = time.perf_counter() - started
     # Settle the bulk load so autovacuum does not compete with the measurement.
     conn.execute("VACUUM (ANALYZE) trade_event, copy_group, order_book_snapshot")
@@ -536,17 +537,17 @@ def run_cold(conn: db.Conn) -> None:
     print(f"  Engine.latencies_ms (decide + write + commit)  {summary(per_group)}")
     print(f"  whole run (engine setup, loads, decide, commit) {summary(per_run)}")
     # Where a cold start's time goes: the loads a new engine makes before deciding.
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     user = conn.execute("SELECT min(id) AS id FROM followed_user").fetchone()
     assert user is not None
     for scope, uid in (("EXEC_GLOBAL", None), ("EXEC_USER", user["id"])):
         loads, marks = [], []
         for _ in range(10):
             started = time.perf_counter()
-            p = portfolio.load(conn, scope, uid, cfg.base.starting_cash_micros)
+            p = portfolios.load(conn, scope, uid, cfg.base.starting_cash_micros)
             loads.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            portfolio.Marks.load(conn, set(p.shares), clock_at)
+            portfolios.load_marks(conn, set(p.shares), clock_at)
             marks.append((time.perf_counter() - started) * 1000)
         print(
             f"    {scope} load: portfolio.load {statistics.median(loads):.1f} ms +"

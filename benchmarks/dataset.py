@@ -43,7 +43,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common import db, money, pnl, portfolio, reasons
+from common.domain import money, pnl, portfolio, reasons
+from common.store import db
 
 MICROS = money.MICROS
 TICK = 10_000  # micros of price: 0.01

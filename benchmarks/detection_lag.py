@@ -18,8 +18,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import run_local
 from benchmarks.scratch import percentile, scratch_database
-from common import db, http, run_local
+from common.store import db
+from common.upstream import http
 from functions import follow, poll
 from sandbox import testing
 

@@ -28,7 +28,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from benchmarks import scratch
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 from functions import follow
 
 WALLET = "0x" + "5a" * 20

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from benchmarks.scratch import scratch_database
-from common import db, ingest, shadow
+from common.store import db, ingest, shadow
 
 
 def make_fills(n: int, users: list[tuple[int, str]], seed: int = 1) -> list[ingest.ApiFill]:

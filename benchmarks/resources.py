@@ -1,7 +1,7 @@
 """Resources of the whole local stack (what `make run` starts): memory and CPU of every
 process, grouped by supervisor program, and of Postgres, on this machine.
 
-Set-up, isolated from a demo that may be running: `python -m common.run_local` with its
+Set-up, isolated from a demo that may be running: `python -m run_local` with its
 own OCULUS_VAR_DIR and OCULUS_PUBLIC_DIR in a temp dir (so its own embedded Postgres,
 logs, nginx prefix and supervisor socket; or the server of --database-url, on this
 machine, in which a fresh database is made and dropped after), its own free ports
@@ -27,7 +27,7 @@ it used by children that ended (scheduled jobs, closed backends); the totals of
 Polymarket) with the goal ≤ 400 MB RSS beside them, and of postgres; the machine's
 MemAvailable (min); Postgres backends (peak) against max_connections; and the job runs
 recorded in the window. Then everything is stopped (SIGTERM to run_local, which stops
-supervisord and the embedded Postgres it started; `python -m common.db stop` as a
+supervisord and the embedded Postgres it started; `python -m common.store.db stop` as a
 fallback), each step bounded in time, and the temp dir removed (unless --keep-dir).
 Run: python -m benchmarks.resources [--minutes 10] [--every 5] [--warmup 30]
      [--sandbox-port N] [--http-port N] [--api-port N] [--database-url SERVER_URL]
@@ -58,7 +58,8 @@ import psycopg
 from psycopg import sql
 from supervisor import xmlrpc  # type: ignore[import-untyped]
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 
 GOAL_MB = 400.0
 NOT_OCULUS = ("postgres", "sandbox")
@@ -247,9 +248,9 @@ _CLIENT = re.compile(r" (\[local\]|[0-9a-f.:]+\(\d+\)) ")
 
 
 def database_url(env: dict[str, str]) -> str:
-    """The stack's database URL: what `python -m common.db url` says in its environment."""
+    """The stack's database URL: what `python -m common.store.db url` says in its environment."""
     done = subprocess.run(
-        [sys.executable, "-m", "common.db", "url"],
+        [sys.executable, "-m", "common.store.db", "url"],
         env=env,
         cwd=settings.ROOT,
         capture_output=True,
@@ -359,7 +360,7 @@ def stop(proc: subprocess.Popen[bytes], var_dir: Path, env: dict[str, str], own_
             pass
     if own_db:
         subprocess.run(
-            [sys.executable, "-m", "common.db", "stop"],
+            [sys.executable, "-m", "common.store.db", "stop"],
             env=env,
             cwd=settings.ROOT,
             capture_output=True,
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "common.run_local", "--sandbox-port", str(sandbox_port)],
+            [sys.executable, "-m", "run_local", "--sandbox-port", str(sandbox_port)],
             env=env,
             cwd=settings.ROOT,
             stdout=log,

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from common import db, migrate
+from common.store import db, migrate
 
 
 def percentile(values: list[float], q: float) -> float:

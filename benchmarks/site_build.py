@@ -46,7 +46,8 @@ from typing import Any
 
 from benchmarks import dataset
 from benchmarks.scratch import backend_cpu, database_name, percentile, scratch_database
-from common import db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import db
 from functions import rollup, snapshot
 
 KINDS = ("none", "trades", "minute", "rollup")

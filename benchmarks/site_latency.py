@@ -3,7 +3,7 @@ the site builder rewrites the files being served.
 
 Set-up: a scratch database (migrated, tests/site_data.py's small data set), the site
 built into a temp public dir (`Builder.build_all`, clock fixed at site_data.NOW), the
-write API (`python -m api serve`) and the private nginx (`python -m common.nginx run`)
+write API (`python -m api serve`) and the private nginx (`python -m common.runtime.nginx run`)
 started as subprocesses on free 127.0.0.1 ports (tests/web.py's `running_stack`), and one
 `POST /api/login` for the session cookie. Every request carries it, so each one passes
 nginx's auth_request (answered from nginx's 5 s cache of the API's check).
@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scratch import database_name, percentile, scratch_database
-from common import db, nginx
+from common.runtime import nginx
+from common.store import db
 from site_builder import build, publish
 from tests import site_data, web
 

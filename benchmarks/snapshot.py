@@ -64,7 +64,7 @@ from benchmarks.dataset import (
     tick_of,
 )
 from benchmarks.scratch import backend_cpu, database_name, percentile, scratch_database
-from common import checkpoints, db, portfolio
+from common.store import checkpoints, db, portfolios
 from functions import snapshot
 
 
@@ -77,6 +77,7 @@ class Phases:
         (snapshot, "fold", "fold"),
         (snapshot, "save_state", "save_state"),
         (snapshot, "row", "row"),
+        (portfolios, "load_marks", "marks"),
     )
 
     def __init__(self) -> None:
@@ -95,18 +96,14 @@ class Phases:
     @contextmanager
     def installed(self) -> Iterator[None]:
         saved = [(o, n, getattr(o, n)) for o, n, _ in self.TARGETS if hasattr(o, n)]
-        marks = portfolio.Marks.__dict__["load"]
         try:
             for owner, n, label in self.TARGETS:
                 if hasattr(owner, n):
                     setattr(owner, n, self._wrap(label, getattr(owner, n)))
-            timed = staticmethod(self._wrap("marks", portfolio.Marks.load))
-            portfolio.Marks.load = timed  # type: ignore[method-assign]
             yield
         finally:
             for owner, n, fn in saved:
                 setattr(owner, n, fn)
-            portfolio.Marks.load = marks  # type: ignore[method-assign]
 
     def breakdown(self, started: float, ended: float) -> dict[str, float]:
         """Seconds per part of one run (the spans of the last run only)."""

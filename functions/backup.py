@@ -27,7 +27,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from common import db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import db
 
 DUMP_NAME = re.compile(r"^oculus-(\d{8}T\d{6}Z)\.dump$")
 PARTIAL_NAME = re.compile(r"^oculus-\d{8}T\d{6}Z\.dump\.partial$")
@@ -257,7 +258,7 @@ def restore(url: str, dump: Path, *, yes: bool, force: bool, now: datetime) -> i
     print(f"restored in {time.monotonic() - started:.1f} s: {live} now holds {dump.name}")
     if live_exists:
         print(f"the previous database is kept as {kept}; drop it once satisfied:")
-        print(f'  {bin_dir / "psql"} "$(.venv/bin/python -m common.db url)"', end=" ")
+        print(f'  {bin_dir / "psql"} "$(.venv/bin/python -m common.store.db url)"', end=" ")
         print(f"-c 'DROP DATABASE \"{kept}\"'")
     return 0
 

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common import copy_config, db, jobs, whatif
+from common.runtime import jobs
+from common.store import copy_configs, db, whatif
 
 log = logging.getLogger(__name__)
 STALE = timedelta(minutes=10)
@@ -47,7 +48,7 @@ WHERE id = %(id)s AND state = 'RUNNING' AND attempts = %(attempts)s
 def evaluate(conn: db.Conn, proposal: dict[str, Any], hours: int, end: datetime) -> Any:
     """Returns the what-if report of a stored proposal over the `hours` before `end`."""
     users = {int(u): dict(v) for u, v in proposal.get("users", {}).items()}
-    proposed = copy_config.propose(conn, dict(proposal.get("global", {})), users)
+    proposed = copy_configs.propose(conn, dict(proposal.get("global", {})), users)
     return whatif.report(conn, end - timedelta(hours=hours), end, proposed)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common import db, http, jobs, run_local, settings
+from common.runtime import jobs, settings
+from common.store import db
+from common.upstream import http
 from functions import poll
 
 MODES = ("ACTIVE", "BUY_ONLY", "SELL_ONLY", "PAUSED", "REMOVED")
@@ -134,7 +136,7 @@ def seed_refusal(conn: db.Conn, s: settings.Settings) -> str | None:
         return None
     demo = conn.execute(
         "SELECT 1 FROM followed_user WHERE label LIKE %(p)s LIMIT 1",
-        {"p": run_local.SANDBOX_LEADER_LABEL + "%"},
+        {"p": settings.SANDBOX_LEADER_LABEL + "%"},
     ).fetchone()
     if demo is None:
         return None

@@ -11,7 +11,7 @@ exists) and replays its own gap with `eth_getLogs` from the last block it saw.
 One listener per database: it holds the job lock `listen` (jobs.try_lock) while it
 runs, and a second copy exits 75 ("another copy is running"), as the jobs do. The lock
 lives in its database session, so a lost database connection ends the listener (exit
-69, for supervisord to restart it; common.jobs) rather than a silent reconnect without
+69, for supervisord to restart it; common.runtime.jobs) rather than a silent reconnect without
 the lock; started while the database is down, it waits for it.
 
     python -m functions.listen            # until SIGTERM
@@ -38,8 +38,10 @@ import psycopg
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from common import chain, checkpoints, db, http, ingest, jobs, quarantine, wire
-from common import settings as settings_mod
+from common.runtime import jobs
+from common.runtime import settings as settings_mod
+from common.store import checkpoints, db, ingest, quarantine
+from common.upstream import chain, http, wire
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
 
-from common import checkpoints, db, failures, jobs, settings, status
-from functions import poll, scheduler
+from common.runtime import jobs, settings
+from common.store import checkpoints, db, failures, status
 
 STAGE_JOBS = {"poll": "poll", "simulate": "simulate"}  # failed_item stage → job to wake
 IDLE_TX_LIMIT = timedelta(minutes=5)  # an Oculus session idle in a transaction this long
@@ -216,12 +216,12 @@ def find_stuck(conn: db.Conn, now: datetime, stale_after: timedelta) -> list[Fin
     """Work held by processes that are gone or hung; only provably dead owners get a
     fix (a process on this host whose pid is gone, an idle transaction past its limit)."""
     found: list[Finding] = []
-    for r in scheduler.dead_runs(conn):
+    for r in jobs.dead_runs(conn):
         found.append(
             Finding(
                 f"{run_name(r)} RUNNING but its process is gone",
                 "mark it FAILED",
-                scheduler.ABANDON,
+                jobs.ABANDON,
                 (now, "abandoned: its process is gone (ops clear-stuck)", [r["id"]]),
             )
         )
@@ -346,7 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.command == "backfill":
         try:
-            args.duration = poll.parse_duration(args.duration_text)
+            args.duration = jobs.parse_duration(args.duration_text)
         except argparse.ArgumentTypeError as exc:
             p.error(str(exc))
     return args

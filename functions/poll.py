@@ -1,8 +1,8 @@
 """Poll the Data API for every enabled followed user: `/activity` (TRADE, SPLIT, MERGE,
 REDEEM, CONVERSION) by time window and `/trades?takerOnly=false`, from the user's
 checkpoint minus an overlap (the API indexes fills seconds late). Rows become
-`trade_event` / `activity_event` exactly once (common/ingest.py), then the shadow
-ledger applies what is new (common/shadow.py).
+`trade_event` / `activity_event` exactly once (common/store/ingest.py), then the shadow
+ledger applies what is new (common/store/shadow.py).
 
 `python -m functions.poll --once` polls once; the first run of a process reaches back
 `OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back further. Runs
@@ -11,9 +11,7 @@ the scheduler starts do not: it files that backfill request once, when it starts
 
 from __future__ import annotations
 
-import argparse
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,32 +20,13 @@ from typing import Any
 
 import psycopg
 
-from common import (
-    checkpoints,
-    data_api,
-    db,
-    failures,
-    http,
-    ingest,
-    jobs,
-    markets,
-    quarantine,
-    settings,
-    shadow,
-    wire,
-)
+from common.domain import ledger
+from common.runtime import jobs, settings
+from common.store import checkpoints, db, failures, ingest, markets, quarantine, shadow
+from common.upstream import data_api, http, wire
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "poll.activity"
-
-
-def parse_duration(text: str) -> timedelta:
-    """'6h', '90m', '45s', '2d' → timedelta."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration like 15m, 6h or 2d: {text!r}")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
 
 
 @dataclass(frozen=True)
@@ -336,7 +315,7 @@ def seed_user(conn: db.Conn, ups: http.Upstreams, user: User, now: datetime) -> 
         raise http.UpstreamUnavailable("data_api", "activity kept changing while seeding")
     markets.ensure(conn, ups.gamma, now, condition_ids={p.condition_id for p in positions})
     store(conn, after, now)
-    entries = shadow.seed_entries(user.id, positions, now)
+    entries = ledger.seed_entries(user.id, positions, now)
     with conn.transaction():
         db.lock_ingest(conn)  # every SHADOW_USER ledger write holds it (snapshot reads a cut)
         if not conn.execute(
@@ -536,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     p = jobs.parser("poll", __doc__ or "")
     p.add_argument(
         "--backfill",
-        type=parse_duration,
+        type=jobs.parse_duration,
         metavar="DURATION",
         help="reach back this far on the first run (e.g. 6h)",
     )

@@ -9,7 +9,7 @@ exec, global — and nothing else, plus the market lifecycle those positions nee
    market update settles nothing twice), holding the exec-ledger lock. Shadow books
    settle on the user's REDEEM; a shadow position still held `OCULUS_SHADOW_SETTLE_AFTER_S`
    after resolution is settled at the payout too and so flagged unredeemed (a later
-   REDEEM undoes it first, see common/shadow.py).
+   REDEEM undoes it first, see common/store/shadow.py).
 3. Marks: `POST /midpoints` in batches of ≤ 500; an asset without a midpoint falls back to
    its last trade price (flagged LAST_TRADE); a resolved asset is marked at its payout
    (RESOLUTION); an asset with no book at all (404: closed market) is skipped, not an
@@ -24,7 +24,10 @@ from typing import Any
 
 import psycopg
 
-from common import clob, db, gamma, http, jobs, markets, money, quarantine, wire
+from common.domain import money
+from common.runtime import jobs
+from common.store import db, markets, quarantine
+from common.upstream import clob, gamma, http, wire
 
 # Held assets: the positions the snapshot job kept at its last cut, moved by the ledger
 # entries since (exact, and O(new entries) instead of a scan of the whole ledger).

@@ -44,7 +44,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from common import db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import db
 
 log = logging.getLogger(__name__)
 PRUNE_LOCK = 0x6F63_0010

@@ -12,7 +12,10 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db, failures, http, jobs, shadow
+from common.domain import ledger
+from common.runtime import jobs
+from common.store import db, failures, shadow
+from common.upstream import http
 from functions import poll
 
 MAX_EXAMPLES = 50
@@ -73,7 +76,7 @@ def void_contradicted(conn: db.Conn, now: datetime) -> int:
     with conn.transaction():
         db.lock_ingest(conn)
         for event in conn.execute(_CONTRADICTED, {"settled": now - CHAIN_SETTLE}).fetchall():
-            shadow.store(conn, event["followed_user_id"], shadow.void_entries(event))
+            shadow.store(conn, event["followed_user_id"], ledger.void_entries(event))
             conn.execute(
                 "UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s",
                 event,

@@ -30,12 +30,14 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from common import checkpoints, db, jobs
+from common.domain import histograms
+from common.runtime import jobs
+from common.store import checkpoints, db
 
 ROLLUP_LOCK = 0x6F63_0006
 STREAMS = ("copy_attempt", "trade_event", "ledger_entry")
-SLIP_EDGES_BPS = (-100, -50, -20, -10, -5, 0, 5, 10, 20, 50, 100, 200, 500)
-LAG_EDGES_MS = (250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000, 60_000, 300_000)
+SLIP_EDGES_BPS = histograms.SLIP_EDGES_BPS
+LAG_EDGES_MS = histograms.LAG_EDGES_MS
 
 
 def bucket(value: float, edges: tuple[int, ...]) -> str:

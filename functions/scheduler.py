@@ -13,7 +13,7 @@
   FAILED with its exit code; every run has a row. Runs' output goes to var/log/<job>.log.
   RUNNING rows whose process is gone (a run by hand killed with SIGKILL, a scheduler
   killed before it could close its runs' rows) become FAILED at start and every minute.
-  (A run by hand times itself with the crontab's timeout: common.jobs.Watchdog.)
+  (A run by hand times itself with the crontab's timeout: common.runtime.jobs.Watchdog.)
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
 - SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
@@ -38,7 +38,8 @@ from typing import IO, Any
 
 import psycopg
 
-from common import checkpoints, crontab, db, jobs, settings
+from common.runtime import crontab, jobs, settings
+from common.store import checkpoints, db
 
 log = logging.getLogger("functions.scheduler")
 KILL_GRACE_S = jobs.KILL_GRACE_S  # SIGTERM → SIGKILL
@@ -351,11 +352,8 @@ class Scheduler:
         }
 
 
-# Moved to common.jobs (each job's run closes its own dead runs too); `ops clear-stuck`
+# Moved to common.runtime.jobs (each job's run closes its own dead runs too); `ops clear-stuck`
 # reads them here.
-dead_runs = jobs.dead_runs
-ABANDON = jobs.ABANDON
-abandon_dead_runs = jobs.abandon_dead_runs
 
 
 def main(argv: list[str] | None = None) -> int:

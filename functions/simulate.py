@@ -24,20 +24,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from common import (
-    clob,
-    copy_config,
-    copy_data,
-    db,
-    decide,
-    failures,
-    http,
-    jobs,
-    portfolio,
-    quarantine,
-    wire,
-)
-from functions import group
+from common.domain import decide, portfolio
+from common.runtime import jobs
+from common.store import copy_configs, copy_data, db, failures, groups, portfolios, quarantine
+from common.upstream import clob, http, wire
 
 log = logging.getLogger(__name__)
 SIM_LOCK = db.EXEC_LEDGER_LOCK
@@ -74,7 +64,7 @@ class Engine:
         """Rereads what the operator may have changed (config, users, pause, markets),
         and drops the in-memory portfolios if another writer touched the exec ledgers
         since this engine's last commit. Marks are reread before the next decision."""
-        self.configs = copy_config.load(self.conn)
+        self.configs = copy_configs.load(self.conn)
         self.users = copy_data.users(self.conn)
         self.paused = copy_data.paused(self.conn)
         self.markets = copy_data.Markets(self.conn)
@@ -95,8 +85,8 @@ class Engine:
         key = (scope, user_id)
         if key not in self.portfolios:
             cfg = self.configs.base if user_id is None else self.configs.for_user(user_id)
-            p = portfolio.load(self.conn, scope, user_id, cfg.starting_cash_micros)
-            self.marks.merge(portfolio.Marks.load(self.conn, set(p.shares), self.clock()))
+            p = portfolios.load(self.conn, scope, user_id, cfg.starting_cash_micros)
+            self.marks.merge(portfolios.load_marks(self.conn, set(p.shares), self.clock()))
             self.portfolios[key] = p
         return self.portfolios[key]
 
@@ -104,7 +94,7 @@ class Engine:
         minute = at.replace(second=0, microsecond=0)
         key = (p.key, minute)
         if key not in self._refs:
-            self._refs[key] = portfolio.breaker_refs(self.conn, p, at)
+            self._refs[key] = portfolios.breaker_refs(self.conn, p, at)
         return self._refs[key]
 
     def book_for(self, g: decide.Group, stored_id: int | None) -> copy_data.StoredBook | None:
@@ -146,7 +136,7 @@ class Engine:
         group of the same batch sees this one); returns the rows to write."""
         if self._marks_due:
             held = portfolio.held_assets(list(self.portfolios.values()))
-            self.marks.merge(portfolio.Marks.load(self.conn, held, self.clock()))
+            self.marks.merge(portfolios.load_marks(self.conn, held, self.clock()))
             self._marks_due = False
         at = copy_data.moment(g, book, self.marks)
         cfg = self.configs.for_user(g.user_id)
@@ -273,7 +263,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
                 batch=int(getattr(args, "batch", 1) or 1),
             )
         for _ in range(MAX_WAITS):
-            for k, v in group.step(conn, ctx.clock()).items():
+            for k, v in groups.step(conn, ctx.clock()).items():
                 ctx.count(f"group_{k}", v)
             decided += engine.run(ctx.wait_until, max_wait)
             row = conn.execute(_NEXT).fetchone()

@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from common import checkpoints, db, jobs, pnl, portfolio
+from common.domain import pnl, portfolio
+from common.runtime import jobs
+from common.store import checkpoints, db, portfolios
 
 CHECKPOINT = "snapshot.ledger"
 SNAPSHOT_LOCK = 0x6F63_0005
@@ -183,7 +185,7 @@ def take(conn: db.Conn, now: datetime) -> dict[str, int]:
             save_state(conn, books, moved, moving, now)
         checkpoints.advance(conn, CHECKPOINT, now, number=hi)
         held = {a for b in books.values() for a, p in b.positions.items() if p.shares}
-        marks = portfolio.Marks.load(conn, held, now)
+        marks = portfolios.load_marks(conn, held, now)
         rows = [{**row(k, b, marks, bucket), "cut": hi, "as_of": now} for k, b in books.items()]
         with conn.cursor() as cur:
             cur.executemany(_UPSERT, rows)
@@ -227,7 +229,7 @@ def rebuild(conn: db.Conn, since: datetime) -> dict[str, int]:
             book = books.get(key, pnl.Book())
             if t["as_of"] not in marks_at:
                 held = {a for b in books.values() for a, p in b.positions.items() if p.shares}
-                marks_at = {t["as_of"]: portfolio.Marks.load(conn, held, t["as_of"])}
+                marks_at = {t["as_of"]: portfolios.load_marks(conn, held, t["as_of"])}
             new = row(key, book, marks_at[t["as_of"]], t["bucket"])
             counts["rows"] += 1
             if any(new[f] != t[s] for f, s in zip(fields, stored_names, strict=True)):

@@ -14,7 +14,8 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import copy_config, db, jobs, whatif
+from common.runtime import jobs
+from common.store import copy_configs, db, whatif
 
 
 def _value(text: str) -> Any:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     start = args.start or end - timedelta(hours=args.hours)
     with db.connect(args.database_url, autocommit=True) as conn:
         try:
-            proposed = copy_config.propose(conn, global_values, users)
+            proposed = copy_configs.propose(conn, global_values, users)
         except (ValueError, TypeError) as exc:
             p.error(str(exc))
         result = whatif.report(conn, start, end, proposed)

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import clock as clocks
-from common import db, jobs, settings
+from common.runtime import clock as clocks
+from common.runtime import jobs, settings
+from common.store import db
 from site_builder import build
 
 log = logging.getLogger("site_builder")

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import db
+from common.store import db
 from site_builder import changes, publish, render
 from site_builder.pages import config, markets, overview, portfolio, status, trades, users
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common import db
+from common.store import db
 
 ALL = "*"
 ALL_USERS = "user:*"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from common import db, migrate
+from common.store import db, migrate
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
-from common import db, jobs
+from common.runtime import jobs
+from common.store import db
 
 
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common import db
+from common.store import db
 
 NOW = datetime(2026, 11, 20, 12, 0, 30, tzinfo=UTC)
 M1 = "0x" + "a1" * 32

@@ -18,7 +18,8 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from api import app, auth, writes
-from common import copy_config, db, settings
+from common.runtime import settings
+from common.store import copy_configs, db
 
 with warnings.catch_warnings():
     # Starlette's test client prefers the httpx2 fork; the project pins httpx.
@@ -217,7 +218,7 @@ def test_global_config_change_inserts_a_version_and_one_audit_row(
     out = r.json()
     assert "copy_sizing_config_id" not in out  # no sizing field changed: no sizing version
     assert out["effective"]["max_spread_micros"] == 30_000
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     assert cfg.base.max_spread_micros == 30_000 and cfg.base.allow_partial_fills is False
     assert cfg.base.guardrail_id == out["guardrail_config_id"]
     assert cfg.base.max_chase_vs_mid_micros == 15_000  # the rest carried over
@@ -235,8 +236,8 @@ def test_global_config_change_inserts_a_version_and_one_audit_row(
     r = api.post("/api/config/global", json={"copy_pct_bps": 250})
     assert r.status_code == 200
     assert "guardrail_config_id" not in r.json()
-    assert copy_config.load(conn).base.copy_pct_bps == 250
-    assert copy_config.load(conn).base.max_spread_micros == 30_000
+    assert copy_configs.load(conn).base.copy_pct_bps == 250
+    assert copy_configs.load(conn).base.max_spread_micros == 30_000
 
 
 def test_user_override_sets_and_null_inherits_again(api: TestClient, conn: db.Conn) -> None:
@@ -244,7 +245,7 @@ def test_user_override_sets_and_null_inherits_again(api: TestClient, conn: db.Co
     r = api.post(f"/api/config/user/{user}", json={"max_spread_micros": 1, "copy_pct_bps": 7})
     assert r.status_code == 200, r.text
     assert r.json()["effective"]["max_spread_micros"] == 1
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     assert cfg.for_user(user).max_spread_micros == 1 and cfg.for_user(user).copy_pct_bps == 7
     assert cfg.base.max_spread_micros == 20_000
     a = last_audit(conn)
@@ -254,11 +255,11 @@ def test_user_override_sets_and_null_inherits_again(api: TestClient, conn: db.Co
 
     r = api.post(f"/api/config/user/{user}", json={"max_spread_micros": None})
     assert r.status_code == 200, r.text
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     assert cfg.for_user(user).max_spread_micros == 20_000  # inherits the global value again
     assert cfg.for_user(user).copy_pct_bps == 7  # the other override stays
     api.post("/api/config/global", json={"max_spread_micros": 40_000})
-    assert copy_config.load(conn).for_user(user).max_spread_micros == 40_000
+    assert copy_configs.load(conn).for_user(user).max_spread_micros == 40_000
     versions = conn.execute(
         "SELECT version, max_spread_micros FROM guardrail_config WHERE scope = 'USER' ORDER BY id"
     ).fetchall()
@@ -280,7 +281,7 @@ def test_config_refusals(api: TestClient, conn: db.Conn) -> None:
     # A global change that would contradict a user's override is refused too.
     r = api.post("/api/config/global", json={"min_trade_notional_micros": 7_000_000})
     assert r.status_code == 400 and f"user {user}" in r.json()["detail"]
-    assert copy_config.load(conn).base.min_trade_notional_micros == 5_000_000
+    assert copy_configs.load(conn).base.min_trade_notional_micros == 5_000_000
 
 
 def test_pause_and_unpause(api: TestClient, conn: db.Conn) -> None:

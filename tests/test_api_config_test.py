@@ -12,7 +12,8 @@ import pytest
 from psycopg.types.json import Jsonb
 from test_api import WALLET, TestClient, add_user, api_client, last_audit
 
-from common import db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import db
 from functions import config_test
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from test_api import log_in, make_settings
 
 from api import app
-from common import db
+from common.store import db
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

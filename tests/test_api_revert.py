@@ -20,7 +20,7 @@ from test_api import (
 )
 
 from api import writes
-from common import copy_config, db
+from common.store import copy_configs, db
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def revert(api: TestClient, audit_id: int, **params: Any) -> httpx.Response:
 
 
 def test_config_change_then_revert_restores_the_old_values(api: TestClient, conn: db.Conn) -> None:
-    before = copy_config.load(conn).base
+    before = copy_configs.load(conn).base
     r = api.post(
         "/api/config/global",
         json={"max_spread_micros": 30_000, "copy_pct_bps": 500, "allow_partial_fills": False},
@@ -43,7 +43,7 @@ def test_config_change_then_revert_restores_the_old_values(api: TestClient, conn
     undo = revert(api, changed["audit_id"])
     assert undo.status_code == 200, undo.text
     assert undo.json()["reverted"] == changed["audit_id"]
-    after = copy_config.load(conn).base
+    after = copy_configs.load(conn).base
     assert writes.effective(after) == writes.effective(before)
     # ... as new versions (3 writes: v1 seed, v2 change, v3 revert), never an UPDATE.
     assert after.guardrail_id not in (before.guardrail_id, changed["guardrail_config_id"])
@@ -59,7 +59,7 @@ def test_config_change_then_revert_restores_the_old_values(api: TestClient, conn
     # Reverting the revert redoes the change.
     redo = revert(api, a["id"])
     assert redo.status_code == 200, redo.text
-    assert copy_config.load(conn).base.max_spread_micros == 30_000
+    assert copy_configs.load(conn).base.max_spread_micros == 30_000
     assert last_audit(conn)["action"] == "config.global.revert.revert"
 
 
@@ -71,16 +71,16 @@ def test_revert_after_an_intervening_change_is_a_conflict(api: TestClient, conn:
     assert r.status_code == 409
     assert "force=true" in r.json()["detail"]
     assert audit_count(conn) == n
-    assert copy_config.load(conn).base.max_spread_micros == 40_000
+    assert copy_configs.load(conn).base.max_spread_micros == 40_000
     # A change to another field does not stand in the way.
     api.post("/api/config/global", json={"max_spread_micros": 30_000, "copy_pct_bps": 5})
     assert revert(api, first["audit_id"]).status_code == 200
-    assert copy_config.load(conn).base.max_spread_micros == 20_000
+    assert copy_configs.load(conn).base.max_spread_micros == 20_000
     # A second revert of the same row finds the state moved on; force overrides.
     api.post("/api/config/global", json={"max_spread_micros": 50_000})
     assert revert(api, first["audit_id"]).status_code == 409
     assert revert(api, first["audit_id"], force="true").status_code == 200
-    assert copy_config.load(conn).base.max_spread_micros == 20_000
+    assert copy_configs.load(conn).base.max_spread_micros == 20_000
 
 
 def test_user_override_revert_goes_back_to_inheriting(api: TestClient, conn: db.Conn) -> None:
@@ -88,7 +88,7 @@ def test_user_override_revert_goes_back_to_inheriting(api: TestClient, conn: db.
     r = api.post(f"/api/config/user/{user}", json={"max_spread_micros": 1})
     api.post("/api/config/global", json={"max_spread_micros": 25_000})
     assert revert(api, r.json()["audit_id"]).status_code == 200
-    cfg = copy_config.load(conn)
+    cfg = copy_configs.load(conn)
     assert cfg.for_user(user).max_spread_micros == 25_000  # inherits, not a copy of 20 000
     a = last_audit(conn)
     assert a["after"]["override"] == {"max_spread_micros": None}

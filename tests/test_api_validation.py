@@ -18,8 +18,9 @@ from psycopg import sql
 from test_api import MARKET, WALLET, TestClient, add_market, api_client, audit_count
 
 from api import models
-from common import copy_config, db
-from common import settings as settings_mod
+from common.domain import copy_config
+from common.runtime import settings as settings_mod
+from common.store import copy_configs, db
 from functions import follow
 
 BIG = 2**70
@@ -298,7 +299,7 @@ def test_fuzzed_config_changes_never_fail_the_server(api: TestClient, conn: db.C
         assert r.status_code in (200, 400, 422), r.text
         if r.status_code == 200:
             effective = r.json()["effective"]
-            base = copy_config.load(conn).base
+            base = copy_configs.load(conn).base
             for name, value in body.items():
                 assert effective[name] == (getattr(base, name) if value is None else value)
 

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 from functions import backup
 from tests import site_data
 

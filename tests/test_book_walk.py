@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import book_walk, money
+from common.domain import book_walk, money
 
 G = book_walk.Guards()
 M = 1_000_000

@@ -33,7 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions, ui
 
-from common import db
+from common.store import db
 from site_builder import build
 from tests import site_data, web
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from common import chain, settings, wire
+from common.runtime import settings
+from common.upstream import chain, wire
 
 S = settings.Settings()
 LEADER = "0x" + "5a" * 20

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from common import chain, clob, data_api, gamma, http, run_local, settings, wire
+import run_local
+from common.runtime import settings
+from common.upstream import chain, clob, data_api, gamma, http, wire
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox

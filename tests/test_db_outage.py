@@ -19,7 +19,9 @@ from typing import IO
 
 import pytest
 
-from common import db, jobs, run_local, settings
+import run_local
+from common.runtime import jobs, settings
+from common.store import db
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox

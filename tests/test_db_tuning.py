@@ -1,4 +1,4 @@
-"""The embedded server's tuning (common/db.py SMALL_BOX_TUNING) applies at each start:
+"""The embedded server's tuning (common/store/db.py SMALL_BOX_TUNING) applies at each start:
 to a new cluster, to one an older Oculus tuned with ALTER SYSTEM, and never over a value
 an operator set with ALTER SYSTEM."""
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def start(var_dir: Path) -> str:
     wheel keeps one handle per data directory per process); returns its URL."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OCULUS_DATABASE_URL")}
     done = subprocess.run(
-        [sys.executable, "-m", "common.db", "url"],
+        [sys.executable, "-m", "common.store.db", "url"],
         env={**env, "OCULUS_VAR_DIR": str(var_dir)},
         cwd=settings.ROOT,
         capture_output=True,
@@ -97,7 +98,7 @@ def test_each_start_applies_the_tuning_and_keeps_alter_system(var_dir: Path) -> 
 
 
 def test_the_supervisor_stops_the_embedded_server_it_was_asked_to(var_dir: Path) -> None:
-    """`make run`'s last step (common.supervise --stop-embedded): after supervisord exits
+    """`make run`'s last step (common.runtime.supervise --stop-embedded): after supervisord exits
     the embedded server under OCULUS_VAR_DIR stops, even though the programs' environment
     carries its DATABASE_URL."""
     url = start(var_dir)
@@ -108,7 +109,7 @@ def test_the_supervisor_stops_the_embedded_server_it_was_asked_to(var_dir: Path)
     )
     env = {**os.environ, "OCULUS_VAR_DIR": str(var_dir), "DATABASE_URL": url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "common.supervise", "--conf", str(conf), "--stop-embedded"],
+        [sys.executable, "-m", "common.runtime.supervise", "--conf", str(conf), "--stop-embedded"],
         env=env,
         cwd=settings.ROOT,
         stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import copy_config, decide, money, portfolio, reasons, shadow
+from common.domain import copy_config, decide, ledger, money, portfolio, reasons
 
 M = money.MICROS
 K = 10_000 * M  # the default equity
@@ -365,7 +365,7 @@ def test_fees_per_fill_and_entries_per_level() -> None:
     assert d.decision == "EXECUTE"
     fee0, fee1 = (money.taker_fee(10 * M, usd(x), 40_000) for x in (0.50, 0.51))
     assert (fee0, fee1) == (100_000, 99_960)
-    E = shadow.Entry
+    E = ledger.Entry
     assert decide.entries(d, (YES, NO)) == [
         E(YES, MKT, "TRADE_FILL", 10 * M, -usd(5), usd(0.50), "g1:L0", NOW),
         E(YES, MKT, "FEE", 0, -fee0, None, "g1:L0", NOW),
@@ -474,7 +474,7 @@ def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decisi
     portfolio ends equal to its start plus the sum of the entries."""
     marks, out, cash0, shares0 = portfolio.Marks(), [], p.cash, dict(p.shares)
     by_user0 = {u: dict(mine) for u, mine in p.by_user.items()}
-    ledger: list[tuple[int, shadow.Entry]] = []
+    ledger: list[tuple[int, ledger.Entry]] = []
     for i, (g0, book) in enumerate(seq):
         now = NOW + timedelta(seconds=i)
         g = decide.Group(**{**g0.__dict__, "key": f"g{i}", "decide_at": now})

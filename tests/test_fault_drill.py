@@ -70,7 +70,9 @@ from test_poll import (
     without,
 )
 
-from common import clock, db, jobs, migrate, run_local, settings
+import run_local
+from common.runtime import clock, jobs, settings
+from common.store import db, migrate
 from functions import follow, poll, price, simulate, snapshot
 from sandbox import testing
 
@@ -873,7 +875,7 @@ def own_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def start_server(var_dir: Path) -> str:
-    """Starts the embedded server under `var_dir` as a job would (`python -m common.db
+    """Starts the embedded server under `var_dir` as a job would (`python -m common.store.db
     url`; retried while the killed server's backends are still exiting); returns the
     URL of its database `oculus`."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OCULUS_DATABASE_URL")}
@@ -881,7 +883,7 @@ def start_server(var_dir: Path) -> str:
     deadline = time.monotonic() + 120
     while True:
         done = subprocess.run(
-            [sys.executable, "-m", "common.db", "url"],
+            [sys.executable, "-m", "common.store.db", "url"],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from common import chain, clob, data_api, gamma, http, money, settings, wire
+from common.domain import money
+from common.runtime import settings
+from common.upstream import chain, clob, data_api, gamma, http, wire
 
 pytestmark = pytest.mark.fixtures
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 from functions import follow
 
 WALLET = "0x" + "ab" * 20

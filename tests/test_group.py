@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import db
-from functions import group
+from common.store import db, groups
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 W = timedelta(milliseconds=2000)
@@ -27,9 +26,9 @@ def ev(
     action: str = "BUY",
     asset: str = "11",
     kind: str = "trade",
-) -> group.Event:
+) -> groups.Event:
     i = next(_ids)
-    return group.Event(
+    return groups.Event(
         kind,
         i,
         user,
@@ -42,7 +41,7 @@ def ev(
     )
 
 
-def members(groups: list[group.OpenGroup]) -> list[list[int]]:
+def members(groups: list[groups.OpenGroup]) -> list[list[int]]:
     return [[e.id for e in g.members] for g in groups]
 
 
@@ -50,26 +49,26 @@ def test_one_window_one_group_and_its_edges() -> None:
     a, b, c = ev(0, 5000), ev(1999, 5000), ev(2000, 5000)  # c is past the window
     late = ev(500, 7000)  # inside a's window but seen after the group closed (5 s + 2 s)
     other_side, other_asset = ev(10, 5000, action="SELL"), ev(10, 5000, asset="12")
-    created = group.plan([a, b, c, other_side, other_asset, late], [], {1: W})
+    created = groups.plan([a, b, c, other_side, other_asset, late], [], {1: W})
     assert members(created) == [[a.id, b.id], [c.id], [other_side.id], [other_asset.id], [late.id]]
     first = created[0]
     assert first.window_start == a.event_time and first.window_end == a.event_time + W
     assert first.close_time == a.detect_time + W  # the window, shifted by our detect lag
-    assert first.key == group.group_key(a)
+    assert first.key == groups.group_key(a)
 
 
 def test_merge_and_split_group_by_market() -> None:
     m1 = ev(0, 3000, action="MERGE", kind="activity")
     m2 = ev(100, 3100, action="MERGE", kind="activity")
     s1 = ev(100, 3100, action="SPLIT", kind="activity")
-    assert members(group.plan([m1, m2, s1], [], {1: W})) == [[m1.id, m2.id], [s1.id]]
+    assert members(groups.plan([m1, m2, s1], [], {1: W})) == [[m1.id, m2.id], [s1.id]]
 
 
 def test_jitter_is_derived_from_the_key() -> None:
-    values = {group.jitter_ms(f"k{i}", 250) for i in range(500)}
+    values = {groups.jitter_ms(f"k{i}", 250) for i in range(500)}
     assert min(values) >= 0 and max(values) <= 250 and len(values) > 100
-    assert group.jitter_ms("k1", 250) == group.jitter_ms("k1", 250)
-    assert group.jitter_ms("k1", 0) == 0
+    assert groups.jitter_ms("k1", 250) == groups.jitter_ms("k1", 250)
+    assert groups.jitter_ms("k1", 0) == 0
 
 
 @settings(max_examples=200, deadline=None)
@@ -88,12 +87,12 @@ def test_splitting_the_batch_forms_the_same_groups(
         (ev(t, t + lag, action=side) for t, lag, side in raw),
         key=lambda e: (e.detect_time, e.event_time, e.id),
     )
-    whole = group.plan(events, [], {1: W})
-    first = group.plan(events[:cut], [], {1: W})
+    whole = groups.plan(events, [], {1: W})
+    first = groups.plan(events[:cut], [], {1: W})
     split = {g.key: [e.id for e in g.members] for g in first}
     for g in first:  # stored, still OPEN: the next batch starts from them
         g.members = []
-    for g in first + group.plan(events[cut:], first, {1: W}):
+    for g in first + groups.plan(events[cut:], first, {1: W}):
         split[g.key] = split.get(g.key, []) + [e.id for e in g.members]
     assert {g.key: [e.id for e in g.members] for g in whole} == split
 
@@ -154,32 +153,32 @@ def test_job_groups_closes_and_sets_decision_time(conn: db.Conn) -> None:
     add_fill(conn, user, 11_000, 12_500, 30_000_000, 600_000)
     add_fill(conn, user, -60_000, 12_000, 5_000_000, 500_000)  # before the seed: history
     add_fill(conn, user, 10_500, 12_000, 5_000_000, 500_000, reorg="REMOVED")
-    counts = group.step(conn, at(13_000))
+    counts = groups.step(conn, at(13_000))
     assert counts == {"grouped": 2, "closed": 0, "void": 0}
-    assert group.step(conn, at(13_999))["closed"] == 0  # closes at first detect + 2 s
-    assert group.step(conn, at(14_000)) == {"grouped": 0, "closed": 1, "void": 0}
+    assert groups.step(conn, at(13_999))["closed"] == 0  # closes at first detect + 2 s
+    assert groups.step(conn, at(14_000)) == {"grouped": 0, "closed": 1, "void": 0}
     g = conn.execute("SELECT * FROM copy_group").fetchone()
     assert g is not None and g["state"] == "CLOSED" and g["event_count"] == 2
     assert g["their_share_micros"] == 40_000_000
     assert g["their_notional_micros"] == 4_000_000 + 18_000_000
     assert g["their_price_micros"] == 550_000  # the group's VWAP
-    jitter = group.jitter_ms(g["group_key"], 250)
+    jitter = groups.jitter_ms(g["group_key"], 250)
     assert g["decide_at"] == at(14_000 + 750 + jitter)
     states = conn.execute(
         "SELECT group_state, count(*) AS n FROM trade_event GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert {r["group_state"]: r["n"] for r in states} == {"GROUPED": 2, "HISTORY": 1, "REMOVED": 1}
-    assert group.step(conn, at(20_000)) == {"grouped": 0, "closed": 0, "void": 0}  # rerun
+    assert groups.step(conn, at(20_000)) == {"grouped": 0, "closed": 0, "void": 0}  # rerun
 
 
 def test_unseeded_users_wait_and_reorged_groups_go_void(conn: db.Conn) -> None:
     user = add_user(conn, seeded_at=None)
     fill = add_fill(conn, user, 10_000, 11_000, 10_000_000, 400_000)
-    assert group.step(conn, at(20_000))["grouped"] == 0
+    assert groups.step(conn, at(20_000))["grouped"] == 0
     conn.execute("UPDATE followed_user SET seeded_at = %s", (T0,))
-    assert group.step(conn, at(12_000))["grouped"] == 1
+    assert groups.step(conn, at(12_000))["grouped"] == 1
     conn.execute("UPDATE trade_event SET reorg_state = 'REMOVED' WHERE id = %s", (fill,))
-    assert group.step(conn, at(20_000))["void"] == 1
+    assert groups.step(conn, at(20_000))["void"] == 1
 
 
 @pytest.mark.parametrize("kind", ["REDEEM", "CONVERSION"])
@@ -191,6 +190,6 @@ def test_settlement_activity_is_not_copied(conn: db.Conn, kind: str) -> None:
            VALUES ('DATA_API', 'a1', %(u)s, %(w)s, %(k)s, %(c)s, 1, 1, %(t)s, %(t)s)""",
         {"u": user, "w": WALLET, "k": kind, "c": COND, "t": at(5_000)},
     )
-    group.step(conn, at(10_000))
+    groups.step(conn, at(10_000))
     row = conn.execute("SELECT group_state FROM activity_event").fetchone()
     assert row is not None and row["group_state"] == "NOT_COPIED"

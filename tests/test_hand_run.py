@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import db
 
 JOB = "tests.scheduled_job"
 YEARLY = "0  0  1  1  *  0"

@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from common import chain, data_api, db, http, ingest, money, settings, shadow, wire
+from common.domain import money
+from common.runtime import settings
+from common.store import db, ingest, shadow
+from common.upstream import chain, data_api, http, wire
 from functions import follow, poll, reconcile
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -24,7 +24,9 @@ from http import server as httpd
 import httpx
 import pytest
 
-from common import db, http, settings
+from common.runtime import settings
+from common.store import db
+from common.upstream import http
 from functions import follow
 
 MiB = 1024 * 1024

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from common import settings
+from common.runtime import settings
 
 JOBS = [
     "functions.poll",
@@ -48,7 +48,7 @@ def test_jobs_import_no_heavy_library() -> None:
 
 def test_upstreams_make_their_client_at_the_first_request() -> None:
     made = (
-        "from common import http, settings\n"
+        "from common.runtime import settings\nfrom common.upstream import http\n"
         "s = settings.Settings(http_max_retries=0, clob_url='http://127.0.0.1:9')\n"
         "ups = http.make_upstreams(s)"
     )

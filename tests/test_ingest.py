@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from common import chain, db, ingest, settings, shadow
+from common.domain import ledger
+from common.runtime import settings
+from common.store import db, ingest, shadow
+from common.upstream import chain
 from functions import follow
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -113,7 +116,7 @@ def test_fill_entries_never_confuse_side_with_outcome() -> None:
         "fee_micros": 5,
         "event_time": NOW,
     }
-    trade, fee = shadow.fill_entries(event)
+    trade, fee = ledger.fill_entries(event)
     assert (trade.asset_id, trade.share_delta_micros, trade.cash_delta_micros) == (
         "999",
         -2_000_000,
@@ -130,13 +133,13 @@ def test_split_merge_redeem_entries() -> None:
         "share_micros": 5_000_000,
         "usdc_micros": 5_000_000,
     }
-    split = shadow.activity_entries({**act, "activity_type": "SPLIT"}, ["1", "2"], {}, {})
+    split = ledger.activity_entries({**act, "activity_type": "SPLIT"}, ["1", "2"], {}, {})
     assert [(e.asset_id, e.share_delta_micros, e.cash_delta_micros) for e in split] == [
         ("1", 5_000_000, 0),
         ("2", 5_000_000, 0),
         (None, 0, -5_000_000),
     ]
-    redeem = shadow.activity_entries(
+    redeem = ledger.activity_entries(
         {**act, "activity_type": "REDEEM", "usdc_micros": 7_000_000},
         ["1", "2"],
         {"1": 7_000_000, "2": 3_000_000},

@@ -11,7 +11,7 @@ import pytest
 from test_listen import advance, listening, wait_for, wait_quiet
 from test_poll import LAG_MS, MINUTE, Harness, at, expected_positions, shadow_positions, without
 
-from common import db
+from common.store import db
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import db, http, run_local
+import run_local
+from common.store import db
+from common.upstream import http
 from functions import follow, poll
 from sandbox import testing
 

@@ -22,7 +22,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import chain, checkpoints, db, jobs, settings
+from common.runtime import jobs, settings
+from common.store import checkpoints, db
+from common.upstream import chain
 from functions import listen
 from sandbox import testing
 

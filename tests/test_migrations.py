@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from common import db, migrate
+from common.store import db, migrate
 
 SPEC_TABLES = {
     "followed_user",

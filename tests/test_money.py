@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import money
+from common.domain import money
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common import nginx, settings
+from common.runtime import nginx, settings
 from tests import web
 
 pytestmark = pytest.mark.web

@@ -17,7 +17,9 @@ import psycopg
 import pytest
 from test_api import api_client
 
-from common import checkpoints, db, failures, jobs, run_local, settings
+import run_local
+from common.runtime import jobs, settings
+from common.store import checkpoints, db, failures
 from functions import follow, ops, poll
 from sandbox import testing
 

@@ -11,9 +11,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import db, jobs, money, pnl
-from common import settings as settings_mod
-from common import shadow as shadow_mod
+from common.domain import money, pnl
+from common.runtime import jobs
+from common.runtime import settings as settings_mod
+from common.store import db
+from common.store import shadow as shadow_mod
 from functions import price, rollup, snapshot
 
 ASSETS = ("1", "2", "3")

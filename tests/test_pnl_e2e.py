@@ -13,7 +13,9 @@ import pytest
 from test_poll import Harness, at
 from test_simulate_e2e import ANCHOR_MS, LEADERS, run_pipeline
 
-from common import clock, db, http, jobs
+from common.runtime import clock, jobs
+from common.store import db
+from common.upstream import http
 from functions import price, rollup, snapshot
 from sandbox import testing
 

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from common import db, http, jobs, run_local, settings
+import run_local
+from common.runtime import jobs, settings
+from common.store import db
+from common.upstream import http
 from functions import follow, poll
 from sandbox import testing
 

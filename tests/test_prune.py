@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 from functions import prune
 
 HALF, MIN = timedelta(seconds=30), timedelta(minutes=1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from common import data_api, db, quarantine, wire
+from common.store import db, quarantine
+from common.upstream import data_api, wire
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

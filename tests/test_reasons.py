@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from common import reasons, settings
+from common.domain import reasons
+from common.runtime import settings
 
 
 def test_readme_table_is_the_registry() -> None:

@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common import chain, db, http, ingest, jobs, run_local, settings
+import run_local
+from common.runtime import jobs, settings
+from common.store import db, ingest
+from common.upstream import chain, http
 from functions import follow, poll, reconcile
 from sandbox import testing
 

@@ -1,4 +1,4 @@
-"""The README's run command (`make run` = `python -m common.run_local`) end to end: it
+"""The README's run command (`make run` = `python -m run_local`) end to end: it
 prepares the database, starts every process under supervisord, says when the dashboard
 answers and when the first fill and copy attempt land, is ready by `/api/ready`, and
 Ctrl-C stops every process it started."""
@@ -17,7 +17,8 @@ import httpx
 import pytest
 import web
 
-from common import db, settings
+from common.runtime import settings
+from common.store import db
 
 pytestmark = [pytest.mark.web, pytest.mark.sandbox]
 
@@ -48,7 +49,7 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(db_url: str, tmp_path
         "OCULUS_API_PORT": str(api_port),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "common.run_local", "--sandbox-port", str(sandbox_port)],
+        [sys.executable, "-m", "run_local", "--sandbox-port", str(sandbox_port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

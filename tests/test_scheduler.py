@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from common import crontab, db, jobs, settings
+from common.runtime import crontab, jobs, settings
+from common.store import db
 from functions import scheduler
 
 JOB = "tests.scheduled_job"
@@ -202,7 +203,7 @@ def test_runs_of_processes_that_are_gone_are_marked_failed(conn: db.Conn) -> Non
             " VALUES ('poll', %s, 'RUNNING', %s, %s)",
             (now, pid, host),
         )
-    assert scheduler.abandon_dead_runs(conn, now) == 1
+    assert jobs.abandon_dead_runs(conn, now) == 1
     rows = conn.execute("SELECT pid, status, error FROM job_run ORDER BY pid").fetchall()
     assert {(r["pid"], r["status"]) for r in rows} == {
         (os.getpid(), "RUNNING"),

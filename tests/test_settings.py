@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from common import settings
+from common.runtime import settings
 
 
 def env_names() -> set[str]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime, timedelta
 
-from common import db, jobs, settings
-from functions import group, simulate
+from common.runtime import jobs, settings
+from common.store import db, groups
+from functions import simulate
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 COND = "0x" + "d" * 64
@@ -98,8 +99,8 @@ def test_fifo_by_detect_time_waits_for_each_decision_and_reruns_are_no_ops(
     u1, u2 = setup(conn)
     for k in range(12):  # alternating users, each group seen 40 ms after the last
         fill(conn, u1 if k % 2 else u2, 1_000 * k, 5_000 + 40 * k, 100 + k)
-    group.step(conn, at(5_000 + 40 * 11))
-    group.step(conn, at(60_000))
+    groups.step(conn, at(5_000 + 40 * 11))
+    groups.step(conn, at(60_000))
     attach_books(conn)
     waits: list[datetime] = []
     ctx = ctx_at(at(5_000 + 40 * 11 + 2_000), waits)
@@ -144,8 +145,8 @@ def test_pause_and_modes_reach_every_decision(conn: db.Conn) -> None:
     conn.execute("UPDATE followed_user SET copy_mode = 'SELL_ONLY' WHERE id = %s", (u2,))
     fill(conn, u1, 0, 1_000, 100)
     fill(conn, u2, 0, 1_000, 100)
-    group.step(conn, at(1_000))
-    group.step(conn, at(3_000))
+    groups.step(conn, at(1_000))
+    groups.step(conn, at(3_000))
     attach_books(conn)
     ctx = ctx_at(at(10_000), [])
     conn.execute("UPDATE system_control SET paused = true")
@@ -158,8 +159,8 @@ def test_pause_and_modes_reach_every_decision(conn: db.Conn) -> None:
     assert all("MODE_SELL_ONLY" in r["reason_codes"] for r in rows if r["u"] == u2)
     conn.execute("UPDATE system_control SET paused = false")
     fill(conn, u1, 10_000, 11_000, 100)
-    group.step(conn, at(11_000))
-    group.step(conn, at(13_000))
+    groups.step(conn, at(11_000))
+    groups.step(conn, at(13_000))
     attach_books(conn)
     jobs.run_recorded(conn, "simulate", ctx_at(at(20_000), []), simulate.run_once)
     last = conn.execute(

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 from test_poll import MINUTE, Harness
 
-from common import clock, db, http, jobs, run_local
+import run_local
+from common.runtime import clock, jobs
+from common.store import db
+from common.upstream import http
 from functions import simulate
 from sandbox import testing
 

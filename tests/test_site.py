@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common import db
+from common.store import db
 from site_builder import build, publish
 from tests import site_data
 

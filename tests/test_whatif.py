@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_simulate_e2e import run_pipeline
 
-from common import copy_config, db, whatif
+from common.store import copy_configs, db, whatif
 from functions import whatif as whatif_cli
 
 pytestmark = pytest.mark.sandbox
@@ -34,7 +34,7 @@ def test_whatif_reproduces_the_record_and_reacts_to_a_proposal(db_url: str) -> N
     run_pipeline(db_url, seed=5, steps=24)
     with db.connect(db_url, autocommit=True) as conn:
         before = _counts(conn)
-        same = whatif.report(conn, *ALL_TIME, copy_config.load(conn))
+        same = whatif.report(conn, *ALL_TIME, copy_configs.load(conn))
         for scope, part in same["scopes"].items():
             current, recorded = part["current"], part["recorded"]
             assert current["executed"] > 0, scope
@@ -44,13 +44,15 @@ def test_whatif_reproduces_the_record_and_reacts_to_a_proposal(db_url: str) -> N
             assert part["pnl_difference_micros"] == 0
         # No spread allowed at all: every book is too wide, no BUY or SELL executes (a
         # MERGE or SPLIT needs no book).
-        strict = whatif.report(conn, *ALL_TIME, copy_config.propose(conn, {"max_spread_micros": 0}))
+        strict = whatif.report(
+            conn, *ALL_TIME, copy_configs.propose(conn, {"max_spread_micros": 0})
+        )
         for part in strict["scopes"].values():
             assert part["proposed"]["executed"] < part["current"]["executed"]
             assert part["proposed"]["fees_micros"] == 0
             assert part["proposed"]["by_reason"]["SPREAD_TOO_WIDE"] > 0
         # Copying at 10× the size with a bigger cap trades more notional.
-        bigger = copy_config.propose(
+        bigger = copy_configs.propose(
             conn, {"copy_pct_bps": 1000, "max_trade_notional_micros": 2_000_000_000}
         )
         big = whatif.report(conn, *ALL_TIME, bigger)
@@ -62,7 +64,7 @@ def test_whatif_reproduces_the_record_and_reacts_to_a_proposal(db_url: str) -> N
         # A per-user override applies to that user only.
         user = conn.execute("SELECT min(followed_user_id) AS u FROM copy_attempt").fetchone()
         assert user is not None
-        paused_one = copy_config.propose(conn, {}, {user["u"]: {"max_spread_micros": 0}})
+        paused_one = copy_configs.propose(conn, {}, {user["u"]: {"max_spread_micros": 0}})
         assert paused_one.for_user(user["u"]).max_spread_micros == 0
         assert paused_one.base.max_spread_micros == 20_000
         assert _counts(conn) == before  # read only

@@ -1,5 +1,5 @@
 """The web stack for tests: the write API (`python -m api serve`) behind the private
-nginx (`python -m common.nginx run`), both on loopback, over a sample public dir.
+nginx (`python -m common.runtime.nginx run`), both on loopback, over a sample public dir.
 
     with web.running_stack(db_url, tmp_path) as stack:
         with stack.client() as client:
@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from api import auth
-from common import nginx, settings
+from common.runtime import nginx, settings
 
 PASSWORD = "correct horse battery staple"
 SECRET_KEY = "test-secret-key-not-for-production"
@@ -201,7 +201,7 @@ def running_stack(
     env = {**api_environment(db_url, var_dir, api_port), "OCULUS_HTTP_PORT": str(http_port)}
     api_url, url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{http_port}"
     api_log, nginx_log = tmp / "api.log", tmp / "nginx.log"
-    nginx_argv = [sys.executable, "-m", "common.nginx", "run", "--public-dir", str(public)]
+    nginx_argv = [sys.executable, "-m", "common.runtime.nginx", "run", "--public-dir", str(public)]
     with running([sys.executable, "-m", "api", "serve"], env, api_log) as api:
         wait_for(f"{api_url}/api/health", api, api_log, 200)
         with running(nginx_argv, env, nginx_log) as front:

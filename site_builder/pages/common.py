@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import copy_config, db
-from functions import rollup
+from common.domain import copy_config, histograms
+from common.store import copy_configs, db
 
 Row = dict[str, Any]
 SERIES_DAYS = 30
@@ -137,7 +137,7 @@ def value(row: Row | None, name: str) -> int | None:
 
 
 def config(conn: db.Conn) -> copy_config.ConfigSet:
-    return copy_config.load(conn)
+    return copy_configs.load(conn)
 
 
 def merge_histograms(rows: list[Row], column: str) -> dict[str, int]:
@@ -189,8 +189,8 @@ def quantile(histogram: dict[str, int], q: float) -> float | None:
     return numeric[-1][0]
 
 
-LAG_EDGES = rollup.LAG_EDGES_MS
-SLIP_EDGES = rollup.SLIP_EDGES_BPS
+LAG_EDGES = histograms.LAG_EDGES_MS
+SLIP_EDGES = histograms.SLIP_EDGES_BPS
 
 
 def ratio(numerator: int | None, denominator: int | None) -> float | None:

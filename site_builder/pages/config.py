@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common import copy_config, db
+from common.domain import copy_config
+from common.store import copy_configs, db
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -83,7 +84,7 @@ def _overrides(conn: db.Conn, users: list[Row]) -> list[Override]:
     """Each user's overridden fields (the newest USER rows' non-NULL values)."""
     rows: dict[int, dict[str, Any]] = {}
     for latest, names in zip(
-        copy_config.latest_rows(conn),
+        copy_configs.latest_rows(conn),
         (copy_config.GUARDRAIL_FIELDS, copy_config.SIZING_FIELDS),
         strict=True,
     ):
@@ -98,7 +99,7 @@ def _overrides(conn: db.Conn, users: list[Row]) -> list[Override]:
 
 
 def context(conn: db.Conn, now: datetime) -> ConfigContext:
-    cfg = copy_config.load(conn).base
+    cfg = copy_configs.load(conn).base
     users = list(
         conn.execute(
             "SELECT id, label, profile_wallet, enabled, copy_mode FROM followed_user"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db
+from common.store import db
 from site_builder.pages import common
 
 Row = dict[str, Any]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db
-from common import status as system
+from common.store import db
+from common.store import status as system
 from site_builder import charts
 from site_builder.pages import common, status
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db, status
+from common.store import db, status
 from site_builder.pages import common
 
 Row = dict[str, Any]

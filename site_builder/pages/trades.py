@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common import db, reasons
+from common.domain import reasons
+from common.store import db
 from site_builder.pages import common
 
 Row = dict[str, Any]

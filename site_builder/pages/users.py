@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import db, reasons
+from common.domain import reasons
+from common.store import db
 from site_builder import charts
 from site_builder.pages import common
 

@@ -1,0 +1,394 @@
+"""What a copy of one group would have done in one portfolio (SPEC §4, §5), as a pure
+function of the group, the portfolio, the config, the situation at decision time (pause,
+user mode, market, book, breaker references) and the marks. No I/O, no clock: the live
+simulator, a replay and the what-if all call `decide`, then `apply`.
+
+Order of judgement: the operator's switches and the market/signal rules, the circuit
+breakers and the sizing bounds (all collected, so a SKIP names every rule that stopped
+it); then, for an open, the risk caps and the cash clip the target (a clip below the
+minimum trade skips with the cap's code); then the book walk. Reductions (SELL, MERGE)
+pass the lifecycle, risk and breaker rules by design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from common.domain import book_walk, copy_config, ledger, money, portfolio
+
+OPENS = ("BUY", "SPLIT")
+ONE = money.MICROS
+
+
+@dataclass(frozen=True)
+class Group:
+    id: int
+    key: str
+    user_id: int
+    action: str  # BUY / SELL / MERGE / SPLIT
+    condition_id: str | None
+    asset_id: str | None
+    window_start: datetime
+    first_detect_time: datetime
+    close_time: datetime
+    decide_at: datetime
+    their_shares: int
+    their_notional: int
+    their_price: int | None
+
+
+@dataclass(frozen=True)
+class Market:
+    condition_id: str
+    assets: tuple[str, ...]
+    end_time: datetime | None = None
+    closed: bool = False
+    blacklisted: bool = False
+    fees_enabled: bool = False
+    fee_rate_micros: int = 0
+    fee_exponent: int = 1
+
+
+@dataclass(frozen=True)
+class Book:
+    bids: tuple[tuple[int, int], ...]  # best first
+    asks: tuple[tuple[int, int], ...]
+    snapshot_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Situation:
+    now: datetime
+    paused: bool
+    user_enabled: bool
+    user_mode: str
+    market: Market | None
+    book: Book | None
+    refs: portfolio.BreakerRefs
+
+
+@dataclass(frozen=True)
+class Fill:
+    level: int
+    price: int
+    shares: int
+    notional: int
+    fee: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    scope: str
+    user_id: int | None  # None for the global portfolio
+    group: Group
+    decision: str  # EXECUTE / SKIP
+    reasons: tuple[str, ...]
+    target_notional: int = 0
+    target_shares: int = 0
+    best_bid: int | None = None
+    best_ask: int | None = None
+    mid: int | None = None
+    depth: int | None = None  # notional inside the allowed price band at decision time
+    fills: tuple[Fill, ...] = ()
+    sets: int = 0  # MERGE / SPLIT: complete sets moved
+    equity: int = 0
+    cash: int = 0
+    decided_at: datetime | None = None
+
+    @property
+    def filled_shares(self) -> int:
+        return (
+            self.sets
+            if self.group.action in ("MERGE", "SPLIT")
+            else sum(f.shares for f in self.fills)
+        )
+
+    @property
+    def filled_notional(self) -> int:
+        return (
+            self.sets
+            if self.group.action in ("MERGE", "SPLIT")
+            else sum(f.notional for f in self.fills)
+        )
+
+    @property
+    def fee(self) -> int:
+        return sum(f.fee for f in self.fills)
+
+    @property
+    def vwap(self) -> int | None:
+        shares = sum(f.shares for f in self.fills)
+        return (
+            money.div_round(sum(f.price * f.shares for f in self.fills), shares) if shares else None
+        )
+
+    @property
+    def filled_ratio(self) -> int:
+        if not self.target_shares:
+            return 0
+        return min(ONE, self.filled_shares * ONE // self.target_shares)
+
+    @property
+    def cash_delta(self) -> int:
+        """Cash the decision moves (negative for a BUY or SPLIT), fees included."""
+        sign = -1 if self.group.action in OPENS else 1
+        return sign * self.filled_notional - self.fee
+
+
+def _bps(amount: int, bps: int) -> int:
+    return amount * bps // 10_000
+
+
+def _switches(g: Group, sit: Situation, opens: bool) -> list[str]:
+    reasons = []
+    if sit.paused:
+        reasons.append("PAUSED")
+    if not sit.user_enabled or sit.user_mode == "REMOVED":
+        reasons.append("USER_DISABLED")
+    elif sit.user_mode == "PAUSED":
+        reasons.append("MODE_PAUSED")
+    elif sit.user_mode == "BUY_ONLY" and not opens:
+        reasons.append("MODE_BUY_ONLY")
+    elif sit.user_mode == "SELL_ONLY" and opens:
+        reasons.append("MODE_SELL_ONLY")
+    m = sit.market
+    if m is None or (g.action in ("MERGE", "SPLIT") and not m.assets):
+        reasons.append("UNKNOWN_MARKET")
+    return reasons
+
+
+def _open_rules(g: Group, sit: Situation, cfg: copy_config.Config, equity: int) -> list[str]:
+    reasons = []
+    m = sit.market
+    if m is not None:
+        if m.blacklisted:
+            reasons.append("BLACKLISTED")
+        closing = timedelta(seconds=cfg.no_open_before_close_s)
+        if m.closed or (m.end_time is not None and m.end_time - sit.now < closing):
+            reasons.append("MARKET_CLOSING")
+    if g.first_detect_time - g.window_start > timedelta(seconds=cfg.max_signal_age_s):
+        reasons.append("SIGNAL_TOO_OLD")
+    refs = sit.refs
+    if equity < refs.day_start - _bps(refs.day_start, cfg.daily_loss_limit_bps):
+        reasons.append("CIRCUIT_DAILY")
+    if equity < refs.week_start - _bps(refs.week_start, cfg.weekly_loss_limit_bps):
+        reasons.append("CIRCUIT_WEEKLY")
+    if equity < refs.peak - _bps(refs.peak, cfg.max_drawdown_bps):
+        reasons.append("CIRCUIT_DRAWDOWN")
+    return reasons
+
+
+def _risk_room(
+    g: Group,
+    p: portfolio.Portfolio,
+    cfg: copy_config.Config,
+    totals: tuple[int, int, int],
+    marks: portfolio.Marks,
+) -> list[tuple[str, int]]:
+    """Room left under each risk cap, as (reason code, notional)."""
+    equity, exposure, market = totals
+    room = [
+        ("RISK_CAP_TOTAL", _bps(equity, cfg.max_total_exposure_bps) - exposure),
+        ("RISK_CAP_MARKET", _bps(equity, cfg.max_market_exposure_bps) - market),
+    ]
+    if p.scope == "EXEC_GLOBAL":
+        used = p.user_exposure(g.user_id, marks)
+        room.append(("RISK_CAP_USER", _bps(equity, cfg.max_user_exposure_bps) - used))
+    return room
+
+
+def decide(
+    g: Group,
+    p: portfolio.Portfolio,
+    cfg: copy_config.Config,
+    sit: Situation,
+    marks: portfolio.Marks,
+) -> Decision:
+    """Returns the decision for group `g` in portfolio `p` (pure)."""
+    opens = g.action in OPENS
+    totals = p.totals(marks, g.condition_id)
+    equity = totals[0]
+    base: dict[str, Any] = {
+        "scope": p.scope,
+        "user_id": p.user_id,
+        "group": g,
+        "equity": equity,
+        "cash": p.cash,
+        "decided_at": sit.now,
+    }
+    reasons = _switches(g, sit, opens)
+    if opens:
+        reasons += _open_rules(g, sit, cfg, equity)
+    lo = cfg.min_trade_notional_micros
+    hi = min(cfg.max_trade_notional_micros, _bps(max(equity, 0), cfg.max_trade_equity_bps))
+    if opens and hi < lo:
+        reasons.append("BELOW_MIN_NOTIONAL")
+    raw = _bps(g.their_notional, cfg.copy_pct_bps)
+    target = min(max(raw, lo), hi if opens else max(hi, lo))
+    if reasons:
+        return _skip(base, reasons, target_notional=target)
+    if opens:
+        # Cash and every cap are judged together, so an empty wallet says
+        # INSUFFICIENT_CASH even when (as it must) the total cap is exhausted too.
+        room = _risk_room(g, p, cfg, totals, marks)
+        blocked = [code for code, left in room if left < lo]
+        if blocked and p.scope == "EXEC_GLOBAL":
+            blocked.append("RISK_CAP_GLOBAL")
+        if p.cash < lo:
+            blocked.insert(0, "INSUFFICIENT_CASH")
+        if blocked:
+            return _skip(base, blocked, target_notional=target)
+        target = min([target, p.cash, *(left for _, left in room)])
+    if g.action in ("MERGE", "SPLIT"):
+        return _sets(g, p, sit, base, target)
+    return _trade(g, p, cfg, sit, base, target)
+
+
+def _skip(base: dict[str, Any], reasons: list[str], **extra: Any) -> Decision:
+    return Decision(decision="SKIP", reasons=tuple(dict.fromkeys(reasons)), **base, **extra)
+
+
+def _sets(
+    g: Group, p: portfolio.Portfolio, sit: Situation, base: dict[str, Any], target: int
+) -> Decision:
+    assert sit.market is not None
+    if g.action == "MERGE":
+        held = min(p.held(a) for a in sit.market.assets)
+        if held <= 0:
+            return _skip(base, ["NO_POSITION"], target_notional=target)
+        sets = min(target, held)
+    else:
+        sets = target
+    return Decision(
+        decision="EXECUTE",
+        reasons=(),
+        target_notional=target,
+        target_shares=target,
+        sets=sets,
+        **base,
+    )
+
+
+def _trade(
+    g: Group,
+    p: portfolio.Portfolio,
+    cfg: copy_config.Config,
+    sit: Situation,
+    base: dict[str, Any],
+    target: int,
+) -> Decision:
+    assert g.asset_id is not None
+    their_price = max(1, g.their_price or 0)
+    shares = money.div_micros_floor(target, their_price)
+    if g.action == "SELL":
+        held = p.held(g.asset_id)
+        if held <= 0:
+            return _skip(base, ["NO_POSITION"], target_notional=target)
+        shares = min(shares, held)
+    book = sit.book
+    if book is None:
+        return _skip(base, ["NO_BOOK"], target_notional=target, target_shares=shares)
+    quotes: dict[str, Any] = {
+        "best_bid": book.bids[0][0] if book.bids else None,
+        "best_ask": book.asks[0][0] if book.asks else None,
+    }
+    side: book_walk.Side = "BUY" if g.action == "BUY" else "SELL"
+    walk = book_walk.walk(side, book.bids, book.asks, their_price, shares, cfg.guards())
+    extra: dict[str, Any] = {
+        "target_notional": target,
+        "target_shares": shares,
+        "mid": walk.mid,
+        "depth": walk.depth_notional if walk.mid is not None else None,
+        **quotes,
+    }
+    if walk.reasons:
+        return _skip(base, list(walk.reasons), **extra)
+    m = sit.market
+    fee_rate = m.fee_rate_micros if m is not None and m.fees_enabled else 0
+    fee_exp = m.fee_exponent if m is not None else 1
+    fills = _fills(walk.fills, fee_rate, fee_exp, p.cash if g.action == "BUY" else None)
+    if not fills:
+        return _skip(base, ["INSUFFICIENT_CASH"], **extra)
+    return Decision(decision="EXECUTE", reasons=(), fills=tuple(fills), **base, **extra)
+
+
+def _fill(level: int, price: int, shares: int, rate: int, exponent: int) -> Fill:
+    fee = money.taker_fee(shares, price, rate, exponent) if rate else 0
+    return Fill(level, price, shares, money.mul_micros(price, shares), fee)
+
+
+def _fills(
+    levels: tuple[tuple[int, int], ...], rate: int, exponent: int, budget: int | None
+) -> list[Fill]:
+    """Fills per level with their fees; with a cash budget (BUY), the last level taken
+    is cut so notional + fees never exceed it."""
+    out: list[Fill] = []
+    left = budget
+    for i, (price, shares) in enumerate(levels):
+        f = _fill(i, price, shares, rate, exponent)
+        if left is not None and f.notional + f.fee > left:
+            lo, hi = 0, shares  # the most shares this level can take within the budget
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                g = _fill(i, price, mid, rate, exponent)
+                lo, hi = (mid, hi) if g.notional + g.fee <= left else (lo, mid - 1)
+            if lo:
+                out.append(_fill(i, price, lo, rate, exponent))
+            break
+        out.append(f)
+        if left is not None:
+            left -= f.notional + f.fee
+    return out
+
+
+def entries(d: Decision, market_assets: tuple[str, ...]) -> list[ledger.Entry]:
+    """The ledger entries of an executed decision (pure); refs derive from the group key."""
+    g = d.group
+    t = d.decided_at or g.decide_at
+    out: list[ledger.Entry] = []
+    if d.decision != "EXECUTE":
+        return out
+    if g.action in ("BUY", "SELL"):
+        sign = 1 if g.action == "BUY" else -1
+        for f in d.fills:
+            ref = f"{g.key}:L{f.level}"
+            out.append(
+                ledger.Entry(
+                    g.asset_id,
+                    g.condition_id,
+                    "TRADE_FILL",
+                    sign * f.shares,
+                    -sign * f.notional,
+                    f.price,
+                    ref,
+                    t,
+                )
+            )
+            if f.fee:
+                out.append(ledger.Entry(g.asset_id, g.condition_id, "FEE", 0, -f.fee, None, ref, t))
+        return out
+    sign = 1 if g.action == "SPLIT" else -1
+    for a in market_assets:
+        out.append(
+            ledger.Entry(
+                a, g.condition_id, g.action, sign * d.sets, 0, None, f"{g.key}:asset:{a}", t
+            )
+        )
+    out.append(ledger.Entry(None, g.condition_id, g.action, 0, -sign * d.sets, None, g.key, t))
+    return out
+
+
+def apply(p: portfolio.Portfolio, d: Decision, market_assets: tuple[str, ...]) -> None:
+    """Moves the in-memory portfolio by an executed decision's entries. Legs a SPLIT
+    created with no price yet are valued at an even share of the set until marked."""
+    for e in entries(d, market_assets):
+        p.cash += e.cash_delta_micros
+        if e.asset_id is not None and e.share_delta_micros:
+            p.move(e.asset_id, e.condition_id, e.share_delta_micros, d.group.user_id)
+            if e.price_micros is not None:
+                p.last_price[e.asset_id] = e.price_micros
+            elif e.asset_id not in p.last_price and market_assets:
+                p.last_price[e.asset_id] = ONE // len(market_assets)
+    p.funded = True

@@ -1,0 +1,157 @@
+"""Ledger entries (SPEC §4): what a fill, a SPLIT / MERGE / REDEEM, a seed or a
+correction does to a portfolio, as pure functions of the event. The shadow ledger
+(`store.shadow`) and the copy engine (`domain.decide`) both write these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    asset_id: str | None
+    condition_id: str | None
+    entry_type: str
+    share_delta_micros: int
+    cash_delta_micros: int
+    price_micros: int | None
+    ref_id: str
+    effective_time: datetime
+
+
+def fill_entries(event: dict[str, Any]) -> list[Entry]:
+    """Entries of one trade_event row (pure)."""
+    sign = 1 if event["side"] == "BUY" else -1
+    ref, t = f"trade:{event['id']}", event["event_time"]
+    entries = [
+        Entry(
+            event["asset_id"],
+            event["condition_id"],
+            "TRADE_FILL",
+            sign * event["share_micros"],
+            -sign * event["usdc_notional_micros"],
+            event["price_micros"],
+            ref,
+            t,
+        ),
+    ]
+    if event["fee_micros"]:
+        entries.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "FEE",
+                0,
+                -event["fee_micros"],
+                None,
+                ref,
+                t,
+            )
+        )
+    return entries
+
+
+def correction_entries(event: dict[str, Any], usdc_micros: int, fee_micros: int) -> list[Entry]:
+    """Entries that bring an applied fill from the Data API's amounts (`event`) to the
+    chain's exact ones (pure): the cash difference, and the fee the API does not show."""
+    sign = 1 if event["side"] == "BUY" else -1
+    ref, t = f"trade:{event['id']}", event["event_time"]
+    out = []
+    cash = -sign * (usdc_micros - event["usdc_notional_micros"])
+    if cash:
+        out.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "TRADE_FILL",
+                0,
+                cash,
+                None,
+                f"{ref}:chain",
+                t,
+            )
+        )
+    if fee_micros != event["fee_micros"]:
+        out.append(
+            Entry(
+                event["asset_id"],
+                event["condition_id"],
+                "FEE",
+                0,
+                -(fee_micros - event["fee_micros"]),
+                None,
+                f"{ref}:chain",
+                t,
+            )
+        )
+    return out
+
+
+def activity_entries(
+    activity: dict[str, Any],
+    assets: Sequence[str],
+    held: dict[str, int],
+    payouts: dict[str, int | None],
+) -> list[Entry]:
+    """Entries of one SPLIT / MERGE / REDEEM (pure). `assets` are the market's outcome
+    assets, `held` the user's current shares of them."""
+    kind, ref = activity["activity_type"], f"activity:{activity['id']}"
+    cond, t = activity["condition_id"], activity["event_time"]
+    if kind == "SPLIT":
+        legs = {a: activity["share_micros"] for a in assets}
+        cash = -activity["usdc_micros"]
+    elif kind == "MERGE":
+        legs = {a: -activity["share_micros"] for a in assets}
+        cash = activity["usdc_micros"]
+    elif kind == "REDEEM":
+        legs = {a: -held.get(a, 0) for a in assets if held.get(a, 0)}
+        cash = activity["usdc_micros"]
+    else:
+        raise ValueError(f"no shadow rule for {kind}")
+    entries = [
+        Entry(
+            a,
+            cond,
+            kind,
+            delta,
+            0,
+            payouts.get(a) if kind == "REDEEM" else None,
+            f"{ref}:asset:{a}",
+            t,
+        )
+        for a, delta in sorted(legs.items())
+    ]
+    entries.append(Entry(None, cond, kind, 0, cash, None, ref, t))
+    return entries
+
+
+def void_entries(event: dict[str, Any]) -> list[Entry]:
+    """Entries that take an applied fill back out of the shadow book (pure): its own
+    entries negated, under refs of their own so a rerun collides."""
+    return [
+        Entry(
+            e.asset_id,
+            e.condition_id,
+            e.entry_type,
+            -e.share_delta_micros,
+            -e.cash_delta_micros,
+            e.price_micros,
+            f"{e.ref_id}:void",
+            e.effective_time,
+        )
+        for e in fill_entries(event)
+    ]
+
+
+def seed_entries(user_id: int, positions: Sequence[Any], at: datetime) -> list[Entry]:
+    """SEED entries for the positions a user held when followed (pure)."""
+    return [
+        Entry(
+            p.asset, p.condition_id, "SEED", p.size, 0, p.avg_price, f"seed:{user_id}:{p.asset}", at
+        )
+        for p in positions
+        if p.size > 0
+    ]

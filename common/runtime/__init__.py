@@ -1,0 +1,2 @@
+"""Running the jobs: settings, the job frame, the crontab, clocks, the supervisor and
+nginx."""

@@ -1,0 +1,389 @@
+"""The one typed settings class. Every field is read from an `OCULUS_*` environment
+variable (`DATABASE_URL` has no prefix) and documented in README.md's settings table;
+tests/test_settings.py keeps the two in step."""
+
+from __future__ import annotations
+
+import functools
+import urllib.parse
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[2]
+# The label prefix `make run` gives the sandbox's leaders: a database whose users carry
+# it is a demo one (follow add then never reaches the real Polymarket).
+SANDBOX_LEADER_LABEL = "sandbox-leader-"
+
+V1_EXCHANGES = (
+    "0x4bfb41d5b3570defd03c39a9a4d8de6bd8b8982e",  # CTF Exchange
+    "0xc5d563a36ae78145c45a50134d48a1215220f80a",  # NegRisk CTF Exchange
+)
+V2_EXCHANGES = (
+    "0xe111180000d2663c0091e4f400237545b87b996b",  # CTF Exchange V2
+    "0xe2222d279d744050d28e00520010520000310f59",  # NegRisk CTF Exchange V2
+)
+V1_ORDER_FILLED_TOPIC = "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f2d65bfec0f6"
+V2_ORDER_FILLED_TOPIC = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
+
+AddressList = Annotated[tuple[str, ...], NoDecode]
+OriginList = Annotated[tuple[str, ...], NoDecode]
+# Listening on one of these, the dashboard is also reached by the other name.
+LOOPBACK_ALIASES = {"127.0.0.1": "localhost", "localhost": "127.0.0.1", "::1": "localhost"}
+ALL_ADDRESSES = ("", "*", "0.0.0.0", "::", "[::]")
+
+
+def origin(text: str) -> str:
+    """Returns the origin as browsers send it (`scheme://host[:port]`, lower case, no
+    default port); ValueError if `text` is not one (a path, user or query included)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    scheme, host = parts.scheme.lower(), parts.hostname
+    extra = parts.username or parts.password or parts.query or parts.fragment
+    if scheme not in ("http", "https") or not host or extra or parts.path not in ("", "/"):
+        raise ValueError(f"not an origin (scheme://host[:port]): {text!r}")
+    port = parts.port  # ValueError when not a port number
+    default = {"http": 80, "https": 443}[scheme]
+    named = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{named}" + (f":{port}" if port not in (None, default) else "")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCULUS_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "OCULUS_DATABASE_URL"),
+        description="Postgres URL. Unset: an embedded Postgres starts under var/pgdata.",
+    )
+    var_dir: Path = Field(
+        default=ROOT / "var", description="Runtime files: embedded Postgres data, logs, dumps."
+    )
+    db_pool_max: int = Field(default=4, ge=1, le=50, description="Connections per process.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    clock_url: str | None = Field(
+        default=None,
+        description="Tests and reproducible demos only: read the time from the sandbox's "
+        "`/_sandbox` control URL; with a manual sandbox clock, simulate moves it to each "
+        "decision time. Unset: the system clock.",
+    )
+
+    data_api_url: str = Field(
+        default="https://data-api.polymarket.com", description="Polymarket Data API base URL."
+    )
+    clob_url: str = Field(default="https://clob.polymarket.com", description="CLOB base URL.")
+    gamma_url: str = Field(
+        default="https://gamma-api.polymarket.com", description="Gamma markets API base URL."
+    )
+    chain_ws_url: str = Field(
+        default="wss://polygon-bor-rpc.publicnode.com",
+        description="Polygon JSON-RPC WebSocket for eth_subscribe logs.",
+    )
+
+    exchange_addresses_v1: AddressList = Field(
+        default=V1_EXCHANGES, description="V1 exchange contracts (comma-separated)."
+    )
+    exchange_addresses_v2: AddressList = Field(
+        default=V2_EXCHANGES, description="V2 exchange contracts (comma-separated)."
+    )
+    order_filled_topic_v1: str = Field(
+        default=V1_ORDER_FILLED_TOPIC, description="topic0 of the V1 OrderFilled event."
+    )
+    order_filled_topic_v2: str = Field(
+        default=V2_ORDER_FILLED_TOPIC, description="topic0 of the V2 OrderFilled event."
+    )
+
+    http_timeout_s: float = Field(default=10.0, gt=0, description="Per-request HTTP timeout.")
+    http_max_retries: int = Field(
+        default=4, ge=0, le=10, description="Retries on connection errors, 429 and 5xx."
+    )
+    http_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="One attempt's whole answer must arrive within this (a slow drip "
+        "never trips the per-read timeout); past it the request fails, not retried.",
+    )
+    http_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="An answer longer than this (decompressed) is refused unread past it "
+        "and quarantined as a prefix.",
+    )
+    rate_limit_rps: float = Field(
+        default=20.0, gt=0, description="Token-bucket refill per upstream (requests/s)."
+    )
+    rate_limit_burst: int = Field(default=40, ge=1, description="Token-bucket size per upstream.")
+    breaker_threshold: int = Field(
+        default=3, ge=1, description="429s in a row that open an upstream's breaker."
+    )
+    breaker_open_s: float = Field(
+        default=15.0, ge=0, description="How long an open breaker fails calls fast."
+    )
+
+    poll_overlap_s: float = Field(
+        default=120.0, ge=0, description="Each poll re-reads this much before its checkpoint."
+    )
+    poll_backfill_on_start_s: float = Field(
+        default=900.0, ge=0, description="How far the first poll of a process reaches back."
+    )
+    poll_max_rows: int = Field(
+        default=20_000,
+        ge=1_000,
+        le=1_000_000,
+        description="Data API rows one poll run reads per user at most (memory bound).",
+    )
+    seed_window_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="At follow time, fills this recent are matched against the /positions "
+        "seed; older history is never applied to the shadow book.",
+    )
+    shadow_chain_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A fill seen by one source only (chain or Data API) waits this long "
+        "for the other before the shadow ledger applies it.",
+    )
+
+    market_refresh_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Gamma metadata of markets with positions is reread this often.",
+    )
+    market_resolve_poll_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Past its end time and not yet resolved, a market with positions is "
+        "reread this often (resolution → settlement).",
+    )
+
+    shadow_settle_after_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="A shadow position still held this long after its market resolved is "
+        "settled at the payout and flagged unredeemed.",
+    )
+
+    reconcile_backfill_s: float = Field(
+        default=120.0, ge=0, description="How far each reconcile run re-polls the Data API."
+    )
+    reconcile_confirm_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A chain fill with no Data API row after this long is flagged (and an "
+        "API fill without a chain log while the listener was up).",
+    )
+    reconcile_stale_after_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="Heartbeats and poll checkpoints older than this are flagged as stale.",
+    )
+
+    public_dir: Path = Field(
+        default=ROOT / "public", description="Where the site builder writes the dashboard."
+    )
+    site_interval_s: float = Field(
+        default=3.0, gt=0, description="The site builder rebuilds what changed this often."
+    )
+    site_budget_s: float = Field(
+        default=0.8,
+        gt=0,
+        description="Work one build round does before it publishes and leaves the rest of "
+        "the changed pages to the next round (the overview and feeds go first).",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address nginx listens on.")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="Port nginx listens on.")
+    public_origin: OriginList = Field(
+        default=(),
+        description="The dashboard's origin as browsers reach it, scheme://host[:port] "
+        "(several: comma-separated). Writes must come from it, and nginx refuses other "
+        "host names. Unset: http://OCULUS_HTTP_HOST:OCULUS_HTTP_PORT (and the other "
+        "loopback name, localhost or 127.0.0.1).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the write API binds.")
+    api_port: int = Field(default=8081, ge=1, le=65535, description="Port the write API binds.")
+    admin_user: str = Field(default="admin", description="The admin's login name.")
+    admin_password_hash: str | None = Field(
+        default=None,
+        description="The admin's password as `python -m api passwd` prints it (scrypt). "
+        "Unset: read from var/admin.passwd, which `make run` creates on first start.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs session cookies. Unset: a random key kept in var/secret.key.",
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0, gt=0, description="A login lasts this long (seconds)."
+    )
+    login_failures_allowed: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed logins from all addresses together within 10 minutes before "
+        "the API refuses logins (429) for 30 s, then twice as long after each further "
+        "failure; 10 quiet minutes restore the allowance.",
+    )
+    login_backoff_max_s: float = Field(
+        default=900.0, gt=0, description="The longest login lock after failed logins."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Mark the session cookie Secure (set it when nginx serves HTTPS).",
+    )
+
+    # The scheduler (functions.scheduler) and the operator commands.
+    crontab_path: Path = Field(
+        default=ROOT / "crontab", description="The job schedule the scheduler runs."
+    )
+    wake_min_gap_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A job woken early (NOTIFY) starts at most this often (seconds).",
+    )
+
+    # Backups (functions.backup).
+    backup_dir: Path | None = Field(
+        default=None, description="Where nightly dumps are written. Unset: var/backups."
+    )
+    backup_keep: int = Field(default=7, ge=1, description="Dumps kept in the backup directory.")
+    backup_target_dir: Path | None = Field(
+        default=None,
+        description="Each new dump is also copied here (another disk or a mounted remote); "
+        "the same number is kept there.",
+    )
+    backup_command: str | None = Field(
+        default=None,
+        description="Run after each dump with the dump's path as its last argument "
+        "(e.g. `rclone copy` or `scp` to another host); a failure fails the backup run.",
+    )
+
+    # Retention (functions.prune).
+    prune_marks_full_days: int = Field(
+        default=8,
+        ge=1,
+        description="Marks (market_price_snapshot) keep their 30 s resolution this many "
+        "days (the what-if reaches 7 days back); older ones are thinned.",
+    )
+    prune_marks_bucket_s: int = Field(
+        default=3600,
+        ge=60,
+        multiple_of=30,
+        description="Thinned marks keep the last one per asset in each bucket this long "
+        "(the newest mark of every asset is always kept).",
+    )
+    prune_snapshots_full_days: int = Field(
+        default=8,
+        ge=1,
+        description="Portfolio snapshots keep every minute this many days (7-day PnL, "
+        "weekly breaker); older ones are thinned to the hour.",
+    )
+    prune_books_days: int = Field(
+        default=8,
+        ge=1,
+        description="Order books no copy group or attempt used are deleted after this many "
+        "days (the newest two-sided book of each asset stays; used books are kept).",
+    )
+    prune_runs_days: int = Field(
+        default=7, ge=1, description="OK job_run rows are deleted after this many days."
+    )
+    prune_failed_runs_days: int = Field(
+        default=90,
+        ge=1,
+        description="FAILED, TIMEOUT and abandoned RUNNING job_run rows are deleted after "
+        "this many days (each job's newest run and newest OK run are always kept).",
+    )
+    prune_quarantine_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Quarantine rows not seen again for this many days are deleted.",
+    )
+    quarantine_max_per_minute: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="New quarantine rows one source may add a minute; past it they are counted.",
+    )
+    prune_batch_rows: int = Field(
+        default=5000, ge=100, le=50_000, description="Rows one prune statement deletes at most."
+    )
+    prune_budget_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A prune run stops after this long; the next run goes on from there.",
+    )
+
+    @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("exchange_addresses_v1", "exchange_addresses_v2")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if len(address) != 42 or not address.startswith("0x"):
+                raise ValueError(f"not a contract address: {address!r}")
+            int(address, 16)
+        return tuple(a.lower() for a in value)
+
+    @field_validator("public_origin", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("public_origin")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(origin(v) for v in value))
+
+    def public_origins(self) -> tuple[str, ...]:
+        """Returns the origins the dashboard is served at (OCULUS_PUBLIC_ORIGIN, or where
+        nginx listens); ValueError when nginx listens on every address and none is set."""
+        if self.public_origin:
+            return self.public_origin
+        if self.http_host in ALL_ADDRESSES:
+            raise ValueError(
+                f"OCULUS_HTTP_HOST is {self.http_host!r} (every address): set "
+                "OCULUS_PUBLIC_ORIGIN to the URL browsers use, e.g. http://192.0.2.10:8080"
+            )
+        names = [self.http_host, *filter(None, [LOOPBACK_ALIASES.get(self.http_host)])]
+        named = [f"[{n}]" if ":" in n else n for n in names]
+        return tuple(origin(f"http://{n}:{self.http_port}") for n in named)
+
+    def public_hosts(self) -> tuple[str, ...]:
+        """Returns the host names of the public origins (what nginx answers to)."""
+        hosts = (urllib.parse.urlsplit(o).hostname or "" for o in self.public_origins())
+        return tuple(dict.fromkeys(f"[{h}]" if ":" in h else h for h in hosts))
+
+    @field_validator("order_filled_topic_v1", "order_filled_topic_v2")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if len(value) != 66 or not value.startswith("0x"):
+            raise ValueError(f"not a 32-byte topic: {value!r}")
+        int(value, 16)
+        return value.lower()
+
+    @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def pgdata(self) -> Path:
+        return self.var_dir / "pgdata"
+
+    @property
+    def backups(self) -> Path:
+        return self.backup_dir or self.var_dir / "backups"
+
+
+@functools.cache
+def get() -> Settings:
+    """Returns the process-wide settings, read once from the environment."""
+    return Settings()

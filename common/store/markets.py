@@ -1,0 +1,131 @@
+"""Market metadata from Gamma: every market an event mentions is looked up once and
+kept in `market` / `outcome_asset`, so fills can be checked against real assets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from common.store import db, quarantine
+from common.upstream import gamma, http
+
+_UPSERT_MARKET = """
+INSERT INTO market (condition_id, gamma_id, question, slug, end_time, active, closed,
+    accepting_orders, neg_risk, tick_size_micros, min_order_size_micros, fees_enabled,
+    fee_rate_micros, fee_exponent, fee_taker_only, resolved_at, first_seen_at,
+    metadata_fetched_at)
+VALUES (%(cond)s, %(gid)s, %(q)s, %(slug)s, %(end)s, %(active)s, %(closed)s, %(accepting)s,
+    %(neg)s, %(tick)s, %(min)s, %(fees)s, %(rate)s, %(exp)s, %(taker)s,
+    CASE WHEN %(resolved)s THEN %(now)s::timestamptz END, %(now)s, %(now)s)
+ON CONFLICT (condition_id) DO UPDATE SET gamma_id = EXCLUDED.gamma_id,
+    question = EXCLUDED.question, slug = EXCLUDED.slug, end_time = EXCLUDED.end_time,
+    active = EXCLUDED.active, closed = EXCLUDED.closed,
+    accepting_orders = EXCLUDED.accepting_orders, neg_risk = EXCLUDED.neg_risk,
+    tick_size_micros = EXCLUDED.tick_size_micros,
+    min_order_size_micros = EXCLUDED.min_order_size_micros,
+    fees_enabled = EXCLUDED.fees_enabled, fee_rate_micros = EXCLUDED.fee_rate_micros,
+    fee_exponent = EXCLUDED.fee_exponent, fee_taker_only = EXCLUDED.fee_taker_only,
+    resolved_at = COALESCE(market.resolved_at, EXCLUDED.resolved_at),
+    metadata_fetched_at = EXCLUDED.metadata_fetched_at
+"""
+_UPSERT_ASSET = """
+INSERT INTO outcome_asset (asset_id, condition_id, outcome, outcome_index, payout_micros)
+VALUES (%(asset)s, %(cond)s, %(outcome)s, %(idx)s, %(payout)s)
+ON CONFLICT (asset_id) DO UPDATE SET outcome = EXCLUDED.outcome,
+    payout_micros = COALESCE(outcome_asset.payout_micros, EXCLUDED.payout_micros)
+"""
+
+
+def store(conn: db.Conn, markets: Iterable[gamma.GammaMarket], now: datetime) -> int:
+    """Upserts markets and their outcome assets; returns how many markets."""
+    count = 0
+    with conn.transaction():
+        for m in markets:
+            fee = m.fee_schedule
+            conn.execute(
+                _UPSERT_MARKET,
+                {
+                    "cond": m.condition_id,
+                    "gid": m.id,
+                    "q": m.question,
+                    "slug": m.slug,
+                    "end": m.end_date,
+                    "active": m.active,
+                    "closed": m.closed,
+                    "accepting": m.accepting_orders,
+                    "neg": m.neg_risk,
+                    "tick": m.tick_size,
+                    "min": m.min_order_size,
+                    "fees": m.fees_enabled,
+                    "rate": m.fee_rate,
+                    "exp": fee.exponent if fee else 1,
+                    "taker": fee.taker_only if fee else True,
+                    "resolved": m.resolved,
+                    "now": now,
+                },
+            )
+            payouts = m.payouts()
+            for index, (asset, outcome) in enumerate(
+                zip(m.clob_token_ids, m.outcomes, strict=True)
+            ):
+                conn.execute(
+                    _UPSERT_ASSET,
+                    {
+                        "asset": asset,
+                        "cond": m.condition_id,
+                        "outcome": outcome,
+                        "idx": index,
+                        "payout": payouts.get(asset),
+                    },
+                )
+            count += 1
+    return count
+
+
+def assets_of(conn: db.Conn, condition_ids: Iterable[str]) -> dict[str, set[str]]:
+    """Returns {condition: its outcome assets} for the conditions already known."""
+    rows = conn.execute(
+        "SELECT condition_id, asset_id FROM outcome_asset WHERE condition_id = ANY(%(c)s)",
+        {"c": sorted(set(condition_ids))},
+    ).fetchall()
+    found: dict[str, set[str]] = {}
+    for r in rows:
+        found.setdefault(r["condition_id"], set()).add(r["asset_id"])
+    return found
+
+
+def ensure(
+    conn: db.Conn,
+    upstream: http.Upstream,
+    now: datetime,
+    *,
+    condition_ids: Iterable[str] = (),
+    asset_ids: Iterable[str] = (),
+) -> dict[str, set[str]]:
+    """Looks up on Gamma the markets not yet stored (by condition or by token id) and
+    returns {condition: assets} for every condition now known. Raises UpstreamError when
+    Gamma cannot answer, so callers retry instead of judging rows against no data."""
+    conditions = set(condition_ids)
+    assets = set(asset_ids)
+    known = assets_of(conn, conditions)
+    missing_conditions = sorted(conditions - set(known))
+    known_assets = {
+        r["asset_id"]
+        for r in conn.execute(
+            "SELECT asset_id FROM outcome_asset WHERE asset_id = ANY(%(a)s)", {"a": sorted(assets)}
+        )
+    }
+    missing_assets = sorted(assets - known_assets)
+    fetched: list[gamma.GammaMarket] = []
+    if missing_conditions:
+        batch = gamma.fetch_markets(upstream, condition_ids=missing_conditions)
+        quarantine.record(conn, batch.rejects, now)
+        fetched.extend(batch.items)
+    if missing_assets:
+        batch = gamma.fetch_markets(upstream, clob_token_ids=missing_assets)
+        quarantine.record(conn, batch.rejects, now)
+        fetched.extend(batch.items)
+    if fetched:
+        store(conn, fetched, now)
+        conditions |= {m.condition_id for m in fetched}
+    return assets_of(conn, conditions)

@@ -1,0 +1,230 @@
+"""Polymarket CLOB: order books, midpoints, prices and last trade prices, plus the
+market-channel WebSocket messages.
+
+Book ordering trap: real payloads list bids ascending and asks descending, so the best
+bid and best ask are the LAST elements (the docs say otherwise). `OrderBook` sorts
+locally and never trusts array order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field
+
+from common.domain import money
+from common.upstream import http, wire
+
+MAX_BATCH = 500
+Millis = Annotated[datetime, BeforeValidator(wire.millis_to_datetime)]
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+class Level(wire.WireModel):
+    price: wire.PriceMicros
+    size: wire.NonNegMicros
+
+
+class BookPayload(wire.WireModel):
+    """`GET /book` / `POST /books` object, and the market channel's `book` message."""
+
+    market: wire.Hash32
+    asset_id: wire.AssetId
+    timestamp: Millis
+    hash: str = ""
+    bids: list[Level]
+    asks: list[Level]
+    min_order_size: wire.NonNegMicros | None = None
+    tick_size: wire.PriceMicros | None = None
+    neg_risk: bool | None = None
+    last_trade_price: Annotated[wire.PriceMicros | None, BeforeValidator(_blank_to_none)] = None
+
+    def normalized(self) -> OrderBook:
+        """Returns the book with levels sorted best first and empty levels dropped."""
+        bids = sorted(((lv.price, lv.size) for lv in self.bids if lv.size > 0), reverse=True)
+        asks = sorted((lv.price, lv.size) for lv in self.asks if lv.size > 0)
+        return OrderBook(
+            asset_id=self.asset_id,
+            market=self.market,
+            book_time=self.timestamp,
+            hash=self.hash,
+            bids=tuple(bids),
+            asks=tuple(asks),
+            tick_size=self.tick_size,
+            min_order_size=self.min_order_size,
+            neg_risk=self.neg_risk,
+            last_trade_price=self.last_trade_price,
+        )
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    """An L2 book in micros: `bids` best (highest) first, `asks` best (lowest) first."""
+
+    asset_id: str
+    market: str
+    book_time: datetime
+    hash: str
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    tick_size: int | None = None
+    min_order_size: int | None = None
+    neg_risk: bool | None = None
+    last_trade_price: int | None = None
+
+    @property
+    def best_bid(self) -> int | None:
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def best_ask(self) -> int | None:
+        return self.asks[0][0] if self.asks else None
+
+    @property
+    def mid(self) -> int | None:
+        """(best bid + best ask) / 2, rounded half-to-even; None on a one-sided book."""
+        if self.best_bid is None or self.best_ask is None:
+            return None
+        return money.div_round(self.best_bid + self.best_ask, 2)
+
+    @property
+    def spread(self) -> int | None:
+        if self.best_bid is None or self.best_ask is None:
+            return None
+        return self.best_ask - self.best_bid
+
+
+class LastTrade(wire.WireModel):
+    price: wire.PriceMicros
+    side: Annotated[Literal["BUY", "SELL"] | None, BeforeValidator(_blank_to_none)] = None
+
+    @property
+    def is_default(self) -> bool:
+        """The CLOB answers 0.5 with an empty side when the asset never traded."""
+        return self.side is None
+
+
+class Midpoint(wire.WireModel):
+    mid: wire.PriceMicros
+
+
+class Price(wire.WireModel):
+    price: wire.PriceMicros
+
+
+# Market channel (wss …/ws/market) messages, for marks and resolution.
+class PriceChange(wire.WireModel):
+    asset_id: wire.AssetId
+    price: wire.PriceMicros
+    side: Literal["BUY", "SELL"]
+    size: wire.NonNegMicros
+    hash: str = ""
+    best_bid: wire.PriceMicros | None = None
+    best_ask: wire.PriceMicros | None = None
+
+
+class PriceChangeMessage(wire.WireModel):
+    event_type: Literal["price_change"]
+    market: wire.Hash32
+    price_changes: list[PriceChange]
+    timestamp: Millis
+
+
+class LastTradeMessage(wire.WireModel):
+    event_type: Literal["last_trade_price"]
+    market: wire.Hash32
+    asset_id: wire.AssetId
+    price: wire.PriceMicros
+    side: Literal["BUY", "SELL"]
+    size: wire.NonNegMicros
+    fee_rate_bps: int = 0
+    timestamp: Millis
+
+
+class MarketResolvedMessage(wire.WireModel):
+    event_type: Literal["market_resolved"]
+    market: wire.Hash32
+    assets_ids: list[wire.AssetId]
+    winning_asset_id: wire.AssetId
+    winning_outcome: str
+    timestamp: Millis
+    tags: list[str] = Field(default_factory=list)
+
+
+def fetch_book(upstream: http.Upstream, token_id: str) -> OrderBook | wire.Reject | None:
+    """Returns the asset's normalized book; None when the CLOB has none (404: closed or
+    resolved market); a Reject when the payload does not parse."""
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/book", BookPayload, params=ctx, context=ctx)
+    return parsed.normalized() if isinstance(parsed, BookPayload) else parsed
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def fetch_books(upstream: http.Upstream, token_ids: list[str]) -> wire.Batch[BookPayload]:
+    """Returns the books of many assets (`POST /books`, ≤ 500 per call)."""
+    batch: wire.Batch[BookPayload] = wire.Batch()
+    for chunk in _chunks(token_ids, MAX_BATCH):
+        body = [{"token_id": t} for t in chunk]
+        wire.fetch_rows(upstream, "POST", "/books", BookPayload, body=body, into=batch)
+    return batch
+
+
+def fetch_midpoint(upstream: http.Upstream, token_id: str) -> int | wire.Reject | None:
+    """Returns the asset's midpoint in micros; None when it has no book (404)."""
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/midpoint", Midpoint, params=ctx, context=ctx)
+    return parsed.mid if isinstance(parsed, Midpoint) else parsed
+
+
+def fetch_midpoints(
+    upstream: http.Upstream, token_ids: list[str]
+) -> tuple[dict[str, int], list[wire.Reject]]:
+    """Returns {asset: mid micros} for the assets that have a book (`POST /midpoints`,
+    ≤ 500 per call), and the entries that did not parse."""
+    mids: dict[str, int] = {}
+    rejects: list[wire.Reject] = []
+    for chunk in _chunks(token_ids, MAX_BATCH):
+        try:
+            payload = upstream.post("/midpoints", [{"token_id": t} for t in chunk])
+        except http.BadPayload as exc:
+            rejects.append(wire.Reject.of_bad_payload("clob/midpoints", exc))
+            continue
+        if not isinstance(payload, dict):
+            rejects.append(
+                wire.Reject(
+                    "clob/midpoints", "expected an object of mids", wire.dump_payload(payload)
+                )
+            )
+            continue
+        for token, value in payload.items():
+            parsed = wire.parse_one(Midpoint, {"mid": value}, "clob/midpoints", {"token_id": token})
+            if isinstance(parsed, wire.Reject):
+                rejects.append(parsed)
+            else:
+                mids[str(token)] = parsed.mid
+    return mids, rejects
+
+
+def fetch_last_trade_price(
+    upstream: http.Upstream, token_id: str
+) -> LastTrade | wire.Reject | None:
+    """Returns the last trade (check `is_default`: 0.5 with no side means none)."""
+    ctx = {"token_id": token_id}
+    return wire.fetch_one(upstream, "/last-trade-price", LastTrade, params=ctx, context=ctx)
+
+
+def fetch_price(
+    upstream: http.Upstream, token_id: str, side: Literal["BUY", "SELL"]
+) -> int | wire.Reject | None:
+    """Returns `/price`: side BUY gives the best BID, side SELL the best ASK (sic)."""
+    ctx = {"token_id": token_id}
+    parsed = wire.fetch_one(upstream, "/price", Price, params={**ctx, "side": side}, context=ctx)
+    return parsed.price if isinstance(parsed, Price) else parsed

@@ -1,0 +1,128 @@
+"""Polymarket Gamma market metadata. `outcomes`, `outcomePrices` and `clobTokenIds`
+arrive as JSON-encoded strings and are decoded here; index i of `clobTokenIds` is
+`outcomes[i]`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
+
+from common.domain import money
+from common.upstream import http, wire
+
+IDS_PER_CALL = 50
+
+
+def _json_list(value: Any) -> Any:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON-encoded list: {value[:60]!r}") from exc
+    return value
+
+
+def _alias(*names: str, default: Any = None) -> Any:
+    return Field(default=default, validation_alias=AliasChoices(*names))
+
+
+class FeeSchedule(wire.WireModel):
+    exponent: int = 1
+    rate: wire.NonNegMicros = 0
+    taker_only: bool = _alias("takerOnly", "taker_only", default=True)
+    rebate_rate: wire.NonNegMicros | None = _alias("rebateRate", "rebate_rate")
+
+
+class GammaMarket(wire.WireModel):
+    id: Annotated[str, BeforeValidator(str)]
+    condition_id: wire.Hash32 = Field(validation_alias=AliasChoices("conditionId", "condition_id"))
+    question: str | None = None
+    slug: str | None = None
+    end_date: datetime | None = _alias("endDate", "end_date")
+    active: bool | None = None
+    closed: bool = False
+    accepting_orders: bool | None = _alias("acceptingOrders", "accepting_orders")
+    neg_risk: bool = _alias("negRisk", "neg_risk", default=False)
+    tick_size: wire.PriceMicros | None = _alias("orderPriceMinTickSize", "tick_size")
+    min_order_size: wire.NonNegMicros | None = _alias("orderMinSize", "min_order_size")
+    fees_enabled: bool = _alias("feesEnabled", "fees_enabled", default=False)
+    fee_schedule: FeeSchedule | None = _alias("feeSchedule", "fee_schedule")
+    outcomes: Annotated[list[str], BeforeValidator(_json_list)] = Field(default_factory=list)
+    outcome_prices: Annotated[list[wire.PriceMicros], BeforeValidator(_json_list)] = _alias(
+        "outcomePrices", "outcome_prices", default=[]
+    )
+    clob_token_ids: Annotated[list[wire.AssetId], BeforeValidator(_json_list)] = _alias(
+        "clobTokenIds", "clob_token_ids", default=[]
+    )
+    uma_resolution_status: str | None = _alias("umaResolutionStatus", "uma_resolution_status")
+
+    @model_validator(mode="after")
+    def _outcomes_match_tokens(self) -> GammaMarket:
+        if self.clob_token_ids and len(self.outcomes) != len(self.clob_token_ids):
+            raise ValueError(
+                f"{len(self.outcomes)} outcomes but {len(self.clob_token_ids)} clobTokenIds"
+            )
+        if self.outcome_prices and len(self.outcome_prices) != len(self.outcomes):
+            raise ValueError("outcomePrices and outcomes differ in length")
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        """Closed with every outcome priced exactly 0 or 1 (one of them 1)."""
+        prices = self.outcome_prices
+        return (
+            self.closed
+            and bool(prices)
+            and all(p in (0, money.MICROS) for p in prices)
+            and prices.count(money.MICROS) == 1
+        )
+
+    def payouts(self) -> dict[str, int]:
+        """Returns {asset: payout micros} for a resolved market, else {}."""
+        if not self.resolved:
+            return {}
+        return dict(zip(self.clob_token_ids, self.outcome_prices, strict=True))
+
+    @property
+    def fee_rate(self) -> int:
+        """Taker fee rate in micros (0.04 → 40000); 0 when fees are off."""
+        if not self.fees_enabled or self.fee_schedule is None:
+            return 0
+        return self.fee_schedule.rate
+
+
+def fetch_markets(
+    upstream: http.Upstream,
+    *,
+    condition_ids: list[str] | None = None,
+    clob_token_ids: list[str] | None = None,
+) -> wire.Batch[GammaMarket]:
+    """Returns the markets for the given condition ids or token ids (repeated query
+    parameters, at most IDS_PER_CALL per call)."""
+    key, ids = (
+        ("condition_ids", condition_ids) if condition_ids else ("clob_token_ids", clob_token_ids)
+    )
+    batch: wire.Batch[GammaMarket] = wire.Batch()
+    for start in range(0, len(ids or []), IDS_PER_CALL):
+        chunk = (ids or [])[start : start + IDS_PER_CALL]
+        params = [(key, i) for i in chunk] + [("limit", str(len(chunk) * 2))]
+        wire.fetch_rows(
+            upstream,
+            "GET",
+            "/markets",
+            GammaMarket,
+            params=params,
+            context={key: chunk[:5]},
+            into=batch,
+        )
+    return batch
+
+
+def fetch_market(upstream: http.Upstream, market_id: str) -> GammaMarket | wire.Reject | None:
+    """Returns one market by Gamma id; None when Gamma does not know it (404)."""
+    return wire.fetch_one(upstream, f"/markets/{market_id}", GammaMarket, context={"id": market_id})

@@ -44,15 +44,16 @@ run-live: $(STAMP) system-deps compile
 compile: $(STAMP)
 	@$(BIN)/python -m compileall -q -j 0 common functions api site_builder sandbox run_local.py >/dev/null
 
-## test: lint, type-check and the whole test suite (what .ci/run calls)
+## test: lint, type-check, import contracts and the whole test suite (what .ci/run calls)
 test: $(STAMP) system-deps
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports --no-cache
 
 sandbox: $(STAMP)
 	@$(BIN)/python -m sandbox serve

@@ -54,7 +54,7 @@ SANDBOX_LEADER_LABEL = settings.SANDBOX_LEADER_LABEL
 def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
     """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
     once the sandbox is up); returns the wallets newly followed."""
-    from functions import follow
+    from common.store import users
     from sandbox import scenario  # the demo's only use of the sandbox's code
 
     wallets = [leader["wallet"] for leader in scenario.generate(seed)["leaders"]]
@@ -63,7 +63,7 @@ def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
         known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
         for i, wallet in enumerate(wallets):
             if wallet not in known:
-                follow.add(conn, wallet, f"{SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow())
+                users.add(conn, wallet, f"{SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow())
                 added.append(wallet)
     return added
 

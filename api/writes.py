@@ -19,8 +19,7 @@ from psycopg.types.json import Jsonb
 
 from common.domain import copy_config
 from common.runtime import jobs
-from common.store import copy_configs, db
-from functions import follow
+from common.store import copy_configs, db, users
 
 CONFIG_LOCK = 0x6F63_0007  # advisory lock: config writers take turns, so versions differ
 CONDITION_ID = re.compile(r"^0x[0-9a-f]{64}$")
@@ -29,7 +28,7 @@ TABLES = (
     ("copy_sizing_config", copy_config.SIZING_FIELDS, "copy_sizing_config_id"),
 )
 FIELDS = (*copy_config.GUARDRAIL_FIELDS, *copy_config.SIZING_FIELDS)
-ADDED = {"enabled": True, "copy_mode": "ACTIVE"}  # a user as `follow.add` leaves it
+ADDED = {"enabled": True, "copy_mode": "ACTIVE"}  # a user as `users.add` leaves it
 REMOVED = {"enabled": False, "copy_mode": "REMOVED"}  # ... and as reverting that does
 Row = dict[str, Any]
 
@@ -109,7 +108,7 @@ def _transaction(conn: db.Conn) -> Iterator[None]:
         ) from exc
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise WriteError(f"the database refused the change: {exc.diag.message_primary}") from exc
-    except follow.FollowError as exc:
+    except users.FollowError as exc:
         raise WriteError(str(exc)) from exc
 
 
@@ -307,10 +306,10 @@ def blacklist(conn: db.Conn, by: By, condition_id: str, blacklisted: bool) -> Ro
 
 
 def follow_user(conn: db.Conn, by: By, wallet: str, label: str, proxies: list[str]) -> Row:
-    """Follows a wallet (`follow.add`, which writes the audit row); seeding is left to
+    """Follows a wallet (`users.add`, which writes the audit row); seeding is left to
     the next poll."""
     with _transaction(conn):
-        user_id = follow.add(
+        user_id = users.add(
             conn, wallet, label, proxies, jobs.utcnow(), actor=by.actor, request_id=by.request_id
         )
         row = conn.execute(
@@ -326,13 +325,13 @@ _USER = "SELECT id, label, profile_wallet, enabled, copy_mode FROM followed_user
 
 
 def _user(conn: db.Conn, audit: Audit, user_id: int, fields: Row) -> Row:
-    """Sets enabled / copy_mode; audited like `follow.set_fields` (whole rows)."""
+    """Sets enabled / copy_mode; audited like `users.set_fields` (whole rows)."""
     before = conn.execute(_USER + " FOR UPDATE", {"id": user_id}).fetchone()
     if before is None:
         raise NotFound(f"no followed user {user_id}")
     audit.check(before, f"user {user_id}")
-    if fields.get("copy_mode", before["copy_mode"]) not in follow.MODES:
-        raise WriteError(f"copy_mode must be one of {', '.join(follow.MODES)}")
+    if fields.get("copy_mode", before["copy_mode"]) not in users.MODES:
+        raise WriteError(f"copy_mode must be one of {', '.join(users.MODES)}")
     conn.execute(
         "UPDATE followed_user SET enabled = %(enabled)s, copy_mode = %(copy_mode)s,"
         " updated_at = now() WHERE id = %(id)s",

@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 
 import run_local
 from benchmarks.scratch import percentile, scratch_database
-from common.store import db
+from common.store import db, polling, users
 from common.upstream import http
-from functions import follow, poll
 from sandbox import testing
 
 
@@ -53,9 +52,9 @@ def run_mode(name: str, with_listener: bool, args: argparse.Namespace) -> list[f
                 with db.connect(url, autocommit=True) as conn, http.make_upstreams(s) as ups:
                     now = datetime.now(tz=UTC)
                     for i, wallet in enumerate(sb.leaders):
-                        follow.add(conn, wallet, f"leader{i}", [], now)
-                    for user in poll.followed_users(conn):
-                        poll.seed_user(conn, ups, user, now)
+                        users.add(conn, wallet, f"leader{i}", [], now)
+                    for user in polling.followed_users(conn):
+                        polling.seed_user(conn, ups, user, now)
                 start_ms = int(time.time() * 1000)
                 commands = [["-m", "functions.poll", "--loop", "--interval", "1"]]
                 if with_listener:

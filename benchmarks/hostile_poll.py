@@ -29,8 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from benchmarks import scratch
 from common.runtime import settings
-from common.store import db
-from functions import follow
+from common.store import db, users
 
 WALLET = "0x" + "5a" * 20
 COND = "0x" + "c1" * 32
@@ -156,7 +155,7 @@ def prepare(url: str) -> None:
             " VALUES ('123', %(c)s, 'Yes', 0), ('456', %(c)s, 'No', 1)",
             {"c": COND},
         )
-        follow.add(conn, WALLET, "hostile", [], now - timedelta(hours=1))
+        users.add(conn, WALLET, "hostile", [], now - timedelta(hours=1))
         conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": now - timedelta(hours=1)})
 
 

@@ -5,7 +5,7 @@ arrives (that instant is its detect time); a log re-sent with `removed: true` un
 A frame that does not parse or decode is quarantined and the listener goes on. On a
 drop it reconnects with capped exponential backoff and jitter; after every reconnect it
 asks for a Data API backfill of the last 5 minutes (checkpoint `listen.backfill_request`,
-which the poller reads, plus `functions.poll.backfill` in a background thread when that
+which the poller reads, plus `common.store.polling.backfill` in a background thread when that
 exists) and replays its own gap with `eth_getLogs` from the last block it saw.
 
 One listener per database: it holds the job lock `listen` (jobs.try_lock) while it
@@ -404,14 +404,14 @@ def poll_backfill(
     stop: jobs.StopFlag,
     clock: Callable[[], datetime] = jobs.utcnow,
 ) -> Backfill | None:
-    """Returns a hook running `functions.poll.backfill` after `delay_s` (so the Data API
+    """Returns a hook running `common.store.polling.backfill` after `delay_s` (so the Data API
     has indexed the gap), or None when the poller does not offer one."""
     try:
-        poll = importlib.import_module("functions.poll")
+        poll = importlib.import_module("common.store.polling")
     except ModuleNotFoundError:
         return None
     except Exception:  # a broken poller must not keep the listener down
-        log.exception("listen: functions.poll does not import; backfill requests only")
+        log.exception("listen: common.store.polling does not import; backfill requests only")
         return None
     backfill = getattr(poll, "backfill", None)
     if not callable(backfill):

@@ -14,9 +14,8 @@ from typing import Any
 
 from common.domain import ledger
 from common.runtime import jobs
-from common.store import db, failures, shadow
+from common.store import db, failures, polling, shadow
 from common.upstream import http
-from functions import poll
 
 MAX_EXAMPLES = 50
 
@@ -107,7 +106,7 @@ def find_stalls(conn: db.Conn, now: datetime, s: Any) -> list[dict[str, Any]]:
         """SELECT u.id AS followed_user_id, c.cursor_time FROM followed_user u
            LEFT JOIN system_checkpoint c ON c.name = %(cp)s AND c.followed_user_id = u.id
            WHERE u.enabled AND u.copy_mode <> 'REMOVED'""",
-        {"cp": poll.CHECKPOINT},
+        {"cp": polling.CHECKPOINT},
     ):
         if r["cursor_time"] is None or r["cursor_time"] < now - stale_after:
             findings.append({"kind": "poll_checkpoint_stale", **_plain(r)})
@@ -131,7 +130,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     s, now = ctx.settings, ctx.clock()
     ups: http.Upstreams = ctx.resources["ups"]
     backfill = timedelta(seconds=s.reconcile_backfill_s)
-    ctx.count("backfilled", poll.backfill(conn, ups, now - backfill, now, ctx.clock))
+    ctx.count("backfilled", polling.backfill(conn, ups, now - backfill, now, ctx.clock))
     ctx.count("contradicted_fills_voided", void_contradicted(conn, now))
     findings = find_gaps(conn, now, timedelta(seconds=s.reconcile_confirm_after_s))
     findings += find_stalls(conn, now, s)

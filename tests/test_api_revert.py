@@ -134,10 +134,10 @@ def test_user_update_revert(api: TestClient, conn: db.Conn) -> None:
 
 
 def test_cli_written_rows_revert_too(api: TestClient, conn: db.Conn) -> None:
-    from functions import follow
+    from common.store import users
 
     user = add_user(api)
-    follow.set_fields(conn, str(user), copy_mode="PAUSED")
+    users.set_fields(conn, str(user), copy_mode="PAUSED")
     assert revert(api, last_audit(conn)["id"]).status_code == 200
     row = conn.execute("SELECT copy_mode FROM followed_user").fetchone()
     assert row == {"copy_mode": "ACTIVE"}

@@ -20,8 +20,7 @@ from test_api import MARKET, WALLET, TestClient, add_market, api_client, audit_c
 from api import models
 from common.domain import copy_config
 from common.runtime import settings as settings_mod
-from common.store import copy_configs, db
-from functions import follow
+from common.store import copy_configs, db, users
 
 BIG = 2**70
 ZERO = "0x" + "0" * 40
@@ -309,7 +308,7 @@ def test_fuzzed_config_changes_never_fail_the_server(api: TestClient, conn: db.C
 def test_every_value_the_models_take_fits_its_column(conn: db.Conn) -> None:
     """For each field, the ends of its range (and just past them) are tried on the model
     and on the column: what the model takes, the column takes."""
-    user = follow.add(conn, WALLET, "w", [], "2026-01-01T00:00:00Z")
+    user = users.add(conn, WALLET, "w", [], "2026-01-01T00:00:00Z")
     wrong = []
     for name in FIELDS:
         bounds = models.ConfigFields.range_of(name)
@@ -373,4 +372,4 @@ def test_models_cover_the_config_and_the_modes() -> None:
     assert set(models.ConfigFields.model_fields) == set(FIELDS)
     mode = models.UserUpdate.model_fields["copy_mode"].annotation
     (literal,) = (a for a in typing.get_args(mode) if typing.get_origin(a) is typing.Literal)
-    assert typing.get_args(literal) == follow.MODES
+    assert typing.get_args(literal) == users.MODES

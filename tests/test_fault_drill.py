@@ -72,8 +72,8 @@ from test_poll import (
 
 import run_local
 from common.runtime import clock, jobs, settings
-from common.store import db, migrate
-from functions import follow, poll, price, simulate, snapshot
+from common.store import db, migrate, users
+from functions import poll, price, simulate, snapshot
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox
@@ -701,7 +701,7 @@ def test_listener_drill_stores_every_chain_fill_once(db_url: str, tmp_path: Path
         try:
             now = datetime.now(tz=UTC)
             for i, wallet in enumerate(sb.leaders):
-                follow.add(conn, wallet, f"leader{i}", [], now)
+                users.add(conn, wallet, f"leader{i}", [], now)
             first = procs.spawn("listen", "--backfill-delay", "1")
             wait_for(lambda: subscribed(conn, first), 30, "the listener never subscribed")
             listen_from_ms = sb.now_ms()
@@ -957,7 +957,7 @@ def test_every_program_processes_again_after_the_database_is_killed_and_restarte
     with testing.running_sandbox(seed=LISTEN_SEED, leaders=4) as sb:
         with db.connect(url, autocommit=True) as conn:
             for i, wallet in enumerate(sb.leaders):
-                follow.add(conn, wallet, f"leader{i}", [], datetime.now(tz=UTC))
+                users.add(conn, wallet, f"leader{i}", [], datetime.now(tz=UTC))
         env = {
             **os.environ,
             **run_local.demo_environment(sb.port),

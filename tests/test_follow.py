@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from common.runtime import settings
-from common.store import db
-from functions import follow
+from common.store import db, users
 
 WALLET = "0x" + "ab" * 20
 BASE_URLS = ("OCULUS_DATA_API_URL", "OCULUS_CLOB_URL", "OCULUS_GAMMA_URL", "OCULUS_CHAIN_WS_URL")
@@ -87,7 +86,7 @@ def test_a_failed_seed_names_the_host_and_the_reason(db_url: str, conn: db.Conn)
 def test_a_demo_database_is_not_seeded_from_the_real_polymarket(
     db_url: str, conn: db.Conn, proxy: list[str]
 ) -> None:
-    follow.add(conn, "0x" + "cd" * 20, "sandbox-leader-1", [], datetime.now(tz=UTC))
+    users.add(conn, "0x" + "cd" * 20, "sandbox-leader-1", [], datetime.now(tz=UTC))
     done = follow_add(db_url, HTTPS_PROXY=proxy[0], HTTP_PROXY=proxy[0], NO_PROXY="")
     assert done.returncode == 0, done.stderr
     assert proxy[1:] == []  # nothing asked of the real hosts
@@ -98,8 +97,8 @@ def test_a_demo_database_is_not_seeded_from_the_real_polymarket(
 
 
 def test_the_zero_address_is_refused_by_the_command_too(conn: db.Conn) -> None:
-    with pytest.raises(follow.FollowError, match="zero address"):
-        follow.add(conn, "0x" + "0" * 40, "nobody", [], datetime.now(UTC))
-    with pytest.raises(follow.FollowError, match="zero address"):
-        follow.add(conn, "0x" + "ab" * 20, "proxy", ["0x" + "0" * 40], datetime.now(UTC))
+    with pytest.raises(users.FollowError, match="zero address"):
+        users.add(conn, "0x" + "0" * 40, "nobody", [], datetime.now(UTC))
+    with pytest.raises(users.FollowError, match="zero address"):
+        users.add(conn, "0x" + "ab" * 20, "proxy", ["0x" + "0" * 40], datetime.now(UTC))
     assert conn.execute("SELECT count(*) AS n FROM followed_user").fetchone() == {"n": 0}

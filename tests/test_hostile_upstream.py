@@ -15,9 +15,9 @@ import pytest
 
 from common.domain import money
 from common.runtime import settings
-from common.store import db, ingest, shadow
+from common.store import db, ingest, polling, shadow, users
 from common.upstream import chain, data_api, http, wire
-from functions import follow, poll, reconcile
+from functions import reconcile
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 WALLET = "0x" + "5a" * 20
@@ -81,7 +81,7 @@ def setup_users(conn: db.Conn, *wallets: str) -> list[int]:
         {"c": COND},
     )
     ids = [
-        follow.add(conn, w, f"lead{i}", [], NOW - timedelta(hours=1)) for i, w in enumerate(wallets)
+        users.add(conn, w, f"lead{i}", [], NOW - timedelta(hours=1)) for i, w in enumerate(wallets)
     ]
     conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": NOW - timedelta(hours=1)})
     return ids
@@ -90,7 +90,7 @@ def setup_users(conn: db.Conn, *wallets: str) -> list[int]:
 def poll_once(conn: db.Conn, api: FakeDataApi, now: datetime = NOW) -> dict[str, int]:
     counts: dict[str, int] = {}
     with api.upstreams() as ups:
-        poll.poll_all(
+        polling.poll_all(
             conn, ups, now, overlap=timedelta(minutes=2), reach_back_to=None, counts=counts
         )
     return counts
@@ -300,7 +300,7 @@ def test_a_listing_with_more_rows_than_its_limit_is_refused(conn: db.Conn) -> No
     assert any("limit" in q["reason"] for q in quarantined(conn))
     checkpoint = conn.execute(
         "SELECT cursor_time FROM system_checkpoint WHERE name = %(n)s AND followed_user_id = %(u)s",
-        {"n": poll.CHECKPOINT, "u": user},
+        {"n": polling.CHECKPOINT, "u": user},
     ).fetchone()
     assert checkpoint is None  # not moved past rows it could not read
 
@@ -358,7 +358,7 @@ def test_detect_time_is_when_the_page_arrived_not_when_the_batch_began(conn: db.
     api.on_trades = slow_answer
     counts: dict[str, int] = {}
     with api.upstreams() as ups:
-        poll.poll_all(
+        polling.poll_all(
             conn,
             ups,
             NOW,

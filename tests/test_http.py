@@ -25,9 +25,8 @@ import httpx
 import pytest
 
 from common.runtime import settings
-from common.store import db
+from common.store import db, users
 from common.upstream import http
-from functions import follow
 
 MiB = 1024 * 1024
 
@@ -482,7 +481,7 @@ def test_stopped_is_not_an_upstream_error() -> None:
 
 def test_poll_stops_promptly_on_sigterm_during_a_drip(db_url: str) -> None:
     with db.connect(db_url, autocommit=True) as conn:
-        follow.add(conn, "0x" + "ab" * 20, "dripped", [], datetime.now(UTC))
+        users.add(conn, "0x" + "ab" * 20, "dripped", [], datetime.now(UTC))
     with serving(drip(every_s=0.2, for_s=20)) as served:
         env = {
             **os.environ,

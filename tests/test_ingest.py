@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from common.domain import ledger
 from common.runtime import settings
-from common.store import db, ingest, shadow
+from common.store import db, ingest, shadow, users
 from common.upstream import chain
-from functions import follow
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 WALLET = "0x" + "5a" * 20
@@ -160,7 +159,7 @@ def _ledger(conn: db.Conn) -> tuple[int, int]:
 
 
 def test_a_late_chain_log_corrects_an_applied_api_fill_to_exact_amounts(conn: db.Conn) -> None:
-    user = follow.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
+    user = users.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
     conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": NOW - timedelta(hours=1)})
     ingest.store_api_fills(conn, [api_fill(user=user)], NOW - timedelta(seconds=25))
     shadow.apply_pending(conn, NOW, timedelta(seconds=10), timedelta(minutes=15))

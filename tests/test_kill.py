@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 import pytest
 
 import run_local
-from common.store import db
+from common.store import db, polling, users
 from common.upstream import http
-from functions import follow, poll
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox
@@ -30,9 +29,9 @@ def test_poller_killed_mid_run_then_restarted(db_url: str) -> None:
         with db.connect(db_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
             now = datetime.now(tz=UTC)
             for i, wallet in enumerate(sb.leaders):
-                follow.add(conn, wallet, f"l{i}", [], now)
-            for user in poll.followed_users(conn):
-                poll.seed_user(conn, ups, user, now)
+                users.add(conn, wallet, f"l{i}", [], now)
+            for user in polling.followed_users(conn):
+                polling.seed_user(conn, ups, user, now)
         command = [sys.executable, "-m", "functions.poll", "--loop", "--interval", "0.5"]
         for _ in range(3):  # each time, kill it while a run is in progress
             proc = subprocess.Popen(

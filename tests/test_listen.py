@@ -499,9 +499,9 @@ def test_the_poller_backfill_hook_runs_and_clears_the_request(
         calls.append((ups, since, now))
         return 3
 
-    fake = types.ModuleType("functions.poll")
+    fake = types.ModuleType("common.store.polling")
     fake.backfill = backfill  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "functions.poll", fake)
+    monkeypatch.setitem(sys.modules, "common.store.polling", fake)
     hook = listen.poll_backfill(db_url, settings.get(), 0.0, jobs.StopFlag())
     assert hook is not None
     now = datetime.now(tz=UTC)
@@ -511,7 +511,9 @@ def test_the_poller_backfill_hook_runs_and_clears_the_request(
     assert calls[0][2] >= now and hasattr(calls[0][0], "data_api")
     assert checkpoint(conn, listen.BACKFILL_REQUEST) is None  # served: the poller skips it
 
-    monkeypatch.setitem(sys.modules, "functions.poll", types.ModuleType("functions.poll"))
+    monkeypatch.setitem(
+        sys.modules, "common.store.polling", types.ModuleType("common.store.polling")
+    )
     assert listen.poll_backfill(db_url, settings.get(), 0.0, jobs.StopFlag()) is None
 
 

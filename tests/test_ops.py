@@ -19,8 +19,8 @@ from test_api import api_client
 
 import run_local
 from common.runtime import jobs, settings
-from common.store import checkpoints, db, failures
-from functions import follow, ops, poll
+from common.store import checkpoints, db, failures, polling, users
+from functions import ops
 from sandbox import testing
 
 BEATING = ("scheduler", "listen", "simulate", "site_builder")
@@ -195,7 +195,7 @@ def test_a_group_that_cannot_be_decided_can_be_voided_with_an_audit_row(
     conn: db.Conn, db_url: str
 ) -> None:
     now = jobs.utcnow()
-    user = follow.add(conn, "0x" + "ab" * 20, "stuck", [], now)
+    user = users.add(conn, "0x" + "ab" * 20, "stuck", [], now)
     conn.execute(
         """INSERT INTO copy_group (group_key, followed_user_id, action, window_start,
                window_end, first_detect_time, close_time, decide_at, state)
@@ -226,7 +226,7 @@ def test_a_user_the_poller_cannot_reach_is_a_failed_item_until_it_can(
         env = {**os.environ, **run_local.demo_environment(sb.port), "DATABASE_URL": db_url}
         env["OCULUS_HTTP_MAX_RETRIES"] = "1"
         for i, wallet in enumerate(sb.leaders):
-            follow.add(conn, wallet, f"l{i}", [], jobs.utcnow())
+            users.add(conn, wallet, f"l{i}", [], jobs.utcnow())
         command = [sys.executable, "-m", "functions.poll", "--once"]
 
         def run_poll() -> dict[str, Any]:
@@ -235,14 +235,14 @@ def test_a_user_the_poller_cannot_reach_is_a_failed_item_until_it_can(
 
         sb.set_faults(rate_5xx=1.0)
         first = run_poll()
-        users = {f"user:{u.id}" for u in poll.followed_users(conn)}
-        assert set(first) == users
+        keys = {f"user:{u.id}" for u in polling.followed_users(conn)}
+        assert set(first) == keys
         assert all("5" in f["error"] and f["payload"]["wallets"] for f in first.values())
         again = run_poll()
-        assert {k: f["attempts"] for k, f in again.items()} == dict.fromkeys(users, 2)
+        assert {k: f["attempts"] for k, f in again.items()} == dict.fromkeys(keys, 2)
         sb.set_faults(rate_5xx=0.0)
         assert run_poll() == {}
     resolved = conn.execute(
         "SELECT count(*) AS n FROM failed_item WHERE resolved_at IS NOT NULL"
     ).fetchone()
-    assert resolved == {"n": len(users)}
+    assert resolved == {"n": len(keys)}

@@ -14,9 +14,9 @@ import pytest
 
 import run_local
 from common.runtime import jobs, settings
-from common.store import db
+from common.store import db, polling, users
 from common.upstream import http
-from functions import follow, poll
+from functions import poll
 from sandbox import testing
 
 pytestmark = pytest.mark.sandbox
@@ -51,10 +51,10 @@ class Harness:
     def follow_leaders(self) -> list[int]:
         now = at(self.sb.now_ms())
         ids = [
-            follow.add(self.conn, w, f"leader{i}", [], now) for i, w in enumerate(self.sb.leaders)
+            users.add(self.conn, w, f"leader{i}", [], now) for i, w in enumerate(self.sb.leaders)
         ]
-        for user in poll.followed_users(self.conn):
-            poll.seed_user(self.conn, self.ups, user, now)
+        for user in polling.followed_users(self.conn):
+            polling.seed_user(self.conn, self.ups, user, now)
         return ids
 
     def poll(self) -> int:

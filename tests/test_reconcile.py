@@ -9,9 +9,9 @@ import pytest
 
 import run_local
 from common.runtime import jobs, settings
-from common.store import db, ingest
+from common.store import db, ingest, polling, users
 from common.upstream import chain, http
-from functions import follow, poll, reconcile
+from functions import reconcile
 from sandbox import testing
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -42,7 +42,7 @@ def chain_fill(tx: int, log_index: int, *, removed: bool = False) -> chain.Chain
 
 
 def test_gaps_and_stalls_are_flagged(conn: db.Conn) -> None:
-    user = follow.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
+    user = users.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
     conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": NOW - timedelta(hours=1)})
     old = NOW - timedelta(minutes=20)
     assert ingest.store_chain_fill(conn, chain_fill(1, 4), user, old) == "insert"
@@ -59,7 +59,7 @@ def test_gaps_and_stalls_are_flagged(conn: db.Conn) -> None:
 
 
 def test_api_fill_missed_while_listener_was_up(conn: db.Conn) -> None:
-    user = follow.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
+    user = users.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
     jobs.heartbeat(conn, "listen", NOW - timedelta(hours=1), {"connected": True})
     jobs.heartbeat(conn, "listen", NOW, {"connected": True})
     fill = ingest.ApiFill(
@@ -85,7 +85,7 @@ def test_run_backfills_and_records_findings(conn: db.Conn) -> None:
         s = run_local.demo_settings(sb.port)
         with http.make_upstreams(s) as ups:
             now = datetime.fromtimestamp(sb.now_ms() / 1000, tz=UTC)
-            follow.add(conn, sb.leaders[0], "lead", [], now)
+            users.add(conn, sb.leaders[0], "lead", [], now)
             sb.advance(3 * 60_000)
             ctx = jobs.Context(
                 args=argparse.Namespace(),
@@ -100,5 +100,5 @@ def test_run_backfills_and_records_findings(conn: db.Conn) -> None:
     seeded = conn.execute("SELECT seeded_at FROM followed_user").fetchone()
     assert seeded is not None and seeded["seeded_at"] is not None
     assert conn.execute(
-        "SELECT count(*) AS n FROM system_checkpoint WHERE name = %(n)s", {"n": poll.CHECKPOINT}
+        "SELECT count(*) AS n FROM system_checkpoint WHERE name = %(n)s", {"n": polling.CHECKPOINT}
     ).fetchone() == {"n": 1}

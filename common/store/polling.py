@@ -1,0 +1,482 @@
+"""Polling the Data API for the followed users (what `functions.poll` runs, and what
+reconcile's backfill, the listener's catch-up and `follow add`'s seed share):
+`/activity` by time window and `/trades?takerOnly=false`, read into `trade_event` /
+`activity_event` exactly once (`store.ingest`), then the shadow ledger applies what is
+new (`store.shadow`). Listings are bounded (OCULUS_POLL_MAX_ROWS), stamped as their
+pages arrive, and a user whose listing is not whole keeps its checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from common.domain import ledger
+from common.runtime import settings
+from common.store import checkpoints, db, failures, ingest, markets, quarantine, shadow
+from common.upstream import data_api, http, wire
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "poll.activity"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    wallets: tuple[str, ...]
+    seeded: bool
+    checkpoint: datetime | None
+
+
+def followed_users(conn: db.Conn) -> list[User]:
+    rows = conn.execute(
+        """SELECT u.id, u.seeded_at IS NOT NULL AS seeded,
+                  array_agg(w.wallet ORDER BY w.id) AS wallets, c.cursor_time
+           FROM followed_user u
+           JOIN followed_user_proxy_wallet w ON w.followed_user_id = u.id
+           LEFT JOIN system_checkpoint c ON c.name = %(cp)s AND c.followed_user_id = u.id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'
+           GROUP BY u.id, c.cursor_time ORDER BY u.id""",
+        {"cp": CHECKPOINT},
+    ).fetchall()
+    return [User(r["id"], tuple(r["wallets"]), r["seeded"], r["cursor_time"]) for r in rows]
+
+
+class ListingError(http.UpstreamError):
+    """A wallet's listing could not be read whole this run: a page was refused, or it
+    passed the run's caps. What was read whole is stored; the checkpoint stays behind."""
+
+
+# How often one window may be halved: 2^24 s is 194 days, so any real window ends in
+# one second long before this; it only stops an upstream that is always full.
+MAX_SPLIT_DEPTH = 24
+
+
+@dataclass
+class Budget:
+    """Rows one user's poll may still read this run (memory and requests stay bounded
+    whatever an upstream sends)."""
+
+    rows: int
+    limit: int
+
+    @classmethod
+    def of(cls, limit: int) -> Budget:
+        return cls(limit, limit)
+
+
+@dataclass
+class Listing:
+    """Activity read in ascending windows: the rows, the last second read whole
+    (`start - 1` when none) and, when it stopped early, why."""
+
+    rows: wire.Batch[data_api.ActivityRow]
+    done_until: int
+    problem: str | None = None
+
+
+def fetch_activity_window(
+    upstream: http.Upstream,
+    wallet: str,
+    start: int,
+    end: int,
+    *,
+    budget: Budget,
+    clock: data_api.Clock | None = None,
+) -> Listing:
+    """Returns the activity rows in [start, end] (seconds), ascending, paging by offset
+    and halving a window whenever the offset cap would be reached. It stops at a refused
+    page, at the row budget, or when a window cannot be split further; `done_until` then
+    says how far it read whole (iterative: an upstream that is always full costs at most
+    the budget, never a recursion)."""
+    out = Listing(wire.Batch(), start - 1)
+    windows = [(start, end, 0)]  # a stack: the earliest window on top
+    while windows:
+        lo, hi, depth = windows.pop()
+        window: wire.Batch[data_api.ActivityRow] = wire.Batch()
+        offset = 0
+        while True:
+            if budget.rows <= 0:
+                out.problem = f"more than {budget.limit:,} rows this run (OCULUS_POLL_MAX_ROWS)"
+                return _keep_rejects(out, window)
+            page = data_api.fetch_activity(
+                upstream, wallet, start=lo, end=hi, offset=offset, clock=clock
+            )
+            budget.rows -= page.raw_count
+            window.add(page)
+            if page.refused:
+                out.problem = f"a page of /activity from {lo} was refused"
+                return _keep_rejects(out, window)
+            if page.raw_count < data_api.MAX_LIMIT:
+                out.rows.add(window)
+                out.done_until = hi
+                break
+            offset += page.raw_count
+            if offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+                if hi <= lo or depth >= MAX_SPLIT_DEPTH:
+                    out.problem = f"more than {offset} rows in [{lo}, {hi}] that cannot be split"
+                    return _keep_rejects(out, window)
+                middle = (lo + hi) // 2
+                windows += [(middle + 1, hi, depth + 1), (lo, middle, depth + 1)]
+                out.rows.rejects.extend(window.rejects)  # its rows are read again
+                break
+    return out
+
+
+def _keep_rejects(out: Listing, window: wire.Batch[Any]) -> Listing:
+    """The rejects of a window not read whole are kept; its rows are read next time."""
+    out.rows.rejects.extend(window.rejects)
+    return out
+
+
+def fetch_recent_trades(
+    upstream: http.Upstream,
+    wallet: str,
+    start: int,
+    *,
+    budget: Budget,
+    clock: data_api.Clock | None = None,
+) -> tuple[wire.Batch[data_api.TradeRow], str | None]:
+    """Returns /trades rows (maker fills included) with timestamp ≥ start, newest first,
+    and why it stopped early (a refused page: the listing is then not whole). Rows of
+    the oldest second are dropped when the offset cap cut the listing there, so
+    identical fills of one transaction are never split."""
+    out: wire.Batch[data_api.TradeRow] = wire.Batch()
+    offset = 0
+    while True:
+        page = data_api.fetch_trades(upstream, wallet, offset=offset, clock=clock)
+        budget.rows -= page.raw_count
+        out.add(page)
+        if page.refused:
+            return out, f"a page of /trades at offset {offset} was refused"
+        out.keep(lambda r: r.timestamp.timestamp() >= start)
+        oldest = min((r.timestamp.timestamp() for r in page.items), default=start - 1)
+        if page.raw_count < data_api.MAX_LIMIT or oldest < start:
+            return out, None
+        offset += page.raw_count
+        if offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET:
+            _keep_seconds(out, after=min(r.timestamp for r in out.items).timestamp())
+            return out, None
+
+
+def _keep_seconds(
+    rows: wire.Batch[data_api.TradeRow], *, after: float = -1.0, until: float = float("inf")
+) -> None:
+    """Keeps the rows whose timestamp is in (after, until]."""
+    rows.keep(lambda r: after < r.timestamp.timestamp() <= until)
+
+
+Timed = tuple[Any, datetime]  # a row and when its page arrived
+
+
+def normalize(
+    user_id: int,
+    wallet: str,
+    activity: Sequence[tuple[data_api.ActivityRow, datetime]],
+    trades: Sequence[tuple[data_api.TradeRow, datetime]],
+    assets_by_condition: dict[str, set[str]],
+) -> tuple[list[ingest.ApiFill], list[ingest.ApiActivity], list[wire.Reject]]:
+    """Returns the fills and activity of one wallet's rows (each row with the time its
+    page arrived: its detect time), and the rows refused: another wallet's, or an asset
+    that is not an outcome of its market (pure)."""
+    rejects: list[wire.Reject] = []
+
+    def check(row: Any, source: str) -> bool:
+        reason = None
+        if row.proxy_wallet != wallet:
+            reason = f"row for wallet {row.proxy_wallet}, polled {wallet}"
+        elif row.condition_id not in assets_by_condition:
+            reason = f"unknown market {row.condition_id}"
+        elif row.asset is not None and row.asset not in assets_by_condition[row.condition_id]:
+            reason = f"asset {row.asset} is not an outcome of market {row.condition_id}"
+        if reason is not None:
+            payload = wire.dump_payload(row.model_dump(mode="json"))
+            rejects.append(wire.Reject(source, reason, payload, {"user": wallet}))
+        return reason is None
+
+    from_activity = ingest.with_ordinals(
+        [
+            ingest.fill_from_row(r, user_id, seen)
+            for r, seen in activity
+            if r.type == "TRADE" and check(r, "data_api/activity")
+        ]
+    )
+    from_trades = ingest.with_ordinals(
+        [
+            ingest.fill_from_row(r, user_id, seen)
+            for r, seen in sorted(trades, key=lambda pair: pair[0].timestamp)
+            if check(r, "data_api/trades")
+        ]
+    )
+    fills: dict[str, ingest.ApiFill] = {}
+    for f in [*from_activity, *from_trades]:  # seen in both: the first arrival counts
+        first = fills.get(f.source_id)
+        fills[f.source_id] = f if first is None else ingest.earliest(first, f)
+    others = ingest.with_ordinals(
+        [
+            ingest.activity_from_row(r, user_id, seen)
+            for r, seen in activity
+            if r.type != "TRADE" and check(r, "data_api/activity")
+        ]
+    )
+    return list(fills.values()), others, rejects
+
+
+@dataclass
+class Collected:
+    fills: list[ingest.ApiFill]
+    others: list[ingest.ApiActivity]
+    rejected: int
+    done_until: datetime  # read whole up to here (the checkpoint moves no further)
+    problem: str | None = None
+
+    @property
+    def keys(self) -> set[str]:
+        return {f.source_id for f in self.fills} | {a.source_id for a in self.others}
+
+
+def collect(
+    conn: db.Conn,
+    ups: http.Upstreams,
+    user: User,
+    start: datetime,
+    now: datetime,
+    clock: data_api.Clock | None = None,
+) -> Collected:
+    """Fetches and normalizes one user's rows in [start, now]; bad rows are quarantined.
+    A listing that stops early (a refused page, the run's row cap) keeps only the rows up
+    to the last second read whole, and says why in `problem`. Rows are stamped with
+    `clock()` as their page arrives (default: `now`)."""
+    out = Collected([], [], 0, now)
+    begin, end = int(start.timestamp()), int(now.timestamp())
+    clock = clock or (lambda: now)  # no clock given: the caller's now, never the system's
+    budget = Budget.of(settings.get().poll_max_rows)
+    for wallet in user.wallets:
+        acts = fetch_activity_window(ups.data_api, wallet, begin, end, budget=budget, clock=clock)
+        trades, refused = fetch_recent_trades(
+            ups.data_api, wallet, begin, budget=budget, clock=clock
+        )
+        done_until = acts.done_until if refused is None else begin - 1
+        if done_until < end:
+            _keep_seconds(trades, until=done_until)
+            out.problem = out.problem or acts.problem or refused
+            out.done_until = min(out.done_until, datetime.fromtimestamp(done_until + 1, tz=UTC))
+        rows = acts.rows
+        conditions = {r.condition_id for r in rows.items} | {r.condition_id for r in trades.items}
+        known = markets.ensure(conn, ups.gamma, now, condition_ids=conditions)
+        fills, others, rejects = normalize(user.id, wallet, rows.timed(), trades.timed(), known)
+        all_rejects = rows.rejects + trades.rejects + rejects
+        quarantine.record(conn, all_rejects, now)
+        out.fills.extend(fills)
+        out.others.extend(others)
+        out.rejected += len(all_rejects)
+    return out
+
+
+def store(conn: db.Conn, rows: Collected, now: datetime) -> dict[str, int]:
+    counts = ingest.store_api_fills(conn, rows.fills, now)
+    counts["activity_inserted"] = ingest.store_activities(conn, rows.others, now)
+    counts["rows_rejected"] = rows.rejected
+    return counts
+
+
+def seed_user(conn: db.Conn, ups: http.Upstreams, user: User, now: datetime) -> int:
+    """Seeds the user's shadow book from the positions its wallets hold now, and marks
+    the recent fills already inside that snapshot COVERED_BY_SEED so they are not
+    applied twice. The recent rows are read before and after /positions and must agree
+    (else it tries again), so the snapshot and the covered set are the same moment.
+    Returns the number of positions; raises UpstreamError if the API cannot answer."""
+    window = timedelta(seconds=settings.get().seed_window_s)
+    before = _whole(collect(conn, ups, user, now - window, now))
+    for _ in range(3):
+        positions: list[data_api.PositionRow] = []
+        for wallet in user.wallets:
+            batch = fetch_positions(ups.data_api, wallet)
+            quarantine.record(conn, batch.rejects, now)
+            if batch.refused:  # a seed from part of the positions would be wrong for good
+                raise ListingError(
+                    "data_api", f"seed not possible: a /positions page of {wallet} was refused"
+                )
+            positions.extend(batch.items)
+        after = _whole(collect(conn, ups, user, now - window, now))
+        if after.keys == before.keys:
+            break
+        before = after
+    else:
+        raise http.UpstreamUnavailable("data_api", "activity kept changing while seeding")
+    markets.ensure(conn, ups.gamma, now, condition_ids={p.condition_id for p in positions})
+    store(conn, after, now)
+    entries = ledger.seed_entries(user.id, positions, now)
+    with conn.transaction():
+        db.lock_ingest(conn)  # every SHADOW_USER ledger write holds it (snapshot reads a cut)
+        if not conn.execute(
+            "UPDATE followed_user SET seeded_at = %(now)s, updated_at = %(now)s"
+            " WHERE id = %(u)s AND seeded_at IS NULL",
+            {"u": user.id, "now": now},
+        ).rowcount:
+            return 0  # seeded meanwhile by another process
+        marks = {
+            "now": now,
+            "u": user.id,
+            "fills": [f.source_id for f in after.fills],
+            "acts": [a.source_id for a in after.others],
+        }
+        conn.execute(
+            "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'COVERED_BY_SEED'"
+            " WHERE followed_user_id = %(u)s AND api_source_id = ANY(%(fills)s)"
+            " AND shadow_applied_at IS NULL",
+            marks,
+        )
+        conn.execute(
+            "UPDATE activity_event SET shadow_applied_at = %(now)s,"
+            " shadow_state = 'COVERED_BY_SEED' WHERE followed_user_id = %(u)s"
+            " AND source_id = ANY(%(acts)s) AND shadow_applied_at IS NULL",
+            marks,
+        )
+        shadow.store(conn, user.id, entries)
+    return len(entries)
+
+
+def _whole(rows: Collected) -> Collected:
+    """Returns the rows if read whole; raises ListingError (a seed needs all of them)."""
+    if rows.problem is not None:
+        raise ListingError("data_api", f"seed not possible: {rows.problem}")
+    return rows
+
+
+def fetch_positions(upstream: http.Upstream, wallet: str) -> wire.Batch[data_api.PositionRow]:
+    """Returns every position of the wallet (dust included), paging by offset."""
+    out: wire.Batch[data_api.PositionRow] = wire.Batch()
+    offset = 0
+    while True:
+        page = data_api.fetch_positions(upstream, wallet, offset=offset)
+        out.add(page)
+        offset += page.raw_count
+        if (
+            page.refused
+            or page.raw_count < data_api.MAX_LIMIT
+            or offset + data_api.MAX_LIMIT > data_api.MAX_OFFSET
+        ):
+            return out
+
+
+def poll_user(
+    conn: db.Conn,
+    ups: http.Upstreams,
+    user: User,
+    start: datetime,
+    now: datetime,
+    clock: data_api.Clock | None = None,
+) -> tuple[dict[str, int], ListingError | None]:
+    """Polls one user's wallets from `start` to `now`, stores what is new, and moves the
+    user's checkpoint to `now` — or, when the listing stopped early, stores what was read
+    whole and moves the checkpoint only that far. Returns counts, and the error that
+    stopped it early (None when read whole)."""
+    counts: dict[str, int] = {}
+    if not user.seeded:
+        counts["seeded_positions"] = seed_user(conn, ups, user, now)
+    rows = collect(conn, ups, user, start, now, clock)
+    counts.update(store(conn, rows, now))
+    if rows.done_until > start:
+        checkpoints.advance(conn, CHECKPOINT, now, user_id=user.id, time=rows.done_until)
+    if rows.problem is None:
+        return counts, None
+    where = (
+        f"read whole up to {rows.done_until.isoformat()}"
+        if rows.done_until > start
+        else "nothing read whole"
+    )
+    return counts, ListingError("data_api", f"{rows.problem}; {where}")
+
+
+def poll_all(
+    conn: db.Conn,
+    ups: http.Upstreams,
+    now: datetime,
+    *,
+    overlap: timedelta,
+    reach_back_to: datetime | None,
+    counts: dict[str, int],
+    clock: data_api.Clock | None = None,
+) -> int:
+    """Polls every enabled user (rows stamped by `clock` as their pages arrive; without
+    one, `now`); returns how many users were polled without error. A
+    user whose poll fails — the upstream, a listing refused or past its caps, or any
+    bug its rows trigger — gets a failed item and its checkpoint stays; the other users
+    are polled all the same. Only a lost database connection ends the run."""
+    request = checkpoints.pending_backfill(conn)
+    floor = min(
+        (t for t in (reach_back_to, request[0] if request else None) if t is not None),
+        default=None,
+    )
+    done = 0
+    failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
+    recovered = []
+    for user in followed_users(conn):
+        start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
+        if floor is not None:
+            start = min(start, floor)
+        key = f"user:{user.id}"
+        error: Exception | None
+        try:
+            user_counts, error = poll_user(conn, ups, user, start, now, clock)
+            for name, n in user_counts.items():
+                counts[name] = counts.get(name, 0) + n
+        except http.UpstreamError as exc:
+            error = exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, http.Stopped):
+            raise  # the database is gone, or a signal: the run ends here
+        except Exception as exc:
+            log.exception("poll: user %d failed", user.id)
+            error = RuntimeError(f"{type(exc).__name__}: {exc}")
+        if error is None:
+            done += 1
+            if key in failing:
+                recovered.append(key)
+        else:
+            counts["users_failed"] = counts.get("users_failed", 0) + 1
+            log.warning("poll: user %d not polled whole this time: %s", user.id, error)
+            # its checkpoint stays put (or where it read whole): the next run goes on
+            payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
+            failures.record(conn, "poll", key, str(error), now, payload)
+    failures.resolve(conn, "poll", recovered, now)
+    if request is not None and counts.get("users_failed", 0) == 0:
+        checkpoints.clear_backfill(conn, request[1])
+    return done
+
+
+def backfill(
+    conn: db.Conn,
+    ups: http.Upstreams,
+    since: datetime,
+    now: datetime,
+    clock: data_api.Clock | None = None,
+) -> int:
+    """Polls every user from `since` (e.g. after the listener reconnects) and applies the
+    shadow ledger; returns the number of new fills and activities."""
+    counts: dict[str, int] = {}
+    s = settings.get()
+    poll_all(
+        conn,
+        ups,
+        now,
+        overlap=timedelta(seconds=s.poll_overlap_s),
+        reach_back_to=since,
+        counts=counts,
+        clock=clock,
+    )
+    apply_shadow(conn, now)
+    return counts.get("api_inserted", 0) + counts.get("activity_inserted", 0)
+
+
+def apply_shadow(
+    conn: db.Conn, now: datetime, s: settings.Settings | None = None
+) -> dict[str, int]:
+    s = s or settings.get()
+    return shadow.apply_pending(
+        conn, now, timedelta(seconds=s.shadow_chain_grace_s), timedelta(seconds=s.seed_window_s)
+    )

@@ -19,9 +19,9 @@ from psycopg.types.json import Jsonb
 
 from common.domain import copy_config
 from common.runtime import jobs
-from common.store import copy_configs, db, users
+from common.store import copy_configs, db, locks, users
 
-CONFIG_LOCK = 0x6F63_0007  # advisory lock: config writers take turns, so versions differ
+CONFIG_LOCK = locks.CONFIG  # config writers take turns, so versions differ
 CONDITION_ID = re.compile(r"^0x[0-9a-f]{64}$")
 TABLES = (
     ("guardrail_config", copy_config.GUARDRAIL_FIELDS, "guardrail_config_id"),

@@ -127,7 +127,7 @@ class Listener:
         self.wallets: dict[str, int] = {}
         self.sub_id: str | None = None
         self.connected = False
-        self.sessions = self.reconnects = 0
+        self.sessions = self.reconnects = self.attempts = 0  # attempts: connections tried
         self.counts: Counter[str] = Counter()
         self.last_log_at: datetime | None = None
         self.last_block: int | None = None
@@ -180,6 +180,7 @@ class Listener:
         attempt = 0
         while not self._done(deadline, idle_s):
             began = time.monotonic()
+            self.attempts += 1
             try:
                 with connect(
                     self.s.chain_ws_url, open_timeout=5, close_timeout=1, max_size=2**24

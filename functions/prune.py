@@ -29,7 +29,7 @@ pruned, so a run reads only what aged past its cutoff since the last one: rows a
 written into the past. (So a book kept as its asset's newest is not looked at again once
 passed: at most one per asset that was quiet for PRUNE_BOOKS_DAYS and then traded again.
 `job_run` has no cursor: the failures it keeps are few.) One prune at a time: advisory
-lock PRUNE_LOCK = 0x6F63_0010. `--dry-run` prints the counts instead of deleting.
+lock `locks.PRUNE`. `--dry-run` prints the counts instead of deleting.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ import psycopg
 from psycopg import sql
 
 from common.runtime import jobs, settings
-from common.store import db
+from common.store import db, locks
 
 log = logging.getLogger(__name__)
-PRUNE_LOCK = 0x6F63_0010
+PRUNE_LOCK = locks.PRUNE
 ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # buckets are counted from here (whole hours)
 HOUR = timedelta(hours=1)
 BEGINNING = datetime.min.replace(tzinfo=UTC)

@@ -32,9 +32,9 @@ from psycopg.types.json import Jsonb
 
 from common.domain import histograms
 from common.runtime import jobs
-from common.store import checkpoints, db
+from common.store import checkpoints, db, locks
 
-ROLLUP_LOCK = 0x6F63_0006
+ROLLUP_LOCK = locks.ROLLUP
 STREAMS = ("copy_attempt", "trade_event", "ledger_entry")
 SLIP_EDGES_BPS = histograms.SLIP_EDGES_BPS
 LAG_EDGES_MS = histograms.LAG_EDGES_MS

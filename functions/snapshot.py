@@ -19,10 +19,10 @@ from typing import Any
 
 from common.domain import pnl, portfolio
 from common.runtime import jobs
-from common.store import checkpoints, db, portfolios
+from common.store import checkpoints, db, locks, portfolios
 
 CHECKPOINT = "snapshot.ledger"
-SNAPSHOT_LOCK = 0x6F63_0005
+SNAPSHOT_LOCK = locks.SNAPSHOT
 LOCK_WAIT_S = 5.0
 Key = tuple[str, int | None]
 

@@ -482,9 +482,8 @@ def test_command_line_runs_until_sigterm_and_once_exits_when_quiet(
 def test_an_unreachable_node_is_retried_until_the_run_ends(db_url: str, conn: db.Conn) -> None:
     s = settings.get().model_copy(update={"chain_ws_url": "ws://127.0.0.1:9/chain"})
     listener = listen.Listener(db_url, s, stop=jobs.StopFlag(), jitter=lambda: 0.0)
-    began = time.monotonic()
-    listener.run(idle_s=1.2)
-    assert 1.2 <= time.monotonic() - began < 2.5
+    listener.run(idle_s=1.2)  # returns: the quiet time ends the run (pytest's timeout guards)
+    assert listener.attempts >= 2  # retried, not given up after the first refusal
     assert listener.sessions == 0 and not listener.connected
     run = conn.execute("SELECT status FROM job_run WHERE job = 'listen'").fetchone()
     assert run == {"status": "OK"}

@@ -47,13 +47,13 @@ from psycopg.types.json import Jsonb
 
 from common.runtime import clock as clocks
 from common.runtime import settings
-from common.store import db
+from common.store import db, locks
 
 log = logging.getLogger(__name__)
 utcnow = clocks.utcnow
 
 WAKE_CHANNEL = "oculus_wake"
-JOB_LOCK_CLASS = 0x6F63  # advisory locks (class, crc32 of the job's name): one copy per job
+JOB_LOCK_CLASS = locks.JOB_CLASS  # (class, crc32 of the job's name): one copy per job
 EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
 EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
 KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop

@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from common.runtime import settings as settings_mod
+from common.store import locks
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -69,7 +70,7 @@ _LEGACY_ALTER_SYSTEM = {
 
 # One transaction-level advisory lock serializes every write to events and the shadow
 # ledger (poller, listener, shadow application), so two sources of one fill never race.
-INGEST_LOCK = 0x0C01_10
+INGEST_LOCK = locks.INGEST
 
 
 def lock_ingest(conn: psycopg.Connection[Any]) -> None:
@@ -79,7 +80,7 @@ def lock_ingest(conn: psycopg.Connection[Any]) -> None:
 
 # The exec ledgers' writer lock: `simulate` holds it (session-level) while it runs; any
 # other writer of EXEC_USER / EXEC_GLOBAL entries (settlement) takes it for its transaction.
-EXEC_LEDGER_LOCK = 0x6F63_0003
+EXEC_LEDGER_LOCK = locks.EXEC_LEDGER
 
 
 def lock_exec_ledgers(conn: psycopg.Connection[Any]) -> None:

@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common.domain import copy_config, money
-from common.store import copy_configs, db
+from common.store import copy_configs, db, locks
 
 BATCH = 5000
-GROUP_LOCK = 0x6F63_0002  # advisory lock: one grouper at a time
+GROUP_LOCK = locks.GROUP  # one grouper at a time
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.runtime import settings
-from common.store import db
+from common.store import db, locks
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = settings.ROOT / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-_LOCK_KEY = 0x0C01_05  # advisory lock: one migrator at a time
+_LOCK_KEY = locks.MIGRATE  # one migrator at a time
 
 
 class MigrationError(RuntimeError):

@@ -113,10 +113,6 @@ class Midpoint(wire.WireModel):
     mid: wire.PriceMicros
 
 
-class Price(wire.WireModel):
-    price: wire.PriceMicros
-
-
 # Market channel (wss …/ws/market) messages, for marks and resolution.
 class PriceChange(wire.WireModel):
     asset_id: wire.AssetId
@@ -168,22 +164,6 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def fetch_books(upstream: http.Upstream, token_ids: list[str]) -> wire.Batch[BookPayload]:
-    """Returns the books of many assets (`POST /books`, ≤ 500 per call)."""
-    batch: wire.Batch[BookPayload] = wire.Batch()
-    for chunk in _chunks(token_ids, MAX_BATCH):
-        body = [{"token_id": t} for t in chunk]
-        wire.fetch_rows(upstream, "POST", "/books", BookPayload, body=body, into=batch)
-    return batch
-
-
-def fetch_midpoint(upstream: http.Upstream, token_id: str) -> int | wire.Reject | None:
-    """Returns the asset's midpoint in micros; None when it has no book (404)."""
-    ctx = {"token_id": token_id}
-    parsed = wire.fetch_one(upstream, "/midpoint", Midpoint, params=ctx, context=ctx)
-    return parsed.mid if isinstance(parsed, Midpoint) else parsed
-
-
 def fetch_midpoints(
     upstream: http.Upstream, token_ids: list[str]
 ) -> tuple[dict[str, int], list[wire.Reject]]:
@@ -219,12 +199,3 @@ def fetch_last_trade_price(
     """Returns the last trade (check `is_default`: 0.5 with no side means none)."""
     ctx = {"token_id": token_id}
     return wire.fetch_one(upstream, "/last-trade-price", LastTrade, params=ctx, context=ctx)
-
-
-def fetch_price(
-    upstream: http.Upstream, token_id: str, side: Literal["BUY", "SELL"]
-) -> int | wire.Reject | None:
-    """Returns `/price`: side BUY gives the best BID, side SELL the best ASK (sic)."""
-    ctx = {"token_id": token_id}
-    parsed = wire.fetch_one(upstream, "/price", Price, params={**ctx, "side": side}, context=ctx)
-    return parsed.price if isinstance(parsed, Price) else parsed

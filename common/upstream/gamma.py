@@ -121,8 +121,3 @@ def fetch_markets(
             into=batch,
         )
     return batch
-
-
-def fetch_market(upstream: http.Upstream, market_id: str) -> GammaMarket | wire.Reject | None:
-    """Returns one market by Gamma id; None when Gamma does not know it (404)."""
-    return wire.fetch_one(upstream, f"/markets/{market_id}", GammaMarket, context={"id": market_id})

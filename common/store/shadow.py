@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import ledger
+from common.domain import ledger, shadow_plan
 from common.store import db, quarantine
 from common.upstream import wire
 
@@ -154,99 +154,61 @@ def apply_user(
         acts = conn.execute(_PENDING_ACTIVITY, params).fetchall()
         if not trades and not acts:
             return {}
-        tagged: list[tuple[str, dict[str, Any]]] = [("trade", r) for r in trades]
-        tagged += [("activity", r) for r in acts]
-        # Fills before activity of the same second: a REDEEM sees the shares bought.
-        events = sorted(tagged, key=lambda e: (e[1]["event_time"], e[0] != "trade", e[1]["id"]))
-        # A list cut by the limit may hide earlier events of the other kind past its end.
-        cuts = [rows[-1]["event_time"] for rows in (trades, acts) if len(rows) >= limit]
-        if cuts:
-            before_cut = [e for e in events if e[1]["event_time"] < min(cuts)]
-            events = before_cut or events
+        events = shadow_plan.order(trades, acts, limit)
         markets = _market_assets(conn, {r["condition_id"] for r in acts})
-        touched = [a["asset_id"] for rows in markets.values() for a in rows]
-        held = holdings(conn, user_id, touched)
+        held = holdings(conn, user_id, [a["asset_id"] for rows in markets.values() for a in rows])
         redeemed = {r["condition_id"] for r in acts if r["activity_type"] == "REDEEM"}
         settled = unredeemed_settlements(conn, user_id, redeemed) if redeemed else {}
-        entries: list[ledger.Entry] = []
-        applied_trades: list[int] = []
-        applied_acts: list[tuple[int, str]] = []
-        contradicted: list[int] = []
-        rejects: list[wire.Reject] = []
-        for kind, row in events:
-            if kind == "trade":
-                # One source only: wait for the other (the chain's amounts and fee are
-                # exact; the Data API's word rules out a reorg), at most the grace.
-                if row["confirmed_at"] is None and row["detect_time"] > now - grace:
-                    counts["waiting_for_confirmation"] += 1
-                    break
-                if row["chain_contradicts"]:  # past the chain's count: never applied
-                    contradicted.append(row["id"])
-                    rejects.append(duplicate_reject(row))
-                    continue
-                new = ledger.fill_entries(row)
-                applied_trades.append(row["id"])
-            elif row["activity_type"] == "CONVERSION":
-                rejects.append(
-                    wire.Reject(
-                        "shadow/conversion",
-                        "CONVERSION not applied to the shadow book: the Data API row does not say "
-                        "which neg-risk outcomes were converted",
-                        wire.dump_payload({k: str(v) for k, v in row.items()}),
-                        {"activity_event_id": row["id"]},
-                    )
-                )
-                applied_acts.append((row["id"], "NOT_APPLIED"))
-                counts["conversion_not_applied"] += 1
-                continue
-            else:
-                assets = markets.get(row["condition_id"])
-                if not assets:
-                    counts["waiting_for_market"] += 1
-                    break
-                payouts = {a["asset_id"]: a["payout_micros"] for a in assets}
-                new = []
-                if row["activity_type"] == "REDEEM":  # undo our settlement first, once
-                    new = [settled.pop(a["asset_id"]) for a in assets if a["asset_id"] in settled]
-                    for e in new:
-                        held[e.asset_id or ""] = (
-                            held.get(e.asset_id or "", 0) + e.share_delta_micros
-                        )
-                new += ledger.activity_entries(row, [a["asset_id"] for a in assets], held, payouts)
-                applied_acts.append((row["id"], "APPLIED"))
-            for e in new:
-                if e.asset_id is not None:
-                    held[e.asset_id] = held.get(e.asset_id, 0) + e.share_delta_micros
-            entries.extend(new)
-        store(conn, user_id, entries)
-        with conn.cursor() as cur:
-            if applied_trades:
-                cur.execute(
-                    "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'APPLIED'"
-                    " WHERE id = ANY(%(ids)s)",
-                    {"now": now, "ids": applied_trades},
-                )
-            if contradicted:
-                cur.execute(
-                    "UPDATE trade_event SET shadow_applied_at = %(now)s,"
-                    " shadow_state = 'NOT_APPLIED', reorg_state = 'CONTRADICTED'"
-                    " WHERE id = ANY(%(ids)s)",
-                    {"now": now, "ids": contradicted},
-                )
-            for state in ("APPLIED", "NOT_APPLIED"):
-                ids = [i for i, s in applied_acts if s == state]
-                if ids:
-                    cur.execute(
-                        "UPDATE activity_event SET shadow_applied_at = %(now)s,"
-                        " shadow_state = %(s)s WHERE id = ANY(%(ids)s)",
-                        {"now": now, "s": state, "ids": ids},
-                    )
-        quarantine.record(conn, rejects, now)
-    counts["trades_applied"] += len(applied_trades)
-    counts["trades_contradicted"] += len(contradicted)
-    counts["activities_applied"] += len(applied_acts)
-    counts["entries"] += len(entries)
+        p = shadow_plan.plan(events, markets, held, settled, now, grace)
+        write_plan(conn, user_id, p, now)
+    counts.update(p.counts)
+    counts["trades_applied"] += len(p.applied_trades)
+    counts["trades_contradicted"] += len(p.contradicted)
+    counts["activities_applied"] += len(p.applied_acts)
+    counts["entries"] += len(p.entries)
     return dict(counts)
+
+
+def refusal_reject(refusal: shadow_plan.Refusal) -> wire.Reject:
+    """The quarantine row of an event the plan kept out of the ledger."""
+    if refusal.kind == "contradicted":
+        return duplicate_reject(refusal.row)
+    row = refusal.row
+    return wire.Reject(
+        "shadow/conversion",
+        shadow_plan.CONVERSION_REASON,
+        wire.dump_payload({k: str(v) for k, v in row.items()}),
+        {"activity_event_id": row["id"]},
+    )
+
+
+def write_plan(conn: db.Conn, user_id: int, p: shadow_plan.Plan, now: datetime) -> None:
+    """Writes a plan in the caller's transaction: the entries, the events' states, and
+    the refusals to the quarantine."""
+    store(conn, user_id, p.entries)
+    with conn.cursor() as cur:
+        if p.applied_trades:
+            cur.execute(
+                "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'APPLIED'"
+                " WHERE id = ANY(%(ids)s)",
+                {"now": now, "ids": p.applied_trades},
+            )
+        if p.contradicted:
+            cur.execute(
+                "UPDATE trade_event SET shadow_applied_at = %(now)s,"
+                " shadow_state = 'NOT_APPLIED', reorg_state = 'CONTRADICTED'"
+                " WHERE id = ANY(%(ids)s)",
+                {"now": now, "ids": p.contradicted},
+            )
+        for state in ("APPLIED", "NOT_APPLIED"):
+            ids = [i for i, s in p.applied_acts if s == state]
+            if ids:
+                cur.execute(
+                    "UPDATE activity_event SET shadow_applied_at = %(now)s,"
+                    " shadow_state = %(s)s WHERE id = ANY(%(ids)s)",
+                    {"now": now, "s": state, "ids": ids},
+                )
+    quarantine.record(conn, [refusal_reject(r) for r in p.refusals], now)
 
 
 def apply_pending(

@@ -122,12 +122,12 @@ class Engine:
             self.count("book_missing")
             return None
         with self.conn.transaction():
-            book_id = copy_data.store_book(self.conn, fetched, at)
+            stored = copy_data.store_book(self.conn, fetched, at)
             self.conn.execute(
                 "UPDATE copy_group SET order_book_snapshot_id = %(b)s WHERE id = %(g)s",
-                {"b": book_id, "g": g.id},
+                {"b": stored.book.snapshot_id, "g": g.id},
             )
-        return copy_data.load_books(self.conn, [book_id])[book_id]
+        return stored
 
     def decide_group(
         self, g: decide.Group, book: copy_data.StoredBook | None
@@ -155,10 +155,9 @@ class Engine:
             sit = copy_data.situation(at, self.paused, user, market, book, self.refs(p, at))
             d = decide.decide(g, p, cfg, sit, self.marks)
             deposit = None if p.funded else p.starting_cash
-            rows.append(
-                copy_data.Row(d, ids, book.book.snapshot_id if book else None, assets, deposit)
-            )
-            decide.apply(p, d, assets)
+            made = decide.apply(p, d, assets)  # the entries, computed once: written as-is
+            book_id = book.book.snapshot_id if book else None
+            rows.append(copy_data.Row(d, ids, book_id, assets, deposit, made))
             self.count(f"{scope.lower()}_{d.decision.lower()}")
         return rows
 

@@ -429,3 +429,16 @@ def test_a_seed_from_a_refused_positions_page_is_not_made(conn: db.Conn) -> None
     api.positions = json.dumps([row])
     poll_once(conn, api)
     assert shadow_shares(conn) == 5_000_000
+
+
+def test_the_payload_is_the_row_as_received(conn: db.Conn) -> None:
+    """Names as the API spells them and numbers digit for digit, not a re-dump in micros."""
+    setup_users(conn, WALLET)
+    api = FakeDataApi()
+    api.trades[WALLET] = [trade_row(size="12.3456789", price="0.709999959")]
+    poll_once(conn, api)
+    row = conn.execute(
+        "SELECT payload->>'price' AS price, payload->>'size' AS size,"
+        " payload ? 'proxyWallet' AS camel FROM trade_event"
+    ).fetchone()
+    assert row == {"price": "0.709999959", "size": "12.3456789", "camel": True}

@@ -380,10 +380,17 @@ def entries(d: Decision, market_assets: tuple[str, ...]) -> list[ledger.Entry]:
     return out
 
 
-def apply(p: portfolio.Portfolio, d: Decision, market_assets: tuple[str, ...]) -> None:
-    """Moves the in-memory portfolio by an executed decision's entries. Legs a SPLIT
+def apply(
+    p: portfolio.Portfolio,
+    d: Decision,
+    market_assets: tuple[str, ...],
+    made: list[ledger.Entry] | None = None,
+) -> list[ledger.Entry]:
+    """Moves the in-memory portfolio by an executed decision's entries (`made`, when the
+    caller has them already; computed once either way) and returns them. Legs a SPLIT
     created with no price yet are valued at an even share of the set until marked."""
-    for e in entries(d, market_assets):
+    made = entries(d, market_assets) if made is None else made
+    for e in made:
         p.cash += e.cash_delta_micros
         if e.asset_id is not None and e.share_delta_micros:
             p.move(e.asset_id, e.condition_id, e.share_delta_micros, d.group.user_id)
@@ -392,3 +399,4 @@ def apply(p: portfolio.Portfolio, d: Decision, market_assets: tuple[str, ...]) -
             elif e.asset_id not in p.last_price and market_assets:
                 p.last_price[e.asset_id] = ONE // len(market_assets)
     p.funded = True
+    return made

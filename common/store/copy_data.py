@@ -144,15 +144,7 @@ ask_prices_micros, ask_sizes_micros FROM order_book_snapshot WHERE id = ANY(%(id
 
 def load_books(conn: db.Conn, ids: list[int]) -> dict[int, StoredBook]:
     """Returns the stored books by id, levels best first as stored."""
-    out = {}
-    for r in conn.execute(_BOOK, {"ids": ids}):
-        book = decide.Book(
-            bids=tuple(zip(r["bid_prices_micros"], r["bid_sizes_micros"], strict=True)),
-            asks=tuple(zip(r["ask_prices_micros"], r["ask_sizes_micros"], strict=True)),
-            snapshot_id=r["id"],
-        )
-        out[r["id"]] = StoredBook(book, r["asset_id"], r["fetched_at"])
-    return out
+    return {r["id"]: _stored(r) for r in conn.execute(_BOOK, {"ids": ids})}
 
 
 _STORE_BOOK = """
@@ -162,13 +154,15 @@ INSERT INTO order_book_snapshot (asset_id, condition_id, book_hash, book_time, f
 VALUES (%(asset)s, %(cond)s, %(hash)s, %(time)s, %(at)s, %(bp)s, %(bs)s, %(ap)s, %(as)s,
     %(tick)s, %(min)s, %(neg)s, %(last)s)
 ON CONFLICT (asset_id, book_time, book_hash) DO UPDATE SET asset_id = EXCLUDED.asset_id
-RETURNING id
+RETURNING id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
+    ask_sizes_micros, asset_id
 """
 
 
-def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> int:
-    """Stores a fetched book (sorted best first); returns its id (the existing one when
-    the exchange served the same book before)."""
+def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> StoredBook:
+    """Stores a fetched book (sorted best first); returns it as stored, carried forward
+    from the write (the existing row when the exchange served the same book before: its
+    id, levels and first fetch time), so the decision needs no read-back."""
     row = conn.execute(
         _STORE_BOOK,
         {
@@ -188,7 +182,16 @@ def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> int:
         },
     ).fetchone()
     assert row is not None
-    return int(row["id"])
+    return _stored(row)
+
+
+def _stored(r: dict[str, Any]) -> StoredBook:
+    book = decide.Book(
+        bids=tuple(zip(r["bid_prices_micros"], r["bid_sizes_micros"], strict=True)),
+        asks=tuple(zip(r["ask_prices_micros"], r["ask_sizes_micros"], strict=True)),
+        snapshot_id=r["id"],
+    )
+    return StoredBook(book, r["asset_id"], r["fetched_at"])
 
 
 _ATTEMPT = """
@@ -217,6 +220,7 @@ class Row:
     book_id: int | None
     market_assets: tuple[str, ...]
     deposit: int | None  # the portfolio's opening DEPOSIT, when it has none yet
+    entries: list[ledger.Entry] | None = None  # the decision's, when computed already
 
 
 def _attempt_params(r: Row) -> dict[str, Any]:
@@ -317,7 +321,7 @@ def write_many(conn: db.Conn, rows: list[Row]) -> list[int]:
 
 def _entries(r: Row) -> list[ledger.Entry]:
     d = r.decision
-    entries = decide.entries(d, r.market_assets)
+    entries = list(r.entries) if r.entries is not None else decide.entries(d, r.market_assets)
     if r.deposit is not None:
         at = d.decided_at or d.group.decide_at
         ref = portfolio.deposit_ref(d.user_id)

@@ -132,9 +132,10 @@ def fill_from_row(
     row: data_api.TradeRow | data_api.ActivityRow,
     followed_user_id: int,
     seen_at: datetime | None = None,
+    raw: Any = None,
 ) -> ApiFill:
     """Returns the ApiFill of a /trades row or a TRADE row of /activity, seen at
-    `seen_at` (when its page arrived)."""
+    `seen_at` (when its page arrived); its payload is `raw`, the row as received."""
     assert row.asset is not None and row.side is not None and row.price is not None
     return ApiFill(
         followed_user_id=followed_user_id,
@@ -146,13 +147,22 @@ def fill_from_row(
         price_micros=row.price,
         share_micros=row.size,
         event_time=row.timestamp,
-        payload=_storable(row.model_dump(mode="json", by_alias=False)),
+        payload=_payload(row, raw),
         detect_time=seen_at,
     )
 
 
+def _payload(row: Any, raw: Any) -> Any:
+    """The row as received (numbers exact, names as the API spelled them), NULs escaped;
+    the parsed row when the raw one is not at hand."""
+    return _storable(raw if raw is not None else row.model_dump(mode="json", by_alias=False))
+
+
 def activity_from_row(
-    row: data_api.ActivityRow, followed_user_id: int, seen_at: datetime | None = None
+    row: data_api.ActivityRow,
+    followed_user_id: int,
+    seen_at: datetime | None = None,
+    raw: Any = None,
 ) -> ApiActivity:
     return ApiActivity(
         followed_user_id=followed_user_id,
@@ -164,7 +174,7 @@ def activity_from_row(
         usdc_micros=row.usdc_size,
         price_micros=row.price,
         event_time=row.timestamp,
-        payload=_storable(row.model_dump(mode="json", by_alias=False)),
+        payload=_payload(row, raw),
         detect_time=seen_at,
     )
 
@@ -355,7 +365,7 @@ def _api_fill_params(f: ApiFill, now: datetime) -> dict[str, Any]:
         "tx": f.tx_hash,
         "et": f.event_time,
         "now": f.detect_time or now,
-        "payload": Jsonb(f.payload),
+        "payload": Jsonb(f.payload, dumps=wire.json_text),
     }
 
 
@@ -405,7 +415,7 @@ def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> d
                             "sid": f.source_id,
                             "now": now,
                             "cond": f.condition_id,
-                            "payload": Jsonb(f.payload),
+                            "payload": Jsonb(f.payload, dumps=wire.json_text),
                         }
                         for event_id, f in matches
                     ],
@@ -526,7 +536,7 @@ def store_activities(conn: db.Conn, rows: Sequence[ApiActivity], now: datetime) 
                 "tx": a.tx_hash,
                 "et": a.event_time,
                 "now": a.detect_time or now,
-                "payload": Jsonb(a.payload),
+                "payload": Jsonb(a.payload, dumps=wire.json_text),
             },
             a.payload,
         )

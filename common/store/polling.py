@@ -170,18 +170,18 @@ def _keep_seconds(
     rows.keep(lambda r: after < r.timestamp.timestamp() <= until)
 
 
-Timed = tuple[Any, datetime]  # a row and when its page arrived
 
 
 def normalize(
     user_id: int,
     wallet: str,
-    activity: Sequence[tuple[data_api.ActivityRow, datetime]],
-    trades: Sequence[tuple[data_api.TradeRow, datetime]],
+    activity: Sequence[tuple[data_api.ActivityRow, datetime, Any]],
+    trades: Sequence[tuple[data_api.TradeRow, datetime, Any]],
     assets_by_condition: dict[str, set[str]],
 ) -> tuple[list[ingest.ApiFill], list[ingest.ApiActivity], list[wire.Reject]]:
     """Returns the fills and activity of one wallet's rows (each row with the time its
-    page arrived: its detect time), and the rows refused: another wallet's, or an asset
+    page arrived, its detect time, and the row as received, its payload), and the rows
+    refused: another wallet's, or an asset
     that is not an outcome of its market (pure)."""
     rejects: list[wire.Reject] = []
 
@@ -200,15 +200,15 @@ def normalize(
 
     from_activity = ingest.with_ordinals(
         [
-            ingest.fill_from_row(r, user_id, seen)
-            for r, seen in activity
+            ingest.fill_from_row(r, user_id, seen, raw)
+            for r, seen, raw in activity
             if r.type == "TRADE" and check(r, "data_api/activity")
         ]
     )
     from_trades = ingest.with_ordinals(
         [
-            ingest.fill_from_row(r, user_id, seen)
-            for r, seen in sorted(trades, key=lambda pair: pair[0].timestamp)
+            ingest.fill_from_row(r, user_id, seen, raw)
+            for r, seen, raw in sorted(trades, key=lambda got: got[0].timestamp)
             if check(r, "data_api/trades")
         ]
     )
@@ -218,8 +218,8 @@ def normalize(
         fills[f.source_id] = f if first is None else ingest.earliest(first, f)
     others = ingest.with_ordinals(
         [
-            ingest.activity_from_row(r, user_id, seen)
-            for r, seen in activity
+            ingest.activity_from_row(r, user_id, seen, raw)
+            for r, seen, raw in activity
             if r.type != "TRADE" and check(r, "data_api/activity")
         ]
     )
@@ -268,7 +268,9 @@ def collect(
         rows = acts.rows
         conditions = {r.condition_id for r in rows.items} | {r.condition_id for r in trades.items}
         known = markets.ensure(conn, ups.gamma, now, condition_ids=conditions)
-        fills, others, rejects = normalize(user.id, wallet, rows.timed(), trades.timed(), known)
+        fills, others, rejects = normalize(
+            user.id, wallet, rows.received(), trades.received(), known
+        )
         all_rejects = rows.rejects + trades.rejects + rejects
         quarantine.record(conn, all_rejects, now)
         out.fills.extend(fills)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -187,7 +188,8 @@ class Reject:
 @dataclass
 class Batch(Generic[T]):
     """Parsed rows plus the rows that were rejected (for the quarantine). `seen_at[i]`
-    is when the page holding `items[i]` arrived (a fill's detect time), and `refused`
+    is when the page holding `items[i]` arrived (a fill's detect time), `raw[i]` the row
+    as received (kept as the event's payload), and `refused`
     counts whole pages refused (not JSON, a bad envelope, more rows than asked): a
     listing with a refused page is incomplete, so its caller must not move past it."""
 
@@ -195,25 +197,28 @@ class Batch(Generic[T]):
     rejects: list[Reject] = field(default_factory=list)
     raw_count: int = 0
     seen_at: list[datetime] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)
     refused: int = 0
 
     def add(self, other: Batch[T]) -> None:
-        """Appends another batch (its items keep their arrival times)."""
+        """Appends another batch (its items keep their arrival times and raw rows)."""
         self.items.extend(other.items)
         self.seen_at.extend(other.seen_at)
+        self.raw.extend(other.raw)
         self.rejects.extend(other.rejects)
         self.raw_count += other.raw_count
         self.refused += other.refused
 
     def keep(self, wanted: Callable[[T], bool]) -> None:
-        """Drops the items `wanted` refuses (and their arrival times)."""
-        pairs = [(i, t) for i, t in zip(self.items, self.seen_at, strict=True) if wanted(i)]
-        self.items = [i for i, _ in pairs]
-        self.seen_at = [t for _, t in pairs]
+        """Drops the items `wanted` refuses (and their arrival times and raw rows)."""
+        kept = [r for r in self.received() if wanted(r[0])]
+        self.items = [i for i, _, _ in kept]
+        self.seen_at = [t for _, t, _ in kept]
+        self.raw = [w for _, _, w in kept]
 
-    def timed(self) -> list[tuple[T, datetime]]:
-        """Returns (item, arrival time) pairs."""
-        return list(zip(self.items, self.seen_at, strict=True))
+    def received(self) -> list[tuple[T, datetime, Any]]:
+        """Returns (item, arrival time, row as received) triples."""
+        return list(zip(self.items, self.seen_at, self.raw, strict=True))
 
 
 def dump_payload(value: Any) -> str:
@@ -221,6 +226,22 @@ def dump_payload(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
+
+
+_EXACT = re.compile(r'"\\u0000decimal:([-+0-9.eE]+)"')
+
+
+def json_text(value: Any) -> str:
+    """Returns a payload as JSON text with its numbers as received: the exact Decimals
+    the parser read are written back digit for digit (never through a float)."""
+    text = json.dumps(value, default=_exact_marker, separators=(",", ":"))
+    return _EXACT.sub(r"\1", text)
+
+
+def _exact_marker(value: Any) -> str:
+    if isinstance(value, Decimal) and value.is_finite():
+        return f"\u0000decimal:{value}"
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def describe(error: ValidationError) -> str:
@@ -275,6 +296,7 @@ def parse_rows(
         else:
             batch.items.append(parsed)
             batch.seen_at.append(stamp)
+            batch.raw.append(row)
     return batch
 
 

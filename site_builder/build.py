@@ -17,34 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from common.store import db
-from site_builder import changes, publish, render
-from site_builder.pages import config, markets, overview, portfolio, status, trades, users
+from site_builder import changes, publish, registry, render
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-# Seconds between a page's automatic reloads in the browser (SPEC §7).
-REFRESH = {"overview": 10, "trades": 5, "status": 10, "user": 10, "default": 30}
-PRIORITY = (
-    "status",
-    "overview",
-    "trades",
-    "users",
-    "portfolio",
-    "markets",
-    "config",
-    "config-test",
-    "user",
-    "market",
-)
-SINGLE_PAGES = PRIORITY[:7]  # the pages that are one file each
 BACKGROUND = 1_000_000  # queue position of the periodic full rebuild's pages
-# Cheap pages whose freshness is the point (a new fill must show within seconds): every
-# round builds these first, whatever else is queued.
+RANK = {p.kind: i for i, p in enumerate(registry.PAGES)}
 # Which inputs drew each chart (a dotfile: nginx serves no dotfiles).
 MANIFEST = "charts/.manifest.json"
-# A user's month-long curves are redrawn at most this often (their numbers are current).
-CURVE_AGE_S = 300.0
-HOT = frozenset({"status", "overview", "trades"})
 
 
 @dataclass
@@ -108,96 +88,15 @@ class Round:
     seconds: float = 0.0
 
 
-def _refresh(kind: str) -> int:
-    return REFRESH.get(kind, REFRESH["default"])
-
-
 def build_page(conn: db.Conn, site: Site, key: str, now: datetime, stale_after_s: float) -> bool:
-    """Builds one page by key; returns False when its subject no longer exists."""
-    kind, _, arg = key.partition(":")
-    if kind == "overview":
-        ctx = overview.context(conn, now)
-        url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
-        site.page(
-            "index.html",
-            "overview.html",
-            c=ctx,
-            equity_png=url,
-            refresh=_refresh(kind),
-            nav="overview",
-        )
-    elif kind == "users":
-        uc = users.users_context(conn, now)
-        site.page("users.html", "users.html", c=uc, refresh=_refresh(kind), nav="users")
-    elif kind == "user":
-        u = users.user_context(conn, int(arg), now)
-        if u is None:
-            return False
-        base = f"user-{arg}"
-        pngs = {
-            "equity": site.chart(
-                f"{base}-equity", u.curve, lambda: users.equity_chart(u), max_age_s=CURVE_AGE_S
-            ),
-            "gap": site.chart(
-                f"{base}-gap", u.curve, lambda: users.gap_chart(u), max_age_s=CURVE_AGE_S
-            ),
-            "slippage": site.chart(
-                f"{base}-slippage", u.slippage_their, lambda: users.slippage_chart(u)
-            ),
-            "lag": site.chart(f"{base}-lag", u.lag, lambda: users.lag_chart(u)),
-            "reasons": site.chart(
-                f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)
-            ),
-        }
-        site.page(
-            f"users/{arg}.html", "user.html", c=u, png=pngs, refresh=_refresh(kind), nav="users"
-        )
-    elif kind == "portfolio":
-        pc = portfolio.context(conn, now)
-        pngs = {
-            "drawdown": site.chart(
-                "portfolio-drawdown", pc.series, lambda: portfolio.drawdown_chart(pc)
-            ),
-            "markets": site.chart(
-                "portfolio-markets", pc.by_market[:12], lambda: portfolio.market_chart(pc)
-            ),
-            "users": site.chart(
-                "portfolio-users", pc.by_user[:12], lambda: portfolio.user_chart(pc)
-            ),
-        }
-        site.page(
-            "portfolio.html",
-            "portfolio.html",
-            c=pc,
-            png=pngs,
-            refresh=_refresh(kind),
-            nav="portfolio",
-        )
-    elif kind == "trades":
-        tc = trades.context(conn, now)
-        site.page("trades.html", "trades.html", c=tc, refresh=_refresh(kind), nav="trades")
-    elif kind == "markets":
-        mc = markets.markets_context(conn, now)
-        site.page("markets.html", "markets.html", c=mc, refresh=_refresh(kind), nav="markets")
-    elif kind == "market":
-        m = markets.market_context(conn, arg, now)
-        if m is None:
-            return False
-        site.page(f"markets/{arg}.html", "market.html", c=m, refresh=_refresh(kind), nav="markets")
-    elif kind == "config":
-        cc = config.context(conn, now)
-        site.page("config.html", "config.html", c=cc, refresh=0, nav="config")
-    elif kind == "config-test":
-        t = config.test_context(conn, int(arg), now)
-        if t is None:
-            return False
-        refresh = 3 if t.test["state"] in ("PENDING", "RUNNING") else 0
-        site.page(f"config-test/{arg}.html", "config_test.html", c=t, refresh=refresh, nav="config")
-    elif kind == "status":
-        sc = status.context(conn, now, stale_after_s)
-        site.page("status.html", "status.html", c=sc, refresh=_refresh(kind), nav="status")
-    else:
-        raise ValueError(f"unknown page {key!r}")
+    """Builds one page by key, as the registry says; returns False when its subject no
+    longer exists."""
+    page, arg = registry.of(key)
+    built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
+    if built is None:
+        return False
+    context = {"refresh": page.refresh, **built, "nav": page.nav}
+    site.page(page.path(arg), page.template, **context)
     return True
 
 
@@ -234,24 +133,23 @@ class Builder:
         self.started = True
 
     def _expand(self, conn: db.Conn, keys: set[str], now: datetime) -> set[str]:
+        """Turns "*" (every page) and "kind:*" (every page of a kind) into page keys."""
         out = {k for k in keys if not k.endswith(":*") and k != changes.ALL}
         every = changes.ALL in keys
-        if every:
-            out |= set(SINGLE_PAGES)
-        if every or changes.ALL_USERS in keys:
-            out |= {f"user:{r['id']}" for r in conn.execute("SELECT id FROM followed_user")}
-        if every or changes.ALL_MARKETS in keys:
-            out |= {f"market:{m['condition_id']}" for m in markets.listed(conn, now)}
-        if every or "config-test:*" in keys:
-            out |= {f"config-test:{i}" for i in config.test_ids(conn)}
+        for page in registry.PAGES:
+            if page.every is None:
+                if every:
+                    out.add(page.kind)
+            elif every or f"{page.kind}:*" in keys:
+                out |= {f"{page.kind}:{s}" for s in page.every(conn, now)}
         return out
 
     def _order(self, key: str) -> tuple[bool, int, int, str]:
         """The hot pages first; then oldest first (so a backlog drains and no page
-        starves), then by priority."""
+        starves), then in the registry's order."""
         kind = key.partition(":")[0]
-        rank = PRIORITY.index(kind) if kind in PRIORITY else len(PRIORITY)
-        return (kind not in HOT, self.queued.get(key, self.rounds), rank, key)
+        rank = RANK.get(kind, len(RANK))
+        return (kind not in registry.HOT, self.queued.get(key, self.rounds), rank, key)
 
     def round(self, conn: db.Conn, *, budget_s: float | None = None) -> Round:
         """One build round; returns what it built, what failed, and how many are left."""
@@ -277,7 +175,7 @@ class Builder:
         done = Round()
         progressed = False  # built a page that is not hot: the backlog moved
         for key in sorted(self.pending, key=self._order):
-            hot = key.partition(":")[0] in HOT
+            hot = key.partition(":")[0] in registry.HOT
             if not hot and progressed and time.monotonic() - started >= budget:
                 break
             progressed = progressed or not hot

@@ -8,10 +8,10 @@ the users and markets it touched. Pages are keys: "overview", "users", "user:3",
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from common.store import db
+from site_builder import registry
 
 ALL = "*"
 ALL_USERS = "user:*"
@@ -55,61 +55,18 @@ def read(conn: db.Conn) -> Marks:
     return Marks(dict(row))
 
 
-def _users(conn: db.Conn, table: str, lo: int, hi: int) -> set[str]:
-    query = {
-        "trade_event": "SELECT DISTINCT followed_user_id AS u FROM trade_event"
-        " WHERE id > %(lo)s AND id <= %(hi)s",
-        "activity_event": "SELECT DISTINCT followed_user_id AS u FROM activity_event"
-        " WHERE id > %(lo)s AND id <= %(hi)s",
-    }[table]
-    return {f"user:{r['u']}" for r in conn.execute(query, {"lo": lo, "hi": hi})}
-
-
-def _attempts(conn: db.Conn, lo: int, hi: int) -> set[str]:
-    rows = conn.execute(
-        """SELECT DISTINCT followed_user_id AS u, condition_id AS c FROM copy_attempt
-           WHERE id > %(lo)s AND id <= %(hi)s""",
-        {"lo": lo, "hi": hi},
-    )
-    keys: set[str] = set()
-    for r in rows:
-        keys.add(f"user:{r['u']}")
-        if r["c"]:
-            keys.add(f"market:{r['c']}")
-    return keys
-
-
-def _markets_since(conn: db.Conn, since: datetime | None) -> set[str]:
-    rows = conn.execute(
-        """SELECT condition_id FROM market
-           WHERE %(t)s::timestamptz IS NULL OR metadata_fetched_at > %(t)s""",
-        {"t": since},
-    )
-    return {f"market:{r['condition_id']}" for r in rows}
-
-
 def dirty(conn: db.Conn, old: Marks | None, new: Marks) -> set[str]:
-    """Returns the page keys whose inputs moved from `old` to `new` (None: everything)."""
-    if old is None or new.moved(old, "audit_log", "users_at", "users_n", "control_at"):
+    """Returns the page keys whose inputs moved from `old` to `new` (None: everything),
+    as the page registry declares them."""
+    if old is None or new.moved(old, *registry.EVERYTHING):
         return {ALL}
-    o, n = old.values, new.values
-    keys = {"status"}
-    for table in ("trade_event", "activity_event"):
-        if n[table] != o[table]:
-            keys |= {"trades", "overview"} | _users(conn, table, o[table], n[table])
-    if n["copy_attempt"] != o["copy_attempt"]:
-        keys |= {"trades", "markets"} | _attempts(conn, o["copy_attempt"], n["copy_attempt"])
-    if new.moved(old, "snapshot_at"):
-        keys |= {"overview", "users", "portfolio", "markets", ALL_USERS}
-    if n["rollup_attempt"] != o["rollup_attempt"]:
-        keys |= {"overview", "users", "markets"}
-        keys |= _attempts(conn, o["rollup_attempt"], n["rollup_attempt"])
-    if n["rollup_trade"] != o["rollup_trade"]:
-        keys |= {"overview"} | _users(conn, "trade_event", o["rollup_trade"], n["rollup_trade"])
-    if n["rollup_ledger"] != o["rollup_ledger"]:
-        keys |= {"overview", "portfolio"}
-    if new.moved(old, "markets_at", "markets_n", "blacklisted_n"):
-        keys |= {"markets", "config"} | _markets_since(conn, o["markets_at"])
-    if new.moved(old, "config_test", "config_test_done"):
-        keys |= {"config", "config-test:*"}
+    moved = {name for name in new.values if new.values[name] != old.values[name]}
+    moved.add(registry.ALWAYS)
+    keys: set[str] = set()
+    for page in registry.PAGES:
+        if moved.intersection(page.inputs):
+            keys.add(page.kind if page.every is None else f"{page.kind}:*")
+        for mark, subjects in page.touched.items():
+            if mark in moved:
+                keys |= {f"{page.kind}:{s}" for s in subjects(conn, old.values, new.values)}
     return keys

@@ -170,8 +170,6 @@ def _keep_seconds(
     rows.keep(lambda r: after < r.timestamp.timestamp() <= until)
 
 
-
-
 def normalize(
     user_id: int,
     wallet: str,

@@ -1,0 +1,341 @@
+"""The pages, in one table: for each kind of page its file, template, typed context and
+charts, how often the browser reloads it, its place in a round, and the watermarks
+(`changes.read`) it depends on. Building (`build.build_page`) and invalidation
+(`changes.dirty`) both read this table, so a new page is one entry here.
+
+A key names a page: the kind alone for a page of one file ("overview"), or
+"kind:subject" for one of many ("user:3", "market:0x…", "config-test:7"). A kind's
+`inputs` are the watermarks whose move rebuilds it (every page of the kind, for a kind of
+many); its `touched` map a watermark to the subjects the id range since the last round
+touched, so only those pages of the kind are rebuilt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from common.store import db
+from site_builder.pages import config, markets, overview, portfolio, status, trades, users
+
+if TYPE_CHECKING:
+    from site_builder.build import Site
+
+# Watermarks whose move rebuilds every page (who is followed, config, the pause).
+EVERYTHING = ("audit_log", "users_at", "users_n", "control_at")
+ALWAYS = "*always*"  # a pseudo-watermark: rebuilt every round
+# A user's month-long curves are redrawn at most this often (their numbers are current).
+CURVE_AGE_S = 300.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a page build needs besides the connection and the time."""
+
+    stale_after_s: float = 180.0
+
+
+Built = dict[str, Any]  # the template's variables besides `refresh` and `nav`
+Build = Callable[[db.Conn, "Site", str, datetime, Options], Built | None]
+# (conn, the watermarks before, after) → the subjects whose pages moved
+Touched = Callable[[db.Conn, dict[str, Any], dict[str, Any]], set[str]]
+
+
+@dataclass(frozen=True)
+class Page:
+    kind: str
+    template: str
+    context: type  # the typed context the template reads as `c`
+    path: Callable[[str], str]  # subject → file under public/
+    build: Build  # None: the subject no longer exists
+    nav: str
+    refresh: int  # seconds between the browser's reloads; 0: none
+    inputs: tuple[str, ...] = ()
+    touched: dict[str, Touched] = field(default_factory=dict)
+    every: Callable[[db.Conn, datetime], Iterable[str]] | None = None  # kinds of many
+    hot: bool = False  # built first every round: its freshness is the point
+
+
+# --- touched subjects ---------------------------------------------------------------
+
+
+def _event_users(table: str, mark: str) -> Touched:
+    """The users of the `table` rows in the id range the watermark `mark` moved over."""
+    query = (
+        f"SELECT DISTINCT followed_user_id AS u FROM {table}"  # noqa: S608  (a table name)
+        " WHERE id > %(lo)s AND id <= %(hi)s"
+    )
+
+    def users_of(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
+        return {str(r["u"]) for r in conn.execute(query, {"lo": o[mark], "hi": n[mark]})}
+
+    return users_of
+
+
+def _attempts(column: str, mark: str) -> Touched:
+    """The users (column "u") or markets ("c") of the copy attempts in the id range the
+    watermark `mark` moved over."""
+
+    def subjects(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
+        rows = conn.execute(
+            """SELECT DISTINCT followed_user_id AS u, condition_id AS c FROM copy_attempt
+               WHERE id > %(lo)s AND id <= %(hi)s""",
+            {"lo": o[mark], "hi": n[mark]},
+        )
+        return {str(r[column]) for r in rows if r[column]}
+
+    return subjects
+
+
+# --- builds ---------------------------------------------------------------------------
+
+
+def _overview(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    ctx = overview.context(conn, now)
+    url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
+    return {"c": ctx, "equity_png": url}
+
+
+def _users(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": users.users_context(conn, now)}
+
+
+def _user(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+    u = users.user_context(conn, int(arg), now)
+    if u is None:
+        return None
+    base = f"user-{arg}"
+    pngs = {
+        "equity": site.chart(
+            f"{base}-equity", u.curve, lambda: users.equity_chart(u), max_age_s=CURVE_AGE_S
+        ),
+        "gap": site.chart(
+            f"{base}-gap", u.curve, lambda: users.gap_chart(u), max_age_s=CURVE_AGE_S
+        ),
+        "slippage": site.chart(
+            f"{base}-slippage", u.slippage_their, lambda: users.slippage_chart(u)
+        ),
+        "lag": site.chart(f"{base}-lag", u.lag, lambda: users.lag_chart(u)),
+        "reasons": site.chart(f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)),
+    }
+    return {"c": u, "png": pngs}
+
+
+def _portfolio(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    pc = portfolio.context(conn, now)
+    pngs = {
+        "drawdown": site.chart(
+            "portfolio-drawdown", pc.series, lambda: portfolio.drawdown_chart(pc)
+        ),
+        "markets": site.chart(
+            "portfolio-markets", pc.by_market[:12], lambda: portfolio.market_chart(pc)
+        ),
+        "users": site.chart("portfolio-users", pc.by_user[:12], lambda: portfolio.user_chart(pc)),
+    }
+    return {"c": pc, "png": pngs}
+
+
+def _trades(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": trades.context(conn, now)}
+
+
+def _markets(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": markets.markets_context(conn, now)}
+
+
+def _market(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+    m = markets.market_context(conn, arg, now)
+    return None if m is None else {"c": m}
+
+
+def _config(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": config.context(conn, now)}
+
+
+def _config_test(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+    t = config.test_context(conn, int(arg), now)
+    if t is None:
+        return None
+    # A test still running reloads itself until its result is in.
+    return {"c": t, "refresh": 3 if t.test["state"] in ("PENDING", "RUNNING") else 0}
+
+
+def _status(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": status.context(conn, now, o.stale_after_s)}
+
+
+def _followed(conn: db.Conn, now: datetime) -> list[str]:
+    return [str(r["id"]) for r in conn.execute("SELECT id FROM followed_user")]
+
+
+def _listed_markets(conn: db.Conn, now: datetime) -> list[str]:
+    return [m["condition_id"] for m in markets.listed(conn, now)]
+
+
+def _tests(conn: db.Conn, now: datetime) -> list[str]:
+    return [str(i) for i in config.test_ids(conn)]
+
+
+def _markets_since(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
+    """The markets whose metadata was fetched since the last round."""
+    rows = conn.execute(
+        """SELECT condition_id FROM market
+           WHERE %(t)s::timestamptz IS NULL OR metadata_fetched_at > %(t)s""",
+        {"t": o["markets_at"]},
+    )
+    return {r["condition_id"] for r in rows}
+
+
+def _single(name: str) -> Callable[[str], str]:
+    return lambda _: name
+
+
+# In the order a round builds them when they wait equally long.
+PAGES = (
+    Page(
+        "status",
+        "status.html",
+        status.StatusContext,
+        _single("status.html"),
+        _status,
+        "status",
+        10,
+        (ALWAYS,),
+        hot=True,
+    ),
+    Page(
+        "overview",
+        "overview.html",
+        overview.OverviewContext,
+        _single("index.html"),
+        _overview,
+        "overview",
+        10,
+        (
+            "trade_event",
+            "activity_event",
+            "snapshot_at",
+            "rollup_attempt",
+            "rollup_trade",
+            "rollup_ledger",
+        ),
+        hot=True,
+    ),
+    Page(
+        "trades",
+        "trades.html",
+        trades.TradesContext,
+        _single("trades.html"),
+        _trades,
+        "trades",
+        5,
+        ("trade_event", "activity_event", "copy_attempt"),
+        hot=True,
+    ),
+    Page(
+        "users",
+        "users.html",
+        users.UsersContext,
+        _single("users.html"),
+        _users,
+        "users",
+        30,
+        ("snapshot_at", "rollup_attempt"),
+    ),
+    Page(
+        "portfolio",
+        "portfolio.html",
+        portfolio.PortfolioContext,
+        _single("portfolio.html"),
+        _portfolio,
+        "portfolio",
+        30,
+        ("snapshot_at", "rollup_ledger"),
+    ),
+    Page(
+        "markets",
+        "markets.html",
+        markets.MarketsContext,
+        _single("markets.html"),
+        _markets,
+        "markets",
+        30,
+        (
+            "copy_attempt",
+            "snapshot_at",
+            "rollup_attempt",
+            "markets_at",
+            "markets_n",
+            "blacklisted_n",
+        ),
+    ),
+    Page(
+        "config",
+        "config.html",
+        config.ConfigContext,
+        _single("config.html"),
+        _config,
+        "config",
+        0,
+        ("markets_at", "markets_n", "blacklisted_n", "config_test", "config_test_done"),
+    ),
+    Page(
+        "config-test",
+        "config_test.html",
+        config.ConfigTestContext,
+        lambda arg: f"config-test/{arg}.html",
+        _config_test,
+        "config",
+        0,
+        ("config_test", "config_test_done"),
+        every=_tests,
+    ),
+    Page(
+        "user",
+        "user.html",
+        users.UserContext,
+        lambda arg: f"users/{arg}.html",
+        _user,
+        "users",
+        10,
+        ("snapshot_at",),
+        touched={
+            "trade_event": _event_users("trade_event", "trade_event"),
+            "activity_event": _event_users("activity_event", "activity_event"),
+            "copy_attempt": _attempts("u", "copy_attempt"),
+            "rollup_attempt": _attempts("u", "rollup_attempt"),
+            "rollup_trade": _event_users("trade_event", "rollup_trade"),
+        },
+        every=_followed,
+    ),
+    Page(
+        "market",
+        "market.html",
+        markets.MarketContext,
+        lambda arg: f"markets/{arg}.html",
+        _market,
+        "markets",
+        30,
+        touched={
+            "copy_attempt": _attempts("c", "copy_attempt"),
+            "rollup_attempt": _attempts("c", "rollup_attempt"),
+            "markets_at": _markets_since,
+            "markets_n": _markets_since,
+            "blacklisted_n": _markets_since,
+        },
+        every=_listed_markets,
+    ),
+)
+BY_KIND = {p.kind: p for p in PAGES}
+SINGLE_PAGES = tuple(p.kind for p in PAGES if p.every is None)
+HOT = frozenset(p.kind for p in PAGES if p.hot)
+
+
+def of(key: str) -> tuple[Page, str]:
+    """The page kind of a key, and its subject ("" for a page of one file)."""
+    kind, _, arg = key.partition(":")
+    page = BY_KIND.get(kind)
+    if page is None:
+        raise ValueError(f"unknown page {key!r}")
+    return page, arg

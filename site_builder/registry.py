@@ -14,13 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.store import db
+from site_builder import output
 from site_builder.pages import config, markets, overview, portfolio, status, trades, users
-
-if TYPE_CHECKING:
-    from site_builder.build import Site
 
 # Watermarks whose move rebuilds every page (who is followed, config, the pause).
 EVERYTHING = ("audit_log", "users_at", "users_n", "control_at")
@@ -37,7 +35,7 @@ class Options:
 
 
 Built = dict[str, Any]  # the template's variables besides `refresh` and `nav`
-Build = Callable[[db.Conn, "Site", str, datetime, Options], Built | None]
+Build = Callable[[db.Conn, output.Site, str, datetime, Options], Built | None]
 # (conn, the watermarks before, after) → the subjects whose pages moved
 Touched = Callable[[db.Conn, dict[str, Any], dict[str, Any]], set[str]]
 
@@ -91,17 +89,17 @@ def _attempts(column: str, mark: str) -> Touched:
 # --- builds ---------------------------------------------------------------------------
 
 
-def _overview(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _overview(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     ctx = overview.context(conn, now)
     url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
     return {"c": ctx, "equity_png": url}
 
 
-def _users(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _users(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": users.users_context(conn, now)}
 
 
-def _user(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:
     u = users.user_context(conn, int(arg), now)
     if u is None:
         return None
@@ -122,7 +120,7 @@ def _user(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Bui
     return {"c": u, "png": pngs}
 
 
-def _portfolio(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     pc = portfolio.context(conn, now)
     pngs = {
         "drawdown": site.chart(
@@ -136,24 +134,26 @@ def _portfolio(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> 
     return {"c": pc, "png": pngs}
 
 
-def _trades(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _trades(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": trades.context(conn, now)}
 
 
-def _markets(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _markets(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": markets.markets_context(conn, now)}
 
 
-def _market(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+def _market(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:
     m = markets.market_context(conn, arg, now)
     return None if m is None else {"c": m}
 
 
-def _config(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _config(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": config.context(conn, now)}
 
 
-def _config_test(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options) -> Built | None:
+def _config_test(
+    conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options
+) -> Built | None:
     t = config.test_context(conn, int(arg), now)
     if t is None:
         return None
@@ -161,7 +161,7 @@ def _config_test(conn: db.Conn, site: Site, arg: str, now: datetime, o: Options)
     return {"c": t, "refresh": 3 if t.test["state"] in ("PENDING", "RUNNING") else 0}
 
 
-def _status(conn: db.Conn, site: Site, _: str, now: datetime, o: Options) -> Built:
+def _status(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": status.context(conn, now, o.stale_after_s)}
 
 

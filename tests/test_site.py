@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.store import db
-from site_builder import build, publish
+from site_builder import build, output, publish
 from tests import site_data
 
 GOLDEN = Path(__file__).parent / "golden" / "site"
@@ -160,7 +160,7 @@ def test_a_failing_page_keeps_its_old_file_and_the_rest_builds(
     old = (tmp_path / "portfolio.html").read_text()
     real = build.build_page
 
-    def broken(conn: db.Conn, site: build.Site, key: str, *args: object) -> bool:
+    def broken(conn: db.Conn, site: output.Site, key: str, *args: object) -> bool:
         if key == "portfolio":
             raise RuntimeError("chart exploded")
         return real(conn, site, key, *args)  # type: ignore[arg-type]
@@ -203,7 +203,7 @@ def test_the_command_line_builds_the_site(db_url: str, tmp_path: Path) -> None:
 def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
     tmp_path: Path,
 ) -> None:
-    site = build.Site(publish.Publisher(tmp_path))
+    site = output.Site(publish.Publisher(tmp_path))
     draws: list[int] = []
 
     def draw(n: int) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from jinja2 import meta, nodes
 
 from common.store import db
-from site_builder import build, publish, registry, render
+from site_builder import build, output, publish, registry, render
 from tests import site_data
 
 BASE = ("refresh", "nav")  # what build_page adds to every page
@@ -62,7 +62,7 @@ def loaded(conn: db.Conn) -> db.Conn:
 
 
 def test_every_template_reads_only_what_its_build_gives(loaded: db.Conn, tmp_path: Path) -> None:
-    site = build.Site(publish.Publisher(tmp_path))
+    site = output.Site(publish.Publisher(tmp_path))
     env = render.environment()
     checked = 0
     for page in registry.PAGES:

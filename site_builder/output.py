@@ -1,0 +1,70 @@
+"""What a page's build publishes through: the publisher and the chart cache (a chart is
+redrawn only when its inputs change, and a restarted builder remembers which inputs drew
+the charts already in public/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from site_builder import publish, render
+
+# Which inputs drew each chart (a dotfile: nginx serves no dotfiles).
+MANIFEST = "charts/.manifest.json"
+
+
+@dataclass
+class Site:
+    """What a page's publish step needs: the publisher and the chart cache (a chart is
+    redrawn only when its inputs change)."""
+
+    publisher: publish.Publisher
+    chart_drawn: dict[str, tuple[str, float]] = field(default_factory=dict)  # digest, when
+    manifest_dirty: bool = False
+    charts_drawn: int = 0
+
+    def chart(
+        self, name: str, inputs: Any, draw: Callable[[], bytes], *, max_age_s: float = 0.0
+    ) -> str:
+        """Publishes charts/<name>.png if its inputs changed; returns its URL (versioned,
+        so a browser fetches the new one). With `max_age_s`, a chart drawn less than that
+        long ago is kept even if its inputs moved: a month-long equity curve that gains a
+        point a minute need not be redrawn every minute for every user (the page's
+        numbers are current; the picture is at most `max_age_s` old)."""
+        path = f"charts/{name}.png"
+        digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
+        drawn = self.chart_drawn.get(path)
+        fresh = drawn is not None and time.time() - drawn[1] < max_age_s
+        if (
+            drawn is not None
+            and (drawn[0] == digest or fresh)
+            and self.publisher.path(path).exists()
+        ):
+            return f"/{path}?v={drawn[0]}"
+        self.publisher.write(path, draw())
+        self.chart_drawn[path] = (digest, time.time())
+        self.charts_drawn += 1
+        self.manifest_dirty = True
+        return f"/{path}?v={digest}"
+
+    def load_manifest(self) -> None:
+        """Reads which inputs drew the charts already in public/ (a restarted builder
+        then redraws only what changed). A missing or unreadable manifest means none."""
+        try:
+            raw = json.loads(self.publisher.path(MANIFEST).read_text())
+            self.chart_drawn = {str(k): (str(v[0]), float(v[1])) for k, v in raw.items()}
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            self.chart_drawn = {}
+
+    def save_manifest(self) -> None:
+        if self.manifest_dirty:
+            data = {k: list(v) for k, v in sorted(self.chart_drawn.items())}
+            self.publisher.write(MANIFEST, json.dumps(data, separators=(",", ":")))
+            self.manifest_dirty = False
+
+    def page(self, path: str, template: str, **context: Any) -> None:
+        self.publisher.write(path, render.page(template, **context))

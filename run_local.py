@@ -47,10 +47,6 @@ def demo_settings(port: int, **overrides: Any) -> settings.Settings:
     return settings.Settings(**values, **overrides)
 
 
-# The labels of the demo's followed leaders: they mark a database as the sandbox's.
-SANDBOX_LEADER_LABEL = settings.SANDBOX_LEADER_LABEL
-
-
 def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
     """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
     once the sandbox is up); returns the wallets newly followed."""
@@ -63,7 +59,9 @@ def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
         known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
         for i, wallet in enumerate(wallets):
             if wallet not in known:
-                users.add(conn, wallet, f"{SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow())
+                users.add(
+                    conn, wallet, f"{settings.SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow()
+                )
                 added.append(wallet)
     return added
 

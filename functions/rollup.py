@@ -36,8 +36,6 @@ from common.store import checkpoints, db, locks
 
 ROLLUP_LOCK = locks.ROLLUP
 STREAMS = ("copy_attempt", "trade_event", "ledger_entry")
-SLIP_EDGES_BPS = histograms.SLIP_EDGES_BPS
-LAG_EDGES_MS = histograms.LAG_EDGES_MS
 
 
 def bucket(value: float, edges: tuple[int, ...]) -> str:
@@ -74,9 +72,9 @@ def fold_attempts(rows: Iterable[dict[str, Any]]) -> tuple[dict[Any, Any], dict[
             u["filled_notional_micros"] += a["filled_notional_micros"]
             u["fees_micros"] += a["fee_micros"]
             if slip_their is not None:
-                u["slip_their_bps"][bucket(slip_their, SLIP_EDGES_BPS)] += 1
+                u["slip_their_bps"][bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
             if slip_mid is not None:
-                u["slip_mid_bps"][bucket(slip_mid, SLIP_EDGES_BPS)] += 1
+                u["slip_mid_bps"][bucket(slip_mid, histograms.SLIP_EDGES_BPS)] += 1
         else:
             u["reasons"].update(a["reason_codes"])
         if a["portfolio_scope"] != "EXEC_USER" or a["condition_id"] is None:
@@ -91,7 +89,7 @@ def fold_attempts(rows: Iterable[dict[str, Any]]) -> tuple[dict[Any, Any], dict[
             m["depth_sum_micros"] += a["depth_in_band_micros"]
             m["depth_n"] += 1
         if executed and slip_their is not None:
-            m["slip_their_bps"][bucket(slip_their, SLIP_EDGES_BPS)] += 1
+            m["slip_their_bps"][bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
     return per_user, per_market
 
 
@@ -162,7 +160,7 @@ def fold_detections(rows: Iterable[dict[str, Any]]) -> dict[Any, Any]:
         d = out[(t["followed_user_id"], t["source"], t["event_time"].date())]
         d["fills"] += 1
         lag = (t["detect_time"] - t["event_time"]).total_seconds() * 1000
-        d["lag_ms"][bucket(lag, LAG_EDGES_MS)] += 1
+        d["lag_ms"][bucket(lag, histograms.LAG_EDGES_MS)] += 1
     return out
 
 

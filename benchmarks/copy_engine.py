@@ -325,9 +325,9 @@ class TimedEngine(simulate.Engine):
         self._t0: dict[int, float] = {}
         self.timed_ms: list[float] = []
 
-    def book_for(self, g: decide.Group, stored_id: int | None) -> copy_data.StoredBook | None:
+    def book_for(self, g: decide.Group) -> copy_data.StoredBook | None:
         self._t0[g.id] = time.perf_counter()
-        return super().book_for(g, stored_id)
+        return super().book_for(g)
 
     def _flush(self, pending: list[list[copy_data.Row]]) -> None:
         ids = [rows[0].decision.group.id for rows in pending]

@@ -43,7 +43,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from common.domain import money, pnl, portfolio, reasons
+from common.domain import money, portfolio, reasons, records
 from common.store import db
 
 MICROS = money.MICROS
@@ -514,7 +514,7 @@ def history(
     portfolio per minute before `m0`, valued at the assets' mids, and (2) one price row
     per asset held in any portfolio per 30 s bucket from `price_from` until `until`
     (those observed after the run at `m0` go to `later_prices`). Returns counts."""
-    books = {k: pnl.Book() for k in keys}
+    books = {k: portfolio.Portfolio(*k) for k in keys}
     holders: dict[str, int] = {}
     by_id = {a.asset_id: a for a in world.assets}
     prefix = {k: f"{k[0]}\t{NULL if k[1] is None else k[1]}\t" for k in keys}
@@ -529,16 +529,7 @@ def history(
             book = books[(e[2], e[3])]
             asset, dq = e[5], e[7]
             before = book.positions[asset].shares if asset in book.positions else 0
-            book.apply(
-                {
-                    "entry_type": e[6],
-                    "asset_id": asset,
-                    "condition_id": e[4],
-                    "share_delta_micros": dq,
-                    "cash_delta_micros": e[8],
-                    "price_micros": e[9],
-                }
-            )
+            book.apply(records.LedgerEntry(e[2], e[3], e[6], asset, e[4], dq, e[8], e[9]))
             if asset is not None and asset in book.positions:
                 pos = book.positions[asset]
                 if bool(before) != bool(pos.shares):

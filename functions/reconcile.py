@@ -12,9 +12,9 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import ledger
+from common.domain import ledger, records
 from common.runtime import jobs
-from common.store import db, failures, polling, shadow
+from common.store import db, failures, polling, queries, shadow
 from common.upstream import http
 
 MAX_EXAMPLES = 50
@@ -53,17 +53,7 @@ def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[di
 
 
 CHAIN_SETTLE = timedelta(seconds=30)  # a transaction's logs have all arrived by then
-_CONTRADICTED = f"""
-SELECT t.id, t.followed_user_id, t.wallet, t.tx_hash, t.asset_id, t.condition_id, t.side,
-       t.price_micros, t.share_micros, t.usdc_notional_micros, t.fee_micros, t.event_time
-FROM trade_event t
-WHERE t.source = 'DATA_API' AND t.reorg_state IS NULL AND t.shadow_state = 'APPLIED'
-  AND {shadow.CHAIN_CONTRADICTS}
-  AND NOT EXISTS (SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash
-                    AND c.log_index IS NOT NULL AND c.detect_time > %(settled)s)
-ORDER BY t.id
-LIMIT 1000
-"""  # noqa: S608  (constants, no input)
+TRADES = queries.load("trade_event")
 
 
 def void_contradicted(conn: db.Conn, now: datetime) -> int:
@@ -74,22 +64,21 @@ def void_contradicted(conn: db.Conn, now: datetime) -> int:
     done = 0
     with conn.transaction():
         db.lock_ingest(conn)
-        for event in conn.execute(_CONTRADICTED, {"settled": now - CHAIN_SETTLE}).fetchall():
-            shadow.store(conn, event["followed_user_id"], ledger.void_entries(event))
-            conn.execute(
-                "UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s",
-                event,
-            )
+        settled = {"settled": now - CHAIN_SETTLE}
+        for row in conn.execute(TRADES["applied_contradicted"], settled).fetchall():
+            event = records.TradeEvent.from_row(row)
+            shadow.store(conn, event.followed_user_id, ledger.void_entries(event))
+            conn.execute(TRADES["mark_voided"], {"id": event.id})
             failures.record(
                 conn,
                 "reconcile",
-                f"trade:{event['id']}",
-                f"the chain contradicts Data API fill {event['id']}: tx {event['tx_hash']} has"
-                f" no log left for {event['wallet']}'s {event['side']} of asset"
-                f" {event['asset_id']}; its shadow entries were reversed (a copy made of it"
+                f"trade:{event.id}",
+                f"the chain contradicts Data API fill {event.id}: tx {event.tx_hash} has"
+                f" no log left for {event.wallet}'s {event.side} of asset"
+                f" {event.asset_id}; its shadow entries were reversed (a copy made of it"
                 " stays)",
                 now,
-                _plain(event),
+                _plain(row),
             )
             done += 1
     return done

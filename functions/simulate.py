@@ -73,10 +73,7 @@ class Engine:
         self._marks_due = True
 
     def _exec_watermark(self) -> int | None:
-        row = self.conn.execute(
-            "SELECT max(id) AS id FROM ledger_entry WHERE portfolio_scope <> 'SHADOW_USER'"
-        ).fetchone()
-        return None if row is None else row["id"]
+        return copy_data.exec_watermark(self.conn)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -97,11 +94,12 @@ class Engine:
             self._refs[key] = portfolios.breaker_refs(self.conn, p, at)
         return self._refs[key]
 
-    def book_for(self, g: decide.Group, stored_id: int | None) -> copy_data.StoredBook | None:
+    def book_for(self, g: decide.Group) -> copy_data.StoredBook | None:
         """Returns the group's book: the stored one, else (live) one fetched now and
         stored (committed before the decision, so a rerun decides on the same book)."""
         if g.asset_id is None or g.action not in ("BUY", "SELL"):
             return None
+        stored_id = g.book_id
         if stored_id is not None:
             hit = self._books.pop(stored_id, None)
             return hit or copy_data.load_books(self.conn, [stored_id]).get(stored_id)
@@ -123,10 +121,7 @@ class Engine:
             return None
         with self.conn.transaction():
             stored = copy_data.store_book(self.conn, fetched, at)
-            self.conn.execute(
-                "UPDATE copy_group SET order_book_snapshot_id = %(b)s WHERE id = %(g)s",
-                {"b": stored.book.snapshot_id, "g": g.id},
-            )
+            copy_data.set_book(self.conn, g.id, stored.book.snapshot_id)
         return stored
 
     def decide_group(
@@ -167,14 +162,13 @@ class Engine:
         done = 0
         while True:
             fetch = max(FETCH, self.batch)
-            rows = self.conn.execute(copy_data.CLOSED_GROUPS, {"n": fetch}).fetchall()
-            if not rows:
+            groups = copy_data.closed_groups(self.conn, fetch)
+            if not groups:
                 return done
-            stored = [r["order_book_snapshot_id"] for r in rows if r["order_book_snapshot_id"]]
+            stored = [g.book_id for g in groups if g.book_id]
             self._books = copy_data.load_books(self.conn, stored) if stored else {}
             pending: list[list[copy_data.Row]] = []
-            for r in rows:
-                g = copy_data.group_of(r)
+            for g in groups:
                 if not self.replay and g.decide_at > self.clock():
                     if (g.decide_at - self.clock()).total_seconds() > max_wait_s:
                         self._flush(pending)
@@ -182,7 +176,7 @@ class Engine:
                     self._flush(pending)
                     pending = []
                     wait_until(g.decide_at)
-                book = self.book_for(g, r["order_book_snapshot_id"])
+                book = self.book_for(g)
                 started = time.perf_counter()
                 try:
                     pending.append(self.decide_group(g, book))
@@ -197,7 +191,7 @@ class Engine:
                     self.latencies_ms.append((time.perf_counter() - started) * 1000)
                 done += 1
             self._flush(pending)
-            if len(rows) < fetch:
+            if len(groups) < fetch:
                 return done
 
     def _flush(self, pending: list[list[copy_data.Row]]) -> None:
@@ -210,12 +204,7 @@ class Engine:
         try:
             with self.conn.transaction():
                 copy_data.write_many(self.conn, [row for rows in pending for row in rows])
-                self.conn.execute(
-                    """UPDATE copy_group g SET state = 'DONE', done_at = v.at
-                       FROM unnest(%(id)s::bigint[], %(at)s::timestamptz[]) AS v(id, at)
-                       WHERE g.id = v.id AND g.state = 'CLOSED'""",
-                    {"id": [d.group.id for d in firsts], "at": [d.decided_at for d in firsts]},
-                )
+                copy_data.mark_done(self.conn, firsts)
             self._watermark = self._exec_watermark()
         except Exception:
             self._reload()

@@ -5,6 +5,7 @@ inside the book and the VWAP bound, the portfolio equal to the sum of its entrie
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,13 +62,22 @@ def mk_group(
                         notional, price)  # fmt: skip
 
 
+def bought(p: portfolio.Portfolio, asset: str, shares: int, user: int) -> None:
+    """Moves `p` by a fill of `shares` at 0.50 copied from `user` (the caller sets cash)."""
+    half = M // 2
+    fill = ledger.Entry(
+        asset, MARKET_OF[asset], "TRADE_FILL", shares, -money.mul_micros(shares, half), half,
+        f"held:{asset}", NOW,
+    )  # fmt: skip
+    p.apply(fill, user)
+
+
 def port(cash: int | None = None, hold: Any = (), scope: str = USER) -> portfolio.Portfolio:
     """Holdings as (asset, USDC value at 0.50[, copied from user]); cash defaults to what
     makes equity 10,000 USDC."""
     p = portfolio.Portfolio(scope, None if scope == GLOBAL else 1, K)
     for asset, value, *who in hold:
-        p.move(asset, MARKET_OF[asset], 2 * usd(value), who[0] if who else 1)
-        p.last_price[asset] = M // 2
+        bought(p, asset, 2 * usd(value), who[0] if who else 1)
     p.cash = K - sum(usd(v) for _, v, *_ in hold) if cash is None else cash
     return p
 
@@ -401,7 +411,7 @@ def test_split_spends_cash_and_adds_every_asset() -> None:
     assert ids == ["g1:asset:yes-a", "g1:asset:no-a", "g1:asset:maybe-a", "g1"]
     decide.apply(p, d, assets)
     assert p.cash == K - 20 * M
-    assert all(p.shares[a] == 20 * M and p.last_price[a] == M // 3 for a in assets)
+    assert all(p.shares[a] == 20 * M and p.positions[a].last_price == M // 3 for a in assets)
 
 
 # 6. Properties over sequences of decisions.
@@ -477,7 +487,7 @@ def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decisi
     ledger: list[tuple[int, ledger.Entry]] = []
     for i, (g0, book) in enumerate(seq):
         now = NOW + timedelta(seconds=i)
-        g = decide.Group(**{**g0.__dict__, "key": f"g{i}", "decide_at": now})
+        g = dataclasses.replace(g0, key=f"g{i}", decide_at=now)
         market = MARKETS[g.condition_id or ""]
         if g.asset_id is not None:
             marks.observe(g.asset_id, now, money.div_round(book.bids[0][0] + book.asks[0][0], 2))
@@ -505,8 +515,9 @@ def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decisi
 def fresh(scope: str, cash: int, held: list[int]) -> portfolio.Portfolio:
     p = portfolio.Portfolio(scope, None if scope == GLOBAL else 1, cash, cash=cash)
     for asset, n in zip(sorted(MARKET_OF), held, strict=True):
-        p.move(asset, MARKET_OF[asset], n, 1)
-        p.last_price[asset] = M // 2
+        if n:
+            bought(p, asset, n, 1)
+    p.cash = cash
     return p
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from common.domain import ledger
+from common.domain import ledger, records
 from common.runtime import settings
 from common.store import db, ingest, shadow, users
 from common.upstream import chain
@@ -106,6 +106,7 @@ def test_chain_log_decisions() -> None:
 def test_fill_entries_never_confuse_side_with_outcome() -> None:
     event = {
         "id": 4,
+        "followed_user_id": 1,
         "side": "SELL",
         "asset_id": "999",
         "condition_id": "0xc",
@@ -114,8 +115,9 @@ def test_fill_entries_never_confuse_side_with_outcome() -> None:
         "usdc_notional_micros": 600_000,
         "fee_micros": 5,
         "event_time": NOW,
+        "detect_time": NOW,
     }
-    trade, fee = ledger.fill_entries(event)
+    trade, fee = ledger.fill_entries(records.TradeEvent.from_row(event))
     assert (trade.asset_id, trade.share_delta_micros, trade.cash_delta_micros) == (
         "999",
         -2_000_000,
@@ -127,19 +129,24 @@ def test_fill_entries_never_confuse_side_with_outcome() -> None:
 def test_split_merge_redeem_entries() -> None:
     act = {
         "id": 3,
+        "followed_user_id": 1,
         "condition_id": "0xc",
         "event_time": NOW,
         "share_micros": 5_000_000,
         "usdc_micros": 5_000_000,
     }
-    split = ledger.activity_entries({**act, "activity_type": "SPLIT"}, ["1", "2"], {}, {})
+    split = ledger.activity_entries(
+        records.ActivityEvent.from_row({**act, "activity_type": "SPLIT"}), ["1", "2"], {}, {}
+    )
     assert [(e.asset_id, e.share_delta_micros, e.cash_delta_micros) for e in split] == [
         ("1", 5_000_000, 0),
         ("2", 5_000_000, 0),
         (None, 0, -5_000_000),
     ]
     redeem = ledger.activity_entries(
-        {**act, "activity_type": "REDEEM", "usdc_micros": 7_000_000},
+        records.ActivityEvent.from_row(
+            {**act, "activity_type": "REDEEM", "usdc_micros": 7_000_000}
+        ),
         ["1", "2"],
         {"1": 7_000_000, "2": 3_000_000},
         {"1": 1_000_000, "2": 0},

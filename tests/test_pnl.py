@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.domain import money, pnl
+from common.domain import money, portfolio, records
 from common.runtime import jobs
 from common.runtime import settings as settings_mod
 from common.store import db
@@ -21,19 +21,36 @@ from functions import price, rollup, snapshot
 ASSETS = ("1", "2", "3")
 
 
-def entry(kind: str, asset: str | None, dq: int, cash: int, p: int | None = None) -> dict[str, Any]:
-    return {
-        "entry_type": kind,
-        "asset_id": asset,
-        "condition_id": None,
-        "share_delta_micros": dq,
-        "cash_delta_micros": cash,
-        "price_micros": p,
-    }
+def entry(
+    kind: str, asset: str | None, dq: int, cash: int, p: int | None = None
+) -> records.LedgerEntry:
+    return records.LedgerEntry.from_row(
+        {
+            "portfolio_scope": "SHADOW_USER",
+            "followed_user_id": 1,
+            "entry_type": kind,
+            "asset_id": asset,
+            "condition_id": None,
+            "share_delta_micros": dq,
+            "cash_delta_micros": cash,
+            "price_micros": p,
+        }
+    )
+
+
+def book_() -> portfolio.Portfolio:
+    return portfolio.Portfolio("SHADOW_USER", 1)
+
+
+def marks_of(mids: dict[str, int]) -> portfolio.Marks:
+    marks = portfolio.Marks()
+    for asset, mid in mids.items():
+        marks.observe(asset, T0, mid)
+    return marks
 
 
 @st.composite
-def entries(draw: st.DrawFn) -> list[dict[str, Any]]:
+def entries(draw: st.DrawFn) -> list[records.LedgerEntry]:
     out = [entry("DEPOSIT", None, 0, draw(st.integers(0, 10**10)))]
     for _ in range(draw(st.integers(0, 40))):
         kind = draw(st.sampled_from(["TRADE_FILL", "FEE", "SEED", "MERGE", "SPLIT", "FIX"]))
@@ -59,17 +76,17 @@ def entries(draw: st.DrawFn) -> list[dict[str, Any]]:
 @settings(max_examples=300, deadline=None)
 @given(entries(), st.dictionaries(st.sampled_from(ASSETS), st.integers(0, 10**6)))
 def test_realized_plus_unrealized_is_the_equity_change(
-    seq: list[dict[str, Any]], marks: dict[str, int]
+    seq: list[records.LedgerEntry], marks: dict[str, int]
 ) -> None:
-    book = pnl.Book()
+    book = book_()
     for e in seq:
         book.apply(e)
         assert book.cash == book.contributed + book.realized - sum(
             p.cost for p in book.positions.values()
         )
-    equity, _, unrealized, _ = book.value(marks)
-    assert book.realized + unrealized == equity - book.contributed
-    assert book.cash == sum(e["cash_delta_micros"] for e in seq)
+    v = book.value(marks_of(marks))
+    assert book.realized + v.unrealized == v.equity - book.contributed
+    assert book.cash == sum(e.cash_delta_micros for e in seq)
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,7 +98,7 @@ def test_realized_plus_unrealized_is_the_equity_change(
 def test_buying_and_selling_back_at_one_price_loses_the_fees(
     buys: list[tuple[int, int]], price_: int, rate: int
 ) -> None:
-    book = pnl.Book()
+    book = book_()
     fees = 0
     for q, _ in buys:
         book.apply(entry("TRADE_FILL", "1", q, -money.mul_micros(q, price_), price_))
@@ -96,13 +113,13 @@ def test_buying_and_selling_back_at_one_price_loses_the_fees(
 
 
 def test_average_cost_realizes_against_the_mean_price() -> None:
-    book = pnl.Book()
+    book = book_()
     book.apply(entry("TRADE_FILL", "1", 10_000_000, -4_000_000, 400_000))  # 10 @ 0.40
     book.apply(entry("TRADE_FILL", "1", 10_000_000, -6_000_000, 600_000))  # 10 @ 0.60
     book.apply(entry("TRADE_FILL", "1", -5_000_000, 3_500_000, 700_000))  # 5 @ 0.70
     assert book.realized == 3_500_000 - 2_500_000  # average cost 0.50
-    _, _, unrealized, n = book.value({"1": 800_000})
-    assert (unrealized, n) == (15 * 800_000 - 7_500_000, 1)
+    v = book.value(marks_of({"1": 800_000}))
+    assert (v.unrealized, v.open_positions) == (15 * 800_000 - 7_500_000, 1)
 
 
 # --- settlement and snapshots against Postgres ---------------------------------------

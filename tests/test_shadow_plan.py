@@ -5,6 +5,7 @@ undoes it once."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.domain import ledger, shadow_plan
+from common.domain.money import Price
+from common.domain.records import ActivityEvent, OutcomeAsset, TradeEvent
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
@@ -20,8 +23,16 @@ GRACE = timedelta(seconds=60)
 COND = "0x" + "c1" * 32
 ASSETS = ("111", "222")
 MARKETS = {
-    COND: [{"asset_id": a, "payout_micros": p} for a, p in zip(ASSETS, (1_000_000, 0), strict=True)]
+    COND: [OutcomeAsset(COND, a, Price(p)) for a, p in zip(ASSETS, (1_000_000, 0), strict=True)]
 }
+
+
+def trade(**row: Any) -> TradeEvent:
+    return TradeEvent.from_row({"followed_user_id": 1, **row})
+
+
+def activity(**row: Any) -> ActivityEvent:
+    return ActivityEvent.from_row({"followed_user_id": 1, **row})
 
 
 @st.composite
@@ -34,46 +45,45 @@ def events(draw: st.DrawFn) -> list[shadow_plan.Event]:
         shares = draw(st.integers(1, 50)) * 1_000_000
         if kind in ("BUY", "SELL"):
             price = draw(st.integers(1, 999)) * 1_000
-            row = {
-                "id": i + 1,
-                "side": kind,
-                "asset_id": draw(st.sampled_from(ASSETS)),
-                "condition_id": COND,
-                "share_micros": shares,
-                "price_micros": price,
-                "usdc_notional_micros": shares * price // 1_000_000,
-                "fee_micros": draw(st.sampled_from([0, 10, 12_590])),
-                "event_time": t,
-                "detect_time": t,
-                "confirmed_at": t,
-                "chain_contradicts": False,
-            }
-            out.append(("trade", row))
+            fill = trade(
+                id=i + 1,
+                side=kind,
+                asset_id=draw(st.sampled_from(ASSETS)),
+                condition_id=COND,
+                share_micros=shares,
+                price_micros=price,
+                usdc_notional_micros=shares * price // 1_000_000,
+                fee_micros=draw(st.sampled_from([0, 10, 12_590])),
+                event_time=t,
+                detect_time=t,
+                confirmed_at=t,
+            )
+            out.append(fill)
         else:
-            row = {
-                "id": 1000 + i,
-                "activity_type": kind,
-                "condition_id": COND,
-                "share_micros": shares,
-                "usdc_micros": shares if kind != "REDEEM" else draw(st.integers(0, 10**8)),
-                "event_time": t,
-            }
-            out.append(("activity", row))
+            act = activity(
+                id=1000 + i,
+                activity_type=kind,
+                condition_id=COND,
+                share_micros=shares,
+                usdc_micros=shares if kind != "REDEEM" else draw(st.integers(0, 10**8)),
+                event_time=t,
+            )
+            out.append(act)
     return out
 
 
 def model(held: dict[str, int], evs: list[shadow_plan.Event]) -> dict[str, int]:
     """What the shares must be after the events, by the plain rules."""
     shares = dict(held)
-    for kind, row in evs:
-        if kind == "trade":
-            sign = 1 if row["side"] == "BUY" else -1
-            shares[row["asset_id"]] = shares.get(row["asset_id"], 0) + sign * row["share_micros"]
-        elif row["activity_type"] in ("SPLIT", "MERGE"):
-            sign = 1 if row["activity_type"] == "SPLIT" else -1
+    for row in evs:
+        if isinstance(row, TradeEvent):
+            sign = 1 if row.side == "BUY" else -1
+            shares[row.asset_id] = shares.get(row.asset_id, 0) + sign * row.share_micros
+        elif row.activity_type in ("SPLIT", "MERGE"):
+            sign = 1 if row.activity_type == "SPLIT" else -1
             for a in ASSETS:
-                shares[a] = shares.get(a, 0) + sign * row["share_micros"]
-        elif row["activity_type"] == "REDEEM":
+                shares[a] = shares.get(a, 0) + sign * row.share_micros
+        elif row.activity_type == "REDEEM":
             for a in ASSETS:
                 shares[a] = 0
     return {a: n for a, n in shares.items() if n}
@@ -123,19 +133,20 @@ def test_a_redeem_after_a_settlement_undoes_it_once(
     share of the market is gone after it."""
     n = settled_shares * 1_000_000
     undo = ledger.Entry(ASSETS[0], COND, "SETTLEMENT", n, -n, None, "settle:1:undo", T0)
-    evs = [e for e in fills if e[0] == "trade"]
-    last = max((e[1]["event_time"] for e in evs), default=T0)
+    evs: list[shadow_plan.Event] = [e for e in fills if isinstance(e, TradeEvent)]
+    last = max((e.event_time for e in evs), default=T0)
     for i in range(redeems):
         t = last + timedelta(seconds=1 + i)
-        row: dict[str, Any] = {
-            "id": 5000 + i,
-            "activity_type": "REDEEM",
-            "condition_id": COND,
-            "share_micros": 0,
-            "usdc_micros": n,
-            "event_time": t,
-        }
-        evs.append(("activity", row))
+        evs.append(
+            activity(
+                id=5000 + i,
+                activity_type="REDEEM",
+                condition_id=COND,
+                share_micros=0,
+                usdc_micros=n,
+                event_time=t,
+            )
+        )
     p = shadow_plan.plan(evs, MARKETS, {}, {ASSETS[0]: undo}, NOW, GRACE)
     undone = [e for e in p.entries if e.ref_id == "settle:1:undo"]
     assert undone == [undo]
@@ -143,35 +154,32 @@ def test_a_redeem_after_a_settlement_undoes_it_once(
 
 
 def test_an_unconfirmed_fill_waits_and_holds_back_later_events() -> None:
-    row = {
-        "id": 1,
-        "side": "BUY",
-        "asset_id": ASSETS[0],
-        "condition_id": COND,
-        "share_micros": 1_000_000,
-        "price_micros": 500_000,
-        "usdc_notional_micros": 500_000,
-        "fee_micros": 0,
-        "event_time": NOW,
-        "detect_time": NOW - timedelta(seconds=10),
-        "confirmed_at": None,
-        "chain_contradicts": False,
-    }
-    split = {
-        "id": 2,
-        "activity_type": "SPLIT",
-        "condition_id": COND,
-        "share_micros": 1,
-        "usdc_micros": 1,
-        "event_time": NOW,
-    }
-    p = shadow_plan.plan([("trade", row), ("activity", split)], MARKETS, {}, {}, NOW, GRACE)
-    assert p.entries == [] and p.counts["waiting_for_confirmation"] == 1
-    late = shadow_plan.plan(
-        [("trade", row), ("activity", split)], MARKETS, {}, {}, NOW + GRACE, GRACE
+    row = trade(
+        id=1,
+        side="BUY",
+        asset_id=ASSETS[0],
+        condition_id=COND,
+        share_micros=1_000_000,
+        price_micros=500_000,
+        usdc_notional_micros=500_000,
+        fee_micros=0,
+        event_time=NOW,
+        detect_time=NOW - timedelta(seconds=10),
+        confirmed_at=None,
     )
+    split = activity(
+        id=2,
+        activity_type="SPLIT",
+        condition_id=COND,
+        share_micros=1,
+        usdc_micros=1,
+        event_time=NOW,
+    )
+    p = shadow_plan.plan([row, split], MARKETS, {}, {}, NOW, GRACE)
+    assert p.entries == [] and p.counts["waiting_for_confirmation"] == 1
+    late = shadow_plan.plan([row, split], MARKETS, {}, {}, NOW + GRACE, GRACE)
     assert late.applied_trades == [1] and late.applied_acts == [(2, "APPLIED")]
-    contradicted = {**row, "chain_contradicts": True}
-    gone = shadow_plan.plan([("trade", contradicted)], MARKETS, {}, {}, NOW + GRACE, GRACE)
+    contradicted = dataclasses.replace(row, chain_contradicts=True)
+    gone = shadow_plan.plan([contradicted], MARKETS, {}, {}, NOW + GRACE, GRACE)
     assert gone.entries == [] and gone.contradicted == [1]
     assert [r.kind for r in gone.refusals] == ["contradicted"]

@@ -16,46 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import book_walk, copy_config, ledger, money, portfolio
+from common.domain import book_walk, copy_config, ledger, money, portfolio, records
 
 OPENS = ("BUY", "SPLIT")
 ONE = money.MICROS
 
 
-@dataclass(frozen=True)
-class Group:
-    id: int
-    key: str
-    user_id: int
-    action: str  # BUY / SELL / MERGE / SPLIT
-    condition_id: str | None
-    asset_id: str | None
-    window_start: datetime
-    first_detect_time: datetime
-    close_time: datetime
-    decide_at: datetime
-    their_shares: int
-    their_notional: int
-    their_price: int | None
-
-
-@dataclass(frozen=True)
-class Market:
-    condition_id: str
-    assets: tuple[str, ...]
-    end_time: datetime | None = None
-    closed: bool = False
-    blacklisted: bool = False
-    fees_enabled: bool = False
-    fee_rate_micros: int = 0
-    fee_exponent: int = 1
-
-
-@dataclass(frozen=True)
-class Book:
-    bids: tuple[tuple[int, int], ...]  # best first
-    asks: tuple[tuple[int, int], ...]
-    snapshot_id: int | None = None
+# The decision's inputs as read from the database (typed records, `records`).
+Group = records.CopyGroup
+Market = records.Market
+Book = records.Book
 
 
 @dataclass(frozen=True)
@@ -391,12 +361,10 @@ def apply(
     created with no price yet are valued at an even share of the set until marked."""
     made = entries(d, market_assets) if made is None else made
     for e in made:
-        p.cash += e.cash_delta_micros
-        if e.asset_id is not None and e.share_delta_micros:
-            p.move(e.asset_id, e.condition_id, e.share_delta_micros, d.group.user_id)
-            if e.price_micros is not None:
-                p.last_price[e.asset_id] = e.price_micros
-            elif e.asset_id not in p.last_price and market_assets:
-                p.last_price[e.asset_id] = ONE // len(market_assets)
+        p.apply(e, d.group.user_id)
+        if e.asset_id is not None and e.share_delta_micros and e.price_micros is None:
+            pos = p.positions.get(e.asset_id)
+            if pos is not None and pos.last_price is None and market_assets:  # a SPLIT leg
+                pos.last_price = ONE // len(market_assets)
     p.funded = True
     return made

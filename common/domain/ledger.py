@@ -4,10 +4,12 @@ correction does to a portfolio, as pure functions of the event. The shadow ledge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from common.domain.records import ActivityEvent, TradeEvent
 
 
 @dataclass(frozen=True)
@@ -22,93 +24,63 @@ class Entry:
     effective_time: datetime
 
 
-def fill_entries(event: dict[str, Any]) -> list[Entry]:
+def fill_entries(event: TradeEvent) -> list[Entry]:
     """Entries of one trade_event row (pure)."""
-    sign = 1 if event["side"] == "BUY" else -1
-    ref, t = f"trade:{event['id']}", event["event_time"]
+    sign = 1 if event.side == "BUY" else -1
+    ref, t = f"trade:{event.id}", event.event_time
+    asset, cond = event.asset_id, event.condition_id
     entries = [
         Entry(
-            event["asset_id"],
-            event["condition_id"],
+            asset,
+            cond,
             "TRADE_FILL",
-            sign * event["share_micros"],
-            -sign * event["usdc_notional_micros"],
-            event["price_micros"],
+            sign * event.share_micros,
+            -sign * event.usdc_notional_micros,
+            event.price_micros,
             ref,
             t,
         ),
     ]
-    if event["fee_micros"]:
-        entries.append(
-            Entry(
-                event["asset_id"],
-                event["condition_id"],
-                "FEE",
-                0,
-                -event["fee_micros"],
-                None,
-                ref,
-                t,
-            )
-        )
+    if event.fee_micros:
+        entries.append(Entry(asset, cond, "FEE", 0, -event.fee_micros, None, ref, t))
     return entries
 
 
-def correction_entries(event: dict[str, Any], usdc_micros: int, fee_micros: int) -> list[Entry]:
+def correction_entries(event: TradeEvent, usdc_micros: int, fee_micros: int) -> list[Entry]:
     """Entries that bring an applied fill from the Data API's amounts (`event`) to the
     chain's exact ones (pure): the cash difference, and the fee the API does not show."""
-    sign = 1 if event["side"] == "BUY" else -1
-    ref, t = f"trade:{event['id']}", event["event_time"]
+    sign = 1 if event.side == "BUY" else -1
+    ref, t = f"trade:{event.id}:chain", event.event_time
+    asset, cond = event.asset_id, event.condition_id
     out = []
-    cash = -sign * (usdc_micros - event["usdc_notional_micros"])
+    cash = -sign * (usdc_micros - event.usdc_notional_micros)
     if cash:
-        out.append(
-            Entry(
-                event["asset_id"],
-                event["condition_id"],
-                "TRADE_FILL",
-                0,
-                cash,
-                None,
-                f"{ref}:chain",
-                t,
-            )
-        )
-    if fee_micros != event["fee_micros"]:
-        out.append(
-            Entry(
-                event["asset_id"],
-                event["condition_id"],
-                "FEE",
-                0,
-                -(fee_micros - event["fee_micros"]),
-                None,
-                f"{ref}:chain",
-                t,
-            )
-        )
+        out.append(Entry(asset, cond, "TRADE_FILL", 0, cash, None, ref, t))
+    if fee_micros != event.fee_micros:
+        out.append(Entry(asset, cond, "FEE", 0, -(fee_micros - event.fee_micros), None, ref, t))
     return out
 
 
 def activity_entries(
-    activity: dict[str, Any],
+    activity: ActivityEvent,
     assets: Sequence[str],
-    held: dict[str, int],
-    payouts: dict[str, int | None],
+    held: Mapping[str, int],
+    payouts: Mapping[str, int | None],
 ) -> list[Entry]:
     """Entries of one SPLIT / MERGE / REDEEM (pure). `assets` are the market's outcome
     assets, `held` the user's current shares of them."""
-    kind, ref = activity["activity_type"], f"activity:{activity['id']}"
-    cond, t = activity["condition_id"], activity["event_time"]
+    kind, ref = activity.activity_type, f"activity:{activity.id}"
+    cond, t = activity.condition_id, activity.event_time
+    legs: dict[str, int]
     if kind == "SPLIT":
-        legs = {a: activity["share_micros"] for a in assets}
-        cash = -activity["usdc_micros"]
+        legs = {a: activity.share_micros for a in assets}
+        cash = -activity.usdc_micros
     elif kind == "MERGE":
-        legs = {a: -activity["share_micros"] for a in assets}
-        cash = activity["usdc_micros"]
+        legs = {a: -activity.share_micros for a in assets}
+        cash = activity.usdc_micros
     elif kind == "REDEEM":
         legs = {a: -held.get(a, 0) for a in assets if held.get(a, 0)}
-        cash = activity["usdc_micros"]
+        cash = activity.usdc_micros
     else:
         raise ValueError(f"no shadow rule for {kind}")
     entries = [
@@ -128,7 +100,7 @@ def activity_entries(
     return entries
 
 
-def void_entries(event: dict[str, Any]) -> list[Entry]:
+def void_entries(event: TradeEvent) -> list[Entry]:
     """Entries that take an applied fill back out of the shadow book (pure): its own
     entries negated, under refs of their own so a rerun collides."""
     return [

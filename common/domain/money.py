@@ -11,6 +11,14 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import NewType
+
+# Three kinds of integer micros that must not be mixed up: mypy keeps them apart in
+# every signature that names them (arithmetic on them gives a plain int, so a sum is
+# re-typed on purpose where it is stored). Free at run time.
+Usdc = NewType("Usdc", int)  # collateral: cash, notional, fees, cost, PnL
+Shares = NewType("Shares", int)  # outcome tokens (a complete set is one of each)
+Price = NewType("Price", int)  # USDC per share, 0 … 1_000_000
 
 MICROS = 1_000_000
 _QUANTUM = Decimal(1)

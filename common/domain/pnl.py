@@ -1,4 +1,5 @@
-"""PnL by average cost (SPEC §6), as a pure fold over ledger entries in id order.
+"""PnL by average cost (SPEC §6): the arithmetic of the portfolio fold
+(`portfolio.Portfolio.apply`, over ledger entries in id order).
 
 Every entry moves cash, and the moved cash lands in exactly one of: the cost basis of an
 asset (opening or adding to a position), realized PnL (closing part of one, fees, the
@@ -17,73 +18,17 @@ is realized.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from common.domain import money
 
 
-@dataclass
+@dataclass(slots=True)
 class Position:
     shares: int = 0
     cost: int = 0
     condition_id: str | None = None
     last_price: int | None = None
-
-
-@dataclass
-class Book:
-    """One portfolio's running state."""
-
-    cash: int = 0
-    contributed: int = 0
-    realized: int = 0
-    fees: int = 0
-    positions: dict[str, Position] = field(default_factory=dict)
-
-    def apply(self, e: dict[str, Any]) -> None:
-        """Folds one ledger entry (a row with entry_type, asset_id, share_delta_micros,
-        cash_delta_micros, price_micros, condition_id) into the state."""
-        kind, cash, dq = e["entry_type"], e["cash_delta_micros"], e["share_delta_micros"]
-        self.cash += cash
-        asset = e["asset_id"]
-        if kind == "DEPOSIT":
-            self.contributed += cash
-            return
-        if kind == "FEE":
-            self.realized += cash
-            self.fees -= cash
-            return
-        if asset is None:  # the cash leg of a MERGE / SPLIT / REDEEM
-            self.realized += cash
-            return
-        pos = self.positions.setdefault(asset, Position())
-        if e.get("condition_id"):
-            pos.condition_id = e["condition_id"]
-        if e.get("price_micros") is not None and kind in ("TRADE_FILL", "SEED"):
-            pos.last_price = e["price_micros"]
-        if kind == "SEED":
-            value = money.mul_micros(dq, e["price_micros"] or 0)
-            pos.shares += dq
-            pos.cost += value
-            self.contributed += value
-            return
-        self.realized += trade(pos, dq, cash)
-
-    def value(self, marks: dict[str, int]) -> tuple[int, int, int, int]:
-        """Returns (equity, exposure, unrealized, open positions) at the given marks (an
-        asset without a mark is valued at its last fill price, else at cost)."""
-        equity, exposure, unrealized, open_positions = self.cash, 0, 0, 0
-        for asset, pos in self.positions.items():
-            if not pos.shares:
-                continue
-            mark = marks.get(asset, pos.last_price)
-            v = pos.cost if mark is None else money.mul_micros(pos.shares, mark)
-            equity += v
-            exposure += abs(v)
-            unrealized += v - pos.cost
-            open_positions += 1
-        return equity, exposure, unrealized, open_positions
 
 
 def trade(pos: Position, dq: int, cash: int) -> int:

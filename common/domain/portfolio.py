@@ -1,20 +1,23 @@
-"""The executable portfolios as the copy engine sees them: cash, shares per asset, the
-shares the global portfolio copied from each user, marks, and the reference equities of
-the circuit breakers. Loaded from the ledger (the truth), then kept in memory while a
-batch of decisions is made, so a batch and a one-at-a-time run decide alike.
+"""Portfolios — shadow, executable per user, global — as one fold of ledger entries
+(`Portfolio.apply`), their marks, and the reference equities of the circuit breakers.
+The copy engine loads an executable portfolio by folding its ledger (the truth,
+`store.portfolios`), then moves it in memory by each decision's entries, so a batch and
+a one-at-a-time run decide alike; the snapshot job carries the same fold forward from
+its saved state; a replay and the what-if fold from the range's start.
 
 Equity = cash + Σ shares × mark (SPEC §6). A mark is the newest of the stored
 `market_price_snapshot` mid and the mid of a stored decision book, at or before the
-time asked for; an asset with neither is marked at our last fill price for it. Loading
-them from the database is `store.portfolios`'.
+time asked for; an asset with neither is marked at our last fill price for it, and one
+never filled (a SPLIT leg) at its cost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from common.domain import money
+from common.domain import money, pnl
 
 Key = tuple[str, int | None]  # (portfolio scope, followed user or None for global)
 
@@ -23,72 +26,155 @@ def deposit_ref(user_id: int | None) -> str:
     return "deposit" if user_id is None else f"deposit:user:{user_id}"
 
 
+class Movement(Protocol):
+    """What the fold reads of a ledger entry: `ledger.Entry` (about to be written) and
+    `records.LedgerEntry` (stored) both are one."""
+
+    @property
+    def entry_type(self) -> str: ...
+    @property
+    def asset_id(self) -> str | None: ...
+    @property
+    def condition_id(self) -> str | None: ...
+    @property
+    def share_delta_micros(self) -> int: ...
+    @property
+    def cash_delta_micros(self) -> int: ...
+    @property
+    def price_micros(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """A portfolio at a set of marks."""
+
+    equity: int
+    exposure: int  # Σ |shares × mark|
+    unrealized: int  # Σ (shares × mark − cost)
+    open_positions: int
+    market_exposure: int = 0  # exposure to the one market asked for
+
+
 @dataclass
 class Portfolio:
+    """One portfolio as the fold of its ledger entries in id order (`apply`): cash,
+    contributed capital, realized PnL and fees, and per asset the shares, their cost at
+    average cost, the market and the last fill price (kept after a position closes: it
+    marks the asset if it reopens). The global portfolio also keeps, per followed user,
+    the shares copied from them. The copy engine, a replay, the what-if and the snapshot
+    job all move portfolios by this one fold, and value them by `value`."""
+
     scope: str
     user_id: int | None
-    starting_cash: int
+    starting_cash: int = 0
     cash: int = 0
-    shares: dict[str, int] = field(default_factory=dict)
-    market_of: dict[str, str] = field(default_factory=dict)
-    last_price: dict[str, int] = field(default_factory=dict)
+    contributed: int = 0
+    realized: int = 0
+    fees: int = 0
+    positions: dict[str, pnl.Position] = field(default_factory=dict)
     by_user: dict[int, dict[str, int]] = field(default_factory=dict)  # global only
-    funded: bool = False
+    funded: bool = False  # a DEPOSIT is in the ledger
 
     @property
     def key(self) -> Key:
         return (self.scope, self.user_id)
 
+    @property
+    def shares(self) -> dict[str, int]:
+        """The shares of every asset held (long or short)."""
+        return {a: pos.shares for a, pos in self.positions.items() if pos.shares}
+
+    def apply(self, e: Movement, copied_from: int | None = None) -> None:
+        """Folds one ledger entry into the state (SPEC §6, `pnl`). `copied_from` is the
+        followed user a global portfolio's copy came from (its attribution)."""
+        kind, cash, dq = e.entry_type, e.cash_delta_micros, e.share_delta_micros
+        self.cash += cash
+        asset = e.asset_id
+        if kind == "DEPOSIT":
+            self.contributed += cash
+            self.starting_cash = (self.starting_cash if self.funded else 0) + cash
+            self.funded = True
+            return
+        if kind == "FEE":
+            self.realized += cash
+            self.fees -= cash
+            return
+        if asset is None:  # the cash leg of a MERGE / SPLIT / REDEEM
+            self.realized += cash
+            return
+        pos = self.positions.get(asset)
+        if pos is None:
+            pos = self.positions[asset] = pnl.Position()
+        if e.condition_id:
+            pos.condition_id = e.condition_id
+        price = e.price_micros
+        if price is not None and kind in ("TRADE_FILL", "SEED"):
+            pos.last_price = price
+        if dq and copied_from is not None and self.scope == "EXEC_GLOBAL":
+            _add(self.by_user.setdefault(copied_from, {}), asset, dq)
+        if kind == "SEED":
+            value = money.mul_micros(dq, price or 0)
+            pos.shares += dq
+            pos.cost += value
+            self.contributed += value
+            return
+        self.realized += pnl.trade(pos, dq, cash)
+
     def held(self, asset_id: str) -> int:
-        return max(0, self.shares.get(asset_id, 0))
+        pos = self.positions.get(asset_id)
+        return max(0, pos.shares) if pos is not None else 0
 
-    def mark(self, asset_id: str, marks: Marks) -> int:
-        """The asset's mark: the newest stored mid, else our last fill price."""
+    def mark(self, asset_id: str, marks: Marks) -> int | None:
+        """The asset's mark: the newest stored mid, else our last fill price (None
+        without either: the position is then valued at its cost)."""
         mark = marks.get(asset_id)
-        return self.last_price.get(asset_id, 0) if mark is None else mark
+        if mark is not None:
+            return mark
+        pos = self.positions.get(asset_id)
+        return None if pos is None else pos.last_price
 
-    def value(self, asset_id: str, marks: Marks) -> int:
-        """Returns the marked value of the position in one asset."""
-        n = self.shares.get(asset_id, 0)
-        return money.mul_micros(n, self.mark(asset_id, marks)) if n else 0
-
-    def totals(self, marks: Marks, condition_id: str | None = None) -> tuple[int, int, int]:
-        """Returns (equity, exposure, exposure to `condition_id`) in one pass."""
-        equity, exposure, market = self.cash, 0, 0
-        for asset, n in self.shares.items():
-            v = money.mul_micros(n, self.mark(asset, marks))
+    def value(self, marks: Marks, condition_id: str | None = None) -> Valuation:
+        """Values every open position at its mark (else at cost), in one pass."""
+        equity, exposure, unrealized, open_positions, market = self.cash, 0, 0, 0, 0
+        for asset, pos in self.positions.items():
+            n = pos.shares
+            if not n:
+                continue
+            mark = marks.get(asset)
+            if mark is None:
+                mark = pos.last_price
+            v = pos.cost if mark is None else money.mul_micros(n, mark)
             equity += v
             exposure += abs(v)
-            if condition_id is not None and self.market_of.get(asset) == condition_id:
+            unrealized += v - pos.cost
+            open_positions += 1
+            if condition_id is not None and pos.condition_id == condition_id:
                 market += abs(v)
-        return equity, exposure, market
+        return Valuation(equity, exposure, unrealized, open_positions, market)
+
+    def totals(self, marks: Marks, condition_id: str | None = None) -> tuple[int, int, int]:
+        """Returns (equity, exposure, exposure to `condition_id`)."""
+        v = self.value(marks, condition_id)
+        return v.equity, v.exposure, v.market_exposure
 
     def equity(self, marks: Marks) -> int:
-        return self.totals(marks)[0]
+        return self.value(marks).equity
 
     def exposure(self, marks: Marks) -> int:
-        return self.totals(marks)[1]
+        return self.value(marks).exposure
 
     def market_exposure(self, condition_id: str | None, marks: Marks) -> int:
-        return self.totals(marks, condition_id)[2]
+        return self.value(marks, condition_id).market_exposure
 
     def user_exposure(self, user_id: int, marks: Marks) -> int:
         """Global portfolio: the marked value of what was copied from this user (a user
         whose copies net short an asset another user bought counts zero there)."""
-        return sum(
-            money.mul_micros(n, self.mark(asset, marks))
-            for asset, n in self.by_user.get(user_id, {}).items()
-            if n > 0
-        )
-
-    def move(self, asset_id: str, condition_id: str | None, shares: int, user_id: int) -> None:
-        """Applies a share change (and its attribution in the global portfolio); closed
-        positions are dropped so the hot loops see only what is held."""
-        _add(self.shares, asset_id, shares)
-        if condition_id is not None:
-            self.market_of[asset_id] = condition_id
-        if self.scope == "EXEC_GLOBAL":
-            _add(self.by_user.setdefault(user_id, {}), asset_id, shares)
+        total = 0
+        for asset, n in self.by_user.get(user_id, {}).items():
+            if n > 0:
+                mark = self.mark(asset, marks)
+                total += money.mul_micros(n, mark or 0)
+        return total
 
 
 def _add(book: dict[str, int], key: str, delta: int) -> None:

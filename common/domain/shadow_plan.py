@@ -19,12 +19,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from common.domain import ledger
+from common.domain.records import ActivityEvent, OutcomeAsset, TradeEvent
 
-Row = dict[str, Any]
-Event = tuple[str, Row]  # ("trade" | "activity", the stored row)
+Event = TradeEvent | ActivityEvent
 CONVERSION_REASON = (
     "CONVERSION not applied to the shadow book: the Data API row does not say which"
     " neg-risk outcomes were converted"
@@ -36,7 +35,7 @@ class Refusal:
     """An event kept out of the ledger, for the quarantine: why, and which row."""
 
     kind: str  # "contradicted" | "conversion"
-    row: Row
+    row: Event
 
 
 @dataclass
@@ -52,56 +51,56 @@ class Plan:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def order(trades: Sequence[Row], acts: Sequence[Row], limit: int) -> list[Event]:
+def order(trades: Sequence[TradeEvent], acts: Sequence[ActivityEvent], limit: int) -> list[Event]:
     """The events in the order they apply: by event time, fills before activity of the
     same second (a REDEEM sees the shares bought), then id. When a list was cut at
     `limit`, events past the earlier cut wait (the other list may hide some before it)."""
-    tagged: list[Event] = [("trade", r) for r in trades] + [("activity", r) for r in acts]
-    events = sorted(tagged, key=lambda e: (e[1]["event_time"], e[0] != "trade", e[1]["id"]))
-    cuts = [rows[-1]["event_time"] for rows in (trades, acts) if len(rows) >= limit]
+    both: list[Event] = [*trades, *acts]
+    events = sorted(both, key=lambda e: (e.event_time, isinstance(e, ActivityEvent), e.id))
+    cuts = [rows[-1].event_time for rows in (trades, acts) if len(rows) >= limit]
     if cuts:
-        before_cut = [e for e in events if e[1]["event_time"] < min(cuts)]
+        before_cut = [e for e in events if e.event_time < min(cuts)]
         events = before_cut or events
     return events
 
 
 def plan(
     events: Sequence[Event],
-    markets: Mapping[str, Sequence[Row]],
+    markets: Mapping[str, Sequence[OutcomeAsset]],
     held: Mapping[str, int],
     settled: Mapping[str, ledger.Entry],
     now: datetime,
     grace: timedelta,
 ) -> Plan:
     """Returns what applying `events` in order writes. `markets` maps a condition to its
-    outcome assets ({asset_id, payout_micros}), `held` the user's shares of them,
+    outcome assets, `held` the user's shares of them,
     `settled` the undo entry of each asset's settlement not yet undone."""
     out = Plan()
     shares = dict(held)
     undo = dict(settled)
-    for kind, row in events:
-        if kind == "trade":
-            if row["confirmed_at"] is None and row["detect_time"] > now - grace:
+    for row in events:
+        if isinstance(row, TradeEvent):
+            if row.confirmed_at is None and row.detect_time > now - grace:
                 out.counts["waiting_for_confirmation"] += 1
                 break
-            if row["chain_contradicts"]:
-                out.contradicted.append(row["id"])
+            if row.chain_contradicts:
+                out.contradicted.append(row.id)
                 out.refusals.append(Refusal("contradicted", row))
                 continue
             new = ledger.fill_entries(row)
-            out.applied_trades.append(row["id"])
-        elif row["activity_type"] == "CONVERSION":
-            out.applied_acts.append((row["id"], "NOT_APPLIED"))
+            out.applied_trades.append(row.id)
+        elif row.activity_type == "CONVERSION":
+            out.applied_acts.append((row.id, "NOT_APPLIED"))
             out.refusals.append(Refusal("conversion", row))
             out.counts["conversion_not_applied"] += 1
             continue
         else:
-            assets = markets.get(row["condition_id"])
+            assets = markets.get(row.condition_id or "")
             if not assets:
                 out.counts["waiting_for_market"] += 1
                 break
             new = _activity(row, assets, shares, undo)
-            out.applied_acts.append((row["id"], "APPLIED"))
+            out.applied_acts.append((row.id, "APPLIED"))
         for e in new:
             if e.asset_id is not None:
                 shares[e.asset_id] = shares.get(e.asset_id, 0) + e.share_delta_micros
@@ -110,16 +109,19 @@ def plan(
 
 
 def _activity(
-    row: Row, assets: Sequence[Row], shares: Mapping[str, int], undo: dict[str, ledger.Entry]
+    row: ActivityEvent,
+    assets: Sequence[OutcomeAsset],
+    shares: Mapping[str, int],
+    undo: dict[str, ledger.Entry],
 ) -> list[ledger.Entry]:
     """Entries of a SPLIT / MERGE / REDEEM. A REDEEM first undoes each settlement of its
     market still standing (once: the undo is used up), and redeems what is held after
     that undo."""
     new: list[ledger.Entry] = []
     view = dict(shares)
-    if row["activity_type"] == "REDEEM":
-        new = [undo.pop(a["asset_id"]) for a in assets if a["asset_id"] in undo]
+    if row.activity_type == "REDEEM":
+        new = [undo.pop(a.asset_id) for a in assets if a.asset_id in undo]
         for e in new:
             view[e.asset_id or ""] = view.get(e.asset_id or "", 0) + e.share_delta_micros
-    payouts = {a["asset_id"]: a["payout_micros"] for a in assets}
-    return new + ledger.activity_entries(row, [a["asset_id"] for a in assets], view, payouts)
+    payouts = {a.asset_id: a.payout_micros for a in assets}
+    return new + ledger.activity_entries(row, [a.asset_id for a in assets], view, payouts)

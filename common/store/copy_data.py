@@ -8,36 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.domain import decide, ledger, money, portfolio
-from common.store import db
+from common.domain import decide, ledger, portfolio, records
+from common.store import db, queries
 from common.upstream import clob
 
-CLOSED_GROUPS = """
-SELECT id, group_key, followed_user_id, action, condition_id, asset_id, window_start,
-       first_detect_time, close_time, decide_at, their_share_micros, their_notional_micros,
-       their_price_micros, order_book_snapshot_id
-FROM copy_group WHERE state = 'CLOSED'
-ORDER BY first_detect_time, window_start, group_key
-LIMIT %(n)s
-"""
+GROUPS = queries.load("copy_group")
+ATTEMPTS = queries.load("copy_attempt")
+BOOKS = queries.load("order_book_snapshot")
+LEDGER = queries.load("ledger_entry")
+MARKET = queries.load("market")
+StoredBook = records.OrderBookSnapshot
 
 
-def group_of(r: dict[str, Any]) -> decide.Group:
-    return decide.Group(
-        id=r["id"],
-        key=r["group_key"],
-        user_id=r["followed_user_id"],
-        action=r["action"],
-        condition_id=r["condition_id"],
-        asset_id=r["asset_id"],
-        window_start=r["window_start"],
-        first_detect_time=r["first_detect_time"],
-        close_time=r["close_time"],
-        decide_at=r["decide_at"],
-        their_shares=r["their_share_micros"],
-        their_notional=r["their_notional_micros"],
-        their_price=r["their_price_micros"],
-    )
+def closed_groups(conn: db.Conn, n: int) -> list[decide.Group]:
+    """The groups waiting for a decision, FIFO, with the book each was decided on once
+    stored (`book_id`)."""
+    return [decide.Group.from_row(r) for r in conn.execute(GROUPS["closed"], {"n": n})]
 
 
 @dataclass(frozen=True)
@@ -73,40 +59,10 @@ class Markets:
         return self._cache[condition_id]
 
     def _load(self, condition_id: str) -> decide.Market | None:
-        m = self.conn.execute(
-            """SELECT end_time, closed, blacklisted, fees_enabled, fee_rate_micros, fee_exponent,
-                      array(SELECT asset_id FROM outcome_asset o
-                            WHERE o.condition_id = market.condition_id
-                            ORDER BY outcome_index) AS assets
-               FROM market WHERE condition_id = %s""",
-            (condition_id,),
-        ).fetchone()
+        m = self.conn.execute(MARKET["by_condition"], {"c": condition_id}).fetchone()
         if m is None:
             return None
-        return decide.Market(
-            condition_id=condition_id,
-            assets=tuple(m["assets"]),
-            end_time=m["end_time"],
-            closed=m["closed"],
-            blacklisted=m["blacklisted"],
-            fees_enabled=m["fees_enabled"],
-            fee_rate_micros=m["fee_rate_micros"],
-            fee_exponent=m["fee_exponent"],
-        )
-
-
-@dataclass(frozen=True)
-class StoredBook:
-    book: decide.Book
-    asset_id: str
-    fetched_at: datetime
-
-    @property
-    def mid(self) -> int | None:
-        b = self.book
-        if not b.bids or not b.asks:
-            return None
-        return money.div_round(b.bids[0][0] + b.asks[0][0], 2)
+        return decide.Market.from_row({**m, "assets": tuple(m["assets"])})
 
 
 def moment(g: decide.Group, stored: StoredBook | None, marks: portfolio.Marks) -> datetime:
@@ -138,25 +94,9 @@ def situation(
     )
 
 
-_BOOK = """SELECT id, asset_id, fetched_at, bid_prices_micros, bid_sizes_micros,
-ask_prices_micros, ask_sizes_micros FROM order_book_snapshot WHERE id = ANY(%(ids)s)"""
-
-
 def load_books(conn: db.Conn, ids: list[int]) -> dict[int, StoredBook]:
     """Returns the stored books by id, levels best first as stored."""
-    return {r["id"]: _stored(r) for r in conn.execute(_BOOK, {"ids": ids})}
-
-
-_STORE_BOOK = """
-INSERT INTO order_book_snapshot (asset_id, condition_id, book_hash, book_time, fetched_at,
-    bid_prices_micros, bid_sizes_micros, ask_prices_micros, ask_sizes_micros, tick_size_micros,
-    min_order_size_micros, neg_risk, last_trade_price_micros)
-VALUES (%(asset)s, %(cond)s, %(hash)s, %(time)s, %(at)s, %(bp)s, %(bs)s, %(ap)s, %(as)s,
-    %(tick)s, %(min)s, %(neg)s, %(last)s)
-ON CONFLICT (asset_id, book_time, book_hash) DO UPDATE SET asset_id = EXCLUDED.asset_id
-RETURNING id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
-    ask_sizes_micros, asset_id
-"""
+    return {r["id"]: StoredBook.from_row(r) for r in conn.execute(BOOKS["by_ids"], {"ids": ids})}
 
 
 def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> StoredBook:
@@ -164,7 +104,7 @@ def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> Store
     from the write (the existing row when the exchange served the same book before: its
     id, levels and first fetch time), so the decision needs no read-back."""
     row = conn.execute(
-        _STORE_BOOK,
+        BOOKS["insert"],
         {
             "asset": ob.asset_id,
             "cond": ob.market,
@@ -182,33 +122,25 @@ def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> Store
         },
     ).fetchone()
     assert row is not None
-    return _stored(row)
+    return StoredBook.from_row(row)
 
 
-def _stored(r: dict[str, Any]) -> StoredBook:
-    book = decide.Book(
-        bids=tuple(zip(r["bid_prices_micros"], r["bid_sizes_micros"], strict=True)),
-        asks=tuple(zip(r["ask_prices_micros"], r["ask_sizes_micros"], strict=True)),
-        snapshot_id=r["id"],
+def set_book(conn: db.Conn, group_id: int, book_id: int | None) -> None:
+    conn.execute(GROUPS["set_book"], {"b": book_id, "g": group_id})
+
+
+def mark_done(conn: db.Conn, decisions: list[decide.Decision]) -> None:
+    """Marks the groups of the first decision of each DONE, at its decision time."""
+    conn.execute(
+        GROUPS["mark_done"],
+        {"id": [d.group.id for d in decisions], "at": [d.decided_at for d in decisions]},
     )
-    return StoredBook(book, r["asset_id"], r["fetched_at"])
 
 
-_ATTEMPT = """
-INSERT INTO copy_attempt (portfolio_scope, followed_user_id, group_key, copy_group_id, action,
-    condition_id, asset_id, guardrail_config_id, copy_sizing_config_id, guardrail_override_id,
-    sizing_override_id, their_notional_micros, their_price_micros, target_notional_micros,
-    target_share_micros, decision, reason_codes, best_bid_micros, best_ask_micros, mid_micros,
-    vwap_micros, filled_share_micros, filled_notional_micros, filled_ratio_micros, fee_micros,
-    group_close_time, decision_time, order_book_snapshot_id, equity_micros, cash_micros,
-    depth_in_band_micros)
-VALUES (%(scope)s, %(u)s, %(key)s, %(gid)s, %(action)s, %(cond)s, %(asset)s, %(gc)s, %(sc)s,
-    %(go)s, %(so)s, %(their_n)s, %(their_p)s, %(target_n)s, %(target_s)s, %(decision)s,
-    %(reasons)s, %(bid)s, %(ask)s, %(mid)s, %(vwap)s, %(filled_s)s, %(filled_n)s, %(ratio)s,
-    %(fee)s, %(close)s, %(at)s, %(book)s, %(equity)s, %(cash)s, %(depth)s)
-ON CONFLICT (portfolio_scope, followed_user_id, group_key) DO NOTHING
-RETURNING id
-"""
+def exec_watermark(conn: db.Conn) -> int | None:
+    """The newest executable ledger entry's id (another writer moved them if it changed)."""
+    row = conn.execute(LEDGER["exec_watermark"]).fetchone()
+    return None if row is None else row["id"]
 
 
 @dataclass(frozen=True)
@@ -260,17 +192,6 @@ def _attempt_params(r: Row) -> dict[str, Any]:
     }
 
 
-_FILL_COLUMNS = (
-    "copy_attempt_id, level_index, price_micros, share_micros, notional_micros, fee_micros"
-)
-_LEDGER_COLUMNS = (
-    "portfolio_scope, followed_user_id, condition_id, asset_id, entry_type, share_delta_micros,"
-    " cash_delta_micros, price_micros, ref_id, effective_time, copy_attempt_id"
-)
-_COPY_FILLS = "COPY executable_fill (" + _FILL_COLUMNS + ") FROM STDIN"
-_COPY_LEDGER = "COPY ledger_entry (" + _LEDGER_COLUMNS + ") FROM STDIN"
-
-
 def write_many(conn: db.Conn, rows: list[Row]) -> list[int]:
     """Writes decisions (attempts, one fill per level, ledger entries and any opening
     DEPOSIT) in the caller's transaction: the attempts in one pipelined batch, fills and
@@ -279,7 +200,7 @@ def write_many(conn: db.Conn, rows: list[Row]) -> list[int]:
     if not rows:
         return []
     with conn.cursor() as cur:
-        cur.executemany(_ATTEMPT, [_attempt_params(r) for r in rows], returning=True)
+        cur.executemany(ATTEMPTS["insert"], [_attempt_params(r) for r in rows], returning=True)
         ids: list[int] = []
         for r in rows:
             got = cur.fetchone()
@@ -294,10 +215,10 @@ def write_many(conn: db.Conn, rows: list[Row]) -> list[int]:
             for f in r.decision.fills
         ]
         if fills:
-            with cur.copy(_COPY_FILLS) as copy:
+            with cur.copy(ATTEMPTS["copy_fills"]) as copy:
                 for fill in fills:
                     copy.write_row(fill)
-        with cur.copy(_COPY_LEDGER) as copy:
+        with cur.copy(LEDGER["copy_exec"]) as copy:
             for i, r in zip(ids, rows, strict=True):
                 d = r.decision
                 for e in _entries(r):

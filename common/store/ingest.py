@@ -24,9 +24,11 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common.domain import ledger, money
-from common.store import db, quarantine, shadow
+from common.domain import ledger, money, records
+from common.store import db, quarantine, queries, shadow
 from common.upstream import chain, data_api, wire
+
+TRADES = queries.load("trade_event")
 
 SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
 
@@ -477,21 +479,13 @@ def store_chain_fill(
         elif action == "confirm":
             # The chain's amounts and fee are exact: they replace the Data API's. If the
             # shadow ledger already used the API's, it gets correcting entries.
-            before = conn.execute(
-                """UPDATE trade_event t SET log_index = %(li)s, block_number = %(block)s,
-                       role = %(role)s, confirmed_at = %(now)s, price_micros = %(price)s,
-                       usdc_notional_micros = %(usdc)s, fee_micros = %(fee)s
-                   FROM trade_event old WHERE t.id = %(id)s AND old.id = t.id
-                   RETURNING old.id, old.followed_user_id, old.asset_id, old.condition_id,
-                       old.side, old.usdc_notional_micros, old.fee_micros, old.event_time,
-                       old.shadow_state""",
-                params,
-            ).fetchone()
+            before = conn.execute(TRADES["confirm_from_chain"], params).fetchone()
             if before is not None and before["shadow_state"] == "APPLIED":
+                old = records.TradeEvent.from_row(before)
                 shadow.store(
                     conn,
-                    before["followed_user_id"],
-                    ledger.correction_entries(before, fill.collateral_micros, fill.fee_micros),
+                    old.followed_user_id,
+                    ledger.correction_entries(old, fill.collateral_micros, fill.fee_micros),
                 )
         elif action == "restore":
             conn.execute(

@@ -25,65 +25,33 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from common.domain import ledger, shadow_plan
-from common.store import db, quarantine
+from common.domain import ledger, records, shadow_plan
+from common.store import db, quarantine, queries
 from common.upstream import wire
 
 BATCH = 5000  # events applied per user per transaction
 
 
-# A Data API fill with no log of its own in a transaction whose logs for its wallet
-# are stored: the chain saw that transaction and has no room for it.
-CHAIN_CONTRADICTS = """(t.log_index IS NULL AND EXISTS (
-    SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
-      AND c.log_index IS NOT NULL AND c.reorg_state IS NULL))"""
-_PENDING_TRADES = f"""
-SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_micros,
-       usdc_notional_micros, fee_micros, event_time, detect_time, source, confirmed_at,
-       tx_hash, wallet, payload, {CHAIN_CONTRADICTS} AS chain_contradicts
-FROM trade_event t
-WHERE shadow_applied_at IS NULL AND reorg_state IS NULL AND followed_user_id = %(u)s
-  AND event_time >= %(since)s
-ORDER BY event_time, id
-LIMIT %(limit)s
-"""  # noqa: S608  (a constant, no input)
-_PENDING_ACTIVITY = """
-SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_micros,
-       event_time, tx_hash
-FROM activity_event
-WHERE shadow_applied_at IS NULL AND followed_user_id = %(u)s AND event_time >= %(since)s
-ORDER BY event_time, id
-LIMIT %(limit)s
-"""
-_INSERT = """
-INSERT INTO ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, entry_type,
-    share_delta_micros, cash_delta_micros, price_micros, ref_id, effective_time)
-VALUES ('SHADOW_USER', %(u)s, %(cond)s, %(asset)s, %(type)s, %(shares)s, %(cash)s, %(price)s,
-    %(ref)s, %(t)s)
-ON CONFLICT (portfolio_scope, ref_id, entry_type) DO NOTHING
-"""
+TRADES = queries.load("trade_event")
+ACTIVITY = queries.load("activity_event")
+LEDGER = queries.load("ledger_entry")
+MARKET = queries.load("market")
 
 
-def duplicate_reject(event: dict[str, Any]) -> wire.Reject:
+def duplicate_reject(event: records.TradeEvent) -> wire.Reject:
     """The quarantine row of a Data API fill the chain contradicts (pure)."""
     reason = (
-        f"DUPLICATE_ROW: Data API fill {event['id']} has no chain log left in tx "
-        f"{event['tx_hash']} for {event['wallet']}; not applied"
+        f"DUPLICATE_ROW: Data API fill {event.id} has no chain log left in tx "
+        f"{event.tx_hash} for {event.wallet}; not applied"
     )
-    payload = wire.dump_payload(event.get("payload") or {"trade_event": event["id"]})
-    return wire.Reject("data_api/fills", reason, payload, {"trade_event_id": event["id"]})
+    payload = wire.dump_payload(event.payload or {"trade_event": event.id})
+    return wire.Reject("data_api/fills", reason, payload, {"trade_event_id": event.id})
 
 
 def holdings(conn: db.Conn, user_id: int, asset_ids: Sequence[str]) -> dict[str, int]:
     """Returns the user's shadow shares of the given assets, from the ledger."""
-    rows = conn.execute(
-        """SELECT asset_id, sum(share_delta_micros)::bigint AS shares FROM ledger_entry
-           WHERE portfolio_scope = 'SHADOW_USER' AND followed_user_id = %(u)s
-             AND asset_id = ANY(%(a)s) GROUP BY asset_id""",
-        {"u": user_id, "a": list(asset_ids)},
-    ).fetchall()
+    rows = conn.execute(LEDGER["shadow_holdings"], {"u": user_id, "a": list(asset_ids)})
     return {r["asset_id"]: int(r["shares"]) for r in rows}
 
 
@@ -92,41 +60,28 @@ def unredeemed_settlements(
 ) -> dict[str, ledger.Entry]:
     """Returns, per asset, the entry that undoes a shadow SETTLEMENT not yet undone in
     the given markets (a REDEEM came after the price job settled the position)."""
-    rows = conn.execute(
-        """SELECT l.asset_id, l.condition_id, l.share_delta_micros, l.cash_delta_micros,
-                  l.ref_id, l.effective_time
-           FROM ledger_entry l
-           WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = %(u)s
-             AND l.entry_type = 'SETTLEMENT' AND l.condition_id = ANY(%(c)s)
-             AND NOT EXISTS (SELECT 1 FROM ledger_entry x
-                             WHERE x.portfolio_scope = 'SHADOW_USER' AND x.entry_type = 'SETTLEMENT'
-                               AND x.ref_id = l.ref_id || ':undo')""",
-        {"u": user_id, "c": sorted(conditions)},
-    ).fetchall()
-    return {
-        r["asset_id"]: ledger.Entry(
-            r["asset_id"],
-            r["condition_id"],
+    rows = conn.execute(LEDGER["unredeemed_settlements"], {"u": user_id, "c": sorted(conditions)})
+    out = {}
+    for r in rows:
+        e = records.LedgerEntry.from_row(r)
+        out[e.asset_id or ""] = ledger.Entry(
+            e.asset_id,
+            e.condition_id,
             "SETTLEMENT",
-            -r["share_delta_micros"],
-            -r["cash_delta_micros"],
+            -e.share_delta_micros,
+            -e.cash_delta_micros,
             None,
-            r["ref_id"] + ":undo",
+            f"{e.ref_id}:undo",
             r["effective_time"],
         )
-        for r in rows
-    }
+    return out
 
 
-def _market_assets(conn: db.Conn, conditions: set[str]) -> dict[str, list[dict[str, Any]]]:
-    rows = conn.execute(
-        """SELECT condition_id, asset_id, payout_micros FROM outcome_asset
-           WHERE condition_id = ANY(%(c)s) ORDER BY condition_id, outcome_index""",
-        {"c": sorted(conditions)},
-    ).fetchall()
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        out[r["condition_id"]].append(r)
+def _market_assets(conn: db.Conn, conditions: set[str]) -> dict[str, list[records.OutcomeAsset]]:
+    out: dict[str, list[records.OutcomeAsset]] = defaultdict(list)
+    for r in conn.execute(MARKET["outcome_assets"], {"c": sorted(conditions)}):
+        a = records.OutcomeAsset.from_row(r)
+        out[a.condition_id].append(a)
     return out
 
 
@@ -143,21 +98,21 @@ def apply_user(
     with conn.transaction():
         db.lock_ingest(conn)  # a chain confirmation must not change an event mid-apply
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
-        for table in ("trade_event", "activity_event"):  # history older than the seed
-            counts["covered_by_seed"] += conn.execute(
-                f"UPDATE {table} SET shadow_applied_at = %(now)s,"  # noqa: S608
-                " shadow_state = 'COVERED_BY_SEED' WHERE followed_user_id = %(u)s"
-                " AND shadow_applied_at IS NULL AND event_time < %(since)s",
-                params,
-            ).rowcount
-        trades = conn.execute(_PENDING_TRADES, params).fetchall()
-        acts = conn.execute(_PENDING_ACTIVITY, params).fetchall()
+        for table in (TRADES, ACTIVITY):  # history older than the seed
+            counts["covered_by_seed"] += conn.execute(table["cover_by_seed"], params).rowcount
+        trades = [
+            records.TradeEvent.from_row(r) for r in conn.execute(TRADES["pending_for_user"], params)
+        ]
+        acts = [
+            records.ActivityEvent.from_row(r)
+            for r in conn.execute(ACTIVITY["pending_for_user"], params)
+        ]
         if not trades and not acts:
             return {}
         events = shadow_plan.order(trades, acts, limit)
-        markets = _market_assets(conn, {r["condition_id"] for r in acts})
-        held = holdings(conn, user_id, [a["asset_id"] for rows in markets.values() for a in rows])
-        redeemed = {r["condition_id"] for r in acts if r["activity_type"] == "REDEEM"}
+        markets = _market_assets(conn, {r.condition_id for r in acts if r.condition_id})
+        held = holdings(conn, user_id, [a.asset_id for rows in markets.values() for a in rows])
+        redeemed = {r.condition_id for r in acts if r.activity_type == "REDEEM" and r.condition_id}
         settled = unredeemed_settlements(conn, user_id, redeemed) if redeemed else {}
         p = shadow_plan.plan(events, markets, held, settled, now, grace)
         write_plan(conn, user_id, p, now)
@@ -171,14 +126,15 @@ def apply_user(
 
 def refusal_reject(refusal: shadow_plan.Refusal) -> wire.Reject:
     """The quarantine row of an event the plan kept out of the ledger."""
-    if refusal.kind == "contradicted":
-        return duplicate_reject(refusal.row)
     row = refusal.row
+    if isinstance(row, records.TradeEvent):  # "contradicted"
+        return duplicate_reject(row)
+    fields = {f: str(getattr(row, f)) for f in row.__dataclass_fields__}
     return wire.Reject(
         "shadow/conversion",
         shadow_plan.CONVERSION_REASON,
-        wire.dump_payload({k: str(v) for k, v in row.items()}),
-        {"activity_event_id": row["id"]},
+        wire.dump_payload(fields),
+        {"activity_event_id": row.id},
     )
 
 
@@ -188,26 +144,13 @@ def write_plan(conn: db.Conn, user_id: int, p: shadow_plan.Plan, now: datetime) 
     store(conn, user_id, p.entries)
     with conn.cursor() as cur:
         if p.applied_trades:
-            cur.execute(
-                "UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'APPLIED'"
-                " WHERE id = ANY(%(ids)s)",
-                {"now": now, "ids": p.applied_trades},
-            )
+            cur.execute(TRADES["mark_applied"], {"now": now, "ids": p.applied_trades})
         if p.contradicted:
-            cur.execute(
-                "UPDATE trade_event SET shadow_applied_at = %(now)s,"
-                " shadow_state = 'NOT_APPLIED', reorg_state = 'CONTRADICTED'"
-                " WHERE id = ANY(%(ids)s)",
-                {"now": now, "ids": p.contradicted},
-            )
+            cur.execute(TRADES["mark_contradicted"], {"now": now, "ids": p.contradicted})
         for state in ("APPLIED", "NOT_APPLIED"):
             ids = [i for i, s in p.applied_acts if s == state]
             if ids:
-                cur.execute(
-                    "UPDATE activity_event SET shadow_applied_at = %(now)s,"
-                    " shadow_state = %(s)s WHERE id = ANY(%(ids)s)",
-                    {"now": now, "s": state, "ids": ids},
-                )
+                cur.execute(ACTIVITY["mark_state"], {"now": now, "s": state, "ids": ids})
     quarantine.record(conn, [refusal_reject(r) for r in p.refusals], now)
 
 
@@ -241,7 +184,7 @@ def store(conn: db.Conn, user_id: int, entries: Sequence[ledger.Entry]) -> None:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            _INSERT,
+            LEDGER["insert_shadow"],
             [
                 {
                     "u": user_id,

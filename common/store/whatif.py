@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from common.domain import copy_config, decide, portfolio
-from common.store import copy_configs, copy_data, db, portfolios
+from common.domain import copy_config, decide, portfolio, records
+from common.store import copy_configs, copy_data, db, portfolios, queries
 
 SCOPES = ("EXEC_USER", "EXEC_GLOBAL")
 
@@ -127,27 +127,15 @@ def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcom
     return outcomes
 
 
-_GROUPS = """
-SELECT id, group_key, followed_user_id, action, condition_id, asset_id, window_start,
-       first_detect_time, close_time, decide_at, their_share_micros, their_notional_micros,
-       their_price_micros, order_book_snapshot_id
-FROM copy_group
-WHERE state IN ('CLOSED', 'DONE') AND decide_at >= %(start)s AND decide_at < %(end)s
-ORDER BY first_detect_time, window_start, group_key
-"""
-_RECORDED = """
-SELECT portfolio_scope, decision, reason_codes, count(*) AS n FROM copy_attempt a
-JOIN copy_group g ON g.id = a.copy_group_id
-WHERE g.decide_at >= %(start)s AND g.decide_at < %(end)s
-GROUP BY 1, 2, 3
-"""
+GROUPS = queries.load("copy_group")
+ATTEMPTS = queries.load("copy_attempt")
 
 
 def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
     """Reads the groups decided in [start, end) and what deciding them needs (read only)."""
-    rows = conn.execute(_GROUPS, {"start": start, "end": end}).fetchall()
-    groups = [copy_data.group_of(r) for r in rows]
-    by_book = {r["order_book_snapshot_id"]: r["id"] for r in rows if r["order_book_snapshot_id"]}
+    rows = conn.execute(GROUPS["decided_between"], {"start": start, "end": end})
+    groups = [decide.Group.from_row(r) for r in rows]
+    by_book = {g.book_id: g.id for g in groups if g.book_id}
     stored = copy_data.load_books(conn, list(by_book))
     markets = copy_data.Markets(conn)
     configs = copy_configs.load(conn)
@@ -176,13 +164,14 @@ def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
 def recorded(conn: db.Conn, start: datetime, end: datetime) -> dict[str, Outcome]:
     """What the simulator actually decided for the same groups (for comparison)."""
     out = {s: Outcome() for s in SCOPES}
-    for r in conn.execute(_RECORDED, {"start": start, "end": end}):
-        o = out[r["portfolio_scope"]]
-        if r["decision"] == "EXECUTE":
-            o.executed += r["n"]
+    for r in conn.execute(ATTEMPTS["of_groups_between"], {"start": start, "end": end}):
+        a = records.CopyAttempt.from_row(r)
+        o = out[a.portfolio_scope]
+        if a.decision == "EXECUTE":
+            o.executed += 1
         else:
-            o.skipped += r["n"]
-            o.by_reason.update({code: r["n"] for code in r["reason_codes"]})
+            o.skipped += 1
+            o.by_reason.update(a.reason_codes)
     return out
 
 

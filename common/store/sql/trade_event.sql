@@ -1,0 +1,62 @@
+-- pending_for_user --
+-- A user's fills not yet applied to the shadow ledger, from `since`, in apply order
+-- (records.TradeEvent). chain_contradicts: a Data API fill with no log of its own in a
+-- transaction whose logs for its wallet are stored (the chain has no room for it).
+SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_micros,
+       usdc_notional_micros, fee_micros, event_time, detect_time, source, confirmed_at,
+       tx_hash, wallet, payload,
+       (t.log_index IS NULL AND EXISTS (
+           SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
+             AND c.log_index IS NOT NULL AND c.reorg_state IS NULL)) AS chain_contradicts
+FROM trade_event t
+WHERE shadow_applied_at IS NULL AND reorg_state IS NULL AND followed_user_id = %(u)s
+  AND event_time >= %(since)s
+ORDER BY event_time, id
+LIMIT %(limit)s;
+
+-- cover_by_seed --
+-- A user's unapplied fills older than the seed window: the seed's positions hold them.
+UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'COVERED_BY_SEED'
+WHERE followed_user_id = %(u)s AND shadow_applied_at IS NULL AND event_time < %(since)s;
+
+-- mark_applied --
+UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'APPLIED'
+WHERE id = ANY(%(ids)s);
+
+-- mark_contradicted --
+-- Fills the chain contradicts: never applied, and out of every sum (reorg_state set).
+UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'NOT_APPLIED',
+    reorg_state = 'CONTRADICTED'
+WHERE id = ANY(%(ids)s);
+
+-- confirm_from_chain --
+-- The chain's log of a fill the Data API reported: its amounts and fee are exact and
+-- replace the API's. Returns the row as it was (records.TradeEvent, plus shadow_state),
+-- so an applied fill gets correcting entries.
+UPDATE trade_event t SET log_index = %(li)s, block_number = %(block)s, role = %(role)s,
+    confirmed_at = %(now)s, price_micros = %(price)s, usdc_notional_micros = %(usdc)s,
+    fee_micros = %(fee)s
+FROM trade_event old WHERE t.id = %(id)s AND old.id = t.id
+RETURNING old.id, old.followed_user_id, old.asset_id, old.condition_id, old.side,
+    old.price_micros, old.share_micros, old.usdc_notional_micros, old.fee_micros,
+    old.event_time, old.detect_time, old.shadow_state;
+
+-- applied_contradicted --
+-- Data API fills applied past the grace without a chain log, whose transaction's logs
+-- for the wallet have all arrived (none newer than `settled`) and leave no room for
+-- them: the shadow ledger must take them back out.
+SELECT t.id, t.followed_user_id, t.wallet, t.tx_hash, t.asset_id, t.condition_id, t.side,
+       t.price_micros, t.share_micros, t.usdc_notional_micros, t.fee_micros, t.event_time,
+       t.detect_time
+FROM trade_event t
+WHERE t.source = 'DATA_API' AND t.reorg_state IS NULL AND t.shadow_state = 'APPLIED'
+  AND t.log_index IS NULL
+  AND EXISTS (SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
+                AND c.log_index IS NOT NULL AND c.reorg_state IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash
+                    AND c.log_index IS NOT NULL AND c.detect_time > %(settled)s)
+ORDER BY t.id
+LIMIT 1000;
+
+-- mark_voided --
+UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s;

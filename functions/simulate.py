@@ -83,7 +83,7 @@ class Engine:
         if key not in self.portfolios:
             cfg = self.configs.base if user_id is None else self.configs.for_user(user_id)
             p = portfolios.load(self.conn, scope, user_id, cfg.starting_cash_micros)
-            self.marks.merge(portfolios.load_marks(self.conn, set(p.shares), self.clock()))
+            self.marks.merge(portfolios.load_marks(self.conn, set(p.positions), self.clock()))
             self.portfolios[key] = p
         return self.portfolios[key]
 
@@ -130,7 +130,7 @@ class Engine:
         """Decides the group in both portfolios and moves them in memory at once (a later
         group of the same batch sees this one); returns the rows to write."""
         if self._marks_due:
-            held = portfolio.held_assets(list(self.portfolios.values()))
+            held = portfolio.held_assets(self.portfolios.values())
             self.marks.merge(portfolios.load_marks(self.conn, held, self.clock()))
             self._marks_due = False
         at = copy_data.moment(g, book, self.marks)

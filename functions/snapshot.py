@@ -21,7 +21,7 @@ from common.domain import pnl, portfolio, records
 from common.runtime import jobs
 from common.store import checkpoints, db, locks, portfolios, queries
 
-CHECKPOINT = "snapshot.ledger"
+CHECKPOINT = portfolios.FOLD_CHECKPOINT
 SNAPSHOT_LOCK = locks.SNAPSHOT
 LOCK_WAIT_S = 5.0
 Key = portfolio.Key
@@ -106,8 +106,11 @@ def load_state(conn: db.Conn, moving: Touched) -> Books:
     rows += conn.execute(PORTFOLIO["closed_global_positions"], glob).fetchall() if glob["a"] else []
     for r in rows:
         pos = records.PositionRow.from_row(r)
-        book(books, (pos.portfolio_scope, pos.followed_user_id)).positions[pos.asset_id] = (
-            pnl.Position(pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros)
+        book(books, (pos.portfolio_scope, pos.followed_user_id)).put(
+            pos.asset_id,
+            pnl.Position(
+                pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
+            ),
         )
     return books
 
@@ -128,7 +131,8 @@ def save_state(conn: db.Conn, books: Books, keys: set[Key], moving: Touched, now
             [
                 (scope, user, a, p.condition_id, p.shares, p.cost, p.last_price)
                 for scope, user, a in sorted(moving, key=str)
-                for p in [books[(scope, user)].positions[a]]
+                for p in [books[(scope, user)].position(a)]
+                if p is not None
             ],
         )
 
@@ -153,7 +157,7 @@ def take(conn: db.Conn, now: datetime) -> dict[str, int]:
         if moved:
             save_state(conn, books, moved, moving, now)
         checkpoints.advance(conn, CHECKPOINT, now, number=hi)
-        held = {a for b in books.values() for a, p in b.positions.items() if p.shares}
+        held = portfolio.held_assets(books.values())
         marks = portfolios.load_marks(conn, held, now)
         rows = [{**row(k, b, marks, bucket), "cut": hi, "as_of": now} for k, b in books.items()]
         with conn.cursor() as cur:
@@ -190,7 +194,7 @@ def rebuild(conn: db.Conn, since: datetime) -> dict[str, int]:
             key = (t["portfolio_scope"], t["followed_user_id"])
             p = books.get(key) or portfolio.Portfolio(*key)
             if t["as_of"] not in marks_at:
-                held = {a for b in books.values() for a, p in b.positions.items() if p.shares}
+                held = portfolio.held_assets(books.values())
                 marks_at = {t["as_of"]: portfolios.load_marks(conn, held, t["as_of"])}
             new = row(key, p, marks_at[t["as_of"]], t["bucket"])
             counts["rows"] += 1

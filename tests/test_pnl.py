@@ -109,7 +109,7 @@ def test_buying_and_selling_back_at_one_price_loses_the_fees(
     cost = sum(money.mul_micros(q, price_) for q, _ in buys)
     book.apply(entry("TRADE_FILL", "1", -total, cost, price_))  # sold back for what it cost
     assert book.realized == -fees and book.fees == fees
-    assert book.positions["1"].shares == 0 and book.positions["1"].cost == 0
+    assert "1" not in book.positions and book.closed["1"].cost == 0
 
 
 def test_average_cost_realizes_against_the_mean_price() -> None:

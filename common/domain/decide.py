@@ -363,7 +363,7 @@ def apply(
     for e in made:
         p.apply(e, d.group.user_id)
         if e.asset_id is not None and e.share_delta_micros and e.price_micros is None:
-            pos = p.positions.get(e.asset_id)
+            pos = p.position(e.asset_id)
             if pos is not None and pos.last_price is None and market_assets:  # a SPLIT leg
                 pos.last_price = ONE // len(market_assets)
     p.funded = True

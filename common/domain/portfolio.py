@@ -13,6 +13,7 @@ never filled (a SPLIT leg) at its cost.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -71,7 +72,8 @@ class Portfolio:
     contributed: int = 0
     realized: int = 0
     fees: int = 0
-    positions: dict[str, pnl.Position] = field(default_factory=dict)
+    positions: dict[str, pnl.Position] = field(default_factory=dict)  # open (shares ≠ 0)
+    closed: dict[str, pnl.Position] = field(default_factory=dict)  # shares 0, kept for prices
     by_user: dict[int, dict[str, int]] = field(default_factory=dict)  # global only
     funded: bool = False  # a DEPOSIT is in the ledger
 
@@ -82,7 +84,16 @@ class Portfolio:
     @property
     def shares(self) -> dict[str, int]:
         """The shares of every asset held (long or short)."""
-        return {a: pos.shares for a, pos in self.positions.items() if pos.shares}
+        return {a: pos.shares for a, pos in self.positions.items()}
+
+    def position(self, asset_id: str) -> pnl.Position | None:
+        """The asset's position, open or closed (None if never held)."""
+        return self.positions.get(asset_id) or self.closed.get(asset_id)
+
+    def put(self, asset_id: str, pos: pnl.Position) -> None:
+        """Files a position read from saved state as open or closed."""
+        (self.positions if pos.shares else self.closed)[asset_id] = pos
+        (self.closed if pos.shares else self.positions).pop(asset_id, None)
 
     def apply(self, e: Movement, copied_from: int | None = None) -> None:
         """Folds one ledger entry into the state (SPEC §6, `pnl`). `copied_from` is the
@@ -104,7 +115,8 @@ class Portfolio:
             return
         pos = self.positions.get(asset)
         if pos is None:
-            pos = self.positions[asset] = pnl.Position()
+            pos = self.closed.pop(asset, None) or pnl.Position()
+            self.positions[asset] = pos
         if e.condition_id:
             pos.condition_id = e.condition_id
         price = e.price_micros
@@ -117,8 +129,10 @@ class Portfolio:
             pos.shares += dq
             pos.cost += value
             self.contributed += value
-            return
-        self.realized += pnl.trade(pos, dq, cash)
+        else:
+            self.realized += pnl.trade(pos, dq, cash)
+        if not pos.shares:
+            self.closed[asset] = self.positions.pop(asset)
 
     def held(self, asset_id: str) -> int:
         pos = self.positions.get(asset_id)
@@ -130,7 +144,7 @@ class Portfolio:
         mark = marks.get(asset_id)
         if mark is not None:
             return mark
-        pos = self.positions.get(asset_id)
+        pos = self.position(asset_id)
         return None if pos is None else pos.last_price
 
     def value(self, marks: Marks, condition_id: str | None = None) -> Valuation:
@@ -138,8 +152,6 @@ class Portfolio:
         equity, exposure, unrealized, open_positions, market = self.cash, 0, 0, 0, 0
         for asset, pos in self.positions.items():
             n = pos.shares
-            if not n:
-                continue
             mark = marks.get(asset)
             if mark is None:
                 mark = pos.last_price
@@ -225,5 +237,5 @@ def week_start(t: datetime) -> datetime:
     return day_start(t) - timedelta(days=t.weekday())
 
 
-def held_assets(portfolios: list[Portfolio]) -> set[str]:
-    return {a for p in portfolios for a, n in p.shares.items() if n}
+def held_assets(portfolios: Iterable[Portfolio]) -> set[str]:
+    return {a for p in portfolios for a in p.positions}

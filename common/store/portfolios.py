@@ -1,13 +1,19 @@
-"""Loading the portfolios (`domain.portfolio`) by folding their ledger entries, their
-marks from stored books and mark snapshots, and the circuit breakers' reference
-equities from `portfolio_snapshot` (the snapshot job's rows of the same fold)."""
+"""Loading the portfolios (`domain.portfolio`) by the one fold — from the snapshot job's
+saved state plus the ledger entries after its cut — their marks from stored books and
+mark snapshots, and the circuit breakers' reference equities from `portfolio_snapshot`
+(the snapshot job's rows of the same fold)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from common.domain import money, portfolio, records
-from common.store import db, queries
+from common.domain import money, pnl, portfolio, records
+from common.store import checkpoints, db, queries
+
+# The snapshot job's cut: every ledger entry up to it is folded into its saved state
+# (portfolio_state, portfolio_position), the fold's checkpoint.
+FOLD_CHECKPOINT = "snapshot.ledger"
 
 LEDGER = queries.load("ledger_entry")
 PORTFOLIO = queries.load("portfolio")
@@ -37,19 +43,61 @@ def load(
     starting_cash: int,
     until: datetime | None = None,
 ) -> portfolio.Portfolio:
-    """Returns the portfolio as its ledger says, folded entry by entry (counting only
-    entries effective before `until` when given). One with no DEPOSIT yet is unfunded:
-    its cash starts at `starting_cash`, deposited with its first decision."""
+    """Returns an executable portfolio as its ledger says, by the one fold: from the
+    state the snapshot job saved at its last cut (the fold's checkpoint) plus the entries
+    after that cut, or — with `until` — from the start, counting only entries effective
+    before it. One with no DEPOSIT yet is unfunded: its cash starts at `starting_cash`,
+    deposited with its first decision."""
     p = portfolio.Portfolio(scope, user_id, starting_cash)
-    params = {"s": scope, "u": user_id, "until": until}
-    with conn.cursor() as cur:
-        cur.execute(LEDGER["portfolio_entries"], params)
-        for r in cur:
+    params: dict[str, Any] = {"s": scope, "u": user_id, "until": until, "after": 0}
+    if until is None:
+        params["after"] = _saved(conn, p)
+        rows = conn.execute(LEDGER["portfolio_entries_after"], params)
+        for r in rows:
+            p.apply(records.LedgerEntry.from_row(r))
+        if scope == "EXEC_GLOBAL":  # attribution: a sum over every copy
+            for r in conn.execute(LEDGER["copied_by_user"]):
+                p.by_user.setdefault(r["u"], {})[r["asset_id"]] = int(r["n"])
+    else:
+        for r in conn.execute(LEDGER["portfolio_entries"], params):
             e = records.LedgerEntry.from_row(r)
             p.apply(e, e.copied_from)
     if not p.funded:
         p.cash += starting_cash
     return p
+
+
+def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
+    """Sets `p` to the snapshot job's saved state of it and returns that state's cut
+    (0 without one). The cut is read before and after the state: the job writes both
+    in one transaction, so equal reads mean the state is the one at that cut."""
+    for _ in range(5):
+        cut = checkpoints.read(conn, FOLD_CHECKPOINT)
+        before = int(cut["cursor_int"] or 0) if cut else 0
+        params = {"s": p.scope, "u": p.user_id}
+        state = conn.execute(PORTFOLIO["saved_state"], params).fetchone()
+        rows = conn.execute(PORTFOLIO["saved_positions"], params).fetchall()
+        cut = checkpoints.read(conn, FOLD_CHECKPOINT)
+        if (int(cut["cursor_int"] or 0) if cut else 0) == before:
+            break
+    else:
+        return 0  # the snapshot job kept moving: fold from the start
+    if state is None or before == 0:
+        return 0
+    s = records.PortfolioState.from_row(state)
+    p.cash, p.contributed, p.realized, p.fees = (
+        s.cash_micros,
+        s.contributed_micros,
+        s.realized_pnl_micros,
+        s.fees_micros,
+    )
+    p.funded, p.starting_cash = True, s.contributed_micros  # its first entry was a DEPOSIT
+    for r in rows:
+        pos = records.PositionRow.from_row(r)
+        p.positions[pos.asset_id] = pnl.Position(
+            pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
+        )
+    return before
 
 
 def breaker_refs(conn: db.Conn, p: portfolio.Portfolio, at: datetime) -> portfolio.BreakerRefs:

@@ -51,3 +51,21 @@ WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = %(u)s
 COPY ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, entry_type,
     share_delta_micros, cash_delta_micros, price_micros, ref_id, effective_time,
     copy_attempt_id) FROM STDIN;
+
+-- portfolio_entries_after --
+-- One portfolio's entries newer than a fold checkpoint (id > `after`), in id order.
+SELECT id, portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
+       share_delta_micros, cash_delta_micros, price_micros
+FROM ledger_entry
+WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
+  AND id > %(after)s
+ORDER BY id;
+
+-- copied_by_user --
+-- The global portfolio's shares per (followed user, asset): what each user's signals
+-- brought in, summed over its copies.
+SELECT a.followed_user_id AS u, l.asset_id, sum(l.share_delta_micros)::bigint AS n
+FROM ledger_entry l JOIN copy_attempt a ON a.id = l.copy_attempt_id
+WHERE l.portfolio_scope = 'EXEC_GLOBAL' AND l.asset_id IS NOT NULL
+GROUP BY 1, 2;
+

@@ -88,3 +88,18 @@ SELECT COALESCE(
 SELECT max(equity_micros) AS equity FROM portfolio_snapshot
 WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
   AND bucket <= %(t)s;
+
+-- saved_state --
+-- One portfolio's totals as the snapshot job last saved them (records.PortfolioState).
+SELECT portfolio_scope, followed_user_id, cash_micros, contributed_micros,
+       realized_pnl_micros, fees_micros
+FROM portfolio_state
+WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s;
+
+-- saved_positions --
+-- One portfolio's positions as the snapshot job last saved them, closed ones included
+-- (their last price marks a reopened position) (records.PositionRow).
+SELECT portfolio_scope, followed_user_id, asset_id, condition_id, share_micros, cost_micros,
+       last_price_micros
+FROM portfolio_position
+WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s;

@@ -530,14 +530,11 @@ def history(
             asset, dq = e[5], e[7]
             before = book.positions[asset].shares if asset in book.positions else 0
             book.apply(records.LedgerEntry(e[2], e[3], e[6], asset, e[4], dq, e[8], e[9]))
-            if asset is not None and asset in book.positions:
-                pos = book.positions[asset]
-                if bool(before) != bool(pos.shares):
-                    holders[asset] = holders.get(asset, 0) + (1 if pos.shares else -1)
-                    if not holders[asset]:
-                        del holders[asset]
-                if not pos.shares and not pos.cost:
-                    del book.positions[asset]  # closed: only open positions are valued
+            after = book.positions[asset].shares if asset in book.positions else 0
+            if asset is not None and bool(before) != bool(after):  # opened or closed
+                holders[asset] = holders.get(asset, 0) + (1 if after else -1)
+                if not holders[asset]:
+                    del holders[asset]
             applied += 1
 
     for b in range(world.start_ms // BUCKET_MS, until // BUCKET_MS + 1):

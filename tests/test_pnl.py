@@ -292,3 +292,47 @@ def test_an_unredeemed_shadow_position_settles_and_a_late_redeem_undoes_it(
     rollup.roll(conn, T0 + 3 * day)
     after = conn.execute("SELECT outcome, unredeemed FROM rollup_resolution").fetchall()
     assert [(r["outcome"], r["unredeemed"]) for r in after] == [("WON", False)]  # redeemed
+
+
+def test_a_portfolio_loads_the_same_from_the_saved_fold_as_from_the_whole_ledger(
+    conn: db.Conn,
+) -> None:
+    """store.portfolios.load starts from the snapshot job's saved state and folds only
+    the entries after its cut; it must equal folding the whole ledger — open and closed
+    positions, cost, last prices, cash, realized, fees — across a close and a reopen."""
+    from common.store import portfolios
+
+    user = seed_portfolios(conn)
+
+    def add(rows: list[tuple[str, int, int, int | None, str]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO ledger_entry (portfolio_scope, followed_user_id, asset_id,
+                       condition_id, entry_type, share_delta_micros, cash_delta_micros,
+                       price_micros, ref_id, effective_time)
+                   VALUES ('EXEC_USER', %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                [(user, a, COND, k, q, c, p, ref, T0) for a, q, c, p, k, ref in rows],
+            )
+
+    def compare() -> None:
+        saved = portfolios.load(conn, "EXEC_USER", user, 1)
+        whole = portfolios.load(conn, "EXEC_USER", user, 1, until=T0 + timedelta(days=1))
+        assert saved == whole
+        assert (saved.funded, saved.starting_cash) == (True, 10_000_000_000)
+
+    add([("31", -20_000_000, 9_000_000, 450_000, "TRADE_FILL", "g3:L0")])  # 31 closes
+    compare()  # no saved state yet: the whole fold
+    snapshot.take(conn, T0 + timedelta(minutes=1))  # the fold's checkpoint: 31 closed
+    compare()
+    add(
+        [
+            ("31", 5_000_000, -2_500_000, 500_000, "TRADE_FILL", "g4:L0"),  # reopened
+            ("32", 7_000_000, -3_500_000, 500_000, "TRADE_FILL", "g5:L0"),
+            ("32", -2_000_000, 1_200_000, 600_000, "TRADE_FILL", "g6:L0"),
+        ]
+    )
+    compare()  # state at the cut + the entries after it
+    loaded = portfolios.load(conn, "EXEC_USER", user, 1)
+    assert set(loaded.positions) == {"31", "32"} and loaded.positions["32"].shares == 5_000_000
+    snapshot.take(conn, T0 + timedelta(minutes=2))
+    compare()

@@ -94,9 +94,10 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
     p.funded, p.starting_cash = True, s.contributed_micros  # its first entry was a DEPOSIT
     for r in rows:
         pos = records.PositionRow.from_row(r)
-        p.positions[pos.asset_id] = pnl.Position(
+        saved = pnl.Position(
             pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
         )
+        p.put(pos.asset_id, saved)
     return before
 
 

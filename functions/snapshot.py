@@ -52,8 +52,7 @@ def fold(books: Books, entries: Iterable[records.LedgerEntry]) -> set[Key]:
 
 
 def read_entries(conn: db.Conn, lo: int, hi: int) -> list[records.LedgerEntry]:
-    rows = conn.execute(LEDGER["between_ids"], {"lo": lo, "hi": hi})
-    return [records.LedgerEntry.from_row(r) for r in rows]
+    return queries.fetch(conn, records.LedgerEntry, LEDGER["between_ids"], {"lo": lo, "hi": hi})
 
 
 def row(
@@ -93,19 +92,19 @@ def load_state(conn: db.Conn, moving: Touched) -> Books:
     move (a closed position's last price still matters if it reopens); the closed
     history stays on disk, untouched."""
     books: Books = {}
-    for r in conn.execute(PORTFOLIO["states"]):
-        s = records.PortfolioState.from_row(r)
+    for s in queries.fetch(conn, records.PortfolioState, PORTFOLIO["states"]):
         p = book(books, (s.portfolio_scope, s.followed_user_id))
         p.cash, p.contributed = s.cash_micros, s.contributed_micros
         p.realized, p.fees = s.realized_pnl_micros, s.fees_micros
     users = sorted(p for p in moving if p[1] is not None)
     params = {"s": [p[0] for p in users], "u": [p[1] for p in users], "a": [p[2] for p in users]}
     glob = {"a": sorted(p[2] for p in moving if p[1] is None)}
-    rows = conn.execute(PORTFOLIO["open_positions"]).fetchall()
-    rows += conn.execute(PORTFOLIO["closed_user_positions"], params).fetchall() if users else []
-    rows += conn.execute(PORTFOLIO["closed_global_positions"], glob).fetchall() if glob["a"] else []
-    for r in rows:
-        pos = records.PositionRow.from_row(r)
+    rows = queries.fetch(conn, records.PositionRow, PORTFOLIO["open_positions"])
+    if users:
+        rows += queries.fetch(conn, records.PositionRow, PORTFOLIO["closed_user_positions"], params)
+    if glob["a"]:
+        rows += queries.fetch(conn, records.PositionRow, PORTFOLIO["closed_global_positions"], glob)
+    for pos in rows:
         book(books, (pos.portfolio_scope, pos.followed_user_id)).put(
             pos.asset_id,
             pnl.Position(

@@ -110,9 +110,9 @@ class LedgerEntry(Record):
     cash_delta_micros: Usdc
     price_micros: Price | None
     id: int = 0
+    copied_from: int | None = None
     ref_id: str | None = None
     effective_time: datetime | None = None
-    copied_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,15 +52,15 @@ def load(
     params: dict[str, Any] = {"s": scope, "u": user_id, "until": until, "after": 0}
     if until is None:
         params["after"] = _saved(conn, p)
-        rows = conn.execute(LEDGER["portfolio_entries_after"], params)
-        for r in rows:
-            p.apply(records.LedgerEntry.from_row(r))
+        for e in queries.fetch(
+            conn, records.LedgerEntry, LEDGER["portfolio_entries_after"], params
+        ):
+            p.apply(e)
         if scope == "EXEC_GLOBAL":  # attribution: a sum over every copy
             for r in conn.execute(LEDGER["copied_by_user"]):
                 p.by_user.setdefault(r["u"], {})[r["asset_id"]] = int(r["n"])
     else:
-        for r in conn.execute(LEDGER["portfolio_entries"], params):
-            e = records.LedgerEntry.from_row(r)
+        for e in queries.fetch(conn, records.LedgerEntry, LEDGER["portfolio_entries"], params):
             p.apply(e, e.copied_from)
     if not p.funded:
         p.cash += starting_cash
@@ -76,7 +76,7 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
         before = int(cut["cursor_int"] or 0) if cut else 0
         params = {"s": p.scope, "u": p.user_id}
         state = conn.execute(PORTFOLIO["saved_state"], params).fetchone()
-        rows = conn.execute(PORTFOLIO["saved_positions"], params).fetchall()
+        rows = queries.fetch(conn, records.PositionRow, PORTFOLIO["saved_positions"], params)
         cut = checkpoints.read(conn, FOLD_CHECKPOINT)
         if (int(cut["cursor_int"] or 0) if cut else 0) == before:
             break
@@ -92,8 +92,7 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
         s.fees_micros,
     )
     p.funded, p.starting_cash = True, s.contributed_micros  # its first entry was a DEPOSIT
-    for r in rows:
-        pos = records.PositionRow.from_row(r)
+    for pos in rows:
         saved = pnl.Position(
             pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
         )

@@ -19,6 +19,13 @@ import functools
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
+
+from psycopg.rows import args_row
+
+from common.store import db
+
+R = TypeVar("R")
 
 SQL_DIR = Path(__file__).with_name("sql")
 _HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
@@ -67,6 +74,20 @@ def parse(table: str, text: str) -> Queries:
 def load(table: str) -> Queries:
     """Returns the named queries of `sql/<table>.sql` (read once)."""
     return parse(table, (SQL_DIR / f"{table}.sql").read_text(encoding="utf-8"))
+
+
+def fetch(conn: db.Conn, record: type[R], sql: str, params: Any = None) -> list[R]:
+    """Runs a query whose columns are the first fields of `record`, in order, and
+    returns its rows as records built straight from each result row (positionally: no
+    dict per row, for the loops that read thousands). Raises ValueError when the columns
+    are not those fields."""
+    with conn.cursor(row_factory=args_row(record)) as cur:
+        cur.execute(sql, params)
+        columns = [c.name for c in cur.description or []]
+        fields = list(record.__dataclass_fields__)  # type: ignore[attr-defined]
+        if columns != fields[: len(columns)]:
+            raise ValueError(f"{record.__name__}: columns {columns} are not its fields {fields}")
+        return cur.fetchall()
 
 
 def tables() -> list[str]:

@@ -2,8 +2,8 @@
 -- One portfolio's entries in id order, effective before `until` when given, with the
 -- followed user each copy came from (the global portfolio's attribution):
 -- records.LedgerEntry, folded by portfolio.Portfolio.apply.
-SELECT l.id, l.portfolio_scope, l.followed_user_id, l.entry_type, l.asset_id,
-       l.condition_id, l.share_delta_micros, l.cash_delta_micros, l.price_micros,
+SELECT l.portfolio_scope, l.followed_user_id, l.entry_type, l.asset_id, l.condition_id,
+       l.share_delta_micros, l.cash_delta_micros, l.price_micros, l.id,
        a.followed_user_id AS copied_from
 FROM ledger_entry l LEFT JOIN copy_attempt a ON a.id = l.copy_attempt_id
 WHERE l.portfolio_scope = %(s)s AND l.followed_user_id IS NOT DISTINCT FROM %(u)s
@@ -12,8 +12,8 @@ ORDER BY l.id;
 
 -- between_ids --
 -- Every portfolio's entries with id in (lo, hi], in id order (the snapshot's fold).
-SELECT id, portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
-       share_delta_micros, cash_delta_micros, price_micros
+SELECT portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
+       share_delta_micros, cash_delta_micros, price_micros, id
 FROM ledger_entry WHERE id > %(lo)s AND id <= %(hi)s ORDER BY id;
 
 -- exec_watermark --
@@ -54,8 +54,8 @@ COPY ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, en
 
 -- portfolio_entries_after --
 -- One portfolio's entries newer than a fold checkpoint (id > `after`), in id order.
-SELECT id, portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
-       share_delta_micros, cash_delta_micros, price_micros
+SELECT portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
+       share_delta_micros, cash_delta_micros, price_micros, id
 FROM ledger_entry
 WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
   AND id > %(after)s

@@ -38,7 +38,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
         clock=ctx.clock,
     )
     ctx.resources["started"] = True
-    for key, n in polling.apply_shadow(conn, now, s).items():
+    for key, n in polling.apply_shadow(conn, now, s, ups).items():
         ctx.count(f"shadow_{key}", n)
     return ctx.counts.get("api_inserted", 0) + ctx.counts.get("activity_inserted", 0)
 

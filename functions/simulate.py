@@ -26,7 +26,16 @@ from datetime import datetime
 
 from common.domain import decide, portfolio
 from common.runtime import jobs
-from common.store import copy_configs, copy_data, db, failures, groups, portfolios, quarantine
+from common.store import (
+    copy_configs,
+    copy_data,
+    db,
+    failures,
+    groups,
+    polling,
+    portfolios,
+    quarantine,
+)
 from common.upstream import clob, http, wire
 
 log = logging.getLogger(__name__)
@@ -145,9 +154,12 @@ class Engine:
         market = self.markets.get(g.condition_id)
         assets = market.assets if market is not None else ()
         rows = []
+        live = None if self.replay or self.ups is None else polling.midpoints_of(self.ups)
+        context = copy_data.group_context(self.conn, g, market, at, self.clock(), live)
         for scope in SCOPES:
             p = self.portfolio_of(scope, g.user_id if scope == "EXEC_USER" else None)
-            sit = copy_data.situation(at, self.paused, user, market, book, self.refs(p, at))
+            refs = self.refs(p, at)
+            sit = copy_data.situation(at, self.paused, user, market, book, refs, context)
             d = decide.decide(g, p, cfg, sit, self.marks)
             deposit = None if p.funded else p.starting_cash
             made = decide.apply(p, d, assets)  # the entries, computed once: written as-is

@@ -46,8 +46,8 @@ def levels(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((usd(p), usd(q)) for p, q in out)
 
 
-def bk(bids: str = "0.49", asks: str = "0.51") -> decide.Book:
-    return decide.Book(levels(bids), levels(asks))
+def bk(bids: str = "0.49", asks: str = "0.51", min_size: float = 0) -> decide.Book:
+    return decide.Book(levels(bids), levels(asks), None, usd(min_size))
 
 
 def mk_group(
@@ -100,7 +100,12 @@ def run(
     g = mk_group(action, YES, price, notional, **kw.pop("g", {}))
     market, book = kw.pop("market", mkt()), kw.pop("book", bk())
     flags = kw.pop("paused", False), kw.pop("enabled", True), kw.pop("mode", "ACTIVE")
-    sit = decide.Situation(NOW, *flags, market, book, kw.pop("breakers", None) or refs(p))
+    breakers = kw.pop("breakers", None) or refs(p)
+    # The leader's position before the group: by default they sell a tenth of it (so a
+    # 200-share holding sells 20); 0 means they exit.
+    their = kw.pop("their", None)
+    their = 10 * g.their_shares if their is None else usd(their)
+    sit = decide.Situation(NOW, *flags, market, book, breakers, their)
     assert not kw, kw
     return decide.decide(g, p, cfg, sit, portfolio.Marks()), p
 
@@ -155,6 +160,8 @@ CODE_CASES = [
     case("INSUFFICIENT_DEPTH", "BUY", book=bk(asks="0.51x20")),
     case("INSUFFICIENT_DEPTH", "BUY", cfg=NO_PARTIAL, book=bk(asks="0.50x5")),
     case("NO_LIQUIDITY_WITHIN_BOUNDS", "BUY", cfg=NO_DEPTH, book=bk(asks="0.51x0")),
+    case("BELOW_MIN_ORDER_SIZE", "BUY", book=bk(min_size=25)),
+    case("BELOW_MIN_ORDER_SIZE", "SELL", hold=((YES, 2),), book=bk(min_size=5)),
 ]
 
 
@@ -286,17 +293,35 @@ def test_max_below_min_skips_opens_not_reductions(cash: Any, cfg: dict[str, Any]
         assert run(action, cash=cash, cfg=cfg, hold=HELD)[0].decision == "EXECUTE"
 
 
+# Their sale: 1000 USDC at 0.50 = 2000 shares. `held` is our USDC at 0.50 (shares × 2).
 @pytest.mark.parametrize(
-    ("held", "notional", "cash", "sold"),
-    [(2, "1000", None, 4), (3, "100", None, 6), (500, "100", None, 10), (500, "2000", None, 40),
-     (3, "100", 0, 6)],
-    ids=["capped-at-held", "below-min-sells-held", "min", "1pct", "tiny-equity"],
+    ("held", "their", "cfg", "book", "sold"),
+    [(100, 0, {}, bk(), 200), (100, 1500, {}, bk(), 200), (100, 2000, {}, bk(), 200),
+     (100, 8000, {}, bk(), 50), (100, 6000, {}, bk(), 66.666666), (1.5, 6000, {}, bk(), 1),
+     (100, 200_000, {}, bk(), 2), (100, 200_000, {}, bk(min_size=5), 5),
+     (100, 0, {"max_trade_notional_micros": 8 * M}, bk(), 200),
+     (100, 0, {"min_trade_notional_micros": 50 * M}, bk(), 200)],
+    ids=["exit", "below-zero", "exactly-all", "quarter", "third-floored", "floor-small",
+         "one-percent", "raised-to-min-size", "max-no-cap", "min-not-applied"],
 )  # fmt: skip
-def test_sell_never_more_than_held(held: int, notional: str, cash: Any, sold: int) -> None:
-    d, p = run("SELL", hold=((YES, held),), notional=notional, cash=cash)
-    assert d.decision == "EXECUTE" and d.filled_shares == d.target_shares == sold * M
+def test_a_sell_sells_the_fraction_the_leader_sold(
+    held: float, their: float, cfg: Any, book: decide.Book, sold: float
+) -> None:
+    d, p = run("SELL", hold=((YES, held),), their=their, cfg=cfg, book=book)
+    assert d.decision == "EXECUTE" and d.filled_shares == d.target_shares == usd(sold)
+    assert d.their_position == usd(their)
     decide.apply(p, d, (YES, NO))
-    assert p.shares.get(YES, 0) == 2 * held * M - sold * M >= 0
+    assert p.shares.get(YES, 0) == usd(2 * held) - usd(sold) >= 0
+
+
+def test_a_global_sell_reduces_only_what_that_users_signals_brought() -> None:
+    hold = ((YES, 100, 1), (YES, 50, 2))  # 200 shares copied from user 1, 100 from user 2
+    d, p = run("SELL", hold=hold, scope=GLOBAL, their=0)  # user 1 exits
+    assert d.filled_shares == 200 * M
+    decide.apply(p, d, (YES, NO))
+    assert p.shares[YES] == 100 * M and p.by_user[2][YES] == 100 * M and YES not in p.by_user[1]
+    d, _ = run("SELL", p=p, their=0)  # user 1 again: nothing of theirs left
+    assert d.reasons == ("NO_POSITION",)
 
 
 @pytest.mark.parametrize(
@@ -384,17 +409,21 @@ def test_fees_per_fill_and_entries_per_level() -> None:
     ]
     decide.apply(p, d, (YES, NO))
     assert p.cash == K - usd(10.1) - fee0 - fee1 and p.shares[YES] == 20 * M
-    s, _ = run("SELL", p=p, market=mkt(**FEES), book=bk("0.50"))
+    s, _ = run("SELL", p=p, market=mkt(**FEES), book=bk("0.50"), their=0)
     assert s.fee == money.taker_fee(20 * M, usd(0.50), 40_000) > 0
     assert s.cash_delta == usd(10) - s.fee
 
 
 # 5. MERGE and SPLIT.
 @pytest.mark.parametrize(
-    ("hold", "sets"), [(((YES, 1.5), (NO, 3.5)), 3), (HELD, 10)], ids=["held", "target"]
+    ("hold", "their", "sets"),
+    [(((YES, 1.5), (NO, 3.5)), 0, 3), (HELD, None, 20), (HELD, 2000, 100)],
+    ids=["exit-min-of-legs", "tenth", "half"],
 )
-def test_merge_takes_min_of_target_and_sets_held(hold: Any, sets: int) -> None:
-    d, p = run("MERGE", hold=hold, scope=GLOBAL)
+def test_a_merge_merges_the_fraction_of_our_complete_sets(
+    hold: Any, their: float | None, sets: int
+) -> None:
+    d, p = run("MERGE", hold=hold, scope=GLOBAL, their=their)
     assert d.decision == "EXECUTE" and d.sets == sets * M
     before, cash = dict(p.shares), p.cash
     decide.apply(p, d, (YES, NO))
@@ -403,15 +432,30 @@ def test_merge_takes_min_of_target_and_sets_held(hold: Any, sets: int) -> None:
     assert run("MERGE", hold=((YES, 100),))[0].reasons == ("NO_POSITION",)
 
 
-def test_split_spends_cash_and_adds_every_asset() -> None:
+@pytest.mark.parametrize(
+    ("prices", "costs"),
+    [(None, (6_666_666, 6_666_666, 6_666_668)),
+     ({YES: 600_000, NO: 300_000, "maybe-a": 100_000}, (12 * M, 6 * M, 2 * M)),
+     ({YES: 700_000, NO: 350_000, "maybe-a": 0}, (13_333_333, 6_666_666, 1))],
+    ids=["no-marks-equal", "by-marks", "marks-not-summing-to-one"],
+)  # fmt: skip
+def test_a_split_opens_every_outcome_at_its_share_of_the_cost(
+    prices: dict[str, int] | None, costs: tuple[int, ...]
+) -> None:
     assets = (YES, NO, "maybe-a")
-    d, p = run("SPLIT", market=mkt(assets), notional=2000)
+    p = port()
+    sit = decide.Situation(NOW, False, True, "ACTIVE", mkt(assets), bk(), refs(p), 0, prices)
+    g = mk_group("SPLIT", YES, M, usd(2000))
+    d = decide.decide(g, p, CFG, sit, portfolio.Marks())
     assert d.decision == "EXECUTE" and d.sets == 20 * M and d.cash_delta == -20 * M
-    ids = [e.ref_id for e in decide.entries(d, assets)]
-    assert ids == ["g1:asset:yes-a", "g1:asset:no-a", "g1:asset:maybe-a", "g1"]
+    made = decide.entries(d, assets)
+    assert [e.ref_id for e in made] == ["g1:asset:yes-a", "g1:asset:no-a", "g1:asset:maybe-a", "g1"]
+    assert [e.price_micros for e in made[:3]] == [(prices or {}).get(a) for a in assets]
     decide.apply(p, d, assets)
-    assert p.cash == K - 20 * M
-    assert all(p.shares[a] == 20 * M and p.positions[a].last_price == M // 3 for a in assets)
+    assert p.cash == K - 20 * M and p.realized == 0  # a split realizes nothing
+    assert tuple(p.positions[a].cost for a in assets) == costs and sum(costs) == 20 * M
+    assert all(p.shares[a] == 20 * M for a in assets)
+    assert p.equity(portfolio.Marks()) == K  # unmarked legs are valued at their cost
 
 
 # 6. Properties over sequences of decisions.
@@ -436,14 +480,18 @@ def books(draw: st.DrawFn) -> decide.Book:
 
 
 @st.composite
-def steps(draw: st.DrawFn, users: tuple[int, ...] = (1,)) -> tuple[decide.Group, decide.Book]:
+def steps(draw: st.DrawFn, users: tuple[int, ...] = (1,)) -> tuple[decide.Group, decide.Book, int]:
+    """A group, its book, and the leader's position before it: 0 (an exit) or a
+    multiple of what they sold."""
     action = draw(st.sampled_from(("BUY", "BUY", "SELL", "SELL", "MERGE", "SPLIT")))
     book = draw(books())
     mid = (book.bids[0][0] + book.asks[0][0]) // 2
     price = min(999_000, max(1_000, mid + draw(st.integers(-15, 15)) * 1_000))
     notional = draw(st.integers(1, 50_000)) * M // draw(st.sampled_from((1, 10, 100)))
     asset, user = draw(st.sampled_from(sorted(MARKET_OF))), draw(st.sampled_from(users))
-    return mk_group(action, asset, price, notional, user), book
+    g = mk_group(action, asset, price, notional, user)
+    their = g.their_shares * draw(st.sampled_from((0, 1, 2, 3, 10, 1000)))
+    return g, book, their
 
 
 def check(d: decide.Decision, p: portfolio.Portfolio, sit: decide.Situation, cfg: Any) -> None:
@@ -456,8 +504,10 @@ def check(d: decide.Decision, p: portfolio.Portfolio, sit: decide.Situation, cfg
         assert not d.fills and not d.sets
         return
     if g.action in ("MERGE", "SPLIT"):
-        held = min(p.held(a) for a in market.assets)
+        held = min(decide.ours(g, p, a) for a in market.assets)
         assert 0 < d.sets <= (held if g.action == "MERGE" else p.cash)
+        if g.action == "MERGE" and sit.their_position <= g.their_shares:
+            assert d.sets == held  # the leader merged all theirs: so do we
         return
     assert g.asset_id is not None and g.their_price is not None and d.fills
     side = book.asks if g.action == "BUY" else book.bids
@@ -476,7 +526,7 @@ def check(d: decide.Decision, p: portfolio.Portfolio, sit: decide.Situation, cfg
         assert d.filled_notional + d.fee <= p.cash
     else:
         assert d.vwap >= max(g.their_price - worse, mid - chase)
-        assert d.filled_shares <= p.held(g.asset_id)
+        assert d.filled_shares <= decide.ours(g, p, g.asset_id)  # never more than held
 
 
 def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decision]:
@@ -485,14 +535,14 @@ def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decisi
     marks, out, cash0, shares0 = portfolio.Marks(), [], p.cash, dict(p.shares)
     by_user0 = {u: dict(mine) for u, mine in p.by_user.items()}
     ledger: list[tuple[int, ledger.Entry]] = []
-    for i, (g0, book) in enumerate(seq):
+    for i, (g0, book, their) in enumerate(seq):
         now = NOW + timedelta(seconds=i)
         g = dataclasses.replace(g0, key=f"g{i}", decide_at=now)
         market = MARKETS[g.condition_id or ""]
         if g.asset_id is not None:
             marks.observe(g.asset_id, now, money.div_round(book.bids[0][0] + book.asks[0][0], 2))
         eq = p.equity(marks)
-        sit = decide.Situation(now, False, True, "ACTIVE", market, book, Refs(eq, eq, eq))
+        sit = decide.Situation(now, False, True, "ACTIVE", market, book, Refs(eq, eq, eq), their)
         cash, shares = p.cash, dict(p.shares)
         d = decide.decide(g, p, cfg, sit, marks)
         assert (p.cash, p.shares) == (cash, shares)  # decide is pure
@@ -501,6 +551,9 @@ def play(p: portfolio.Portfolio, cfg: Any, seq: list[Any]) -> list[decide.Decisi
         decide.apply(p, d, market.assets)
         assert p.cash == cash + (d.cash_delta if d.decision == "EXECUTE" else 0)
         assert p.cash >= 0 and all(n >= 0 for n in p.shares.values())
+        exited = g.action == "SELL" and their <= g.their_shares and d.decision == "EXECUTE"
+        if exited and d.filled_shares == d.target_shares:  # all of the exit filled
+            assert g.asset_id is not None and decide.ours(g, p, g.asset_id) == 0
         out.append(d)
     assert p.cash == cash0 + sum(e.cash_delta_micros for _, e in ledger)
     for a in MARKET_OF:

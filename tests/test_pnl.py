@@ -19,6 +19,7 @@ from common.store import shadow as shadow_mod
 from functions import price, rollup, snapshot
 
 ASSETS = ("1", "2", "3")
+M = money.MICROS
 
 
 def entry(
@@ -53,7 +54,9 @@ def marks_of(mids: dict[str, int]) -> portfolio.Marks:
 def entries(draw: st.DrawFn) -> list[records.LedgerEntry]:
     out = [entry("DEPOSIT", None, 0, draw(st.integers(0, 10**10)))]
     for _ in range(draw(st.integers(0, 40))):
-        kind = draw(st.sampled_from(["TRADE_FILL", "FEE", "SEED", "MERGE", "SPLIT", "FIX"]))
+        kind = draw(
+            st.sampled_from(["TRADE_FILL", "FEE", "SEED", "MERGE", "SPLIT", "FIX", "REDEEM"])
+        )
         asset = draw(st.sampled_from(ASSETS))
         q = draw(st.integers(1, 10**9))
         p = draw(st.integers(0, 10**6))
@@ -66,9 +69,27 @@ def entries(draw: st.DrawFn) -> list[records.LedgerEntry]:
             out.append(entry(kind, asset, q, 0, p))
         elif kind == "FIX":  # a chain correction of a fill's cash
             out.append(entry("TRADE_FILL", asset, 0, draw(st.integers(-1000, 1000))))
-        else:
+        elif kind == "REDEEM":  # legs at their payout, cash their sum
+            payouts = draw(st.sampled_from([(M, 0), (0, M), (M // 2, M // 2)]))
+            held = [draw(st.integers(0, 10**9)) for _ in payouts]
+            out += [
+                entry(kind, a, -n, 0, pay) for a, n, pay in zip(ASSETS, held, payouts, strict=False)
+            ]
+            out.append(
+                entry(
+                    kind,
+                    None,
+                    0,
+                    sum(money.mul_micros(n, x) for n, x in zip(held, payouts, strict=True)),
+                )
+            )
+        else:  # legs priced at the outcomes' marks, or not at all (equal)
             sign = 1 if kind == "SPLIT" else -1
-            out += [entry(kind, a, sign * q, 0) for a in ASSETS[:2]]
+            prices = draw(st.none() | st.tuples(st.integers(0, M), st.integers(0, M)))
+            out += [
+                entry(kind, a, sign * q, 0, None if prices is None else prices[i])
+                for i, a in enumerate(ASSETS[:2])
+            ]
             out.append(entry(kind, None, 0, -sign * q))
     return out
 

@@ -183,3 +183,19 @@ def test_an_unconfirmed_fill_waits_and_holds_back_later_events() -> None:
     gone = shadow_plan.plan([contradicted], MARKETS, {}, {}, NOW + GRACE, GRACE)
     assert gone.entries == [] and gone.contradicted == [1]
     assert [r.kind for r in gone.refusals] == ["contradicted"]
+
+
+def test_a_split_carries_the_outcomes_marks_so_the_fold_allocates_its_cost() -> None:
+    split = activity(
+        id=7, activity_type="SPLIT", condition_id=COND, share_micros=10_000_000,
+        usdc_micros=10_000_000, event_time=NOW,
+    )  # fmt: skip
+    marks = {7: {ASSETS[0]: 700_000, ASSETS[1]: 300_000}}
+    p = shadow_plan.plan([split], MARKETS, {}, {}, NOW, GRACE, marks)
+    assert [(e.asset_id, e.price_micros) for e in p.entries] == [
+        (ASSETS[0], 700_000),
+        (ASSETS[1], 300_000),
+        (None, None),
+    ]
+    unmarked = shadow_plan.plan([split], MARKETS, {}, {}, NOW, GRACE)
+    assert [e.price_micros for e in unmarked.entries] == [None, None, None]

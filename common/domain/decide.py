@@ -12,6 +12,7 @@ pass the lifecycle, risk and breaker rules by design.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,12 @@ class Situation:
     market: Market | None
     book: Book | None
     refs: portfolio.BreakerRefs
+    # The leader's shares of the asset (SELL) or complete sets of the market (MERGE)
+    # just before the group, from the seed and their events ordered before it.
+    their_position: int = 0
+    # Marks of the market's outcomes at decision time (fresh ones only): a SPLIT or
+    # MERGE allocates its cost or proceeds by them.
+    leg_prices: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class Decision:
     depth: int | None = None  # notional inside the allowed price band at decision time
     fills: tuple[Fill, ...] = ()
     sets: int = 0  # MERGE / SPLIT: complete sets moved
+    leg_prices: Mapping[str, int] | None = None  # MERGE / SPLIT: the outcomes' marks
+    their_position: int | None = None  # SELL / MERGE: the leader's, before the group
     equity: int = 0
     cash: int = 0
     decided_at: datetime | None = None
@@ -187,6 +196,7 @@ def decide(
         "equity": equity,
         "cash": p.cash,
         "decided_at": sit.now,
+        "their_position": None if opens else sit.their_position,
     }
     reasons = _switches(g, sit, opens)
     if opens:
@@ -196,9 +206,11 @@ def decide(
     if opens and hi < lo:
         reasons.append("BELOW_MIN_NOTIONAL")
     raw = _bps(g.their_notional, cfg.copy_pct_bps)
-    target = min(max(raw, lo), hi if opens else max(hi, lo))
+    target = min(max(raw, lo), hi)  # opens; a reduction is sized by its fraction instead
     if reasons:
-        return _skip(base, reasons, target_notional=target)
+        return _skip(base, reasons, target_notional=target if opens else 0)
+    if not opens:
+        return _reduce(g, p, cfg, sit, base)
     if opens:
         # Cash and every cap are judged together, so an empty wallet says
         # INSUFFICIENT_CASH even when (as it must) the total cap is exhausted too.
@@ -211,37 +223,76 @@ def decide(
         if blocked:
             return _skip(base, blocked, target_notional=target)
         target = min([target, p.cash, *(left for _, left in room)])
-    if g.action in ("MERGE", "SPLIT"):
-        return _sets(g, p, sit, base, target)
-    return _trade(g, p, cfg, sit, base, target)
+    if g.action == "SPLIT":
+        return _sets(base, target, sit.leg_prices)
+    return _buy(g, p, cfg, sit, base, target)
 
 
 def _skip(base: dict[str, Any], reasons: list[str], **extra: Any) -> Decision:
     return Decision(decision="SKIP", reasons=tuple(dict.fromkeys(reasons)), **base, **extra)
 
 
-def _sets(
-    g: Group, p: portfolio.Portfolio, sit: Situation, base: dict[str, Any], target: int
+def ours(g: Group, p: portfolio.Portfolio, asset_id: str) -> int:
+    """Our shares of the asset a reduction may sell: all we hold, or in the global
+    portfolio what this user's signals brought in (never more than is held)."""
+    held = p.held(asset_id)
+    if p.scope == "EXEC_GLOBAL":
+        return min(held, max(0, p.by_user.get(g.user_id, {}).get(asset_id, 0)))
+    return held
+
+
+def exit_size(ours: int, their_sold: int, their_before: int) -> int:
+    """floor(fraction × ours), the fraction being the part of their position the leader
+    sold: 1 when the group leaves them at or below zero (an exit)."""
+    if ours <= 0:
+        return 0
+    if their_before <= their_sold:
+        return ours
+    return ours * max(their_sold, 0) // their_before
+
+
+def _reduce(
+    g: Group, p: portfolio.Portfolio, cfg: copy_config.Config, sit: Situation, base: dict[str, Any]
 ) -> Decision:
-    assert sit.market is not None
+    """A SELL or MERGE sells the fraction of our position that the leader sold of theirs
+    (SPEC §4): MIN does not apply, MAX does not cap it."""
     if g.action == "MERGE":
-        held = min(p.held(a) for a in sit.market.assets)
-        if held <= 0:
-            return _skip(base, ["NO_POSITION"], target_notional=target)
-        sets = min(target, held)
-    else:
-        sets = target
+        assert sit.market is not None
+        held = min(ours(g, p, a) for a in sit.market.assets)
+        sets = exit_size(held, g.their_shares, sit.their_position)
+        if sets <= 0:
+            return _skip(base, ["NO_POSITION"], target_notional=0)
+        return _sets(base, sets, sit.leg_prices)
+    assert g.asset_id is not None
+    held = ours(g, p, g.asset_id)
+    shares = exit_size(held, g.their_shares, sit.their_position)
+    if shares <= 0:
+        return _skip(base, ["NO_POSITION"], target_notional=0)
+    their_price = max(1, g.their_price or 0)
+    book = sit.book
+    minimum = book.min_order_size if book is not None else 0
+    if shares < minimum:
+        if held < minimum:
+            notional = money.mul_micros(shares, their_price)
+            extra = {"target_notional": notional, "target_shares": shares}
+            return _skip(base, ["BELOW_MIN_ORDER_SIZE"], **extra)
+        shares = minimum
+    return _walk(g, p, cfg, sit, base, money.mul_micros(shares, their_price), shares)
+
+
+def _sets(base: dict[str, Any], sets: int, prices: Mapping[str, int] | None) -> Decision:
     return Decision(
+        leg_prices=prices,
         decision="EXECUTE",
         reasons=(),
-        target_notional=target,
-        target_shares=target,
+        target_notional=sets,
+        target_shares=sets,
         sets=sets,
         **base,
     )
 
 
-def _trade(
+def _buy(
     g: Group,
     p: portfolio.Portfolio,
     cfg: copy_config.Config,
@@ -249,14 +300,26 @@ def _trade(
     base: dict[str, Any],
     target: int,
 ) -> Decision:
+    shares = money.div_micros_floor(target, max(1, g.their_price or 0))
+    book = sit.book
+    if book is not None and shares < book.min_order_size:
+        extra = {"target_notional": target, "target_shares": shares}
+        return _skip(base, ["BELOW_MIN_ORDER_SIZE"], **extra)
+    return _walk(g, p, cfg, sit, base, target, shares)
+
+
+def _walk(
+    g: Group,
+    p: portfolio.Portfolio,
+    cfg: copy_config.Config,
+    sit: Situation,
+    base: dict[str, Any],
+    target: int,
+    shares: int,
+) -> Decision:
+    """Walks the book for `shares` (BUY or SELL) within the guardrails' bounds."""
     assert g.asset_id is not None
     their_price = max(1, g.their_price or 0)
-    shares = money.div_micros_floor(target, their_price)
-    if g.action == "SELL":
-        held = p.held(g.asset_id)
-        if held <= 0:
-            return _skip(base, ["NO_POSITION"], target_notional=target)
-        shares = min(shares, held)
     book = sit.book
     if book is None:
         return _skip(base, ["NO_BOOK"], target_notional=target, target_shares=shares)
@@ -340,10 +403,18 @@ def entries(d: Decision, market_assets: tuple[str, ...]) -> list[ledger.Entry]:
                 out.append(ledger.Entry(g.asset_id, g.condition_id, "FEE", 0, -f.fee, None, ref, t))
         return out
     sign = 1 if g.action == "SPLIT" else -1
+    prices = d.leg_prices or {}
     for a in market_assets:
         out.append(
             ledger.Entry(
-                a, g.condition_id, g.action, sign * d.sets, 0, None, f"{g.key}:asset:{a}", t
+                a,
+                g.condition_id,
+                g.action,
+                sign * d.sets,
+                0,
+                prices.get(a),
+                f"{g.key}:asset:{a}",
+                t,
             )
         )
     out.append(ledger.Entry(None, g.condition_id, g.action, 0, -sign * d.sets, None, g.key, t))
@@ -357,14 +428,10 @@ def apply(
     made: list[ledger.Entry] | None = None,
 ) -> list[ledger.Entry]:
     """Moves the in-memory portfolio by an executed decision's entries (`made`, when the
-    caller has them already; computed once either way) and returns them. Legs a SPLIT
-    created with no price yet are valued at an even share of the set until marked."""
+    caller has them already; computed once either way) by the one fold, and returns
+    them."""
     made = entries(d, market_assets) if made is None else made
     for e in made:
         p.apply(e, d.group.user_id)
-        if e.asset_id is not None and e.share_delta_micros and e.price_micros is None:
-            pos = p.position(e.asset_id)
-            if pos is not None and pos.last_price is None and market_assets:  # a SPLIT leg
-                pos.last_price = ONE // len(market_assets)
     p.funded = True
     return made

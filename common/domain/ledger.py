@@ -66,9 +66,12 @@ def activity_entries(
     assets: Sequence[str],
     held: Mapping[str, int],
     payouts: Mapping[str, int | None],
+    marks: Mapping[str, int] | None = None,
 ) -> list[Entry]:
     """Entries of one SPLIT / MERGE / REDEEM (pure). `assets` are the market's outcome
-    assets, `held` the user's current shares of them."""
+    assets, `held` the user's current shares of them, `marks` their marks at that
+    moment (a SPLIT / MERGE leg carries its mark as its price: the fold allocates the
+    cash leg by them, equally without). A REDEEM leg carries its payout."""
     kind, ref = activity.activity_type, f"activity:{activity.id}"
     cond, t = activity.condition_id, activity.event_time
     legs: dict[str, int]
@@ -90,7 +93,7 @@ def activity_entries(
             kind,
             delta,
             0,
-            payouts.get(a) if kind == "REDEEM" else None,
+            payouts.get(a) if kind == "REDEEM" else (marks or {}).get(a),
             f"{ref}:asset:{a}",
             t,
         )

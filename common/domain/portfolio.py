@@ -76,6 +76,8 @@ class Portfolio:
     closed: dict[str, pnl.Position] = field(default_factory=dict)  # shares 0, kept for prices
     by_user: dict[int, dict[str, int]] = field(default_factory=dict)  # global only
     funded: bool = False  # a DEPOSIT is in the ledger
+    # The share legs of a SPLIT / MERGE / REDEEM seen before the event's cash leg.
+    legs: list[Leg] = field(default_factory=list)
 
     @property
     def key(self) -> Key:
@@ -97,10 +99,26 @@ class Portfolio:
 
     def apply(self, e: Movement, copied_from: int | None = None) -> None:
         """Folds one ledger entry into the state (SPEC §6, `pnl`). `copied_from` is the
-        followed user a global portfolio's copy came from (its attribution)."""
+        followed user a global portfolio's copy came from (its attribution).
+
+        The share legs of a SPLIT / MERGE / REDEEM move no cash; its cash leg (no asset)
+        comes right after them and is allocated across them in proportion to shares ×
+        the leg's price (the outcomes' marks for a SPLIT / MERGE, the payout for a
+        REDEEM), equally per share when a leg has no price, the remainder to the last:
+        each leg then trades at its part. So a SPLIT opens every outcome at a cost that
+        sums to its collateral and realizes nothing, and a MERGE or REDEEM closes each
+        leg at its proceeds against its average cost."""
         kind, cash, dq = e.entry_type, e.cash_delta_micros, e.share_delta_micros
-        self.cash += cash
         asset = e.asset_id
+        if kind in LEGGED and not cash and asset is not None:
+            self.legs.append(Leg(asset, e.condition_id, dq, e.price_micros, copied_from))
+            return
+        if self.legs and not (kind in LEGGED and asset is None):
+            self.flush_legs()  # never written so: legs without their cash leg
+        self.cash += cash
+        if kind in LEGGED and asset is None:
+            self._allocate(cash)
+            return
         if kind == "DEPOSIT":
             self.contributed += cash
             self.starting_cash = (self.starting_cash if self.funded else 0) + cash
@@ -110,21 +128,33 @@ class Portfolio:
             self.realized += cash
             self.fees -= cash
             return
-        if asset is None:  # the cash leg of a MERGE / SPLIT / REDEEM
+        if asset is None:  # cash with no asset and no legs: realized as it comes
             self.realized += cash
             return
+        price = e.price_micros if kind in ("TRADE_FILL", "SEED") else None
+        self._move(asset, e.condition_id, dq, cash, price, copied_from, seed=kind == "SEED")
+
+    def _move(
+        self,
+        asset: str,
+        condition_id: str | None,
+        dq: int,
+        cash: int,
+        price: int | None,
+        copied_from: int | None,
+        seed: bool = False,
+    ) -> None:
         pos = self.positions.get(asset)
         if pos is None:
             pos = self.closed.pop(asset, None) or pnl.Position()
             self.positions[asset] = pos
-        if e.condition_id:
-            pos.condition_id = e.condition_id
-        price = e.price_micros
-        if price is not None and kind in ("TRADE_FILL", "SEED"):
+        if condition_id:
+            pos.condition_id = condition_id
+        if price is not None:
             pos.last_price = price
         if dq and copied_from is not None and self.scope == "EXEC_GLOBAL":
             _add(self.by_user.setdefault(copied_from, {}), asset, dq)
-        if kind == "SEED":
+        if seed:
             value = money.mul_micros(dq, price or 0)
             pos.shares += dq
             pos.cost += value
@@ -133,6 +163,27 @@ class Portfolio:
             self.realized += pnl.trade(pos, dq, cash)
         if not pos.shares:
             self.closed[asset] = self.positions.pop(asset)
+
+    def _allocate(self, cash: int) -> None:
+        """Moves the pending legs by their parts of the event's cash (see `apply`)."""
+        legs, self.legs = self.legs, []
+        if not legs:
+            self.realized += cash
+            return
+        weights = [abs(leg.dq) for leg in legs]
+        if all(leg.price is not None for leg in legs):
+            priced = [w * (leg.price or 0) for w, leg in zip(weights, legs, strict=True)]
+            if sum(priced):
+                weights = priced
+        for leg, part in zip(legs, allocate(cash, weights), strict=True):
+            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+
+    def flush_legs(self) -> None:
+        """Moves legs still waiting for a cash leg at no cash (a cut never splits an
+        event's entries: they are written in one transaction)."""
+        legs, self.legs = self.legs, []
+        for leg in legs:
+            self._move(leg.asset, leg.condition_id, leg.dq, 0, None, leg.copied_from)
 
     def held(self, asset_id: str) -> int:
         pos = self.positions.get(asset_id)
@@ -187,6 +238,31 @@ class Portfolio:
                 mark = self.mark(asset, marks)
                 total += money.mul_micros(n, mark or 0)
         return total
+
+
+LEGGED = ("SPLIT", "MERGE", "REDEEM")
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    asset: str
+    condition_id: str | None
+    dq: int
+    price: int | None
+    copied_from: int | None
+
+
+def allocate(total: int, weights: list[int]) -> list[int]:
+    """Splits `total` in proportion to non-negative `weights` (equally when they sum to
+    zero), each part rounded toward zero, the remainder to the last: the parts sum to
+    `total`."""
+    if not weights:
+        return []
+    if not sum(weights):
+        weights = [1] * len(weights)
+    whole, sign = sum(weights), -1 if total < 0 else 1
+    parts = [sign * (abs(total) * w // whole) for w in weights[:-1]]
+    return [*parts, total - sum(parts)]
 
 
 def _add(book: dict[str, int], key: str, delta: int) -> None:

@@ -27,6 +27,9 @@ REASONS: dict[str, str] = {
     "BELOW_MIN_NOTIONAL": "The largest allowed trade (min of the max notional and the "
     "share of equity) is below the minimum trade notional.",
     "NO_POSITION": "A SELL or MERGE with nothing (or no complete set) held to reduce.",
+    "BELOW_MIN_ORDER_SIZE": "An open smaller than the book's min_order_size (shares), or "
+    "an exit below it when the position is smaller than that minimum (an exit below it is "
+    "raised to it when the position allows).",
     "INSUFFICIENT_CASH": "An open with less cash than the minimum trade notional (after fees).",
     # Risk.
     "RISK_CAP_TOTAL": "Total exposure would exceed its share of equity (70%) by more than "

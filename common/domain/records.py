@@ -179,6 +179,7 @@ class Book:
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     snapshot_id: int | None = None
+    min_order_size: int = 0  # the smallest order the book takes, in share micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ class OrderBookSnapshot(Record):
             bids=tuple(zip(row["bid_prices_micros"], row["bid_sizes_micros"], strict=True)),
             asks=tuple(zip(row["ask_prices_micros"], row["ask_sizes_micros"], strict=True)),
             snapshot_id=row["id"],
+            min_order_size=row.get("min_order_size_micros") or 0,
         )
         return cls(book, row["asset_id"], row["fetched_at"])
 

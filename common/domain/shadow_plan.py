@@ -71,10 +71,13 @@ def plan(
     settled: Mapping[str, ledger.Entry],
     now: datetime,
     grace: timedelta,
+    marks: Mapping[int, Mapping[str, int]] | None = None,
 ) -> Plan:
     """Returns what applying `events` in order writes. `markets` maps a condition to its
     outcome assets, `held` the user's shares of them,
-    `settled` the undo entry of each asset's settlement not yet undone."""
+    `settled` the undo entry of each asset's settlement not yet undone, `marks` the
+    outcomes' marks at the moment of each SPLIT / MERGE (by activity id; the fold
+    allocates its cost by them)."""
     out = Plan()
     shares = dict(held)
     undo = dict(settled)
@@ -99,7 +102,7 @@ def plan(
             if not assets:
                 out.counts["waiting_for_market"] += 1
                 break
-            new = _activity(row, assets, shares, undo)
+            new = _activity(row, assets, shares, undo, (marks or {}).get(row.id))
             out.applied_acts.append((row.id, "APPLIED"))
         for e in new:
             if e.asset_id is not None:
@@ -113,6 +116,7 @@ def _activity(
     assets: Sequence[OutcomeAsset],
     shares: Mapping[str, int],
     undo: dict[str, ledger.Entry],
+    marks: Mapping[str, int] | None = None,
 ) -> list[ledger.Entry]:
     """Entries of a SPLIT / MERGE / REDEEM. A REDEEM first undoes each settlement of its
     market still standing (once: the undo is used up), and redeems what is held after
@@ -124,4 +128,5 @@ def _activity(
         for e in new:
             view[e.asset_id or ""] = view.get(e.asset_id or "", 0) + e.share_delta_micros
     payouts = {a.asset_id: a.payout_micros for a in assets}
-    return new + ledger.activity_entries(row, [a.asset_id for a in assets], view, payouts)
+    legs = [a.asset_id for a in assets]
+    return new + ledger.activity_entries(row, legs, view, payouts, marks)

@@ -5,14 +5,16 @@ the pause switch as `decide` values; decisions written back as `copy_attempt`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.domain import decide, ledger, portfolio, records
-from common.store import db, queries
+from common.runtime import settings
+from common.store import db, marks, queries
 from common.upstream import clob
 
 GROUPS = queries.load("copy_group")
+TRADES = queries.load("trade_event")
 ATTEMPTS = queries.load("copy_attempt")
 BOOKS = queries.load("order_book_snapshot")
 LEDGER = queries.load("ledger_entry")
@@ -82,6 +84,7 @@ def situation(
     market: decide.Market | None,
     stored: StoredBook | None,
     refs: portfolio.BreakerRefs,
+    context: GroupContext | None = None,
 ) -> decide.Situation:
     return decide.Situation(
         now=at,
@@ -91,7 +94,55 @@ def situation(
         market=market,
         book=stored.book if stored is not None else None,
         refs=refs,
+        their_position=context.their_position if context is not None else 0,
+        leg_prices=context.leg_prices if context is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """What a group's decision reads besides the book and the portfolio: the leader's
+    position before it (a SELL / MERGE is sized as a fraction of it) and the outcomes'
+    marks at its moment (a SPLIT / MERGE allocates its cost by them)."""
+
+    their_position: int = 0
+    leg_prices: dict[str, int] | None = None
+
+
+def group_context(
+    conn: db.Conn,
+    g: decide.Group,
+    market: decide.Market | None,
+    at: datetime,
+    now: datetime,
+    fetch: marks.Fetch | None = None,
+) -> GroupContext:
+    """Reads the group's context (simulate, its replay and the what-if alike); `fetch`
+    (live only) gets midpoints when the outcomes have no recent stored mark."""
+    their = leader_position(conn, g) if g.action in ("SELL", "MERGE") else 0
+    prices = None
+    if g.action in ("SPLIT", "MERGE") and market is not None and market.assets:
+        prices = marks.at_moment(conn, market.assets, at, now, fetch)
+    return GroupContext(their, prices)
+
+
+def leader_position(conn: db.Conn, g: decide.Group) -> int:
+    """The leader's shares of the group's asset (SELL) or complete sets of its market
+    (MERGE) just before the group, from their events (see trade_event.sql)."""
+    params = {
+        "u": g.user_id,
+        "window": timedelta(seconds=settings.get().seed_window_s),
+        "t": g.window_start,
+        "rank": 0 if g.action in ("BUY", "SELL") else 1,
+        "g": g.id,
+        "c": g.condition_id,
+        "asset": g.asset_id if g.action in ("BUY", "SELL") else None,
+    }
+    rows = conn.execute(TRADES["leader_positions_before"], params).fetchall()
+    if g.action == "MERGE":
+        legs = [int(r["shares"]) for r in rows if r["outcome"]]
+        return max(0, min(legs)) if legs else 0
+    return next((int(r["shares"]) for r in rows if r["asset_id"] == g.asset_id), 0)
 
 
 def load_books(conn: db.Conn, ids: list[int]) -> dict[int, StoredBook]:
@@ -189,6 +240,7 @@ def _attempt_params(r: Row) -> dict[str, Any]:
         "equity": d.equity,
         "cash": d.cash,
         "depth": d.depth,
+        "their_pos": d.their_position,
     }
 
 

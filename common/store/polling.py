@@ -17,8 +17,17 @@ import psycopg
 
 from common.domain import ledger
 from common.runtime import settings
-from common.store import checkpoints, db, failures, ingest, markets, quarantine, shadow
-from common.upstream import data_api, http, wire
+from common.store import (
+    checkpoints,
+    db,
+    failures,
+    ingest,
+    markets,
+    marks,
+    quarantine,
+    shadow,
+)
+from common.upstream import clob, data_api, http, wire
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "poll.activity"
@@ -469,14 +478,39 @@ def backfill(
         counts=counts,
         clock=clock,
     )
-    apply_shadow(conn, now)
+    apply_shadow(conn, now, ups=ups)
     return counts.get("api_inserted", 0) + counts.get("activity_inserted", 0)
 
 
 def apply_shadow(
-    conn: db.Conn, now: datetime, s: settings.Settings | None = None
+    conn: db.Conn,
+    now: datetime,
+    s: settings.Settings | None = None,
+    ups: http.Upstreams | None = None,
 ) -> dict[str, int]:
+    """Applies the shadow ledger; with `ups`, a SPLIT / MERGE whose outcomes have no
+    recent mark gets midpoints fetched for its cost allocation."""
     s = s or settings.get()
+    fetch = None if ups is None else midpoints_of(ups)
     return shadow.apply_pending(
-        conn, now, timedelta(seconds=s.shadow_chain_grace_s), timedelta(seconds=s.seed_window_s)
+        conn,
+        now,
+        timedelta(seconds=s.shadow_chain_grace_s),
+        timedelta(seconds=s.seed_window_s),
+        fetch,
     )
+
+
+def midpoints_of(ups: http.Upstreams) -> marks.Fetch:
+    """A fetcher of CLOB midpoints that never raises: an unreachable CLOB means no
+    marks (the allocation is then equal), not a stopped ledger."""
+
+    def fetch(assets: list[str]) -> dict[str, int]:
+        try:
+            mids, _rejects = clob.fetch_midpoints(ups.clob, assets)
+        except http.UpstreamError as exc:
+            log.warning("midpoints for %d assets failed: %s", len(assets), exc)
+            return {}
+        return mids
+
+    return fetch

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from common.domain import ledger, records, shadow_plan
-from common.store import db, quarantine, queries
+from common.store import db, marks, quarantine, queries
 from common.upstream import wire
 
 BATCH = 5000  # events applied per user per transaction
@@ -92,8 +92,10 @@ def apply_user(
     now: datetime,
     grace: timedelta,
     limit: int = BATCH,
+    fetch: marks.Fetch | None = None,
 ) -> dict[str, int]:
-    """Applies the user's pending events in order, in one transaction; returns counts."""
+    """Applies the user's pending events in order, in one transaction; returns counts.
+    `fetch` gets midpoints for a SPLIT / MERGE whose outcomes have no recent mark."""
     counts: dict[str, int] = defaultdict(int)
     with conn.transaction():
         db.lock_ingest(conn)  # a chain confirmation must not change an event mid-apply
@@ -114,7 +116,18 @@ def apply_user(
         held = holdings(conn, user_id, [a.asset_id for rows in markets.values() for a in rows])
         redeemed = {r.condition_id for r in acts if r.activity_type == "REDEEM" and r.condition_id}
         settled = unredeemed_settlements(conn, user_id, redeemed) if redeemed else {}
-        p = shadow_plan.plan(events, markets, held, settled, now, grace)
+        at_moment = {
+            r.id: got
+            for r in acts
+            if r.activity_type in ("SPLIT", "MERGE") and r.condition_id in markets
+            for got in [
+                marks.at_moment(
+                    conn, [a.asset_id for a in markets[r.condition_id]], r.event_time, now, fetch
+                )
+            ]
+            if got is not None
+        }
+        p = shadow_plan.plan(events, markets, held, settled, now, grace, at_moment)
         write_plan(conn, user_id, p, now)
     counts.update(p.counts)
     counts["trades_applied"] += len(p.applied_trades)
@@ -155,7 +168,11 @@ def write_plan(conn: db.Conn, user_id: int, p: shadow_plan.Plan, now: datetime) 
 
 
 def apply_pending(
-    conn: db.Conn, now: datetime, grace: timedelta, seed_window: timedelta
+    conn: db.Conn,
+    now: datetime,
+    grace: timedelta,
+    seed_window: timedelta,
+    fetch: marks.Fetch | None = None,
 ) -> dict[str, int]:
     """Applies every seeded user's pending events; events older than the seed window
     before the seed are history the seed already holds. Returns summed counts."""
@@ -167,7 +184,7 @@ def apply_pending(
     total: dict[str, int] = defaultdict(int)
     for u in users:
         while True:
-            counts = apply_user(conn, u["id"], u["since"], now, grace)
+            counts = apply_user(conn, u["id"], u["since"], now, grace, fetch=fetch)
             for k, v in counts.items():
                 total[k] += v
             moved = sum(

@@ -37,6 +37,7 @@ class Inputs:
     paused: bool
     portfolios: dict[portfolio.Key, portfolio.Portfolio]  # state at the range start
     marks: portfolio.Marks
+    contexts: dict[int, copy_data.GroupContext] = field(default_factory=dict)  # by group id
 
 
 @dataclass
@@ -110,7 +111,8 @@ def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcom
         for scope in SCOPES:
             p = book_of(scope, g.user_id if scope == "EXEC_USER" else None, configs.base)
             refs_now = refs[p.key].at(at, p.equity(marks))
-            sit = copy_data.situation(at, inputs.paused, user, market, stored, refs_now)
+            context = inputs.contexts.get(g.id)
+            sit = copy_data.situation(at, inputs.paused, user, market, stored, refs_now, context)
             d = decide.decide(g, p, cfg, sit, marks)
             out = outcomes[scope]
             if d.decision == "EXECUTE":
@@ -150,14 +152,20 @@ def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
         )
         for scope, user in keys
     }
+    books = {by_book[i]: b for i, b in stored.items()}
+    contexts = {}
+    for g in groups:  # as simulate reads them (never fetching: the what-if writes nothing)
+        at = books[g.id].fetched_at if g.id in books else g.decide_at
+        contexts[g.id] = copy_data.group_context(conn, g, markets.get(g.condition_id), at, at)
     return Inputs(
         groups=groups,
-        books={by_book[i]: b for i, b in stored.items()},
+        books=books,
         markets={g.condition_id: markets.get(g.condition_id) for g in groups if g.condition_id},
         users=copy_data.users(conn),
         paused=copy_data.paused(conn),
         portfolios=loaded,
-        marks=portfolios.load_marks(conn, portfolio.held_assets(list(loaded.values())), start),
+        marks=portfolios.load_marks(conn, portfolio.held_assets(loaded.values()), start),
+        contexts=contexts,
     )
 
 

@@ -1,7 +1,7 @@
 -- by_ids --
 -- Stored books by id, levels best first as stored (records.OrderBookSnapshot).
 SELECT id, asset_id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
-       ask_sizes_micros
+       ask_sizes_micros, min_order_size_micros
 FROM order_book_snapshot WHERE id = ANY(%(ids)s);
 
 -- insert --
@@ -14,7 +14,7 @@ VALUES (%(asset)s, %(cond)s, %(hash)s, %(time)s, %(at)s, %(bp)s, %(bs)s, %(ap)s,
     %(tick)s, %(min)s, %(neg)s, %(last)s)
 ON CONFLICT (asset_id, book_time, book_hash) DO UPDATE SET asset_id = EXCLUDED.asset_id
 RETURNING id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
-    ask_sizes_micros, asset_id;
+    ask_sizes_micros, asset_id, min_order_size_micros;
 
 -- newest_mids --
 -- Per asset, the newest stored two-sided book at or before `t` (its mid marks it).

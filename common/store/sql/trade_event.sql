@@ -60,3 +60,54 @@ LIMIT 1000;
 
 -- mark_voided --
 UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s;
+
+-- leader_positions_before --
+-- A followed user's shares of a market's outcome assets (and of the group's asset) just
+-- before a copy group, as the shadow ledger applies their events: the seed, then their
+-- fills, SPLITs and MERGEs ordered before the group's first event (by event time, fills
+-- before activity, then id), a REDEEM leaving nothing. Read from the events, so it does
+-- not depend on whether the shadow ledger has caught up.
+WITH u AS (
+  SELECT id, seeded_at - %(window)s::interval AS since FROM followed_user WHERE id = %(u)s),
+g AS (
+  SELECT %(t)s::timestamptz AS t, %(rank)s::int AS rank,
+         coalesce((SELECT min(id) FROM trade_event WHERE copy_group_id = %(g)s),
+                  (SELECT min(id) FROM activity_event WHERE copy_group_id = %(g)s), 0) AS first),
+outcomes AS (SELECT asset_id FROM outcome_asset WHERE condition_id = %(c)s),
+assets AS (SELECT asset_id FROM outcomes UNION SELECT %(asset)s::text WHERE %(asset)s IS NOT NULL),
+last_redeem AS (
+  SELECT a.event_time AS t, a.id FROM activity_event a, u, g
+  WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s AND a.activity_type = 'REDEEM'
+    AND a.event_time >= u.since AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+    AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
+  ORDER BY a.event_time DESC, a.id DESC LIMIT 1),
+fills AS (
+  SELECT t.asset_id,
+         sum(CASE WHEN t.side = 'BUY' THEN t.share_micros ELSE -t.share_micros END) AS n
+  FROM trade_event t, u, g
+  WHERE t.followed_user_id = u.id AND t.asset_id IN (SELECT asset_id FROM assets)
+    AND t.reorg_state IS NULL AND t.event_time >= u.since
+    AND t.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+    AND (t.event_time, 0, t.id) < (g.t, g.rank, g.first)
+    AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (t.event_time, 0, t.id) < (r.t, 1, r.id))
+  GROUP BY t.asset_id),
+sets AS (
+  SELECT coalesce(sum(CASE WHEN a.activity_type = 'SPLIT' THEN a.share_micros
+                           ELSE -a.share_micros END), 0) AS n
+  FROM activity_event a, u, g
+  WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s
+    AND a.activity_type IN ('SPLIT', 'MERGE') AND a.event_time >= u.since
+    AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+    AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
+    AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (a.event_time, 1, a.id) < (r.t, 1, r.id))),
+seed AS (
+  SELECT l.asset_id, sum(l.share_delta_micros) AS n FROM ledger_entry l
+  WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = %(u)s
+    AND l.entry_type = 'SEED' AND l.asset_id IN (SELECT asset_id FROM assets)
+    AND NOT EXISTS (SELECT 1 FROM last_redeem)
+  GROUP BY l.asset_id)
+SELECT a.asset_id, a.asset_id IN (SELECT asset_id FROM outcomes) AS outcome,
+       (coalesce(s.n, 0) + coalesce(f.n, 0)
+        + CASE WHEN a.asset_id IN (SELECT asset_id FROM outcomes)
+               THEN (SELECT n FROM sets) ELSE 0 END)::bigint AS shares
+FROM assets a LEFT JOIN seed s USING (asset_id) LEFT JOIN fills f USING (asset_id);

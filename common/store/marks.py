@@ -1,0 +1,50 @@
+"""Marks "at that moment" for a SPLIT or MERGE (SPEC §6): its cost (or proceeds) is
+allocated across the outcomes in proportion to their marks — the newest stored mark
+of each within `MAX_AGE` before the event; else midpoints fetched now (and stored, so a
+replay or a refold finds the same marks); else none, and the fold allocates equally."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from common.store import db, queries
+
+MAX_AGE = timedelta(minutes=5)
+MIDS = queries.load("market_price_snapshot")
+Fetch = Callable[[list[str]], dict[str, int]]  # asset ids → mids (those with a book)
+
+
+def bucket_of(t: datetime) -> datetime:
+    """The 30 s bucket a mark belongs to."""
+    return t.replace(second=t.second - t.second % 30, microsecond=0)
+
+
+def store_mids(conn: db.Conn, mids: dict[str, int], at: datetime, source: str) -> None:
+    """Stores fetched mids as this bucket's marks (a bucket's first mark stays)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            MIDS["insert"],
+            [(a, bucket_of(at), mid, source, at) for a, mid in sorted(mids.items())],
+        )
+
+
+def at_moment(
+    conn: db.Conn,
+    assets: Sequence[str],
+    at: datetime,
+    now: datetime,
+    fetch: Fetch | None = None,
+) -> dict[str, int] | None:
+    """The marks of every one of `assets` at `at` (see the module), or None when some
+    outcome has none (the allocation is then equal)."""
+    if not assets:
+        return None
+    rows = conn.execute(MIDS["newest_within"], {"a": list(assets), "t": at, "age": MAX_AGE})
+    found = {r["asset_id"]: int(r["mid_micros"]) for r in rows}
+    if len(found) < len(assets) and fetch is not None:
+        fetched = fetch([a for a in assets if a not in found])
+        if fetched:
+            store_mids(conn, fetched, now, "MIDPOINT")
+            found.update(fetched)
+    return found if all(a in found for a in assets) else None

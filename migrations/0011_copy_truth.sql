@@ -1,0 +1,13 @@
+-- Copy truth (SPEC §4, §6 revised).
+-- A reduction records the leader's position it was sized against.
+ALTER TABLE copy_attempt ADD COLUMN their_position_micros bigint;
+
+-- The leader's position before a group is read from their events per asset.
+CREATE INDEX trade_event_user_asset_time_idx ON trade_event (followed_user_id, asset_id, event_time);
+
+-- SPLIT / MERGE / REDEEM legs now carry cost by the outcomes' marks: the snapshot job's
+-- saved fold (derived state, never the ledger) is refolded from the ledger under the
+-- new rule by its next run. History rows are recomputed with `snapshot --rebuild`.
+DELETE FROM portfolio_position;
+DELETE FROM portfolio_state;
+DELETE FROM system_checkpoint WHERE name = 'snapshot.ledger' AND followed_user_id IS NULL;

@@ -38,6 +38,7 @@ import psycopg
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from common.runtime import clock as clocks
 from common.runtime import jobs
 from common.runtime import settings as settings_mod
 from common.store import checkpoints, db, ingest, quarantine
@@ -448,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     s = settings_mod.get()
     jobs.setup_logging(s)
     stop = jobs.StopFlag().install()
-    hook = poll_backfill(args.database_url, s, args.backfill_delay, stop)
-    listener = Listener(args.database_url, s, stop=stop, backfill=hook)
+    source = clocks.configured(s.clock_url)  # OCULUS_CLOCK_URL, as every job
+    hook = poll_backfill(args.database_url, s, args.backfill_delay, stop, source.now)
+    listener = Listener(args.database_url, s, stop=stop, backfill=hook, clock=source.now)
     deadline = time.monotonic() + args.seconds if args.seconds else None
     try:
         listener.run(

@@ -11,3 +11,10 @@ CREATE INDEX trade_event_user_asset_time_idx ON trade_event (followed_user_id, a
 DELETE FROM portfolio_position;
 DELETE FROM portfolio_state;
 DELETE FROM system_checkpoint WHERE name = 'snapshot.ledger' AND followed_user_id IS NULL;
+
+-- The pages' price of a held position when they have no mark for it: the last fill
+-- price, else the average cost per share (a SPLIT leg opens at its allocated cost), so
+-- no held position shows as worth nothing for want of a price.
+CREATE FUNCTION held_price(last_price bigint, cost bigint, shares bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT coalesce(last_price, cost * 1000000 / nullif(shares, 0), 0) $$;

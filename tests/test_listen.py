@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.runtime import clock as clocks
 from common.runtime import jobs, settings
 from common.store import checkpoints, db
 from common.upstream import chain
@@ -535,3 +536,28 @@ def test_a_second_copy_exits_busy_and_records_nothing(db_url: str, conn: db.Conn
     assert "another copy is running" in second.stderr
     assert conn.execute("SELECT count(*) AS n FROM job_run").fetchone() == {"n": 0}
     assert conn.execute("SELECT count(*) AS n FROM process_heartbeat").fetchone() == {"n": 0}
+
+
+def test_the_listener_reads_the_clock_oculus_clock_url_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As every job: with OCULUS_CLOCK_URL the listener's time (its heartbeats, the
+    detect time it stamps, its backfill) is the sandbox's clock, not the system's."""
+    fixed = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    asked: list[str | None] = []
+
+    def configured(url: str | None) -> clocks.Clock:
+        asked.append(url)
+        return clocks.Clock(lambda: fixed, lambda t: None)
+
+    seen: dict[str, datetime] = {}
+
+    def run(self: listen.Listener, **_: Any) -> None:
+        seen["now"] = self.clock()
+
+    url = "http://127.0.0.1:9/clock"
+    monkeypatch.setattr(listen.settings_mod, "get", lambda: settings.Settings(clock_url=url))
+    monkeypatch.setattr(clocks, "configured", configured)
+    monkeypatch.setattr(listen.Listener, "run", run)
+    listen.main(["--once"])
+    assert seen["now"] == fixed and asked == [url]

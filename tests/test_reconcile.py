@@ -9,7 +9,7 @@ import pytest
 
 import run_local
 from common.runtime import jobs, settings
-from common.store import db, ingest, polling, users
+from common.store import db, ingest, polling, shadow, users
 from common.upstream import chain, http
 from functions import reconcile
 from sandbox import testing
@@ -102,3 +102,34 @@ def test_run_backfills_and_records_findings(conn: db.Conn) -> None:
     assert conn.execute(
         "SELECT count(*) AS n FROM system_checkpoint WHERE name = %(n)s", {"n": polling.CHECKPOINT}
     ).fetchone() == {"n": 1}
+
+
+def test_an_unapplied_conversion_is_counted_and_marks_the_shadow_book_uncertain(
+    conn: db.Conn,
+) -> None:
+    """A CONVERSION the shadow book cannot apply: reconcile finds it, and the user's
+    page says since when the shadow book is uncertain."""
+    from site_builder.pages import users as user_pages
+
+    user = users.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
+    conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": NOW - timedelta(hours=1)})
+    at = NOW - timedelta(minutes=30)
+    conn.execute(
+        """INSERT INTO activity_event (source, source_id, followed_user_id, wallet,
+               activity_type, condition_id, share_micros, usdc_micros, event_time, detect_time)
+           VALUES ('DATA_API', 'c1', %(u)s, %(w)s, 'CONVERSION', '0x' || repeat('c', 64),
+               5000000, 0, %(t)s, %(t)s)""",
+        {"u": user, "w": WALLET, "t": at},
+    )
+    assert user_pages.summaries(conn, NOW, user)[0].user["uncertain_since"] is None
+    shadow.apply_user(conn, user, NOW - timedelta(days=1), NOW, timedelta(0))
+    found = [f for f in reconcile.find_stalls(conn, NOW, S) if "conversion" in f["kind"]]
+    assert found == [
+        {
+            "kind": "shadow_uncertain_conversion",
+            "followed_user_id": user,
+            "n": 1,
+            "since": at.isoformat(),
+        }
+    ]
+    assert user_pages.summaries(conn, NOW, user)[0].user["uncertain_since"] == at

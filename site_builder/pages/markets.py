@@ -39,8 +39,9 @@ WITH stats AS (
     FROM rollup_market_daily WHERE day >= %(d)s GROUP BY condition_id
 ), held AS (
     SELECT condition_id, count(DISTINCT (portfolio_scope, followed_user_id)) AS holders,
-           sum((share_micros * coalesce(last_price_micros, 0)) / 1000000)
-               FILTER (WHERE portfolio_scope = 'EXEC_GLOBAL')::bigint AS global_value_micros
+           sum((share_micros * held_price(last_price_micros, cost_micros, share_micros))
+               / 1000000) FILTER (WHERE portfolio_scope = 'EXEC_GLOBAL')::bigint
+               AS global_value_micros
     FROM portfolio_position WHERE share_micros <> 0 AND portfolio_scope <> 'SHADOW_USER'
     GROUP BY condition_id
 )
@@ -95,8 +96,9 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         positions=list(
             conn.execute(
                 """SELECT p.*, u.label, o.outcome,
-                          (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000
-                              AS value_micros
+                          (p.share_micros
+                           * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
+                              / 1000000 AS value_micros
                    FROM portfolio_position p
                    LEFT JOIN followed_user u ON u.id = p.followed_user_id
                    LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id

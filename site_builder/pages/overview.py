@@ -95,7 +95,9 @@ def top_markets(conn: db.Conn, limit: int = 8) -> list[Row]:
         conn.execute(
             """SELECT p.condition_id, m.question, o.outcome, p.share_micros, p.cost_micros,
                       p.last_price_micros,
-                      (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000 AS value_micros
+                      (p.share_micros
+                       * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
+                          / 1000000 AS value_micros
                FROM portfolio_position p
                LEFT JOIN market m ON m.condition_id = p.condition_id
                LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id

@@ -50,7 +50,8 @@ class PortfolioContext:
 _POSITIONS = """
 SELECT p.asset_id, p.condition_id, p.share_micros, p.cost_micros, p.last_price_micros,
        m.question, o.outcome, m.end_time, m.closed,
-       (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000 AS value_micros
+       (p.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
+           / 1000000 AS value_micros
 FROM portfolio_position p
 LEFT JOIN market m ON m.condition_id = p.condition_id
 LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
@@ -59,7 +60,8 @@ ORDER BY value_micros DESC, p.asset_id
 """
 _BY_USER = """
 SELECT e.followed_user_id AS user_id, u.label,
-       sum((e.share_micros * coalesce(p.last_price_micros, 0)) / 1000000)::bigint AS value_micros,
+       sum((e.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
+           / 1000000)::bigint AS value_micros,
        count(*) AS assets
 FROM rollup_global_exposure e
 JOIN followed_user u ON u.id = e.followed_user_id

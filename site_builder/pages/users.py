@@ -159,7 +159,10 @@ def summaries(
     users = list(
         conn.execute(
             """SELECT u.*, (SELECT max(event_time) FROM trade_event t
-                            WHERE t.followed_user_id = u.id) AS last_fill_at
+                            WHERE t.followed_user_id = u.id) AS last_fill_at,
+                      (SELECT min(event_time) FROM activity_event a
+                       WHERE a.followed_user_id = u.id AND a.activity_type = 'CONVERSION'
+                         AND a.shadow_state = 'NOT_APPLIED') AS uncertain_since
                FROM followed_user u WHERE %(u)s::bigint IS NULL OR u.id = %(u)s
                ORDER BY u.copy_mode = 'REMOVED', lower(u.label), u.id""",
             {"u": only},
@@ -199,7 +202,8 @@ def users_context(conn: db.Conn, now: datetime) -> UsersContext:
 
 _POSITIONS = """
 SELECT p.*, m.question, o.outcome, m.closed, m.resolved_at,
-       (p.share_micros * coalesce(p.last_price_micros, 0)) / 1000000 AS value_micros
+       (p.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
+           / 1000000 AS value_micros
 FROM portfolio_position p
 LEFT JOIN market m ON m.condition_id = p.condition_id
 LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id

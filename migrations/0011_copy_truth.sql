@@ -8,8 +8,8 @@ CREATE INDEX trade_event_user_asset_time_idx ON trade_event (followed_user_id, a
 -- SPLIT / MERGE / REDEEM legs now carry cost by the outcomes' marks: the snapshot job's
 -- saved fold (derived state, never the ledger) is refolded from the ledger under the
 -- new rule by its next run. History rows are recomputed with `snapshot --rebuild`.
-DELETE FROM portfolio_position;
-DELETE FROM portfolio_state;
+-- TRUNCATE waits for a snapshot run in progress (its lock conflicts with any writer).
+TRUNCATE portfolio_position, portfolio_state;
 DELETE FROM system_checkpoint WHERE name = 'snapshot.ledger' AND followed_user_id IS NULL;
 
 -- The pages' price of a held position when they have no mark for it: the last fill

@@ -259,20 +259,22 @@ def _reduce(
     if g.action == "MERGE":
         assert sit.market is not None
         held = min(ours(g, p, a) for a in sit.market.assets)
-        sets = exit_size(held, g.their_shares, sit.their_position)
-        if sets <= 0:
+        if held <= 0:
             return _skip(base, ["NO_POSITION"], target_notional=0)
+        sets = exit_size(held, g.their_shares, sit.their_position)
+        if sets <= 0:  # their fraction of our sets rounds to nothing
+            return _skip(base, ["BELOW_MIN_ORDER_SIZE"], target_notional=0)
         return _sets(base, sets, sit.leg_prices)
     assert g.asset_id is not None
     held = ours(g, p, g.asset_id)
-    shares = exit_size(held, g.their_shares, sit.their_position)
-    if shares <= 0:
+    if held <= 0:
         return _skip(base, ["NO_POSITION"], target_notional=0)
+    shares = exit_size(held, g.their_shares, sit.their_position)
     their_price = max(1, g.their_price or 0)
     book = sit.book
     minimum = book.min_order_size if book is not None else 0
-    if shares < minimum:
-        if held < minimum:
+    if shares < max(minimum, 1):  # below the book's minimum, or rounds to nothing
+        if held < minimum or not minimum:
             notional = money.mul_micros(shares, their_price)
             extra = {"target_notional": notional, "target_shares": shares}
             return _skip(base, ["BELOW_MIN_ORDER_SIZE"], **extra)

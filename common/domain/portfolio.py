@@ -161,7 +161,9 @@ class Portfolio:
             self.contributed += value
         else:
             self.realized += pnl.trade(pos, dq, cash)
-        if not pos.shares:
+        if not pos.shares:  # closed: any cost left leaves with the last share, realized
+            self.realized -= pos.cost
+            pos.cost = 0
             self.closed[asset] = self.positions.pop(asset)
 
     def _allocate(self, cash: int) -> None:
@@ -234,9 +236,13 @@ class Portfolio:
         whose copies net short an asset another user bought counts zero there)."""
         total = 0
         for asset, n in self.by_user.get(user_id, {}).items():
-            if n > 0:
-                mark = self.mark(asset, marks)
-                total += money.mul_micros(n, mark or 0)
+            if n <= 0:
+                continue
+            mark = self.mark(asset, marks)
+            if mark is not None:
+                total += money.mul_micros(n, mark)
+            elif (pos := self.positions.get(asset)) is not None and pos.shares:
+                total += money.div_round(pos.cost * n, pos.shares)  # at cost, as `value`
         return total
 
 

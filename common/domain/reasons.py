@@ -29,7 +29,8 @@ REASONS: dict[str, str] = {
     "NO_POSITION": "A SELL or MERGE with nothing (or no complete set) held to reduce.",
     "BELOW_MIN_ORDER_SIZE": "An open smaller than the book's min_order_size (shares), or "
     "an exit below it when the position is smaller than that minimum (an exit below it is "
-    "raised to it when the position allows).",
+    "raised to it when the position allows), or a reduction whose fraction of our "
+    "position rounds to nothing.",
     "INSUFFICIENT_CASH": "An open with less cash than the minimum trade notional (after fees).",
     # Risk.
     "RISK_CAP_TOTAL": "Total exposure would exceed its share of equity (70%) by more than "

@@ -119,17 +119,19 @@ def group_context(
 ) -> GroupContext:
     """Reads the group's context (simulate, its replay and the what-if alike); `fetch`
     (live only) gets midpoints when the outcomes have no recent stored mark."""
-    their = leader_position(conn, g) if g.action in ("SELL", "MERGE") else 0
+    their = leader_position(conn, g, at) if g.action in ("SELL", "MERGE") else 0
     prices = None
     if g.action in ("SPLIT", "MERGE") and market is not None and market.assets:
         prices = marks.at_moment(conn, market.assets, at, now, fetch)
     return GroupContext(their, prices)
 
 
-def leader_position(conn: db.Conn, g: decide.Group) -> int:
+def leader_position(conn: db.Conn, g: decide.Group, seen: datetime) -> int:
     """The leader's shares of the group's asset (SELL) or complete sets of its market
-    (MERGE) just before the group, from their events (see trade_event.sql)."""
+    (MERGE) just before the group, from their events detected by `seen` (the decision
+    moment; see trade_event.sql)."""
     params = {
+        "seen": seen,
         "u": g.user_id,
         "window": timedelta(seconds=settings.get().seed_window_s),
         "t": g.window_start,

@@ -1,7 +1,10 @@
 """Marks "at that moment" for a SPLIT or MERGE (SPEC §6): its cost (or proceeds) is
 allocated across the outcomes in proportion to their marks — the newest stored mark
-of each within `MAX_AGE` before the event; else midpoints fetched now (and stored, so a
-replay or a refold finds the same marks); else none, and the fold allocates equally."""
+of each within `MAX_AGE` before the event; else midpoints fetched when it is applied;
+else none, and the fold allocates equally. The marks used are recorded on the ledger
+legs (their price), so a refold never needs them again. Fetched mids are stored: at the
+event's moment when that is now (a live decision, so its replay finds them), else at
+the time they were fetched."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from datetime import datetime, timedelta
 from common.store import db, queries
 
 MAX_AGE = timedelta(minutes=5)
+NOW_SLACK = timedelta(seconds=30)  # a moment this close to now is now
 MIDS = queries.load("market_price_snapshot")
 Fetch = Callable[[list[str]], dict[str, int]]  # asset ids → mids (those with a book)
 
@@ -43,8 +47,19 @@ def at_moment(
     rows = conn.execute(MIDS["newest_within"], {"a": list(assets), "t": at, "age": MAX_AGE})
     found = {r["asset_id"]: int(r["mid_micros"]) for r in rows}
     if len(found) < len(assets) and fetch is not None:
-        fetched = fetch([a for a in assets if a not in found])
-        if fetched:
-            store_mids(conn, fetched, now, "MIDPOINT")
-            found.update(fetched)
+        fetched = fetch(list(assets))
+        if all(a in fetched for a in assets):
+            store_mids(conn, fetched, at if now - at <= NOW_SLACK else now, "MIDPOINT")
+            return {a: fetched[a] for a in assets}
     return found if all(a in found for a in assets) else None
+
+
+def missing(conn: db.Conn, wanted: Sequence[tuple[Sequence[str], datetime]]) -> list[str]:
+    """The assets of the (outcomes, moment) pairs that have no stored mark at their
+    moment: what a caller fetches in one batch before it takes a lock."""
+    out: set[str] = set()
+    for assets, at in wanted:
+        rows = conn.execute(MIDS["newest_within"], {"a": list(assets), "t": at, "age": MAX_AGE})
+        if len(list(rows)) < len(assets):
+            out.update(assets)
+    return sorted(out)

@@ -97,6 +97,7 @@ def apply_user(
     """Applies the user's pending events in order, in one transaction; returns counts.
     `fetch` gets midpoints for a SPLIT / MERGE whose outcomes have no recent mark."""
     counts: dict[str, int] = defaultdict(int)
+    fetch = _prefetched(conn, user_id, since, limit, fetch) if fetch is not None else None
     with conn.transaction():
         db.lock_ingest(conn)  # a chain confirmation must not change an event mid-apply
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
@@ -135,6 +136,34 @@ def apply_user(
     counts["activities_applied"] += len(p.applied_acts)
     counts["entries"] += len(p.entries)
     return dict(counts)
+
+
+def _prefetched(
+    conn: db.Conn, user_id: int, since: datetime, limit: int, fetch: marks.Fetch
+) -> marks.Fetch:
+    """Fetches, in one batch and before the ingest lock is taken, the midpoints the
+    user's pending SPLITs / MERGEs will need (those with no stored mark at their moment);
+    returns a fetch that answers from that batch only."""
+    params = {"u": user_id, "since": since, "limit": limit}
+    acts = [
+        a
+        for a in (
+            records.ActivityEvent.from_row(r)
+            for r in conn.execute(ACTIVITY["pending_for_user"], params)
+        )
+        if a.activity_type in ("SPLIT", "MERGE") and a.condition_id
+    ]
+    if not acts:
+        return lambda assets: {}
+    outcomes = _market_assets(conn, {a.condition_id for a in acts if a.condition_id})
+    wanted = [
+        ([o.asset_id for o in outcomes[a.condition_id]], a.event_time)
+        for a in acts
+        if a.condition_id in outcomes
+    ]
+    need = marks.missing(conn, wanted)
+    got = fetch(need) if need else {}
+    return lambda assets: {a: got[a] for a in assets if a in got}
 
 
 def refusal_reject(refusal: shadow_plan.Refusal) -> wire.Reject:

@@ -66,20 +66,24 @@ UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s;
 -- before a copy group, as the shadow ledger applies their events: the seed, then their
 -- fills, SPLITs and MERGEs ordered before the group's first event (by event time, fills
 -- before activity, then id), a REDEEM leaving nothing. Read from the events, so it does
--- not depend on whether the shadow ledger has caught up.
+-- not depend on whether the shadow ledger has caught up; only events detected by the
+-- decision moment `seen` count (a replay sees what the live decision saw), and never a
+-- Data API fill the chain contradicts.
 WITH u AS (
   SELECT id, seeded_at - %(window)s::interval AS since FROM followed_user WHERE id = %(u)s),
 g AS (
-  SELECT %(t)s::timestamptz AS t, %(rank)s::int AS rank,
-         coalesce((SELECT min(id) FROM trade_event WHERE copy_group_id = %(g)s),
-                  (SELECT min(id) FROM activity_event WHERE copy_group_id = %(g)s), 0) AS first),
+  SELECT %(t)s::timestamptz AS t, %(rank)s::int AS rank, %(seen)s::timestamptz AS seen,
+         coalesce((SELECT min(id) FROM trade_event
+                   WHERE copy_group_id = %(g)s AND event_time = %(t)s),
+                  (SELECT min(id) FROM activity_event
+                   WHERE copy_group_id = %(g)s AND event_time = %(t)s), 0) AS first),
 outcomes AS (SELECT asset_id FROM outcome_asset WHERE condition_id = %(c)s),
 assets AS (SELECT asset_id FROM outcomes UNION SELECT %(asset)s::text WHERE %(asset)s IS NOT NULL),
 last_redeem AS (
   SELECT a.event_time AS t, a.id FROM activity_event a, u, g
   WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s AND a.activity_type = 'REDEEM'
     AND a.event_time >= u.since AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
+    AND a.detect_time <= g.seen AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
   ORDER BY a.event_time DESC, a.id DESC LIMIT 1),
 fills AS (
   SELECT t.asset_id,
@@ -88,7 +92,10 @@ fills AS (
   WHERE t.followed_user_id = u.id AND t.asset_id IN (SELECT asset_id FROM assets)
     AND t.reorg_state IS NULL AND t.event_time >= u.since
     AND t.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND (t.event_time, 0, t.id) < (g.t, g.rank, g.first)
+    AND t.detect_time <= g.seen AND (t.event_time, 0, t.id) < (g.t, g.rank, g.first)
+    AND NOT (t.log_index IS NULL AND EXISTS (
+        SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
+          AND c.log_index IS NOT NULL AND c.reorg_state IS NULL))
     AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (t.event_time, 0, t.id) < (r.t, 1, r.id))
   GROUP BY t.asset_id),
 sets AS (
@@ -98,7 +105,7 @@ sets AS (
   WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s
     AND a.activity_type IN ('SPLIT', 'MERGE') AND a.event_time >= u.since
     AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
+    AND a.detect_time <= g.seen AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
     AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (a.event_time, 1, a.id) < (r.t, 1, r.id))),
 seed AS (
   SELECT l.asset_id, sum(l.share_delta_micros) AS n FROM ledger_entry l

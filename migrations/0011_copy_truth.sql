@@ -18,3 +18,11 @@ DELETE FROM system_checkpoint WHERE name = 'snapshot.ledger' AND followed_user_i
 CREATE FUNCTION held_price(last_price bigint, cost bigint, shares bigint) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT coalesce(last_price, cost * 1000000 / nullif(shares, 0), 0) $$;
+
+-- A neg-risk market's questions (what a CONVERSION's index set names): the adapter's
+-- market id and each question's index in it, from Gamma.
+ALTER TABLE market ADD COLUMN neg_risk_market_id text
+    CHECK (neg_risk_market_id ~ '^0x[0-9a-f]{64}$'),
+    ADD COLUMN question_index integer CHECK (question_index BETWEEN 0 AND 255);
+CREATE INDEX market_neg_risk_idx ON market (neg_risk_market_id, question_index)
+    WHERE neg_risk_market_id IS NOT NULL;

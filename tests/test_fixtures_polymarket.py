@@ -206,12 +206,19 @@ def test_gamma_json_string_fields_are_decoded(shared_fixtures: Path) -> None:
     assert len(live.clob_token_ids) == 2 and all(t.isdigit() for t in live.clob_token_ids)
     assert live.neg_risk and not live.resolved and live.fee_rate == 40_000
     assert live.tick_size == 1_000 and live.min_order_size == 5_000_000
+    # what a neg-risk CONVERSION names: the adapter's market id and the question's index
+    assert live.neg_risk_market_id == (
+        "0x2c3d7e0eee6f058be3006baabf0d54a07da254ba47fe6e3e095e7990c7814700"
+    )
+    assert live.question_index == 0
     closed = gamma.GammaMarket.model_validate(
         load(shared_fixtures, "nautilus_gamma_market_closed_binary_accepting_false.json")
     )
     assert closed.closed and closed.resolved and closed.accepting_orders is False
     assert closed.payouts() == dict(zip(closed.clob_token_ids, [0, 1_000_000], strict=True))
     assert closed.fee_rate == 0
+    if not closed.neg_risk:
+        assert closed.question_index is None
     sports = gamma.GammaMarket.model_validate(
         load(shared_fixtures, "nautilus_gamma_market_fee_sports.json")
     )

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.domain import money, portfolio, records
+from common.domain import ledger, money, portfolio, records
 from common.runtime import jobs
 from common.runtime import settings as settings_mod
 from common.store import db
@@ -357,3 +357,71 @@ def test_a_portfolio_loads_the_same_from_the_saved_fold_as_from_the_whole_ledger
     assert set(loaded.positions) == {"31", "32"} and loaded.positions["32"].shares == 5_000_000
     snapshot.take(conn, T0 + timedelta(minutes=2))
     compare()
+
+
+def _conv(book: portfolio.Portfolio, entries: list[Any]) -> None:
+    for e in entries:
+        book.apply(e)
+
+
+def test_a_conversion_moves_cost_from_the_no_legs_to_the_yes_legs() -> None:
+    """Four questions A–D; the leader holds 100 NO of B, C, D (cost 0.60 each) and
+    converts them: 100 YES of A arrive and 2 × 100 USDC come back. The NO legs leave at
+    their cost (nothing realized); YES A opens at 180 − 200 = −20 USDC of cost."""
+    book = book_()
+    for a in ("noB", "noC", "noD"):
+        book.apply(entry("TRADE_FILL", a, 100 * M, -60 * M, 600_000))
+    before = (book.cash, book.realized, book.contributed)
+    made = ledger.conversion_entries("conv:1", T0, [(None, a) for a in ("noB", "noC", "noD")],
+                                     [(None, "yesA")], 100 * M)  # fmt: skip
+    assert [(e.asset_id, e.share_delta_micros, e.cash_delta_micros) for e in made] == [
+        ("noB", -100 * M, 0),
+        ("noC", -100 * M, 0),
+        ("noD", -100 * M, 0),
+        ("yesA", 100 * M, 0),
+        (None, 0, 200 * M),
+    ]
+    _conv(book, made)
+    assert book.cash == before[0] + 200 * M and book.realized == before[1] == 0
+    assert set(book.positions) == {"yesA"} and book.positions["yesA"].cost == -20 * M
+    assert book.cash == book.contributed + book.realized - sum(
+        p.cost for p in book.positions.values()
+    )
+
+
+def test_a_conversion_of_every_question_realizes_the_collateral_against_the_cost() -> None:
+    book = book_()
+    for a in ("noA", "noB"):
+        book.apply(entry("TRADE_FILL", a, 10 * M, -4 * M, 400_000))
+    _conv(book, ledger.conversion_entries("c", T0, [(None, "noA"), (None, "noB")], [], 10 * M, 100))
+    # fee 1%: 9.9 USDC back for 8 USDC of cost
+    assert book.realized == 9_900_000 - 8 * M and not book.positions
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 500), min_size=2, max_size=5),
+    st.integers(1, 400),
+    st.integers(0, 200),
+    st.integers(1, 4),
+)
+def test_conversions_keep_the_pnl_identities(
+    held: list[int], amount: int, fee: int, converted: int
+) -> None:
+    book = book_()
+    nos = [f"no{i}" for i in range(len(held))]
+    for a, n in zip(nos, held, strict=True):
+        if n:
+            book.apply(entry("TRADE_FILL", a, n * M, -money.mul_micros(n * M, 300_000), 300_000))
+    k = min(converted, len(nos))
+    made = ledger.conversion_entries(
+        "c", T0, [(None, a) for a in nos[:k]], [(None, f"yes{i}") for i in range(k, len(nos))],
+        amount * M, fee,
+    )  # fmt: skip
+    _conv(book, made)
+    assert not book.legs
+    assert book.cash == book.contributed + book.realized - sum(
+        p.cost for p in book.positions.values()
+    )
+    v = book.value(portfolio.Marks())
+    assert book.realized + v.unrealized == v.equity - book.contributed

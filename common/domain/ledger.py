@@ -130,3 +130,30 @@ def seed_entries(user_id: int, positions: Sequence[Any], at: datetime) -> list[E
         for p in positions
         if p.size > 0
     ]
+
+
+def conversion_entries(
+    ref: str,
+    at: datetime,
+    no_legs: Sequence[tuple[str | None, str]],
+    yes_legs: Sequence[tuple[str | None, str]],
+    amount: int,
+    fee_bips: int = 0,
+) -> list[Entry]:
+    """Entries of one neg-risk CONVERSION (pure), as NegRiskAdapter.convertPositions
+    moves tokens: `amount` of the NO token of every question in the index set leaves
+    (`no_legs`: (condition, asset)); `amount − fee` of the YES token of every other
+    question arrives (`yes_legs`); and (no count − 1) × (amount − fee) of collateral
+    comes back. fee = amount × feeBips / 10,000 (the market's fee in the adapter)."""
+    out_amount = amount - amount * fee_bips // 10_000
+    entries = [
+        Entry(asset, cond, "CONVERSION", -amount, 0, None, f"{ref}:asset:{asset}", at)
+        for cond, asset in no_legs
+    ]
+    entries += [
+        Entry(asset, cond, "CONVERSION", out_amount, 0, None, f"{ref}:asset:{asset}", at)
+        for cond, asset in yes_legs
+    ]
+    collateral = (len(no_legs) - 1) * out_amount if len(no_legs) > 1 else 0
+    entries.append(Entry(None, None, "CONVERSION", 0, collateral, None, ref, at))
+    return entries

@@ -117,7 +117,7 @@ class Portfolio:
             self.flush_legs()  # never written so: legs without their cash leg
         self.cash += cash
         if kind in LEGGED and asset is None:
-            self._allocate(cash)
+            self._allocate(cash, kind)
             return
         if kind == "DEPOSIT":
             self.contributed += cash
@@ -166,11 +166,14 @@ class Portfolio:
             pos.cost = 0
             self.closed[asset] = self.positions.pop(asset)
 
-    def _allocate(self, cash: int) -> None:
+    def _allocate(self, cash: int, kind: str = "") -> None:
         """Moves the pending legs by their parts of the event's cash (see `apply`)."""
         legs, self.legs = self.legs, []
         if not legs:
             self.realized += cash
+            return
+        if kind == "CONVERSION":
+            self._convert(legs, cash)
             return
         weights = [abs(leg.dq) for leg in legs]
         if all(leg.price is not None for leg in legs):
@@ -179,6 +182,38 @@ class Portfolio:
                 weights = priced
         for leg, part in zip(legs, allocate(cash, weights), strict=True):
             self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+
+    def _convert(self, legs: list[Leg], cash: int) -> None:
+        """A neg-risk CONVERSION (NegRiskAdapter.convertPositions): NO legs leave, YES
+        legs arrive, and `cash` of collateral comes back. The NO shares leave at their
+        average cost, so they realize nothing; the YES legs open at the cost that left
+        less the collateral, split by shares (the remainder to the last), as Polymarket's
+        own PnL subgraph does. With no YES leg (every question converted) the NO legs
+        close at the collateral instead, realizing the difference."""
+        outs = [leg for leg in legs if leg.dq < 0]
+        ins = [leg for leg in legs if leg.dq > 0]
+        if not ins:
+            for leg, part in zip(outs, allocate(cash, [-leg.dq for leg in outs]), strict=True):
+                self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+            return
+        removed = 0
+        for leg in outs:
+            part = self._average_cost(leg.asset, -leg.dq)
+            removed += part
+            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+        parts = allocate(cash - removed, [leg.dq for leg in ins])
+        for leg, part in zip(ins, parts, strict=True):
+            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+
+    def _average_cost(self, asset: str, shares: int) -> int:
+        """The cost `shares` of a long position take with them (0 if none is held)."""
+        pos = self.positions.get(asset)
+        if pos is None or pos.shares <= 0:
+            return 0
+        closing = min(shares, pos.shares)
+        if closing == pos.shares:
+            return pos.cost
+        return money.div_round(pos.cost * closing, pos.shares)
 
     def flush_legs(self) -> None:
         """Moves legs still waiting for a cash leg at no cash (a cut never splits an
@@ -246,7 +281,7 @@ class Portfolio:
         return total
 
 
-LEGGED = ("SPLIT", "MERGE", "REDEEM")
+LEGGED = ("SPLIT", "MERGE", "REDEEM", "CONVERSION")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,10 @@ _UPSERT_MARKET = """
 INSERT INTO market (condition_id, gamma_id, question, slug, end_time, active, closed,
     accepting_orders, neg_risk, tick_size_micros, min_order_size_micros, fees_enabled,
     fee_rate_micros, fee_exponent, fee_taker_only, resolved_at, first_seen_at,
-    metadata_fetched_at)
+    metadata_fetched_at, neg_risk_market_id, question_index)
 VALUES (%(cond)s, %(gid)s, %(q)s, %(slug)s, %(end)s, %(active)s, %(closed)s, %(accepting)s,
     %(neg)s, %(tick)s, %(min)s, %(fees)s, %(rate)s, %(exp)s, %(taker)s,
-    CASE WHEN %(resolved)s THEN %(now)s::timestamptz END, %(now)s, %(now)s)
+    CASE WHEN %(resolved)s THEN %(now)s::timestamptz END, %(now)s, %(now)s, %(nrm)s, %(qi)s)
 ON CONFLICT (condition_id) DO UPDATE SET gamma_id = EXCLUDED.gamma_id,
     question = EXCLUDED.question, slug = EXCLUDED.slug, end_time = EXCLUDED.end_time,
     active = EXCLUDED.active, closed = EXCLUDED.closed,
@@ -26,7 +26,8 @@ ON CONFLICT (condition_id) DO UPDATE SET gamma_id = EXCLUDED.gamma_id,
     fees_enabled = EXCLUDED.fees_enabled, fee_rate_micros = EXCLUDED.fee_rate_micros,
     fee_exponent = EXCLUDED.fee_exponent, fee_taker_only = EXCLUDED.fee_taker_only,
     resolved_at = COALESCE(market.resolved_at, EXCLUDED.resolved_at),
-    metadata_fetched_at = EXCLUDED.metadata_fetched_at
+    metadata_fetched_at = EXCLUDED.metadata_fetched_at,
+    neg_risk_market_id = EXCLUDED.neg_risk_market_id, question_index = EXCLUDED.question_index
 """
 _UPSERT_ASSET = """
 INSERT INTO outcome_asset (asset_id, condition_id, outcome, outcome_index, payout_micros)
@@ -54,6 +55,8 @@ def store(conn: db.Conn, markets: Iterable[gamma.GammaMarket], now: datetime) ->
                     "closed": m.closed,
                     "accepting": m.accepting_orders,
                     "neg": m.neg_risk,
+                    "nrm": m.neg_risk_market_id,
+                    "qi": m.question_index,
                     "tick": m.tick_size,
                     "min": m.min_order_size,
                     "fees": m.fees_enabled,

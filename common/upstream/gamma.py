@@ -27,6 +27,10 @@ def _json_list(value: Any) -> Any:
     return value
 
 
+def _blank_none(value: Any) -> Any:
+    return None if value in ("", None) else value
+
+
 def _alias(*names: str, default: Any = None) -> Any:
     return Field(default=default, validation_alias=AliasChoices(*names))
 
@@ -60,6 +64,14 @@ class GammaMarket(wire.WireModel):
         "clobTokenIds", "clob_token_ids", default=[]
     )
     uma_resolution_status: str | None = _alias("umaResolutionStatus", "uma_resolution_status")
+    # A neg-risk market's id in the NegRiskAdapter and this question's id in it (the
+    # market id with its last byte set to the question's index): what a CONVERSION names.
+    neg_risk_market_id: Annotated[wire.Hash32 | None, BeforeValidator(_blank_none)] = _alias(
+        "negRiskMarketID", "neg_risk_market_id"
+    )
+    question_id: Annotated[wire.Hash32 | None, BeforeValidator(_blank_none)] = _alias(
+        "questionID", "question_id"
+    )
 
     @model_validator(mode="after")
     def _outcomes_match_tokens(self) -> GammaMarket:
@@ -70,6 +82,13 @@ class GammaMarket(wire.WireModel):
         if self.outcome_prices and len(self.outcome_prices) != len(self.outcomes):
             raise ValueError("outcomePrices and outcomes differ in length")
         return self
+
+    @property
+    def question_index(self) -> int | None:
+        """This question's index in its neg-risk market (the question id's last byte)."""
+        if self.question_id is None or self.neg_risk_market_id is None:
+            return None
+        return int(self.question_id[-2:], 16)
 
     @property
     def resolved(self) -> bool:

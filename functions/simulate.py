@@ -155,9 +155,11 @@ class Engine:
         assets = market.assets if market is not None else ()
         rows = []
         live = None if self.replay or self.ups is None else polling.midpoints_of(self.ups)
-        context = copy_data.group_context(self.conn, g, market, at, self.clock(), live)
-        for scope in SCOPES:
-            p = self.portfolio_of(scope, g.user_id if scope == "EXEC_USER" else None)
+        books = [self.portfolio_of(s, g.user_id if s == "EXEC_USER" else None) for s in SCOPES]
+        legs = (g.asset_id,) if g.asset_id is not None else assets
+        holding = any(decide.ours(g, p, a) > 0 for p in books for a in legs)
+        context = copy_data.group_context(self.conn, g, market, at, self.clock(), live, holding)
+        for scope, p in zip(SCOPES, books, strict=True):
             refs = self.refs(p, at)
             sit = copy_data.situation(at, self.paused, user, market, book, refs, context)
             d = decide.decide(g, p, cfg, sit, self.marks)

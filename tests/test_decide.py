@@ -299,10 +299,12 @@ def test_max_below_min_skips_opens_not_reductions(cash: Any, cfg: dict[str, Any]
     [(100, 0, {}, bk(), 200), (100, 1500, {}, bk(), 200), (100, 2000, {}, bk(), 200),
      (100, 8000, {}, bk(), 50), (100, 6000, {}, bk(), 66.666666), (1.5, 6000, {}, bk(), 1),
      (100, 200_000, {}, bk(), 2), (100, 200_000, {}, bk(min_size=5), 5),
+     (3, 6000, {}, bk(min_size=5), 6),
      (100, 0, {"max_trade_notional_micros": 8 * M}, bk(), 200),
      (100, 0, {"min_trade_notional_micros": 50 * M}, bk(), 200)],
     ids=["exit", "below-zero", "exactly-all", "quarter", "third-floored", "floor-small",
-         "one-percent", "raised-to-min-size", "max-no-cap", "min-not-applied"],
+         "one-percent", "raised-to-min-size", "no-unsellable-rest", "max-no-cap",
+         "min-not-applied"],
 )  # fmt: skip
 def test_a_sell_sells_the_fraction_the_leader_sold(
     held: float, their: float, cfg: Any, book: decide.Book, sold: float
@@ -506,7 +508,7 @@ def check(d: decide.Decision, p: portfolio.Portfolio, sit: decide.Situation, cfg
     if g.action in ("MERGE", "SPLIT"):
         held = min(decide.ours(g, p, a) for a in market.assets)
         assert 0 < d.sets <= (held if g.action == "MERGE" else p.cash)
-        if g.action == "MERGE" and sit.their_position <= g.their_shares:
+        if g.action == "MERGE" and (sit.their_position or 0) <= g.their_shares:
             assert d.sets == held  # the leader merged all theirs: so do we
         return
     assert g.asset_id is not None and g.their_price is not None and d.fills

@@ -40,7 +40,7 @@ class Situation:
     refs: portfolio.BreakerRefs
     # The leader's shares of the asset (SELL) or complete sets of the market (MERGE)
     # just before the group, from the seed and their events ordered before it.
-    their_position: int = 0
+    their_position: int | None = None  # None: not read (nothing of ours to reduce)
     # Marks of the market's outcomes at decision time (fresh ones only): a SPLIT or
     # MERGE allocates its cost or proceeds by them.
     leg_prices: Mapping[str, int] | None = None
@@ -261,7 +261,7 @@ def _reduce(
         held = min(ours(g, p, a) for a in sit.market.assets)
         if held <= 0:
             return _skip(base, ["NO_POSITION"], target_notional=0)
-        sets = exit_size(held, g.their_shares, sit.their_position)
+        sets = exit_size(held, g.their_shares, sit.their_position or 0)
         if sets <= 0:  # their fraction of our sets rounds to nothing
             return _skip(base, ["BELOW_MIN_ORDER_SIZE"], target_notional=0)
         return _sets(base, sets, sit.leg_prices)
@@ -269,7 +269,7 @@ def _reduce(
     held = ours(g, p, g.asset_id)
     if held <= 0:
         return _skip(base, ["NO_POSITION"], target_notional=0)
-    shares = exit_size(held, g.their_shares, sit.their_position)
+    shares = exit_size(held, g.their_shares, sit.their_position or 0)
     their_price = max(1, g.their_price or 0)
     book = sit.book
     minimum = book.min_order_size if book is not None else 0
@@ -279,6 +279,8 @@ def _reduce(
             extra = {"target_notional": notional, "target_shares": shares}
             return _skip(base, ["BELOW_MIN_ORDER_SIZE"], **extra)
         shares = minimum
+    if 0 < held - shares < minimum:  # what would be left could never be sold: sell it too
+        shares = held
     return _walk(g, p, cfg, sit, base, money.mul_micros(shares, their_price), shares)
 
 

@@ -94,7 +94,7 @@ def situation(
         market=market,
         book=stored.book if stored is not None else None,
         refs=refs,
-        their_position=context.their_position if context is not None else 0,
+        their_position=context.their_position if context is not None else None,
         leg_prices=context.leg_prices if context is not None else None,
     )
 
@@ -105,7 +105,7 @@ class GroupContext:
     position before it (a SELL / MERGE is sized as a fraction of it) and the outcomes'
     marks at its moment (a SPLIT / MERGE allocates its cost by them)."""
 
-    their_position: int = 0
+    their_position: int | None = None
     leg_prices: dict[str, int] | None = None
 
 
@@ -116,10 +116,14 @@ def group_context(
     at: datetime,
     now: datetime,
     fetch: marks.Fetch | None = None,
+    holding: bool = True,
 ) -> GroupContext:
     """Reads the group's context (simulate, its replay and the what-if alike); `fetch`
-    (live only) gets midpoints when the outcomes have no recent stored mark."""
-    their = leader_position(conn, g, at) if g.action in ("SELL", "MERGE") else 0
+    (live only) gets midpoints when the outcomes have no recent stored mark. Without
+    `holding` (neither portfolio holds anything the reduction could sell, so it is
+    NO_POSITION whatever the leader held) the leader's position is not read."""
+    reduces = g.action in ("SELL", "MERGE") and holding
+    their = leader_position(conn, g, at) if reduces else None
     prices = None
     if g.action in ("SPLIT", "MERGE") and market is not None and market.assets:
         prices = marks.at_moment(conn, market.assets, at, now, fetch)

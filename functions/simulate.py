@@ -63,6 +63,7 @@ class Engine:
         self.marks = portfolio.Marks()
         self._refs: dict[tuple[portfolio.Key, datetime], portfolio.BreakerRefs] = {}
         self._books: dict[int, copy_data.StoredBook] = {}
+        self._their: dict[int, int] = {}
         self._watermark: int | None = None
         self._marks_due = False
         self.counts: dict[str, int] = {}
@@ -102,6 +103,19 @@ class Engine:
         if key not in self._refs:
             self._refs[key] = portfolios.breaker_refs(self.conn, p, at)
         return self._refs[key]
+
+    def _leader_positions(self, groups: list[decide.Group]) -> dict[int, int]:
+        """The leaders' positions before the reductions among `groups` whose decision
+        moment is known already (a stored book's fetch time, or in a replay the group's
+        decide_at), read in one statement; the others are read when decided."""
+        known = []
+        for g in groups:
+            book = self._books.get(g.book_id) if g.book_id is not None else None
+            if book is not None:
+                known.append((g, book.fetched_at))
+            elif self.replay:
+                known.append((g, g.decide_at))
+        return copy_data.leader_positions(self.conn, known)
 
     def book_for(self, g: decide.Group) -> copy_data.StoredBook | None:
         """Returns the group's book: the stored one, else (live) one fetched now and
@@ -158,7 +172,10 @@ class Engine:
         books = [self.portfolio_of(s, g.user_id if s == "EXEC_USER" else None) for s in SCOPES]
         legs = (g.asset_id,) if g.asset_id is not None else assets
         holding = any(decide.ours(g, p, a) > 0 for p in books for a in legs)
-        context = copy_data.group_context(self.conn, g, market, at, self.clock(), live, holding)
+        their = self._their.pop(g.id, None)
+        context = copy_data.group_context(
+            self.conn, g, market, at, self.clock(), live, holding, their
+        )
         for scope, p in zip(SCOPES, books, strict=True):
             refs = self.refs(p, at)
             sit = copy_data.situation(at, self.paused, user, market, book, refs, context)
@@ -181,6 +198,7 @@ class Engine:
                 return done
             stored = [g.book_id for g in groups if g.book_id]
             self._books = copy_data.load_books(self.conn, stored) if stored else {}
+            self._their = self._leader_positions(groups)
             pending: list[list[copy_data.Row]] = []
             for g in groups:
                 if not self.replay and g.decide_at > self.clock():

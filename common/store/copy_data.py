@@ -4,6 +4,7 @@ the pause switch as `decide` values; decisions written back as `copy_attempt`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,13 +118,18 @@ def group_context(
     now: datetime,
     fetch: marks.Fetch | None = None,
     holding: bool = True,
+    their: int | None = None,
 ) -> GroupContext:
     """Reads the group's context (simulate, its replay and the what-if alike); `fetch`
     (live only) gets midpoints when the outcomes have no recent stored mark. Without
     `holding` (neither portfolio holds anything the reduction could sell, so it is
-    NO_POSITION whatever the leader held) the leader's position is not read."""
+    NO_POSITION whatever the leader held) the leader's position is not read; `their`
+    is that position when the caller read it already (a batch, `leader_positions`)."""
     reduces = g.action in ("SELL", "MERGE") and holding
-    their = leader_position(conn, g, at) if reduces else None
+    if their is None and reduces:
+        their = leader_position(conn, g, at)
+    elif not reduces:
+        their = None
     prices = None
     if g.action in ("SPLIT", "MERGE") and market is not None and market.assets:
         prices = marks.at_moment(conn, market.assets, at, now, fetch)
@@ -134,21 +140,38 @@ def leader_position(conn: db.Conn, g: decide.Group, seen: datetime) -> int:
     """The leader's shares of the group's asset (SELL) or complete sets of its market
     (MERGE) just before the group, from their events detected by `seen` (the decision
     moment; see trade_event.sql)."""
+    return leader_positions(conn, [(g, seen)])[g.id]
+
+
+def leader_positions(
+    conn: db.Conn, groups: Sequence[tuple[decide.Group, datetime]]
+) -> dict[int, int]:
+    """`leader_position` of each (group, decision moment), in one statement."""
+    groups = [(g, seen) for g, seen in groups if g.action in ("SELL", "MERGE")]
+    if not groups:
+        return {}
     params = {
-        "seen": seen,
-        "u": g.user_id,
         "window": timedelta(seconds=settings.get().seed_window_s),
-        "t": g.window_start,
-        "rank": 0 if g.action in ("BUY", "SELL") else 1,
-        "g": g.id,
-        "c": g.condition_id,
-        "asset": g.asset_id if g.action in ("BUY", "SELL") else None,
+        "g": [g.id for g, _ in groups],
+        "u": [g.user_id for g, _ in groups],
+        "t": [g.window_start for g, _ in groups],
+        "rank": [0 if g.action == "SELL" else 1 for g, _ in groups],
+        "seen": [seen for _, seen in groups],
+        "c": [g.condition_id for g, _ in groups],
+        "asset": [g.asset_id if g.action == "SELL" else None for g, _ in groups],
     }
-    rows = conn.execute(TRADES["leader_positions_before"], params).fetchall()
-    if g.action == "MERGE":
-        legs = [int(r["shares"]) for r in rows if r["outcome"]]
-        return max(0, min(legs)) if legs else 0
-    return next((int(r["shares"]) for r in rows if r["asset_id"] == g.asset_id), 0)
+    legs: dict[int, dict[str, tuple[bool, int]]] = {g.id: {} for g, _ in groups}
+    for r in conn.execute(TRADES["leader_positions_before"], params):
+        legs[r["gid"]][r["asset_id"]] = (r["outcome"], int(r["shares"]))
+    out = {}
+    for g, _ in groups:
+        mine = legs[g.id]
+        if g.action == "MERGE":
+            sets = [n for outcome, n in mine.values() if outcome]
+            out[g.id] = max(0, min(sets)) if sets else 0
+        else:
+            out[g.id] = mine.get(g.asset_id or "", (False, 0))[1]
+    return out
 
 
 def load_books(conn: db.Conn, ids: list[int]) -> dict[int, StoredBook]:

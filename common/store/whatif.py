@@ -153,10 +153,14 @@ def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
         for scope, user in keys
     }
     books = {by_book[i]: b for i, b in stored.items()}
+    moments = {g.id: books[g.id].fetched_at if g.id in books else g.decide_at for g in groups}
+    theirs = copy_data.leader_positions(conn, [(g, moments[g.id]) for g in groups])
     contexts = {}
     for g in groups:  # as simulate reads them (never fetching: the what-if writes nothing)
-        at = books[g.id].fetched_at if g.id in books else g.decide_at
-        contexts[g.id] = copy_data.group_context(conn, g, markets.get(g.condition_id), at, at)
+        at = moments[g.id]
+        market = markets.get(g.condition_id)
+        their = theirs.get(g.id)
+        contexts[g.id] = copy_data.group_context(conn, g, market, at, at, their=their)
     return Inputs(
         groups=groups,
         books=books,

@@ -62,59 +62,62 @@ LIMIT 1000;
 UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s;
 
 -- leader_positions_before --
--- A followed user's shares of a market's outcome assets (and of the group's asset) just
--- before a copy group, as the shadow ledger applies their events: the seed, then their
--- fills, SPLITs and MERGEs ordered before the group's first event (by event time, fills
--- before activity, then id), a REDEEM leaving nothing. Read from the events, so it does
--- not depend on whether the shadow ledger has caught up; only events detected by the
--- decision moment `seen` count (a replay sees what the live decision saw), and never a
--- Data API fill the chain contradicts.
-WITH u AS (
-  SELECT id, seeded_at - %(window)s::interval AS since FROM followed_user WHERE id = %(u)s),
-g AS (
-  SELECT %(t)s::timestamptz AS t, %(rank)s::int AS rank, %(seen)s::timestamptz AS seen,
+-- Followed users' shares of a market's outcome assets (and of the group's asset) just
+-- before each of a batch of copy groups, as the shadow ledger applies their events: the
+-- seed, then their fills, SPLITs and MERGEs ordered before the group's first event (by
+-- event time, fills before activity, then id), a REDEEM leaving nothing. Read from the
+-- events, so it does not depend on whether the shadow ledger has caught up; only events
+-- detected by the group's decision moment `seen` count (a replay sees what the live
+-- decision saw), and never a Data API fill the chain contradicts. One row per (group,
+-- asset); the arrays are the groups' id, user, window start, rank (0 for a fill group,
+-- 1 for an activity group), decision moment, market and asset.
+WITH q AS (
+  SELECT q.*, u.seeded_at - %(window)s::interval AS since,
          coalesce((SELECT min(id) FROM trade_event
-                   WHERE copy_group_id = %(g)s AND event_time = %(t)s),
+                   WHERE copy_group_id = q.gid AND event_time = q.t),
                   (SELECT min(id) FROM activity_event
-                   WHERE copy_group_id = %(g)s AND event_time = %(t)s), 0) AS first),
-outcomes AS (SELECT asset_id FROM outcome_asset WHERE condition_id = %(c)s),
-assets AS (SELECT asset_id FROM outcomes UNION SELECT %(asset)s::text WHERE %(asset)s IS NOT NULL),
-last_redeem AS (
-  SELECT a.event_time AS t, a.id FROM activity_event a, u, g
-  WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s AND a.activity_type = 'REDEEM'
-    AND a.event_time >= u.since AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND a.detect_time <= g.seen AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
-  ORDER BY a.event_time DESC, a.id DESC LIMIT 1),
-fills AS (
-  SELECT t.asset_id,
-         sum(CASE WHEN t.side = 'BUY' THEN t.share_micros ELSE -t.share_micros END) AS n
-  FROM trade_event t, u, g
-  WHERE t.followed_user_id = u.id AND t.asset_id IN (SELECT asset_id FROM assets)
-    AND t.reorg_state IS NULL AND t.event_time >= u.since
-    AND t.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND t.detect_time <= g.seen AND (t.event_time, 0, t.id) < (g.t, g.rank, g.first)
-    AND NOT (t.log_index IS NULL AND EXISTS (
-        SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
-          AND c.log_index IS NOT NULL AND c.reorg_state IS NULL))
-    AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (t.event_time, 0, t.id) < (r.t, 1, r.id))
-  GROUP BY t.asset_id),
-sets AS (
-  SELECT coalesce(sum(CASE WHEN a.activity_type = 'SPLIT' THEN a.share_micros
-                           ELSE -a.share_micros END), 0) AS n
-  FROM activity_event a, u, g
-  WHERE a.followed_user_id = u.id AND a.condition_id = %(c)s
-    AND a.activity_type IN ('SPLIT', 'MERGE') AND a.event_time >= u.since
-    AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
-    AND a.detect_time <= g.seen AND (a.event_time, 1, a.id) < (g.t, g.rank, g.first)
-    AND NOT EXISTS (SELECT 1 FROM last_redeem r WHERE (a.event_time, 1, a.id) < (r.t, 1, r.id))),
-seed AS (
-  SELECT l.asset_id, sum(l.share_delta_micros) AS n FROM ledger_entry l
-  WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = %(u)s
-    AND l.entry_type = 'SEED' AND l.asset_id IN (SELECT asset_id FROM assets)
-    AND NOT EXISTS (SELECT 1 FROM last_redeem)
-  GROUP BY l.asset_id)
-SELECT a.asset_id, a.asset_id IN (SELECT asset_id FROM outcomes) AS outcome,
-       (coalesce(s.n, 0) + coalesce(f.n, 0)
-        + CASE WHEN a.asset_id IN (SELECT asset_id FROM outcomes)
-               THEN (SELECT n FROM sets) ELSE 0 END)::bigint AS shares
-FROM assets a LEFT JOIN seed s USING (asset_id) LEFT JOIN fills f USING (asset_id);
+                   WHERE copy_group_id = q.gid AND event_time = q.t), 0) AS first
+  FROM unnest(%(g)s::bigint[], %(u)s::bigint[], %(t)s::timestamptz[], %(rank)s::int[],
+              %(seen)s::timestamptz[], %(c)s::text[], %(asset)s::text[])
+       AS q(gid, u, t, rank, seen, c, asset)
+  JOIN followed_user u ON u.id = q.u),
+r AS (
+  SELECT q.*, lr.t AS rt, lr.id AS rid
+  FROM q LEFT JOIN LATERAL (
+    SELECT a.event_time AS t, a.id FROM activity_event a
+    WHERE a.followed_user_id = q.u AND a.condition_id = q.c AND a.activity_type = 'REDEEM'
+      AND a.event_time >= q.since AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+      AND a.detect_time <= q.seen AND (a.event_time, 1, a.id) < (q.t, q.rank, q.first)
+    ORDER BY a.event_time DESC, a.id DESC LIMIT 1) lr ON true)
+SELECT r.gid, x.asset_id, x.outcome,
+  (CASE WHEN r.rid IS NULL THEN coalesce((
+      SELECT sum(l.share_delta_micros) FROM ledger_entry l
+      WHERE l.portfolio_scope = 'SHADOW_USER' AND l.followed_user_id = r.u
+        AND l.entry_type = 'SEED' AND l.asset_id = x.asset_id), 0) ELSE 0 END
+   + coalesce((
+      SELECT sum(CASE WHEN t.side = 'BUY' THEN t.share_micros ELSE -t.share_micros END)
+      FROM trade_event t
+      WHERE t.followed_user_id = r.u AND t.asset_id = x.asset_id
+        AND t.reorg_state IS NULL AND t.event_time >= r.since
+        AND t.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+        AND t.detect_time <= r.seen AND (t.event_time, 0, t.id) < (r.t, r.rank, r.first)
+        AND (r.rid IS NULL OR (t.event_time, 0, t.id) > (r.rt, 1, r.rid))
+        AND NOT (t.log_index IS NULL AND EXISTS (
+            SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
+              AND c.log_index IS NOT NULL AND c.reorg_state IS NULL))), 0)
+   + CASE WHEN x.outcome THEN coalesce((
+      SELECT sum(CASE WHEN a.activity_type = 'SPLIT' THEN a.share_micros
+                      ELSE -a.share_micros END)
+      FROM activity_event a
+      WHERE a.followed_user_id = r.u AND a.condition_id = r.c
+        AND a.activity_type IN ('SPLIT', 'MERGE') AND a.event_time >= r.since
+        AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+        AND a.detect_time <= r.seen AND (a.event_time, 1, a.id) < (r.t, r.rank, r.first)
+        AND (r.rid IS NULL OR (a.event_time, 1, a.id) > (r.rt, 1, r.rid))), 0)
+     ELSE 0 END)::bigint AS shares
+FROM r CROSS JOIN LATERAL (
+  SELECT o.asset_id, true AS outcome FROM outcome_asset o WHERE o.condition_id = r.c
+  UNION ALL
+  SELECT r.asset, false WHERE r.asset IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM outcome_asset o
+                    WHERE o.condition_id = r.c AND o.asset_id = r.asset)) x;

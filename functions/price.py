@@ -27,6 +27,7 @@ import psycopg
 from common.domain import money
 from common.runtime import jobs
 from common.store import db, markets, quarantine
+from common.store import marks as store_marks
 from common.upstream import clob, gamma, http, wire
 
 # Held assets: the positions the snapshot job kept at its last cut, moved by the ledger
@@ -79,14 +80,6 @@ INSERT INTO ledger_entry (portfolio_scope, followed_user_id, condition_id, asset
 VALUES (%(s)s, %(u)s, %(c)s, %(a)s, 'SETTLEMENT', %(q)s, %(cash)s, %(p)s, %(ref)s, %(t)s)
 ON CONFLICT (portfolio_scope, ref_id, entry_type) DO NOTHING
 """
-_MARK = """
-INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source, observed_at)
-VALUES (%s, %s, %s, %s, %s) ON CONFLICT (asset_id, bucket) DO NOTHING
-"""
-
-
-def bucket_of(t: datetime) -> datetime:
-    return t.replace(second=t.second - t.second % 30, microsecond=0)
 
 
 def settlement_ref(asset_id: str, user_id: int | None) -> str:
@@ -202,9 +195,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     held = conn.execute(_HELD).fetchall()  # settlement closed some
     found, rejects, no_book = marks(ups, held)
     quarantine.record(conn, rejects, now)
-    bucket = bucket_of(now)
-    with conn.cursor() as cur:
-        cur.executemany(_MARK, [(a, bucket, m, src, now) for a, m, src in found])
+    store_marks.store(conn, [(a, m, src) for a, m, src in found], now)
     for _, _, src in found:
         ctx.count(src.lower())
     ctx.count("no_book", no_book)

@@ -269,3 +269,13 @@ def test_real_v2_order_filled_amounts_decode_to_clob_prices_and_fees(
         rate, p = Decimal(vector["fee_rate"]), Decimal(vector["price"])
         expected_fee = Decimal(fill.share_micros) * rate * p * (1 - p)
         assert abs(fill.fee_micros - expected_fee) <= 10, vector
+
+
+def test_a_malformed_neg_risk_id_does_not_cost_the_market_its_metadata(
+    shared_fixtures: Path,
+) -> None:
+    row = dict(load(shared_fixtures, "nautilus_gamma_market_live.json"))
+    row["negRiskMarketID"], row["questionID"] = "0xnot-hex", 12345
+    market = gamma.GammaMarket.model_validate(row)
+    assert market.neg_risk_market_id is None and market.question_index is None
+    assert market.clob_token_ids and market.fee_rate == 40_000

@@ -24,13 +24,11 @@ def bucket_of(t: datetime) -> datetime:
     return t.replace(second=t.second - t.second % 30, microsecond=0)
 
 
-def store_mids(conn: db.Conn, mids: dict[str, int], at: datetime, source: str) -> None:
-    """Stores fetched mids as this bucket's marks (a bucket's first mark stays)."""
+def store(conn: db.Conn, found: Sequence[tuple[str, int, str]], at: datetime) -> None:
+    """Stores (asset, mid, source) marks observed at `at` as that bucket's marks (a
+    bucket's first mark stays): the price job's and those fetched for an allocation."""
     with conn.cursor() as cur:
-        cur.executemany(
-            MIDS["insert"],
-            [(a, bucket_of(at), mid, source, at) for a, mid in sorted(mids.items())],
-        )
+        cur.executemany(MIDS["insert"], [(a, bucket_of(at), m, src, at) for a, m, src in found])
 
 
 def at_moment(
@@ -49,7 +47,8 @@ def at_moment(
     if len(found) < len(assets) and fetch is not None:
         fetched = fetch(list(assets))
         if all(a in fetched for a in assets):
-            store_mids(conn, fetched, at if now - at <= NOW_SLACK else now, "MIDPOINT")
+            mids = [(a, mid, "MIDPOINT") for a, mid in sorted(fetched.items())]
+            store(conn, mids, at if now - at <= NOW_SLACK else now)
             return {a: fetched[a] for a in assets}
     return found if all(a in found for a in assets) else None
 

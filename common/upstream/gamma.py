@@ -27,8 +27,16 @@ def _json_list(value: Any) -> Any:
     return value
 
 
-def _blank_none(value: Any) -> Any:
-    return None if value in ("", None) else value
+def _hash_or_none(value: Any) -> str | None:
+    """An optional 32-byte id: kept when it is one, else None. These ids only matter for
+    neg-risk conversions; a malformed one must not cost the market its other metadata."""
+    if isinstance(value, str) and len(value) == 66 and value[:2] == "0x":
+        try:
+            int(value[2:], 16)
+        except ValueError:
+            return None
+        return value.lower()
+    return None
 
 
 def _alias(*names: str, default: Any = None) -> Any:
@@ -66,10 +74,10 @@ class GammaMarket(wire.WireModel):
     uma_resolution_status: str | None = _alias("umaResolutionStatus", "uma_resolution_status")
     # A neg-risk market's id in the NegRiskAdapter and this question's id in it (the
     # market id with its last byte set to the question's index): what a CONVERSION names.
-    neg_risk_market_id: Annotated[wire.Hash32 | None, BeforeValidator(_blank_none)] = _alias(
+    neg_risk_market_id: Annotated[str | None, BeforeValidator(_hash_or_none)] = _alias(
         "negRiskMarketID", "neg_risk_market_id"
     )
-    question_id: Annotated[wire.Hash32 | None, BeforeValidator(_blank_none)] = _alias(
+    question_id: Annotated[str | None, BeforeValidator(_hash_or_none)] = _alias(
         "questionID", "question_id"
     )
 

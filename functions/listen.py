@@ -1,6 +1,9 @@
 """The chain listener: one persistent WebSocket subscribed to OrderFilled logs whose
-order owner is a followed wallet. Each log becomes a trade_event the moment its frame
-arrives (that instant is its detect time); a log re-sent with `removed: true` undoes it.
+order owner is a followed wallet, and to the NegRiskAdapter's PositionsConverted logs
+whose stakeholder is one (two subscriptions: the wallet sits in a different topic).
+Each fill becomes a trade_event, each conversion an activity_event (source CHAIN), the
+moment its frame arrives (that instant is its detect time); a log re-sent with
+`removed: true` undoes it.
 
 A frame that does not parse or decode is quarantined and the listener goes on. On a
 drop it reconnects with capped exponential backoff and jitter; after every reconnect it
@@ -126,7 +129,10 @@ class Listener:
         self.backfill, self.refresh_s, self.jitter = backfill, refresh_s, jitter
         self._conn: db.Conn | None = None
         self.wallets: dict[str, int] = {}
-        self.sub_id: str | None = None
+        self.subs: dict[str, str] = {}  # filter name -> subscription id ("" if refused)
+        self._sub_requests: dict[int, str] = {}  # eth_subscribe request id -> filter name
+        self._filters: list[str] = []  # the filters the current wallets need
+        self._replays = 0  # eth_getLogs requests of the catch-up not yet answered
         self.connected = False
         self.sessions = self.reconnects = self.attempts = 0  # attempts: connections tried
         self.counts: Counter[str] = Counter()
@@ -135,12 +141,18 @@ class Listener:
         self._saved_block: int | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, str] = {}
-        self._sub_request = 0
         self.last_frame = time.monotonic()
         self._beat_due = self._refresh_due = 0.0
         self._backfill_thread: threading.Thread | None = None
         self._gap_from: int | None = None
         self._unreplayed: int | None = None  # a catch-up asked for and not yet answered
+
+    @property
+    def sub_id(self) -> str | None:
+        """The fills subscription's id once every subscription is answered, else None."""
+        if not self._filters or any(name not in self.subs for name in self._filters):
+            return None
+        return self.subs.get("fills")
 
     @property
     def conn(self) -> db.Conn:
@@ -227,7 +239,8 @@ class Listener:
 
     def _session(self, ws: ClientConnection, deadline: float | None, idle_s: float | None) -> None:
         self.sessions += 1
-        self.wallets, self.sub_id, self._pending = {}, None, {}
+        self.wallets, self._pending = {}, {}
+        self.subs, self._sub_requests, self._filters, self._replays = {}, {}, [], 0
         self._set_connected(True)
         now = self.clock()
         if self.sessions > 1:
@@ -260,23 +273,26 @@ class Listener:
         return rid
 
     def _refresh(self, ws: ClientConnection) -> None:
-        """Re-reads the followed set; resubscribes when its wallets changed."""
+        """Re-reads the followed set; resubscribes (every filter) when its wallets changed."""
         self._refresh_due = time.monotonic() + self.refresh_s
         new = load_wallets(self.conn)
         added, dropped = wallet_changes(self.wallets, new)
         self.wallets = new
-        settled = self.sub_id is not None or self._sub_request in self._pending or not new
+        asked = set(self.subs) | set(self._sub_requests.values())
+        settled = not new or all(name in asked for name in self._filters)
         if not (added or dropped) and settled:
             return
-        if self.sub_id is not None:
-            self._send(ws, "eth_unsubscribe", [self.sub_id], "unsubscribe")
-            self.sub_id = None
-        self._sub_request = 0
-        if new:  # an empty topic list would match every wallet
-            request = chain.subscribe_request(next(self._ids), sorted(new), self.s)
-            self._sub_request = json.loads(request)["id"]
-            self._pending[self._sub_request] = "subscribe"
-            ws.send(request)
+        for sub in self.subs.values():
+            if sub:
+                self._send(ws, "eth_unsubscribe", [sub], "unsubscribe")
+        self.subs, self._sub_requests = {}, {}
+        filters = chain.log_filters(sorted(new), self.s) if new else {}
+        self._filters = list(filters)  # none for no wallet: an empty topic matches all
+        for name, spec in filters.items():
+            rid = next(self._ids)
+            self._pending[rid] = "subscribe"
+            self._sub_requests[rid] = name
+            ws.send(chain.subscribe_request(rid, sorted(new), self.s, spec))
         log.info("listen: subscribing to %d wallets (+%d -%d)", len(new), len(added), len(dropped))
         self._beat(self.clock())
 
@@ -294,6 +310,9 @@ class Listener:
 
     def _store(self, item: chain.ChainLog, raw: str, source: str, now: datetime) -> None:
         context = {"tx": item.transaction_hash, "log_index": item.log_index}
+        if chain.is_conversion(item, self.s):
+            self._store_conversion(item, raw, source, now, context)
+            return
         try:
             fill = chain.decode_order_filled(item, self.s)
         except chain.DecodeError as exc:
@@ -314,19 +333,47 @@ class Listener:
         if not fill.removed:
             self.last_block = max(self.last_block or 0, fill.block_number)
 
+    def _store_conversion(
+        self, item: chain.ChainLog, raw: str, source: str, now: datetime, context: dict[str, str]
+    ) -> None:
+        try:
+            conversion = chain.decode_positions_converted(item, self.s)
+        except chain.DecodeError as exc:
+            self._quarantine(wire.Reject(source, str(exc), raw, context), now)
+            return
+        user = self.wallets.get(conversion.owner)
+        if user is None:
+            self.counts["ignored"] += 1
+            return
+        try:
+            action = ingest.store_chain_conversion(self.conn, conversion, user, now, raw)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            self._quarantine(wire.Reject(source, f"not stored: {exc}", raw, context), now)
+            return
+        self.counts["logs"] += 1
+        self.counts["conversions"] += 1
+        self.counts[f"conversion_{action}"] += 1
+        self.last_log_at = now
+        if not conversion.removed:
+            self.last_block = max(self.last_block or 0, conversion.block_number)
+
     def _quarantine(self, reject: wire.Reject, now: datetime) -> None:
         quarantine.record(self.conn, [reject], now)
         self.counts["quarantined"] += 1
 
     def _reply(self, reply: chain.RpcReply, now: datetime, ws: ClientConnection | None) -> None:
         kind = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+        name = self._sub_requests.pop(reply.id, None) if kind == "subscribe" else None
         if reply.error is not None:
-            if kind == "subscribe" and reply.id == self._sub_request:
+            if name == "fills":
                 raise SubscribeFailed(f"eth_subscribe refused: {reply.error}")
-            log.warning("listen: %s failed: %s", kind or "request", reply.error)
+            if name is not None:  # conversions refused: fills go on, the status says so
+                self.subs[name] = ""
+                self.counts[f"{name}_refused"] += 1
+            log.warning("listen: %s %s failed: %s", kind or "request", name or "", reply.error)
         elif kind == "subscribe" and ws is not None:
-            if reply.id == self._sub_request:
-                self.sub_id = str(reply.result)
+            if name is not None:
+                self.subs[name] = str(reply.result)
                 self._beat(now)
             else:  # an answer to a subscription we already replaced
                 self._send(ws, "eth_unsubscribe", [reply.result], "unsubscribe")
@@ -337,8 +384,10 @@ class Listener:
                 self._save_block(now)
             start = catchup_from(self._gap_from, latest)
             if start is not None and self.wallets:
-                spec = {**chain.log_filter(sorted(self.wallets), self.s), "fromBlock": hex(start)}
-                self._send(ws, "eth_getLogs", [{**spec, "toBlock": reply.result}], "getLogs")
+                span = {"fromBlock": hex(start), "toBlock": reply.result}
+                for spec in chain.log_filters(sorted(self.wallets), self.s).values():
+                    self._send(ws, "eth_getLogs", [{**spec, **span}], "getLogs")
+                    self._replays += 1
             else:
                 self._unreplayed = None
         elif kind == "getLogs" and isinstance(reply.result, list):
@@ -349,6 +398,12 @@ class Listener:
                 else:
                     self._store(parsed, wire.dump_payload(raw), "chain/getLogs", now)
             log.info("listen: replayed %d logs with eth_getLogs", len(reply.result))
+            self._replayed()
+
+    def _replayed(self) -> None:
+        """One catch-up answer is in; the gap is closed once every filter's is."""
+        self._replays = max(0, self._replays - 1)
+        if not self._replays:
             self._unreplayed = None
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -356,7 +411,7 @@ class Listener:
         if connected != self.connected:
             self.connected = connected
             if not connected:
-                self.sub_id = None
+                self.subs, self._sub_requests = {}, {}
             try:
                 self._beat(self.clock())
             except DB_ERRORS as exc:
@@ -371,6 +426,7 @@ class Listener:
         return {
             "connected": self.connected,
             "subscription": self.sub_id,
+            "conversions_subscribed": bool(self.subs.get("conversions")),
             "wallets": len(self.wallets),
             "logs": self.counts["logs"],
             "last_log_at": self.last_log_at.isoformat() if self.last_log_at else None,

@@ -110,7 +110,7 @@ def find_stalls(conn: db.Conn, now: datetime, s: Any) -> list[dict[str, Any]]:
         findings.append({"kind": "shadow_stuck", **_plain(stuck)})
     for r in conn.execute(
         """SELECT followed_user_id, count(*) AS n, min(event_time) AS since
-           FROM activity_event WHERE activity_type = 'CONVERSION' AND shadow_state = 'NOT_APPLIED'
+           FROM uncertain_conversion
            GROUP BY followed_user_id ORDER BY followed_user_id"""
     ):  # the shadow book is uncertain from the first one on (SPEC §6)
         findings.append({"kind": "shadow_uncertain_conversion", **_plain(r)})

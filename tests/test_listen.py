@@ -430,7 +430,8 @@ def test_a_change_of_the_followed_set_resubscribes(db_url: str, conn: db.Conn) -
             conn.execute("UPDATE followed_user SET enabled = false WHERE id = %(u)s", {"u": user})
             wait_for(lambda: set(listener.wallets) == {second} and listener.sub_id != old_sub)
             wait_for(lambda: listener.sub_id is not None and heartbeat(conn)["wallets"] == 1)
-            assert sb.state()["counts"]["ws_subscriptions"] == 1
+            # the old pair (fills, conversions) unsubscribed, the new pair live
+            assert sb.state()["counts"]["ws_subscriptions"] == 2
             end = advance(sb, listener, 240_000)
         before = expected(sb, ANCHOR, changed, {first})
         after = expected(sb, changed, end, {second})

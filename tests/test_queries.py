@@ -29,6 +29,7 @@ def test_every_file_parses_and_names_its_queries() -> None:
         "ledger_entry",
         "market",
         "market_price_snapshot",
+        "neg_risk_market",
         "order_book_snapshot",
         "portfolio",
         "trade_event",

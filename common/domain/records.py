@@ -85,6 +85,12 @@ class ActivityEvent(Record):
     usdc_micros: Usdc
     event_time: datetime
     tx_hash: str | None = None
+    # A CONVERSION: DATA_API (legs unknown) or CHAIN (PositionsConverted: the neg-risk
+    # market and the index set of the questions whose NO shares were converted).
+    source: str | None = None
+    detect_time: datetime | None = None
+    neg_risk_market_id: str | None = None
+    index_set: str | None = None  # hex
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,14 @@ Rules (SPEC §4 "Shadow"):
   transaction's logs for the wallet leave no room for it) is never applied;
 - a SPLIT / MERGE / REDEEM waits for its market's outcome assets; a REDEEM first undoes
   a settlement the price job made of the position (once), then takes every share held;
-- a CONVERSION is not applied (the Data API row lacks its neg-risk legs) and is refused
-  with the reason, so it is counted, not lost.
+- a CONVERSION applies from the chain's PositionsConverted log (source CHAIN), which
+  names the neg-risk market and the index set: once it is `grace` old (a reorg can
+  still remove it), its legs are the questions Gamma lists for that market
+  (`negrisk.conversion_legs`); while they cannot be told it waits, up to
+  CONVERSION_WAIT, then it is refused with the reason (the book is uncertain from
+  then on). A Data API CONVERSION row does not say which outcomes were converted: it
+  waits `grace` for its transaction's log (store.shadow supersedes it once that is
+  stored) and is refused without one.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from common.domain import ledger
+from common.domain import ledger, negrisk
 from common.domain.records import ActivityEvent, OutcomeAsset, TradeEvent
 
 Event = TradeEvent | ActivityEvent
 CONVERSION_REASON = (
     "CONVERSION not applied to the shadow book: the Data API row does not say which"
-    " neg-risk outcomes were converted"
+    " neg-risk outcomes were converted, and no PositionsConverted log of its"
+    " transaction was seen on the chain"
 )
+CONVERSION_WAIT = timedelta(minutes=10)  # for the market's questions, after detection
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Refusal:
 
     kind: str  # "contradicted" | "conversion"
     row: Event
+    reason: str = CONVERSION_REASON
 
 
 @dataclass
@@ -72,12 +81,13 @@ def plan(
     now: datetime,
     grace: timedelta,
     marks: Mapping[int, Mapping[str, int]] | None = None,
+    neg_risk: Mapping[str, negrisk.Market] | None = None,
 ) -> Plan:
     """Returns what applying `events` in order writes. `markets` maps a condition to its
     outcome assets, `held` the user's shares of them,
     `settled` the undo entry of each asset's settlement not yet undone, `marks` the
     outcomes' marks at the moment of each SPLIT / MERGE (by activity id; the fold
-    allocates its cost by them)."""
+    allocates its cost by them), `neg_risk` the neg-risk markets chain conversions name."""
     out = Plan()
     shares = dict(held)
     undo = dict(settled)
@@ -93,10 +103,17 @@ def plan(
             new = ledger.fill_entries(row)
             out.applied_trades.append(row.id)
         elif row.activity_type == "CONVERSION":
-            out.applied_acts.append((row.id, "NOT_APPLIED"))
-            out.refusals.append(Refusal("conversion", row))
-            out.counts["conversion_not_applied"] += 1
-            continue
+            verdict = conversion(row, neg_risk or {}, now, grace)
+            if verdict is None:
+                out.counts["conversion_waiting"] += 1
+                break
+            if isinstance(verdict, str):
+                out.applied_acts.append((row.id, "NOT_APPLIED"))
+                out.refusals.append(Refusal("conversion", row, verdict))
+                out.counts["conversion_not_applied"] += 1
+                continue
+            new = verdict
+            out.applied_acts.append((row.id, "APPLIED"))
         else:
             assets = markets.get(row.condition_id or "")
             if not assets:
@@ -109,6 +126,32 @@ def plan(
                 shares[e.asset_id] = shares.get(e.asset_id, 0) + e.share_delta_micros
         out.entries.extend(new)
     return out
+
+
+def conversion(
+    row: ActivityEvent, neg_risk: Mapping[str, negrisk.Market], now: datetime, grace: timedelta
+) -> list[ledger.Entry] | str | None:
+    """The entries of a CONVERSION, or why it is refused, or None while it waits."""
+    detected = row.detect_time or row.event_time
+    if row.source != "CHAIN" or row.neg_risk_market_id is None or row.index_set is None:
+        return None if detected > now - grace else CONVERSION_REASON
+    if detected > now - grace:
+        return None  # a reorg can still take it out
+    market = neg_risk.get(row.neg_risk_market_id)
+    legs = (
+        negrisk.conversion_legs(market, int(row.index_set, 16))
+        if market is not None
+        else f"neg-risk market {row.neg_risk_market_id} not yet looked up on Gamma"
+    )
+    if isinstance(legs, str):
+        if detected > now - CONVERSION_WAIT:
+            return None
+        return f"CONVERSION not applied to the shadow book: {legs}"
+    no_legs, yes_legs = legs
+    fee = market.fee_bips if market is not None and market.fee_bips else 0
+    return ledger.conversion_entries(
+        f"activity:{row.id}", row.event_time, no_legs, yes_legs, int(row.share_micros), fee
+    )
 
 
 def _activity(

@@ -27,6 +27,12 @@ V2_EXCHANGES = (
 )
 V1_ORDER_FILLED_TOPIC = "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f2d65bfec0f6"
 V2_ORDER_FILLED_TOPIC = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
+# Polymarket/neg-risk-ctf-adapter: the NegRiskAdapter (convertPositions), still the one
+# V2 neg-risk markets convert through, and topic0 of its
+# PositionsConverted(address indexed stakeholder, bytes32 indexed marketId,
+# uint256 indexed indexSet, uint256 amount).
+NEG_RISK_ADAPTERS = ("0xd91e80cf2e7be2e162c6513ced06f1dd0da35296",)
+POSITIONS_CONVERTED_TOPIC = "0xb03d19dddbc72a87e735ff0ea3b57bef133ebe44e1894284916a84044deb367e"
 
 AddressList = Annotated[tuple[str, ...], NoDecode]
 OriginList = Annotated[tuple[str, ...], NoDecode]
@@ -92,6 +98,14 @@ class Settings(BaseSettings):
     )
     order_filled_topic_v2: str = Field(
         default=V2_ORDER_FILLED_TOPIC, description="topic0 of the V2 OrderFilled event."
+    )
+    neg_risk_adapters: AddressList = Field(
+        default=NEG_RISK_ADAPTERS,
+        description="NegRiskAdapter contracts whose PositionsConverted logs are read.",
+    )
+    positions_converted_topic: str = Field(
+        default=POSITIONS_CONVERTED_TOPIC,
+        description="topic0 of the NegRiskAdapter's PositionsConverted event.",
     )
 
     http_timeout_s: float = Field(default=10.0, gt=0, description="Per-request HTTP timeout.")
@@ -314,14 +328,16 @@ class Settings(BaseSettings):
         description="A prune run stops after this long; the next run goes on from there.",
     )
 
-    @field_validator("exchange_addresses_v1", "exchange_addresses_v2", mode="before")
+    @field_validator(
+        "exchange_addresses_v1", "exchange_addresses_v2", "neg_risk_adapters", mode="before"
+    )
     @classmethod
     def _split_addresses(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("exchange_addresses_v1", "exchange_addresses_v2")
+    @field_validator("exchange_addresses_v1", "exchange_addresses_v2", "neg_risk_adapters")
     @classmethod
     def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for address in value:
@@ -361,7 +377,7 @@ class Settings(BaseSettings):
         hosts = (urllib.parse.urlsplit(o).hostname or "" for o in self.public_origins())
         return tuple(dict.fromkeys(f"[{h}]" if ":" in h else h for h in hosts))
 
-    @field_validator("order_filled_topic_v1", "order_filled_topic_v2")
+    @field_validator("order_filled_topic_v1", "order_filled_topic_v2", "positions_converted_topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
         if len(value) != 66 or not value.startswith("0x"):

@@ -29,6 +29,7 @@ from common.store import db, quarantine, queries, shadow
 from common.upstream import chain, data_api, wire
 
 TRADES = queries.load("trade_event")
+ACTIVITY = queries.load("activity_event")
 
 SHARE_TOLERANCE = 10  # micros: the Data API's float sizes may differ from chain amounts
 
@@ -499,6 +500,55 @@ def store_chain_fill(
                 {**params, "state": "REMOVED" if action == "remove" else "FLAGGED"},
             )
     return action
+
+
+ConversionAction = Literal["insert", "duplicate", "remove", "restore", "ignore"]
+
+
+def conversion_source_id(c: chain.ChainConversion) -> str:
+    """A conversion's stable id: the same after a re-inclusion in another block."""
+    return f"{c.tx_hash}:{c.market_id}:{c.index_set:x}:{c.amount_micros}"
+
+
+def store_chain_conversion(
+    conn: db.Conn, c: chain.ChainConversion, followed_user_id: int, now: datetime, raw: str
+) -> ConversionAction:
+    """Stores one decoded PositionsConverted of a followed wallet as an activity_event
+    (source CHAIN), or marks a removed one (reorg); returns what it did."""
+    params = {
+        "sid": conversion_source_id(c),
+        "uid": followed_user_id,
+        "wallet": c.owner,
+        "market": c.market_id,
+        "amount": c.amount_micros,
+        "index_set": f"{c.index_set:#x}",
+        "tx": c.tx_hash,
+        "li": c.log_index,
+        "block": c.block_number,
+        "et": c.block_time or now,
+        "now": now,
+        "payload": Jsonb(
+            {"adapter": c.adapter, "log": raw[: wire.MAX_PAYLOAD_CHARS]}, dumps=wire.json_text
+        ),
+    }
+    with conn.transaction():
+        db.lock_ingest(conn)
+        row = conn.execute(ACTIVITY["chain_conversion"], params).fetchone()
+        if row is None:
+            if c.removed:
+                return "ignore"
+            conn.execute(ACTIVITY["insert_chain_conversion"], params)
+            return "insert"
+        params["id"] = row["id"]
+        if c.removed:
+            if row["reorg_state"] == "REMOVED":
+                return "duplicate"
+            conn.execute(ACTIVITY["remove_chain_conversion"], params)
+            return "remove"
+        if row["reorg_state"] == "REMOVED":
+            conn.execute(ACTIVITY["restore_chain_conversion"], params)
+            return "restore"
+        return "duplicate"
 
 
 _INSERT_ACTIVITY = """

@@ -6,17 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from common.store import db, quarantine
+from common.domain import negrisk
+from common.store import db, quarantine, queries
 from common.upstream import gamma, http
+
+NEG_RISK = queries.load("neg_risk_market")
 
 _UPSERT_MARKET = """
 INSERT INTO market (condition_id, gamma_id, question, slug, end_time, active, closed,
     accepting_orders, neg_risk, tick_size_micros, min_order_size_micros, fees_enabled,
     fee_rate_micros, fee_exponent, fee_taker_only, resolved_at, first_seen_at,
-    metadata_fetched_at, neg_risk_market_id, question_index)
+    metadata_fetched_at, neg_risk_market_id, question_index, neg_risk_fee_bips)
 VALUES (%(cond)s, %(gid)s, %(q)s, %(slug)s, %(end)s, %(active)s, %(closed)s, %(accepting)s,
     %(neg)s, %(tick)s, %(min)s, %(fees)s, %(rate)s, %(exp)s, %(taker)s,
-    CASE WHEN %(resolved)s THEN %(now)s::timestamptz END, %(now)s, %(now)s, %(nrm)s, %(qi)s)
+    CASE WHEN %(resolved)s THEN %(now)s::timestamptz END, %(now)s, %(now)s, %(nrm)s, %(qi)s,
+    %(bips)s)
 ON CONFLICT (condition_id) DO UPDATE SET gamma_id = EXCLUDED.gamma_id,
     question = EXCLUDED.question, slug = EXCLUDED.slug, end_time = EXCLUDED.end_time,
     active = EXCLUDED.active, closed = EXCLUDED.closed,
@@ -27,7 +31,9 @@ ON CONFLICT (condition_id) DO UPDATE SET gamma_id = EXCLUDED.gamma_id,
     fee_exponent = EXCLUDED.fee_exponent, fee_taker_only = EXCLUDED.fee_taker_only,
     resolved_at = COALESCE(market.resolved_at, EXCLUDED.resolved_at),
     metadata_fetched_at = EXCLUDED.metadata_fetched_at,
-    neg_risk_market_id = EXCLUDED.neg_risk_market_id, question_index = EXCLUDED.question_index
+    neg_risk_market_id = COALESCE(EXCLUDED.neg_risk_market_id, market.neg_risk_market_id),
+    question_index = COALESCE(EXCLUDED.question_index, market.question_index),
+    neg_risk_fee_bips = EXCLUDED.neg_risk_fee_bips
 """
 _UPSERT_ASSET = """
 INSERT INTO outcome_asset (asset_id, condition_id, outcome, outcome_index, payout_micros)
@@ -57,6 +63,7 @@ def store(conn: db.Conn, markets: Iterable[gamma.GammaMarket], now: datetime) ->
                     "neg": m.neg_risk,
                     "nrm": m.neg_risk_market_id,
                     "qi": m.question_index,
+                    "bips": m.neg_risk_fee_bips,
                     "tick": m.tick_size,
                     "min": m.min_order_size,
                     "fees": m.fees_enabled,
@@ -132,3 +139,59 @@ def ensure(
         store(conn, fetched, now)
         conditions |= {m.condition_id for m in fetched}
     return assets_of(conn, conditions)
+
+
+PROBE_PAD = 8  # questions asked for past the highest index known
+PROBE_MARKETS = 20  # neg-risk markets probed per run
+
+
+def probe_neg_risk(conn: db.Conn, upstream: http.Upstream, now: datetime) -> int:
+    """Looks up on Gamma the questions of each neg-risk market a pending chain
+    conversion names and Gamma was not asked about since: question i's condition is
+    derived from the adapter, the market id and i (`negrisk`), asked for from 0 to the
+    highest index known or named plus PROBE_PAD, further while the top ones are found.
+    Records the count (no gap) and the fee. Returns the markets probed; raises
+    UpstreamError when Gamma cannot answer (the conversions then wait)."""
+    rows = conn.execute(NEG_RISK["to_probe"], {"limit": PROBE_MARKETS}).fetchall()
+    for r in rows:
+        market_id, adapter = r["market_id"], r["adapter"]
+        named = max((int(x, 16).bit_length() for x in r["index_sets"] if x), default=0)
+        known = {
+            k["question_index"] for k in conn.execute(NEG_RISK["known_indices"], {"m": market_id})
+        }
+        start, stop = 0, max([named, *(i + 1 for i in known)]) + PROBE_PAD
+        while start < negrisk.MAX_QUESTIONS:
+            stop = min(stop, negrisk.MAX_QUESTIONS)
+            derived = {
+                negrisk.condition_id(adapter, negrisk.question_id(market_id, i)): i
+                for i in range(start, stop)
+                if i not in known
+            }
+            batch = gamma.fetch_markets(upstream, condition_ids=sorted(derived))
+            quarantine.record(conn, batch.rejects, now)
+            found = [m for m in batch.items if m.condition_id in derived]
+            store(conn, found, now)
+            for m in found:
+                params = {"m": market_id, "i": derived[m.condition_id], "c": m.condition_id}
+                conn.execute(NEG_RISK["set_question"], params)
+                known.add(derived[m.condition_id])
+            if not any(i >= stop - PROBE_PAD for i in known):
+                break  # the last PROBE_PAD asked for are not listed: past the end
+            start, stop = stop, stop + PROBE_PAD * 4
+        count = negrisk.question_count(known)
+        conn.execute(NEG_RISK["upsert"], {"m": market_id, "n": count, "now": now})
+    return len(rows)
+
+
+def neg_risk_markets(conn: db.Conn, market_ids: Iterable[str]) -> dict[str, negrisk.Market]:
+    """Returns the probed neg-risk markets among `market_ids`, with their questions."""
+    out: dict[str, negrisk.Market] = {}
+    questions: dict[str, dict[int, negrisk.Question]] = {}
+    for r in conn.execute(NEG_RISK["questions"], {"m": sorted(set(market_ids))}):
+        qs = questions.setdefault(r["market_id"], {})
+        out[r["market_id"]] = negrisk.Market(r["market_id"], r["question_count"], r["fee_bips"], qs)
+        assets = r["assets"] or []
+        if r["question_index"] is not None and len(assets) == 2:
+            i = r["question_index"]
+            qs[i] = negrisk.Question(i, r["condition_id"], assets[0], assets[1])
+    return out

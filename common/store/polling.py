@@ -489,9 +489,16 @@ def apply_shadow(
     ups: http.Upstreams | None = None,
 ) -> dict[str, int]:
     """Applies the shadow ledger; with `ups`, a SPLIT / MERGE whose outcomes have no
-    recent mark gets midpoints fetched for its cost allocation."""
+    recent mark gets midpoints fetched for its cost allocation, and the neg-risk markets
+    of pending chain conversions are looked up on Gamma first (an unreachable Gamma
+    leaves them waiting, never stops the ledger)."""
     s = s or settings.get()
     fetch = None if ups is None else midpoints_of(ups)
+    if ups is not None:
+        try:
+            markets.probe_neg_risk(conn, ups.gamma, now)
+        except http.UpstreamError as exc:
+            log.warning("shadow: neg-risk markets not looked up: %s", exc)
     return shadow.apply_pending(
         conn,
         now,

@@ -7,8 +7,12 @@
 - a position still held a day after its market resolved is settled at the payout by the
   price job (a SHADOW_USER `SETTLEMENT`: the "unredeemed" flag); a REDEEM arriving after
   that first undoes the settlement (`…:undo`), then applies as usual;
-- CONVERSION: not applied (the Data API row lacks the neg-risk legs): marked
-  NOT_APPLIED and quarantined with the reason, so it is counted, not lost.
+- CONVERSION: applied from the chain's PositionsConverted log (its neg-risk market's
+  questions looked up on Gamma by `markets.probe_neg_risk`): NO shares of the index
+  set's questions out, YES shares of the others in, collateral back. A Data API row of
+  the same transaction is SUPERSEDED; one without a chain log, or a conversion whose
+  legs cannot be told, ends NOT_APPLIED and is quarantined with the reason, so it is
+  counted, not lost (the user's book is uncertain from then on).
 BUY/SELL is never mapped to YES/NO: the outcome is the asset.
 
 Seeding (functions/poll.py `seed_user`) stores the user's recent fills and marks those
@@ -28,6 +32,7 @@ from datetime import datetime, timedelta
 
 from common.domain import ledger, records, shadow_plan
 from common.store import db, marks, quarantine, queries
+from common.store import markets as markets_mod
 from common.upstream import wire
 
 BATCH = 5000  # events applied per user per transaction
@@ -103,6 +108,8 @@ def apply_user(
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
         for table in (TRADES, ACTIVITY):  # history older than the seed
             counts["covered_by_seed"] += conn.execute(table["cover_by_seed"], params).rowcount
+        superseded = conn.execute(ACTIVITY["supersede_api_conversions"], params).rowcount
+        counts["conversions_superseded"] += superseded
         trades = [
             records.TradeEvent.from_row(r) for r in conn.execute(TRADES["pending_for_user"], params)
         ]
@@ -128,7 +135,9 @@ def apply_user(
             ]
             if got is not None
         }
-        p = shadow_plan.plan(events, markets, held, settled, now, grace, at_moment)
+        chain_markets = {r.neg_risk_market_id for r in acts if r.neg_risk_market_id}
+        neg_risk = markets_mod.neg_risk_markets(conn, chain_markets) if chain_markets else {}
+        p = shadow_plan.plan(events, markets, held, settled, now, grace, at_moment, neg_risk)
         write_plan(conn, user_id, p, now)
     counts.update(p.counts)
     counts["trades_applied"] += len(p.applied_trades)
@@ -174,7 +183,7 @@ def refusal_reject(refusal: shadow_plan.Refusal) -> wire.Reject:
     fields = {f: str(getattr(row, f)) for f in row.__dataclass_fields__}
     return wire.Reject(
         "shadow/conversion",
-        shadow_plan.CONVERSION_REASON,
+        refusal.reason,
         wire.dump_payload(fields),
         {"activity_event_id": row.id},
     )

@@ -8,6 +8,11 @@ metadata. In both, topics = [topic0, orderHash, maker, taker] and the order's ow
 the maker topic (topics[2]); the taker order's own event has the exchange as `taker`.
 Amounts are 6-decimal integers: a BUY gives collateral (makerAmountFilled) for shares
 (takerAmountFilled), a SELL the reverse.
+
+The NegRiskAdapter's PositionsConverted(address indexed stakeholder, bytes32 indexed
+marketId, uint256 indexed indexSet, uint256 amount): topics = [topic0, stakeholder,
+marketId, indexSet], data = amount (`common.domain.negrisk` has what it moves). Its
+owner is topics[1], so it needs a filter, and a subscription, of its own.
 """
 
 from __future__ import annotations
@@ -66,6 +71,24 @@ class ChainFill:
     def is_taker_order(self) -> bool:
         """True for the taker order's own event (its `taker` topic is the exchange)."""
         return self.counterparty == self.exchange
+
+
+@dataclass(frozen=True)
+class ChainConversion:
+    """One decoded PositionsConverted: `owner` converted `amount` NO shares of each
+    question in `index_set` of neg-risk market `market_id`."""
+
+    adapter: str
+    owner: str
+    market_id: str
+    index_set: int
+    amount_micros: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str | None
+    block_time: datetime | None
+    removed: bool
 
 
 class DecodeError(ValueError):
@@ -132,9 +155,7 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
     price = money.price_micros(collateral, shares)
     if not 0 < price <= money.MICROS:
         raise DecodeError(f"impossible price {money.format_micros(price)} (not in (0, 1])")
-    block_time = None
-    if log.block_timestamp:
-        block_time = datetime.fromtimestamp(_int(log.block_timestamp, "blockTimestamp"), tz=UTC)
+    block_time = _block_time(log)
     return ChainFill(
         version=version,
         exchange=address,
@@ -152,6 +173,50 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
         block_number=_int(log.block_number, "blockNumber"),
         block_hash=log.block_hash.lower() if log.block_hash else None,
         block_time=block_time,
+        removed=log.removed,
+    )
+
+
+def _block_time(log: ChainLog) -> datetime | None:
+    if not log.block_timestamp:
+        return None
+    return datetime.fromtimestamp(_int(log.block_timestamp, "blockTimestamp"), tz=UTC)
+
+
+def is_conversion(log: ChainLog, s: settings_mod.Settings) -> bool:
+    return bool(log.topics) and log.topics[0].lower() == s.positions_converted_topic
+
+
+def decode_positions_converted(log: ChainLog, s: settings_mod.Settings) -> ChainConversion:
+    """Returns the conversion of a PositionsConverted log; raises DecodeError."""
+    address = log.address.lower()
+    if not is_conversion(log, s) or address not in s.neg_risk_adapters:
+        raise DecodeError(f"not a PositionsConverted of a configured adapter: {address}")
+    if len(log.topics) != 4:
+        raise DecodeError(f"PositionsConverted has 4 topics, got {len(log.topics)}")
+    words = _words(log.data)
+    if len(words) != 1:
+        raise DecodeError(f"PositionsConverted has 1 data word, got {len(words)}")
+    market = _int(log.topics[2], "marketId topic")
+    index_set = _int(log.topics[3], "indexSet topic")
+    amount = words[0]
+    if len(log.topics[2]) != 66 or not market:
+        raise DecodeError("marketId is not a 32-byte id")
+    if not index_set:
+        raise DecodeError("empty index set")
+    if not 0 < amount <= wire.MAX_AMOUNT_MICROS:
+        raise DecodeError(f"amount {amount} is zero or past {wire.MAX_AMOUNT_UNITS:,} units")
+    return ChainConversion(
+        adapter=address,
+        owner=_address_topic(log.topics[1], "stakeholder topic"),
+        market_id=log.topics[2].lower(),
+        index_set=index_set,
+        amount_micros=amount,
+        tx_hash=log.transaction_hash,
+        log_index=_int(log.log_index, "logIndex"),
+        block_number=_int(log.block_number, "blockNumber"),
+        block_hash=log.block_hash.lower() if log.block_hash else None,
+        block_time=_block_time(log),
         removed=log.removed,
     )
 
@@ -174,9 +239,32 @@ def log_filter(wallets: list[str], s: settings_mod.Settings) -> dict[str, Any]:
     }
 
 
-def subscribe_request(request_id: int, wallets: list[str], s: settings_mod.Settings) -> str:
-    """Returns the `eth_subscribe` logs request of `log_filter(wallets)`."""
-    params = log_filter(wallets, s)
+def conversion_filter(wallets: list[str], s: settings_mod.Settings) -> dict[str, Any]:
+    """Returns the logs filter for PositionsConverted of the configured NegRiskAdapters
+    where one of `wallets` is the stakeholder (topics[1])."""
+    return {
+        "address": list(s.neg_risk_adapters),
+        "topics": [[s.positions_converted_topic], sorted(pad_address(w) for w in wallets)],
+    }
+
+
+def log_filters(wallets: list[str], s: settings_mod.Settings) -> dict[str, dict[str, Any]]:
+    """Every filter the listener subscribes to, by name: fills, then conversions (none
+    when no adapter is configured)."""
+    out = {"fills": log_filter(wallets, s)}
+    if s.neg_risk_adapters:
+        out["conversions"] = conversion_filter(wallets, s)
+    return out
+
+
+def subscribe_request(
+    request_id: int,
+    wallets: list[str],
+    s: settings_mod.Settings,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """Returns the `eth_subscribe` logs request of `params` (default `log_filter(wallets)`)."""
+    params = params if params is not None else log_filter(wallets, s)
     return json.dumps(
         {"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": ["logs", params]}
     )

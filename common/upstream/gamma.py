@@ -39,6 +39,18 @@ def _hash_or_none(value: Any) -> str | None:
     return None
 
 
+def _bips_or_none(value: Any) -> int | None:
+    """Gamma's negRiskFeeBips, kept when it is a whole number of basis points in
+    [0, 10,000] (the adapter's own bound), else None, like the ids above."""
+    if isinstance(value, bool):
+        return None
+    try:
+        bips = int(value)
+    except (TypeError, ValueError):
+        return None
+    return bips if 0 <= bips <= 10_000 and bips == value else None
+
+
 def _alias(*names: str, default: Any = None) -> Any:
     return Field(default=default, validation_alias=AliasChoices(*names))
 
@@ -80,6 +92,21 @@ class GammaMarket(wire.WireModel):
     question_id: Annotated[str | None, BeforeValidator(_hash_or_none)] = _alias(
         "questionID", "question_id"
     )
+    # The adapter's conversion fee of the neg-risk market, on the market or its event.
+    neg_risk_fee_bips: Annotated[int | None, BeforeValidator(_bips_or_none)] = _alias(
+        "negRiskFeeBips", "neg_risk_fee_bips"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fee_bips_from_event(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("negRiskFeeBips") is None:
+            events = data.get("events")
+            if isinstance(events, list) and events and isinstance(events[0], dict):
+                bips = events[0].get("negRiskFeeBips")
+                if bips is not None:
+                    return {**data, "negRiskFeeBips": bips}
+        return data
 
     @model_validator(mode="after")
     def _outcomes_match_tokens(self) -> GammaMarket:

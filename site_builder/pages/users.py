@@ -160,9 +160,8 @@ def summaries(
         conn.execute(
             """SELECT u.*, (SELECT max(event_time) FROM trade_event t
                             WHERE t.followed_user_id = u.id) AS last_fill_at,
-                      (SELECT min(event_time) FROM activity_event a
-                       WHERE a.followed_user_id = u.id AND a.activity_type = 'CONVERSION'
-                         AND a.shadow_state = 'NOT_APPLIED') AS uncertain_since
+                      (SELECT min(event_time) FROM uncertain_conversion a
+                       WHERE a.followed_user_id = u.id) AS uncertain_since
                FROM followed_user u WHERE %(u)s::bigint IS NULL OR u.id = %(u)s
                ORDER BY u.copy_mode = 'REMOVED', lower(u.label), u.id""",
             {"u": only},

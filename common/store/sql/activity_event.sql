@@ -2,7 +2,7 @@
 -- A user's SPLIT / MERGE / REDEEM / CONVERSION rows not yet applied to the shadow
 -- ledger, from `since`, oldest first (records.ActivityEvent).
 SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_micros,
-       event_time, tx_hash
+       event_time, tx_hash, source, detect_time, neg_risk_market_id, index_set
 FROM activity_event
 WHERE shadow_applied_at IS NULL AND followed_user_id = %(u)s AND event_time >= %(since)s
 ORDER BY event_time, id
@@ -14,6 +14,48 @@ UPDATE activity_event SET shadow_applied_at = %(now)s, shadow_state = 'COVERED_B
 WHERE followed_user_id = %(u)s AND shadow_applied_at IS NULL AND event_time < %(since)s;
 
 -- mark_state --
--- APPLIED, or NOT_APPLIED (a CONVERSION).
+-- APPLIED, or NOT_APPLIED (a CONVERSION whose legs cannot be told).
 UPDATE activity_event SET shadow_applied_at = %(now)s, shadow_state = %(s)s
 WHERE id = ANY(%(ids)s);
+
+-- chain_conversion --
+-- A stored PositionsConverted of the chain, by its stable id (tx, market, index set,
+-- amount: a re-inclusion in another block keeps it, where the log index may move).
+SELECT id, shadow_state, reorg_state FROM activity_event
+WHERE source = 'CHAIN' AND source_id = %(sid)s;
+
+-- insert_chain_conversion --
+-- A PositionsConverted of a followed wallet. condition_id holds the neg-risk market id
+-- (a conversion spans that market's questions; no one condition is its own).
+INSERT INTO activity_event (source, source_id, followed_user_id, wallet, activity_type,
+    condition_id, share_micros, usdc_micros, tx_hash, event_time, detect_time, payload,
+    neg_risk_market_id, index_set, log_index, block_number)
+VALUES ('CHAIN', %(sid)s, %(uid)s, %(wallet)s, 'CONVERSION', %(market)s, %(amount)s, 0,
+    %(tx)s, %(et)s, %(now)s, %(payload)s, %(market)s, %(index_set)s, %(li)s, %(block)s)
+ON CONFLICT DO NOTHING;
+
+-- remove_chain_conversion --
+-- The log was reorged out: a conversion not yet applied ends REMOVED; one applied stays
+-- in the shadow book, flagged (uncertain_conversion shows it).
+UPDATE activity_event SET reorg_state = 'REMOVED',
+    shadow_state = CASE WHEN shadow_applied_at IS NULL THEN 'REMOVED' ELSE shadow_state END,
+    shadow_applied_at = coalesce(shadow_applied_at, %(now)s)
+WHERE id = %(id)s;
+
+-- restore_chain_conversion --
+-- The log is back (re-included): pending again if it had ended REMOVED.
+UPDATE activity_event SET reorg_state = NULL, block_number = %(block)s, log_index = %(li)s,
+    shadow_applied_at = CASE WHEN shadow_state = 'REMOVED' THEN NULL ELSE shadow_applied_at END,
+    shadow_state = CASE WHEN shadow_state = 'REMOVED' THEN NULL ELSE shadow_state END
+WHERE id = %(id)s;
+
+-- supersede_api_conversions --
+-- A user's Data API CONVERSION rows whose transaction's PositionsConverted log is
+-- stored (and not reorged out): the chain's names the legs, so it is the one applied.
+UPDATE activity_event a SET shadow_state = 'SUPERSEDED',
+    shadow_applied_at = coalesce(a.shadow_applied_at, %(now)s)
+WHERE a.followed_user_id = %(u)s AND a.source = 'DATA_API' AND a.activity_type = 'CONVERSION'
+  AND (a.shadow_state IS NULL OR a.shadow_state = 'NOT_APPLIED')
+  AND EXISTS (SELECT 1 FROM activity_event c
+              WHERE c.source = 'CHAIN' AND c.followed_user_id = a.followed_user_id
+                AND c.tx_hash = a.tx_hash AND c.reorg_state IS NULL);

@@ -429,6 +429,7 @@ class Listener:
             "conversions_subscribed": bool(self.subs.get("conversions")),
             "wallets": len(self.wallets),
             "logs": self.counts["logs"],
+            "conversions": self.counts["conversions"],
             "last_log_at": self.last_log_at.isoformat() if self.last_log_at else None,
             "reconnects": self.reconnects,
             "ignored": self.counts["ignored"],

@@ -3,11 +3,13 @@
 from typing import Any
 
 from sandbox import fills, keccak, rand
+from sandbox.markets import NEG_RISK_ADAPTER
 
 ORDER_FILLED = keccak.topic(
     "OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)"
 )
 ORDERS_MATCHED = keccak.topic("OrdersMatched(bytes32,address,uint256,uint256,uint256,uint256)")
+POSITIONS_CONVERTED = keccak.topic("PositionsConverted(address,bytes32,uint256,uint256)")
 EXCHANGE = "0xe111180000d2663c0091e4f400237545b87b996b"
 NEG_RISK_EXCHANGE = "0xe2222d279d744050d28e00520010520000310f59"
 CHAIN_ID = "0x89"
@@ -47,6 +49,16 @@ def match_logs(tx: dict[str, Any], market: dict[str, Any]) -> list[dict[str, Any
     topics = [ORDERS_MATCHED, taker["hash"], padded(taker["wallet"])]
     out.append({"address": exchange, "topics": topics, "data": words})
     return out
+
+
+def conversion_log(tx: dict[str, Any], markets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The NegRiskAdapter's PositionsConverted of a conversion: the NO shares of the
+    converted question(s) (bit i = question index i of the neg-risk market)."""
+    market = markets[tx["market"]]
+    index_set = 1 << market["question_index"]
+    topics = [POSITIONS_CONVERTED, padded(tx["wallet"]), market["neg_risk_market_id"]]
+    topics.append("0x" + word(index_set))
+    return {"address": NEG_RISK_ADAPTER, "topics": topics, "data": [tx["amount"]]}
 
 
 def render(

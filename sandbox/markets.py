@@ -3,7 +3,9 @@
 import random
 from typing import Any
 
-from sandbox import rand
+from sandbox import keccak, rand
+
+NEG_RISK_ADAPTER = "0xd91e80cf2e7be2e162c6513ced06f1dd0da35296"
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -22,6 +24,12 @@ _SUBJECTS = [
 ]
 _CANDIDATES = ["Ada Moreno", "Bram Okafor", "Chen Lindqvist", "Dara Novak", "Eli Brandt"]
 _FEE_RATES_BPS = [200, 300, 400, 500, 700]
+
+
+def neg_risk_condition(question_id: str) -> str:
+    """The CTF condition id of a neg-risk question (CTHelpers.getConditionId)."""
+    data = bytes.fromhex(NEG_RISK_ADAPTER[2:]) + bytes.fromhex(question_id[2:])
+    return "0x" + keccak.keccak256(data + (2).to_bytes(32, "big")).hex()
 
 
 def _book_params(r: random.Random) -> dict[str, Any]:
@@ -95,6 +103,11 @@ def generate(seed: int, count: int, duration_ms: int) -> list[dict[str, Any]]:
         winner = r.randrange(len(group))
         for pos, market in enumerate(group):
             market.update(neg_risk=True, neg_risk_market_id=neg_id, end_ms=group_end)
+            # The adapter's ids: question = market id with its last byte = the index;
+            # condition = keccak256(adapter, question, 2) (the adapter is the oracle).
+            market["question_index"] = pos
+            market["question_id"] = neg_id[:-2] + f"{pos:02x}"
+            market["condition_id"] = neg_risk_condition(market["question_id"])
             market["resolve_ms"] = group_end + 10 * MIN
             market["winner"] = 0 if pos == winner else 1
     for i, market in enumerate(markets):

@@ -147,6 +147,7 @@ def gamma_market(market: dict[str, Any], anchor: int, now_ms: int, prices: list[
         "acceptingOrders": not closed,
         "negRisk": market["neg_risk"],
         "negRiskMarketID": market["neg_risk_market_id"] or None,
+        "negRiskFeeBips": 0 if market["neg_risk"] else None,
         "negRiskOther": False,
         "umaResolutionStatus": uma,
         "umaResolutionStatuses": json.dumps(statuses),
@@ -159,6 +160,8 @@ def gamma_market(market: dict[str, Any], anchor: int, now_ms: int, prices: list[
                 "slug": market["event_slug"],
                 "title": market["event_title"],
                 "negRisk": market["neg_risk"],
+                "negRiskMarketID": market["neg_risk_market_id"] or None,
+                "negRiskFeeBips": 0 if market["neg_risk"] else None,
                 "closed": closed,
             }
         ],
@@ -167,4 +170,7 @@ def gamma_market(market: dict[str, Any], anchor: int, now_ms: int, prices: list[
         out["closedTime"] = iso(end_abs).replace("T", " ").replace("Z", "+00")
     if market["neg_risk_market_id"] is None or not market["neg_risk"]:
         out.pop("negRiskMarketID")
+        out.pop("negRiskFeeBips")
+        out["events"][0].pop("negRiskMarketID")
+        out["events"][0].pop("negRiskFeeBips")
     return out

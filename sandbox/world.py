@@ -66,9 +66,12 @@ class World:
         self.versions: dict[int, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
         never = 1 << 62
         for tx in self.scenario["txs"]:
-            if tx["kind"] != "match":
+            if tx["kind"] == "conversion":
+                raws = [chain.conversion_log(tx, self.markets)]
+            elif tx["kind"] == "match":
+                raws = chain.match_logs(tx, self.markets[tx["market"]])
+            else:  # SPLIT / MERGE / REDEEM: the Data API's to tell (CTF logs not served)
                 continue
-            raws = chain.match_logs(tx, self.markets[tx["market"]])
             reorg = tx["reorg"]
             slots = [(tx, reorg["removed_ms"] if reorg else never)]
             if reorg and reorg["reinclude"]:

@@ -106,17 +106,19 @@ def shadow_positions(conn: db.Conn) -> dict[str, dict[str, int]]:
 
 
 def expected_positions(
-    sb: testing.RunningSandbox, seed_ms: int, until_ms: int
+    sb: testing.RunningSandbox, seed_ms: int, until_ms: int, conversions: bool = False
 ) -> tuple[dict[str, dict[str, int]], set[str]]:
     """Truth positions at the seed (what /positions showed) plus every later event, and
-    the assets a CONVERSION touched (not applied by design; left out of the comparison)."""
+    the assets a CONVERSION touched: polling alone cannot apply one (the Data API row
+    does not name its legs), so they are left out of the comparison unless
+    `conversions` (the listener ran: the chain's PositionsConverted names them)."""
     seen = sb.truth(until_ms=seed_ms - LAG_MS)
     positions = {w: dict(v["positions"]) for w, v in seen["leaders"].items()}
     skipped: set[str] = set()
     for e in sb.truth(until_ms=until_ms)["events"]:
         if e["t_ms"] <= seed_ms - LAG_MS:
             continue
-        if e["type"] == "CONVERSION":
+        if e["type"] == "CONVERSION" and not conversions:
             skipped |= set(e["deltas"])
             continue
         mine = positions.setdefault(e["wallet"], {})

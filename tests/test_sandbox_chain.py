@@ -64,7 +64,7 @@ def test_subscription_filters_by_topic0_and_owner(fresh):
         assert log["topics"][0] == chain.ORDER_FILLED and log["topics"][2] == chain.padded(wallet)
         assert log["removed"] is False and log["blockNumber"].startswith("0x")
     topic0s = Counter(n["params"]["result"]["topics"][0] for n in every)
-    assert set(topic0s) == {chain.ORDER_FILLED, chain.ORDERS_MATCHED}
+    assert set(topic0s) == {chain.ORDER_FILLED, chain.ORDERS_MATCHED, chain.POSITIONS_CONVERTED}
     truth = fresh.truth()
     expected = {
         (e["tx_hash"], e["log_index"])

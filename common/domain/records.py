@@ -91,6 +91,7 @@ class ActivityEvent(Record):
     detect_time: datetime | None = None
     neg_risk_market_id: str | None = None
     index_set: str | None = None  # hex
+    confirmed: bool = False  # a CHAIN one the Data API reports too
 
 
 @dataclass(frozen=True, slots=True)

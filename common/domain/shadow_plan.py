@@ -10,8 +10,8 @@ Rules (SPEC §4 "Shadow"):
 - a SPLIT / MERGE / REDEEM waits for its market's outcome assets; a REDEEM first undoes
   a settlement the price job made of the position (once), then takes every share held;
 - a CONVERSION applies from the chain's PositionsConverted log (source CHAIN), which
-  names the neg-risk market and the index set: once it is `grace` old (a reorg can
-  still remove it), its legs are the questions Gamma lists for that market
+  names the neg-risk market and the index set: once the Data API reports it too or it
+  is `grace` old (a reorg can still remove it), its legs are the questions Gamma lists for that market
   (`negrisk.conversion_legs`); while they cannot be told it waits, up to
   CONVERSION_WAIT, then it is refused with the reason (the book is uncertain from
   then on). A Data API CONVERSION row does not say which outcomes were converted: it
@@ -135,7 +135,7 @@ def conversion(
     detected = row.detect_time or row.event_time
     if row.source != "CHAIN" or row.neg_risk_market_id is None or row.index_set is None:
         return None if detected > now - grace else CONVERSION_REASON
-    if detected > now - grace:
+    if detected > now - grace and not row.confirmed:
         return None  # a reorg can still take it out
     market = neg_risk.get(row.neg_risk_market_id)
     legs = (

@@ -2,7 +2,12 @@
 -- A user's SPLIT / MERGE / REDEEM / CONVERSION rows not yet applied to the shadow
 -- ledger, from `since`, oldest first (records.ActivityEvent).
 SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_micros,
-       event_time, tx_hash, source, detect_time, neg_risk_market_id, index_set
+       event_time, tx_hash, source, detect_time, neg_risk_market_id, index_set,
+       -- a chain conversion the Data API reports too: no reorg took it out
+       (source = 'CHAIN' AND EXISTS (
+           SELECT 1 FROM activity_event d
+           WHERE d.source = 'DATA_API' AND d.followed_user_id = activity_event.followed_user_id
+             AND d.tx_hash = activity_event.tx_hash)) AS confirmed
 FROM activity_event
 WHERE shadow_applied_at IS NULL AND followed_user_id = %(u)s AND event_time >= %(since)s
 ORDER BY event_time, id

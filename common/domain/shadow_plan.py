@@ -11,10 +11,10 @@ Rules (SPEC §4 "Shadow"):
   a settlement the price job made of the position (once), then takes every share held;
 - a CONVERSION applies from the chain's PositionsConverted log (source CHAIN), which
   names the neg-risk market and the index set: once the Data API reports it too or it
-  is `grace` old (a reorg can still remove it), its legs are the questions Gamma lists for that market
-  (`negrisk.conversion_legs`); while they cannot be told it waits, up to
-  CONVERSION_WAIT, then it is refused with the reason (the book is uncertain from
-  then on). A Data API CONVERSION row does not say which outcomes were converted: it
+  is `grace` old (a reorg can still remove it), its legs are the questions Gamma
+  lists for that market (`negrisk.conversion_legs`); while they cannot be told it
+  waits, up to CONVERSION_WAIT, then it is refused with the reason (the book is
+  uncertain from then on). A Data API CONVERSION row does not say which outcomes were converted: it
   waits `grace` for its transaction's log (store.shadow supersedes it once that is
   stored) and is refused without one.
 """

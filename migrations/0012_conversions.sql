@@ -9,6 +9,8 @@ ALTER TABLE activity_event
     ADD COLUMN block_number bigint,
     -- REMOVED: the log was reorged out (a later re-inclusion clears it).
     ADD COLUMN reorg_state text CHECK (reorg_state IN ('REMOVED'));
+CREATE INDEX activity_event_neg_risk_idx ON activity_event (followed_user_id, neg_risk_market_id)
+    WHERE neg_risk_market_id IS NOT NULL;
 ALTER TABLE activity_event ADD CONSTRAINT activity_event_chain_conversion CHECK (
     source <> 'CHAIN' OR (activity_type = 'CONVERSION'
         AND neg_risk_market_id IS NOT NULL AND index_set IS NOT NULL));

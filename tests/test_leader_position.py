@@ -6,6 +6,7 @@ have seen."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -171,3 +172,58 @@ def test_a_data_api_fill_the_chain_contradicts_is_not_counted(conn: db.Conn) -> 
     sell = fill(conn, user, "SELL", 1, 30)
     g = group(conn, user, "SELL", [sell], 30)
     assert copy_data.leader_position(conn, g, T0 + timedelta(hours=1)) == (100 + 6) * M
+
+
+def test_a_chain_conversion_moves_no_shares_out_and_yes_shares_in(conn: db.Conn) -> None:
+    """PositionsConverted of question 0 (the group's market, index set 0b01) of a
+    two-question neg-risk market with a 1 % fee: its NO leaves, the other question's YES
+    arrives less the fee; a conversion the decision could not see yet does not count."""
+    user = setup(conn)
+    market_id, other = "0x" + "e" * 64, "0x" + "d" * 64
+    conn.execute(
+        "UPDATE market SET neg_risk_market_id = %(m)s, question_index = 0", {"m": market_id}
+    )
+    conn.execute(
+        "INSERT INTO market (condition_id, neg_risk_market_id, question_index)"
+        " VALUES (%(c)s, %(m)s, 1)",
+        {"c": other, "m": market_id},
+    )
+    conn.execute(
+        "INSERT INTO outcome_asset (asset_id, condition_id, outcome_index)"
+        " VALUES ('21', %(c)s, 0), ('22', %(c)s, 1)",
+        {"c": other},
+    )
+    conn.execute(
+        "INSERT INTO neg_risk_market (market_id, question_count, fee_bips, probed_at)"
+        " VALUES (%(m)s, 2, 100, %(t)s)",
+        {"m": market_id, "t": T0},
+    )
+    fill(conn, user, "BUY", 30, 10, asset=NO)
+
+    def convert(index_set: str, s: float, seen: float) -> None:
+        conn.execute(
+            """INSERT INTO activity_event (source, source_id, followed_user_id, wallet,
+                   activity_type, condition_id, share_micros, usdc_micros, event_time,
+                   detect_time, neg_risk_market_id, index_set)
+               VALUES ('CHAIN', %(sid)s, %(u)s, %(w)s, 'CONVERSION', %(m)s, %(q)s, 0, %(t)s,
+                   %(d)s, %(m)s, %(i)s)""",
+            {
+                "sid": f"c{next(_ids)}", "u": user, "w": WALLET, "m": market_id,
+                "q": 20 * M, "t": T0 + timedelta(seconds=s),
+                "d": T0 + timedelta(seconds=seen), "i": index_set,
+            },
+        )  # fmt: skip
+
+    convert("0x1", 20, 21)
+    convert("0x1", 22, 300)  # seen only 5 min later
+    sell = fill(conn, user, "SELL", 1, 30, asset=NO)
+    g = group(conn, user, "SELL", [sell], 30)
+    g = dataclasses.replace(g, asset_id=NO)  # the SELL is of the NO asset
+    assert copy_data.leader_position(conn, g, T0 + timedelta(seconds=60)) == (30 - 20) * M
+    assert copy_data.leader_position(conn, g, T0 + timedelta(hours=1)) == (30 - 40) * M
+    # The other question's YES arrived, less the 1 % fee, as a group of it reads it.
+    yes = dataclasses.replace(g, condition_id=other, asset_id="21")
+    assert copy_data.leader_position(conn, yes, T0 + timedelta(seconds=60)) == 19_800_000
+    # Until every question is known the conversion is not applied, so not counted.
+    conn.execute("UPDATE neg_risk_market SET question_count = NULL")
+    assert copy_data.leader_position(conn, g, T0 + timedelta(seconds=60)) == 30 * M

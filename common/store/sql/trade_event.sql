@@ -64,11 +64,12 @@ UPDATE trade_event SET reorg_state = 'CONTRADICTED' WHERE id = %(id)s;
 -- leader_positions_before --
 -- Followed users' shares of a market's outcome assets (and of the group's asset) just
 -- before each of a batch of copy groups, as the shadow ledger applies their events: the
--- seed, then their fills, SPLITs and MERGEs ordered before the group's first event (by
--- event time, fills before activity, then id), a REDEEM leaving nothing. Read from the
--- events, so it does not depend on whether the shadow ledger has caught up; only events
--- detected by the group's decision moment `seen` count (a replay sees what the live
--- decision saw), and never a Data API fill the chain contradicts. One row per (group,
+-- seed, then their fills, SPLITs, MERGEs and chain CONVERSIONs ordered before the
+-- group's first event (by event time, fills before activity, then id), a REDEEM
+-- leaving nothing. Read from the events, so it does not depend on whether the shadow
+-- ledger has caught up; only events detected by the group's decision moment `seen`
+-- count (a replay sees what the live decision saw), and never a Data API fill the
+-- chain contradicts. One row per (group,
 -- asset); the arrays are the groups' id, user, window start, rank (0 for a fill group,
 -- 1 for an activity group), decision moment, market and asset.
 WITH q AS (
@@ -114,7 +115,31 @@ SELECT r.gid, x.asset_id, x.outcome,
         AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
         AND a.detect_time <= r.seen AND (a.event_time, 1, a.id) < (r.t, r.rank, r.first)
         AND (r.rid IS NULL OR (a.event_time, 1, a.id) > (r.rt, 1, r.rid))), 0)
-     ELSE 0 END)::bigint AS shares
+     ELSE 0 END
+   -- neg-risk conversions from the chain (PositionsConverted): `amount` NO shares of a
+   -- question in the index set leave, `amount − fee` YES shares of every other
+   -- question arrive, once the market's questions are all known (as the shadow applies)
+   + coalesce((
+      SELECT sum(CASE
+          WHEN o.outcome_index = 1 AND get_bit(b.bits, 255 - m.question_index) = 1
+            THEN -a.share_micros
+          WHEN o.outcome_index = 0 AND get_bit(b.bits, 255 - m.question_index) = 0
+            THEN a.share_micros - a.share_micros * coalesce(n.fee_bips, 0) / 10000
+          ELSE 0 END)
+      FROM outcome_asset o
+      JOIN market m ON m.condition_id = o.condition_id AND m.question_index IS NOT NULL
+      JOIN activity_event a ON a.neg_risk_market_id = m.neg_risk_market_id
+      JOIN neg_risk_market n ON n.market_id = a.neg_risk_market_id
+           AND m.question_index < n.question_count
+      CROSS JOIN LATERAL (
+        SELECT ('x' || lpad(substr(a.index_set, 3), 64, '0'))::bit(256) AS bits) b
+      WHERE o.asset_id = x.asset_id AND a.followed_user_id = r.u AND a.source = 'CHAIN'
+        AND a.reorg_state IS NULL AND a.shadow_state IS DISTINCT FROM 'NOT_APPLIED'
+        AND a.event_time >= r.since
+        AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
+        AND a.detect_time <= r.seen AND (a.event_time, 1, a.id) < (r.t, r.rank, r.first)
+        AND (r.rid IS NULL OR (a.event_time, 1, a.id) > (r.rt, 1, r.rid))), 0)
+   )::bigint AS shares
 FROM r CROSS JOIN LATERAL (
   SELECT o.asset_id, true AS outcome FROM outcome_asset o WHERE o.condition_id = r.c
   UNION ALL

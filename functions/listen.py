@@ -3,7 +3,7 @@ order owner is a followed wallet, and to the NegRiskAdapter's PositionsConverted
 whose stakeholder is one (two subscriptions: the wallet sits in a different topic).
 Each fill becomes a trade_event, each conversion an activity_event (source CHAIN), the
 moment its frame arrives (that instant is its detect time); a log re-sent with
-`removed: true` undoes it.
+`removed: true` undoes it (a fill or conversion something was derived from is flagged).
 
 A frame that does not parse or decode is quarantined and the listener goes on. On a
 drop it reconnects with capped exponential backoff and jitter; after every reconnect it
@@ -133,6 +133,7 @@ class Listener:
         self._sub_requests: dict[int, str] = {}  # eth_subscribe request id -> filter name
         self._filters: list[str] = []  # the filters the current wallets need
         self._replays = 0  # eth_getLogs requests of the catch-up not yet answered
+        self._replay_failed = False  # one was refused: the gap stays for the next session
         self.connected = False
         self.sessions = self.reconnects = self.attempts = 0  # attempts: connections tried
         self.counts: Counter[str] = Counter()
@@ -241,6 +242,7 @@ class Listener:
         self.sessions += 1
         self.wallets, self._pending = {}, {}
         self.subs, self._sub_requests, self._filters, self._replays = {}, {}, [], 0
+        self._replay_failed = False
         self._set_connected(True)
         now = self.clock()
         if self.sessions > 1:
@@ -370,6 +372,9 @@ class Listener:
             if name is not None:  # conversions refused: fills go on, the status says so
                 self.subs[name] = ""
                 self.counts[f"{name}_refused"] += 1
+            if kind == "getLogs":  # answered, but the gap is not replayed: kept for later
+                self._replay_failed = True
+                self._replayed()
             log.warning("listen: %s %s failed: %s", kind or "request", name or "", reply.error)
         elif kind == "subscribe" and ws is not None:
             if name is not None:
@@ -390,6 +395,10 @@ class Listener:
                     self._replays += 1
             else:
                 self._unreplayed = None
+        elif kind == "getLogs" and not isinstance(reply.result, list):
+            log.warning("listen: eth_getLogs answered %s, not a list", type(reply.result).__name__)
+            self._replay_failed = True
+            self._replayed()
         elif kind == "getLogs" and isinstance(reply.result, list):
             for raw in reply.result:
                 parsed = wire.parse_one(chain.ChainLog, raw, "chain/getLogs")
@@ -403,7 +412,7 @@ class Listener:
     def _replayed(self) -> None:
         """One catch-up answer is in; the gap is closed once every filter's is."""
         self._replays = max(0, self._replays - 1)
-        if not self._replays:
+        if not self._replays and not self._replay_failed:
             self._unreplayed = None
 
     # -- bookkeeping -----------------------------------------------------------------------

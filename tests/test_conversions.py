@@ -15,7 +15,7 @@ from common.domain import ledger, negrisk, portfolio, shadow_plan
 from common.domain.records import ActivityEvent
 from common.runtime import settings as settings_mod
 from common.store import db, ingest, markets, shadow, users
-from common.upstream import chain, gamma
+from common.upstream import chain, gamma, wire
 from sandbox import markets as sandbox_markets
 
 S = settings_mod.Settings()
@@ -320,7 +320,7 @@ def test_probe_finds_every_question_by_its_derived_condition_then_the_book_appli
     def fetch(upstream: Any, *, condition_ids: list[str] | None = None, **_: Any) -> Any:
         calls.append(len(condition_ids or []))
         got = [m for m in listed if m.condition_id in set(condition_ids or [])]
-        return type("B", (), {"items": got, "rejects": []})()
+        return wire.Batch(items=got)
 
     monkeypatch.setattr(gamma, "fetch_markets", fetch)
     assert markets.probe_neg_risk(conn, None, T0) == 1  # type: ignore[arg-type]
@@ -362,3 +362,104 @@ def test_probe_finds_every_question_by_its_derived_condition_then_the_book_appli
     store(conn, user, removed=True)
     uncertain = conn.execute("SELECT followed_user_id, why FROM uncertain_conversion").fetchall()
     assert uncertain == [{"followed_user_id": user, "why": "reorged out"}]
+
+
+# --- review fixes: the seed, reorgs after a supersede, partial answers, hostile input ------
+
+
+def test_a_conversion_before_the_seed_waits_for_its_data_api_row_then_is_refused() -> None:
+    row = conv(before_seed=True)
+    wait = shadow_plan.CONVERSION_WAIT
+    early = shadow_plan.plan([row], {}, {}, {}, T0 + 2 * GRACE, GRACE, None, {MARKET: market()})
+    assert early.counts["conversion_waiting"] == 1 and not early.entries
+    late = shadow_plan.plan([row], {}, {}, {}, T0 + wait, GRACE, None, {MARKET: market()})
+    assert (
+        late.applied_acts == [(5, "NOT_APPLIED")] and "before the seed" in late.refusals[0].reason
+    )
+    told = conv(before_seed=True, confirmed=True)  # its Data API row is not in the seed
+    got = shadow_plan.plan([told], {}, {}, {}, T0, GRACE, None, {MARKET: market()})
+    assert got.applied_acts == [(5, "APPLIED")]
+
+
+def test_without_an_adapter_a_data_api_conversion_is_refused_at_once() -> None:
+    p = shadow_plan.plan([conv("DATA_API")], {}, {}, {}, T0, GRACE, None, {}, from_chain=False)
+    assert p.applied_acts == [(5, "NOT_APPLIED")]
+    assert "OCULUS_NEG_RISK_ADAPTERS" in p.refusals[0].reason
+
+
+def api_conversion(conn: db.Conn, user: int, state: str | None = None) -> None:
+    conn.execute(
+        """INSERT INTO activity_event (source, source_id, followed_user_id, wallet,
+               activity_type, condition_id, share_micros, usdc_micros, tx_hash, event_time,
+               detect_time, shadow_state, shadow_applied_at)
+           VALUES ('DATA_API', 'd1', %(u)s, %(w)s, 'CONVERSION', %(c)s, %(n)s, 0, %(tx)s,
+               %(t)s, %(t)s, %(s)s, CASE WHEN %(s)s::text IS NULL THEN NULL ELSE %(t)s END)""",
+        {"u": user, "w": WALLET, "c": MARKET, "n": 25 * M, "tx": "0x" + "ab" * 32, "t": T0,
+         "s": state},
+    )  # fmt: skip
+
+
+def test_a_conversion_the_seed_holds_is_covered_not_applied_again(conn: db.Conn) -> None:
+    user = follow(conn)
+    store(conn, user)
+    api_conversion(conn, user, "COVERED_BY_SEED")  # the seed's /positions hold it
+    counts = shadow.apply_user(conn, user, T0 - timedelta(days=2), T0 + GRACE, GRACE)
+    assert counts["covered_by_seed"] == 1 and not counts.get("entries")
+    assert states(conn) == [
+        ("CHAIN", "COVERED_BY_SEED", None),
+        ("DATA_API", "COVERED_BY_SEED", None),
+    ]
+
+
+def test_a_log_reorged_out_before_it_applied_hands_back_the_data_api_row(conn: db.Conn) -> None:
+    user = follow(conn)
+    store(conn, user)
+    api_conversion(conn, user)
+    shadow.apply_user(conn, user, T0 - timedelta(days=2), T0, GRACE)  # within the grace
+    assert states(conn) == [("CHAIN", None, None), ("DATA_API", "SUPERSEDED", None)]
+    store(conn, user, removed=True)
+    assert states(conn) == [("CHAIN", "REMOVED", "REMOVED"), ("DATA_API", None, None)]
+    shadow.apply_user(conn, user, T0 - timedelta(days=2), T0 + GRACE, GRACE)
+    assert states(conn)[1] == ("DATA_API", "NOT_APPLIED", None)
+    uncertain = conn.execute("SELECT source, why FROM uncertain_conversion").fetchall()
+    assert uncertain == [{"source": "DATA_API", "why": "not applied"}]
+
+
+def test_a_refused_gamma_page_leaves_the_market_to_ask_again(
+    conn: db.Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = follow(conn)
+    store(conn, user)
+    other = "0x" + "3d" * 32
+    store(conn, user, topics=[S.positions_converted_topic, chain.pad_address(WALLET), other, "0x1"])
+    listed = [gamma_market(i) for i in range(3)]
+
+    theirs = {negrisk.condition_id(ADAPTER, negrisk.question_id(other, i)) for i in range(9)}
+
+    def fetch(upstream: Any, *, condition_ids: list[str] | None = None, **_: Any) -> Any:
+        wanted = set(condition_ids or [])
+        got = [m for m in listed if m.condition_id in wanted]
+        return wire.Batch(items=got, refused=1 if wanted & theirs else 0)  # other's refused
+
+    monkeypatch.setattr(gamma, "fetch_markets", fetch)
+    assert markets.probe_neg_risk(conn, None, T0) == 1  # type: ignore[arg-type]
+    known = markets.neg_risk_markets(conn, [MARKET, other])
+    assert set(known) == {MARKET} and known[MARKET].question_count == 3
+    later = T0 + timedelta(minutes=2)  # asked again while its conversion waits
+    assert markets.probe_neg_risk(conn, None, later) == 1  # type: ignore[arg-type]
+
+
+def test_hostile_numbers_are_refused_or_read_as_none() -> None:
+    with pytest.raises(chain.DecodeError, match="not a time"):
+        decode(conversion_log(blockTimestamp=hex(2**64)))
+    live = json.loads((FIXTURES / "nautilus_gamma_market_live.json").read_text())
+    m = gamma.GammaMarket.model_validate({**live, "negRiskFeeBips": 1e400})
+    assert m.neg_risk_fee_bips is None and m.condition_id
+    for bad in (-1, 10_001, 2.5, "x", True):
+        assert (
+            gamma.GammaMarket.model_validate({**live, "negRiskFeeBips": bad}).neg_risk_fee_bips
+            is None
+        )
+    assert (
+        gamma.GammaMarket.model_validate({**live, "negRiskFeeBips": 250}).neg_risk_fee_bips == 250
+    )

@@ -92,6 +92,7 @@ class ActivityEvent(Record):
     neg_risk_market_id: str | None = None
     index_set: str | None = None  # hex
     confirmed: bool = False  # a CHAIN one the Data API reports too
+    before_seed: bool = False  # older than the user's seed
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,12 @@ CONVERSION_REASON = (
     " neg-risk outcomes were converted, and no PositionsConverted log of its"
     " transaction was seen on the chain"
 )
+CONVERSION_REASON_NO_ADAPTER = (
+    "CONVERSION not applied to the shadow book: the Data API row does not say which"
+    " neg-risk outcomes were converted, and no NegRiskAdapter is configured"
+    " (OCULUS_NEG_RISK_ADAPTERS) to read them from the chain"
+)
+CONVERSION_NOT_APPLIED = "CONVERSION not applied to the shadow book"
 CONVERSION_WAIT = timedelta(minutes=10)  # for the market's questions, after detection
 
 
@@ -82,6 +88,7 @@ def plan(
     grace: timedelta,
     marks: Mapping[int, Mapping[str, int]] | None = None,
     neg_risk: Mapping[str, negrisk.Market] | None = None,
+    from_chain: bool = True,
 ) -> Plan:
     """Returns what applying `events` in order writes. `markets` maps a condition to its
     outcome assets, `held` the user's shares of them,
@@ -103,7 +110,7 @@ def plan(
             new = ledger.fill_entries(row)
             out.applied_trades.append(row.id)
         elif row.activity_type == "CONVERSION":
-            verdict = conversion(row, neg_risk or {}, now, grace)
+            verdict = conversion(row, neg_risk or {}, now, grace, from_chain)
             if verdict is None:
                 out.counts["conversion_waiting"] += 1
                 break
@@ -129,12 +136,29 @@ def plan(
 
 
 def conversion(
-    row: ActivityEvent, neg_risk: Mapping[str, negrisk.Market], now: datetime, grace: timedelta
+    row: ActivityEvent,
+    neg_risk: Mapping[str, negrisk.Market],
+    now: datetime,
+    grace: timedelta,
+    from_chain: bool = True,
 ) -> list[ledger.Entry] | str | None:
-    """The entries of a CONVERSION, or why it is refused, or None while it waits."""
+    """The entries of a CONVERSION, or why it is refused, or None while it waits.
+    `from_chain`: the listener reads PositionsConverted (an adapter is configured), so a
+    Data API row may yet get its chain log; without, it is refused at once."""
     detected = row.detect_time or row.event_time
     if row.source != "CHAIN" or row.neg_risk_market_id is None or row.index_set is None:
-        return None if detected > now - grace else CONVERSION_REASON
+        if from_chain and detected > now - grace:
+            return None
+        return CONVERSION_REASON if from_chain else CONVERSION_REASON_NO_ADAPTER
+    if row.before_seed and not row.confirmed:
+        # The seed's /positions may hold it: its Data API row says (store.shadow covers
+        # it then); without one it cannot be told.
+        if detected > now - CONVERSION_WAIT:
+            return None
+        return (
+            f"{CONVERSION_NOT_APPLIED}: before the seed, and no Data API row says whether"
+            " the seed holds it"
+        )
     if detected > now - grace and not row.confirmed:
         return None  # a reorg can still take it out
     market = neg_risk.get(row.neg_risk_market_id)
@@ -146,7 +170,7 @@ def conversion(
     if isinstance(legs, str):
         if detected > now - CONVERSION_WAIT:
             return None
-        return f"CONVERSION not applied to the shadow book: {legs}"
+        return f"{CONVERSION_NOT_APPLIED}: {legs}"
     no_legs, yes_legs = legs
     fee = market.fee_bips if market is not None and market.fee_bips else 0
     return ledger.conversion_entries(

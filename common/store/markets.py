@@ -3,6 +3,7 @@ kept in `market` / `outcome_asset`, so fills can be checked against real assets.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from common.store import db, quarantine, queries
 from common.upstream import gamma, http
 
 NEG_RISK = queries.load("neg_risk_market")
+log = logging.getLogger(__name__)
 
 _UPSERT_MARKET = """
 INSERT INTO market (condition_id, gamma_id, question, slug, end_time, active, closed,
@@ -147,40 +149,60 @@ PROBE_MARKETS = 20  # neg-risk markets probed per run
 
 def probe_neg_risk(conn: db.Conn, upstream: http.Upstream, now: datetime) -> int:
     """Looks up on Gamma the questions of each neg-risk market a pending chain
-    conversion names and Gamma was not asked about since: question i's condition is
-    derived from the adapter, the market id and i (`negrisk`), asked for from 0 to the
-    highest index known or named plus PROBE_PAD, further while the top ones are found.
-    Records the count (no gap) and the fee. Returns the markets probed; raises
-    UpstreamError when Gamma cannot answer (the conversions then wait)."""
-    rows = conn.execute(NEG_RISK["to_probe"], {"limit": PROBE_MARKETS}).fetchall()
+    conversion names and Gamma was not asked about since (or in the last minute: a
+    market whose questions are not all listed yet is asked again while its conversions
+    wait). Question i's condition is derived from the adapter, the market id and i
+    (`negrisk`), asked for from 0 to the highest index known or named plus PROBE_PAD,
+    further while the top ones are found. Records the count (no gap) and the fee.
+    A market Gamma cannot answer for, or answers only in part, is logged and left
+    unrecorded, to be asked again; the others go on. Returns the markets recorded."""
+    rows = conn.execute(NEG_RISK["to_probe"], {"limit": PROBE_MARKETS, "now": now}).fetchall()
+    done = 0
     for r in rows:
-        market_id, adapter = r["market_id"], r["adapter"]
-        named = max((int(x, 16).bit_length() for x in r["index_sets"] if x), default=0)
-        known = {
-            k["question_index"] for k in conn.execute(NEG_RISK["known_indices"], {"m": market_id})
+        try:
+            count = _probe_one(conn, upstream, now, r["market_id"], r["adapter"], r["index_sets"])
+        except (http.UpstreamError, ValueError) as exc:
+            log.warning("neg-risk market %s not looked up: %s", r["market_id"], exc)
+            continue
+        conn.execute(NEG_RISK["upsert"], {"m": r["market_id"], "n": count, "now": now})
+        done += 1
+    return done
+
+
+def _probe_one(
+    conn: db.Conn,
+    upstream: http.Upstream,
+    now: datetime,
+    market_id: str,
+    adapter: str,
+    index_sets: list[str],
+) -> int | None:
+    """Finds one market's questions on Gamma; returns their count (None for a gap).
+    Raises UpstreamError when a page is refused (the listing would be short)."""
+    named = max((int(x, 16).bit_length() for x in index_sets if x), default=0)
+    known = {k["question_index"] for k in conn.execute(NEG_RISK["known_indices"], {"m": market_id})}
+    start, stop = 0, max([named, *(i + 1 for i in known)]) + PROBE_PAD
+    while start < negrisk.MAX_QUESTIONS:
+        stop = min(stop, negrisk.MAX_QUESTIONS)
+        derived = {
+            negrisk.condition_id(adapter, negrisk.question_id(market_id, i)): i
+            for i in range(start, stop)
+            if i not in known
         }
-        start, stop = 0, max([named, *(i + 1 for i in known)]) + PROBE_PAD
-        while start < negrisk.MAX_QUESTIONS:
-            stop = min(stop, negrisk.MAX_QUESTIONS)
-            derived = {
-                negrisk.condition_id(adapter, negrisk.question_id(market_id, i)): i
-                for i in range(start, stop)
-                if i not in known
-            }
-            batch = gamma.fetch_markets(upstream, condition_ids=sorted(derived))
-            quarantine.record(conn, batch.rejects, now)
-            found = [m for m in batch.items if m.condition_id in derived]
-            store(conn, found, now)
-            for m in found:
-                params = {"m": market_id, "i": derived[m.condition_id], "c": m.condition_id}
-                conn.execute(NEG_RISK["set_question"], params)
-                known.add(derived[m.condition_id])
-            if not any(i >= stop - PROBE_PAD for i in known):
-                break  # the last PROBE_PAD asked for are not listed: past the end
-            start, stop = stop, stop + PROBE_PAD * 4
-        count = negrisk.question_count(known)
-        conn.execute(NEG_RISK["upsert"], {"m": market_id, "n": count, "now": now})
-    return len(rows)
+        batch = gamma.fetch_markets(upstream, condition_ids=sorted(derived))
+        quarantine.record(conn, batch.rejects, now)
+        if batch.refused:
+            raise http.UpstreamError("gamma", f"{batch.refused} page(s) of questions refused")
+        found = [m for m in batch.items if m.condition_id in derived]
+        store(conn, found, now)
+        for m in found:
+            params = {"m": market_id, "i": derived[m.condition_id], "c": m.condition_id}
+            conn.execute(NEG_RISK["set_question"], params)
+            known.add(derived[m.condition_id])
+        if not any(i >= stop - PROBE_PAD for i in known):
+            break  # the last PROBE_PAD asked for are not listed: past the end
+        start, stop = stop, stop + PROBE_PAD * 4
+    return negrisk.question_count(known)
 
 
 def neg_risk_markets(conn: db.Conn, market_ids: Iterable[str]) -> dict[str, negrisk.Market]:

@@ -490,21 +490,20 @@ def apply_shadow(
 ) -> dict[str, int]:
     """Applies the shadow ledger; with `ups`, a SPLIT / MERGE whose outcomes have no
     recent mark gets midpoints fetched for its cost allocation, and the neg-risk markets
-    of pending chain conversions are looked up on Gamma first (an unreachable Gamma
-    leaves them waiting, never stops the ledger)."""
+    of pending chain conversions are looked up on Gamma first (while Gamma cannot answer,
+    such a conversion, and the user's events after it, wait up to
+    `shadow_plan.CONVERSION_WAIT`; then it is refused, the book uncertain)."""
     s = s or settings.get()
     fetch = None if ups is None else midpoints_of(ups)
     if ups is not None:
-        try:
-            markets.probe_neg_risk(conn, ups.gamma, now)
-        except http.UpstreamError as exc:
-            log.warning("shadow: neg-risk markets not looked up: %s", exc)
+        markets.probe_neg_risk(conn, ups.gamma, now)
     return shadow.apply_pending(
         conn,
         now,
         timedelta(seconds=s.shadow_chain_grace_s),
         timedelta(seconds=s.seed_window_s),
         fetch,
+        from_chain=bool(s.neg_risk_adapters),
     )
 
 

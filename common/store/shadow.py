@@ -98,9 +98,11 @@ def apply_user(
     grace: timedelta,
     limit: int = BATCH,
     fetch: marks.Fetch | None = None,
+    from_chain: bool = True,
 ) -> dict[str, int]:
     """Applies the user's pending events in order, in one transaction; returns counts.
-    `fetch` gets midpoints for a SPLIT / MERGE whose outcomes have no recent mark."""
+    `fetch` gets midpoints for a SPLIT / MERGE whose outcomes have no recent mark;
+    `from_chain`: conversions are read from the chain (an adapter is configured)."""
     counts: dict[str, int] = defaultdict(int)
     fetch = _prefetched(conn, user_id, since, limit, fetch) if fetch is not None else None
     with conn.transaction():
@@ -108,6 +110,8 @@ def apply_user(
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
         for table in (TRADES, ACTIVITY):  # history older than the seed
             counts["covered_by_seed"] += conn.execute(table["cover_by_seed"], params).rowcount
+        covered = conn.execute(ACTIVITY["cover_chain_conversions"], params).rowcount
+        counts["covered_by_seed"] += covered
         superseded = conn.execute(ACTIVITY["supersede_api_conversions"], params).rowcount
         counts["conversions_superseded"] += superseded
         trades = [
@@ -118,7 +122,7 @@ def apply_user(
             for r in conn.execute(ACTIVITY["pending_for_user"], params)
         ]
         if not trades and not acts:
-            return {}
+            return dict(counts)
         events = shadow_plan.order(trades, acts, limit)
         markets = _market_assets(conn, {r.condition_id for r in acts if r.condition_id})
         held = holdings(conn, user_id, [a.asset_id for rows in markets.values() for a in rows])
@@ -137,7 +141,9 @@ def apply_user(
         }
         chain_markets = {r.neg_risk_market_id for r in acts if r.neg_risk_market_id}
         neg_risk = markets_mod.neg_risk_markets(conn, chain_markets) if chain_markets else {}
-        p = shadow_plan.plan(events, markets, held, settled, now, grace, at_moment, neg_risk)
+        p = shadow_plan.plan(
+            events, markets, held, settled, now, grace, at_moment, neg_risk, from_chain
+        )
         write_plan(conn, user_id, p, now)
     counts.update(p.counts)
     counts["trades_applied"] += len(p.applied_trades)
@@ -211,6 +217,7 @@ def apply_pending(
     grace: timedelta,
     seed_window: timedelta,
     fetch: marks.Fetch | None = None,
+    from_chain: bool = True,
 ) -> dict[str, int]:
     """Applies every seeded user's pending events; events older than the seed window
     before the seed are history the seed already holds. Returns summed counts."""
@@ -222,7 +229,9 @@ def apply_pending(
     total: dict[str, int] = defaultdict(int)
     for u in users:
         while True:
-            counts = apply_user(conn, u["id"], u["since"], now, grace, fetch=fetch)
+            counts = apply_user(
+                conn, u["id"], u["since"], now, grace, fetch=fetch, from_chain=from_chain
+            )
             for k, v in counts.items():
                 total[k] += v
             moved = sum(

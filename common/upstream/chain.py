@@ -180,7 +180,11 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
 def _block_time(log: ChainLog) -> datetime | None:
     if not log.block_timestamp:
         return None
-    return datetime.fromtimestamp(_int(log.block_timestamp, "blockTimestamp"), tz=UTC)
+    seconds = _int(log.block_timestamp, "blockTimestamp")
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise DecodeError(f"blockTimestamp {seconds} is not a time") from exc
 
 
 def is_conversion(log: ChainLog, s: settings_mod.Settings) -> bool:

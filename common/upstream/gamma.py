@@ -46,7 +46,7 @@ def _bips_or_none(value: Any) -> int | None:
         return None
     try:
         bips = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return bips if 0 <= bips <= 10_000 and bips == value else None
 

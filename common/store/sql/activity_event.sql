@@ -6,8 +6,12 @@ SELECT id, followed_user_id, activity_type, condition_id, share_micros, usdc_mic
        -- a chain conversion the Data API reports too: no reorg took it out
        (source = 'CHAIN' AND EXISTS (
            SELECT 1 FROM activity_event d
-           WHERE d.source = 'DATA_API' AND d.followed_user_id = activity_event.followed_user_id
-             AND d.tx_hash = activity_event.tx_hash)) AS confirmed
+           WHERE d.source = 'DATA_API' AND d.activity_type = 'CONVERSION'
+             AND d.followed_user_id = activity_event.followed_user_id
+             AND d.tx_hash = activity_event.tx_hash)) AS confirmed,
+       -- before the seed: the /positions it was seeded from may hold it already
+       event_time < (SELECT seeded_at FROM followed_user u
+                     WHERE u.id = activity_event.followed_user_id) AS before_seed
 FROM activity_event
 WHERE shadow_applied_at IS NULL AND followed_user_id = %(u)s AND event_time >= %(since)s
 ORDER BY event_time, id
@@ -40,12 +44,21 @@ VALUES ('CHAIN', %(sid)s, %(uid)s, %(wallet)s, 'CONVERSION', %(market)s, %(amoun
 ON CONFLICT DO NOTHING;
 
 -- remove_chain_conversion --
--- The log was reorged out: a conversion not yet applied ends REMOVED; one applied stays
--- in the shadow book, flagged (uncertain_conversion shows it).
-UPDATE activity_event SET reorg_state = 'REMOVED',
-    shadow_state = CASE WHEN shadow_applied_at IS NULL THEN 'REMOVED' ELSE shadow_state END,
-    shadow_applied_at = coalesce(shadow_applied_at, %(now)s)
-WHERE id = %(id)s;
+-- The log was reorged out: a conversion not yet applied ends REMOVED, and a Data API
+-- row of its transaction superseded by it is pending again (it waits for the log to be
+-- re-included, else ends NOT_APPLIED: uncertain); one applied stays in the shadow book,
+-- flagged (uncertain_conversion shows it).
+WITH c AS (
+  UPDATE activity_event SET reorg_state = 'REMOVED',
+      shadow_state = CASE WHEN shadow_applied_at IS NULL THEN 'REMOVED' ELSE shadow_state END,
+      shadow_applied_at = coalesce(shadow_applied_at, %(now)s)
+  WHERE id = %(id)s
+  RETURNING followed_user_id, tx_hash, shadow_state)
+UPDATE activity_event d SET shadow_state = NULL, shadow_applied_at = NULL
+FROM c
+WHERE c.shadow_state = 'REMOVED' AND d.source = 'DATA_API'
+  AND d.activity_type = 'CONVERSION' AND d.followed_user_id = c.followed_user_id
+  AND d.tx_hash = c.tx_hash AND d.shadow_state = 'SUPERSEDED';
 
 -- restore_chain_conversion --
 -- The log is back (re-included): pending again if it had ended REMOVED.
@@ -53,6 +66,16 @@ UPDATE activity_event SET reorg_state = NULL, block_number = %(block)s, log_inde
     shadow_applied_at = CASE WHEN shadow_state = 'REMOVED' THEN NULL ELSE shadow_applied_at END,
     shadow_state = CASE WHEN shadow_state = 'REMOVED' THEN NULL ELSE shadow_state END
 WHERE id = %(id)s;
+
+-- cover_chain_conversions --
+-- A user's pending chain conversions whose Data API row the seed covered: the
+-- /positions the user was seeded from holds them already.
+UPDATE activity_event c SET shadow_state = 'COVERED_BY_SEED', shadow_applied_at = %(now)s
+WHERE c.followed_user_id = %(u)s AND c.source = 'CHAIN' AND c.shadow_applied_at IS NULL
+  AND EXISTS (SELECT 1 FROM activity_event d
+              WHERE d.source = 'DATA_API' AND d.activity_type = 'CONVERSION'
+                AND d.followed_user_id = c.followed_user_id AND d.tx_hash = c.tx_hash
+                AND d.shadow_state = 'COVERED_BY_SEED');
 
 -- supersede_api_conversions --
 -- A user's Data API CONVERSION rows whose transaction's PositionsConverted log is

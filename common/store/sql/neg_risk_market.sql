@@ -3,14 +3,17 @@
 
 -- to_probe --
 -- The neg-risk markets of pending chain conversions that Gamma was not asked about
--- since the conversion (questions can be added to a market), with the adapter that
--- logged it and the index sets named (hex).
+-- since the conversion (questions can be added to a market) or in the last minute
+-- (one not fully listed yet is asked again while they wait), with the adapter that
+-- logged them and the index sets named (hex).
 SELECT a.neg_risk_market_id AS market_id, max(a.payload->>'adapter') AS adapter,
        array_agg(DISTINCT a.index_set) AS index_sets
 FROM activity_event a
 LEFT JOIN neg_risk_market n ON n.market_id = a.neg_risk_market_id
 WHERE a.source = 'CHAIN' AND a.shadow_applied_at IS NULL
-  AND (n.probed_at IS NULL OR n.probed_at < a.event_time)
+  AND a.payload->>'adapter' ~ '^0x[0-9a-f]{40}$'
+  AND (n.probed_at IS NULL OR n.probed_at < a.event_time
+       OR n.probed_at < %(now)s::timestamptz - interval '1 minute')
 GROUP BY a.neg_risk_market_id
 ORDER BY a.neg_risk_market_id
 LIMIT %(limit)s;

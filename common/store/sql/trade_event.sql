@@ -131,11 +131,21 @@ SELECT r.gid, x.asset_id, x.outcome,
       JOIN activity_event a ON a.neg_risk_market_id = m.neg_risk_market_id
       JOIN neg_risk_market n ON n.market_id = a.neg_risk_market_id
            AND m.question_index < n.question_count
+           -- every question known, the index set within them: the legs can be told
+           AND n.question_count = (SELECT count(*) FROM market q
+                                   WHERE q.neg_risk_market_id = n.market_id
+                                     AND q.question_index < n.question_count)
       CROSS JOIN LATERAL (
         SELECT ('x' || lpad(substr(a.index_set, 3), 64, '0'))::bit(256) AS bits) b
-      WHERE o.asset_id = x.asset_id AND a.followed_user_id = r.u AND a.source = 'CHAIN'
+      WHERE o.asset_id = x.asset_id
+        AND position('1' IN substring(b.bits::text FOR 256 - n.question_count)) = 0 AND a.followed_user_id = r.u AND a.source = 'CHAIN'
         AND a.reorg_state IS NULL AND a.shadow_state IS DISTINCT FROM 'NOT_APPLIED'
         AND a.event_time >= r.since
+        AND NOT EXISTS (  -- the seed holds it (store.shadow covers it)
+            SELECT 1 FROM activity_event d
+            WHERE d.source = 'DATA_API' AND d.activity_type = 'CONVERSION'
+              AND d.followed_user_id = a.followed_user_id AND d.tx_hash = a.tx_hash
+              AND d.shadow_state = 'COVERED_BY_SEED')
         AND a.shadow_state IS DISTINCT FROM 'COVERED_BY_SEED'
         AND a.detect_time <= r.seen AND (a.event_time, 1, a.id) < (r.t, r.rank, r.first)
         AND (r.rid IS NULL OR (a.event_time, 1, a.id) > (r.rt, 1, r.rid))), 0)

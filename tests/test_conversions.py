@@ -463,3 +463,20 @@ def test_hostile_numbers_are_refused_or_read_as_none() -> None:
     assert (
         gamma.GammaMarket.model_validate({**live, "negRiskFeeBips": 250}).neg_risk_fee_bips == 250
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "gap_kept"), [({"result": []}, False), ({"error": "boom"}, True)]
+)
+def test_the_catch_up_closes_the_gap_only_when_every_filter_replayed(
+    first: dict[str, Any], gap_kept: bool
+) -> None:
+    from common.runtime import jobs
+    from functions import listen
+
+    ls = listen.Listener(None, S, stop=jobs.StopFlag())
+    ls._unreplayed, ls._replays, ls._pending = 100, 2, {1: "getLogs", 2: "getLogs"}
+    ls._reply(chain.RpcReply(1, first.get("result"), first.get("error")), T0, None)
+    assert ls._unreplayed == 100  # the other filter's replay is not in yet
+    ls._reply(chain.RpcReply(2, [], None), T0, None)
+    assert ls._unreplayed == (100 if gap_kept else None)

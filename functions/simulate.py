@@ -8,9 +8,12 @@ until then (`--wait` bounds how long a run waits for the next one), fetches `/bo
 once, stores it, and only then decides, so a rerun after a crash decides on the same
 book. Both attempts, their fills and the exec ledger entries are written in one
 transaction keyed by (scope, user, group key), with the group marked DONE: a rerun is a
-no-op. One simulator runs at a time (advisory lock `SIM_LOCK`); a loop keeps its
-portfolios in memory between runs and rereads them when the newest exec ledger entry is
-not its own, so any other writer of exec ledger entries must hold `SIM_LOCK` too.
+no-op. One simulator runs at a time (its own session lock `locks.SIMULATE`). It holds
+the exec-ledger lock only inside each write transaction, never across its waits, so
+snapshot, rollup and settlement get their cut at once. A loop keeps its portfolios in
+memory between runs; every write checks, under that lock, that the newest exec ledger
+entry is still its own, and when another writer (settlement, which takes the lock for
+its transaction) moved the ledgers, rereads them and decides the pending groups again.
 
 `--replay` decides every closed group at once on the books already stored (NO_BOOK
 where none is), in batches: to rebuild the exec portfolios, and for the benchmark.
@@ -32,6 +35,7 @@ from common.store import (
     db,
     failures,
     groups,
+    locks,
     polling,
     portfolios,
     quarantine,
@@ -39,10 +43,18 @@ from common.store import (
 from common.upstream import clob, http, wire
 
 log = logging.getLogger(__name__)
-SIM_LOCK = db.EXEC_LEDGER_LOCK
+SIM_LOCK = locks.SIMULATE
+FLUSH_TRIES = 3  # decide again on fresh portfolios at most this often per write
 FETCH = 200  # groups read per query
 SCOPES = ("EXEC_USER", "EXEC_GLOBAL")
 MAX_WAITS = 100  # a run ends after this many waits even if work keeps coming
+
+
+class Stale(RuntimeError):
+    """Another writer moved the exec ledgers since the portfolios were read."""
+
+
+Pending = list[tuple[decide.Group, copy_data.StoredBook | None, list[copy_data.Row]]]
 
 
 class Engine:
@@ -199,7 +211,7 @@ class Engine:
             stored = [g.book_id for g in groups if g.book_id]
             self._books = copy_data.load_books(self.conn, stored) if stored else {}
             self._their = self._leader_positions(groups)
-            pending: list[list[copy_data.Row]] = []
+            pending: Pending = []
             for g in groups:
                 if not self.replay and g.decide_at > self.clock():
                     if (g.decide_at - self.clock()).total_seconds() > max_wait_s:
@@ -211,7 +223,7 @@ class Engine:
                 book = self.book_for(g)
                 started = time.perf_counter()
                 try:
-                    pending.append(self.decide_group(g, book))
+                    pending.append((g, book, self.decide_group(g, book)))
                 except Exception as exc:
                     self._reload()  # the group holds the FIFO: show it on the status page
                     error = f"{type(exc).__name__}: {exc}"
@@ -226,22 +238,39 @@ class Engine:
             if len(groups) < fetch:
                 return done
 
-    def _flush(self, pending: list[list[copy_data.Row]]) -> None:
+    def _flush(self, pending: Pending) -> None:
         """Writes the pending groups in one transaction (attempts, fills, ledger entries,
-        groups DONE); on failure the in-memory portfolios are dropped (they are ahead of
-        the ledger) and reread on next use."""
+        groups DONE) under the exec-ledger lock, taken for that transaction only. If
+        another writer moved the exec ledgers since the portfolios were read, the
+        portfolios are reread and the pending groups decided again on them (same books),
+        up to FLUSH_TRIES times. On any other failure the in-memory portfolios are
+        dropped (they are ahead of the ledger) and reread on next use."""
         if not pending:
             return
-        firsts = [rows[0].decision for rows in pending]
-        try:
-            with self.conn.transaction():
-                copy_data.write_many(self.conn, [row for rows in pending for row in rows])
-                copy_data.mark_done(self.conn, firsts)
-            self._watermark = self._exec_watermark()
-        except Exception:
+        for _ in range(FLUSH_TRIES):
+            try:
+                self._write(pending)
+                break
+            except Stale:
+                self.count("decided_again", len(pending))
+                self._reload()
+                pending[:] = [(g, book, self.decide_group(g, book)) for g, book, _ in pending]
+            except Exception:
+                self._reload()
+                raise
+        else:
             self._reload()
-            raise
+            raise Stale(f"the exec ledgers moved under {FLUSH_TRIES} writes in a row")
         pending.clear()
+
+    def _write(self, pending: Pending) -> None:
+        with self.conn.transaction():
+            db.lock_exec_ledgers(self.conn)
+            if self._exec_watermark() != self._watermark:
+                raise Stale("another writer moved the exec ledgers")
+            copy_data.write_many(self.conn, [row for _, _, rows in pending for row in rows])
+            copy_data.mark_done(self.conn, [rows[0].decision for _, _, rows in pending])
+            self._watermark = self._exec_watermark()  # ours: read under the lock
 
     def _reload(self) -> None:
         """Forgets the in-memory portfolios (after a failed write they may be ahead of

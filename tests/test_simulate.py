@@ -9,7 +9,7 @@ import argparse
 from datetime import UTC, datetime, timedelta
 
 from common.runtime import jobs, settings
-from common.store import db, groups
+from common.store import checkpoints, db, groups
 from functions import simulate
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -168,3 +168,50 @@ def test_pause_and_modes_reach_every_decision(conn: db.Conn) -> None:
         (u1,),
     ).fetchone()
     assert last is not None and last["decision"] == "EXECUTE"
+
+
+def test_waits_hold_no_ledger_lock_and_a_write_meanwhile_is_decided_on_again(
+    db_url: str, conn: db.Conn
+) -> None:
+    """While the engine waits for a decision time it holds only its own lock: a
+    consistent cut (snapshot, rollup) is had at once, and a settlement can write. The
+    engine then sees the exec ledgers moved, rereads its portfolios and decides the
+    pending group again, so its books never miss the other writer's entry."""
+    u1, u2 = setup(conn)
+    for k in range(4):
+        fill(conn, u1 if k % 2 else u2, 1_000 * k, 5_000 + 40 * k, 100 + k)
+    groups.step(conn, at(60_000))
+    attach_books(conn)
+    cuts: list[object] = []
+
+    with db.connect(db_url, autocommit=True) as other:
+
+        def meanwhile(t: datetime) -> None:
+            cuts.append(checkpoints.committed_max_ids(other, ("ledger_entry",), wait_s=0.2))
+            if len(cuts) == 2:  # another writer of the exec ledgers, between two decisions
+                with other.transaction():
+                    db.lock_exec_ledgers(other)
+                    other.execute(
+                        """INSERT INTO ledger_entry (portfolio_scope, entry_type,
+                               cash_delta_micros, ref_id, effective_time)
+                           VALUES ('EXEC_GLOBAL', 'DEPOSIT', 1000000, 'extra', %(t)s)""",
+                        {"t": t},
+                    )
+            clock[0] = max(clock[0], t)
+
+        clock = [at(5_000 + 40 * 3)]
+        ctx = jobs.Context(
+            args=argparse.Namespace(wait=60.0, replay=False, batch=1),
+            settings=settings.Settings(),
+            clock=lambda: clock[0],
+            wait_until=meanwhile,
+        )
+        assert jobs.run_recorded(conn, "simulate", ctx, simulate.run_once) == 4
+    assert len(cuts) >= 2 and all(c is not None for c in cuts)  # never blocked
+    run = conn.execute("SELECT counts FROM job_run WHERE job = 'simulate'").fetchone()
+    assert run is not None and run["counts"]["decided_again"] >= 1
+    engine = ctx.resources["engine"]
+    cash = conn.execute(
+        "SELECT sum(cash_delta_micros) AS c FROM ledger_entry WHERE portfolio_scope = 'EXEC_GLOBAL'"
+    ).fetchone()
+    assert engine.portfolios[("EXEC_GLOBAL", None)].cash == cash["c"]  # the extra $1 in

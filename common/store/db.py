@@ -78,14 +78,15 @@ def lock_ingest(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
 
 
-# The exec ledgers' writer lock: `simulate` holds it (session-level) while it runs; any
-# other writer of EXEC_USER / EXEC_GLOBAL entries (settlement) takes it for its transaction.
+# The exec ledgers' writer lock: every writer of EXEC_USER / EXEC_GLOBAL entries
+# (`simulate`, settlement) takes it for its write transaction only, so a reader of a
+# consistent cut (snapshot, rollup) never waits on a long simulate run.
 EXEC_LEDGER_LOCK = locks.EXEC_LEDGER
 
 
 def lock_exec_ledgers(conn: psycopg.Connection[Any]) -> None:
-    """Takes the exec-ledger lock until the current transaction ends (waits for a
-    running simulate)."""
+    """Takes the exec-ledger lock until the current transaction ends (waits for another
+    writer's transaction)."""
     conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": EXEC_LEDGER_LOCK})
 
 

@@ -9,11 +9,12 @@ JOB_CLASS = 0x6F63  # (class, crc32(job name)): one copy per job, scheduler incl
 MIGRATE = 0x0C01_05  # one migrator at a time (session)
 INGEST = 0x0C01_10  # every write to events and the shadow ledger (transaction)
 GROUP = 0x6F63_0002  # one grouper at a time (transaction)
-EXEC_LEDGER = 0x6F63_0003  # the exec ledgers' writer: simulate (session), settlement (tx)
+EXEC_LEDGER = 0x6F63_0003  # every write to the exec ledgers: simulate, settlement (tx)
 SNAPSHOT = 0x6F63_0005  # one snapshot writer (transaction)
 ROLLUP = 0x6F63_0006  # one rollup writer (transaction)
 CONFIG = 0x6F63_0007  # config writers take turns, so versions differ (transaction)
 PRUNE = 0x6F63_0010  # one prune at a time (session)
+SIMULATE = 0x6F63_0011  # one copy engine at a time (session)
 
 ALL = {
     name: value

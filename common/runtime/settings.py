@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     poll_backfill_on_start_s: float = Field(
         default=900.0, ge=0, description="How far the first poll of a process reaches back."
     )
+    poll_active_window_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="A user with an event detected this recently is polled every run.",
+    )
+    poll_idle_every_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="While the listener is connected, an idle user is polled this often "
+        "(0: every user every run).",
+    )
     poll_max_rows: int = Field(
         default=20_000,
         ge=1_000,

@@ -402,6 +402,53 @@ def poll_user(
     return counts, ListingError("data_api", f"{rows.problem}; {where}")
 
 
+LISTENER_FRESH = timedelta(seconds=30)  # a listener heartbeat older is a listener down
+
+_ACTIVE = """
+SELECT followed_user_id FROM trade_event WHERE detect_time > %(since)s
+UNION
+SELECT followed_user_id FROM activity_event
+WHERE event_time > %(since)s AND detect_time > %(since)s
+UNION
+SELECT followed_user_id FROM trade_event
+WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
+  AND detect_time > %(unconfirmed)s
+"""
+_LISTENER = """
+SELECT (info->>'connected')::boolean AND beat_at >= %(fresh)s AS ok
+FROM process_heartbeat WHERE process = 'listen'
+"""
+
+
+@dataclass(frozen=True)
+class Due:
+    """Which users a run polls: poll cost follows activity. A user with an event detected
+    in the last `poll_active_window_s`, or a chain fill the Data API has not confirmed,
+    is polled every run; an idle one every `poll_idle_every_s` — but only while the chain
+    listener is connected (its fills then arrive at once anyway): with the listener
+    down, or `poll_idle_every_s` 0, every user is polled every run."""
+
+    now_at: datetime
+    active: frozenset[int]
+    listening: bool
+    idle_every: timedelta
+
+    @classmethod
+    def read(cls, conn: db.Conn, now: datetime, s: settings.Settings) -> Due:
+        window = timedelta(seconds=s.poll_active_window_s)
+        params = {"since": now - window, "unconfirmed": now - 4 * window}
+        active = frozenset(r["followed_user_id"] for r in conn.execute(_ACTIVE, params))
+        beat = conn.execute(_LISTENER, {"fresh": now - LISTENER_FRESH}).fetchone()
+        listening = bool(beat and beat["ok"])
+        return cls(now, active, listening, timedelta(seconds=s.poll_idle_every_s))
+
+    def now(self, user: User, failing: bool) -> bool:
+        """True when `user` is polled this run."""
+        if not self.listening or not self.idle_every or failing or user.checkpoint is None:
+            return True
+        return user.id in self.active or user.checkpoint <= self.now_at - self.idle_every
+
+
 def poll_all(
     conn: db.Conn,
     ups: http.Upstreams,
@@ -412,8 +459,9 @@ def poll_all(
     counts: dict[str, int],
     clock: data_api.Clock | None = None,
 ) -> int:
-    """Polls every enabled user (rows stamped by `clock` as their pages arrive; without
-    one, `now`); returns how many users were polled without error. A
+    """Polls the enabled users that are due (`Due`; every one when a backfill reaches
+    back) (rows stamped by `clock` as their pages arrive; without one, `now`); returns
+    how many users were polled without error. A
     user whose poll fails — the upstream, a listing refused or past its caps, or any
     bug its rows trigger — gets a failed item and its checkpoint stays; the other users
     are polled all the same. Only a lost database connection ends the run."""
@@ -425,11 +473,15 @@ def poll_all(
     done = 0
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
+    due = Due.read(conn, now, settings.get()) if floor is None else None
     for user in followed_users(conn):
+        key = f"user:{user.id}"
+        if due is not None and not due.now(user, key in failing):
+            counts["users_idle"] = counts.get("users_idle", 0) + 1
+            continue
         start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
         if floor is not None:
             start = min(start, floor)
-        key = f"user:{user.id}"
         error: Exception | None
         try:
             user_counts, error = poll_user(conn, ups, user, start, now, clock)

@@ -1,0 +1,84 @@
+"""Poll cost follows activity (`polling.Due`), against Postgres: with the listener
+connected, active users (an event detected lately, a chain fill not yet confirmed) are
+polled every run and idle ones every `poll_idle_every_s`; with the listener down, or a
+backfill reaching back, every user is polled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from common.runtime import jobs, settings
+from common.store import checkpoints, db, polling, users
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+S = settings.Settings(poll_active_window_s=900, poll_idle_every_s=60)
+
+
+def add(conn: db.Conn, i: int, polled_ago_s: float | None) -> int:
+    user = users.add(conn, "0x" + f"{i:040x}", f"u{i}", [], NOW - timedelta(days=1))
+    if polled_ago_s is not None:
+        at = NOW - timedelta(seconds=polled_ago_s)
+        checkpoints.advance(conn, polling.CHECKPOINT, at, user_id=user, time=at)
+    return user
+
+
+def trade(conn: db.Conn, user: int, detected_ago_s: float, source: str = "DATA_API") -> None:
+    t = NOW - timedelta(seconds=detected_ago_s)
+    conn.execute(
+        """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, asset_id, side,
+               price_micros, share_micros, usdc_notional_micros, event_time, detect_time)
+           VALUES (%(s)s, %(sid)s, %(u)s, %(w)s, '1', 'BUY', 500000, 1000000, 500000, %(t)s,
+               %(t)s)""",
+        {"s": source, "sid": f"{user}-{detected_ago_s}", "u": user, "w": "0x" + "0" * 40, "t": t},
+    )
+
+
+def listener(conn: db.Conn, connected: bool, beat_ago_s: float) -> None:
+    at = NOW - timedelta(seconds=beat_ago_s)
+    jobs.heartbeat(conn, "listen", at, {"connected": connected})
+
+
+@pytest.fixture
+def population(conn: db.Conn) -> dict[str, int]:
+    ids = {
+        "active": add(conn, 1, 10),  # polled 10 s ago, traded 5 min ago
+        "unconfirmed": add(conn, 2, 10),  # a chain fill the API has not confirmed (30 min ago)
+        "idle_fresh": add(conn, 3, 30),  # idle, polled 30 s ago
+        "idle_stale": add(conn, 4, 90),  # idle, polled 90 s ago
+        "old_trade": add(conn, 5, 10),  # traded an hour ago: idle now
+        "never": add(conn, 6, None),  # never polled
+    }
+    trade(conn, ids["active"], 300)
+    trade(conn, ids["unconfirmed"], 1800, source="CHAIN")
+    trade(conn, ids["old_trade"], 3600)
+    return ids
+
+
+def due(conn: db.Conn, ids: dict[str, int], failing: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+    d = polling.Due.read(conn, NOW, S)
+    by_id = {u.id: u for u in polling.followed_users(conn)}
+    return {name for name, i in ids.items() if d.now(by_id[i], name in failing)}
+
+
+def test_with_the_listener_connected_idle_users_wait_their_turn(
+    conn: db.Conn, population: dict[str, int]
+) -> None:
+    listener(conn, True, 5)
+    assert due(conn, population) == {"active", "unconfirmed", "idle_stale", "never"}
+    assert "idle_fresh" in due(conn, population, failing={"idle_fresh"})  # retried at once
+
+
+@pytest.mark.parametrize(("connected", "beat_ago_s"), [(False, 5), (True, 31)])
+def test_with_the_listener_down_every_user_is_polled(
+    conn: db.Conn, population: dict[str, int], connected: bool, beat_ago_s: float
+) -> None:
+    listener(conn, connected, beat_ago_s)
+    assert due(conn, population) == set(population)
+
+
+def test_idle_every_zero_polls_everyone(conn: db.Conn, population: dict[str, int]) -> None:
+    listener(conn, True, 5)
+    d = polling.Due.read(conn, NOW, settings.Settings(poll_idle_every_s=0))
+    assert all(d.now(u, False) for u in polling.followed_users(conn))

@@ -47,13 +47,13 @@ def demo_settings(port: int, **overrides: Any) -> settings.Settings:
     return settings.Settings(**values, **overrides)
 
 
-def follow_sandbox_leaders(url: str, seed: int) -> list[str]:
+def follow_sandbox_leaders(url: str, seed: int, leaders: int = 3) -> list[str]:
     """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
     once the sandbox is up); returns the wallets newly followed."""
     from common.store import users
     from sandbox import scenario  # the demo's only use of the sandbox's code
 
-    wallets = [leader["wallet"] for leader in scenario.generate(seed)["leaders"]]
+    wallets = [leader["wallet"] for leader in scenario.generate(seed, leaders=leaders)["leaders"]]
     added = []
     with db.connect(url, autocommit=True) as conn:
         known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8090)
     parser.add_argument("--sandbox-seed", type=int, default=7)
     parser.add_argument(
+        "--sandbox-leaders", type=int, default=3, help="the sandbox's leaders, all followed"
+    )
+    parser.add_argument(
         "--live",
         action="store_true",
         help="against the configured upstreams (real Polymarket), no sandbox, no demo leaders",
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "OCULUS_SANDBOX_AUTOSTART": "false" if args.live else "true",
         "OCULUS_SANDBOX_PORT": str(args.sandbox_port),
         "OCULUS_SANDBOX_SEED": str(args.sandbox_seed),
+        "OCULUS_SANDBOX_LEADERS": str(args.sandbox_leaders),
     }
     if args.live:
         n = followed["n"] if followed else 0
@@ -200,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if n else "; add one with `python -m functions.follow add 0xWALLET --label NAME`")
         )
     else:
-        added = follow_sandbox_leaders(url, args.sandbox_seed)
+        added = follow_sandbox_leaders(url, args.sandbox_seed, args.sandbox_leaders)
         if added:
-            step(f"following the sandbox's leaders: {', '.join(added)}")
+            shown_wallets = ", ".join(added[:5]) + (
+                f" and {len(added) - 5} more" if len(added) > 5 else ""
+            )
+            step(f"following the sandbox's leaders: {shown_wallets}")
         env.update(demo_environment(args.sandbox_port))
         step(f"sandbox exchange: http://127.0.0.1:{args.sandbox_port} (seed {args.sandbox_seed})")
     (s.var_dir / "log").mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ import time
 import uuid
 import xmlrpc.client as xmlrpclib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,8 +370,11 @@ def stop(proc: subprocess.Popen[bytes], var_dir: Path, env: dict[str, str], own_
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.resources", description=__doc__)
+def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options of a run of the whole stack (this benchmark's and `scale`'s)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="measured window")
     p.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--warmup", type=float, default=30.0, help="seconds left out at the start")
@@ -380,7 +384,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", help="a server URL to use instead of an own embedded one")
     p.add_argument("--as-is", action="store_true", help="keep this environment's bytecode set-up")
     p.add_argument("--keep-dir", action="store_true", help="keep the temp dir (logs)")
-    args = p.parse_args(argv)
+    p.add_argument("--leaders", type=int, default=3, help="the sandbox's leaders, all followed")
+    return p
+
+
+# Called with the stack's database URL: at each recorded sample, and after the window
+# (with the sampler and the window's start).
+OnSample = Callable[[str], None]
+After = Callable[[Sampler, str, datetime], None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser("python -m benchmarks.resources", __doc__).parse_args(argv))
+
+
+def run(
+    args: argparse.Namespace, on_sample: OnSample | None = None, after: After | None = None
+) -> int:
+    """Starts the stack, samples it for the window, reports, stops it."""
     tmp = Path(tempfile.mkdtemp(prefix="oculus-resources-"))
     var_dir = tmp / "var"
     env = {
@@ -409,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "run_local", "--sandbox-port", str(sandbox_port)],
+            [
+                sys.executable,
+                "-m",
+                "run_local",
+                "--sandbox-port",
+                str(sandbox_port),
+                "--sandbox-leaders",
+                str(args.leaders),
+            ],
             env=env,
             cwd=settings.ROOT,
             stdout=log,
@@ -435,11 +464,15 @@ def main(argv: list[str] | None = None) -> int:
             if warm and sampler.started is None:
                 window_start = datetime.now(tz=UTC)
             sampler.sample(record=warm)
+            if warm and on_sample is not None:
+                on_sample(url)
             time.sleep(max(0.0, min(args.every, end - time.monotonic())))
         sampler.sample(record=True)
         if proc.poll() is not None:
             print(f"run_local exited early ({proc.returncode}); figures cover what ran")
         report(sampler, url, window_start)
+        if after is not None:
+            after(sampler, url, window_start)
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop(proc, var_dir, env, own_db=args.database_url is None)

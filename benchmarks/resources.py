@@ -264,10 +264,10 @@ def database_url(env: dict[str, str]) -> str:
 
 def postmaster_pid(url: str) -> int:
     """The server's postmaster: the parent of this connection's backend (a local server)."""
-    with db.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:  # read while the backend lives
         backend = conn.info.backend_pid
-    with open(f"/proc/{backend}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{backend}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def setting(conn: db.Conn, name: str) -> str:

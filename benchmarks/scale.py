@@ -84,7 +84,7 @@ class Scale:
             ),
             (
                 "fewest portfolios in one minute's snapshot",
-                f"{f['snap_min']} of {f['portfolios']}",
+                f"{'n/a' if f['snap_min'] is None else f['snap_min']} of {f['portfolios']}",
                 "every portfolio",
             ),
             (
@@ -210,7 +210,7 @@ def figures(conn: db.Conn, start: datetime) -> dict[str, Any]:
                AND bucket < date_trunc('minute', now())
              GROUP BY bucket) x"""
     )
-    out["snap_min"] = per_minute["n"] or 0
+    out["snap_min"] = per_minute["n"]  # None: no whole minute in the window
     decision = one(
         """SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY
                   extract(epoch FROM a.created_at - g.decide_at)) AS p95

@@ -1,5 +1,8 @@
-"""Reconcile (every 60 s): backfill the last 2 minutes through the Data API, check that
-every stage moves forward, and flag gaps — a chain fill no API row confirms in time, an
+"""Reconcile (every 60 s): backfill the last 2 minutes through the Data API for the
+active users (an event detected lately, a chain fill not yet confirmed: `polling.Due`)
+and those never polled whole (idle users are the regular poll's, which sweeps everyone
+while the listener is down),
+check that every stage moves forward, and flag gaps — a chain fill no API row confirms in time, an
 API fill the listener missed while it was up, stale heartbeats, a stuck shadow ledger.
 
 Findings are counted in this run's `job_run.counts` (with up to 50 examples under
@@ -125,7 +128,14 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     s, now = ctx.settings, ctx.clock()
     ups: http.Upstreams = ctx.resources["ups"]
     backfill = timedelta(seconds=s.reconcile_backfill_s)
-    ctx.count("backfilled", polling.backfill(conn, ups, now - backfill, now, ctx.clock))
+    # the active users, and those never polled whole or not seeded yet
+    targets = set(polling.Due.read(conn, now, s).active) | {
+        u.id for u in polling.followed_users(conn) if u.checkpoint is None or not u.seeded
+    }
+    ctx.count("users_reconciled", len(targets))
+    if targets:
+        got = polling.backfill(conn, ups, now - backfill, now, ctx.clock, only=targets)
+        ctx.count("backfilled", got)
     ctx.count("contradicted_fills_voided", void_contradicted(conn, now))
     findings = find_gaps(conn, now, timedelta(seconds=s.reconcile_confirm_after_s))
     findings += find_stalls(conn, now, s)

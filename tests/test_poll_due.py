@@ -82,3 +82,18 @@ def test_idle_every_zero_polls_everyone(conn: db.Conn, population: dict[str, int
     listener(conn, True, 5)
     d = polling.Due.read(conn, NOW, settings.Settings(poll_idle_every_s=0))
     assert all(d.now(u, False) for u in polling.followed_users(conn))
+
+
+def test_trades_are_read_while_the_listener_is_down_or_a_chain_fill_waits(
+    conn: db.Conn, population: dict[str, int]
+) -> None:
+    lagging = add(conn, 7, 10)
+    trade(conn, lagging, 45, source="CHAIN")  # unconfirmed for 45 s (past LAGGING)
+    trade(conn, population["idle_fresh"], 10, source="CHAIN")  # unconfirmed for 10 s only
+    by_id = {u.id: u for u in polling.followed_users(conn)}
+    listener(conn, True, 5)
+    up = polling.Due.read(conn, NOW, S)
+    assert {i for i, u in by_id.items() if up.trades(u)} == {lagging, population["unconfirmed"]}
+    listener(conn, False, 5)
+    down = polling.Due.read(conn, NOW, S)
+    assert all(down.trades(u) for u in by_id.values())

@@ -8,7 +8,7 @@ pages arrive, and a user whose listing is not whole keeps its checkpoint."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -253,8 +253,11 @@ def collect(
     start: datetime,
     now: datetime,
     clock: data_api.Clock | None = None,
+    with_trades: bool = True,
 ) -> Collected:
     """Fetches and normalizes one user's rows in [start, now]; bad rows are quarantined.
+    `/activity` always (its TRADE rows are the fills); `/trades` too unless not
+    `with_trades` (see `Due.trades`).
     A listing that stops early (a refused page, the run's row cap) keeps only the rows up
     to the last second read whole, and says why in `problem`. Rows are stamped with
     `clock()` as their page arrives (default: `now`)."""
@@ -264,9 +267,12 @@ def collect(
     budget = Budget.of(settings.get().poll_max_rows)
     for wallet in user.wallets:
         acts = fetch_activity_window(ups.data_api, wallet, begin, end, budget=budget, clock=clock)
-        trades, refused = fetch_recent_trades(
-            ups.data_api, wallet, begin, budget=budget, clock=clock
-        )
+        trades: wire.Batch[data_api.TradeRow] = wire.Batch()
+        refused = None
+        if with_trades:
+            trades, refused = fetch_recent_trades(
+                ups.data_api, wallet, begin, budget=budget, clock=clock
+            )
         done_until = acts.done_until if refused is None else begin - 1
         if done_until < end:
             _keep_seconds(trades, until=done_until)
@@ -380,6 +386,7 @@ def poll_user(
     start: datetime,
     now: datetime,
     clock: data_api.Clock | None = None,
+    with_trades: bool = True,
 ) -> tuple[dict[str, int], ListingError | None]:
     """Polls one user's wallets from `start` to `now`, stores what is new, and moves the
     user's checkpoint to `now` — or, when the listing stopped early, stores what was read
@@ -388,7 +395,7 @@ def poll_user(
     counts: dict[str, int] = {}
     if not user.seeded:
         counts["seeded_positions"] = seed_user(conn, ups, user, now)
-    rows = collect(conn, ups, user, start, now, clock)
+    rows = collect(conn, ups, user, start, now, clock, with_trades)
     counts.update(store(conn, rows, now))
     if rows.done_until > start:
         checkpoints.advance(conn, CHECKPOINT, now, user_id=user.id, time=rows.done_until)
@@ -414,6 +421,12 @@ SELECT followed_user_id FROM trade_event
 WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
   AND detect_time > %(unconfirmed)s
 """
+_LAGGING = """
+SELECT DISTINCT followed_user_id FROM trade_event
+WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
+  AND detect_time > %(unconfirmed)s AND detect_time < %(lagging)s
+"""
+LAGGING = timedelta(seconds=30)  # a chain fill unconfirmed this long: read /trades too
 _LISTENER = """
 SELECT (info->>'connected')::boolean AND beat_at >= %(fresh)s AS ok
 FROM process_heartbeat WHERE process = 'listen'
@@ -422,7 +435,7 @@ FROM process_heartbeat WHERE process = 'listen'
 
 @dataclass(frozen=True)
 class Due:
-    """Which users a run polls: poll cost follows activity. A user with an event detected
+    """Which users a run polls, and how: poll cost follows activity. A user with an event detected
     in the last `poll_active_window_s`, or a chain fill the Data API has not confirmed,
     is polled every run; an idle one every `poll_idle_every_s` — but only while the chain
     listener is connected (its fills then arrive at once anyway): with the listener
@@ -432,6 +445,7 @@ class Due:
     active: frozenset[int]
     listening: bool
     idle_every: timedelta
+    lagging: frozenset[int] = frozenset()
 
     @classmethod
     def read(cls, conn: db.Conn, now: datetime, s: settings.Settings) -> Due:
@@ -440,13 +454,23 @@ class Due:
         active = frozenset(r["followed_user_id"] for r in conn.execute(_ACTIVE, params))
         beat = conn.execute(_LISTENER, {"fresh": now - LISTENER_FRESH}).fetchone()
         listening = bool(beat and beat["ok"])
-        return cls(now, active, listening, timedelta(seconds=s.poll_idle_every_s))
+        lag = {**params, "lagging": now - LAGGING}
+        lagging = frozenset(r["followed_user_id"] for r in conn.execute(_LAGGING, lag))
+        return cls(now, active, listening, timedelta(seconds=s.poll_idle_every_s), lagging)
 
     def now(self, user: User, failing: bool) -> bool:
         """True when `user` is polled this run."""
         if not self.listening or not self.idle_every or failing or user.checkpoint is None:
             return True
         return user.id in self.active or user.checkpoint <= self.now_at - self.idle_every
+
+    def trades(self, user: User) -> bool:
+        """True when the user's `/trades` is read as well as `/activity`: while the
+        listener is down (the Data API is then the only source: whichever indexes a fill
+        first counts), or when one of the user's chain fills has waited LAGGING for its
+        Data API row. Otherwise `/activity` alone confirms the chain's fills, one request
+        per user (`/trades` has the Data API's tightest limit, 200 requests / 10 s)."""
+        return not self.listening or user.id in self.lagging
 
 
 def poll_all(
@@ -458,6 +482,7 @@ def poll_all(
     reach_back_to: datetime | None,
     counts: dict[str, int],
     clock: data_api.Clock | None = None,
+    only: Collection[int] | None = None,
 ) -> int:
     """Polls the enabled users that are due (`Due`; every one when a backfill reaches
     back) (rows stamped by `clock` as their pages arrive; without one, `now`); returns
@@ -476,6 +501,8 @@ def poll_all(
     due = Due.read(conn, now, settings.get()) if floor is None else None
     for user in followed_users(conn):
         key = f"user:{user.id}"
+        if only is not None and user.id not in only:
+            continue
         if due is not None and not due.now(user, key in failing):
             counts["users_idle"] = counts.get("users_idle", 0) + 1
             continue
@@ -484,7 +511,10 @@ def poll_all(
             start = min(start, floor)
         error: Exception | None
         try:
-            user_counts, error = poll_user(conn, ups, user, start, now, clock)
+            with_trades = due is None or due.trades(user)
+            if not with_trades:
+                counts["trades_not_read"] = counts.get("trades_not_read", 0) + 1
+            user_counts, error = poll_user(conn, ups, user, start, now, clock, with_trades)
             for name, n in user_counts.items():
                 counts[name] = counts.get(name, 0) + n
         except http.UpstreamError as exc:
@@ -516,9 +546,11 @@ def backfill(
     since: datetime,
     now: datetime,
     clock: data_api.Clock | None = None,
+    only: Collection[int] | None = None,
 ) -> int:
-    """Polls every user from `since` (e.g. after the listener reconnects) and applies the
-    shadow ledger; returns the number of new fills and activities."""
+    """Polls every user (or those in `only`) from `since` (e.g. after the listener
+    reconnects) and applies the shadow ledger; returns the number of new fills and
+    activities."""
     counts: dict[str, int] = {}
     s = settings.get()
     poll_all(
@@ -529,6 +561,7 @@ def backfill(
         reach_back_to=since,
         counts=counts,
         clock=clock,
+        only=only,
     )
     apply_shadow(conn, now, ups=ups)
     return counts.get("api_inserted", 0) + counts.get("activity_inserted", 0)

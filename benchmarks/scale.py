@@ -83,8 +83,9 @@ class Scale:
                 "none",
             ),
             (
-                "fewest portfolios in one minute's snapshot",
-                f"{'n/a' if f['snap_min'] is None else f['snap_min']} of {f['portfolios']}",
+                "portfolios in a minute's snapshot: fewest, last",
+                f"{'n/a' if f['snap_min'] is None else f['snap_min']}, {f['snap_last']}"
+                f" of {f['portfolios']}",
                 "every portfolio",
             ),
             (
@@ -211,6 +212,12 @@ def figures(conn: db.Conn, start: datetime) -> dict[str, Any]:
              GROUP BY bucket) x"""
     )
     out["snap_min"] = per_minute["n"]  # None: no whole minute in the window
+    last = one(
+        """SELECT count(*) AS n FROM portfolio_snapshot
+           WHERE bucket = (SELECT max(bucket) FROM portfolio_snapshot
+                           WHERE bucket < date_trunc('minute', now()))"""
+    )
+    out["snap_last"] = last["n"]
     decision = one(
         """SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY
                   extract(epoch FROM a.created_at - g.decide_at)) AS p95

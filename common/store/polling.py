@@ -498,12 +498,12 @@ def poll_all(
     done = 0
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
-    due = Due.read(conn, now, settings.get()) if floor is None else None
+    due = Due.read(conn, now, settings.get())
     for user in followed_users(conn):
         key = f"user:{user.id}"
         if only is not None and user.id not in only:
             continue
-        if due is not None and not due.now(user, key in failing):
+        if floor is None and not due.now(user, key in failing):
             counts["users_idle"] = counts.get("users_idle", 0) + 1
             continue
         start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
@@ -511,7 +511,7 @@ def poll_all(
             start = min(start, floor)
         error: Exception | None
         try:
-            with_trades = due is None or due.trades(user)
+            with_trades = due.trades(user)
             if not with_trades:
                 counts["trades_not_read"] = counts.get("trades_not_read", 0) + 1
             user_counts, error = poll_user(conn, ups, user, start, now, clock, with_trades)

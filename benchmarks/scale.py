@@ -11,11 +11,13 @@ with `--leaders N`, samples the site builder's queue (`process_heartbeat` site
 - poll runs: how many, their duration (p50, max), users polled and left idle per run;
 - Data API row stored after the fill, p50 / p95: a fill's Data API row is stored at its
   detect time when it came first, else when it confirmed the chain's (`confirmed_at`);
+  chain fills no row confirmed by the end are counted beside it ("never");
 - chain detection after the fill p95 (detect − block time);
 - snapshot runs that skipped their cut, and the fewest portfolios one minute's
   snapshot covered against the portfolios that exist;
 - rollup runs that skipped their cut; price runs that deferred settlement;
-- decision delay p95: an attempt's commit (`created_at`) after its group's `decide_at`;
+- decision delay p95: an attempt's write (`created_at`, its transaction's start) after
+  its group's `decide_at`;
 - site pages left in the builder's queue (p50 / max over the samples);
 - total RSS of the Oculus processes and their average CPU (from `resources`).
 """
@@ -73,7 +75,7 @@ class Scale:
             ),
             (
                 "Data API row stored after the fill, p50 / p95",
-                f"{f['api_p50']:.1f} s / {f['api_p95']:.1f} s",
+                f"{f['api_p50']:.1f} s / {f['api_p95']:.1f} s ({f['unconfirmed']} never)",
                 f"p95 ≤ {GOALS['api_p95_s']:.0f} s",
             ),
             ("chain detection after the fill, p95", f"{f['chain_p95']:.2f} s", ""),
@@ -171,7 +173,9 @@ def figures(conn: db.Conn, start: datetime) -> dict[str, Any]:
     out["poll_p50"] = statistics.median(durations) if durations else 0.0
     out["poll_max"] = max(durations, default=0.0)
     idle = [int((r["counts"] or {}).get("users_idle", 0)) for r in polls]
-    users = one("SELECT count(*) AS n FROM followed_user WHERE enabled")["n"]
+    users = one("SELECT count(*) AS n FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED'")[
+        "n"
+    ]
     out["idle_median"] = statistics.median(idle) if idle else 0.0
     out["polled_median"] = users - out["idle_median"]
     lag = one(
@@ -183,6 +187,10 @@ def figures(conn: db.Conn, start: datetime) -> dict[str, Any]:
            WHERE s IS NOT NULL"""
     )
     out["api_p50"], out["api_p95"] = float(lag["p50"] or 0), float(lag["p95"] or 0)
+    out["unconfirmed"] = one(
+        """SELECT count(*) AS n FROM trade_event WHERE source = 'CHAIN' AND api_source_id IS NULL
+             AND reorg_state IS NULL AND event_time >= %(t)s"""
+    )["n"]
     chain = one(
         """SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY
                   extract(epoch FROM detect_time - event_time)) AS p95

@@ -1,6 +1,9 @@
-"""Poll the Data API for every enabled followed user: `/activity` (TRADE, SPLIT, MERGE,
-REDEEM, CONVERSION) by time window and `/trades?takerOnly=false`, from the user's
-checkpoint minus an overlap (the API indexes fills seconds late). Rows become
+"""Poll the Data API for the enabled followed users that are due — the active ones
+every run, the idle ones every OCULUS_POLL_IDLE_EVERY_S while the chain listener is
+connected, everyone while it is down (`common.store.polling.Due`): `/activity` (TRADE,
+SPLIT, MERGE, REDEEM, CONVERSION) by time window, and `/trades?takerOnly=false` while
+the listener is down or a chain fill waits for its row, from the user's checkpoint
+minus an overlap (the API indexes fills seconds late). Rows become
 `trade_event` / `activity_event` exactly once (common/store/ingest.py), then the shadow
 ledger applies what is new (common/store/shadow.py).
 

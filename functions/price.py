@@ -131,7 +131,8 @@ def _settle_rows(conn: db.Conn, rows: list[dict[str, Any]]) -> int:
 
 def settle(conn: db.Conn, now: datetime, wait_s: float = 10.0) -> int | None:
     """Settles exec positions in resolved markets at the payout; returns entries
-    written, or None when the simulator held the exec-ledger lock past `wait_s`."""
+    written, or None when another writer (a `simulate --replay`, or a simulate write)
+    held the exec-ledger lock past `wait_s`."""
     try:
         with conn.transaction():
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}",))

@@ -1,9 +1,9 @@
 """Reconcile (every 60 s): backfill the last 2 minutes through the Data API for the
 active users (an event detected lately, a chain fill not yet confirmed: `polling.Due`)
-and those never polled whole (idle users are the regular poll's, which sweeps everyone
-while the listener is down),
-check that every stage moves forward, and flag gaps — a chain fill no API row confirms in time, an
-API fill the listener missed while it was up, stale heartbeats, a stuck shadow ledger.
+and those with no checkpoint yet or not seeded (idle users are the regular poll's,
+which sweeps everyone while the listener is down); check that every stage moves
+forward, and flag gaps — a chain fill no API row confirms in time, an API fill the
+listener missed while it was up, stale heartbeats, a stuck shadow ledger.
 
 Findings are counted in this run's `job_run.counts` (with up to 50 examples under
 "findings"); the status page reads them from there.

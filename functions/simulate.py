@@ -254,7 +254,11 @@ class Engine:
             except Stale:
                 self.count("decided_again", len(pending))
                 self._reload()
-                pending[:] = [(g, book, self.decide_group(g, book)) for g, book, _ in pending]
+                try:
+                    pending[:] = [(g, b, self.decide_group(g, b)) for g, b, _ in pending]
+                except Exception:
+                    self._reload()  # partly moved in memory: reread on next use
+                    raise
             except Exception:
                 self._reload()
                 raise
@@ -296,6 +300,9 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     if not locked or not locked["ok"]:
         ctx.count("busy")
         return 0
+    replay = bool(getattr(args, "replay", False))
+    if replay:  # a replay rebuilds the exec ledgers: no settlement between its batches
+        db.lock_exec_ledgers_session(conn)
     max_wait = float(getattr(args, "wait", 2.0))
     decided = 0
     try:
@@ -308,7 +315,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
                 conn,
                 ctx.clock,
                 ups=ctx.resources.get("ups"),
-                replay=bool(getattr(args, "replay", False)),
+                replay=replay,
                 batch=int(getattr(args, "batch", 1) or 1),
             )
         for _ in range(MAX_WAITS):
@@ -326,6 +333,8 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
             ctx.count("failed_resolved", resolve_failed(conn, ctx.clock()))
         return decided
     finally:
+        if replay:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (db.EXEC_LEDGER_LOCK,))
         conn.execute("SELECT pg_advisory_unlock(%s)", (SIM_LOCK,))
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from common.runtime import jobs, settings
 from common.store import checkpoints, db, groups
@@ -215,3 +218,53 @@ def test_waits_hold_no_ledger_lock_and_a_write_meanwhile_is_decided_on_again(
         "SELECT sum(cash_delta_micros) AS c FROM ledger_entry WHERE portfolio_scope = 'EXEC_GLOBAL'"
     ).fetchone()
     assert engine.portfolios[("EXEC_GLOBAL", None)].cash == cash["c"]  # the extra $1 in
+
+
+def test_a_failure_while_deciding_again_drops_the_portfolios(
+    db_url: str, conn: db.Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deciding again after another writer moved the ledgers moves the portfolios in
+    memory; if it fails halfway they are dropped (reread on next use), never kept ahead
+    of the ledger for the next run."""
+    u1, u2 = setup(conn)
+    fill(conn, u1, 0, 5_000, 100)
+    fill(conn, u2, 1_000, 5_040, 100)
+    groups.step(conn, at(60_000))
+    attach_books(conn)
+    now = at(60_000)  # both due: decided in one batch, no wait between them
+
+    def another_writer() -> None:
+        with db.connect(db_url, autocommit=True) as other, other.transaction():
+            db.lock_exec_ledgers(other)
+            other.execute(
+                """INSERT INTO ledger_entry (portfolio_scope, entry_type, cash_delta_micros,
+                       ref_id, effective_time)
+                   VALUES ('EXEC_GLOBAL', 'DEPOSIT', 1000000, 'extra', %(t)s)""",
+                {"t": now},
+            )
+
+    ctx = jobs.Context(
+        args=argparse.Namespace(wait=60.0, replay=False, batch=2),
+        settings=settings.Settings(),
+        clock=lambda: now,
+    )
+    engine = simulate.Engine(conn, ctx.clock, batch=2)
+    ctx.resources["engine"] = engine
+    original = engine.decide_group
+    calls = [0]
+
+    def flaky(g: Any, book: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 4:  # the second group's decision again, after the Stale write
+            raise RuntimeError("boom")
+        got = original(g, book)
+        if calls[0] == 2:
+            another_writer()  # between the batch's decisions and its write
+        return got
+
+    monkeypatch.setattr(engine, "decide_group", flaky)
+    with pytest.raises(RuntimeError, match="boom"):
+        simulate.run_once(conn, ctx)
+    assert calls[0] == 4
+    assert engine.portfolios == {}  # the first group's move again is not kept
+    assert conn.execute("SELECT count(*) AS n FROM copy_attempt").fetchone() == {"n": 0}

@@ -84,6 +84,13 @@ def lock_ingest(conn: psycopg.Connection[Any]) -> None:
 EXEC_LEDGER_LOCK = locks.EXEC_LEDGER
 
 
+def lock_exec_ledgers_session(conn: psycopg.Connection[Any]) -> None:
+    """Takes the exec-ledger lock for the session (`simulate --replay` for its whole
+    run: it rebuilds the exec ledgers, and a settlement between its batches would settle
+    a half-replayed position); `pg_advisory_unlock` releases it."""
+    conn.execute("SELECT pg_advisory_lock(%(k)s)", {"k": EXEC_LEDGER_LOCK})
+
+
 def lock_exec_ledgers(conn: psycopg.Connection[Any]) -> None:
     """Takes the exec-ledger lock until the current transaction ends (waits for another
     writer's transaction)."""

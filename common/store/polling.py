@@ -1,8 +1,9 @@
 """Polling the Data API for the followed users (what `functions.poll` runs, and what
 reconcile's backfill, the listener's catch-up and `follow add`'s seed share):
-`/activity` by time window and `/trades?takerOnly=false`, read into `trade_event` /
-`activity_event` exactly once (`store.ingest`), then the shadow ledger applies what is
-new (`store.shadow`). Listings are bounded (OCULUS_POLL_MAX_ROWS), stamped as their
+`/activity` by time window and, when needed (`Due.trades`), `/trades?takerOnly=false`,
+read into `trade_event` / `activity_event` exactly once (`store.ingest`), then the
+shadow ledger applies what is new (`store.shadow`). Which users a run polls follows
+their activity (`Due`). Listings are bounded (OCULUS_POLL_MAX_ROWS), stamped as their
 pages arrive, and a user whose listing is not whole keeps its checkpoint."""
 
 from __future__ import annotations
@@ -414,8 +415,7 @@ LISTENER_FRESH = timedelta(seconds=30)  # a listener heartbeat older is a listen
 _ACTIVE = """
 SELECT followed_user_id FROM trade_event WHERE detect_time > %(since)s
 UNION
-SELECT followed_user_id FROM activity_event
-WHERE event_time > %(since)s AND detect_time > %(since)s
+SELECT followed_user_id FROM activity_event WHERE detect_time > %(since)s
 UNION
 SELECT followed_user_id FROM trade_event
 WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
@@ -424,7 +424,7 @@ WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
 _LAGGING = """
 SELECT DISTINCT followed_user_id FROM trade_event
 WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
-  AND detect_time > %(unconfirmed)s AND detect_time < %(lagging)s
+  AND detect_time > %(reach)s AND detect_time < %(lagging)s
 """
 LAGGING = timedelta(seconds=30)  # a chain fill unconfirmed this long: read /trades too
 _LISTENER = """
@@ -437,9 +437,10 @@ FROM process_heartbeat WHERE process = 'listen'
 class Due:
     """Which users a run polls, and how: poll cost follows activity. A user with an event detected
     in the last `poll_active_window_s`, or a chain fill the Data API has not confirmed,
-    is polled every run; an idle one every `poll_idle_every_s` — but only while the chain
-    listener is connected (its fills then arrive at once anyway): with the listener
-    down, or `poll_idle_every_s` 0, every user is polled every run."""
+    is polled every run; an idle one every 1 to 1.5 × `poll_idle_every_s` (spread by
+    user) — but only while the chain listener is connected (its fills then arrive at
+    once anyway): with the listener down, or `poll_idle_every_s` 0, every user is polled
+    every run. A chain fill counts as unconfirmed for 4 × `poll_active_window_s`."""
 
     now_at: datetime
     active: frozenset[int]
@@ -454,7 +455,8 @@ class Due:
         active = frozenset(r["followed_user_id"] for r in conn.execute(_ACTIVE, params))
         beat = conn.execute(_LISTENER, {"fresh": now - LISTENER_FRESH}).fetchone()
         listening = bool(beat and beat["ok"])
-        lag = {**params, "lagging": now - LAGGING}
+        # only while /trades from the checkpoint minus the overlap still reaches the fill
+        lag = {"lagging": now - LAGGING, "reach": now - timedelta(seconds=s.poll_overlap_s)}
         lagging = frozenset(r["followed_user_id"] for r in conn.execute(_LAGGING, lag))
         return cls(now, active, listening, timedelta(seconds=s.poll_idle_every_s), lagging)
 
@@ -462,7 +464,12 @@ class Due:
         """True when `user` is polled this run."""
         if not self.listening or not self.idle_every or failing or user.checkpoint is None:
             return True
-        return user.id in self.active or user.checkpoint <= self.now_at - self.idle_every
+        if user.id in self.active:
+            return True
+        # spread over [1, 1.5) × idle_every by user, so idle users do not all come due
+        # in one run (one sweep leaves them all the same checkpoint)
+        every = self.idle_every * (1 + (user.id * 2654435761 % 2**32) / 2**33)
+        return user.checkpoint <= self.now_at - every
 
     def trades(self, user: User) -> bool:
         """True when the user's `/trades` is read as well as `/activity`: while the
@@ -499,7 +506,8 @@ def poll_all(
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
     due = Due.read(conn, now, settings.get())
-    for user in followed_users(conn):
+    # the active users first: idle ones coming due never hold them back
+    for user in sorted(followed_users(conn), key=lambda u: (u.id not in due.active, u.id)):
         key = f"user:{user.id}"
         if only is not None and user.id not in only:
             continue
@@ -535,8 +543,8 @@ def poll_all(
             payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
             failures.record(conn, "poll", key, str(error), now, payload)
     failures.resolve(conn, "poll", recovered, now)
-    if request is not None and counts.get("users_failed", 0) == 0:
-        checkpoints.clear_backfill(conn, request[1])
+    if request is not None and only is None and counts.get("users_failed", 0) == 0:
+        checkpoints.clear_backfill(conn, request[1])  # served for every user, not a few
     return done
 
 

@@ -25,6 +25,7 @@ with `--leaders N`, samples the site builder's queue (`process_heartbeat` site
 from __future__ import annotations
 
 import statistics
+import time
 from datetime import datetime
 from typing import Any
 
@@ -46,12 +47,16 @@ class Scale:
     def __init__(self, leaders: int) -> None:
         self.leaders = leaders
         self.site_left: list[int] = []
+        self.db_bytes: list[tuple[float, int]] = []  # (monotonic, database size)
 
     def on_sample(self, url: str) -> None:
         with db.connect(url, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT (info->>'left')::int AS left FROM process_heartbeat WHERE process = 'site'"
             ).fetchone()
+            size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()
+        if size is not None:
+            self.db_bytes.append((time.monotonic(), int(size["b"])))
         if row is not None and row["left"] is not None:
             self.site_left.append(int(row["left"]))
 
@@ -111,6 +116,7 @@ class Scale:
                 f"p95 ≤ {GOALS['site_left_p95']}",
             ),
             ("total RSS of Oculus (peak)", f"{rss:.0f} MB", f"≤ {GOALS['rss_mb']:.0f} MB"),
+            ("database size, growth per day at this rate", self.growth(), ""),
             (
                 "average CPU, % of the 2 cores (Oculus, Postgres)",
                 f"{cpu['oculus']:.1f} %, {cpu['postgres']:.1f} %",
@@ -121,6 +127,13 @@ class Scale:
         width = max(len(r[0]) for r in rows) + 2
         for name, value, goal in rows:
             print(f"  {name:<{width}}{value:<28}{goal}")
+
+    def growth(self) -> str:
+        if len(self.db_bytes) < 2:
+            return "n/a"
+        (t0, b0), (t1, b1) = self.db_bytes[0], self.db_bytes[-1]
+        per_day = (b1 - b0) / max(1.0, t1 - t0) * 86_400
+        return f"{b1 / 2**20:.0f} MB, +{per_day / 2**30:.1f} GB/day"
 
 
 def pct(values: list[float] | list[int], q: float) -> float:

@@ -311,53 +311,39 @@ class Listener:
             self._store(message.log, text, "chain/ws", now)
 
     def _store(self, item: chain.ChainLog, raw: str, source: str, now: datetime) -> None:
+        """Decodes one log (an OrderFilled, or a PositionsConverted), stores it when its
+        owner is followed; a log that does not decode or store is quarantined."""
         context = {"tx": item.transaction_hash, "log_index": item.log_index}
-        if chain.is_conversion(item, self.s):
-            self._store_conversion(item, raw, source, now, context)
-            return
+        conversion = chain.is_conversion(item, self.s)
+        event: chain.ChainFill | chain.ChainConversion
         try:
-            fill = chain.decode_order_filled(item, self.s)
+            if conversion:
+                event = chain.decode_positions_converted(item, self.s)
+            else:
+                event = chain.decode_order_filled(item, self.s)
         except chain.DecodeError as exc:
             self._quarantine(wire.Reject(source, str(exc), raw, context), now)
             return
-        user = self.wallets.get(fill.owner)
+        user = self.wallets.get(event.owner)
         if user is None:
             self.counts["ignored"] += 1
             return
         try:
-            action = ingest.store_chain_fill(self.conn, fill, user, now)
+            if isinstance(event, chain.ChainConversion):
+                action = (
+                    f"conversion_{ingest.store_chain_conversion(self.conn, event, user, now, raw)}"
+                )
+            else:
+                action = ingest.store_chain_fill(self.conn, event, user, now)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             self._quarantine(wire.Reject(source, f"not stored: {exc}", raw, context), now)
             return
         self.counts["logs"] += 1
+        self.counts["conversions"] += int(conversion)
         self.counts[action] += 1
         self.last_log_at = now
-        if not fill.removed:
-            self.last_block = max(self.last_block or 0, fill.block_number)
-
-    def _store_conversion(
-        self, item: chain.ChainLog, raw: str, source: str, now: datetime, context: dict[str, str]
-    ) -> None:
-        try:
-            conversion = chain.decode_positions_converted(item, self.s)
-        except chain.DecodeError as exc:
-            self._quarantine(wire.Reject(source, str(exc), raw, context), now)
-            return
-        user = self.wallets.get(conversion.owner)
-        if user is None:
-            self.counts["ignored"] += 1
-            return
-        try:
-            action = ingest.store_chain_conversion(self.conn, conversion, user, now, raw)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            self._quarantine(wire.Reject(source, f"not stored: {exc}", raw, context), now)
-            return
-        self.counts["logs"] += 1
-        self.counts["conversions"] += 1
-        self.counts[f"conversion_{action}"] += 1
-        self.last_log_at = now
-        if not conversion.removed:
-            self.last_block = max(self.last_block or 0, conversion.block_number)
+        if not event.removed:
+            self.last_block = max(self.last_block or 0, event.block_number)
 
     def _quarantine(self, reject: wire.Reject, now: datetime) -> None:
         quarantine.record(self.conn, [reject], now)

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from common.runtime import jobs, settings
-from common.store import db, polling, users
+from common.store import budget, db, polling, users
 from common.upstream import http
 
 
@@ -80,7 +80,7 @@ def seed(conn: db.Conn, s: settings.Settings, user_id: int) -> None:
         print(refusal)
         return
     user = next(u for u in polling.followed_users(conn) if u.id == user_id)
-    with http.make_upstreams(s) as ups:
+    with budget.make_upstreams(s) as ups:
         try:
             n = polling.seed_user(conn, ups, user, jobs.utcnow())
         except http.UpstreamError as exc:

@@ -44,8 +44,8 @@ from websockets.sync.client import ClientConnection, connect
 from common.runtime import clock as clocks
 from common.runtime import jobs
 from common.runtime import settings as settings_mod
-from common.store import checkpoints, db, ingest, quarantine
-from common.upstream import chain, http, wire
+from common.store import budget, checkpoints, db, ingest, quarantine
+from common.upstream import chain, wire
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +476,10 @@ def poll_backfill(
         if stop.stopped:
             return
         try:
-            with db.connect(database_url, autocommit=True) as conn, http.make_upstreams(s) as ups:
+            with (
+                db.connect(database_url, autocommit=True) as conn,
+                budget.make_upstreams(s, database_url) as ups,
+            ):
                 count = backfill(conn, ups, since, clock())
                 checkpoints.clear_backfill(conn, seq)
             log.info("listen: backfilled %s items since %s", count, since.isoformat())

@@ -114,19 +114,19 @@ def test_429_slows_the_bucket_then_the_breaker_opens_and_fails_fast() -> None:
         http_max_retries=5,
     )
     with pytest.raises(http.BreakerOpen):
-        ups.data_api.get("/trades")
+        ups.data_api.get("/activity")
     assert ups.data_api.stats["http_429"] == 3
     assert ups.data_api.bucket.rate == pytest.approx(20 / 8)
     assert min(clock.slept) >= 2.0  # Retry-After honoured between tries
     # While open: no request leaves the process.
     with pytest.raises(http.BreakerOpen, match="breaker open"):
-        ups.data_api.get("/trades")
+        ups.data_api.get("/activity")
     assert ups.data_api.stats["requests"] == 3
     # Other upstreams are unaffected.
     assert not ups.clob.breaker.is_open
     clock.now += 16
     with pytest.raises(http.BreakerOpen):
-        ups.data_api.get("/trades")
+        ups.data_api.get("/activity")
     assert ups.data_api.stats["requests"] == 6
 
 

@@ -497,9 +497,9 @@ def _main(
         watchdog = Watchdog(job, timeout_s, args.database_url, ctx.clock)
         ctx.resources["watchdog"] = watchdog.start()
     if upstreams:
-        from common.upstream import http
+        from common.store import budget  # the shared request budget
 
-        ctx.resources["ups"] = http.make_upstreams(ctx.settings)
+        ctx.resources["ups"] = budget.make_upstreams(ctx.settings, args.database_url)
     while True:
         try:
             items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)

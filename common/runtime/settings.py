@@ -5,6 +5,7 @@ tests/test_settings.py keeps the two in step."""
 from __future__ import annotations
 
 import functools
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated
@@ -53,6 +54,23 @@ def origin(text: str) -> str:
     default = {"http": 80, "https": 443}[scheme]
     named = f"[{host}]" if ":" in host else host
     return f"{scheme}://{named}" + (f":{port}" if port not in (None, default) else "")
+
+
+def parse_path_limits(text: str) -> dict[str, dict[str, tuple[float, int]]]:
+    """'data_api/trades=20:40, data_api/positions=15:30' → {'data_api': {'/trades':
+    (20.0, 40), ...}}; raises ValueError naming the bad entry."""
+    out: dict[str, dict[str, tuple[float, int]]] = {}
+    for entry in (e.strip() for e in text.replace(";", ",").split(",")):
+        if not entry:
+            continue
+        match = re.fullmatch(r"([a-z_]+)(/[A-Za-z0-9_/-]+)=(\d+(?:\.\d+)?):(\d+)", entry)
+        if match is None or float(match.group(3)) <= 0 or int(match.group(4)) < 1:
+            raise ValueError(f"not upstream/path=rps:burst with rps > 0, burst ≥ 1: {entry!r}")
+        upstream, path = match.group(1), match.group(2)
+        if upstream not in ("data_api", "clob", "gamma"):
+            raise ValueError(f"no upstream {upstream!r} (data_api, clob or gamma): {entry!r}")
+        out.setdefault(upstream, {})[path] = (float(match.group(3)), int(match.group(4)))
+    return out
 
 
 class Settings(BaseSettings):
@@ -128,6 +146,16 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="Token-bucket refill per upstream (requests/s)."
     )
     rate_limit_burst: int = Field(default=40, ge=1, description="Token-bucket size per upstream.")
+    rate_limit_paths: str = Field(
+        default="data_api/trades=20:40, data_api/positions=15:30",
+        description="Paths with a tighter limit of their own, drawn on as well as their "
+        "upstream's: upstream/path=rps:burst, comma-separated.",
+    )
+    rate_limit_shared: bool = Field(
+        default=True,
+        description="The jobs' request budgets live in Postgres, shared by every process "
+        "and host on the database (false: each process has its own).",
+    )
     breaker_threshold: int = Field(
         default=3, ge=1, description="429s in a row that open an upstream's breaker."
     )
@@ -395,6 +423,16 @@ class Settings(BaseSettings):
             raise ValueError(f"not a 32-byte topic: {value!r}")
         int(value, 16)
         return value.lower()
+
+    @field_validator("rate_limit_paths")
+    @classmethod
+    def _check_path_limits(cls, value: str) -> str:
+        parse_path_limits(value)
+        return value
+
+    def path_limits(self) -> dict[str, dict[str, tuple[float, int]]]:
+        """`rate_limit_paths` by upstream: {'data_api': {'/trades': (rps, burst)}}."""
+        return parse_path_limits(self.rate_limit_paths)
 
     @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url")
     @classmethod

@@ -2,7 +2,11 @@
 bucket, retries with exponential backoff and full jitter, and a breaker that a 429 opens.
 
 Politeness rules (SPEC §9): each upstream gets `rate_limit_rps` with a burst of
-`rate_limit_burst`. A 429 halves that upstream's rate (floor 1 rps) and is retried after
+`rate_limit_burst`, and a path with a tighter limit of its own (`rate_limit_paths`, e.g.
+the Data API's `/trades`) a second bucket that its requests draw on too. The buckets are
+this process's (`TokenBucket`) or, for the jobs, one budget in Postgres that every
+process and host shares (`common.store.budget`). A 429 halves the rate of the bucket
+it was answered under (floor 1 rps) and is retried after
 max(Retry-After, backoff); `breaker_threshold` 429s in a row open the upstream's breaker
 for `breaker_open_s` (or Retry-After, if longer, up to 5 minutes), and while it is open
 calls fail fast with BreakerOpen so callers move on instead of hammering. Successes
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.runtime import settings as settings_mod
 
@@ -160,6 +164,21 @@ class BadPayload(UpstreamError):
             sha256=hashlib.sha256(body).hexdigest(),
             truncated=not whole or len(body) > PREFIX_BYTES,
         )
+
+
+class Bucket(Protocol):
+    """A request budget: `reserve` takes one token and returns how long to wait before
+    using it; a 429 calls `slow_down`, a success `recover`."""
+
+    rate: float
+
+    def reserve(self) -> float: ...
+    def slow_down(self) -> None: ...
+    def recover(self) -> None: ...
+
+
+# (name, rate, burst) -> the bucket: one of this process (TokenBucket) or a shared one
+BucketFactory = Callable[[str, float, int], Bucket]
 
 
 @dataclass
@@ -316,8 +335,9 @@ class Upstream:
     name: str
     base_url: str
     client: LazyClient
-    bucket: TokenBucket
+    bucket: Bucket
     breaker: Breaker
+    paths: dict[str, Bucket] = field(default_factory=dict)  # a path's own, drawn on too
     max_retries: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
     deadline_s: float = 30.0
@@ -331,6 +351,13 @@ class Upstream:
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
+
+    def _path_bucket(self, path: str) -> Bucket | None:
+        """The bucket of the path's own limit, if it has one (`/trades` for /trades?...)."""
+        for prefix, bucket in self.paths.items():
+            if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
+                return bucket
+        return None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: uniform(0, min(cap, base × 2^attempt)).
@@ -352,7 +379,10 @@ class Upstream:
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             self.breaker.check(self.name)
+            tight = self._path_bucket(path)
             wait = self.bucket.reserve()
+            if tight is not None:
+                wait = max(wait, tight.reserve())
             if wait > 0:
                 self._pause(wait)
             self._count("requests")
@@ -367,12 +397,12 @@ class Upstream:
                 self._count("transport_errors")
             else:
                 if status < 300:
-                    self.bucket.recover()
+                    (tight or self.bucket).recover()
                     self.breaker.record_success()
                     return text
                 if status == 429:
                     self._count("http_429")
-                    self.bucket.slow_down()
+                    (tight or self.bucket).slow_down()
                     if self.breaker.record_429(retry_after):
                         self._count("breaker_trips")
                         log.warning(
@@ -380,7 +410,7 @@ class Upstream:
                             self.name,
                             path,
                             self.breaker.open_s,
-                            self.bucket.rate,
+                            (tight or self.bucket).rate,
                         )
                         raise BreakerOpen(self.name, f"429s in a row on {path}")
                     last = "HTTP 429"
@@ -483,9 +513,12 @@ class Upstreams:
     data_api: Upstream
     clob: Upstream
     gamma: Upstream
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
         self.client.close()
+        for close in self.on_close:
+            close()
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Returns each upstream's request and error counters since the process started
@@ -521,19 +554,31 @@ def make_upstreams(
     clock: Clock = time.monotonic,
     sleep: Sleep | None = None,
     halt: Halt | None = None,
+    buckets: BucketFactory | None = None,
 ) -> Upstreams:
     """Returns the upstreams configured by settings; tests pass a MockTransport or
     point the base URLs at the sandbox, and their own Halt. By default a stop request
-    to the process (HALT) ends their requests and cuts their backoff short."""
+    to the process (HALT) ends their requests and cuts their backoff short. `buckets`
+    makes the request budgets (default: this process's own, on `clock`)."""
     s = s or settings_mod.get()
     client = LazyClient(lambda: make_client(s, transport))
+    limits = s.path_limits()
+
+    def local(name: str, rate: float, burst: int) -> Bucket:
+        return TokenBucket(rate, burst, clock=clock)
+
+    make_bucket = buckets or local
 
     def upstream(name: str, base_url: str) -> Upstream:
         return Upstream(
             name=name,
             base_url=base_url,
             client=client,
-            bucket=TokenBucket(s.rate_limit_rps, s.rate_limit_burst, clock=clock),
+            bucket=make_bucket(name, s.rate_limit_rps, s.rate_limit_burst),
+            paths={
+                path: make_bucket(f"{name}{path}", rate, burst)
+                for path, (rate, burst) in limits.get(name, {}).items()
+            },
             breaker=Breaker(s.breaker_open_s, s.breaker_threshold, clock=clock),
             max_retries=s.http_max_retries,
             max_body_bytes=s.http_max_body_bytes,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -228,7 +227,7 @@ def find_stuck(conn: db.Conn, now: datetime, stale_after: timedelta) -> list[Fin
     foreign = conn.execute(
         """SELECT id, job, pid, host FROM job_run WHERE status = 'RUNNING'
              AND host <> %s AND started_at < %s ORDER BY id""",
-        (socket.gethostname(), now - timedelta(hours=1)),
+        (jobs.host_id(), now - timedelta(hours=1)),
     )
     for r in foreign:
         found.append(Finding(f"{run_name(r)} RUNNING for over an hour on another host", None))

@@ -7,19 +7,29 @@ minus an overlap (the API indexes fills seconds late). Rows become
 `trade_event` / `activity_event` exactly once (common/store/ingest.py), then the shadow
 ledger applies what is new (common/store/shadow.py).
 
-`python -m functions.poll --once` polls once; the first run of a process reaches back
-`OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back further. Runs
-the scheduler starts do not: it files that backfill request once, when it starts.
+`python -m functions.poll --loop` is how it runs (under supervisor, one per host): each
+run claims this host's fair share of the users (`common.store.leases`: every host on the
+database polls its own 1/n, and takes over a dead host's users once their leases expire,
+`OCULUS_POLL_LEASE_S`), polls those that are due and applies their shadow ledgers; a
+backfill request (`wake`) starts the next run at once. `--once` polls once, every due
+user, without leases (by hand, or for a quick check). The first run of a process
+reaches back `OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back
+further. Runs the scheduler starts do not: it files that backfill request once, when it
+starts.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from common.runtime import jobs
-from common.store import db, polling
+from common.store import db, leases, polling
 from common.upstream import http
+
+log = logging.getLogger(__name__)
 
 
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
@@ -31,6 +41,9 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     if not ctx.resources.get("started") and (ctx.args.backfill or not scheduled):
         reach = now - (ctx.args.backfill or timedelta(seconds=s.poll_backfill_on_start_s))
     ups: http.Upstreams = ctx.resources["ups"]
+    only, between = None, None
+    if getattr(ctx.args, "loop", False):
+        only, between = lease_users(conn, ctx, now)
     polling.poll_all(
         conn,
         ups,
@@ -39,11 +52,39 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
         reach_back_to=reach,
         counts=ctx.counts,
         clock=ctx.clock,
+        only=only,
+        between=between,
     )
     ctx.resources["started"] = True
-    for key, n in polling.apply_shadow(conn, now, s, ups).items():
+    for key, n in polling.apply_shadow(conn, now, s, ups, only=only).items():
         ctx.count(f"shadow_{key}", n)
     return ctx.counts.get("api_inserted", 0) + ctx.counts.get("activity_inserted", 0)
+
+
+def lease_users(
+    conn: db.Conn, ctx: jobs.Context, now: datetime
+) -> tuple[frozenset[int], Callable[[], None]]:
+    """Claims this host's share of the users; returns them, and what renews the leases
+    while the run goes on (a run longer than a third of the lease keeps them)."""
+    me, ttl = ctx.settings.host_id, timedelta(seconds=ctx.settings.poll_lease_s)
+    got = leases.claim(conn, me, now, ttl)
+    ctx.count("users_leased", len(got.held))
+    ctx.count("leases_taken", got.taken)
+    ctx.count("leases_taken_over", got.taken_over)
+    ctx.count("leases_freed", got.freed)
+    ctx.details["poll_hosts"] = got.hosts
+
+    def beat(at: datetime) -> None:
+        jobs.heartbeat(conn, f"poll@{me}", at, {"users_leased": len(got.held), "running": True})
+
+    lease = leases.Lease(conn, me, ttl, ctx.clock, beat, renewed_at=now)
+    return got.held, lease.keep
+
+
+def free_leases(conn: db.Conn, ctx: jobs.Context) -> None:
+    """A loop stopping cleanly frees its users: the other hosts take them at once."""
+    if n := leases.release(conn, ctx.settings.host_id):
+        log.info("poll: freed the leases of %d users for the other hosts", n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         help="reach back this far on the first run (e.g. 6h)",
     )
     args = p.parse_args(argv)
-    return jobs.main("poll", args, run_once, upstreams=True)
+    return jobs.main("poll", args, run_once, upstreams=True, per_host=True, at_exit=free_leases)
 
 
 if __name__ == "__main__":

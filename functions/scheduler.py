@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -90,7 +89,7 @@ class Scheduler:
         self.slots: dict[str, Slot] = {}
         self.errors: list[str] = []
         self._mtime: float | None = None
-        self.host = socket.gethostname()
+        self.host = jobs.host_id()
         self.stopping = False  # runs ended by our own shutdown are not failures
         self._dead_checked = float("-inf")
 

@@ -4,9 +4,9 @@
 -- full on its first use after a crash, and writes cost no WAL.
 CREATE UNLOGGED TABLE request_budget (
     name text PRIMARY KEY,          -- 'data_api', 'data_api/trades', 'clob', ...
-    tokens double precision NOT NULL,  -- below 0: requests already promised a slot
-    rate double precision NOT NULL,    -- requests/s now (a 429 halves it)
-    nominal_rate double precision NOT NULL,
+    tokens_micros bigint NOT NULL,  -- tokens × 10^6; below 0: requests promised a slot
+    rate_micros bigint NOT NULL,    -- requests/s × 10^6 now (a 429 halves it)
+    nominal_rate_micros bigint NOT NULL,
     burst integer NOT NULL,
     stamp timestamptz NOT NULL,        -- when tokens were last counted
     slowed_at timestamptz,             -- the last 429 anyone saw

@@ -54,8 +54,7 @@ def test_crontab_lines_parse_and_bad_ones_are_reported_not_fatal() -> None:
 def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
     entries, errors = crontab.load(settings.ROOT / "crontab")
     assert errors == []
-    assert {e.job for e in entries} == {
-        "poll",
+    assert {e.job for e in entries} == {  # poll runs as a loop per host (supervisord.conf)
         "price",
         "snapshot",
         "rollup",
@@ -65,6 +64,8 @@ def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
         "backup",
     }
     assert all(e.argv[:1] == ("--once",) for e in entries)
+    conf = (settings.ROOT / "supervisord.conf").read_text()
+    assert "-m functions.poll --loop" in conf
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -121,11 +120,20 @@ def try_lock(conn: db.Conn, job: str) -> bool:
     return bool(row and row["ok"])
 
 
+def host_id() -> str:
+    """This host's name in runs, heartbeats and leases (OCULUS_HOST_ID, else hostname)."""
+    return settings.get().host_id
+
+
+# A host none of whose processes beat this long is taken for gone (its runs abandoned).
+HOST_GONE = timedelta(minutes=2)
+
+
 def gone(pid: int | None, host: str | None) -> bool:
     """Whether the process that wrote a row (its pid and host) has provably ended: it ran
     on this host and its pid is no longer there. Another host's, or an unknown pid, is
-    never taken for gone."""
-    if pid is None or host != socket.gethostname():
+    never taken for gone here (`dead_runs` asks that host's heartbeats)."""
+    if pid is None or host != host_id():
         return False
     try:
         os.kill(pid, 0)
@@ -136,15 +144,23 @@ def gone(pid: int | None, host: str | None) -> bool:
     return False
 
 
-def dead_runs(conn: db.Conn, job: str | None = None) -> list[dict[str, Any]]:
+def dead_runs(
+    conn: db.Conn, job: str | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """The RUNNING rows (of `job`, or of every job) whose process is gone (a scheduler or
-    job killed with SIGKILL, a reboot): on this host, with a pid that no longer runs."""
+    job killed with SIGKILL, a reboot): on this host, with a pid that no longer runs; on
+    another host, one none of whose processes has beaten for HOST_GONE (a host that died
+    whole) — a host whose processes still beat is trusted with its own runs."""
     rows = conn.execute(
-        "SELECT id, job, pid, host, started_at FROM job_run WHERE status = 'RUNNING'"
-        " AND (%(j)s::text IS NULL OR job = %(j)s) ORDER BY id",
-        {"j": job},
+        """SELECT r.id, r.job, r.pid, r.host, r.started_at,
+                  r.host <> %(me)s AND r.started_at < %(cut)s AND NOT EXISTS (
+                      SELECT 1 FROM process_heartbeat h
+                      WHERE h.host = r.host AND h.beat_at >= %(cut)s) AS host_gone
+           FROM job_run r WHERE r.status = 'RUNNING'
+             AND (%(j)s::text IS NULL OR r.job = %(j)s) ORDER BY r.id""",
+        {"j": job, "me": host_id(), "cut": (now or utcnow()) - HOST_GONE},
     )
-    return [r for r in rows if gone(r["pid"], r["host"])]
+    return [r for r in rows if r["host_gone"] or gone(r["pid"], r["host"])]
 
 
 # Marks runs FAILED (params: now, error, ids); `ops clear-stuck` runs it too.
@@ -154,7 +170,7 @@ ABANDON = """UPDATE job_run SET status = 'FAILED', finished_at = %s, error = %s
 
 def abandon_dead_runs(conn: db.Conn, now: datetime, job: str | None = None) -> int:
     """Marks the dead runs (of `job`, or all) FAILED; returns how many."""
-    dead = [r["id"] for r in dead_runs(conn, job)]
+    dead = [r["id"] for r in dead_runs(conn, job, now)]
     if dead:
         conn.execute(ABANDON, (now, "abandoned: its process is gone", dead))
     return len(dead)
@@ -192,7 +208,7 @@ def record_start(
             "j": job,
             "t": now,
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": host_id(),
             "tr": trigger,
             "due": scheduled_at,
         },
@@ -226,7 +242,7 @@ def heartbeat(conn: db.Conn, process: str, now: datetime, info: dict[str, Any]) 
                beat_at = EXCLUDED.beat_at, info = EXCLUDED.info,
                started_at = CASE WHEN process_heartbeat.pid = EXCLUDED.pid
                                  THEN process_heartbeat.started_at ELSE EXCLUDED.started_at END""",
-        {"p": process, "pid": os.getpid(), "h": socket.gethostname(), "t": now, "i": Jsonb(info)},
+        {"p": process, "pid": os.getpid(), "h": host_id(), "t": now, "i": Jsonb(info)},
     )
 
 
@@ -358,7 +374,7 @@ class Watchdog:
                         "e": error,
                         "j": self.job,
                         "pid": os.getpid(),
-                        "h": socket.gethostname(),
+                        "h": host_id(),
                     },
                 )
         except (db.DatabaseUnavailable, psycopg.Error) as exc:
@@ -440,10 +456,15 @@ def main(
     run_once: Callable[[db.Conn, Context], int],
     *,
     upstreams: bool = False,
+    per_host: bool = False,
+    at_exit: Callable[[db.Conn, Context], None] | None = None,
 ) -> int:
     """Runs a job from its command line: once (exit 1 on failure) or in a loop; either
     exits EXIT_DB_LOST when its database connection is lost. With `upstreams`,
-    ctx.resources["ups"] holds the process's HTTP upstreams."""
+    ctx.resources["ups"] holds the process's HTTP upstreams. A `per_host` loop is one
+    copy per host, not one in all (its lock and heartbeat are `<job>@<host id>`), and a
+    NOTIFY waking the job (`wake`) cuts its rest short. `at_exit` runs when a loop stops
+    while its database is still there (a poll loop frees its leases)."""
     s = settings.get()
     setup_logging(s)
     ctx = Context(args=args, settings=s)
@@ -463,7 +484,10 @@ def main(
         source.close()
         return 1
     try:
-        return _main(job, run_once, ctx, conn, stop, upstreams)
+        code = _main(job, run_once, ctx, conn, stop, upstreams, per_host)
+        if at_exit is not None and args.loop and code == 0:
+            at_exit(conn, ctx)
+        return code
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         if not db.lost(conn, exc):
             raise
@@ -484,12 +508,17 @@ def _main(
     conn: db.Conn,
     stop: StopFlag,
     upstreams: bool,
+    per_host: bool = False,
 ) -> int:
     """`main` once connected: the lock, then the run or the loop."""
     args = ctx.args
     conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
-    if not acquire(conn, job, args, stop):
+    process = f"{job}@{host_id()}" if per_host and args.loop else job
+    if not acquire(conn, process, args, stop):
         return EXIT_BUSY if not args.loop else 0
+    woken = per_host and args.loop
+    if woken:
+        conn.execute(f"LISTEN {WAKE_CHANNEL}")
     if n := abandon_dead_runs(conn, ctx.clock(), job):
         log.warning("%s: %d earlier runs whose process is gone marked FAILED", job, n)
     timeout_s = hand_timeout(job, args)
@@ -509,7 +538,7 @@ def _main(
                 info: dict[str, Any] = {"items": items}
                 if "ups" in ctx.resources:
                     info["upstreams"] = ctx.resources["ups"].stats()
-                heartbeat(conn, job, ctx.clock(), info)
+                heartbeat(conn, process, ctx.clock(), info)
         except Exception as exc:
             if db.lost(conn, exc):
                 raise  # no retrying: main exits for supervisord to restart it
@@ -518,9 +547,22 @@ def _main(
                 return EXIT_TIMEOUT if _timed_out(ctx) else 1
         if not args.loop or stop.stopped:
             return 0
-        stop.sleep(args.interval)
+        rest(conn, stop, args.interval, job if woken else None)
         if stop.stopped:
             return 0
+
+
+def rest(conn: db.Conn, stop: StopFlag, seconds: float, woken_by: str | None) -> None:
+    """Sleeps `seconds` between a loop's runs, in short slices (a stop ends it); with
+    `woken_by`, a NOTIFY on WAKE_CHANNEL naming that job ends it too."""
+    if woken_by is None:
+        stop.sleep(seconds)
+        return
+    deadline = time.monotonic() + seconds
+    while not stop.stopped and (left := deadline - time.monotonic()) > 0:
+        for note in conn.notifies(timeout=min(0.2, left), stop_after=1):
+            if note.payload == woken_by:
+                return
 
 
 def _timed_out(ctx: Context) -> bool:

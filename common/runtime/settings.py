@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 import urllib.parse
 from pathlib import Path
 from typing import Annotated
@@ -179,6 +180,21 @@ class Settings(BaseSettings):
         ge=0,
         description="While the listener is connected, an idle user is polled this often "
         "(0: every user every run).",
+    )
+    poll_lease_s: float = Field(
+        default=20.0,
+        ge=5,
+        le=300,
+        description="A poll loop's hold on its users lasts this long unless renewed; a "
+        "host gone this long has its users taken over by the others.",
+    )
+    host_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="This host's name in leases, heartbeats and runs (default: the "
+        "hostname); every host on one database needs its own.",
     )
     poll_max_rows: int = Field(
         default=20_000,

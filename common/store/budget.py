@@ -35,36 +35,42 @@ log = logging.getLogger(__name__)
 RETRY_DB_S = 10.0  # after a database error, the process's own bucket serves this long
 MIN_RATE = 1.0
 
+# Counts are integers (micro-tokens, micro-requests/s): no float column anywhere.
 _RESERVE = """
-INSERT INTO request_budget AS b (name, tokens, rate, nominal_rate, burst, stamp, requests)
-VALUES (%(n)s, %(burst)s - 1, %(rate)s, %(rate)s, %(burst)s, clock_timestamp(), 1)
+INSERT INTO request_budget AS b
+    (name, tokens_micros, rate_micros, nominal_rate_micros, burst, stamp, requests)
+VALUES (%(n)s, (%(burst)s - 1) * 1000000, %(rate)s, %(rate)s, %(burst)s, clock_timestamp(), 1)
 ON CONFLICT (name) DO UPDATE SET
-    tokens = LEAST(EXCLUDED.burst::float8,
-                   b.tokens + LEAST(b.rate, EXCLUDED.nominal_rate)
-                              * extract(epoch FROM clock_timestamp() - b.stamp)) - 1,
-    rate = LEAST(b.rate, EXCLUDED.nominal_rate),
-    nominal_rate = EXCLUDED.nominal_rate,
+    tokens_micros = LEAST(EXCLUDED.burst * 1000000::bigint,
+                          b.tokens_micros + (LEAST(b.rate_micros, EXCLUDED.nominal_rate_micros)
+                              * extract(epoch FROM clock_timestamp() - b.stamp))::bigint)
+                    - 1000000,
+    rate_micros = LEAST(b.rate_micros, EXCLUDED.nominal_rate_micros),
+    nominal_rate_micros = EXCLUDED.nominal_rate_micros,
     burst = EXCLUDED.burst,
     stamp = clock_timestamp(),
     requests = b.requests + 1
-RETURNING tokens, rate
+RETURNING tokens_micros, rate_micros
 """
 # a 429: the rate halves, counting the tokens earned so far at the old rate first
 _SLOW_DOWN = """
 UPDATE request_budget SET
-    tokens = LEAST(burst::float8, tokens + rate * extract(epoch FROM clock_timestamp() - stamp)),
+    tokens_micros = LEAST(burst * 1000000::bigint, tokens_micros
+        + (rate_micros * extract(epoch FROM clock_timestamp() - stamp))::bigint),
     stamp = clock_timestamp(),
-    rate = GREATEST(%(floor)s, rate / 2),
+    rate_micros = GREATEST(%(floor)s, rate_micros / 2),
     slowed_at = clock_timestamp()
-WHERE name = %(n)s RETURNING rate
+WHERE name = %(n)s RETURNING rate_micros
 """
 _RECOVER = """
 UPDATE request_budget SET
-    tokens = LEAST(burst::float8, tokens + rate * extract(epoch FROM clock_timestamp() - stamp)),
+    tokens_micros = LEAST(burst * 1000000::bigint, tokens_micros
+        + (rate_micros * extract(epoch FROM clock_timestamp() - stamp))::bigint),
     stamp = clock_timestamp(),
-    rate = LEAST(nominal_rate, rate * 1.1)
-WHERE name = %(n)s AND rate < nominal_rate RETURNING rate
+    rate_micros = LEAST(nominal_rate_micros, rate_micros * 11 / 10)
+WHERE name = %(n)s AND rate_micros < nominal_rate_micros RETURNING rate_micros
 """
+M = 1_000_000
 
 
 class SharedBudget:
@@ -137,25 +143,26 @@ class SharedBucket:
             return None
 
     def reserve(self) -> float:
-        row = self._run(_RESERVE, {"rate": self.nominal_rate, "burst": self.burst})
+        rate = max(1, round(self.nominal_rate * M))
+        row = self._run(_RESERVE, {"rate": rate, "burst": self.burst})
         if row is None:
             return self.local.reserve()
-        self.rate = float(row["rate"])
-        tokens = float(row["tokens"])
+        self.rate = row["rate_micros"] / M
+        tokens = row["tokens_micros"] / M
         return 0.0 if tokens >= 0 else -tokens / self.rate
 
     def slow_down(self) -> None:
         self.local.slow_down()
-        row = self._run(_SLOW_DOWN, {"floor": MIN_RATE})
+        row = self._run(_SLOW_DOWN, {"floor": round(MIN_RATE * M)})
         if row is not None:
-            self.rate = float(row["rate"])
+            self.rate = row["rate_micros"] / M
 
     def recover(self) -> None:
         self.local.recover()
         if self.rate >= self.nominal_rate:
             return  # the common case costs no statement
         row = self._run(_RECOVER, {})
-        self.rate = float(row["rate"]) if row is not None else self.nominal_rate
+        self.rate = row["rate_micros"] / M if row is not None else self.nominal_rate
 
 
 def make_upstreams(

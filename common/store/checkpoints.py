@@ -4,6 +4,7 @@ the listener leaves for the poller after a reconnect."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from common.runtime import jobs
 from common.store import db
 
 BACKFILL_REQUEST = "listen.backfill_request"
+BACKFILL_SERVED = "poll.backfill_served"  # per user: the last request number served
 
 
 def read(conn: db.Conn, name: str, user_id: int | None = None) -> dict[str, Any] | None:
@@ -72,15 +74,48 @@ def pending_backfill(conn: db.Conn) -> tuple[datetime, int] | None:
     return row["cursor_time"], int(row["cursor_int"] or 0)
 
 
+def mark_backfill_served(
+    conn: db.Conn, user_ids: Sequence[int], number: int, now: datetime
+) -> None:
+    """Records that request `number` was served for these users (polled whole from its
+    reach, by whichever host holds them)."""
+    if user_ids:
+        conn.execute(
+            """INSERT INTO system_checkpoint (name, followed_user_id, cursor_int, updated_at)
+               SELECT %(n)s, u, %(i)s, %(now)s FROM unnest(%(ids)s::bigint[]) u
+               ON CONFLICT (name, followed_user_id) DO UPDATE
+                   SET cursor_int = GREATEST(system_checkpoint.cursor_int, EXCLUDED.cursor_int),
+                       updated_at = EXCLUDED.updated_at""",
+            {"n": BACKFILL_SERVED, "i": number, "now": now, "ids": list(user_ids)},
+        )
+
+
+def backfill_unserved(conn: db.Conn, number: int) -> int:
+    """How many enabled users request `number` has not been served for yet."""
+    row = conn.execute(
+        """SELECT count(*) AS n FROM followed_user u
+           LEFT JOIN system_checkpoint c ON c.name = %(n)s AND c.followed_user_id = u.id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'
+             AND (c.cursor_int IS NULL OR c.cursor_int < %(i)s)""",
+        {"n": BACKFILL_SERVED, "i": number},
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
 def clear_backfill(conn: db.Conn, number: int) -> bool:
     """Deletes request `number` (it was served) unless a newer one replaced it; returns
     whether it did."""
-    cur = conn.execute(
-        "DELETE FROM system_checkpoint"
-        " WHERE name = %(n)s AND followed_user_id IS NULL AND cursor_int = %(i)s",
-        {"n": BACKFILL_REQUEST, "i": number},
-    )
-    return cur.rowcount == 1
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM system_checkpoint"
+            " WHERE name = %(n)s AND followed_user_id IS NULL AND cursor_int = %(i)s",
+            {"n": BACKFILL_REQUEST, "i": number},
+        )
+        if cur.rowcount != 1:
+            return False
+        # the next request is numbered from 1 again: no mark may count for it
+        conn.execute("DELETE FROM system_checkpoint WHERE name = %s", (BACKFILL_SERVED,))
+        return True
 
 
 _MAX_IDS = {

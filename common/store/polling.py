@@ -9,7 +9,7 @@ pages arrive, and a user whose listing is not whole keeps its checkpoint."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -490,19 +490,27 @@ def poll_all(
     counts: dict[str, int],
     clock: data_api.Clock | None = None,
     only: Collection[int] | None = None,
+    between: Callable[[], None] | None = None,
 ) -> int:
-    """Polls the enabled users that are due (`Due`; every one when a backfill reaches
-    back) (rows stamped by `clock` as their pages arrive; without one, `now`); returns
-    how many users were polled without error. A
+    """Polls the enabled users (or those in `only`: a host's leased ones) that are due
+    (`Due`; every one when a backfill reaches back) (rows stamped by `clock` as their
+    pages arrive; without one, `now`); returns how many users were polled without error.
+    `between` runs before each user (a loop renews its leases there). A
     user whose poll fails — the upstream, a listing refused or past its caps, or any
     bug its rows trigger — gets a failed item and its checkpoint stays; the other users
-    are polled all the same. Only a lost database connection ends the run."""
+    are polled all the same. Only a lost database connection ends the run.
+
+    A backfill request is served user by user, whoever polls them (one host, or
+    several with a share each): each user polled whole from the request's reach is
+    marked served (`BACKFILL_SERVED`), and the request is cleared once every enabled
+    user is."""
     request = checkpoints.pending_backfill(conn)
     floor = min(
         (t for t in (reach_back_to, request[0] if request else None) if t is not None),
         default=None,
     )
     done = 0
+    served: list[int] = []
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
     due = Due.read(conn, now, settings.get())
@@ -511,6 +519,8 @@ def poll_all(
         key = f"user:{user.id}"
         if only is not None and user.id not in only:
             continue
+        if between is not None:
+            between()
         if floor is None and not due.now(user, key in failing):
             counts["users_idle"] = counts.get("users_idle", 0) + 1
             continue
@@ -536,6 +546,8 @@ def poll_all(
             done += 1
             if key in failing:
                 recovered.append(key)
+            if request is not None:
+                served.append(user.id)
         else:
             counts["users_failed"] = counts.get("users_failed", 0) + 1
             log.warning("poll: user %d not polled whole this time: %s", user.id, error)
@@ -543,8 +555,10 @@ def poll_all(
             payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
             failures.record(conn, "poll", key, str(error), now, payload)
     failures.resolve(conn, "poll", recovered, now)
-    if request is not None and only is None and counts.get("users_failed", 0) == 0:
-        checkpoints.clear_backfill(conn, request[1])  # served for every user, not a few
+    if request is not None:
+        checkpoints.mark_backfill_served(conn, served, request[1], now)
+        if checkpoints.backfill_unserved(conn, request[1]) == 0:
+            checkpoints.clear_backfill(conn, request[1])  # served for every user, not a few
     return done
 
 
@@ -580,9 +594,11 @@ def apply_shadow(
     now: datetime,
     s: settings.Settings | None = None,
     ups: http.Upstreams | None = None,
+    only: Collection[int] | None = None,
 ) -> dict[str, int]:
-    """Applies the shadow ledger; with `ups`, a SPLIT / MERGE whose outcomes have no
-    recent mark gets midpoints fetched for its cost allocation, and the neg-risk markets
+    """Applies the shadow ledger (of every user, or those in `only`); with `ups`, a
+    SPLIT / MERGE whose outcomes have no recent mark gets midpoints fetched for its cost
+    allocation, and the neg-risk markets
     of pending chain conversions are looked up on Gamma first (while Gamma cannot answer,
     such a conversion, and the user's events after it, wait up to
     `shadow_plan.CONVERSION_WAIT`; then it is refused, the book uncertain)."""
@@ -597,6 +613,7 @@ def apply_shadow(
         timedelta(seconds=s.seed_window_s),
         fetch,
         from_chain=bool(s.neg_risk_adapters),
+        only=only,
     )
 
 

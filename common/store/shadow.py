@@ -27,7 +27,7 @@ by the event, so reapplying collides instead of double-counting.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from common.domain import ledger, records, shadow_plan
@@ -218,13 +218,16 @@ def apply_pending(
     seed_window: timedelta,
     fetch: marks.Fetch | None = None,
     from_chain: bool = True,
+    only: Collection[int] | None = None,
 ) -> dict[str, int]:
-    """Applies every seeded user's pending events; events older than the seed window
-    before the seed are history the seed already holds. Returns summed counts."""
+    """Applies every seeded user's (or those in `only`) pending events; events older than
+    the seed window before the seed are history the seed already holds. Returns summed
+    counts."""
     users = conn.execute(
         "SELECT id, seeded_at - %(w)s AS since FROM followed_user"
-        " WHERE copy_mode <> 'REMOVED' AND seeded_at IS NOT NULL",
-        {"w": seed_window},
+        " WHERE copy_mode <> 'REMOVED' AND seeded_at IS NOT NULL"
+        " AND (%(only)s::bigint[] IS NULL OR id = ANY(%(only)s))",
+        {"w": seed_window, "only": None if only is None else list(only)},
     ).fetchall()
     total: dict[str, int] = defaultdict(int)
     for u in users:

@@ -67,6 +67,9 @@ def lease_users(
     """Claims this host's share of the users; returns them, and what renews the leases
     while the run goes on (a run longer than a third of the lease keeps them)."""
     me, ttl = ctx.settings.host_id, timedelta(seconds=ctx.settings.poll_lease_s)
+    if not ctx.resources.get("announced"):  # counted live before its first (long) run
+        jobs.heartbeat(conn, f"poll@{me}", now, {"starting": True})
+        ctx.resources["announced"] = True
     got = leases.claim(conn, me, now, ttl)
     ctx.count("users_leased", len(got.held))
     ctx.count("leases_taken", got.taken)

@@ -146,7 +146,7 @@ def settle_unredeemed(conn: db.Conn, now: datetime, after: timedelta) -> int:
     """Settles shadow positions still held `after` their market resolved (the user never
     redeemed them); returns entries written."""
     with conn.transaction():
-        db.lock_ingest(conn)  # shadow ledger writes hold the ingest lock
+        db.lock_ingest(conn)  # shadow ledger writes hold it; several users': exclusive
         return _settle_rows(conn, conn.execute(_UNREDEEMED, {"cut": now - after}).fetchall())
 
 

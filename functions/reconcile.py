@@ -66,7 +66,7 @@ def void_contradicted(conn: db.Conn, now: datetime) -> int:
     CONTRADICTED (so no sum counts it) and a failed item saying so. Returns how many."""
     done = 0
     with conn.transaction():
-        db.lock_ingest(conn)
+        db.lock_ingest(conn)  # exclusive: the fills voided may be several users'
         settled = {"settled": now - CHAIN_SETTLE}
         for row in conn.execute(TRADES["applied_contradicted"], settled).fetchall():
             event = records.TradeEvent.from_row(row)

@@ -129,9 +129,10 @@ def committed_max_ids(
     conn: db.Conn, tables: tuple[str, ...], wait_s: float = 5.0
 ) -> dict[str, int] | None:
     """Returns the newest id of each table such that no row below it is still being
-    written: read while holding both writer locks (ingest, exec ledgers), which every
-    writer of these tables holds for its transaction. None when a writer held on past
-    `wait_s` (the caller then keeps its previous cut)."""
+    written: read while holding both writer locks (ingest, exec ledgers) exclusively,
+    which every writer of these tables holds for its transaction (an ingest writer of
+    one user holds the ingest key shared, which keeps the exclusive try out as well).
+    None when a writer held on past `wait_s` (the caller then keeps its previous cut)."""
     deadline = time.monotonic() + wait_s
     while True:
         with conn.transaction():

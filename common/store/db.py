@@ -68,14 +68,38 @@ _LEGACY_ALTER_SYSTEM = {
 }
 
 
-# One transaction-level advisory lock serializes every write to events and the shadow
-# ledger (poller, listener, shadow application), so two sources of one fill never race.
+# Transaction-level advisory locks order the writes to events and the shadow ledger
+# (poller, listener, shadow application, seeding, reconcile, settlement), so two sources
+# of one fill never race. A writer of one followed user's rows holds the global key
+# shared and that user's key exclusively: writers of different users go side by side,
+# one user's writers take turns. A writer of several users' rows holds the global key
+# exclusively, so it waits for every other writer and they for it. A reader of a
+# consistent cut (`checkpoints.committed_max_ids`) try-locks the global key exclusively:
+# it has it only while no writer of either kind is in a transaction.
 INGEST_LOCK = locks.INGEST
+INGEST_USER_LOCK_CLASS = locks.INGEST_USER_CLASS
 
 
-def lock_ingest(conn: psycopg.Connection[Any]) -> None:
-    """Takes the ingest lock until the current transaction ends."""
-    conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
+def ingest_user_key(user_id: int) -> tuple[int, int]:
+    """The (class, object) pair of a followed user's ingest lock (both int4). An id past
+    the int4 range folds onto a smaller one's key: those two users then take turns."""
+    return INGEST_USER_LOCK_CLASS, (user_id + 2**31) % 2**32 - 2**31
+
+
+def lock_ingest(conn: psycopg.Connection[Any], user_id: int | None = None) -> None:
+    """Takes the ingest lock until the current transaction ends: with `user_id`, for a
+    transaction that writes that user's rows only (the global key shared, then the
+    user's key); without, for one that writes several users' rows (the global key
+    exclusive). Within one transaction: the exclusive form never after a user's (two
+    such transactions would wait for each other), and no second user's form (take the
+    exclusive one instead); a user's form after the exclusive one adds nothing."""
+    if user_id is None:
+        conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": INGEST_LOCK})
+        return
+    # The global key first: a transaction holding the exclusive form may take a user's.
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%(k)s)", {"k": INGEST_LOCK})
+    cls, obj = ingest_user_key(user_id)
+    conn.execute("SELECT pg_advisory_xact_lock(%(c)s, %(o)s)", {"c": cls, "o": obj})
 
 
 # The exec ledgers' writer lock: every writer of EXEC_USER / EXEC_GLOBAL entries

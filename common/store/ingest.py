@@ -8,9 +8,11 @@ overlapping window collides instead of duplicating, and two identical real fills
 two. Whichever source comes second is matched to the first (same wallet, tx, asset and
 side, shares within SHARE_TOLERANCE) and only enriches it.
 
-Every write here runs under one transaction-level advisory lock (`db.lock_ingest`,
-which the shadow ledger takes too), so the poller and the listener never both insert
-the same fill, and a confirmation never slips between reading and applying an event.
+Every write here runs under the ingest lock of its followed user (`db.lock_ingest`,
+transaction-level, which the shadow ledger takes too), so the poller and the listener
+never both insert the same fill, and a confirmation never slips between reading and
+applying an event; different users' writes go side by side. Matching never crosses
+users: it compares wallets, and a wallet belongs to one followed user.
 """
 
 from __future__ import annotations
@@ -399,11 +401,14 @@ def insert_rows(
 def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> dict[str, int]:
     """Stores Data API fills in one transaction; returns counts (inserted, confirmed,
     duplicates refused, rows the database refused). Rows past the chain's count of
-    their fill are quarantined DUPLICATE_ROW, not stored (`beyond_chain`)."""
+    their fill are quarantined DUPLICATE_ROW, not stored (`beyond_chain`). Fills of one
+    user (a poll's) hold that user's ingest lock; a batch of several users' the
+    exclusive one."""
     if not fills:
         return {}
+    users = {f.followed_user_id for f in fills}
     with conn.transaction():
-        db.lock_ingest(conn)
+        db.lock_ingest(conn, users.pop() if len(users) == 1 else None)
         existing = _existing(conn, (f.tx_hash for f in fills))
         matches, inserts = plan_api_fills(fills, existing)
         inserts, extra = beyond_chain(inserts, existing)
@@ -444,7 +449,7 @@ def store_chain_fill(
     """Stores one decoded OrderFilled of a followed wallet (or undoes a removed one);
     returns what it did."""
     with conn.transaction():
-        db.lock_ingest(conn)
+        db.lock_ingest(conn, followed_user_id)
         action, target = plan_chain_fill(fill, _existing(conn, [fill.tx_hash]))
         params = {
             "sid": chain_source_id(fill),
@@ -532,7 +537,7 @@ def store_chain_conversion(
         ),
     }
     with conn.transaction():
-        db.lock_ingest(conn)
+        db.lock_ingest(conn, followed_user_id)
         row = conn.execute(ACTIVITY["chain_conversion"], params).fetchone()
         if row is None:
             if c.removed:

@@ -328,7 +328,7 @@ def seed_user(conn: db.Conn, ups: http.Upstreams, user: User, now: datetime) -> 
     store(conn, after, now)
     entries = ledger.seed_entries(user.id, positions, now)
     with conn.transaction():
-        db.lock_ingest(conn)  # every SHADOW_USER ledger write holds it (snapshot reads a cut)
+        db.lock_ingest(conn, user.id)  # every SHADOW_USER ledger write holds one (a cut)
         if not conn.execute(
             "UPDATE followed_user SET seeded_at = %(now)s, updated_at = %(now)s"
             " WHERE id = %(u)s AND seeded_at IS NULL",

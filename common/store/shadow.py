@@ -106,7 +106,7 @@ def apply_user(
     counts: dict[str, int] = defaultdict(int)
     fetch = _prefetched(conn, user_id, since, limit, fetch) if fetch is not None else None
     with conn.transaction():
-        db.lock_ingest(conn)  # a chain confirmation must not change an event mid-apply
+        db.lock_ingest(conn, user_id)  # a chain confirmation must not change an event mid-apply
         params = {"u": user_id, "since": since, "limit": limit, "now": now}
         for table in (TRADES, ACTIVITY):  # history older than the seed
             counts["covered_by_seed"] += conn.execute(table["cover_by_seed"], params).rowcount

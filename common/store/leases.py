@@ -24,39 +24,29 @@ from common.store import db
 
 PROCESS = "poll"  # heartbeats of the loops are poll@<host id>
 
-_ENABLED = "SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED'"
+_ENABLED = "SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED' ORDER BY id"
 _MAKE_ROWS = """
-INSERT INTO poll_lease (followed_user_id)
-SELECT id FROM (SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED') u
-WHERE NOT EXISTS (SELECT 1 FROM poll_lease l WHERE l.followed_user_id = u.id)
+INSERT INTO poll_lease (followed_user_id) SELECT unnest(%(enabled)s::bigint[])
 ON CONFLICT DO NOTHING
 """
 _RENEW = """
-UPDATE poll_lease SET expires_at = %(until)s
-WHERE holder = %(me)s AND followed_user_id IN
-    (SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED')
-RETURNING followed_user_id
-"""
-_FREE_DISABLED = """
-UPDATE poll_lease SET holder = NULL, acquired_at = NULL, expires_at = NULL
-WHERE holder = %(me)s AND followed_user_id NOT IN
-    (SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED')
+UPDATE poll_lease SET expires_at = %(until)s WHERE holder = %(me)s RETURNING followed_user_id
 """
 _FREE = """
 UPDATE poll_lease SET holder = NULL, acquired_at = NULL, expires_at = NULL
-WHERE holder = %(me)s AND followed_user_id = ANY(%(ids)s)
+WHERE holder = %(me)s AND (%(ids)s::bigint[] IS NULL OR followed_user_id = ANY(%(ids)s))
 """
+# the rows taken are locked, SKIP LOCKED by another claim; `was` is their holder before
 _CLAIM = """
-UPDATE poll_lease l SET holder = %(me)s, acquired_at = %(now)s, expires_at = %(until)s
-WHERE l.followed_user_id IN (
-    SELECT c.followed_user_id FROM poll_lease c
-    WHERE c.followed_user_id IN
-        (SELECT id FROM followed_user WHERE enabled AND copy_mode <> 'REMOVED')
-      AND (c.holder IS NULL OR c.expires_at < %(now)s)
-    ORDER BY c.followed_user_id
+WITH picked AS (
+    SELECT followed_user_id, holder AS was FROM poll_lease
+    WHERE followed_user_id = ANY(%(enabled)s) AND (holder IS NULL OR expires_at < %(now)s)
+    ORDER BY followed_user_id
     LIMIT %(want)s
-    FOR UPDATE OF c SKIP LOCKED)
-RETURNING l.followed_user_id, l.holder
+    FOR UPDATE SKIP LOCKED)
+UPDATE poll_lease l SET holder = %(me)s, acquired_at = %(now)s, expires_at = %(until)s
+FROM picked WHERE l.followed_user_id = picked.followed_user_id
+RETURNING l.followed_user_id, picked.was
 """
 _LIVE = """
 SELECT substr(process, length(%(prefix)s) + 1) AS host FROM process_heartbeat
@@ -85,49 +75,36 @@ class Claim:
 def claim(conn: db.Conn, me: str, now: datetime, ttl: timedelta) -> Claim:
     """Renews `me`'s leases and brings them to its fair share (module docstring)."""
     with conn.transaction():
-        conn.execute(_MAKE_ROWS)
+        enabled = [r["id"] for r in conn.execute(_ENABLED)]
+        conn.execute(_MAKE_ROWS, {"enabled": enabled})
         hosts = live_hosts(conn, now, ttl) | {me}
-        total = len(conn.execute(_ENABLED).fetchall())
-        share = math.ceil(total / len(hosts))
-        params = {"me": me, "now": now, "until": now + ttl}
-        conn.execute(_FREE_DISABLED, params)
-        held = sorted(r["followed_user_id"] for r in conn.execute(_RENEW, params))
-        out = Claim(frozenset(held), hosts=len(hosts), share=share)
-        if len(held) > share:
-            extra = held[share:]  # the highest ids go back
-            conn.execute(_FREE, {**params, "ids": extra})
-            out.held, out.freed = frozenset(held[:share]), len(extra)
-        elif len(held) < share:
-            before = {
-                r["followed_user_id"]: r["holder"]
-                for r in conn.execute(
-                    "SELECT followed_user_id, holder FROM poll_lease"
-                    " WHERE holder IS NOT NULL AND holder <> %(me)s AND expires_at < %(now)s",
-                    params,
-                )
-            }
-            got = [
-                r["followed_user_id"]
-                for r in conn.execute(_CLAIM, {**params, "want": share - len(held)})
-            ]
-            out.held = frozenset(held) | frozenset(got)
+        share = math.ceil(len(enabled) / len(hosts))
+        mine = set(renew(conn, me, now, ttl))
+        held = [u for u in enabled if u in mine]  # ascending: the highest ids go back
+        out = Claim(frozenset(held[:share]), hosts=len(hosts), share=share)
+        out.freed = max(0, len(held) - share)
+        extra = sorted(mine - out.held)  # above the share, or no longer enabled
+        if extra:
+            release(conn, me, extra)
+        if len(held) < share:
+            params = {"me": me, "now": now, "until": now + ttl, "enabled": enabled}
+            got = conn.execute(_CLAIM, {**params, "want": share - len(held)}).fetchall()
+            out.held |= {r["followed_user_id"] for r in got}
             out.taken = len(got)
-            out.taken_over = sum(1 for u in got if u in before)
+            out.taken_over = sum(1 for r in got if r["was"] not in (None, me))
         return out
 
 
-def renew(conn: db.Conn, me: str, now: datetime, ttl: timedelta) -> int:
-    """Extends `me`'s leases (a long run calls it as it goes); returns how many."""
-    return conn.execute(_RENEW, {"me": me, "until": now + ttl}).rowcount
+def renew(conn: db.Conn, me: str, now: datetime, ttl: timedelta) -> list[int]:
+    """Extends `me`'s leases (a long run calls it as it goes); returns their users."""
+    rows = conn.execute(_RENEW, {"me": me, "until": now + ttl})
+    return [r["followed_user_id"] for r in rows]
 
 
-def release(conn: db.Conn, me: str) -> int:
-    """Frees every lease of `me` (a loop stopping cleanly: the others take over at once)."""
-    return conn.execute(
-        "UPDATE poll_lease SET holder = NULL, acquired_at = NULL, expires_at = NULL"
-        " WHERE holder = %(me)s",
-        {"me": me},
-    ).rowcount
+def release(conn: db.Conn, me: str, user_ids: list[int] | None = None) -> int:
+    """Frees `me`'s leases on `user_ids` (None: all of them — a loop stopping cleanly:
+    the others take over at once); returns how many."""
+    return conn.execute(_FREE, {"me": me, "ids": user_ids}).rowcount
 
 
 @dataclass

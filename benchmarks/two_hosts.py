@@ -21,14 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import run_local
-from common.store import db, migrate, users
+from benchmarks import scratch
+from common.store import db, users
 from sandbox import testing
 
 LEASE_S = 20.0
@@ -42,19 +40,6 @@ def held(conn: db.Conn) -> dict[str, set[int]]:
     ):
         out.setdefault(r["holder"], set()).add(r["followed_user_id"])
     return out
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    server = db.server_url()
-    name = f"oculus_two_hosts_{uuid.uuid4().hex[:10]}"
-    db.ensure_database(server, name)
-    url = db.with_database(server, name)
-    try:
-        yield url
-    finally:
-        with db.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def spawn(host: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -83,11 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", type=float, default=40.0, help="kept running after the kill")
     args = p.parse_args(argv)
     with (
-        database() as url,
+        scratch.scratch_database(db.server_url(), "bench_two_hosts") as url,
         testing.running_sandbox(seed=7, leaders=args.leaders) as sb,
         db.connect(url, autocommit=True) as conn,
     ):
-        migrate.apply(conn)
         start_ms = sb.now_ms()
         for i, wallet in enumerate(sb.leaders):
             users.add(conn, wallet, f"leader {i}", [], datetime.now(tz=UTC))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import AliasChoices, Field, ValidationError
 
@@ -155,7 +155,6 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
     price = money.price_micros(collateral, shares)
     if not 0 < price <= money.MICROS:
         raise DecodeError(f"impossible price {money.format_micros(price)} (not in (0, 1])")
-    block_time = _block_time(log)
     return ChainFill(
         version=version,
         exchange=address,
@@ -168,6 +167,25 @@ def decode_order_filled(log: ChainLog, s: settings_mod.Settings) -> ChainFill:
         collateral_micros=collateral,
         fee_micros=fee,
         price_micros=price,
+        **_place(log),
+    )
+
+
+class Place(TypedDict):
+    """Where a log is on the chain: what every decoded log carries."""
+
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str | None
+    block_time: datetime | None
+    removed: bool
+
+
+def _place(log: ChainLog) -> Place:
+    """The log's place; raises DecodeError (the block time is checked first)."""
+    block_time = _block_time(log)
+    return Place(
         tx_hash=log.transaction_hash,
         log_index=_int(log.log_index, "logIndex"),
         block_number=_int(log.block_number, "blockNumber"),
@@ -216,12 +234,7 @@ def decode_positions_converted(log: ChainLog, s: settings_mod.Settings) -> Chain
         market_id=log.topics[2].lower(),
         index_set=index_set,
         amount_micros=amount,
-        tx_hash=log.transaction_hash,
-        log_index=_int(log.log_index, "logIndex"),
-        block_number=_int(log.block_number, "blockNumber"),
-        block_hash=log.block_hash.lower() if log.block_hash else None,
-        block_time=_block_time(log),
-        removed=log.removed,
+        **_place(log),
     )
 
 

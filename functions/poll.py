@@ -10,8 +10,10 @@ ledger applies what is new (common/store/shadow.py).
 `python -m functions.poll --loop` is how it runs (under supervisor, one per host): each
 run claims this host's fair share of the users (`common.store.leases`: every host on the
 database polls its own 1/n, and takes over a dead host's users once their leases expire,
-`OCULUS_POLL_LEASE_S`), polls those that are due and applies their shadow ledgers; a
-backfill request (`wake`) starts the next run at once. `--once` polls once, every due
+`OCULUS_POLL_LEASE_S`), polls those that are due — for at most `OCULUS_POLL_RUN_MAX_S`,
+the longest unpolled first, so a run never holds the others back for long (seeding a
+thousand new users takes minutes) — and applies their shadow ledgers; a backfill
+request (`wake`) starts the next run at once. `--once` polls once, every due
 user, without leases (by hand, or for a quick check). The first run of a process
 reaches back `OCULUS_POLL_BACKFILL_ON_START_S` (15 min); `--backfill 6h` reaches back
 further. Runs the scheduler starts do not: it files that backfill request once, when it
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -41,9 +44,10 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     if not ctx.resources.get("started") and (ctx.args.backfill or not scheduled):
         reach = now - (ctx.args.backfill or timedelta(seconds=s.poll_backfill_on_start_s))
     ups: http.Upstreams = ctx.resources["ups"]
-    only, between = None, None
+    only, between, stop_at = None, None, None
     if getattr(ctx.args, "loop", False):
         only, between = lease_users(conn, ctx, now)
+        stop_at = time.monotonic() + s.poll_run_max_s
     polling.poll_all(
         conn,
         ups,
@@ -54,6 +58,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
         clock=ctx.clock,
         only=only,
         between=between,
+        stop_at=stop_at,
     )
     ctx.resources["started"] = True
     for key, n in polling.apply_shadow(conn, now, s, ups, only=only).items():

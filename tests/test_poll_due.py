@@ -5,6 +5,7 @@ backfill reaching back, every user is polled."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,3 +99,34 @@ def test_trades_are_read_while_the_listener_is_down_or_a_chain_fill_waits(
     listener(conn, False, 5)
     down = polling.Due.read(conn, NOW, S)
     assert all(down.trades(u) for u in by_id.values())
+
+
+def test_a_run_cut_short_leaves_the_longest_unpolled_first_for_the_next(
+    conn: db.Conn, population: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polled: list[int] = []
+    stop_at = time.monotonic() + 0.05
+
+    def fake_poll_user(*args: object, **kwargs: object) -> tuple[dict[str, int], None]:
+        user = args[2]
+        assert isinstance(user, polling.User)
+        polled.append(user.id)
+        if len(polled) == 3:
+            time.sleep(max(0.0, stop_at - time.monotonic()) + 0.01)  # a long third user
+        return {}, None
+
+    monkeypatch.setattr(polling, "poll_user", fake_poll_user)
+    counts: dict[str, int] = {}
+    done = polling.poll_all(
+        conn, None, NOW, overlap=timedelta(0), reach_back_to=None, counts=counts, stop_at=stop_at
+    )  # type: ignore[arg-type]
+    names = {i: name for name, i in population.items()}
+    # the listener is down: everyone is due; the active first, then the never polled,
+    # then the idle by their checkpoint, oldest first; the run stopped after the third
+    assert [names[i] for i in polled] == ["active", "unconfirmed", "never"]
+    assert done == 3 and counts["users_deferred"] == 3
+    polled.clear()
+    polling.poll_all(conn, None, NOW, overlap=timedelta(0), reach_back_to=None, counts={})  # type: ignore[arg-type]
+    assert [names[i] for i in polled] == [
+        "active", "unconfirmed", "never", "idle_stale", "idle_fresh", "old_trade"
+    ]  # fmt: skip

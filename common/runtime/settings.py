@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         description="A poll loop's hold on its users lasts this long unless renewed; a "
         "host gone this long has its users taken over by the others.",
     )
+    poll_run_max_s: float = Field(
+        default=30.0,
+        ge=5,
+        le=600,
+        description="A poll loop's run starts no new user after this long; the users left "
+        "come first in the next run.",
+    )
     host_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,

@@ -9,6 +9,7 @@ pages arrive, and a user whose listing is not whole keeps its checkpoint."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -480,6 +481,11 @@ class Due:
         return not self.listening or user.id in self.lagging
 
 
+def _age(user: User) -> float:
+    """Sorts never-polled users first, then by checkpoint, oldest first."""
+    return user.checkpoint.timestamp() if user.checkpoint is not None else float("-inf")
+
+
 def poll_all(
     conn: db.Conn,
     ups: http.Upstreams,
@@ -491,11 +497,13 @@ def poll_all(
     clock: data_api.Clock | None = None,
     only: Collection[int] | None = None,
     between: Callable[[], None] | None = None,
+    stop_at: float | None = None,
 ) -> int:
     """Polls the enabled users (or those in `only`: a host's leased ones) that are due
     (`Due`; every one when a backfill reaches back) (rows stamped by `clock` as their
     pages arrive; without one, `now`); returns how many users were polled without error.
-    `between` runs before each user (a loop renews its leases there). A
+    `between` runs before each user (a loop renews its leases there); past `stop_at`
+    (time.monotonic()) no further user is started (`users_deferred`). A
     user whose poll fails — the upstream, a listing refused or past its caps, or any
     bug its rows trigger — gets a failed item and its checkpoint stays; the other users
     are polled all the same. Only a lost database connection ends the run.
@@ -514,10 +522,15 @@ def poll_all(
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
     due = Due.read(conn, now, settings.get())
-    # the active users first: idle ones coming due never hold them back
-    for user in sorted(followed_users(conn), key=lambda u: (u.id not in due.active, u.id)):
+    # the active users first (idle ones coming due never hold them back), each group
+    # the longest unpolled first: a run cut short by `stop_at` leaves the others first
+    order = sorted(followed_users(conn), key=lambda u: (u.id not in due.active, _age(u), u.id))
+    for user in order:
         key = f"user:{user.id}"
         if only is not None and user.id not in only:
+            continue
+        if stop_at is not None and time.monotonic() >= stop_at:
+            counts["users_deferred"] = counts.get("users_deferred", 0) + 1
             continue
         if between is not None:
             between()

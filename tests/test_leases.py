@@ -126,3 +126,14 @@ def test_a_backfill_request_is_cleared_once_every_host_served_its_users(
     # the next request is numbered 1 again; old marks were dropped with the request
     fresh = checkpoints.request_backfill(a, T0 - timedelta(minutes=5), T0)
     assert fresh == 1 and checkpoints.backfill_unserved(a, fresh) == 10
+
+
+def test_a_host_id_that_could_not_name_a_heartbeat_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from common.runtime import settings
+
+    assert settings.Settings(host_id="web-1.eu_2").host_id == "web-1.eu_2"
+    for bad in ("", "two words", "a/b", "x" * 101, "poll@a"):
+        with pytest.raises(ValidationError, match="host_id"):
+            settings.Settings(host_id=bad)

@@ -130,3 +130,8 @@ def test_a_run_cut_short_leaves_the_longest_unpolled_first_for_the_next(
     assert [names[i] for i in polled] == [
         "active", "unconfirmed", "never", "idle_stale", "idle_fresh", "old_trade"
     ]  # fmt: skip
+    # a chain fill a minute ago the Data API has not confirmed: that user goes first
+    trade(conn, population["old_trade"], 60, source="CHAIN")
+    polled.clear()
+    polling.poll_all(conn, None, NOW, overlap=timedelta(0), reach_back_to=None, counts={})  # type: ignore[arg-type]
+    assert [names[i] for i in polled][:3] == ["old_trade", "active", "unconfirmed"]

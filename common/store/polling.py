@@ -422,10 +422,11 @@ SELECT followed_user_id FROM trade_event
 WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
   AND detect_time > %(unconfirmed)s
 """
-_LAGGING = """
-SELECT DISTINCT followed_user_id FROM trade_event
+_WAITING = """
+SELECT followed_user_id, min(detect_time) AS oldest FROM trade_event
 WHERE source = 'CHAIN' AND api_source_id IS NULL AND reorg_state IS NULL
-  AND detect_time > %(reach)s AND detect_time < %(lagging)s
+  AND detect_time > %(reach)s
+GROUP BY followed_user_id
 """
 LAGGING = timedelta(seconds=30)  # a chain fill unconfirmed this long: read /trades too
 _LISTENER = """
@@ -448,6 +449,7 @@ class Due:
     listening: bool
     idle_every: timedelta
     lagging: frozenset[int] = frozenset()
+    waiting: frozenset[int] = frozenset()  # a chain fill within the overlap, unconfirmed
 
     @classmethod
     def read(cls, conn: db.Conn, now: datetime, s: settings.Settings) -> Due:
@@ -457,9 +459,19 @@ class Due:
         beat = conn.execute(_LISTENER, {"fresh": now - LISTENER_FRESH}).fetchone()
         listening = bool(beat and beat["ok"])
         # only while /trades from the checkpoint minus the overlap still reaches the fill
-        lag = {"lagging": now - LAGGING, "reach": now - timedelta(seconds=s.poll_overlap_s)}
-        lagging = frozenset(r["followed_user_id"] for r in conn.execute(_LAGGING, lag))
-        return cls(now, active, listening, timedelta(seconds=s.poll_idle_every_s), lagging)
+        reach = {"reach": now - timedelta(seconds=s.poll_overlap_s)}
+        waiting = {r["followed_user_id"]: r["oldest"] for r in conn.execute(_WAITING, reach)}
+        lagging = frozenset(u for u, oldest in waiting.items() if oldest < now - LAGGING)
+        idle_every = timedelta(seconds=s.poll_idle_every_s)
+        return cls(now, active, listening, idle_every, lagging, frozenset(waiting))
+
+    def rank(self, user: User) -> tuple[int, float, int]:
+        """The order of a run: first the users whose chain fill waits for its Data API
+        row, then the other active ones, then the idle; in each, the longest unpolled
+        first (never polled before all), so a run cut short leaves those first next."""
+        group = 0 if user.id in self.waiting else 1 if user.id in self.active else 2
+        age = user.checkpoint.timestamp() if user.checkpoint is not None else float("-inf")
+        return group, age, user.id
 
     def now(self, user: User, failing: bool) -> bool:
         """True when `user` is polled this run."""
@@ -479,11 +491,6 @@ class Due:
         Data API row. Otherwise `/activity` alone confirms the chain's fills, one request
         per user (`/trades` has the Data API's tightest limit, 200 requests / 10 s)."""
         return not self.listening or user.id in self.lagging
-
-
-def _age(user: User) -> float:
-    """Sorts never-polled users first, then by checkpoint, oldest first."""
-    return user.checkpoint.timestamp() if user.checkpoint is not None else float("-inf")
 
 
 def poll_all(
@@ -522,10 +529,7 @@ def poll_all(
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
     due = Due.read(conn, now, settings.get())
-    # the active users first (idle ones coming due never hold them back), each group
-    # the longest unpolled first: a run cut short by `stop_at` leaves the others first
-    order = sorted(followed_users(conn), key=lambda u: (u.id not in due.active, _age(u), u.id))
-    for user in order:
+    for user in sorted(followed_users(conn), key=due.rank):
         key = f"user:{user.id}"
         if only is not None and user.id not in only:
             continue

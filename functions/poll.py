@@ -73,7 +73,7 @@ def lease_users(
     while the run goes on (a run longer than a third of the lease keeps them)."""
     me, ttl = ctx.settings.host_id, timedelta(seconds=ctx.settings.poll_lease_s)
     if not ctx.resources.get("announced"):  # counted live before its first (long) run
-        jobs.heartbeat(conn, f"poll@{me}", now, {"starting": True})
+        jobs.heartbeat(conn, jobs.host_process("poll"), now, {"starting": True})
         ctx.resources["announced"] = True
     got = leases.claim(conn, me, now, ttl)
     ctx.count("users_leased", len(got.held))
@@ -83,7 +83,8 @@ def lease_users(
     ctx.details["poll_hosts"] = got.hosts
 
     def beat(at: datetime) -> None:
-        jobs.heartbeat(conn, f"poll@{me}", at, {"users_leased": len(got.held), "running": True})
+        info = {"users_leased": len(got.held), "running": True}
+        jobs.heartbeat(conn, jobs.host_process("poll"), at, info)
 
     lease = leases.Lease(conn, me, ttl, ctx.clock, beat, renewed_at=now)
     return got.held, lease.keep

@@ -125,6 +125,11 @@ def host_id() -> str:
     return settings.get().host_id
 
 
+def host_process(job: str) -> str:
+    """The name of a one-per-host loop's lock and heartbeat: `<job>@<host id>`."""
+    return f"{job}@{host_id()}"
+
+
 # A host none of whose processes beat this long is taken for gone (its runs abandoned).
 HOST_GONE = timedelta(minutes=2)
 
@@ -513,7 +518,7 @@ def _main(
     """`main` once connected: the lock, then the run or the loop."""
     args = ctx.args
     conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
-    process = f"{job}@{host_id()}" if per_host and args.loop else job
+    process = host_process(job) if per_host and args.loop else job
     if not acquire(conn, process, args, stop):
         return EXIT_BUSY if not args.loop else 0
     woken = per_host and args.loop

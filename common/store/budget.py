@@ -100,14 +100,9 @@ class SharedBudget:
 
     def failed(self, name: str, exc: BaseException) -> None:
         """Drops the connection and serves from the process's own buckets RETRY_DB_S."""
-        first = self._down_until == 0.0 or time.monotonic() >= self._down_until
+        first = self.usable()  # not already serving from its own
         self._down_until = time.monotonic() + RETRY_DB_S
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                finally:
-                    self._conn = None
+        self.close()
         if first:
             log.warning(
                 "request budget %s: the database cannot count it (%s); this process's own"
@@ -120,8 +115,10 @@ class SharedBudget:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
 
 
 class SharedBucket:

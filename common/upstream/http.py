@@ -377,9 +377,10 @@ class Upstream:
         client = self.client.instance()
         url = f"{self.base_url}{path}"
         last = "no attempt"
+        tight = self._path_bucket(path)
+        answered = tight or self.bucket  # a 429 or a success tells the tightest limit
         for attempt in range(self.max_retries + 1):
             self.breaker.check(self.name)
-            tight = self._path_bucket(path)
             wait = self.bucket.reserve()
             if tight is not None:
                 wait = max(wait, tight.reserve())
@@ -397,12 +398,12 @@ class Upstream:
                 self._count("transport_errors")
             else:
                 if status < 300:
-                    (tight or self.bucket).recover()
+                    answered.recover()
                     self.breaker.record_success()
                     return text
                 if status == 429:
                     self._count("http_429")
-                    (tight or self.bucket).slow_down()
+                    answered.slow_down()
                     if self.breaker.record_429(retry_after):
                         self._count("breaker_trips")
                         log.warning(
@@ -410,7 +411,7 @@ class Upstream:
                             self.name,
                             path,
                             self.breaker.open_s,
-                            (tight or self.bucket).rate,
+                            answered.rate,
                         )
                         raise BreakerOpen(self.name, f"429s in a row on {path}")
                     last = "HTTP 429"

@@ -135,3 +135,59 @@ def test_a_run_cut_short_leaves_the_longest_unpolled_first_for_the_next(
     polled.clear()
     polling.poll_all(conn, None, NOW, overlap=timedelta(0), reach_back_to=None, counts={})  # type: ignore[arg-type]
     assert [names[i] for i in polled][:3] == ["old_trade", "active", "unconfirmed"]
+
+
+def test_a_lane_look_falls_due_after_detection_then_twice_as_late_each_miss(
+    conn: db.Conn,
+) -> None:
+    lane = polling.Confirming(conn, timedelta(seconds=3), timedelta(seconds=120))
+    for ago, since in [(2, None), (3, 0), (4, 1), (7, 1), (13, 1), (24, 0), (30, 6)]:
+        lane.waiting = {1: NOW - timedelta(seconds=ago)}
+        want = None if since is None else NOW - timedelta(seconds=since)
+        assert lane.due_since(1, NOW) == want, ago
+    assert polling.Confirming(conn, timedelta(0), timedelta(60)).due_since(1, NOW) is None
+
+
+def test_a_chain_fill_seen_mid_run_is_confirmed_mid_run_ahead_of_the_sweep(
+    conn: db.Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve active users take a run of 12 s (1 s each); a chain fill of an idle user
+    detected 2 s in is looked for 3 s after its detection, and — its row still missing —
+    again 6 s and 12 s after it, while the sweep goes on; the idle user is not polled
+    otherwise."""
+    active = [add(conn, i, 10 + i) for i in range(1, 13)]
+    for u in active:
+        trade(conn, u, 300)
+    waiter = add(conn, 99, 30)  # idle, polled 30 s ago: not due in this run's sweep
+    listener(conn, True, 1)
+    monkeypatch.setattr(polling.Confirming, "REFRESH", 0.0)
+    t = [NOW]
+    polled: list[tuple[int, float]] = []
+
+    def fake_poll_user(*args: object, **kwargs: object) -> tuple[dict[str, int], None]:
+        user = args[2]
+        assert isinstance(user, polling.User)
+        polled.append((user.id, (t[0] - NOW).total_seconds()))
+        if len(polled) == 2:  # the listener sees the waiter's fill now, unconfirmed
+            trade(conn, waiter, -2, source="CHAIN")
+        t[0] += timedelta(seconds=1)
+        return {}, None
+
+    monkeypatch.setattr(polling, "poll_user", fake_poll_user)
+    counts: dict[str, int] = {}
+    s = settings.Settings(poll_confirm_after_s=3.0, poll_idle_every_s=60)
+    monkeypatch.setattr(settings, "get", lambda: s)
+    polling.poll_all(
+        conn,
+        None,  # type: ignore[arg-type]
+        NOW,
+        overlap=timedelta(seconds=120),
+        reach_back_to=None,
+        counts=counts,
+        clock=lambda: t[0],
+    )
+    looks = [at for u, at in polled if u == waiter]
+    # detected at 2 s: due at 5 s, then at 2 + 6 = 8 s and 2 + 12 = 14 s (the run's end)
+    assert looks == [5.0, 8.0, 14.0]
+    assert sorted(u for u, _ in polled if u != waiter) == sorted(active)  # each once
+    assert counts["users_confirming"] == 3 and "users_idle" not in counts

@@ -181,6 +181,14 @@ class Settings(BaseSettings):
         description="While the listener is connected, an idle user is polled this often "
         "(0: every user every run).",
     )
+    poll_confirm_after_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description="A chain fill's Data API row is looked for this long after the "
+        "listener saw it, then after 2x, 4x, ... that, ahead of the run's other users "
+        "(0: only in the run's turn).",
+    )
     poll_lease_s: float = Field(
         default=20.0,
         ge=5,

@@ -9,7 +9,9 @@ pages arrive, and a user whose listing is not whole keeps its checkpoint."""
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -493,6 +495,53 @@ class Due:
         return not self.listening or user.id in self.lagging
 
 
+class Confirming:
+    """The quick lane of a run: a user whose chain fill waits for its Data API row is
+    polled `after` past the listener's detection — once the API has likely indexed it —
+    then again after 2×, 4×, … that (each miss doubles the wait, so an API far behind
+    costs a few requests per fill, not one per second), ahead of the run's sweep. The
+    waiting fills are read again every `REFRESH` while the run goes on, so a fill the
+    listener sees mid-run is confirmed mid-run, not a run later."""
+
+    REFRESH = 1.0  # seconds between reads of the waiting fills
+
+    def __init__(self, conn: db.Conn, after: timedelta, reach: timedelta) -> None:
+        self.conn, self.after, self.reach = conn, after, reach
+        self.waiting: dict[int, datetime] = {}
+        self.read_at = float("-inf")
+        self.tried: dict[int, datetime] = {}  # user → when this run last polled it
+
+    def refresh(self, now: datetime) -> None:
+        if time.monotonic() - self.read_at < self.REFRESH:
+            return
+        self.read_at = time.monotonic()
+        rows = self.conn.execute(_WAITING, {"reach": now - self.reach})
+        self.waiting = {int(r["followed_user_id"]): r["oldest"] for r in rows}
+
+    def due_since(self, user: int, now: datetime) -> datetime | None:
+        """The latest time ≤ now at which the user's oldest waiting fill was due a look
+        (detection + after × 2^k); None while none is."""
+        oldest = self.waiting.get(user)
+        if oldest is None or not self.after or now - oldest < self.after:
+            return None
+        k = int(math.log2((now - oldest) / self.after))
+        due: datetime = oldest + self.after * 2**k
+        return due
+
+    def next(self, users: dict[int, User], now: datetime) -> User | None:
+        """The waiting user whose look is due longest, not polled since it fell due."""
+        best: tuple[datetime, int] | None = None
+        for uid in self.waiting.keys() & users.keys():
+            since = self.due_since(uid, now)
+            last = max(
+                (t for t in (users[uid].checkpoint, self.tried.get(uid)) if t is not None),
+                default=None,
+            )
+            if since is not None and (last is None or last < since):
+                best = min(best or (since, uid), (since, uid))
+        return None if best is None else users[best[1]]
+
+
 def poll_all(
     conn: db.Conn,
     ups: http.Upstreams,
@@ -507,8 +556,11 @@ def poll_all(
     stop_at: float | None = None,
 ) -> int:
     """Polls the enabled users (or those in `only`: a host's leased ones) that are due
-    (`Due`; every one when a backfill reaches back) (rows stamped by `clock` as their
-    pages arrive; without one, `now`); returns how many users were polled without error.
+    (`Due`; every one when a backfill reaches back), each up to the time its poll starts
+    (`clock()`; without a clock, `now`), rows stamped as their pages arrive; returns how
+    many users were polled without error. Users whose chain fill waits for its Data API
+    row are polled as that row comes due (`Confirming`, counted `users_confirming`),
+    ahead of the others.
     `between` runs before each user (a loop renews its leases there); past `stop_at`
     (time.monotonic()) no further user is started (`users_deferred`). A
     user whose poll fails — the upstream, a listing refused or past its caps, or any
@@ -519,6 +571,7 @@ def poll_all(
     several with a share each): each user polled whole from the request's reach is
     marked served (`BACKFILL_SERVED`), and the request is cleared once every enabled
     user is."""
+    s = settings.get()
     request = checkpoints.pending_backfill(conn)
     floor = min(
         (t for t in (reach_back_to, request[0] if request else None) if t is not None),
@@ -528,28 +581,53 @@ def poll_all(
     served: list[int] = []
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
     recovered = []
-    due = Due.read(conn, now, settings.get())
-    for user in sorted(followed_users(conn), key=due.rank):
-        key = f"user:{user.id}"
-        if only is not None and user.id not in only:
-            continue
+    due = Due.read(conn, now, s)
+    users = {u.id: u for u in followed_users(conn) if only is None or u.id in only}
+    sweep = deque(sorted(users.values(), key=due.rank))
+    lane = Confirming(conn, timedelta(seconds=s.poll_confirm_after_s), overlap)
+    swept: set[int] = set()
+
+    def bump(name: str) -> None:
+        counts[name] = counts.get(name, 0) + 1
+
+    def take(at: datetime) -> tuple[User, bool] | None:
+        """The next user, and whether the lane chose it (None: the sweep is done)."""
+        if floor is None and due.listening:  # a backfill or no listener: one sweep of all
+            lane.refresh(at)
+            if (user := lane.next(users, at)) is not None:
+                return user, True
+        while sweep and sweep[0].id in swept:
+            sweep.popleft()
+        return (sweep.popleft(), False) if sweep else None
+
+    while True:
         if stop_at is not None and time.monotonic() >= stop_at:
-            counts["users_deferred"] = counts.get("users_deferred", 0) + 1
-            continue
+            left = sum(1 for u in sweep if u.id not in swept)
+            counts["users_deferred"] = counts.get("users_deferred", 0) + left
+            break
+        at = clock() if clock is not None else now
+        if (taken := take(at)) is None:
+            break
+        user, confirming = taken
+        if confirming:
+            bump("users_confirming")
+        key = f"user:{user.id}"
+        swept.add(user.id)
+        lane.tried[user.id] = at
         if between is not None:
             between()
-        if floor is None and not due.now(user, key in failing):
-            counts["users_idle"] = counts.get("users_idle", 0) + 1
+        if floor is None and not confirming and not due.now(user, key in failing):
+            bump("users_idle")
             continue
-        start = (user.checkpoint - overlap) if user.checkpoint else now - overlap
+        start = (user.checkpoint - overlap) if user.checkpoint else at - overlap
         if floor is not None:
             start = min(start, floor)
         error: Exception | None
         try:
             with_trades = due.trades(user)
             if not with_trades:
-                counts["trades_not_read"] = counts.get("trades_not_read", 0) + 1
-            user_counts, error = poll_user(conn, ups, user, start, now, clock, with_trades)
+                bump("trades_not_read")
+            user_counts, error = poll_user(conn, ups, user, start, at, clock, with_trades)
             for name, n in user_counts.items():
                 counts[name] = counts.get(name, 0) + n
         except http.UpstreamError as exc:
@@ -566,11 +644,11 @@ def poll_all(
             if request is not None:
                 served.append(user.id)
         else:
-            counts["users_failed"] = counts.get("users_failed", 0) + 1
+            bump("users_failed")
             log.warning("poll: user %d not polled whole this time: %s", user.id, error)
             # its checkpoint stays put (or where it read whole): the next run goes on
             payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
-            failures.record(conn, "poll", key, str(error), now, payload)
+            failures.record(conn, "poll", key, str(error), at, payload)
     failures.resolve(conn, "poll", recovered, now)
     if request is not None:
         checkpoints.mark_backfill_served(conn, served, request[1], now)

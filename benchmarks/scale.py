@@ -14,7 +14,9 @@ with `--leaders N`, samples the site builder's queue (`process_heartbeat` site
   chain fills no row confirmed by the end are counted beside it ("never");
 - chain detection after the fill p95 (detect − block time);
 - snapshot runs that skipped their cut, and the fewest portfolios one minute's
-  snapshot covered against the portfolios that exist;
+  snapshot covered against the portfolios that exist at the end (they grow as users
+  get their first copy), and how many portfolios of one minute's snapshot were missing
+  from the next minute's (a skipped portfolio);
 - rollup runs that skipped their cut; price runs that deferred settlement;
 - decision delay p95: an attempt's write (`created_at`, its transaction's start) after
   its group's `decide_at`;
@@ -92,7 +94,7 @@ class Scale:
             (
                 "portfolios in a minute's snapshot: fewest, last",
                 f"{'n/a' if f['snap_min'] is None else f['snap_min']}, {f['snap_last']}"
-                f" of {f['portfolios']}",
+                f" of {f['portfolios']}; {f['snap_dropped']} missing from the next minute",
                 "every portfolio",
             ),
             (
@@ -239,6 +241,17 @@ def figures(conn: db.Conn, start: datetime) -> dict[str, Any]:
                            WHERE bucket < date_trunc('minute', now()))"""
     )
     out["snap_last"] = last["n"]
+    # a portfolio in one minute's snapshot and missing from the next one's was skipped
+    # (portfolios made during the window — a user's first copy — only ever add)
+    out["snap_dropped"] = one(
+        """SELECT count(*) AS n FROM portfolio_snapshot p
+           WHERE p.bucket >= date_trunc('minute', %(t)s::timestamptz) + interval '1 minute'
+             AND p.bucket < date_trunc('minute', now()) - interval '1 minute'
+             AND NOT EXISTS (SELECT 1 FROM portfolio_snapshot q
+                             WHERE q.portfolio_scope = p.portfolio_scope
+                               AND q.followed_user_id IS NOT DISTINCT FROM p.followed_user_id
+                               AND q.bucket = p.bucket + interval '1 minute')"""
+    )["n"]
     decision = one(
         """SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY
                   extract(epoch FROM a.created_at - g.decide_at)) AS p95

@@ -11,11 +11,12 @@ asks for a Data API backfill of the last 5 minutes (checkpoint `listen.backfill_
 which the poller reads, plus `common.store.polling.backfill` in a background thread when that
 exists) and replays its own gap with `eth_getLogs` from the last block it saw.
 
-One listener per database: it holds the job lock `listen` (jobs.try_lock) while it
-runs, and a second copy exits 75 ("another copy is running"), as the jobs do. The lock
-lives in its database session, so a lost database connection ends the listener (exit
-69, for supervisord to restart it; common.runtime.jobs) rather than a silent reconnect without
-the lock; started while the database is down, it waits for it.
+One listener per database: it holds the elected role `listen` (common.store.leases.Role,
+as every job) while it runs. A second copy — on this host or another — stands by and
+takes over once the first stops, dies, or its host stops renewing the role
+(OCULUS_ROLE_LEASE_S); `--once` exits 75 ("another copy is running") instead. A lost
+database connection ends the listener (exit 69, for supervisord to restart it;
+common.runtime.jobs); started while the database is down, it waits for it.
 
     python -m functions.listen            # until SIGTERM
     python -m functions.listen --once     # catch up, listen until quiet for 3 s, exit
@@ -157,7 +158,7 @@ class Listener:
 
     @property
     def conn(self) -> db.Conn:
-        """The listener's session (it holds the lock); DatabaseLost once it is gone."""
+        """The listener's session; DatabaseLost once it is gone."""
         if self._conn is None:
             self._conn = db.connect(self.database_url, autocommit=True)
         elif self._conn.closed or self._conn.broken:
@@ -171,19 +172,35 @@ class Listener:
         deadline: float | None = None,
         idle_s: float | None = None,
         wait_for_database: bool = False,
+        standby: bool = False,
     ) -> None:
         """Listens (reconnecting the WebSocket as needed) until stopped, past `deadline`
         (monotonic) or quiet for `idle_s`. A database down at start is waited for, or
-        raises DatabaseUnavailable; DatabaseLost if the connection is lost later; Busy if
-        another listener holds the job's lock (two would store every log twice over and
-        fight over the block checkpoint)."""
+        raises DatabaseUnavailable; DatabaseLost if the connection is lost later. Another
+        listener holding the role `listen` (two would store every log twice over and
+        fight over the block checkpoint) raises Busy, or with `standby` is waited for."""
         if wait_for_database and self._conn is None:
             self._conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
             if self._conn is None:
                 return  # stopped while waiting
-        if not jobs.try_lock(self.conn, PROCESS):
+        role = jobs.role(self.conn, PROCESS, self.database_url)
+        if not role.take():
+            if not standby:
+                held_by = role.describe()
+                self.close()
+                raise Busy(f"another copy is running ({held_by})")
+            if not role.wait(lambda: self._done(deadline, None), self.stop.sleep):
+                self.close()
+                return
+        role.keep()
+        try:
+            self._listen(deadline, idle_s)
+        finally:
+            role.release()
             self.close()
-            raise Busy("another copy is running")
+
+    def _listen(self, deadline: float | None, idle_s: float | None) -> None:
+        """`run` once the role is held."""
         started = self.clock()
         if n := jobs.abandon_dead_runs(self.conn, started, PROCESS):
             log.warning("listen: %d earlier runs whose process is gone marked FAILED", n)
@@ -222,8 +239,6 @@ class Listener:
             jobs.record_end(self.conn, run_id, self.clock(), "OK", self.counts["logs"], self.counts)
         except DB_ERRORS as exc:
             log.warning("listen: could not record the end of the run: %s", exc)
-        finally:
-            self.close()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -513,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             deadline=deadline,
             idle_s=args.idle_seconds if args.once else None,
             wait_for_database=not args.once,
+            standby=not args.once,
         )
     except db.DatabaseUnavailable as exc:
         log.error("listen: database unavailable: %s", exc)

@@ -5,8 +5,11 @@
   once when another process wakes the job (`jobs.wake`: NOTIFY oculus_wake '<job>'),
   at most once per OCULUS_WAKE_MIN_GAP_S. A job woken while it runs runs again as soon
   as it ends.
-- Never two copies: the scheduler starts a job only when its previous run has ended
-  (a tick that finds it running is skipped), and the job itself holds its advisory lock
+- One scheduler across every host (the elected role `scheduler`, common.store.leases.Role):
+  a second one stands by and takes over once the first stops, dies or its host goes
+  silent for OCULUS_ROLE_LEASE_S.
+- Never two copies of a job: the scheduler starts a job only when its previous run has
+  ended (a tick that finds it running is skipped), and the job itself holds its role
   (a copy started by hand, or left over from a killed scheduler, makes it exit busy).
 - A run past its timeout gets SIGTERM, then SIGKILL 5 s later, and its `job_run` row
   becomes TIMEOUT. A run that dies (signal, crash before it could record) is marked
@@ -17,9 +20,9 @@
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
 - SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
-- A lost database connection ends it (exit 69, for supervisord to restart it; its lock
-  went with the session), leaving its runs to end on their own; started while the
-  database is down, it waits for it.
+- A lost database connection ends it (exit 69, for supervisord to restart it; the new
+  process takes the role over from its dead predecessor at once), leaving its runs to
+  end on their own; started while the database is down, it waits for it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -397,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (db.lost(conn, exc) or db.lost(listener, exc)):
             raise
         # The runs go on alone, as after a SIGKILL of the scheduler: each holds its job's
-        # lock, so the next scheduler's copies stay out until they end.
+        # role, so the next scheduler's copies stay out until they end.
         if orphans := sched.disown():
             log.warning("scheduler: leaving runs %s to end on their own", orphans)
         return jobs.lost_exit("scheduler", exc)
@@ -409,20 +413,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(sched: Scheduler, listener: db.Conn, stop: jobs.StopFlag, seconds: float | None) -> int:
-    """Holds the scheduler's lock and runs the crontab until stopped (or `seconds`);
-    wake-ups arrive on `listener`. Returns the exit code."""
+    """Holds the scheduler's role (one across every host: a second scheduler stands by
+    and takes over once this one stops, dies, or its host goes silent for
+    OCULUS_ROLE_LEASE_S) and runs the crontab until stopped (or `seconds`); wake-ups
+    arrive on `listener`. Returns the exit code."""
+    conn = sched.conn
+    end = time.monotonic() + seconds if seconds else None
+    role = jobs.role(conn, "scheduler", sched.env.get("DATABASE_URL"))
+
+    def done() -> bool:
+        return stop.stopped or (end is not None and time.monotonic() >= end)
+
+    if not role.take() and not role.wait(done, stop.sleep):
+        return 0  # stopped while standing by
+    role.keep()
+    try:
+        return _serve(sched, listener, done)
+    finally:
+        role.release()
+
+
+def _serve(sched: Scheduler, listener: db.Conn, done: Callable[[], bool]) -> int:
+    """`serve` once the role is held."""
     conn, s = sched.conn, sched.s
-    if not jobs.try_lock(conn, "scheduler"):
-        log.error("scheduler: another scheduler holds the lock; exiting")
-        return jobs.EXIT_BUSY
     now = jobs.utcnow()
     # SPEC §9: backfill the last 15 min on start (the poll runs serve the request)
     checkpoints.request_backfill(conn, now - timedelta(seconds=s.poll_backfill_on_start_s), now)
     listener.execute(f"LISTEN {jobs.WAKE_CHANNEL}")
     sched.load(now)
-    end = time.monotonic() + seconds if seconds else None
     beat = 0.0
-    while not stop.stopped and (end is None or time.monotonic() < end):
+    while not done():
         now = jobs.utcnow()
         sched.load(now)
         sched.tick(now)

@@ -57,7 +57,7 @@ def test_a_hand_run_past_the_crontab_timeout_ends_and_is_recorded_timeout(
     (run,) = runs(conn)
     assert run["status"] == "TIMEOUT" and run["trigger"] == "manual"
     assert "2s timeout" in run["error"] and run["finished_at"] is not None
-    assert jobs.try_lock(conn, "scheduled_job")  # the scheduled runs are free to go
+    assert jobs.role(conn, "scheduled_job").take()  # the scheduled runs are free to go
 
 
 def test_the_timeout_flag_overrides_the_crontab_and_zero_means_none(
@@ -90,11 +90,9 @@ def test_a_killed_hand_run_is_marked_failed_by_the_next_run(
     finally:
         proc.kill()  # SIGKILL: nothing of the job runs any more
         proc.wait()
-    deadline = time.monotonic() + 10
-    while not jobs.try_lock(conn, "scheduled_job"):  # its session ends with the process
-        assert time.monotonic() < deadline, "the killed run's session is still there"
-        time.sleep(0.05)
-    conn.execute("SELECT pg_advisory_unlock_all()")
+    role = jobs.role(conn, "scheduled_job")
+    assert role.take()  # its process is gone from this host: its role is free at once
+    role.release()
     assert runs(conn)[0]["status"] == "RUNNING"
     code, log, _ = by_hand(env)
     assert code == 0, log

@@ -5,6 +5,8 @@ Each host here is a connection of its own, as it would be."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -137,3 +139,79 @@ def test_a_host_id_that_could_not_name_a_heartbeat_is_refused() -> None:
     for bad in ("", "two words", "a/b", "x" * 101, "poll@a"):
         with pytest.raises(ValidationError, match="host_id"):
             settings.Settings(host_id=bad)
+
+
+# Elected roles (leases.Role): one holder across hosts, by the database's clock.
+
+
+def role(conn: db.Conn, host: str, ttl_s: float = 30.0, **kw: object) -> leases.Role:
+    return leases.Role(conn, "scheduler", host, ttl_s, **kw)  # type: ignore[arg-type]
+
+
+def test_a_role_has_one_holder_and_a_released_one_is_taken_at_once(
+    hosts: tuple[db.Conn, db.Conn],
+) -> None:
+    a, b = hosts
+    first, second = role(a, "host-a"), role(b, "host-b")
+    assert first.take() and first.take()  # its own: renewed
+    assert not second.take()
+    assert second.describe().startswith(f"held by {first.me} since ")
+    first.release()
+    assert second.take() and not first.take()
+
+
+def test_a_silent_host_loses_its_role_when_it_expires(hosts: tuple[db.Conn, db.Conn]) -> None:
+    a, b = hosts
+    first, second = role(a, "host-a", ttl_s=1.0), role(b, "host-b")
+    assert first.take() and not second.take()
+    time.sleep(1.2)  # host-a stopped renewing (its session is still open)
+    assert second.take()
+    assert not first.take()
+
+
+def test_a_dead_holder_of_this_host_is_replaced_at_once_another_host_s_is_not(
+    hosts: tuple[db.Conn, db.Conn],
+) -> None:
+    a, _ = hosts
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for holder, taken in [(f"here/{dead.pid}/x", True), (f"there/{dead.pid}/x", False)]:
+        a.execute("DELETE FROM role_lease")
+        a.execute(
+            "INSERT INTO role_lease VALUES ('scheduler', %s, now(), now(), now() + interval '1h')",
+            (holder,),
+        )
+        assert role(a, "here").take() is taken, holder
+
+
+def test_a_kept_role_is_renewed_and_a_holder_that_loses_it_is_fenced_off(
+    hosts: tuple[db.Conn, db.Conn], db_url: str
+) -> None:
+    a, b = hosts
+    lost: list[str] = []
+    first = role(a, "host-a", ttl_s=0.9, url=db_url, on_lost=lost.append)
+    assert first.take()
+    first.keep()  # renewed every 0.3 s on a connection of its own
+    try:
+        time.sleep(1.5)
+        assert not role(b, "host-b").take() and not lost
+        # someone takes it from under it (a stall past its expiry, say): it stops itself
+        b.execute("UPDATE role_lease SET holder = 'thief/1/x'")
+        deadline = time.monotonic() + 3
+        while not lost:
+            assert time.monotonic() < deadline, "the holder never noticed"
+            time.sleep(0.05)
+        assert "taken by another holder" in lost[0] and not first.held
+    finally:
+        first.release()
+    assert b.execute("SELECT holder FROM role_lease").fetchone() == {"holder": "thief/1/x"}
+
+
+def test_a_standby_takes_over_once_the_holder_stops(hosts: tuple[db.Conn, db.Conn]) -> None:
+    a, b = hosts
+    first, second = role(a, "host-a", ttl_s=2.0), role(b, "host-b", ttl_s=2.0)
+    assert first.take()
+    started = time.monotonic()
+    assert second.wait(lambda: time.monotonic() - started > 10, time.sleep)  # it expires
+    assert 1.5 < time.monotonic() - started < 5
+    assert not second.wait(lambda: True, time.sleep)  # stopped: gives up at once

@@ -523,12 +523,12 @@ def test_the_poller_backfill_hook_runs_and_clears_the_request(
 
 
 def test_a_second_copy_exits_busy_and_records_nothing(db_url: str, conn: db.Conn) -> None:
-    """One listener per database: a copy started beside a running one (here: its lock,
-    held by another session) exits 75 at once, as the scheduled jobs do."""
+    """One listener per database: a `--once` copy started beside a running one (here: its
+    role, held by this live process) exits 75 at once, as the scheduled jobs do."""
     env = {**os.environ, "OCULUS_CHAIN_WS_URL": "ws://127.0.0.1:9/chain"}  # never reached
     argv = [sys.executable, "-m", "functions.listen", "--database-url", db_url]
     with db.connect(db_url, autocommit=True) as first:
-        assert jobs.try_lock(first, listen.PROCESS)
+        assert jobs.role(first, listen.PROCESS).take()
         second = subprocess.run(
             [*argv, "--once", "--idle-seconds", "1"],
             cwd=ROOT,

@@ -136,12 +136,14 @@ def test_a_copy_started_by_hand_holds_the_lock_and_the_scheduled_one_stays_out(
     conn: db.Conn, db_url: str, make: Callable[..., scheduler.Scheduler]
 ) -> None:
     with db.connect(db_url, autocommit=True) as other:
-        assert jobs.try_lock(other, "scheduled_job")
+        role = jobs.role(other, "scheduled_job")
+        assert role.take()
         sched = make(f"{EVERY_SECOND} 30s {JOB} --once")
         slot = sched.slots["scheduled_job"]
         tick_until(sched, lambda: slot.started >= 1 and slot.run is None, 20)
-        assert runs(conn) == []  # it saw the lock and left, recording nothing
-    tick_until(sched, finished(conn, 1), 20)  # the lock is free again
+        assert runs(conn) == []  # it saw the role held and left, recording nothing
+        role.release()
+    tick_until(sched, finished(conn, 1), 20)  # the role is free again
     assert runs(conn)[0]["status"] == "OK"
 
 
@@ -269,21 +271,42 @@ def test_the_process_wakes_on_notify_and_stops_its_runs_on_sigterm(
         run = runs(conn)[0]
         assert run["trigger"] == "wake"
         assert run["started_at"] - sent < timedelta(seconds=2)  # mostly the job's cold start
-        # a second scheduler refuses to run beside the first
-        second = subprocess.run(
-            [sys.executable, "-m", "functions.scheduler", "--crontab", str(path), "--seconds", "5"],
+        # a second scheduler stands by beside the first ...
+        second = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "functions.scheduler",
+                "--crontab",
+                str(path),
+                "--seconds",
+                "30",
+            ],
             env=env,
-            capture_output=True,
+            stderr=subprocess.PIPE,
+            text=True,
             cwd=settings.ROOT,
-            timeout=30,
         )
-        assert second.returncode == jobs.EXIT_BUSY
+        holder = "SELECT holder FROM role_lease WHERE role = 'scheduler'"
+        time.sleep(3)
+        assert f"/{proc.pid}/" in conn.execute(holder).fetchone()["holder"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        # ... and takes over once the first stops (it freed the role)
+        deadline = time.monotonic() + 15
+        while f"/{second.pid}/" not in (
+            (conn.execute(holder).fetchone() or {}).get("holder") or ""
+        ):
+            assert time.monotonic() < deadline and second.poll() is None, "no takeover"
+            time.sleep(0.1)
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 0 and "standing by" in err and "taken over" in err, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in (proc, *([second] if "second" in locals() else [])):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     run = runs(conn)[0]
     assert run["status"] == "FAILED" and "stopped with the scheduler" in run["error"]
     # the backfill it asks for on start (SPEC §9) is waiting for the poller

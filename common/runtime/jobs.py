@@ -5,9 +5,11 @@ wake-up signal.
 A job module supplies `run_once(conn, ctx) -> int` (one bounded batch; returns how many
 items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
 
-- One copy of a job at a time: `main` holds a session advisory lock keyed by the job's
-  name (`job_lock_key`) for as long as the process runs. A `--once` run that finds it
-  held exits with EXIT_BUSY (75) and records nothing; a loop waits for it.
+- One copy of a job at a time, across every host: `main` holds the job's elected role
+  (`leases.Role`, a `role_lease` row named after the job, renewed in a thread, expiring
+  OCULUS_ROLE_LEASE_S after its last renewal) for as long as the process runs. A
+  `--once` run that finds it held exits with EXIT_BUSY (75) and records nothing; a loop
+  stands by until it is free (released, its process gone, or its host silent).
 - `wake(conn, job)` sends NOTIFY on WAKE_CHANNEL with the job's name: the scheduler
   starts that job now instead of at its next tick (functions/scheduler.py).
 - The scheduler passes OCULUS_RUN_TRIGGER (cron or wake) and OCULUS_RUN_SCHEDULED_AT
@@ -20,7 +22,7 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
   killed with SIGKILL): they become FAILED (`abandon_dead_runs`).
 - A long-running process (a loop; listen, the scheduler and the site builder use the
   same two helpers) that loses its database connection logs one line and exits
-  EXIT_DB_LOST (`lost_exit`): its session locks went with the session, and supervisord
+  EXIT_DB_LOST (`lost_exit`): its role lapses unless renewed meanwhile, and supervisord
   restarts it. Started while the database is down, it waits for it (`connect_waiting`)
   rather than exit, so supervisord counts the start as good and never gives up on it.
 """
@@ -35,7 +37,6 @@ import signal
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,13 +47,12 @@ from psycopg.types.json import Jsonb
 
 from common.runtime import clock as clocks
 from common.runtime import settings
-from common.store import db, locks
+from common.store import db, leases
 
 log = logging.getLogger(__name__)
 utcnow = clocks.utcnow
 
 WAKE_CHANNEL = "oculus_wake"
-JOB_LOCK_CLASS = locks.JOB_CLASS  # (class, crc32 of the job's name): one copy per job
 EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
 EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
 KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop
@@ -108,16 +108,10 @@ class StopFlag:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
-def job_lock_key(job: str) -> tuple[int, int]:
-    """The (class, object) pair of the job's advisory lock (both int4)."""
-    return JOB_LOCK_CLASS, zlib.crc32(job.encode()) - 2**31
-
-
-def try_lock(conn: db.Conn, job: str) -> bool:
-    """Takes the job's session lock if no other copy holds it; True when taken."""
-    k1, k2 = job_lock_key(job)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", (k1, k2)).fetchone()
-    return bool(row and row["ok"])
+def role(conn: db.Conn, job: str, url: str | None = None) -> leases.Role:
+    """The job's elected role (one copy across every host: `leases.Role`)."""
+    s = settings.get()
+    return leases.Role(conn, job, s.host_id, s.role_lease_s, url=url)
 
 
 def host_id() -> str:
@@ -138,15 +132,7 @@ def gone(pid: int | None, host: str | None) -> bool:
     """Whether the process that wrote a row (its pid and host) has provably ended: it ran
     on this host and its pid is no longer there. Another host's, or an unknown pid, is
     never taken for gone here (`dead_runs` asks that host's heartbeats)."""
-    if pid is None or host != host_id():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
+    return pid is not None and host == host_id() and leases.process_gone(pid)
 
 
 def dead_runs(
@@ -431,28 +417,19 @@ def lost_exit(who: str, exc: BaseException) -> int:
     return EXIT_DB_LOST
 
 
-def acquire(conn: db.Conn, job: str, args: argparse.Namespace, stop: StopFlag) -> bool:
-    """Takes the job's lock. A --once run gives up at once; a loop waits for the other
-    copy to end. Returns False when the lock was not taken."""
-    if try_lock(conn, job):
-        return True
-    holder = conn.execute(
-        """SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l
-           JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE l.locktype = 'advisory' AND l.classid::bigint = %s AND l.objid::bigint = %s
-             AND l.granted LIMIT 1""",
-        (JOB_LOCK_CLASS, job_lock_key(job)[1] % 2**32),
-    ).fetchone()
-    since = f" (its session started {holder['backend_start']:%Y-%m-%d %H:%M:%S})" if holder else ""
+def acquire(
+    conn: db.Conn, job: str, args: argparse.Namespace, stop: StopFlag
+) -> leases.Role | None:
+    """Takes the job's role and keeps it renewed. A --once run gives up at once; a loop
+    stands by until the other copy ends or its host stops renewing. Returns None when the
+    role was not taken."""
+    held = role(conn, job, args.database_url)
+    if held.take():
+        return held.keep()
     if not args.loop:
-        log.warning("%s: another copy is running%s; not started", job, since)
-        return False
-    log.warning("%s: another copy is running%s; waiting for it", job, since)
-    while not stop.stopped:
-        stop.sleep(max(1.0, args.interval))
-        if try_lock(conn, job):
-            return True
-    return False
+        log.warning("%s: another copy is running (%s); not started", job, held.describe())
+        return None
+    return held.keep() if held.wait(lambda: stop.stopped, stop.sleep) else None
 
 
 def main(
@@ -500,6 +477,8 @@ def main(
     finally:
         if "watchdog" in ctx.resources:
             ctx.resources["watchdog"].cancel()
+        if "role" in ctx.resources:
+            ctx.resources["role"].release()
         if "ups" in ctx.resources:
             ctx.resources["ups"].close()
         conn.close()
@@ -519,8 +498,9 @@ def _main(
     args = ctx.args
     conn.execute("SELECT set_config('application_name', %s, false)", (f"oculus {job}",))
     process = host_process(job) if per_host and args.loop else job
-    if not acquire(conn, process, args, stop):
+    if (held := acquire(conn, process, args, stop)) is None:
         return EXIT_BUSY if not args.loop else 0
+    ctx.resources["role"] = held
     woken = per_host and args.loop
     if woken:
         conn.execute(f"LISTEN {WAKE_CHANNEL}")

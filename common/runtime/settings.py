@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         "listener saw it, then after 2x, 4x, ... that, ahead of the run's other users "
         "(0: only in the run's turn).",
     )
+    role_lease_s: float = Field(
+        default=15.0,
+        ge=3,
+        le=300,
+        description="An elected role (the scheduler, the listener, each job's one copy) "
+        "lasts this long unless renewed; a standby on another host takes it over then.",
+    )
     poll_lease_s: float = Field(
         default=20.0,
         ge=5,

@@ -15,12 +15,20 @@ so every host must keep time (NTP); the sandbox's clock serves all of them in th
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import secrets
+import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from common.store import db
+
+log = logging.getLogger(__name__)
 
 PROCESS = "poll"  # heartbeats of the loops are poll@<host id>
 
@@ -126,3 +134,177 @@ class Lease:
             renew(self.conn, self.me, now, self.ttl)
             self.beat(now)
             self.renewed_at = now
+
+
+# Elected roles: one holder across every host (the scheduler, the listener, each job).
+
+_TAKE = """
+INSERT INTO role_lease AS r (role, holder, acquired_at, renewed_at, expires_at)
+VALUES (%(role)s, %(me)s, clock_timestamp(), clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(ttl)s))
+ON CONFLICT (role) DO UPDATE SET
+    holder = EXCLUDED.holder,
+    acquired_at = CASE WHEN r.holder = EXCLUDED.holder THEN r.acquired_at
+                       ELSE EXCLUDED.acquired_at END,
+    renewed_at = EXCLUDED.renewed_at,
+    expires_at = EXCLUDED.expires_at
+WHERE r.holder = EXCLUDED.holder OR r.expires_at < EXCLUDED.renewed_at
+   OR r.holder = %(dead)s
+RETURNING holder
+"""
+_HOLDER = "SELECT holder, acquired_at, expires_at FROM role_lease WHERE role = %(role)s"
+_RELEASE = "DELETE FROM role_lease WHERE role = %(role)s AND holder = %(me)s"
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process of this pid runs on this host (one of another user's does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Holder:
+    name: str  # <host id>/<pid>/<token>
+    since: datetime | None
+    until: datetime | None
+
+    @property
+    def host(self) -> str:
+        return self.name.split("/")[0]
+
+    def gone_from(self, host: str) -> bool:
+        """The holder ran on `host` (this one) and its process is no more."""
+        parts = self.name.split("/")
+        return (
+            len(parts) == 3
+            and parts[0] == host
+            and parts[1].isdigit()
+            and (process_gone(int(parts[1])))
+        )
+
+
+class Role:
+    """One elected holder of a role across every host on the database — the scheduler,
+    the listener, one copy of each job — as a row of `role_lease` whose expiry is kept
+    by the database's clock: not a session lock, so it holds behind a transaction-mode
+    connection pooler, and a host that dies (its sessions can linger on the server for
+    hours) loses its roles `ttl` after its last renewal. The holder is `<host id>/<pid>/
+    <token>`: a process of this host that is gone (killed, crashed) is replaced at once;
+    one that released its role (a clean stop) at once too.
+
+    `take` claims it once; `wait` stands by, trying every `ttl`/4, until it is taken.
+    While held, `keep` renews it every `ttl`/3 on a connection of its own, in a thread;
+    a renewal that finds it taken by another, or that cannot reach the database before
+    the lease would expire, fences this process off: `on_lost` runs (by default SIGTERM
+    to this process) — so two holders never work on past one lease."""
+
+    def __init__(
+        self,
+        conn: db.Conn,
+        role: str,
+        host: str,
+        ttl_s: float,
+        *,
+        url: str | None = None,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        self.conn, self.role, self.host, self.ttl_s, self.url = conn, role, host, ttl_s, url
+        self.me = f"{host}/{os.getpid()}/{secrets.token_hex(4)}"
+        self.on_lost = on_lost or _terminate
+        self.held = False
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def holder(self, conn: db.Conn | None = None) -> Holder | None:
+        row = (conn or self.conn).execute(_HOLDER, {"role": self.role}).fetchone()
+        return None if row is None else Holder(row["holder"], row["acquired_at"], row["expires_at"])
+
+    def take(self, conn: db.Conn | None = None) -> bool:
+        """Claims the role if it is free, expired, ours, or held by a process of this host
+        that is gone; True when held."""
+        c = conn or self.conn
+        params = {"role": self.role, "me": self.me, "ttl": self.ttl_s, "dead": None}
+        row = c.execute(_TAKE, params).fetchone()
+        if row is None:
+            current = self.holder() if conn is None else None
+            if current is not None and current.gone_from(self.host):
+                row = c.execute(_TAKE, {**params, "dead": current.name}).fetchone()
+        self.held = row is not None
+        return self.held
+
+    def wait(self, stopped: Callable[[], bool], sleep: Callable[[float], None]) -> bool:
+        """Stands by until the role is taken (True) or `stopped()` (False); says who holds
+        it once, then once a minute."""
+        said = float("-inf")
+        while not stopped():
+            if self.take():
+                if said > float("-inf"):
+                    log.info("%s: taken over (was waiting as a standby)", self.role)
+                return True
+            if time.monotonic() - said >= 60:
+                said = time.monotonic()
+                log.warning("%s: %s; standing by", self.role, self.describe())
+            sleep(max(0.5, self.ttl_s / 4))
+        return False
+
+    def describe(self, conn: db.Conn | None = None) -> str:
+        h = self.holder(conn)
+        if h is None:
+            return "free"
+        return f"held by {h.name} since {h.since:%Y-%m-%d %H:%M:%S} (until {h.until:%H:%M:%S})"
+
+    def keep(self) -> Role:
+        """Renews the role every ttl/3 in a thread, on a connection of its own."""
+        self._thread = threading.Thread(target=self._keep, name=f"role {self.role}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _keep(self) -> None:
+        every, ok_at = self.ttl_s / 3, time.monotonic()
+        conn: db.Conn | None = None
+        try:
+            while not self._stop.wait(every if conn is not None else min(every, 1.0)):
+                try:
+                    if conn is None:
+                        conn = db.connect(self.url, autocommit=True)
+                    if not self.take(conn):
+                        return self._fence(f"taken by another holder ({self.describe(conn)})")
+                    ok_at = time.monotonic()
+                except Exception as exc:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    if time.monotonic() - ok_at >= self.ttl_s * 0.8:
+                        return self._fence(f"not renewed for {self.ttl_s * 0.8:g}s ({exc})")
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _fence(self, why: str) -> None:
+        self.lost, self.held = why, False
+        log.error("%s: lost the role: %s; stopping", self.role, why)
+        self.on_lost(why)
+
+    def release(self) -> None:
+        """Stops renewing and frees the role (at once for a standby) if still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.held:
+            self.held = False
+            if self.conn.closed or self.conn.broken:
+                return  # a process of this host that is gone is replaced at once anyway
+            try:
+                self.conn.execute(_RELEASE, {"role": self.role, "me": self.me})
+            except Exception as exc:  # the lease then lapses by itself
+                log.warning("%s: could not free the role: %s", self.role, db.one_line(exc))
+
+
+def _terminate(_why: str) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

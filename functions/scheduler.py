@@ -227,7 +227,9 @@ class Scheduler:
         job = slot.entry.job
         if code == 0 or code == jobs.EXIT_BUSY:
             if code == jobs.EXIT_BUSY:
-                log.warning("%s: another copy holds its lock (started by hand?)", job)
+                log.warning(
+                    "%s: another copy holds its role (started by hand, or on another host?)", job
+                )
             return
         timed_out = run.terminated_at is not None and not self.stopping
         status = "TIMEOUT" if timed_out else "FAILED"

@@ -8,7 +8,7 @@ module and its flags:
 
 `#` starts a comment. A line that does not parse is reported with its number and left
 out; the other lines still run. The job's name is its module's last part (`poll`); a job
-appears on one line only (its name is its lock). Modules are looked up under the
+appears on one line only (its name is its role). Modules are looked up under the
 checkout (functions/ in practice; the tests schedule their own).
 """
 

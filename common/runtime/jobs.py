@@ -1,5 +1,5 @@
 """The frame every job shares: flags, logging, one run recorded in `job_run`, a loop
-that stops on a signal, heartbeats for long-running processes, the per-job lock and the
+that stops on a signal, heartbeats for long-running processes, the per-job role and the
 wake-up signal.
 
 A job module supplies `run_once(conn, ctx) -> int` (one bounded batch; returns how many
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 utcnow = clocks.utcnow
 
 WAKE_CHANNEL = "oculus_wake"
-EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its lock
+EXIT_BUSY = 75  # EX_TEMPFAIL: another copy of the job holds its role
 EXIT_TIMEOUT = 124  # as coreutils `timeout`: a run by hand outlived its timeout
 KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard stop
 EXIT_DB_LOST = 69  # EX_UNAVAILABLE: the database connection was lost; restart me
@@ -444,7 +444,7 @@ def main(
     """Runs a job from its command line: once (exit 1 on failure) or in a loop; either
     exits EXIT_DB_LOST when its database connection is lost. With `upstreams`,
     ctx.resources["ups"] holds the process's HTTP upstreams. A `per_host` loop is one
-    copy per host, not one in all (its lock and heartbeat are `<job>@<host id>`), and a
+    copy per host, not one in all (its role and heartbeat are `<job>@<host id>`), and a
     NOTIFY waking the job (`wake`) cuts its rest short. `at_exit` runs when a loop stops
     while its database is still there (a poll loop frees its leases)."""
     s = settings.get()

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from benchmarks import resources
+from common.runtime import settings
 from common.store import db
 
 GOALS = {
@@ -50,6 +51,7 @@ class Scale:
         self.leaders = leaders
         self.site_left: list[int] = []
         self.db_bytes: list[tuple[float, int]] = []  # (monotonic, database size)
+        self.tables: list[tuple[float, dict[str, int]]] = []  # first and last: table sizes
 
     def on_sample(self, url: str) -> None:
         with db.connect(url, autocommit=True) as conn:
@@ -57,6 +59,16 @@ class Scale:
                 "SELECT (info->>'left')::int AS left FROM process_heartbeat WHERE process = 'site'"
             ).fetchone()
             size = conn.execute("SELECT pg_database_size(current_database()) AS b").fetchone()
+            tables = {
+                r["t"]: int(r["b"])
+                for r in conn.execute(
+                    "SELECT relname AS t, pg_total_relation_size(oid) AS b FROM pg_class"
+                    " WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+                )
+            }
+        self.tables[1:] = [(time.monotonic(), tables)]  # keeps the first sample, and the last
+        if len(self.tables) == 1:
+            self.tables.append(self.tables[0])
         if size is not None:
             self.db_bytes.append((time.monotonic(), int(size["b"])))
         if row is not None and row["left"] is not None:
@@ -92,9 +104,9 @@ class Scale:
                 "none",
             ),
             (
-                "portfolios in a minute's snapshot: fewest, last",
+                "portfolios in a minute's snapshot: fewest, last; dropped next minute",
                 f"{'n/a' if f['snap_min'] is None else f['snap_min']}, {f['snap_last']}"
-                f" of {f['portfolios']}; {f['snap_dropped']} missing from the next minute",
+                f" of {f['portfolios']}; {f['snap_dropped']} dropped",
                 "every portfolio",
             ),
             (
@@ -127,8 +139,45 @@ class Scale:
         ]
         print(f"\nscale at {self.leaders} leaders, window {elapsed:.0f} s")
         width = max(len(r[0]) for r in rows) + 2
+        values = max(len(r[1]) for r in rows) + 2
         for name, value, goal in rows:
-            print(f"  {name:<{width}}{value:<28}{goal}")
+            print(f"  {name:<{width}}{value:<{values}}{goal}")
+        self.table_growth()
+
+    def table_growth(self) -> None:
+        """Each table's growth per day at this rate, and what prune keeps it at: a table
+        prune thins holds about its full-resolution days of growth (`OCULUS_PRUNE_*`);
+        the others (events, ledgers, decisions and the books they name) grow for good."""
+        if len(self.tables) < 2:
+            return
+        s = settings.get()
+        pruned = {  # table → days kept at full resolution (thinned or deleted after)
+            "market_price_snapshot": s.prune_marks_full_days,
+            "portfolio_snapshot": s.prune_snapshots_full_days,
+            "job_run": s.prune_runs_days,
+            "quarantine": s.prune_quarantine_days,
+        }
+        (t0, first), (t1, last) = self.tables[0], self.tables[-1]
+        days = max(1.0, t1 - t0) / 86_400
+        rates = {t: (last[t] - first.get(t, 0)) / days for t in last}
+        forever = steady = 0.0
+        print("\n  table growth per day at this rate (top 8), and what prune keeps it at:")
+        for table, rate in sorted(rates.items(), key=lambda kv: -kv[1])[:8]:
+            if table in pruned:
+                kept = rate * pruned[table]
+                what = f"pruned: ~{kept / 2**30:.1f} GB kept ({pruned[table]} days full)"
+            else:
+                what = "kept for good (SPEC: events, ledgers, decisions, their books)"
+            print(f"    {table:<28}+{rate / 2**20:8.0f} MB/day  {what}")
+        for table, rate in rates.items():
+            if table in pruned:
+                steady += rate * pruned[table]
+            else:
+                forever += rate
+        print(
+            f"  in all: +{forever / 2**30:.1f} GB/day kept for good; the pruned tables level"
+            f" off at ~{steady / 2**30:.1f} GB"
+        )
 
     def growth(self) -> str:
         if len(self.db_bytes) < 2:

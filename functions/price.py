@@ -1,5 +1,7 @@
 """Price (every 30 s): marks for the assets held in any portfolio — shadow, per-user
-exec, global — and nothing else, plus the market lifecycle those positions need.
+exec, global — and for the assets copy attempts were decided on (their attribution needs
+a mark, SPEC §10: those of the last day every run, older ones within
+OCULUS_SCORE_WINDOW_DAYS every 10 minutes), plus the market lifecycle they need.
 
 1. Markets with open positions get their Gamma metadata refreshed (every
    `OCULUS_MARKET_REFRESH_S`, and every `OCULUS_MARKET_RESOLVE_POLL_S` once past their
@@ -46,6 +48,23 @@ SELECT DISTINCT h.asset_id, h.condition_id, o.payout_micros FROM (
   GROUP BY portfolio_scope, followed_user_id, asset_id HAVING sum(n) <> 0) h
 LEFT JOIN outcome_asset o ON o.asset_id = h.asset_id
 """
+# Assets copy attempts were decided on (held or not): their attribution needs a mark
+# (SPEC §10, functions/score.py). Those decided within a day every run; older ones (to
+# OCULUS_SCORE_WINDOW_DAYS) when their newest mark is older than ATTEMPTED_SLOW; resolved
+# ones never (their payout is their mark).
+_ATTEMPTED = """
+SELECT a.asset_id, a.condition_id, NULL::bigint AS payout_micros FROM (
+  SELECT asset_id, min(condition_id) AS condition_id, max(decision_time) AS last
+  FROM copy_attempt
+  WHERE action IN ('BUY', 'SELL') AND asset_id IS NOT NULL AND decision_time >= %(window)s
+  GROUP BY asset_id) a
+JOIN market m ON m.condition_id = a.condition_id AND m.resolved_at IS NULL
+WHERE a.last >= %(recent)s OR NOT EXISTS (
+  SELECT 1 FROM market_price_snapshot p
+  WHERE p.asset_id = a.asset_id AND p.bucket >= %(slow)s)
+"""
+ATTEMPTED_RECENT = timedelta(days=1)
+ATTEMPTED_SLOW = timedelta(minutes=10)
 _STALE_MARKETS = """
 SELECT condition_id FROM market
 WHERE condition_id = ANY(%(c)s) AND resolved_at IS NULL
@@ -177,11 +196,25 @@ def marks(
     return out, rejects, no_book
 
 
+def attempted_assets(conn: db.Conn, now: datetime, s: Any, held: set[str]) -> list[dict[str, Any]]:
+    """The assets of copy attempts due a mark that are not among `held`."""
+    rows = conn.execute(
+        _ATTEMPTED,
+        {
+            "window": now - timedelta(days=s.score_window_days),
+            "recent": now - ATTEMPTED_RECENT,
+            "slow": now - ATTEMPTED_SLOW,
+        },
+    ).fetchall()
+    return [r for r in rows if r["asset_id"] not in held]
+
+
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     now, s = ctx.clock(), ctx.settings
     ups: http.Upstreams = ctx.resources["ups"]
     held = conn.execute(_HELD).fetchall()
     conditions = {r["condition_id"] for r in held if r["condition_id"]}
+    conditions |= {r["condition_id"] for r in attempted_assets(conn, now, s, set())}
     try:
         ctx.count("markets_refreshed", refresh_markets(conn, ups.gamma, conditions, now, s))
     except http.UpstreamError as exc:  # marks still go on; the next run retries
@@ -194,7 +227,9 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     after = timedelta(seconds=s.shadow_settle_after_s)
     ctx.count("unredeemed_settled", settle_unredeemed(conn, now, after))
     held = conn.execute(_HELD).fetchall()  # settlement closed some
-    found, rejects, no_book = marks(ups, held)
+    attempted = attempted_assets(conn, now, s, {r["asset_id"] for r in held})
+    ctx.count("attempted_assets", len(attempted))
+    found, rejects, no_book = marks(ups, held + attempted)
     quarantine.record(conn, rejects, now)
     store_marks.store(conn, [(a, m, src) for a, m, src in found], now)
     for _, _, src in found:

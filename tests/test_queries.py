@@ -25,6 +25,7 @@ def test_every_file_parses_and_names_its_queries() -> None:
     assert queries.tables() == [
         "activity_event",
         "copy_attempt",
+        "copy_attribution",
         "copy_group",
         "ledger_entry",
         "market",

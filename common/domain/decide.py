@@ -72,6 +72,7 @@ class Decision:
     sets: int = 0  # MERGE / SPLIT: complete sets moved
     leg_prices: Mapping[str, int] | None = None  # MERGE / SPLIT: the outcomes' marks
     their_position: int | None = None  # SELL / MERGE: the leader's, before the group
+    ideal_shares: int = 0  # T0: the target before clamps, caps and cash (SPEC §10)
     equity: int = 0
     cash: int = 0
     decided_at: datetime | None = None
@@ -198,6 +199,8 @@ def decide(
         "decided_at": sit.now,
         "their_position": None if opens else sit.their_position,
     }
+    raw = _bps(g.their_notional, cfg.copy_pct_bps)
+    base["ideal_shares"] = ideal_shares(g, p, sit, raw)
     reasons = _switches(g, sit, opens)
     if opens:
         reasons += _open_rules(g, sit, cfg, equity)
@@ -205,7 +208,6 @@ def decide(
     hi = min(cfg.max_trade_notional_micros, _bps(max(equity, 0), cfg.max_trade_equity_bps))
     if opens and hi < lo:
         reasons.append("BELOW_MIN_NOTIONAL")
-    raw = _bps(g.their_notional, cfg.copy_pct_bps)
     target = min(max(raw, lo), hi)  # opens; a reduction is sized by its fraction instead
     if reasons:
         return _skip(base, reasons, target_notional=target if opens else 0)
@@ -226,6 +228,22 @@ def decide(
     if g.action == "SPLIT":
         return _sets(base, target, sit.leg_prices)
     return _buy(g, p, cfg, sit, base, target)
+
+
+def ideal_shares(g: Group, p: portfolio.Portfolio, sit: Situation, raw: int) -> int:
+    """T0 (SPEC §10): copy % × their notional at their price for a BUY (complete sets of
+    that collateral for a SPLIT); for a SELL or MERGE the fraction of our shares (sets)
+    the leader sold of theirs — before any clamp, cap, cash or minimum order."""
+    if g.action == "BUY":
+        return money.div_micros_floor(raw, max(1, g.their_price or 0))
+    if g.action == "SPLIT":
+        return raw
+    if g.action == "MERGE":
+        assets = sit.market.assets if sit.market is not None else ()
+        held = min((ours(g, p, a) for a in assets), default=0)
+    else:
+        held = ours(g, p, g.asset_id) if g.asset_id is not None else 0
+    return exit_size(held, g.their_shares, sit.their_position or 0)
 
 
 def _skip(base: dict[str, Any], reasons: list[str], **extra: Any) -> Decision:

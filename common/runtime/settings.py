@@ -349,6 +349,20 @@ class Settings(BaseSettings):
         "(e.g. `rclone copy` or `scp` to another host); a failure fails the backup run.",
     )
 
+    score_window_days: int = Field(
+        default=30,
+        ge=1,
+        le=400,
+        description="Copy attempts this recent have their assets marked (held or not), so "
+        "their attribution follows the mark.",
+    )
+    score_mark_max_age_s: float = Field(
+        default=900.0,
+        ge=60,
+        description="An attribution uses an asset's newest mark only if observed this "
+        "recently; otherwise the row waits for a fresh one.",
+    )
+
     # Retention (functions.prune).
     prune_marks_full_days: int = Field(
         default=8,

@@ -270,6 +270,7 @@ def _attempt_params(r: Row) -> dict[str, Any]:
         "cash": d.cash,
         "depth": d.depth,
         "their_pos": d.their_position,
+        "ideal_s": d.ideal_shares,
     }
 
 

@@ -7,11 +7,12 @@ INSERT INTO copy_attempt (portfolio_scope, followed_user_id, group_key, copy_gro
     target_share_micros, decision, reason_codes, best_bid_micros, best_ask_micros, mid_micros,
     vwap_micros, filled_share_micros, filled_notional_micros, filled_ratio_micros, fee_micros,
     group_close_time, decision_time, order_book_snapshot_id, equity_micros, cash_micros,
-    depth_in_band_micros, their_position_micros)
+    depth_in_band_micros, their_position_micros, ideal_share_micros)
 VALUES (%(scope)s, %(u)s, %(key)s, %(gid)s, %(action)s, %(cond)s, %(asset)s, %(gc)s, %(sc)s,
     %(go)s, %(so)s, %(their_n)s, %(their_p)s, %(target_n)s, %(target_s)s, %(decision)s,
     %(reasons)s, %(bid)s, %(ask)s, %(mid)s, %(vwap)s, %(filled_s)s, %(filled_n)s, %(ratio)s,
-    %(fee)s, %(close)s, %(at)s, %(book)s, %(equity)s, %(cash)s, %(depth)s, %(their_pos)s)
+    %(fee)s, %(close)s, %(at)s, %(book)s, %(equity)s, %(cash)s, %(depth)s, %(their_pos)s,
+    %(ideal_s)s)
 ON CONFLICT (portfolio_scope, followed_user_id, group_key) DO NOTHING
 RETURNING id;
 

@@ -1,0 +1,104 @@
+-- The attribution of each BUY/SELL copy attempt at its asset's mark, and the execution
+-- score of each EXECUTE (SPEC §10; functions/score.py, common/domain/attribution.py).
+
+-- fill_ideal --
+-- T0 of attempts decided before the copy engine recorded it, from their stored fields:
+-- opens from the copy percent their configs held (the engine's integer floors), exits
+-- from their target (an exit is never clamped but for the book's minimum order, which
+-- is not recoverable here).
+UPDATE copy_attempt a SET ideal_share_micros = CASE
+    WHEN a.action = 'BUY' THEN
+        (a.their_notional_micros * coalesce(o.copy_pct_bps, g.copy_pct_bps, 100) / 10000)
+        * 1000000 / greatest(1, coalesce(a.their_price_micros, 0))
+    WHEN a.action = 'SPLIT' THEN
+        a.their_notional_micros * coalesce(o.copy_pct_bps, g.copy_pct_bps, 100) / 10000
+    ELSE a.target_share_micros END
+FROM copy_attempt x
+LEFT JOIN copy_sizing_config g ON g.id = x.copy_sizing_config_id
+LEFT JOIN copy_sizing_config o ON o.id = x.sizing_override_id
+WHERE x.id = a.id AND a.ideal_share_micros IS NULL;
+
+-- due --
+-- BUY/SELL attempts (after id `after`, a page of `n`) whose attribution is missing, or
+-- not final and marked at another price than the asset's mark now, with that mark X:
+-- the payout once the market resolved (final), else the newest stored mark if it was
+-- observed since `fresh` (an older one is no mark: the row waits). Ordered by id.
+WITH assets AS (
+  SELECT DISTINCT a.asset_id FROM copy_attempt a
+  LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
+  WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL
+    AND (c.copy_attempt_id IS NULL OR NOT c.final)),
+x AS (
+  SELECT s.asset_id,
+         coalesce(r.payout_micros, m.mid_micros) AS mark,
+         coalesce(r.resolved_at, m.observed_at) AS marked_at,
+         r.payout_micros IS NOT NULL AS final
+  FROM assets s
+  LEFT JOIN LATERAL (
+    SELECT o.payout_micros, k.resolved_at FROM outcome_asset o
+    JOIN market k ON k.condition_id = o.condition_id
+    WHERE o.asset_id = s.asset_id AND o.payout_micros IS NOT NULL
+      AND k.resolved_at IS NOT NULL) r ON true
+  LEFT JOIN LATERAL (
+    SELECT p.mid_micros, p.observed_at FROM market_price_snapshot p
+    WHERE p.asset_id = s.asset_id ORDER BY p.bucket DESC LIMIT 1) m ON true)
+SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
+       a.target_share_micros, a.target_notional_micros, a.filled_share_micros,
+       a.filled_notional_micros, a.their_price_micros, a.vwap_micros, a.mid_micros,
+       a.best_bid_micros, a.best_ask_micros, a.depth_in_band_micros, a.fee_micros,
+       a.decision_time, g.window_start, x.mark, x.marked_at, x.final
+FROM copy_attempt a
+JOIN copy_group g ON g.id = a.copy_group_id
+JOIN x ON x.asset_id = a.asset_id
+LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
+WHERE a.id > %(after)s AND a.action IN ('BUY', 'SELL') AND x.mark IS NOT NULL
+  AND (x.final OR x.marked_at >= %(fresh)s)
+  AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
+ORDER BY a.id
+LIMIT %(n)s;
+
+-- waiting --
+-- BUY/SELL attempts with no attribution yet (their asset has no fresh mark).
+SELECT count(*) AS n FROM copy_attempt a
+LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
+WHERE a.action IN ('BUY', 'SELL') AND c.copy_attempt_id IS NULL;
+
+-- upsert --
+-- One attribution row; a final one is never changed again.
+INSERT INTO copy_attribution (copy_attempt_id, mark_micros, ideal_micros, exec_micros,
+    sizing_micros, skip_micros, skip_reason, unfilled_micros, latency_micros,
+    slippage_micros, fee_micros, marked_at, final, updated_at)
+VALUES (%(id)s, %(mark)s, %(ideal)s, %(exec)s, %(sizing)s, %(skip)s, %(skip_reason)s,
+    %(unfilled)s, %(latency)s, %(slippage)s, %(fee)s, %(marked_at)s, %(final)s, %(now)s)
+ON CONFLICT (copy_attempt_id) DO UPDATE SET
+    mark_micros = EXCLUDED.mark_micros, ideal_micros = EXCLUDED.ideal_micros,
+    exec_micros = EXCLUDED.exec_micros, sizing_micros = EXCLUDED.sizing_micros,
+    skip_micros = EXCLUDED.skip_micros, skip_reason = EXCLUDED.skip_reason,
+    unfilled_micros = EXCLUDED.unfilled_micros, latency_micros = EXCLUDED.latency_micros,
+    slippage_micros = EXCLUDED.slippage_micros, fee_micros = EXCLUDED.fee_micros,
+    marked_at = EXCLUDED.marked_at, final = EXCLUDED.final, updated_at = EXCLUDED.updated_at
+WHERE NOT copy_attribution.final;
+
+-- unscored --
+-- EXECUTE BUY/SELL attempts that filled (after id `after`, a page of `n`) with no score
+-- of version `v` yet.
+SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
+       a.target_share_micros, a.target_notional_micros, a.filled_share_micros,
+       a.filled_notional_micros, a.their_price_micros, a.vwap_micros, a.mid_micros,
+       a.best_bid_micros, a.best_ask_micros, a.depth_in_band_micros, a.fee_micros,
+       a.decision_time, g.window_start
+FROM copy_attempt a
+JOIN copy_group g ON g.id = a.copy_group_id
+LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
+WHERE a.id > %(after)s AND a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
+  AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL
+ORDER BY a.id
+LIMIT %(n)s;
+
+-- insert_score --
+-- One score of one version; an existing one stays.
+INSERT INTO execution_score (copy_attempt_id, version, timing_cpts, financial_cpts,
+    cost_cpts, congestion_cpts, total_cpts, scored_at)
+VALUES (%(id)s, %(version)s, %(timing)s, %(financial)s, %(cost)s, %(congestion)s, %(total)s,
+    %(now)s)
+ON CONFLICT (copy_attempt_id, version) DO NOTHING;

@@ -26,6 +26,7 @@ CREATE TABLE copy_attribution (
     updated_at        timestamptz NOT NULL
 );
 CREATE INDEX copy_attribution_open_idx ON copy_attribution (copy_attempt_id) WHERE NOT final;
+CREATE INDEX copy_attribution_updated_idx ON copy_attribution (updated_at);  -- the site's watermark
 
 -- The execution score of each EXECUTE BUY/SELL attempt, per version of the formula
 -- (a new version adds rows; old ones stay). Points in hundredths (integers: the schema

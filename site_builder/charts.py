@@ -220,3 +220,53 @@ def bars(
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig)
+
+
+def waterfall(
+    title: str,
+    start: tuple[str, float],
+    steps: Sequence[tuple[str, float]],
+    end: tuple[str, float],
+    *,
+    size: tuple[float, float] = WIDE,
+) -> bytes:
+    """A waterfall in USD: the `start` bar, each step floating from the running total
+    (a loss down in the loss colour, a gain up in the gain colour), then the `end` bar.
+    Steps of zero are left out; with nothing at all, a "no data yet" frame."""
+    fig, ax = _figure(size, (0.7, 0.95, 0.1, 0.45))
+    shown = [(label, v) for label, v in steps if v]
+    if not (start[1] or end[1] or shown):
+        _empty(ax, title, "no attributed copy attempts yet")
+        return _png(fig)
+    ax.set_title(title)
+    labels = [start[0]]
+    bottoms, heights, colors = [0.0], [start[1]], [SHADOW]
+    level = start[1]
+    for label, v in shown:
+        labels.append(label)
+        bottoms.append(level)
+        heights.append(v)
+        colors.append(GAIN if v > 0 else LOSS)
+        level += v
+    labels.append(end[0])
+    bottoms.append(0.0)
+    heights.append(end[1])
+    colors.append(EXEC)
+    xs = range(len(labels))
+    ax.bar(xs, heights, bottom=bottoms, color=colors, width=0.7)
+    for x, b, h in zip(xs, bottoms, heights, strict=True):
+        ax.annotate(
+            _usd(h), (x, b + h), ha="center",
+            va="bottom" if h >= 0 else "top", fontsize=7, color=INK,
+            xytext=(0, 2 if h >= 0 else -2), textcoords="offset points",
+        )  # fmt: skip
+    ax.axhline(0, color=MUTED, linewidth=0.8)
+    ax.set_xticks(list(xs), labels, rotation=30, ha="right", parse_math=False)
+    ax.yaxis.set_major_formatter(_dollar_formatter(ax))
+    ax.grid(False, axis="x")
+    return _png(fig)
+
+
+def _usd(value: float) -> str:
+    sign = "−" if value < 0 else ("+" if value > 0 else "")
+    return f"{sign}${abs(value):,.2f}"

@@ -92,7 +92,10 @@ def _attempts(column: str, mark: str) -> Touched:
 def _overview(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     ctx = overview.context(conn, now)
     url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
-    return {"c": ctx, "equity_png": url}
+    waterfall = site.chart(
+        "overview-waterfall", ctx.retention["30d"], lambda: overview.waterfall_chart(ctx)
+    )
+    return {"c": ctx, "equity_png": url, "waterfall_png": waterfall}
 
 
 def _users(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -105,6 +108,9 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         return None
     base = f"user-{arg}"
     pngs = {
+        "waterfall": site.chart(
+            f"{base}-waterfall", u.retention["30d"], lambda: users.waterfall_chart(u)
+        ),
         "equity": site.chart(
             f"{base}-equity", u.curve, lambda: users.equity_chart(u), max_age_s=CURVE_AGE_S
         ),
@@ -219,6 +225,7 @@ PAGES = (
             "rollup_attempt",
             "rollup_trade",
             "rollup_ledger",
+            "attribution_at",
         ),
         hot=True,
     ),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from common.domain import attribution
 from common.runtime import jobs, settings
-from common.store import db
+from common.store import attributions, db
 from functions import score as score_job
 from tests import site_data
 
@@ -289,3 +289,38 @@ def test_the_job_marks_each_attempt_rewrites_moved_marks_only_and_freezes_resolv
         "SELECT version, count(*) AS n FROM execution_score GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert [(v["version"], v["n"]) for v in versions] == [("1.0.0", scored), ("1.1.0", scored)]
+
+
+def test_retention_is_exec_over_ideal_only_with_ten_attempts_and_a_gain() -> None:
+    def r(n: int, ideal: int, exec_: int) -> attribution.Retention:
+        return attribution.Retention("30d", n + 2, n, ideal, exec_, 0, (), 0, 0, 0, 0)
+
+    assert r(10, 4_000_000, 3_000_000).ratio == Decimal("0.75")
+    assert r(9, 4_000_000, 3_000_000).ratio is None  # too few
+    assert r(10, -4_000_000, 3_000_000).ratio is None  # the ideal lost: no ratio
+    assert r(10, 4_000_000, 3_000_000).waiting == 2
+
+
+def test_the_job_s_sums_feed_the_pages_retention_and_its_waterfall_adds_up(
+    conn: db.Conn,
+) -> None:
+    site_data.load(conn)
+    now = site_data.NOW
+    for pair in site_data.ASSETS.values():
+        for i, a in enumerate(pair):
+            mark(conn, a, 560_000 if i else 380_000, now - timedelta(seconds=5))
+    run(conn, now)
+    for user in (None, 1):
+        got = attributions.retention(conn, now, user)
+        assert list(got) == ["24h", "7d", "30d"]
+        r = got["30d"]
+        scope = "EXEC_GLOBAL" if user is None else "EXEC_USER"
+        want = conn.execute(
+            "SELECT count(*) AS n, sum(c.ideal_micros) AS ideal, sum(c.exec_micros) AS exec"
+            " FROM copy_attribution c JOIN copy_attempt a ON a.id = c.copy_attempt_id"
+            " WHERE a.portfolio_scope = %s AND (%s::bigint IS NULL OR a.followed_user_id = %s)",
+            (scope, user, user),
+        ).fetchone()
+        assert (r.n, r.ideal, r.exec) == (want["n"], want["ideal"], want["exec"]) and r.n > 0
+        # the waterfall's steps take the ideal to the exec (within a micro per row and term)
+        assert abs(r.ideal + sum(v for _, v in r.steps()) - r.exec) <= 6 * r.n

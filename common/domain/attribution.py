@@ -178,3 +178,52 @@ def score(a: Attempt) -> Score | None:
         u = min(Decimal(1), Decimal(a.filled_notional) / Decimal(a.depth))
     congestion = _part(10, r * (1 - u))
     return Score(VERSION, timing, financial, cost, congestion)
+
+
+# Retention over a window (SPEC §10): Σ exec / Σ ideal over the attempts decided in it.
+
+MIN_ATTEMPTS = 10  # fewer attributed attempts: no ratio ("n/a", with both sums)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The attribution summed over one portfolio's BUY/SELL attempts decided in a window
+    (`attempts`: all of them; `n`: those attributed, at the same marks)."""
+
+    window: str  # "24h" / "7d" / "30d"
+    attempts: int
+    n: int
+    ideal: int
+    exec: int
+    sizing: int
+    skips: tuple[tuple[str, int], ...]  # by first reason code, largest loss first
+    unfilled: int
+    latency: int
+    slippage: int
+    fee: int
+
+    @property
+    def ratio(self) -> Decimal | None:
+        """exec / ideal, when Σ ideal > 0 and n ≥ MIN_ATTEMPTS; None otherwise."""
+        if self.ideal <= 0 or self.n < MIN_ATTEMPTS:
+            return None
+        return (Decimal(self.exec) / Decimal(self.ideal)).quantize(Decimal("0.0001"))
+
+    @property
+    def waiting(self) -> int:
+        """Attempts not attributed yet (their asset has no fresh mark)."""
+        return self.attempts - self.n
+
+    def steps(self) -> list[tuple[str, int]]:
+        """The waterfall from ideal to exec: each loss as a negative step (a gain is a
+        positive one), skips by reason; the steps and the ends add up to the micro
+        but for each term's own rounding."""
+        out = [("sizing", -self.sizing)]
+        out += [(f"skip {reason}", -amount) for reason, amount in self.skips]
+        out += [
+            ("unfilled", -self.unfilled),
+            ("latency", -self.latency),
+            ("slippage", -self.slippage),
+            ("fees", -self.fee),
+        ]
+        return out

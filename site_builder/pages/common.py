@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import copy_config, histograms
+from common.domain import attribution, copy_config, histograms
 from common.store import copy_configs, db
+from site_builder import charts
 
 Row = dict[str, Any]
 SERIES_DAYS = 30
@@ -197,3 +198,15 @@ def ratio(numerator: int | None, denominator: int | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return numerator / denominator
+
+
+def retention_chart(r: attribution.Retention, whose: str) -> bytes:
+    """The waterfall ideal → sizing → skips by reason → unfilled → latency → slippage →
+    fees → exec of one retention window (SPEC §10), in USD."""
+    ratio = "n/a" if r.ratio is None else f"{r.ratio:.0%}"
+    return charts.waterfall(
+        f"Where the alpha went: {whose}, {r.window} ({r.n} attempts, retention {ratio})",
+        ("ideal", r.ideal / 1e6),
+        [(label, v / 1e6) for label, v in r.steps()],
+        ("exec", r.exec / 1e6),
+    )

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.store import db
+from common.domain import attribution
+from common.store import attributions, db
 from common.store import status as system
 from site_builder import charts
 from site_builder.pages import common, status
@@ -50,6 +51,7 @@ class OverviewContext:
     top_users: list[Row]
     health: Health
     series: list[Row]
+    retention: dict[str, attribution.Retention]
 
     @property
     def win_rate(self) -> float | None:
@@ -158,6 +160,7 @@ def context(conn: db.Conn, now: datetime) -> OverviewContext:
         top_users=users[:8],
         health=health(conn, now),
         series=common.series(conn, "EXEC_GLOBAL", None, now),
+        retention=attributions.retention(conn, now),
     )
 
 
@@ -176,3 +179,7 @@ def equity_chart(ctx: OverviewContext) -> bytes:
             ),
         ],
     )
+
+
+def waterfall_chart(ctx: OverviewContext) -> bytes:
+    return common.retention_chart(ctx.retention["30d"], "the global copy")

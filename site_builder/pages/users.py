@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import reasons
-from common.store import db
+from common.domain import attribution, reasons
+from common.store import attributions, db
 from site_builder import charts
 from site_builder.pages import common
 
@@ -88,6 +88,7 @@ class UserContext:
     feed: list[Row]
     activity: list[Row]
     curve: Curve
+    retention: dict[str, attribution.Retention]
 
 
 def _rates(rows: list[Row]) -> Rates:
@@ -285,6 +286,7 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         feed=list(conn.execute(_FEED, {"u": user_id, "n": FEED_ROWS})),
         activity=list(conn.execute(_ACTIVITY, {"u": user_id})),
         curve=_curve(conn, user_id, pct, now),
+        retention=attributions.retention(conn, now, user_id),
     )
 
 
@@ -336,3 +338,7 @@ def reasons_chart(ctx: UserContext) -> bytes:
         [(code, n) for code, n, _ in ctx.skip_reasons[:10]],
         color=charts.SHADOW,
     )
+
+
+def waterfall_chart(ctx: UserContext) -> bytes:
+    return common.retention_chart(ctx.retention["30d"], "own copy")

@@ -102,3 +102,35 @@ INSERT INTO execution_score (copy_attempt_id, version, timing_cpts, financial_cp
 VALUES (%(id)s, %(version)s, %(timing)s, %(financial)s, %(cost)s, %(congestion)s, %(total)s,
     %(now)s)
 ON CONFLICT (copy_attempt_id, version) DO NOTHING;
+
+-- retention --
+-- One portfolio's BUY/SELL attempts decided since each window's start (`d1`, `d7`,
+-- `d30`): how many, how many attributed, and the sums of the attribution (SPEC §10).
+-- `u` NULL: the global portfolio (scope EXEC_GLOBAL, every user).
+SELECT w.span,
+       count(a.id) AS attempts, count(c.copy_attempt_id) AS n,
+       coalesce(sum(c.ideal_micros), 0)::bigint AS ideal,
+       coalesce(sum(c.exec_micros), 0)::bigint AS exec,
+       coalesce(sum(c.sizing_micros), 0)::bigint AS sizing,
+       coalesce(sum(c.unfilled_micros), 0)::bigint AS unfilled,
+       coalesce(sum(c.latency_micros), 0)::bigint AS latency,
+       coalesce(sum(c.slippage_micros), 0)::bigint AS slippage,
+       coalesce(sum(c.fee_micros), 0)::bigint AS fee
+FROM (VALUES ('24h', %(d1)s::timestamptz), ('7d', %(d7)s), ('30d', %(d30)s)) w(span, since)
+LEFT JOIN copy_attempt a ON a.decision_time >= w.since
+  AND a.portfolio_scope = %(scope)s
+  AND (%(u)s::bigint IS NULL OR a.followed_user_id = %(u)s)
+  AND a.action IN ('BUY', 'SELL')
+LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
+GROUP BY w.span;
+
+-- retention_skips --
+-- The skip losses of those attempts by first reason code, per window.
+SELECT w.span, c.skip_reason, sum(c.skip_micros)::bigint AS skip
+FROM (VALUES ('24h', %(d1)s::timestamptz), ('7d', %(d7)s), ('30d', %(d30)s)) w(span, since)
+JOIN copy_attempt a ON a.decision_time >= w.since
+  AND a.portfolio_scope = %(scope)s
+  AND (%(u)s::bigint IS NULL OR a.followed_user_id = %(u)s)
+  AND a.action IN ('BUY', 'SELL') AND a.decision = 'SKIP'
+JOIN copy_attribution c ON c.copy_attempt_id = a.id
+GROUP BY w.span, c.skip_reason;

@@ -18,7 +18,16 @@ from typing import Any
 
 from common.store import db
 from site_builder import output
-from site_builder.pages import config, markets, overview, portfolio, status, trades, users
+from site_builder.pages import (
+    config,
+    leaders,
+    markets,
+    overview,
+    portfolio,
+    status,
+    trades,
+    users,
+)
 
 # Watermarks whose move rebuilds every page (who is followed, config, the pause).
 EVERYTHING = ("audit_log", "users_at", "users_n", "control_at")
@@ -124,6 +133,10 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         "reasons": site.chart(f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)),
     }
     return {"c": u, "png": pngs}
+
+
+def _leaders(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": leaders.context(conn, now)}
 
 
 def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -239,6 +252,16 @@ PAGES = (
         5,
         ("trade_event", "activity_event", "copy_attempt"),
         hot=True,
+    ),
+    Page(
+        "leaders",
+        "leaders.html",
+        leaders.LeadersContext,
+        _single("leaders.html"),
+        _leaders,
+        "leaders",
+        60,
+        ("snapshot_at", "attribution_at", "rollup_attempt"),
     ),
     Page(
         "users",

@@ -55,6 +55,7 @@ M1, M2 = site_data.M1, site_data.M2
 # tables (named by the heading above them) that must have rows. Users are 1, 2, 3.
 PAGES = {
     "overview": ("/", "Overview", {"Top users", "Top markets", "System health"}),
+    "leaders": ("/leaders.html", "Leaders", {"Leaders"}),
     "users": ("/users.html", "Followed users", {"Followed users"}),
     "user-1": ("/users/1.html", "alpha", {"Rates", "Trade feed", "Skip reasons"}),
     "user-2": ("/users/2.html", "Ann <b>&amp;</b> co", {"Rates", "Trade feed"}),
@@ -68,8 +69,8 @@ PAGES = {
     "config-test": ("/config-test/1.html", "Config test #1", {"Per-user copies", "Global copy"}),
     "status": ("/status.html", "System status", {"Jobs", "Failed items", "Quarantine"}),
 }
-CHARTS = {"overview": 1, "portfolio": 3}  # a market page draws its histogram in HTML
-CHARTS |= {f"user-{i}": 5 for i in (1, 2, 3)}
+CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
+CHARTS |= {f"user-{i}": 6 for i in (1, 2, 3)}
 
 # Every table on the page, named by the nearest heading before it, with its data rows
 # (not the "nothing yet" row).
@@ -647,3 +648,34 @@ def test_a_page_on_another_origin_cannot_write(
     assert system_control(session) == control
     assert session.audit_rows() == audits
     session.console()  # the other site's failed requests are logged there
+
+
+# -- the Leaders table's sort ------------------------------------------------------------
+
+COLUMN_JS = """
+return Array.from(document.querySelectorAll("#leaders tbody tr"))
+  .map((tr) => tr.cells[arguments[0]].dataset.v);
+"""
+
+
+def test_the_leaders_table_sorts_by_a_clicked_column_and_keeps_it_on_reload(
+    session: Browser,
+) -> None:
+    session.open("/leaders.html")
+    labels = session.js(COLUMN_JS, 2)
+    assert sorted(labels) == sorted(["alpha", "Ann <b>&amp;</b> co", "gamma"])
+    roi = session.driver.find_element(By.CSS_SELECTOR, "#leaders thead th:nth-child(5)")
+    roi.click()  # ROI 30 d, ascending
+    up = [float(v) for v in session.js(COLUMN_JS, 4)]
+    assert up == sorted(up) and len(set(up)) > 1, up
+    roi.click()  # again: descending, kept in the URL
+    down = [float(v) for v in session.js(COLUMN_JS, 4)]
+    assert down == sorted(up, reverse=True)
+    assert session.driver.current_url.endswith("#sort=4-desc")
+    session.driver.refresh()
+    session.wait(lambda d: d.execute_script(COLUMN_JS, 4) is not None, "no table after reload")
+    assert [float(v) for v in session.js(COLUMN_JS, 4)] == down
+    name = session.driver.find_element(By.CSS_SELECTOR, "#leaders thead th:nth-child(3)")
+    name.click()
+    assert [v.lower() for v in session.js(COLUMN_JS, 2)] == sorted(v.lower() for v in labels)
+    assert errors(session.console()) == []

@@ -143,7 +143,7 @@ def test_a_new_fill_rebuilds_the_feeds_its_user_and_market(loaded: db.Conn, tmp_
 def test_the_budget_leaves_work_for_the_next_round(loaded: db.Conn, tmp_path: Path) -> None:
     builder = _builder(tmp_path)
     first = builder.round(loaded, budget_s=0.0)  # the first round wants every page
-    assert first.built == ["status", "overview", "trades", "users"] and first.left > 5
+    assert first.built == ["status", "overview", "trades", "leaders"] and first.left > 5
     rounds = 1
     while builder.pending:
         builder.round(loaded, budget_s=0.0)

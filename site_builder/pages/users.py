@@ -102,7 +102,7 @@ def _rates(rows: list[Row]) -> Rates:
     )
 
 
-def _rollups(conn: db.Conn, since: datetime, user: int | None = None) -> list[Row]:
+def attempt_rollups(conn: db.Conn, since: datetime, user: int | None = None) -> list[Row]:
     return list(
         conn.execute(
             """SELECT * FROM rollup_attempt_daily WHERE day >= %(d)s
@@ -170,7 +170,7 @@ def summaries(
     )
     snaps = common.snapshots_at(conn, common.latest_bucket(conn))
     if rollups is None:
-        rollups = _rollups(conn, now - timedelta(days=RATE_DAYS), only)
+        rollups = attempt_rollups(conn, now - timedelta(days=RATE_DAYS), only)
     configs = common.config(conn)
     out = []
     for u in users:
@@ -236,7 +236,7 @@ WHERE a.followed_user_id = %(u)s ORDER BY a.event_time DESC, a.id DESC LIMIT 20
 
 def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | None:
     since = now - timedelta(days=RATE_DAYS)
-    rollups = _rollups(conn, since, user_id)
+    rollups = attempt_rollups(conn, since, user_id)
     found = summaries(conn, now, only=user_id, rollups=rollups)
     if not found:
         return None

@@ -181,10 +181,52 @@ function setupForms() {
   }
 }
 
+// Tables with class "sortable": a click on a header with data-sort ("num" or "text")
+// sorts by the cells' data-v (empty values last whatever the direction); a second click
+// reverses. The choice is kept in the URL (#sort=<column>-<asc|desc>), so the page's
+// reload keeps it.
+function sortTable(table, column, descending) {
+  const kind = table.tHead.rows[0].cells[column].dataset.sort;
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows).filter((r) => r.cells.length > column);
+  const value = (row) => {
+    const v = row.cells[column].dataset.v;
+    if (v === undefined || v === "") return null;
+    return kind === "num" ? Number(v) : v.toLowerCase();
+  };
+  rows.sort((a, b) => {
+    const x = value(a), y = value(b);
+    if (x === null || y === null) return (x === null) - (y === null);
+    const c = kind === "num" ? x - y : x.localeCompare(y);
+    return descending ? -c : c;
+  });
+  for (const row of rows) body.appendChild(row);
+  for (const th of table.tHead.rows[0].cells) th.removeAttribute("aria-sort");
+  table.tHead.rows[0].cells[column].setAttribute("aria-sort", descending ? "descending" : "ascending");
+}
+
+function setupSort() {
+  for (const table of document.querySelectorAll("table.sortable")) {
+    const headers = table.tHead.rows[0].cells;
+    for (let i = 0; i < headers.length; i++) {
+      if (!headers[i].dataset.sort) continue;
+      headers[i].tabIndex = 0;
+      headers[i].addEventListener("click", () => {
+        const descending = headers[i].getAttribute("aria-sort") === "ascending";
+        sortTable(table, i, descending);
+        history.replaceState(null, "", "#sort=" + i + "-" + (descending ? "desc" : "asc"));
+      });
+    }
+    const m = /sort=(\d+)-(asc|desc)/.exec(location.hash);
+    if (m && Number(m[1]) < headers.length) sortTable(table, Number(m[1]), m[2] === "desc");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   updateTimes();
   setInterval(updateTimes, 1000);
   setupFilters();
   setupForms();
+  setupSort();
   scheduleRefresh();
 });

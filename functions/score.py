@@ -10,6 +10,8 @@
   version (`attribution.VERSION`); a new version adds rows, the old ones stay.
 - Attempts decided before the copy engine recorded T0 (`ideal_share_micros`) get it
   from their stored fields first (`ideal_filled`).
+- `ideal_hourly`: the hour's first run writes each portfolio's Σ ideal and Σ exec, the
+  points of the pages' ideal copy curve (`ideal_points`).
 
 Idempotent: a rerun with no new attempt and no moved mark writes nothing. Attempts are
 read a page of PAGE at a time by id, so the first run over months of history stays
@@ -134,6 +136,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     ctx.count("waiting_for_mark", waiting["n"] if waiting else 0)
     scored = score(conn, now)
     ctx.count("scored", scored)
+    ctx.count("ideal_points", conn.execute(SQL["hourly"], {"now": now}).rowcount)
     return written + scored
 
 

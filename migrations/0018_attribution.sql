@@ -43,6 +43,20 @@ CREATE TABLE execution_score (
     PRIMARY KEY (copy_attempt_id, version)
 );
 
+-- The ideal copy over time (SPEC §10, the pages' "ideal copy" curve): per portfolio and
+-- hour, Σ ideal and Σ exec over its attributed BUY/SELL attempts decided by then, at the
+-- marks of that hour's first score run. One row per portfolio per hour, kept.
+CREATE TABLE ideal_hourly (
+    portfolio_scope   text   NOT NULL CHECK (portfolio_scope IN ('EXEC_USER', 'EXEC_GLOBAL')),
+    followed_user_id  bigint REFERENCES followed_user (id),
+    bucket            timestamptz NOT NULL CHECK (date_trunc('hour', bucket) = bucket),
+    ideal_micros      bigint NOT NULL,
+    exec_micros       bigint NOT NULL,
+    attempts          integer NOT NULL,
+    CONSTRAINT ideal_hourly_scope_user CHECK ((portfolio_scope = 'EXEC_GLOBAL') = (followed_user_id IS NULL)),
+    CONSTRAINT ideal_hourly_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id, bucket)
+);
+
 -- Attempts by asset (the score job re-marks an asset's attempts when its mark moves).
 CREATE INDEX copy_attempt_asset_idx ON copy_attempt (asset_id, id);
 

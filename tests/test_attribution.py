@@ -324,3 +324,34 @@ def test_the_job_s_sums_feed_the_pages_retention_and_its_waterfall_adds_up(
         assert (r.n, r.ideal, r.exec) == (want["n"], want["ideal"], want["exec"]) and r.n > 0
         # the waterfall's steps take the ideal to the exec (within a micro per row and term)
         assert abs(r.ideal + sum(v for _, v in r.steps()) - r.exec) <= 6 * r.n
+
+
+def test_the_ideal_copy_is_the_sum_of_ideal_and_its_curve_gets_a_point_an_hour(
+    conn: db.Conn,
+) -> None:
+    site_data.load(conn)
+    now = site_data.NOW
+    for pair in site_data.ASSETS.values():
+        for i, a in enumerate(pair):
+            mark(conn, a, 560_000 if i else 380_000, now - timedelta(seconds=5))
+    got = run(conn, now)
+    totals = attributions.totals(conn)
+    want = conn.execute(
+        "SELECT a.followed_user_id AS u, sum(c.ideal_micros) AS ideal FROM copy_attribution c"
+        " JOIN copy_attempt a ON a.id = c.copy_attempt_id"
+        " WHERE a.portfolio_scope = 'EXEC_USER' GROUP BY 1"
+    ).fetchall()
+    assert {("EXEC_USER", r["u"]): r["ideal"] for r in want}.items() <= totals.items()
+    assert ("EXEC_GLOBAL", None) in totals
+    assert got["ideal_points"] == len(totals)  # one point per portfolio this hour
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    assert attributions.ideal_series(conn, 1, hour) == [(hour, totals[("EXEC_USER", 1)])]
+    # later in the hour the marks move: the hour's point stays; the next hour gets one
+    for pair in site_data.ASSETS.values():
+        for a in pair:
+            mark(conn, a, 500_000, now + timedelta(minutes=10))
+    assert "ideal_points" not in run(conn, now + timedelta(minutes=10, seconds=5))
+    assert attributions.ideal_series(conn, 1, hour)[0] == (hour, totals[("EXEC_USER", 1)])
+    later = run(conn, now + timedelta(hours=1))
+    assert later["ideal_points"] == len(totals)
+    assert len(attributions.ideal_series(conn, 1, hour)) == 2

@@ -45,3 +45,24 @@ def retention(
             fee=r["fee"],
         )
     return {w: out[w] for w in WINDOWS}
+
+
+def totals(conn: db.Conn, user_id: int | None = None) -> dict[tuple[str, int | None], int]:
+    """The ideal copy's PnL now (Σ ideal over every attributed BUY/SELL attempt) per
+    portfolio: ("EXEC_USER", user) and ("EXEC_GLOBAL", None); only the user's own copy
+    when `user_id` is given."""
+    rows = conn.execute(SQL["totals"], {"u": user_id})
+    return {(r["portfolio_scope"], r["followed_user_id"]): int(r["ideal"]) for r in rows}
+
+
+def ideal_series(conn: db.Conn, user_id: int | None, since: datetime) -> list[tuple[datetime, int]]:
+    """The ideal copy's PnL by the hour since `since` (`ideal_hourly`), oldest first: the
+    user's own copy, or (None) the global one."""
+    params = {
+        "scope": "EXEC_GLOBAL" if user_id is None else "EXEC_USER",
+        "u": user_id,
+        "since": since,
+    }
+    return [
+        (r["bucket"], int(r["ideal_micros"])) for r in conn.execute(SQL["hourly_series"], params)
+    ]

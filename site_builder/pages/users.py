@@ -65,12 +65,14 @@ class UsersContext:
 
 @dataclass(frozen=True)
 class Curve:
-    """The exec equity and the ideal copy over time, and the gap between them."""
+    """The exec equity, the ideal copy (contributed + Σ ideal of the copy's attempts at
+    that hour's marks, SPEC §10) and the gap between their PnLs, over time."""
 
     times: list[datetime]
     exec_equity: list[float]
+    ideal_times: list[datetime]
     ideal_equity: list[float]
-    gap: list[float]
+    gap: list[float]  # at ideal_times
 
 
 @dataclass(frozen=True)
@@ -112,44 +114,27 @@ def attempt_rollups(conn: db.Conn, since: datetime, user: int | None = None) -> 
     )
 
 
-def _curve(conn: db.Conn, user: int, pct_bps: int, now: datetime) -> Curve:
+def _curve(conn: db.Conn, user: int, ideal_now: int | None, now: datetime) -> Curve:
     execs = common.series(conn, "EXEC_USER", user, now)
-    shadows = {r["bucket"]: r for r in common.series(conn, "SHADOW_USER", user, now)}
-    times, exec_eq, ideal, gap = [], [], [], []
-    base = None
-    for r in execs:
-        s = shadows.get(r["bucket"])
-        if s is None:
-            continue
-        shadow_pnl = s["equity_micros"] - s["contributed_micros"]
-        if base is None:
-            base = shadow_pnl
-        ideal_pnl = (shadow_pnl - base) * pct_bps / 10_000
-        exec_pnl = r["equity_micros"] - r["contributed_micros"]
-        times.append(r["bucket"])
-        exec_eq.append(r["equity_micros"] / 1e6)
+    by_bucket = {r["bucket"]: r for r in execs}
+    points = attributions.ideal_series(conn, user, now - timedelta(days=common.SERIES_DAYS))
+    if execs and ideal_now is not None:
+        points.append((execs[-1]["bucket"], ideal_now))  # the last point: now
+    ideal_times, ideal, gap = [], [], []
+    for t, ideal_pnl in points:
+        r = by_bucket.get(t)
+        if r is None:
+            continue  # no exec snapshot that minute (the copy had not started)
+        ideal_times.append(t)
         ideal.append((r["contributed_micros"] + ideal_pnl) / 1e6)
-        gap.append((exec_pnl - ideal_pnl) / 1e6)
-    return Curve(times, exec_eq, ideal, gap)
-
-
-def _ideal_now(conn: db.Conn, user: int, shadow: Row | None, pct_bps: int) -> int | None:
-    """The ideal copy's PnL: the shadow's PnL since the exec portfolio's first snapshot."""
-    if shadow is None:
-        return None
-    first = conn.execute(
-        """SELECT s.equity_micros - s.contributed_micros AS pnl
-           FROM portfolio_snapshot e JOIN portfolio_snapshot s
-             ON s.portfolio_scope = 'SHADOW_USER' AND s.followed_user_id = e.followed_user_id
-            AND s.bucket = e.bucket
-           WHERE e.portfolio_scope = 'EXEC_USER' AND e.followed_user_id = %(u)s
-           ORDER BY e.bucket LIMIT 1""",
-        {"u": user},
-    ).fetchone()
-    if first is None:
-        return None
-    now_pnl = shadow["equity_micros"] - shadow["contributed_micros"]
-    return int((now_pnl - first["pnl"]) * pct_bps // 10_000)
+        gap.append((r["equity_micros"] - r["contributed_micros"] - ideal_pnl) / 1e6)
+    return Curve(
+        [r["bucket"] for r in execs],
+        [r["equity_micros"] / 1e6 for r in execs],
+        ideal_times,
+        ideal,
+        gap,
+    )
 
 
 def summaries(
@@ -169,9 +154,9 @@ def summaries(
         )
     )
     snaps = common.snapshots_at(conn, common.latest_bucket(conn))
+    ideals = attributions.totals(conn, only)
     if rollups is None:
         rollups = attempt_rollups(conn, now - timedelta(days=RATE_DAYS), only)
-    configs = common.config(conn)
     out = []
     for u in users:
         mine = [r for r in rollups if r["followed_user_id"] == u["id"]]
@@ -179,7 +164,7 @@ def summaries(
         skipped = Counter(common.merge_histograms(user_rows, "reasons"))
         shadow = snaps.get(("SHADOW_USER", u["id"]))
         execr = snaps.get(("EXEC_USER", u["id"]))
-        ideal = _ideal_now(conn, u["id"], shadow, configs.for_user(u["id"]).copy_pct_bps)
+        ideal = ideals.get(("EXEC_USER", u["id"]))
         exec_pnl = common.pnl(execr)
         out.append(
             UserSummary(
@@ -285,7 +270,7 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         },
         feed=list(conn.execute(_FEED, {"u": user_id, "n": FEED_ROWS})),
         activity=list(conn.execute(_ACTIVITY, {"u": user_id})),
-        curve=_curve(conn, user_id, pct, now),
+        curve=_curve(conn, user_id, found[0].ideal_pnl, now),
         retention=attributions.retention(conn, now, user_id),
     )
 
@@ -293,10 +278,12 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
 def equity_chart(ctx: UserContext) -> bytes:
     c = ctx.curve
     return charts.lines(
-        "Executable copy vs ideal copy (shadow PnL × copy %): equity",
+        "Executable copy vs ideal copy (their price, at once, unclamped): equity",
         [
             charts.Series("executable", c.times, c.exec_equity),
-            charts.Series("ideal copy", c.times, c.ideal_equity, color=charts.SHADOW, dashed=True),
+            charts.Series(
+                "ideal copy", c.ideal_times, c.ideal_equity, color=charts.SHADOW, dashed=True
+            ),
         ],
     )
 
@@ -305,7 +292,7 @@ def gap_chart(ctx: UserContext) -> bytes:
     c = ctx.curve
     return charts.lines(
         "Tracking gap: executable PnL − ideal copy PnL",
-        [charts.Series("", c.times, c.gap, color=charts.LOSS)],
+        [charts.Series("", c.ideal_times, c.gap, color=charts.LOSS)],
         zero=True,
         fill_below=True,
         size=charts.HALF,

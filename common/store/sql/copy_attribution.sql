@@ -134,3 +134,34 @@ JOIN copy_attempt a ON a.decision_time >= w.since
   AND a.action IN ('BUY', 'SELL') AND a.decision = 'SKIP'
 JOIN copy_attribution c ON c.copy_attempt_id = a.id
 GROUP BY w.span, c.skip_reason;
+
+-- totals --
+-- Σ ideal and Σ exec per portfolio (own copies by user, the global one as user NULL) over
+-- every attributed BUY/SELL attempt: the ideal copy's PnL now.
+SELECT a.portfolio_scope,
+       CASE WHEN a.portfolio_scope = 'EXEC_USER' THEN a.followed_user_id END AS followed_user_id,
+       sum(c.ideal_micros)::bigint AS ideal, sum(c.exec_micros)::bigint AS exec,
+       count(*)::int AS attempts
+FROM copy_attribution c JOIN copy_attempt a ON a.id = c.copy_attempt_id
+WHERE %(u)s::bigint IS NULL OR (a.portfolio_scope = 'EXEC_USER' AND a.followed_user_id = %(u)s)
+GROUP BY 1, 2;
+
+-- hourly --
+-- This hour's point of the ideal copy curve, per portfolio: written by the hour's first
+-- run, never changed.
+INSERT INTO ideal_hourly (portfolio_scope, followed_user_id, bucket, ideal_micros,
+    exec_micros, attempts)
+SELECT a.portfolio_scope,
+       CASE WHEN a.portfolio_scope = 'EXEC_USER' THEN a.followed_user_id END,
+       date_trunc('hour', %(now)s::timestamptz),
+       sum(c.ideal_micros), sum(c.exec_micros), count(*)
+FROM copy_attribution c JOIN copy_attempt a ON a.id = c.copy_attempt_id
+GROUP BY 1, 2
+ON CONFLICT (portfolio_scope, followed_user_id, bucket) DO NOTHING;
+
+-- hourly_series --
+-- One portfolio's ideal copy points since `since`, oldest first.
+SELECT bucket, ideal_micros, exec_micros FROM ideal_hourly
+WHERE portfolio_scope = %(scope)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
+  AND bucket >= %(since)s
+ORDER BY bucket;

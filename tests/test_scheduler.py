@@ -60,6 +60,7 @@ def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
         "rollup",
         "reconcile",
         "config_test",
+        "score",
         "prune",
         "backup",
     }

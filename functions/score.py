@@ -13,14 +13,16 @@
 - `ideal_hourly`: the hour's first run writes each portfolio's Σ ideal and Σ exec, the
   points of the pages' ideal copy curve (`ideal_points`).
 
-Idempotent: a rerun with no new attempt and no moved mark writes nothing. Attempts are
-read a page of PAGE at a time by id, so the first run over months of history stays
-small in memory.
+Idempotent: a rerun with no new attempt and no moved mark writes nothing. The attempts due
+are read by one query, PAGE rows at a time from a server-side cursor (the first run over
+months of history stays small in memory), and written by COPY into a temp table and one
+upsert per page.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +32,7 @@ from common.store import db, queries
 
 SQL = queries.load("copy_attribution")
 PAGE = 5_000
+Row = dict[str, Any]
 
 
 def attempt_of(row: dict[str, Any]) -> attribution.Attempt:
@@ -54,75 +57,84 @@ def attempt_of(row: dict[str, Any]) -> attribution.Attempt:
     )
 
 
+def _stream(conn: db.Conn, name: str, params: dict[str, Any]) -> Iterator[list[Row]]:
+    """Query `name`'s rows, PAGE at a time, from one run of it (a server-side cursor, in
+    the caller's transaction): memory stays bounded, and the query is not run per page."""
+    with conn.cursor(name=f"score_{name}") as cur:
+        cur.itersize = PAGE
+        cur.execute(SQL[name], params)
+        while rows := cur.fetchmany(PAGE):
+            yield rows
+
+
+def _write(conn: db.Conn, table: str, columns: tuple[str, ...], rows: list[Any], name: str) -> None:
+    """COPYs `rows` into temp table `score_<table>` (made like `table`, emptied at commit)
+    and runs query `name`, which moves them into `table`."""
+    temp = f"score_{table}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(SQL[name])
+        cur.execute(f"TRUNCATE {temp}")
+
+
+ATTRIBUTION = (
+    "copy_attempt_id", "mark_micros", "ideal_micros", "exec_micros", "sizing_micros",
+    "skip_micros", "skip_reason", "unfilled_micros", "latency_micros", "slippage_micros",
+    "fee_micros", "marked_at", "final", "updated_at",
+)  # fmt: skip
+SCORES = (
+    "copy_attempt_id", "version", "timing_cpts", "financial_cpts", "cost_cpts",
+    "congestion_cpts", "total_cpts", "scored_at",
+)  # fmt: skip
+
+
 def attribute(conn: db.Conn, now: datetime, max_age: timedelta) -> tuple[int, int]:
-    """Writes the attribution rows due; returns (rows written, of which final)."""
+    """Writes the attribution rows due, in one transaction; returns (rows written, of
+    which final)."""
     written = final = 0
-    after = 0
-    while True:
-        rows = conn.execute(
-            SQL["due"], {"after": after, "n": PAGE, "fresh": now - max_age}
-        ).fetchall()
-        if not rows:
-            return written, final
-        params = []
-        for row in rows:
-            t = attribution.attribute(attempt_of(row), row["mark"])
-            params.append(
-                {
-                    "id": row["id"],
-                    "mark": t.mark,
-                    "ideal": t.ideal,
-                    "exec": t.exec,
-                    "sizing": t.sizing,
-                    "skip": t.skip,
-                    "skip_reason": t.skip_reason,
-                    "unfilled": t.unfilled,
-                    "latency": t.latency,
-                    "slippage": t.slippage,
-                    "fee": t.fee,
-                    "marked_at": row["marked_at"],
-                    "final": row["final"],
-                    "now": now,
-                }
-            )
-            final += bool(row["final"])
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(SQL["upsert"], params)
-        written += len(rows)
-        after = rows[-1]["id"]
+    with conn.transaction():
+        for rows in _stream(conn, "due", {"fresh": now - max_age}):
+            out = []
+            for row in rows:
+                t = attribution.attribute(attempt_of(row), row["mark"])
+                out.append(
+                    (
+                        row["id"], t.mark, t.ideal, t.exec, t.sizing, t.skip, t.skip_reason,
+                        t.unfilled, t.latency, t.slippage, t.fee, row["marked_at"],
+                        row["final"], now,
+                    )
+                )  # fmt: skip
+                final += bool(row["final"])
+            _write(conn, "copy_attribution", ATTRIBUTION, out, "upsert_rows")
+            written += len(rows)
+    return written, final
 
 
 def score(conn: db.Conn, now: datetime) -> int:
-    """Scores the EXECUTE attempts not scored in this version; returns how many."""
+    """Scores the EXECUTE attempts not scored in this version, in one transaction;
+    returns how many."""
     done = 0
-    after = 0
-    while True:
-        rows = conn.execute(
-            SQL["unscored"], {"after": after, "n": PAGE, "v": attribution.VERSION}
-        ).fetchall()
-        if not rows:
-            return done
-        params = []
-        for row in rows:
-            s = attribution.score(attempt_of(row))
-            if s is None:
-                continue
-            params.append(
-                {
-                    "id": row["id"],
-                    "version": s.version,
-                    "timing": attribution.hundredths(s.timing),
-                    "financial": attribution.hundredths(s.financial),
-                    "cost": attribution.hundredths(s.cost),
-                    "congestion": attribution.hundredths(s.congestion),
-                    "total": attribution.hundredths(s.total),
-                    "now": now,
-                }
-            )
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(SQL["insert_score"], params)
-        done += len(params)
-        after = rows[-1]["id"]
+    with conn.transaction():
+        for rows in _stream(conn, "unscored", {"v": attribution.VERSION}):
+            out = []
+            for row in rows:
+                s = attribution.score(attempt_of(row))
+                if s is None:
+                    continue
+                out.append(
+                    (
+                        row["id"], s.version, attribution.hundredths(s.timing),
+                        attribution.hundredths(s.financial), attribution.hundredths(s.cost),
+                        attribution.hundredths(s.congestion), attribution.hundredths(s.total),
+                        now,
+                    )
+                )  # fmt: skip
+            _write(conn, "execution_score", SCORES, out, "insert_scores")
+            done += len(out)
+    return done
 
 
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:

@@ -19,7 +19,7 @@ LEFT JOIN copy_sizing_config o ON o.id = x.sizing_override_id
 WHERE x.id = a.id AND a.ideal_share_micros IS NULL;
 
 -- due --
--- BUY/SELL attempts (after id `after`, a page of `n`) whose attribution is missing, or
+-- BUY/SELL attempts whose attribution is missing, or
 -- not final and marked at another price than the asset's mark now, with that mark X:
 -- the payout once the market resolved (final), else the newest stored mark if it was
 -- observed since `fresh` (an older one is no mark: the row waits). Ordered by id.
@@ -51,25 +51,20 @@ FROM copy_attempt a
 JOIN copy_group g ON g.id = a.copy_group_id
 JOIN x ON x.asset_id = a.asset_id
 LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-WHERE a.id > %(after)s AND a.action IN ('BUY', 'SELL') AND x.mark IS NOT NULL
+WHERE a.action IN ('BUY', 'SELL') AND x.mark IS NOT NULL
   AND (x.final OR x.marked_at >= %(fresh)s)
-  AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
-ORDER BY a.id
-LIMIT %(n)s;
+  AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)));
 
 -- waiting --
--- BUY/SELL attempts with no attribution yet (their asset has no fresh mark).
-SELECT count(*) AS n FROM copy_attempt a
-LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-WHERE a.action IN ('BUY', 'SELL') AND c.copy_attempt_id IS NULL;
+-- BUY/SELL attempts with no attribution yet (their asset has no fresh mark): two counts,
+-- every attribution row being one attempt's.
+SELECT (SELECT count(*) FROM copy_attempt WHERE action IN ('BUY', 'SELL'))
+     - (SELECT count(*) FROM copy_attribution) AS n;
 
--- upsert --
--- One attribution row; a final one is never changed again.
-INSERT INTO copy_attribution (copy_attempt_id, mark_micros, ideal_micros, exec_micros,
-    sizing_micros, skip_micros, skip_reason, unfilled_micros, latency_micros,
-    slippage_micros, fee_micros, marked_at, final, updated_at)
-VALUES (%(id)s, %(mark)s, %(ideal)s, %(exec)s, %(sizing)s, %(skip)s, %(skip_reason)s,
-    %(unfilled)s, %(latency)s, %(slippage)s, %(fee)s, %(marked_at)s, %(final)s, %(now)s)
+-- upsert_rows --
+-- The rows in the temp table `score_copy_attribution` into copy_attribution; a final one is never
+-- changed again.
+INSERT INTO copy_attribution SELECT * FROM score_copy_attribution
 ON CONFLICT (copy_attempt_id) DO UPDATE SET
     mark_micros = EXCLUDED.mark_micros, ideal_micros = EXCLUDED.ideal_micros,
     exec_micros = EXCLUDED.exec_micros, sizing_micros = EXCLUDED.sizing_micros,
@@ -80,8 +75,7 @@ ON CONFLICT (copy_attempt_id) DO UPDATE SET
 WHERE NOT copy_attribution.final;
 
 -- unscored --
--- EXECUTE BUY/SELL attempts that filled (after id `after`, a page of `n`) with no score
--- of version `v` yet.
+-- EXECUTE BUY/SELL attempts that filled with no score of version `v` yet.
 SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
        a.target_share_micros, a.target_notional_micros, a.filled_share_micros,
        a.filled_notional_micros, a.their_price_micros, a.vwap_micros, a.mid_micros,
@@ -90,17 +84,12 @@ SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
 FROM copy_attempt a
 JOIN copy_group g ON g.id = a.copy_group_id
 LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
-WHERE a.id > %(after)s AND a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
-  AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL
-ORDER BY a.id
-LIMIT %(n)s;
+WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
+  AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL;
 
--- insert_score --
--- One score of one version; an existing one stays.
-INSERT INTO execution_score (copy_attempt_id, version, timing_cpts, financial_cpts,
-    cost_cpts, congestion_cpts, total_cpts, scored_at)
-VALUES (%(id)s, %(version)s, %(timing)s, %(financial)s, %(cost)s, %(congestion)s, %(total)s,
-    %(now)s)
+-- insert_scores --
+-- The scores in the temp table `score_execution_score`; an existing one stays.
+INSERT INTO execution_score SELECT * FROM score_execution_score
 ON CONFLICT (copy_attempt_id, version) DO NOTHING;
 
 -- retention --

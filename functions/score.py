@@ -60,6 +60,9 @@ def attempt_of(row: dict[str, Any]) -> attribution.Attempt:
 def _stream(conn: db.Conn, name: str, params: dict[str, Any]) -> Iterator[list[Row]]:
     """Query `name`'s rows, PAGE at a time, from one run of it (a server-side cursor, in
     the caller's transaction): memory stays bounded, and the query is not run per page."""
+    # planned for all its rows, as a plain query is: a cursor is planned for the first
+    # tenth by default, and gets nested loops that take minutes over months of attempts
+    conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
     with conn.cursor(name=f"score_{name}") as cur:
         cur.itersize = PAGE
         cur.execute(SQL[name], params)

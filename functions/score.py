@@ -13,10 +13,10 @@
 - `ideal_hourly`: the hour's first run writes each portfolio's Σ ideal and Σ exec, the
   points of the pages' ideal copy curve (`ideal_points`).
 
-Idempotent: a rerun with no new attempt and no moved mark writes nothing. The attempts due
-are read by one query, PAGE rows at a time from a server-side cursor (the first run over
-months of history stays small in memory), and written by COPY into a temp table and one
-upsert per page.
+Idempotent: a rerun with no new attempt and no moved mark writes nothing. One query lists
+the attempts due (ids and marks: small); their fields are then read PAGE at a time by
+primary key and written by COPY into a temp table and one upsert per page, so the first
+run over months of history stays small in memory and no long read overlaps the writes.
 """
 
 from __future__ import annotations
@@ -57,17 +57,14 @@ def attempt_of(row: dict[str, Any]) -> attribution.Attempt:
     )
 
 
-def _stream(conn: db.Conn, name: str, params: dict[str, Any]) -> Iterator[list[Row]]:
-    """Query `name`'s rows, PAGE at a time, from one run of it (a server-side cursor, in
-    the caller's transaction): memory stays bounded, and the query is not run per page."""
-    # planned for all its rows, as a plain query is: a cursor is planned for the first
-    # tenth by default, and gets nested loops that take minutes over months of attempts
-    conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
-    with conn.cursor(name=f"score_{name}") as cur:
-        cur.itersize = PAGE
-        cur.execute(SQL[name], params)
-        while rows := cur.fetchmany(PAGE):
-            yield rows
+def _pages(conn: db.Conn, due: list[Row]) -> Iterator[tuple[list[Row], list[Row]]]:
+    """The attempts `due` (rows with an `id`) PAGE at a time, each with its attempt's
+    fields (query `attempts`, by primary key): the due ones are listed first by one small
+    query, so no long read overlaps the writes, and memory stays bounded."""
+    for i in range(0, len(due), PAGE):
+        page = due[i : i + PAGE]
+        ids = [r["id"] for r in page]
+        yield page, conn.execute(SQL["attempts"], {"ids": ids}).fetchall()
 
 
 def _write(conn: db.Conn, table: str, columns: tuple[str, ...], rows: list[Any], name: str) -> None:
@@ -95,48 +92,52 @@ SCORES = (
 
 
 def attribute(conn: db.Conn, now: datetime, max_age: timedelta) -> tuple[int, int]:
-    """Writes the attribution rows due, in one transaction; returns (rows written, of
-    which final)."""
+    """Writes the attribution rows due, a page per transaction; returns (rows written,
+    of which final)."""
     written = final = 0
-    with conn.transaction():
-        for rows in _stream(conn, "due", {"fresh": now - max_age}):
-            out = []
-            for row in rows:
-                t = attribution.attribute(attempt_of(row), row["mark"])
-                out.append(
-                    (
-                        row["id"], t.mark, t.ideal, t.exec, t.sizing, t.skip, t.skip_reason,
-                        t.unfilled, t.latency, t.slippage, t.fee, row["marked_at"],
-                        row["final"], now,
-                    )
-                )  # fmt: skip
-                final += bool(row["final"])
+    due = conn.execute(SQL["due"], {"fresh": now - max_age}).fetchall()
+    for marks, rows in _pages(conn, due):
+        out = []
+        by_id = {r["id"]: r for r in rows}  # an attempt gone meanwhile is left out
+        for m in marks:
+            if (row := by_id.get(m["id"])) is None:
+                continue
+            t = attribution.attribute(attempt_of(row), m["mark"])
+            out.append(
+                (
+                    row["id"], t.mark, t.ideal, t.exec, t.sizing, t.skip, t.skip_reason,
+                    t.unfilled, t.latency, t.slippage, t.fee, m["marked_at"], m["final"], now,
+                )
+            )  # fmt: skip
+            final += bool(m["final"])
+        with conn.transaction():
             _write(conn, "copy_attribution", ATTRIBUTION, out, "upsert_rows")
-            written += len(rows)
+        written += len(out)
     return written, final
 
 
 def score(conn: db.Conn, now: datetime) -> int:
-    """Scores the EXECUTE attempts not scored in this version, in one transaction;
+    """Scores the EXECUTE attempts not scored in this version, a page per transaction;
     returns how many."""
     done = 0
-    with conn.transaction():
-        for rows in _stream(conn, "unscored", {"v": attribution.VERSION}):
-            out = []
-            for row in rows:
-                s = attribution.score(attempt_of(row))
-                if s is None:
-                    continue
-                out.append(
-                    (
-                        row["id"], s.version, attribution.hundredths(s.timing),
-                        attribution.hundredths(s.financial), attribution.hundredths(s.cost),
-                        attribution.hundredths(s.congestion), attribution.hundredths(s.total),
-                        now,
-                    )
-                )  # fmt: skip
+    due = conn.execute(SQL["unscored"], {"v": attribution.VERSION}).fetchall()
+    for _, rows in _pages(conn, due):
+        out = []
+        for row in rows:
+            s = attribution.score(attempt_of(row))
+            if s is None:
+                continue
+            out.append(
+                (
+                    row["id"], s.version, attribution.hundredths(s.timing),
+                    attribution.hundredths(s.financial), attribution.hundredths(s.cost),
+                    attribution.hundredths(s.congestion), attribution.hundredths(s.total),
+                    now,
+                )
+            )  # fmt: skip
+        with conn.transaction():
             _write(conn, "execution_score", SCORES, out, "insert_scores")
-            done += len(out)
+        done += len(out)
     return done
 
 

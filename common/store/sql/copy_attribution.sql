@@ -19,7 +19,7 @@ LEFT JOIN copy_sizing_config o ON o.id = x.sizing_override_id
 WHERE x.id = a.id AND a.ideal_share_micros IS NULL;
 
 -- due --
--- BUY/SELL attempts whose attribution is missing, or
+-- The ids of the BUY/SELL attempts whose attribution is missing, or
 -- not final and marked at another price than the asset's mark now, with that mark X:
 -- the payout once the market resolved (final), else the newest stored mark if it was
 -- observed since `fresh` (an older one is no mark: the row waits). Ordered by id.
@@ -42,18 +42,14 @@ x AS (
   LEFT JOIN LATERAL (
     SELECT p.mid_micros, p.observed_at FROM market_price_snapshot p
     WHERE p.asset_id = s.asset_id ORDER BY p.bucket DESC LIMIT 1) m ON true)
-SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
-       a.target_share_micros, a.target_notional_micros, a.filled_share_micros,
-       a.filled_notional_micros, a.their_price_micros, a.vwap_micros, a.mid_micros,
-       a.best_bid_micros, a.best_ask_micros, a.depth_in_band_micros, a.fee_micros,
-       a.decision_time, g.window_start, x.mark, x.marked_at, x.final
+SELECT a.id, x.mark, x.marked_at, x.final
 FROM copy_attempt a
-JOIN copy_group g ON g.id = a.copy_group_id
 JOIN x ON x.asset_id = a.asset_id
 LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
 WHERE a.action IN ('BUY', 'SELL') AND x.mark IS NOT NULL
   AND (x.final OR x.marked_at >= %(fresh)s)
-  AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)));
+  AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
+ORDER BY a.id;
 
 -- waiting --
 -- BUY/SELL attempts with no attribution yet (their asset has no fresh mark): two counts,
@@ -75,7 +71,15 @@ ON CONFLICT (copy_attempt_id) DO UPDATE SET
 WHERE NOT copy_attribution.final;
 
 -- unscored --
--- EXECUTE BUY/SELL attempts that filled with no score of version `v` yet.
+-- The ids of the EXECUTE BUY/SELL attempts that filled with no score of version `v` yet.
+SELECT a.id FROM copy_attempt a
+LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
+WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
+  AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL
+ORDER BY a.id;
+
+-- attempts --
+-- What attribution and the score read of the attempts `ids` (and their groups).
 SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
        a.target_share_micros, a.target_notional_micros, a.filled_share_micros,
        a.filled_notional_micros, a.their_price_micros, a.vwap_micros, a.mid_micros,
@@ -83,9 +87,8 @@ SELECT a.id, a.action, a.decision, a.reason_codes, a.ideal_share_micros,
        a.decision_time, g.window_start
 FROM copy_attempt a
 JOIN copy_group g ON g.id = a.copy_group_id
-LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
-WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
-  AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL;
+WHERE a.id = ANY(%(ids)s::bigint[])
+ORDER BY a.id;
 
 -- insert_scores --
 -- The scores in the temp table `score_execution_score`; an existing one stays.

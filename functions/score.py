@@ -28,9 +28,10 @@ from typing import Any
 
 from common.domain import attribution
 from common.runtime import jobs
-from common.store import db, queries
+from common.store import checkpoints, db, queries
 
 SQL = queries.load("copy_attribution")
+CHECKPOINT = "score.attribution"  # moved whenever a run wrote attribution rows
 PAGE = 5_000
 Row = dict[str, Any]
 
@@ -146,6 +147,8 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     ctx.count("ideal_filled", conn.execute(SQL["fill_ideal"]).rowcount)
     max_age = timedelta(seconds=ctx.settings.score_mark_max_age_s)
     written, final = attribute(conn, now, max_age)
+    if written:  # the pages' watermark (site_builder/changes.py)
+        checkpoints.advance(conn, CHECKPOINT, now, time=now)
     ctx.count("attributed", written)
     ctx.count("attributed_final", final)
     waiting = conn.execute(SQL["waiting"]).fetchone()

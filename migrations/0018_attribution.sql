@@ -25,8 +25,9 @@ CREATE TABLE copy_attribution (
     final             boolean NOT NULL DEFAULT false,  -- marked at the payout
     updated_at        timestamptz NOT NULL
 );
-CREATE INDEX copy_attribution_open_idx ON copy_attribution (copy_attempt_id) WHERE NOT final;
-CREATE INDEX copy_attribution_updated_idx ON copy_attribution (updated_at);  -- the site's watermark
+-- Rewritten in place as marks move: room on each page for the new versions, and no index
+-- on the columns that change, so the updates stay on their page (HOT).
+ALTER TABLE copy_attribution SET (fillfactor = 80);
 
 -- The execution score of each EXECUTE BUY/SELL attempt, per version of the formula
 -- (a new version adds rows; old ones stay). Points in hundredths (integers: the schema
@@ -57,8 +58,10 @@ CREATE TABLE ideal_hourly (
     CONSTRAINT ideal_hourly_key UNIQUE NULLS NOT DISTINCT (portfolio_scope, followed_user_id, bucket)
 );
 
--- Attempts by asset (the score job re-marks an asset's attempts when its mark moves).
-CREATE INDEX copy_attempt_asset_idx ON copy_attempt (asset_id, id);
+-- The BUY/SELL attempts by asset (the score job re-marks an asset's attempts when its mark
+-- moves; it reads them from this index alone).
+CREATE INDEX copy_attempt_asset_idx ON copy_attempt (asset_id, id)
+    WHERE action IN ('BUY', 'SELL') AND asset_id IS NOT NULL;
 
 -- Attempts without T0 yet (decided before it was recorded): few, and found at once.
 CREATE INDEX copy_attempt_no_ideal_idx ON copy_attempt (id) WHERE ideal_share_micros IS NULL;

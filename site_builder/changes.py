@@ -31,7 +31,8 @@ SELECT
   (SELECT max(metadata_fetched_at) FROM market) AS markets_at,
   (SELECT count(*) FROM market) AS markets_n,
   (SELECT count(*) FROM market WHERE blacklisted) AS blacklisted_n,
-  (SELECT max(updated_at) FROM copy_attribution) AS attribution_at,
+  (SELECT max(updated_at) FROM system_checkpoint WHERE name = 'score.attribution')
+    AS attribution_at,
   (SELECT max(updated_at) FROM system_checkpoint WHERE name = 'snapshot.ledger') AS snapshot_at,
   (SELECT coalesce(max(cursor_int), 0) FROM system_checkpoint
     WHERE name = 'rollup.copy_attempt') AS rollup_attempt,

@@ -46,7 +46,7 @@ SELECT a.id, x.mark, x.marked_at, x.final
 FROM copy_attempt a
 JOIN x ON x.asset_id = a.asset_id
 LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-WHERE a.action IN ('BUY', 'SELL') AND x.mark IS NOT NULL
+WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL AND x.mark IS NOT NULL
   AND (x.final OR x.marked_at >= %(fresh)s)
   AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
 ORDER BY a.id;

@@ -233,7 +233,7 @@ def waterfall(
     """A waterfall in USD: the `start` bar, each step floating from the running total
     (a loss down in the loss colour, a gain up in the gain colour), then the `end` bar.
     Steps of zero are left out; with nothing at all, a "no data yet" frame."""
-    fig, ax = _figure(size, (0.7, 0.95, 0.1, 0.45))
+    fig, ax = _figure(size, (0.8, 1.25, 0.1, 0.55))  # room for the reason codes below
     shown = [(label, v) for label, v in steps if v]
     if not (start[1] or end[1] or shown):
         _empty(ax, title, "no attributed copy attempts yet")
@@ -261,7 +261,8 @@ def waterfall(
             xytext=(0, 2 if h >= 0 else -2), textcoords="offset points",
         )  # fmt: skip
     ax.axhline(0, color=MUTED, linewidth=0.8)
-    ax.set_xticks(list(xs), labels, rotation=30, ha="right", parse_math=False)
+    ax.margins(y=0.15)  # room for the amounts above and below the bars
+    ax.set_xticks(list(xs), labels, rotation=25, ha="right", parse_math=False, fontsize=8)
     ax.yaxis.set_major_formatter(_dollar_formatter(ax))
     ax.grid(False, axis="x")
     return _png(fig)

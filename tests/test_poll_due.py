@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.runtime import jobs, settings
-from common.store import checkpoints, db, polling, users
+from common.store import checkpoints, db, failures, polling, users
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 S = settings.Settings(poll_active_window_s=900, poll_idle_every_s=60)
@@ -191,3 +191,44 @@ def test_a_chain_fill_seen_mid_run_is_confirmed_mid_run_ahead_of_the_sweep(
     assert looks == [5.0, 8.0, 14.0]
     assert sorted(u for u, _ in polled if u != waiter) == sorted(active)  # each once
     assert counts["users_confirming"] == 3 and "users_idle" not in counts
+
+
+@pytest.mark.parametrize("last_ok", [False, True])
+def test_a_user_polled_twice_in_a_run_keeps_the_state_of_its_last_poll(
+    conn: db.Conn, monkeypatch: pytest.MonkeyPatch, last_ok: bool
+) -> None:
+    """The lane polls a waiting user again within one run: its failed item follows the
+    last poll (a success then a failure stays failed; a failure then a success is
+    resolved), and `done` counts users, not polls."""
+    busy = [add(conn, i, 10 + i) for i in range(1, 13)]
+    for u in busy:
+        trade(conn, u, 300)
+    waiter = add(conn, 99, 30)
+    listener(conn, True, 1)
+    monkeypatch.setattr(polling.Confirming, "REFRESH", 0.0)
+    t = [NOW]
+    looks = [0]
+
+    def fake_poll_user(*args: object, **kwargs: object) -> tuple[dict[str, int], Exception | None]:
+        user = args[2]
+        assert isinstance(user, polling.User)
+        if t[0] == NOW:  # the listener sees the waiter's fill at the run's first poll
+            trade(conn, waiter, 0, source="CHAIN")
+        t[0] += timedelta(seconds=1)
+        if user.id != waiter:
+            return {}, None
+        looks[0] += 1
+        good = last_ok if looks[0] >= 2 else not last_ok  # the first look the other way
+        return {}, None if good else polling.ListingError("data_api", "refused")
+
+    monkeypatch.setattr(polling, "poll_user", fake_poll_user)
+    s = settings.Settings(poll_confirm_after_s=3.0, poll_idle_every_s=60)
+    monkeypatch.setattr(settings, "get", lambda: s)
+    done = polling.poll_all(
+        conn, None, NOW, overlap=timedelta(seconds=120), reach_back_to=None, counts={},  # type: ignore[arg-type]
+        clock=lambda: t[0], stop_at=time.monotonic() + 60,
+    )  # fmt: skip
+    assert looks[0] >= 2
+    still = {r["item_key"] for r in failures.open_items(conn, "poll")}
+    assert (f"user:{waiter}" in still) is (not last_ok)
+    assert done == len(busy) + (1 if last_ok else 0)

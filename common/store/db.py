@@ -295,11 +295,13 @@ def database_url(s: settings_mod.Settings | None = None) -> str:
         return url
 
 
-def connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
-    """Returns one connection with dict rows; raises DatabaseUnavailable."""
+def connect(url: str | None = None, *, autocommit: bool = False, **params: Any) -> Conn:
+    """Returns one connection with dict rows; raises DatabaseUnavailable. `params` are
+    libpq connection parameters (default connect_timeout 10 s)."""
+    params.setdefault("connect_timeout", 10)
     try:
         return psycopg.connect(
-            url or database_url(), autocommit=autocommit, row_factory=dict_row, connect_timeout=10
+            url or database_url(), autocommit=autocommit, row_factory=dict_row, **params
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(str(exc)) from exc

@@ -200,8 +200,10 @@ class Role:
     `take` claims it once; `wait` stands by, trying every `ttl`/4, until it is taken.
     While held, `keep` renews it every `ttl`/3 on a connection of its own, in a thread;
     a renewal that finds it taken by another, or that cannot reach the database before
-    the lease would expire, fences this process off: `on_lost` runs (by default SIGTERM
-    to this process) — so two holders never work on past one lease."""
+    the lease would expire (its connection times out within a third of the lease), fences
+    this process off: `on_lost` runs (by default SIGTERM, then an immediate exit 75 if the
+    process is still there a moment later) — so two holders never work on past one
+    lease."""
 
     def __init__(
         self,
@@ -215,7 +217,7 @@ class Role:
     ) -> None:
         self.conn, self.role, self.host, self.ttl_s, self.url = conn, role, host, ttl_s, url
         self.me = f"{host}/{os.getpid()}/{secrets.token_hex(4)}"
-        self.on_lost = on_lost or _terminate
+        self.on_lost = on_lost or self._terminate
         self.held = False
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -271,11 +273,20 @@ class Role:
         try:
             while not self._stop.wait(every if conn is not None else min(every, 1.0)):
                 try:
-                    if conn is None:
-                        conn = db.connect(self.url, autocommit=True)
+                    if conn is None:  # a renewal never waits past its turn on the network
+                        third = max(1, int(self.ttl_s / 3))
+                        conn = db.connect(
+                            self.url,
+                            autocommit=True,
+                            connect_timeout=max(2, third),
+                            tcp_user_timeout=third * 1000,
+                            options=f"-c statement_timeout={third * 1000}",
+                        )
                     if not self.take(conn):
                         return self._fence(f"taken by another holder ({self.describe(conn)})")
                     ok_at = time.monotonic()
+                    if self._stop.is_set():  # released meanwhile: do not hold it again
+                        conn.execute(_RELEASE, {"role": self.role, "me": self.me})
                 except Exception as exc:
                     if conn is not None:
                         conn.close()
@@ -290,6 +301,17 @@ class Role:
         self.lost, self.held = why, False
         log.error("%s: lost the role: %s; stopping", self.role, why)
         self.on_lost(why)
+
+    def _terminate(self, _why: str) -> None:
+        """Stops this process: SIGTERM (a loop ends its batch and exits), then, if it is
+        still running a moment later (at most 2 s, within what is left of the lease), an
+        immediate exit: a job that does not watch the stop flag must not go on writing
+        once another holder may have the role."""
+        os.kill(os.getpid(), signal.SIGTERM)
+        grace = max(0.2, min(2.0, 0.15 * self.ttl_s))
+        timer = threading.Timer(grace, os._exit, args=(FENCED_EXIT,))
+        timer.daemon = True
+        timer.start()
 
     def release(self) -> None:
         """Stops renewing and frees the role (at once for a standby) if still ours."""
@@ -306,5 +328,4 @@ class Role:
                 log.warning("%s: could not free the role: %s", self.role, db.one_line(exc))
 
 
-def _terminate(_why: str) -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
+FENCED_EXIT = 75  # EX_TEMPFAIL, as a job that finds its role held (runtime.jobs.EXIT_BUSY)

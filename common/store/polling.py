@@ -577,10 +577,9 @@ def poll_all(
         (t for t in (reach_back_to, request[0] if request else None) if t is not None),
         default=None,
     )
-    done = 0
-    served: list[int] = []
     failing = {r["item_key"] for r in failures.open_items(conn, "poll")}
-    recovered = []
+    outcome: dict[int, bool] = {}  # user → whether its (last) poll this run read it whole
+    failed_now: set[str] = set()
     due = Due.read(conn, now, s)
     users = {u.id: u for u in followed_users(conn) if only is None or u.id in only}
     sweep = deque(sorted(users.values(), key=due.rank))
@@ -613,12 +612,12 @@ def poll_all(
             bump("users_confirming")
         key = f"user:{user.id}"
         swept.add(user.id)
-        lane.tried[user.id] = at
         if between is not None:
             between()
         if floor is None and not confirming and not due.now(user, key in failing):
             bump("users_idle")
-            continue
+            continue  # not polled: the lane may still take it for a fill due now
+        lane.tried[user.id] = at
         start = (user.checkpoint - overlap) if user.checkpoint else at - overlap
         if floor is not None:
             start = min(start, floor)
@@ -637,19 +636,19 @@ def poll_all(
         except Exception as exc:
             log.exception("poll: user %d failed", user.id)
             error = RuntimeError(f"{type(exc).__name__}: {exc}")
-        if error is None:
-            done += 1
-            if key in failing:
-                recovered.append(key)
-            if request is not None:
-                served.append(user.id)
-        else:
+        outcome[user.id] = error is None  # the lane may poll a user twice: the last counts
+        if error is not None:
             bump("users_failed")
+            failed_now.add(key)
             log.warning("poll: user %d not polled whole this time: %s", user.id, error)
             # its checkpoint stays put (or where it read whole): the next run goes on
             payload = {"user_id": user.id, "wallets": list(user.wallets), "from": str(start)}
             failures.record(conn, "poll", key, str(error), at, payload)
+    ok = [u for u, good in outcome.items() if good]
+    recovered = [f"user:{u}" for u in ok if {f"user:{u}"} & (failing | failed_now)]
     failures.resolve(conn, "poll", recovered, now)
+    served = ok if request is not None else []
+    done = len(ok)
     if request is not None:
         checkpoints.mark_backfill_served(conn, served, request[1], now)
         if checkpoints.backfill_unserved(conn, request[1]) == 0:

@@ -46,15 +46,18 @@ SELECT a.id, x.mark, x.marked_at, x.final
 FROM copy_attempt a
 JOIN x ON x.asset_id = a.asset_id
 LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL AND x.mark IS NOT NULL
+WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL AND a.copy_group_id IS NOT NULL
+  AND x.mark IS NOT NULL
   AND (x.final OR x.marked_at >= %(fresh)s)
   AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
 ORDER BY a.id;
 
 -- waiting --
 -- BUY/SELL attempts with no attribution yet (their asset has no fresh mark): two counts,
--- every attribution row being one attempt's.
-SELECT (SELECT count(*) FROM copy_attempt WHERE action IN ('BUY', 'SELL'))
+-- every attribution row being one attempt's. (An attempt with no asset or no group, which
+-- no copy engine writes, is left out here as in `due`.)
+SELECT (SELECT count(*) FROM copy_attempt WHERE action IN ('BUY', 'SELL')
+          AND asset_id IS NOT NULL AND copy_group_id IS NOT NULL)
      - (SELECT count(*) FROM copy_attribution) AS n;
 
 -- upsert_rows --
@@ -74,7 +77,7 @@ WHERE NOT copy_attribution.final;
 -- The ids of the EXECUTE BUY/SELL attempts that filled with no score of version `v` yet.
 SELECT a.id FROM copy_attempt a
 LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
-WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL')
+WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL') AND a.copy_group_id IS NOT NULL
   AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL
 ORDER BY a.id;
 

@@ -185,6 +185,14 @@ def score(a: Attempt) -> Score | None:
 MIN_ATTEMPTS = 10  # fewer attributed attempts: no ratio ("n/a", with both sums)
 
 
+def retention_ratio(n: int, ideal: int, exec_: int) -> Decimal | None:
+    """Σ exec / Σ ideal over n attributed attempts, when Σ ideal > 0 and n ≥
+    MIN_ATTEMPTS; None otherwise ("n/a", shown with both sums)."""
+    if ideal <= 0 or n < MIN_ATTEMPTS:
+        return None
+    return (Decimal(exec_) / Decimal(ideal)).quantize(Decimal("0.0001"))
+
+
 @dataclass(frozen=True)
 class Retention:
     """The attribution summed over one portfolio's BUY/SELL attempts decided in a window
@@ -204,10 +212,7 @@ class Retention:
 
     @property
     def ratio(self) -> Decimal | None:
-        """exec / ideal, when Σ ideal > 0 and n ≥ MIN_ATTEMPTS; None otherwise."""
-        if self.ideal <= 0 or self.n < MIN_ATTEMPTS:
-            return None
-        return (Decimal(self.exec) / Decimal(self.ideal)).quantize(Decimal("0.0001"))
+        return retention_ratio(self.n, self.ideal, self.exec)
 
     @property
     def waiting(self) -> int:

@@ -147,10 +147,7 @@ def context(conn: db.Conn, now: datetime) -> LeadersContext:
     for r in snaps:
         a = attempts.get(r["id"]) or {}
         n, ideal, exec_ = a.get("attempts", 0), int(a.get("ideal", 0)), int(a.get("exec", 0))
-        attributed = a.get("attributed", 0)
-        retention = attribution.Retention(
-            "30d", n, attributed, ideal, exec_, 0, (), 0, 0, 0, 0
-        ).ratio
+        retention = attribution.retention_ratio(a.get("attributed", 0), ideal, exec_)
         now_standing.append(league.Standing(r["id"], _roi(r, "e_now", "e_30"), n, retention))
         then_standing.append(
             league.Standing(r["id"], _roi(r, "e_then", "e_then30"), a.get("attempts_then", 0),

@@ -183,6 +183,13 @@ class UserUpdate(_Body):
         return self
 
 
+class CopyOf(_Body):
+    """Marks a followed user as the admin's copy wallet of `leader` (a followed user's
+    id), or unmarks it (`leader` null)."""
+
+    leader: Id | None
+
+
 class Blacklist(_Body):
     blacklisted: StrictBool
 

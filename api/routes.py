@@ -139,6 +139,16 @@ def update_user(
     return _call(writes.update_user, conn, by, user_id, fields)
 
 
+@router.post("/api/users/{user_id}/copy-of")
+def copy_of(
+    user_id: Id,
+    change: Annotated[models.CopyOf, body(models.CopyOf)],
+    by: By,
+    conn: deps.Conn,
+) -> dict[str, Any]:
+    return _call(writes.set_copy_of, conn, by, user_id, change.leader)
+
+
 @router.post("/api/markets/{condition_id}/blacklist")
 def blacklist(
     condition_id: ConditionId,

@@ -347,6 +347,33 @@ def update_user(conn: db.Conn, by: By, user_id: int, fields: Row) -> Row:
         return _user(conn, Audit(by, "follow.update"), user_id, fields)
 
 
+def _copy_of(conn: db.Conn, audit: Audit, user_id: int, leader: int | None) -> Row:
+    """Marks user `user_id` as the admin's copy wallet of `leader` (None: unmarks)."""
+    before = conn.execute(
+        "SELECT id, copy_of_user_id FROM followed_user WHERE id = %(id)s FOR UPDATE",
+        {"id": user_id},
+    ).fetchone()
+    if before is None:
+        raise NotFound(f"no followed user {user_id}")
+    audit.check(before, f"user {user_id}")
+    try:
+        users.copy_of_check(conn, user_id, leader)
+    except users.FollowError as exc:
+        raise WriteError(str(exc)) from exc
+    conn.execute(
+        "UPDATE followed_user SET copy_of_user_id = %(l)s, updated_at = now() WHERE id = %(id)s",
+        {"l": leader, "id": user_id},
+    )
+    after = {"id": user_id, "copy_of_user_id": leader}
+    audit_id = audit.write(conn, ("followed_user", str(user_id)), before, after)
+    return {"audit_id": audit_id, **after}
+
+
+def set_copy_of(conn: db.Conn, by: By, user_id: int, leader: int | None) -> Row:
+    with _transaction(conn):
+        return _copy_of(conn, Audit(by, "follow.copy_of"), user_id, leader)
+
+
 # -- revert ---------------------------------------------------------------------------
 
 
@@ -375,6 +402,11 @@ def _undo_user(conn: db.Conn, row: Row, audit: Audit, force: bool) -> Row:
     return _user(conn, audit, int(row["target_id"]), fields)
 
 
+def _undo_copy_of(conn: db.Conn, row: Row, audit: Audit, force: bool) -> Row:
+    audit = audit.expecting({"copy_of_user_id": row["after"]["copy_of_user_id"]}, force)
+    return _copy_of(conn, audit, int(row["target_id"]), row["before"]["copy_of_user_id"])
+
+
 _UNDO: dict[str, Callable[[db.Conn, Row, Audit, bool], Row]] = {
     "config.global": _undo_config,
     "config.user": _undo_config,
@@ -382,6 +414,7 @@ _UNDO: dict[str, Callable[[db.Conn, Row, Audit, bool], Row]] = {
     "market.blacklist": _undo_blacklist,
     "follow.add": _undo_user,
     "follow.update": _undo_user,
+    "follow.copy_of": _undo_copy_of,
 }
 
 

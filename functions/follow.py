@@ -1,4 +1,4 @@
-"""Manage followed wallets: `python -m functions.follow add|list|enable|disable|mode`.
+"""Manage followed wallets: `python -m functions.follow add|list|enable|disable|mode|copy-of`.
 
 `add` registers the wallet (and any `--proxy` wallets whose fills are the same trader's),
 then seeds its shadow book from `/positions`, so later SELLs of older positions are
@@ -7,6 +7,11 @@ tried and why that failed) and `poll` seeds it on its next run. A demo database 
 that follows the sandbox's leaders) is never seeded from the real Polymarket because the
 base URLs were left unset: `poll`, run with the sandbox's URLs, seeds it. Every change
 is written to `audit_log`.
+
+`add 0xMINE --label mine --copy-of LEADER` (or `copy-of USER LEADER` later, `copy-of
+USER none` to undo) marks a wallet as the admin's own copy of a leader (id or wallet):
+it is polled like any other, its shadow book is the admin's real portfolio, its fills
+are not copied, and the score job pairs them with the leader's groups (SPEC §10).
 """
 
 from __future__ import annotations
@@ -64,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--label", required=True)
     a.add_argument("--proxy", action="append", default=[], help="another wallet of the trader")
     a.add_argument("--no-seed", action="store_true", help="leave seeding to the next poll")
+    a.add_argument("--copy-of", metavar="LEADER", help="the admin's copy wallet of this leader")
     sub.add_parser("list", help="list followed users")
     for name in ("enable", "disable"):
         sub.add_parser(name, help=f"{name} a user (id or wallet)").add_argument("user")
     m = sub.add_parser("mode", help="set a user's copy mode")
     m.add_argument("user")
     m.add_argument("mode", choices=users.MODES)
+    c = sub.add_parser("copy-of", help="mark a user as the admin's copy wallet of a leader")
+    c.add_argument("user")
+    c.add_argument("leader", help="the leader's id or wallet, or 'none' to unmark")
     return p
 
 
@@ -100,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.command == "add":
-            user_id = users.add(conn, args.wallet, args.label, args.proxy, jobs.utcnow())
-            print(f"followed {args.wallet.lower()} as user {user_id} ({args.label})")
+            leader = users.leader_id(conn, args.copy_of) if args.copy_of else None
+            user_id = users.add(
+                conn, args.wallet, args.label, args.proxy, jobs.utcnow(), copy_of=leader
+            )
+            copy = f", the copy wallet of user {leader}" if leader else ""
+            print(f"followed {args.wallet.lower()} as user {user_id} ({args.label}){copy}")
             if not args.no_seed:
                 seed(conn, s, user_id)
         elif args.command == "list":
@@ -111,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['id']:>4}  {r['label']:<20} {r['copy_mode']:<9} "
                     f"{'enabled' if r['enabled'] else 'disabled':<8} fills={r['fills']:<6} "
                     f"{seeded}  {' '.join(r['wallets'])}"
+                    + (f"  copy of {r['copy_of_user_id']}" if r["copy_of_user_id"] else "")
                 )
+        elif args.command == "copy-of":
+            leader = None if args.leader == "none" else users.leader_id(conn, args.leader)
+            row = users.set_copy_of(conn, args.user, leader)
+            what = f"the copy wallet of user {leader}" if leader else "not a copy wallet"
+            print(f"user {row['id']} is {what}")
         elif args.command in ("enable", "disable"):
             row = users.set_fields(conn, args.user, enabled=args.command == "enable")
             print(f"user {row['id']} {args.command}d")

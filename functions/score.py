@@ -12,6 +12,11 @@
   from their stored fields first (`ideal_filled`).
 - `ideal_hourly`: the hour's first run writes each portfolio's Σ ideal and Σ exec, the
   points of the pages' ideal copy curve (`ideal_points`).
+- Real copies (common/store/real_copies.py): the copy wallets' fills become real copy
+  fills (`real_added` / `real_dropped`; CSV ones come from functions/import_copies.py),
+  each is paired with the leader's group (`real_paired`; the recent ones again, a late
+  leader fill may yet precede them), then attributed and scored like an attempt
+  (`real_attributed`, `real_scored`).
 
 Idempotent: a rerun with no new attempt and no moved mark writes nothing. One query lists
 the attempts due (ids and marks: small); their fields are then read PAGE at a time by
@@ -28,7 +33,7 @@ from typing import Any
 
 from common.domain import attribution
 from common.runtime import jobs
-from common.store import checkpoints, db, queries
+from common.store import checkpoints, db, queries, real_copies
 
 SQL = queries.load("copy_attribution")
 CHECKPOINT = "score.attribution"  # moved whenever a run wrote attribution rows
@@ -72,13 +77,8 @@ def _write(conn: db.Conn, table: str, columns: tuple[str, ...], rows: list[Any],
     """COPYs `rows` into temp table `score_<table>` (made like `table`, emptied at commit)
     and runs query `name`, which moves them into `table`."""
     temp = f"score_{table}"
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN") as cp:
-            for row in rows:
-                cp.write_row(row)
-        cur.execute(SQL[name])
-        cur.execute(f"TRUNCATE {temp}")
+    make = f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS"
+    db.copy_then(conn, make, temp, columns, rows, SQL[name])
 
 
 ATTRIBUTION = (
@@ -156,7 +156,24 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     scored = score(conn, now)
     ctx.count("scored", scored)
     ctx.count("ideal_points", conn.execute(SQL["hourly"], {"now": now}).rowcount)
-    return written + scored
+    return written + scored + real(conn, ctx, now, max_age)
+
+
+def real(conn: db.Conn, ctx: jobs.Context, now: datetime, max_age: timedelta) -> int:
+    """The real copies' steps; returns the rows attributed and scored."""
+    added, dropped = real_copies.sync(conn, now)
+    ctx.count("real_added", added)
+    ctx.count("real_dropped", dropped)
+    looked, changed = real_copies.pair(conn, now)
+    ctx.count("real_paired", looked)
+    ctx.count("real_repaired", changed)
+    attributed = real_copies.attribute(conn, now, max_age)
+    ctx.count("real_attributed", attributed)
+    scored = real_copies.score(conn, now)
+    ctx.count("real_scored", scored)
+    if attributed or added or dropped or changed:
+        checkpoints.advance(conn, CHECKPOINT, now, time=now)
+    return attributed + scored
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,3 +158,32 @@ def test_what_cannot_be_reverted(api: TestClient, conn: db.Conn) -> None:
     # The revert body must say nothing.
     r = api.post(f"/api/audit/{test['audit_id']}/revert", json={"force": True})
     assert r.status_code == 422
+
+
+def test_a_copy_wallet_is_marked_and_unmarked_audited_and_reverted(
+    api: TestClient, conn: db.Conn
+) -> None:
+    leader, mine = add_user(api), add_user(api, "0x" + "77" * 20)
+    r = api.post(f"/api/users/{mine}/copy-of", json={"leader": leader})
+    assert r.status_code == 200, r.text
+    marked = r.json()
+    assert marked["copy_of_user_id"] == leader
+    a = last_audit(conn)
+    assert (a["action"], a["actor"], a["before"]["copy_of_user_id"]) == (
+        "follow.copy_of", "admin", None,
+    )  # fmt: skip
+    # a chain is refused with its reason, and nothing is written
+    n = audit_count(conn)
+    r = api.post(f"/api/users/{leader}/copy-of", json={"leader": mine})
+    assert r.status_code == 400 and "itself a copy wallet" in r.json()["detail"]
+    assert api.post(f"/api/users/{mine}/copy-of", json={}).status_code == 422
+    assert api.post("/api/users/999/copy-of", json={"leader": leader}).status_code == 404
+    assert audit_count(conn) == n
+    undo = revert(api, marked["audit_id"])
+    assert undo.status_code == 200, undo.text
+    row = conn.execute(
+        "SELECT copy_of_user_id FROM followed_user WHERE id = %s", (mine,)
+    ).fetchone()
+    assert row is not None and row["copy_of_user_id"] is None
+    assert api.post(f"/api/users/{mine}/copy-of", json={"leader": None}).status_code == 200
+    assert last_audit(conn)["action"] == "follow.copy_of"

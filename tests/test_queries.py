@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from common.domain import records
-from common.store import db, queries
+from common.store import db, queries, real_copies
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = "\n".join(
@@ -33,6 +33,7 @@ def test_every_file_parses_and_names_its_queries() -> None:
         "neg_risk_market",
         "order_book_snapshot",
         "portfolio",
+        "real_copy_fill",
         "trade_event",
     ]
     for table in queries.tables():
@@ -67,8 +68,9 @@ def test_every_named_query_plans_against_the_schema(conn: db.Conn) -> None:
     """EXPLAIN each statement with every parameter NULL (COPY has no plan: its table
     and columns are checked by copying nothing). The score job's temp tables are made
     first, as the job makes them (functions/score.py `_write`)."""
-    for like in ("copy_attribution", "execution_score"):
+    for like in ("copy_attribution", "execution_score", "real_copy_attribution", "real_copy_score"):
         conn.execute(f"CREATE TEMP TABLE score_{like} (LIKE {like})")
+    conn.execute(real_copies.IMPORT_MAKE)
     for table in queries.tables():
         for name, sql in queries.load(table).items():
             try:

@@ -15,6 +15,7 @@ import pwd
 import re
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -305,6 +306,30 @@ def connect(url: str | None = None, *, autocommit: bool = False, **params: Any) 
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(str(exc)) from exc
+
+
+def copy_then(
+    conn: Conn,
+    make: str,
+    temp: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    then: str,
+    params: dict[str, Any] | None = None,
+) -> int:
+    """COPYs `rows` into temp table `temp` (made by the DDL `make` if missing), runs
+    `then`, which moves them on, and empties `temp`; returns the rows `then` touched.
+    Bulk writes (score, import_copies) go this way: one COPY and one statement."""
+    with conn.cursor() as cur:
+        cur.execute(make)
+        copy = f"COPY {temp} ({', '.join(columns)}) FROM STDIN"
+        with cur.copy(copy) as cp:
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(then, params)
+        touched = cur.rowcount
+        cur.execute(f"TRUNCATE {temp}")
+    return touched
 
 
 def make_pool(url: str | None = None, *, max_size: int | None = None) -> ConnectionPool[Conn]:

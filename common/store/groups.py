@@ -16,7 +16,8 @@ become one group, the unit the copy engine decides on.
 
 Not grouped (and marked why, so nothing waits forever): events before the user was
 seeded or inside the seed (HISTORY), REDEEM and CONVERSION (NOT_COPIED: resolution is
-settled by the price job, not copied), reorged-out fills (REMOVED). Users not yet
+settled by the price job, not copied) and every event of the admin's own copy wallets
+(NOT_COPIED too: they are the real copy, SPEC §10), reorged-out fills (REMOVED). Users not yet
 seeded wait. `simulate` runs this step before each batch; run alone
 (`python -m functions.group --once`) it is safe too.
 """
@@ -131,6 +132,13 @@ _MARK_SKIPPED = [
          AND (a.event_time < u.seeded_at OR a.shadow_state = 'COVERED_BY_SEED')""",
     """UPDATE activity_event SET group_state = 'NOT_COPIED'
        WHERE group_state IS NULL AND activity_type NOT IN ('MERGE', 'SPLIT')""",
+    # The admin's own copy wallets: their fills are the real copy, not a leader's signal.
+    """UPDATE trade_event t SET group_state = 'NOT_COPIED' FROM followed_user u
+       WHERE t.group_state IS NULL AND u.id = t.followed_user_id
+         AND u.copy_of_user_id IS NOT NULL""",
+    """UPDATE activity_event a SET group_state = 'NOT_COPIED' FROM followed_user u
+       WHERE a.group_state IS NULL AND u.id = a.followed_user_id
+         AND u.copy_of_user_id IS NOT NULL""",
 ]
 _PENDING = """
 SELECT * FROM (

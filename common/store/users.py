@@ -65,6 +65,57 @@ def _row(conn: db.Conn, key: str) -> dict[str, Any]:
     return row
 
 
+def copy_of_check(conn: db.Conn, user_id: int, leader_id: int | None) -> None:
+    """FollowError unless user `user_id` may be marked as the copy wallet of `leader_id`
+    (None: unmarked, always allowed): the leader is another followed user, not itself a
+    copy wallet (its fills are not grouped, so nothing would pair), and no wallet is a
+    copy of the user."""
+    if leader_id is None:
+        return
+    if leader_id == user_id:
+        raise FollowError("a wallet cannot be a copy of itself")
+    leader = conn.execute(
+        "SELECT copy_of_user_id FROM followed_user WHERE id = %(l)s", {"l": leader_id}
+    ).fetchone()
+    if leader is None:
+        raise FollowError(f"no followed user {leader_id} to copy")
+    if leader["copy_of_user_id"] is not None:
+        raise FollowError(f"user {leader_id} is itself a copy wallet, not a leader")
+    copied = conn.execute(
+        "SELECT id FROM followed_user WHERE copy_of_user_id = %(u)s LIMIT 1", {"u": user_id}
+    ).fetchone()
+    if copied is not None:
+        raise FollowError(f"user {user_id} is the leader of copy wallet {copied['id']}")
+
+
+def leader_id(conn: db.Conn, key: str) -> int:
+    """The id of the followed user `key` (id or wallet); FollowError if none."""
+    return int(_row(conn, key)["id"])
+
+
+def set_copy_of(
+    conn: db.Conn, key: str, leader: int | None, *, actor: str = "cli",
+    request_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Marks user `key` as the admin's copy wallet of user `leader` (None: unmarks it),
+    audited as `follow.copy_of`; returns {"id", "copy_of_user_id"}."""
+    with conn.transaction():
+        user = _row(conn, key)
+        before = conn.execute(
+            "SELECT id, copy_of_user_id FROM followed_user WHERE id = %(u)s FOR UPDATE",
+            {"u": user["id"]},
+        ).fetchone()
+        assert before is not None
+        copy_of_check(conn, user["id"], leader)
+        conn.execute(
+            "UPDATE followed_user SET copy_of_user_id = %(l)s, updated_at = now() WHERE id = %(u)s",
+            {"l": leader, "u": user["id"]},
+        )
+        after = {"id": user["id"], "copy_of_user_id": leader}
+        _audit(conn, "follow.copy_of", str(user["id"]), before, after, actor, request_id)
+    return after
+
+
 def add(
     conn: db.Conn,
     wallet: str,
@@ -74,8 +125,10 @@ def add(
     *,
     actor: str = "cli",
     request_id: str | None = None,
+    copy_of: int | None = None,
 ) -> int:
-    """Adds a followed user with its wallets (audited as `actor`); returns its id."""
+    """Adds a followed user with its wallets (audited as `actor`), the admin's copy
+    wallet of user `copy_of` if given; returns its id."""
     profile = parse_wallet(wallet)
     others = [parse_wallet(p) for p in proxies]
     if not 1 <= len(label.strip()) <= 100:
@@ -87,10 +140,11 @@ def add(
         ).fetchall()
         if taken:
             raise FollowError(f"already followed: {', '.join(r['wallet'] for r in taken)}")
+        copy_of_check(conn, 0, copy_of)
         row = conn.execute(
-            "INSERT INTO followed_user (label, profile_wallet, followed_at)"
-            " VALUES (%(l)s, %(w)s, %(t)s) RETURNING id",
-            {"l": label.strip(), "w": profile, "t": now},
+            "INSERT INTO followed_user (label, profile_wallet, followed_at, copy_of_user_id)"
+            " VALUES (%(l)s, %(w)s, %(t)s, %(c)s) RETURNING id",
+            {"l": label.strip(), "w": profile, "t": now, "c": copy_of},
         ).fetchone()
         assert row is not None
         user_id = int(row["id"])
@@ -105,7 +159,7 @@ def add(
             "follow.add",
             str(user_id),
             None,
-            {"label": label.strip(), "wallets": [profile, *others]},
+            {"label": label.strip(), "wallets": [profile, *others], "copy_of_user_id": copy_of},
             actor,
             request_id,
         )
@@ -133,6 +187,7 @@ def set_fields(conn: db.Conn, key: str, **fields: Any) -> dict[str, Any]:
 def list_users(conn: db.Conn) -> list[dict[str, Any]]:
     return conn.execute(
         """SELECT u.id, u.label, u.profile_wallet, u.enabled, u.copy_mode, u.seeded_at,
+                  u.copy_of_user_id,
                   array_agg(w.wallet ORDER BY w.id) AS wallets,
                   (SELECT count(*) FROM trade_event t WHERE t.followed_user_id = u.id) AS fills
            FROM followed_user u JOIN followed_user_proxy_wallet w ON w.followed_user_id = u.id

@@ -50,7 +50,7 @@ _SNAPSHOTS = (  # built from the constants above, no input
     )
     + " FROM followed_user u "
     + "".join(_AT.format(scope=s, at=t, alias=a) for a, s, t in _POINTS)
-    + " WHERE u.copy_mode <> 'REMOVED' ORDER BY u.id"
+    + " WHERE u.copy_mode <> 'REMOVED' AND u.copy_of_user_id IS NULL ORDER BY u.id"
 )
 # Max drawdown over the window, on the hourly points (index probes per user).
 _DRAWDOWN = """
@@ -62,7 +62,7 @@ CROSS JOIN LATERAL (
   WHERE portfolio_scope = 'EXEC_USER' AND followed_user_id = u.id
     AND bucket = ANY(ARRAY(SELECT generate_series(%(first_hour)s::timestamptz, %(now)s,
                                                   '1 hour')))) d
-WHERE u.copy_mode <> 'REMOVED'
+WHERE u.copy_mode <> 'REMOVED' AND u.copy_of_user_id IS NULL
 GROUP BY u.id
 """
 # Attempts in the window (and in the one ending 24 h ago), retention and the median

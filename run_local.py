@@ -47,22 +47,33 @@ def demo_settings(port: int, **overrides: Any) -> settings.Settings:
     return settings.Settings(**values, **overrides)
 
 
-def follow_sandbox_leaders(url: str, seed: int, leaders: int = 3) -> list[str]:
+def follow_sandbox_leaders(url: str, seed: int, leaders: int = 3, copiers: int = 0) -> list[str]:
     """Follows the demo scenario's leader wallets (unseeded: the first poll seeds them
-    once the sandbox is up); returns the wallets newly followed."""
+    once the sandbox is up), and its copier wallets as the admin's copy wallets of their
+    leader; returns the wallets newly followed."""
     from common.store import users
     from sandbox import scenario  # the demo's only use of the sandbox's code
 
-    wallets = [leader["wallet"] for leader in scenario.generate(seed, leaders=leaders)["leaders"]]
+    people = scenario.generate(seed, leaders=leaders, copiers=copiers or None)["leaders"]
     added = []
     with db.connect(url, autocommit=True) as conn:
         known = {r["wallet"] for r in conn.execute("SELECT wallet FROM followed_user_proxy_wallet")}
-        for i, wallet in enumerate(wallets):
-            if wallet not in known:
-                users.add(
-                    conn, wallet, f"{settings.SANDBOX_LEADER_LABEL}{i + 1}", [], jobs.utcnow()
-                )
-                added.append(wallet)
+        ids = {
+            r["wallet"]: r["followed_user_id"]
+            for r in conn.execute("SELECT wallet, followed_user_id FROM followed_user_proxy_wallet")
+        }
+        for i, person in enumerate(people):
+            wallet = person["wallet"]
+            if wallet in known:
+                continue
+            copy_of = ids.get(person.get("copier_of", ""))
+            label = (
+                f"{settings.SANDBOX_COPIER_LABEL}{i + 1 - leaders}"
+                if "copier_of" in person
+                else f"{settings.SANDBOX_LEADER_LABEL}{i + 1}"
+            )
+            ids[wallet] = users.add(conn, wallet, label, [], jobs.utcnow(), copy_of=copy_of)
+            added.append(wallet)
     return added
 
 
@@ -156,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sandbox-leaders", type=int, default=3, help="the sandbox's leaders, all followed"
     )
     parser.add_argument(
+        "--sandbox-copiers",
+        type=int,
+        default=1,
+        help="the sandbox's copy wallets of its first leader, followed as your copy wallets",
+    )
+    parser.add_argument(
         "--live",
         action="store_true",
         help="against the configured upstreams (real Polymarket), no sandbox, no demo leaders",
@@ -195,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "OCULUS_SANDBOX_PORT": str(args.sandbox_port),
         "OCULUS_SANDBOX_SEED": str(args.sandbox_seed),
         "OCULUS_SANDBOX_LEADERS": str(args.sandbox_leaders),
+        "OCULUS_SANDBOX_COPIERS": str(args.sandbox_copiers),
     }
     if args.live:
         n = followed["n"] if followed else 0
@@ -204,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if n else "; add one with `python -m functions.follow add 0xWALLET --label NAME`")
         )
     else:
-        added = follow_sandbox_leaders(url, args.sandbox_seed, args.sandbox_leaders)
+        added = follow_sandbox_leaders(
+            url, args.sandbox_seed, args.sandbox_leaders, args.sandbox_copiers
+        )
         if added:
             shown_wallets = ", ".join(added[:5]) + (
                 f" and {len(added) - 5} more" if len(added) > 5 else ""

@@ -19,6 +19,9 @@ def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=scenario.parse_duration, help="after t=0 (6h)")
     parser.add_argument("--history", type=scenario.parse_duration, help="before t=0 (30m)")
     parser.add_argument("--reorg-rate", type=float, help="share of marked fills (default 0)")
+    parser.add_argument(
+        "--copiers", type=int, help="copy wallets of the first leader, trading after it (0)"
+    )
 
 
 def _load(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,6 +34,7 @@ def _load(args: argparse.Namespace) -> dict[str, Any]:
         duration_ms=args.duration,
         history_ms=args.history,
         reorg_rate=args.reorg_rate,
+        copiers=args.copiers or None,
     )
 
 

@@ -194,3 +194,86 @@ def simulate(seed: int, leader: dict, markets: list, pool: list[str], params: di
         if at < params["duration_ms"]:
             sim.redeem(index, at)
     return sim.txs
+
+
+# -- copiers: the admin's own copy wallet of a leader (SPEC §10's real copies) -----------
+
+
+def make_copiers(seed: int, count: int, leaders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copy wallets of the first leader, each with its own delay and size (a stream of
+    their own: the leaders' wallets and trades are the same with or without copiers)."""
+    r = rand.rng(seed, "copiers")
+    out = []
+    for i in range(count):
+        out.append(
+            {
+                "wallet": rand.address(r),
+                "name": f"copier{i + 1}",
+                "pseudonym": f"Copy-Cat-{i + 1}",
+                "bio": f"sandbox copier of {leaders[0]['name']}",
+                "profile_image": "https://example.invalid/avatars/copy-cat.png",
+                "style": "taker",
+                "copier_of": leaders[0]["wallet"],
+                "delay_ms": (3_000 + 2_000 * i, 9_000 + 3_000 * i),  # after the leader's fill
+                "scale_pct": 10,  # of the leader's collateral (BUY) or own shares (SELL)
+            }
+        )
+    return out
+
+
+def _side_of(tx: dict[str, Any], wallet: str) -> str | None:
+    for order in [tx["taker"], *tx["makers"]]:
+        if order["wallet"] == wallet:
+            return str(order["side"])
+    return None
+
+
+def copy_trades(
+    seed: int, copier: dict, leader_txs: list, markets: list, pool: list[str], params: dict
+) -> list:
+    """The copier's transactions: a taker order after most of its leader's fills (its
+    own delay, walking the book then: its own slippage), a few trades of its own (which
+    pair with nothing), and its redemptions."""
+    sim = _Leader(seed, copier, markets, pool)
+    r = sim.r
+    lo, hi = copier["delay_ms"]
+    leader = copier["copier_of"]
+    for tx in leader_txs:
+        side = _side_of(tx, leader) if tx["kind"] == "match" else None
+        if side is None or (tx["reorg"] and not tx["reorg"]["reinclude"]) or r.random() < 0.15:
+            continue
+        at = tx["t_ms"] + r.randint(lo, hi)
+        key = (tx["market"], tx["outcome"])
+        market = markets[key[0]]
+        if not sim.is_open(key[0], at):
+            continue
+        if side == "BUY":
+            theirs = sum(
+                o["collateral"] for o in [tx["taker"], *tx["makers"]] if o["wallet"] == leader
+            )
+            want = max(MICRO, theirs * copier["scale_pct"] // 100)
+        else:
+            want = min(sim.hold[key], max(fills.CENT_SHARE, sim.hold[key] // 2))
+            want = want // fills.CENT_SHARE * fills.CENT_SHARE
+            if want < fills.CENT_SHARE:
+                continue
+        copy = fills.taker_match(r, market, key[1], side, at, sim.wallet, want, pool)
+        if copy is None:
+            continue
+        sim.emit(copy, at)
+        sim.apply_match(copy)
+        if r.random() < 0.05:  # now and then a trade of its own, after no one
+            own_at = at + r.randint(60_000, 120_000)
+            others = [m for m in sim.open_markets(own_at) if m["index"] != key[0]]
+            if others:
+                m = r.choice(others)
+                own = fills.taker_match(r, m, 0, "BUY", own_at, sim.wallet, 5 * MICRO, pool)
+                if own is not None:
+                    sim.emit(own, own_at)
+                    sim.apply_match(own)
+    for m in markets:
+        at = m["resolve_ms"] + r.randint(60, 1200) * 1000
+        if at < params["duration_ms"]:
+            sim.redeem(m["index"], at)
+    sim.txs.sort(key=lambda tx: tx["t_ms"])
+    return sim.txs

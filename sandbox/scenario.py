@@ -66,6 +66,12 @@ def generate(seed: int, **options: Any) -> dict[str, Any]:
     txs: list[dict[str, Any]] = []
     for leader in people:
         txs.extend(leaders.simulate(seed, leader, catalogue, pool, params))
+    if params.get("copiers"):  # only when asked: a scenario without is byte-identical
+        copiers = leaders.make_copiers(seed, params["copiers"], people)
+        first = [tx for tx in txs if tx.get("wallet") == people[0]["wallet"]]
+        for copier in copiers:
+            txs.extend(leaders.copy_trades(seed, copier, first, catalogue, pool, params))
+        people = people + copiers
     txs.sort(key=lambda tx: (tx["t_ms"], tx["hash"]))
     base_block = 76_000_000 + rand.derive(seed, "base") % 1_000_000
     _place_blocks(seed, txs, base_block)

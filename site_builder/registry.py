@@ -24,6 +24,7 @@ from site_builder.pages import (
     markets,
     overview,
     portfolio,
+    real_copy,
     status,
     trades,
     users,
@@ -132,6 +133,16 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         "lag": site.chart(f"{base}-lag", u.lag, lambda: users.lag_chart(u)),
         "reasons": site.chart(f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)),
     }
+    if (real := u.real) is not None:
+        pngs["real_waterfall"] = site.chart(
+            f"{base}-real-waterfall", real.retention["30d"], lambda: real_copy.waterfall_chart(real)
+        )
+        pngs["sim_curve"] = site.chart(
+            f"{base}-sim-curve", real.curves["sim"], lambda: real_copy.curve_chart(real, "sim")
+        )
+        pngs["real_curve"] = site.chart(
+            f"{base}-real-curve", real.curves["real"], lambda: real_copy.curve_chart(real, "real")
+        )
     return {"c": u, "png": pngs}
 
 

@@ -354,3 +354,40 @@ def test_follow_add_copy_of_marks_the_new_wallet(
     assert row is not None and row["copy_of_user_id"] == ids[0]
     assert follow.main(["--database-url", db_url, "copy-of", wallet, "none"]) == 0
     assert "is not a copy wallet" in capsys.readouterr().out
+
+
+def test_the_leader_page_shows_simulated_vs_real_and_the_unpaired_fills(
+    conn: db.Conn, tmp_path: Path
+) -> None:
+    from site_builder import build
+
+    ids = site_data.load(conn)
+    leader = ids[1]
+    mine = copy_wallet(conn, leader)
+    for pair in site_data.ASSETS.values():
+        for a in pair:
+            conn.execute(
+                "INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,"
+                " observed_at) VALUES (%s, date_bin('30 seconds', %s::timestamptz, 'epoch'),"
+                " 600000, 'MIDPOINT', %s)",
+                (a, NOW, NOW),
+            )
+    run_score(conn, NOW)
+    out = tmp_path / "site"
+    done = build.Builder(out, clock=lambda: NOW).build_all(conn)
+    assert not done.failed
+    page = (out / f"users/{leader}.html").read_text()
+    n = len(leader_groups(conn, leader))
+    assert "Simulated vs real copy" in page and f"{n} real fills paired" in page
+    assert "1 unpaired" in page and "Unpaired copy fills" in page
+    ret = store.retention(conn, NOW, leader)["30d"]
+    assert f"${abs(ret.ideal) / 1e6:,.2f}" in page and f"${abs(ret.exec) / 1e6:,.2f}" in page
+    for chart in ("real-waterfall", "sim-curve", "real-curve"):
+        assert f"/charts/user-{leader}-{chart}.png?v=" in page
+        assert (out / f"charts/user-{leader}-{chart}.png").stat().st_size > 5_000
+    own = (out / f"users/{mine}.html").read_text()
+    assert "your copy wallet</span> of" in own and f"/users/{leader}.html" in own
+    assert f"/api/users/{mine}/copy-of" in own
+    assert "Simulated vs real copy" not in (out / f"users/{ids[0]}.html").read_text()
+    board = (out / "leaders.html").read_text()
+    assert "my copy" not in board and site_data.USERS[0][0] in board

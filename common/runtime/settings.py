@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The label prefix `make run` gives the sandbox's leaders: a database whose users carry
 # it is a demo one (follow add then never reaches the real Polymarket).
 SANDBOX_LEADER_LABEL = "sandbox-leader-"
+SANDBOX_COPIER_LABEL = "sandbox-copier-"  # the demo's copy wallets of its first leader
 
 V1_EXCHANGES = (
     "0x4bfb41d5b3570defd03c39a9a4d8de6bd8b8982e",  # CTF Exchange

@@ -16,7 +16,7 @@ from typing import Any
 from common.domain import attribution, reasons
 from common.store import attributions, db
 from site_builder import charts
-from site_builder.pages import common
+from site_builder.pages import common, real_copy
 
 Row = dict[str, Any]
 RATE_DAYS = 30
@@ -91,6 +91,8 @@ class UserContext:
     activity: list[Row]
     curve: Curve
     retention: dict[str, attribution.Retention]
+    real: real_copy.RealCopy | None  # the admin's real copy of this leader, if any
+    copy_of: Row | None  # the leader this user is the admin's copy wallet of, if any
 
 
 def _rates(rows: list[Row]) -> Rates:
@@ -272,6 +274,8 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         activity=list(conn.execute(_ACTIVITY, {"u": user_id})),
         curve=_curve(conn, user_id, found[0].ideal_pnl, now),
         retention=attributions.retention(conn, now, user_id),
+        real=real_copy.context(conn, user_id, now),
+        copy_of=real_copy.copy_of(conn, user_id),
     )
 
 

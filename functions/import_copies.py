@@ -111,7 +111,7 @@ def _flush(
 ) -> int:
     with conn.transaction():
         added = real_copies.import_rows(conn, batch) if batch else 0
-        quarantine.record(conn, bad, now, limit=KEEP_BAD)
+        quarantine.record(conn, bad, now, limit=KEEP_BAD, quiet=True)
     batch.clear()
     bad.clear()
     return added

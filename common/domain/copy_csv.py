@@ -29,7 +29,8 @@ FUTURE_SLACK = timedelta(days=1)
 _TX = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ASSET = re.compile(r"^[0-9]{1,78}$")
 _UNIX = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,6})?$")
-_DECIMAL = re.compile(r"^[0-9]{0,19}(\.[0-9]*)?$")
+_DECIMAL = re.compile(r"^([0-9]{0,13})(?:\.([0-9]*))?$")  # < 10^13 units: fits micros
+_SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, kept by the reader
 
 
 class HeaderError(ValueError):
@@ -108,14 +109,13 @@ def amount(name: str, text: str, *, empty_is_zero: bool = False) -> int:
         return 0
     if value.startswith("-"):
         raise BadRow(f"{name} {value[:40]} is negative")
-    if not value or not _DECIMAL.match(value) or value == ".":
-        raise BadRow(f"{name} {value[:40]!r} is not a decimal number")
-    if "." in value and len(value.split(".")[1].rstrip("0")) > 6:
+    found = _DECIMAL.match(value)
+    if not found or value == "." or not value:
+        raise BadRow(f"{name} {value[:40]!r} is not a decimal number (up to 13 digits, a point, 6)")
+    units, fraction = found.group(1), (found.group(2) or "").rstrip("0")
+    if len(fraction) > 6:
         raise BadRow(f"{name} {value} has more than 6 decimals")
-    try:
-        return money.to_micros(value)
-    except money.AmountError as exc:
-        raise BadRow(f"{name}: {exc}") from None
+    return int(units or 0) * money.MICROS + int(fraction.ljust(6, "0"))
 
 
 def row(fields: list[str], cols: dict[str, int], now: datetime) -> Row:
@@ -123,7 +123,7 @@ def row(fields: list[str], cols: dict[str, int], now: datetime) -> Row:
     width = max(cols.values()) + 1
     if len(fields) < width:
         raise BadRow(f"{len(fields)} fields, the header needs at least {width}")
-    if any("\udc80" <= ch <= "\udcff" for f in fields for ch in f):
+    if _SURROGATE.search("".join(fields)):
         raise BadRow("not UTF-8")
     get = {name: fields[i] for name, i in cols.items()}
     tx = get["tx_hash"].strip()

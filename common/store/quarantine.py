@@ -71,9 +71,15 @@ def _overflow(reject: wire.Reject, now: datetime, limit: int) -> dict[str, objec
 
 
 def record(
-    conn: db.Conn, rejects: Iterable[wire.Reject], now: datetime, limit: int | None = None
+    conn: db.Conn,
+    rejects: Iterable[wire.Reject],
+    now: datetime,
+    limit: int | None = None,
+    *,
+    quiet: bool = False,
 ) -> int:
-    """Stores the rejects (in the caller's transaction); returns how many."""
+    """Stores the rejects (in the caller's transaction); returns how many. Each new one
+    is logged, unless `quiet` (a command that reports them itself)."""
     limit = limit if limit is not None else settings.get().quarantine_max_per_minute
     left: dict[str, int] = {}
     count = 0
@@ -88,7 +94,8 @@ def record(
             row = conn.execute(_UPSERT, params).fetchone()
             if row is not None and row["inserted"]:
                 left[source] -= 1
-                log.warning("quarantined %s payload: %s", source, reject.reason[:300])
+                if not quiet:
+                    log.warning("quarantined %s payload: %s", source, reject.reason[:300])
             continue
         if conn.execute(_SEEN_AGAIN, params).rowcount:
             continue  # a payload already kept is counted on its own row

@@ -45,29 +45,49 @@ KEEP_BAD = 1_000  # bad rows kept one by one per import; past that, counted on o
 MAX_LINE = 64 * 1024  # a longer record is refused (csv's own field limit is 128 kB)
 
 
+SHOWN_LINES = 10  # the summary names the first bad lines; the quarantine has them all
+
+
 @dataclass
 class Tally:
     rows: int = 0
     added: int = 0
     blank: int = 0
-    bad_lines: list[int] = field(default_factory=list)
+    bad: int = 0
+    bad_lines: list[str] = field(default_factory=list)  # the first SHOWN_LINES
 
     @property
     def present(self) -> int:
-        return self.rows - self.added - len(self.bad_lines)
+        return self.rows - self.added - self.bad
+
+    def refuse(self, lines: str) -> None:
+        self.bad += 1
+        if len(self.bad_lines) < SHOWN_LINES:
+            self.bad_lines.append(lines)
+
+
+OVERLONG = "\ufdd0overlong\n"  # what Lines gives for a line past MAX_LINE (a lone field)
 
 
 class Lines:
     """The file's lines decoded (bad UTF-8 kept as surrogates, so the row with it is
-    refused, not the file), a BOM dropped, and the bytes read so far."""
+    refused, not the file), a BOM dropped, and the bytes read so far. A line longer than
+    MAX_LINE is never held whole: it is skipped and given as OVERLONG."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f, self.read = f, 0
 
     def __iter__(self) -> Iterator[str]:
         first = True
-        for raw in self.f:
+        while raw := self.f.readline(MAX_LINE + 1):
             self.read += len(raw)
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while (rest := self.f.readline(MAX_LINE + 1)) and not rest.endswith(b"\n"):
+                    self.read += len(rest)
+                self.read += len(rest)
+                first = False
+                yield OVERLONG
+                continue
             if first and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             first = False
@@ -96,14 +116,33 @@ class Progress:
         self.stream.flush()
 
 
-def _reject(name: str, line: int, reason: str, fields: list[str], leader: int) -> wire.Reject:
-    text = ",".join(fields).encode("utf-8", errors="surrogateescape").decode(errors="replace")
-    return wire.Reject(
-        source=SOURCE,
-        reason=f"{name} line {line}: {reason}",
-        payload=f"{name}:{line}: {text}",  # the line is part of the identity: one row each
-        context={"file": name, "line": line, "copy_of": leader},
-    )
+def printable(text: str) -> str:
+    """`text` with undecodable bytes (kept as surrogates) shown as U+FFFD."""
+    return text.encode("utf-8", errors="surrogateescape").decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file being imported: its shown name and the digest of its bytes (a bad row is
+    kept once per file content and line, whatever the file is called)."""
+
+    name: str
+    digest: str
+    leader: int
+
+    def reject(self, line: int, lines: str, reason: str, fields: list[str]) -> wire.Reject:
+        """The reject of the row on `lines` (its first, `line`, and its last if more)."""
+        text = printable(",".join(fields))
+        payload = f"{self.name}:{lines}: {text}"
+        key = f"{self.digest}:{lines}".encode()
+        return wire.Reject(
+            source=SOURCE,
+            reason=f"{self.name} line {lines}: {reason}",
+            payload=payload,
+            context={"file": self.name, "line": line, "lines": lines, "copy_of": self.leader},
+            payload_sha256=hashlib.sha256(key).hexdigest(),
+            payload_bytes=len(payload.encode()),
+        )
 
 
 def _flush(
@@ -120,7 +159,9 @@ def _flush(
 def run(conn: db.Conn, path: Path, leader: int, now: datetime, stderr: Any) -> Tally:
     """Imports `path` as copy fills of `leader`; raises HeaderError for a file that
     cannot be read as the copy CSV."""
-    name = path.name
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    src = Source(printable(path.name), digest, leader)
     tally, seen = Tally(), set()
     batch: list[tuple[Any, ...]] = []
     bad: list[wire.Reject] = []
@@ -128,7 +169,7 @@ def run(conn: db.Conn, path: Path, leader: int, now: datetime, stderr: Any) -> T
     csv.field_size_limit(MAX_LINE)
     with path.open("rb") as f:
         lines = Lines(f)
-        reader = csv.reader(lines)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except StopIteration:
@@ -137,36 +178,40 @@ def run(conn: db.Conn, path: Path, leader: int, now: datetime, stderr: Any) -> T
             raise copy_csv.HeaderError(f"the header cannot be read: {exc}") from None
         cols = copy_csv.columns(header)
         while True:
+            start = reader.line_num + 1
             try:
                 fields = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                tally.rows += 1
-                tally.bad_lines.append(reader.line_num)
-                bad.append(_reject(name, reader.line_num, f"not CSV: {exc}", [], leader))
-                continue
-            if not any(x.strip() for x in fields):
+                fields, why = [], f"not CSV: {exc}"
+            else:
+                why = "longer than 64 kB" if fields == [OVERLONG.strip("\n")] else ""
+            end = reader.line_num
+            where = str(start) if end <= start else f"{start}-{end}"
+            if not why and not any(x.strip() for x in fields):
                 tally.blank += 1
                 continue
             tally.rows += 1
             try:
+                if why:
+                    raise copy_csv.BadRow(why)
                 r = copy_csv.row(fields, cols, now)
             except copy_csv.BadRow as exc:
-                tally.bad_lines.append(reader.line_num)
-                bad.append(_reject(name, reader.line_num, str(exc), fields, leader))
-                continue
-            key, n = r.key, 0
-            while (
-                digest := hashlib.blake2b(f"{key}#{n}".encode(), digest_size=12).digest()
-            ) in seen:
-                n += 1
-            seen.add(digest)
-            batch.append(
-                (leader, key if n == 0 else f"{key}#{n}", name, reader.line_num, r.tx_hash,
-                 r.asset_id, r.side, r.price, r.size, r.fee, r.at, now)
-            )  # fmt: skip
-            if len(batch) >= BATCH:
+                tally.refuse(where)
+                bad.append(src.reject(start, where, str(exc), fields))
+            else:
+                key, n = r.key, 0
+                while (
+                    digest_ := hashlib.blake2b(f"{key}#{n}".encode(), digest_size=12).digest()
+                ) in seen:
+                    n += 1
+                seen.add(digest_)
+                batch.append(
+                    (leader, key if n == 0 else f"{key}#{n}", src.name, start, r.tx_hash,
+                     r.asset_id, r.side, r.price, r.size, r.fee, r.at, now)
+                )  # fmt: skip
+            if len(batch) + len(bad) >= BATCH:
                 tally.added += _flush(conn, batch, bad, now)
             progress.show(lines.read, tally.rows)
     tally.added += _flush(conn, batch, bad, now)
@@ -177,15 +222,16 @@ def run(conn: db.Conn, path: Path, leader: int, now: datetime, stderr: Any) -> T
 def summary(name: str, t: Tally, seconds: float) -> str:
     """The closing line: what was read, added, already present, quarantined (and where)."""
     where = ""
-    if t.bad_lines:
-        shown = ", ".join(str(n) for n in t.bad_lines[:10])
-        more = f" and {len(t.bad_lines) - 10} more" if len(t.bad_lines) > 10 else ""
+    if t.bad:
+        shown = ", ".join(t.bad_lines)
+        more = f" and {t.bad - len(t.bad_lines):,} more" if t.bad > len(t.bad_lines) else ""
         where = f" (lines {shown}{more}: see the quarantine)"
     blank = f", {t.blank:,} blank lines skipped" if t.blank else ""
     rate = t.rows / seconds if seconds > 0 else 0
     return (
-        f"{name}: {t.rows:,} rows, {t.added:,} added, {t.present:,} already imported,"
-        f" {len(t.bad_lines):,} quarantined{where}{blank}; {seconds:.1f} s ({rate:,.0f} rows/s)"
+        f"{name}: {t.rows:,} rows, {t.added:,} added, {t.present:,} already there (imported"
+        f" before, or a copy wallet's), {t.bad:,} quarantined{where}{blank};"
+        f" {seconds:.1f} s ({rate:,.0f} rows/s)"
     )
 
 
@@ -218,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         users.copy_of_check(conn, 0, leader)
         tally = run(conn, args.file, leader, jobs.utcnow(), sys.stderr)
     except (users.FollowError, copy_csv.HeaderError) as exc:
-        print(f"import_copies: {args.file.name}: {exc}", file=sys.stderr)
+        print(f"import_copies: {printable(args.file.name)}: {exc}", file=sys.stderr)
         conn.close()
         return 2
-    line = summary(args.file.name, tally, time.monotonic() - started)
+    line = summary(printable(args.file.name), tally, time.monotonic() - started)
     conn.execute(
         "INSERT INTO audit_log (actor, action, target_type, target_id, after)"
         " VALUES ('cli', 'copies.import', 'followed_user', %(u)s, %(a)s)",
-        {"u": str(leader), "a": Jsonb({"file": str(args.file), "summary": line})},
+        {"u": str(leader), "a": Jsonb({"file": printable(str(args.file)), "summary": line})},
     )
     conn.close()
     print(line)

@@ -12,9 +12,10 @@ page, chart, breaker, replay or what-if reads.
   beside it: the ideal-copy base).
 - `order_book_snapshot`: a book a copy group or attempt names is never deleted (the
   evidence of a decision; replay and what-if decide on it; the foreign keys forbid it
-  anyway). Others go after PRUNE_BOOKS_DAYS (8), except the newest two-sided book of
-  each asset (`Marks.load` values with it). Skipped while copy_attempt and copy_group
-  have no index on order_book_snapshot_id (each delete's foreign-key check would scan).
+  anyway), nor one a real copy's attribution names. Others go after PRUNE_BOOKS_DAYS
+  (8), except the newest two-sided book of each asset (`Marks.load` values with it).
+  Skipped while copy_attempt, copy_group and real_copy_attribution have no index on
+  order_book_snapshot_id (each delete's foreign-key check would scan).
 - `job_run`: OK rows after PRUNE_RUNS_DAYS (7), FAILED / TIMEOUT / abandoned RUNNING
   after PRUNE_FAILED_RUNS_DAYS (90); the newest run and the newest OK run of every job
   always stay (the status page shows both).
@@ -142,6 +143,7 @@ SELECT o.id, o.fetched_at AS at FROM order_book_snapshot o
 WHERE o.fetched_at >= %(lo)s AND o.fetched_at < %(cutoff)s
   AND NOT EXISTS (SELECT 1 FROM copy_group g WHERE g.order_book_snapshot_id = o.id)
   AND NOT EXISTS (SELECT 1 FROM copy_attempt a WHERE a.order_book_snapshot_id = o.id)
+  AND NOT EXISTS (SELECT 1 FROM real_copy_attribution r WHERE r.order_book_snapshot_id = o.id)
   AND (o.fetched_at, o.id) < (
     SELECT n.fetched_at, n.id FROM order_book_snapshot n
     WHERE n.asset_id = o.asset_id AND cardinality(n.bid_prices_micros) > 0
@@ -171,9 +173,10 @@ _BY_ID = sql.SQL("t.id = c.id")
 # Deleting a book makes Postgres check both foreign keys to it; without an index each
 # check reads all of copy_attempt / copy_group, so books wait until both exist.
 _BOOK_REFS_INDEXED = """
-SELECT count(DISTINCT x.indrelid) = 2 AS ok FROM pg_index x
+SELECT count(DISTINCT x.indrelid) = 3 AS ok FROM pg_index x
 JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
-WHERE x.indrelid IN ('copy_attempt'::regclass, 'copy_group'::regclass)
+WHERE x.indrelid IN ('copy_attempt'::regclass, 'copy_group'::regclass,
+                     'real_copy_attribution'::regclass)
   AND a.attname = 'order_book_snapshot_id'"""
 
 _CURSOR = """

@@ -14,9 +14,10 @@
   points of the pages' ideal copy curve (`ideal_points`).
 - Real copies (common/store/real_copies.py): the copy wallets' fills become real copy
   fills (`real_added` / `real_dropped`; CSV ones come from functions/import_copies.py),
-  each is paired with the leader's group (`real_paired`; the recent ones again, a late
-  leader fill may yet precede them), then attributed and scored like an attempt
-  (`real_attributed`, `real_scored`).
+  each is paired with the leader's closed group (`real_paired`), and paired again when a
+  group closed since the last run may pair with it (a leader fill seen late;
+  `real_repaired` counts the fills whose group changed), then attributed and scored like
+  an attempt (`real_attributed`, `real_scored`).
 
 Idempotent: a rerun with no new attempt and no moved mark writes nothing. One query lists
 the attempts due (ids and marks: small); their fields are then read PAGE at a time by
@@ -164,14 +165,14 @@ def real(conn: db.Conn, ctx: jobs.Context, now: datetime, max_age: timedelta) ->
     added, dropped = real_copies.sync(conn, now)
     ctx.count("real_added", added)
     ctx.count("real_dropped", dropped)
-    looked, changed = real_copies.pair(conn, now)
-    ctx.count("real_paired", looked)
+    first, changed = real_copies.pair(conn, now)
+    ctx.count("real_paired", first)
     ctx.count("real_repaired", changed)
     attributed = real_copies.attribute(conn, now, max_age)
     ctx.count("real_attributed", attributed)
     scored = real_copies.score(conn, now)
     ctx.count("real_scored", scored)
-    if attributed or added or dropped or changed:
+    if attributed or added or dropped or changed or first:
         checkpoints.advance(conn, CHECKPOINT, now, time=now)
     return attributed + scored
 

@@ -38,7 +38,7 @@ CREATE TABLE real_copy_fill (
         (source = 'WALLET') = (trade_event_id IS NOT NULL AND wallet_user_id IS NOT NULL))
 );
 CREATE INDEX real_copy_fill_leader_time_idx ON real_copy_fill (leader_user_id, event_time);
-CREATE INDEX real_copy_fill_time_idx ON real_copy_fill (event_time);
+CREATE INDEX real_copy_fill_tx_idx ON real_copy_fill (tx_hash);
 CREATE INDEX real_copy_fill_unpaired_idx ON real_copy_fill (id) WHERE paired_at IS NULL;
 
 -- The attribution of each paired real fill at its asset's mark X, as copy_attribution's
@@ -63,6 +63,14 @@ CREATE TABLE real_copy_attribution (
     updated_at             timestamptz NOT NULL
 );
 ALTER TABLE real_copy_attribution SET (fillfactor = 80);
+-- Prune keeps the books a pair names (the foreign key's check is this index's probe).
+CREATE INDEX real_copy_attribution_book_idx ON real_copy_attribution (order_book_snapshot_id);
+
+-- Pairing's lookups: a leader's groups of one asset and side by their first fill.
+CREATE INDEX copy_group_pairing_idx ON copy_group (followed_user_id, asset_id, action, window_start)
+    WHERE action IN ('BUY', 'SELL');
+-- ... and the groups closed since its last run (fills they may pair with are looked at again).
+CREATE INDEX copy_group_closed_idx ON copy_group (closed_at) WHERE action IN ('BUY', 'SELL');
 
 -- The execution score of each paired real fill, per version (as execution_score). Cost
 -- and congestion need the book: without one they, and the total, are NULL (unknown).

@@ -111,6 +111,10 @@ def parse(line: str, header: str = HEADER) -> copy_csv.Row:
         (f"1764511509,{TX},1,BUY,0.5,1e30,0", "is not a decimal"),
         (f"1764511509,{TX},1,BUY,0.5,10,-1", "fee -1 is negative"),
         (f"1764511509,{TX},1,BUY", "4 fields, the header needs at least 7"),
+        (f"1764511509,{TX},1,BUY,0.5,1000000000000,0", "up to 12 digits"),  # past a bigint
+        (f"9999-12-31T23:59:59-05:00,{TX},1,BUY,0.5,10,0", "out of range"),
+        (f"2026-11-19,{TX},1,BUY,0.5,10,0", "no time of day"),
+        (f"2026-11-19T10:00:00.1234567Z,{TX},1,BUY,0.5,10,0", "more than 6 decimals of a"),
         (f"1764511509,{TX},1,BUY,0.5,10\udcff,0", "not UTF-8"),
     ],
 )
@@ -186,7 +190,7 @@ def test_an_import_with_a_bom_and_crlf_keeps_bad_rows_by_line_and_a_second_adds_
     ]
     path = write_csv(tmp_path / "mine.csv", lines, bom=True, crlf=True)
     t = import_file(conn, path, leader)
-    assert (t.rows, t.added, t.present, t.bad_lines, t.blank) == (5, 3, 0, [5, 7], 1)
+    assert (t.rows, t.added, t.present, t.bad_lines, t.blank) == (5, 3, 0, ["5", "7"], 1)
     kept = conn.execute(
         "SELECT reason, context FROM quarantine WHERE source = 'import_copies' ORDER BY id"
     ).fetchall()
@@ -201,7 +205,7 @@ def test_an_import_with_a_bom_and_crlf_keeps_bad_rows_by_line_and_a_second_adds_
     ]  # fmt: skip
     before = conn.execute("SELECT * FROM real_copy_fill ORDER BY id").fetchall()
     again = import_file(conn, path, leader)
-    assert (again.added, again.present, len(again.bad_lines)) == (0, 3, 2)
+    assert (again.added, again.present, again.bad) == (0, 3, 2)
     assert conn.execute("SELECT * FROM real_copy_fill ORDER BY id").fetchall() == before
     assert (
         conn.execute(
@@ -210,7 +214,10 @@ def test_an_import_with_a_bom_and_crlf_keeps_bad_rows_by_line_and_a_second_adds_
         == 2
     )
     line = import_copies.summary("mine.csv", again, 0.5)
-    assert "0 added, 3 already imported, 2 quarantined (lines 5, 7" in line
+    assert (
+        "0 added, 3 already there (imported before, or a copy wallet's), 2 quarantined (lines 5, 7"
+        in line
+    )
 
 
 def test_the_command_refuses_a_file_without_its_columns_and_a_copy_wallet_as_leader(
@@ -240,7 +247,7 @@ def test_a_hundred_thousand_rows_import_and_pair(conn: db.Conn, tmp_path: Path) 
         lines.append(f"{at.isoformat()},{TX},{g['asset_id']},{g['action']},0.45,{1 + i % 7},0")
     path = write_csv(tmp_path / "big.csv", lines)
     t = import_file(conn, path, leader)
-    assert (t.rows, t.added, t.bad_lines) == (100_000, 100_000, [])
+    assert (t.rows, t.added, t.bad) == (100_000, 100_000, 0)
     looked, _ = store.pair(conn, NOW)
     assert looked == 100_000
     s = store.summary(conn, leader)
@@ -391,3 +398,71 @@ def test_the_leader_page_shows_simulated_vs_real_and_the_unpaired_fills(
     assert "Simulated vs real copy" not in (out / f"users/{ids[0]}.html").read_text()
     board = (out / "leaders.html").read_text()
     assert "my copy" not in board and site_data.USERS[0][0] in board
+
+
+def test_an_overlong_line_an_open_quote_and_a_quoted_newline_are_kept_by_their_lines(
+    conn: db.Conn, tmp_path: Path
+) -> None:
+    ids = site_data.load(conn)
+    good = f"1795082400,{TX},42,BUY,0.5,3,0"
+    lines = [
+        HEADER + ",note",
+        good + ',"two\nlines"',  # one record on lines 2-3: fine
+        good + "," + "x" * 70_000,  # past 64 kB: refused, never held whole
+        f'1795082401,{TX},42,BUY,0.5,3,0,"open quote',
+        good.replace("0.5", "0.6"),
+    ]
+    path = tmp_path / "odd-\udcff.csv"
+    write_csv(path, lines)
+    t = import_file(conn, path, ids[0])
+    # the open quote swallows the line after it: one bad record on lines 5-6
+    assert (t.rows, t.added, t.bad_lines) == (3, 1, ["4", "5-6"])
+    reasons = [
+        r["reason"] for r in conn.execute("SELECT reason FROM quarantine ORDER BY id DESC LIMIT 2")
+    ]
+    assert any("line 4: longer than 64 kB" in r for r in reasons)
+    assert any("not CSV" in r for r in reasons)
+    assert all("odd-\ufffd.csv" in r for r in reasons)  # a name that is not UTF-8, shown
+
+
+def test_a_fill_pairs_once_its_group_closes_and_a_csv_copy_of_a_wallet_fill_is_skipped(
+    conn: db.Conn, tmp_path: Path
+) -> None:
+    ids = site_data.load(conn)
+    leader = ids[1]
+    g = leader_groups(conn, leader)[0]
+    conn.execute(
+        "UPDATE copy_group SET state = 'OPEN', their_price_micros = NULL, closed_at = NULL"
+        " WHERE id = %s",
+        (g["id"],),
+    )
+    at = g["window_start"] + timedelta(seconds=3)  # type: ignore[operator]
+    path = write_csv(
+        tmp_path / "a.csv", [HEADER, f"{at.isoformat()},{TX},{g['asset_id']},{g['action']},0.5,2,0"]
+    )
+    import_file(conn, path, leader)
+    assert store.pair(conn, NOW) == (1, 0)
+    assert store.summary(conn, leader).unpaired == 1  # its group is still open
+    conn.execute(
+        "UPDATE copy_group SET state = 'DONE', their_price_micros = 450000, closed_at = %s"
+        " WHERE id = %s",
+        (NOW + timedelta(seconds=30), g["id"]),
+    )
+    assert store.pair(conn, NOW + timedelta(seconds=60)) == (0, 1)
+    assert store.summary(conn, leader).paired == 1
+    assert store.pair(conn, NOW + timedelta(seconds=120)) == (0, 0)  # nothing to redo
+    # the copy wallet's own fill of that transaction is not added a second time
+    mine = users.add(conn, "0x" + "97" * 20, "mine", [], NOW, copy_of=leader)
+    conn.execute(
+        """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, asset_id,
+               side, price_micros, share_micros, usdc_notional_micros, tx_hash, event_time,
+               detect_time)
+           VALUES ('DATA_API', 'x1', %s, %s, %s, %s, 500000, 2000000, 1000000, %s, %s, %s)""",
+        (mine, "0x" + "97" * 20, g["asset_id"], g["action"], TX, at, NOW),
+    )
+    assert store.sync(conn, NOW) == (0, 0)
+    # a removed copy wallet's fills are no longer the real copy
+    conn.execute("UPDATE trade_event SET tx_hash = %s WHERE source_id = 'x1'", ("0x" + "cd" * 32,))
+    assert store.sync(conn, NOW) == (1, 0)
+    users.set_fields(conn, str(mine), copy_mode="REMOVED")
+    assert store.sync(conn, NOW) == (0, 1)

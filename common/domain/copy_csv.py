@@ -29,7 +29,9 @@ FUTURE_SLACK = timedelta(days=1)
 _TX = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ASSET = re.compile(r"^[0-9]{1,78}$")
 _UNIX = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,6})?$")
-_DECIMAL = re.compile(r"^([0-9]{0,13})(?:\.([0-9]*))?$")  # < 10^13 units: fits micros
+_DECIMAL = re.compile(r"^([0-9]{0,12})(?:\.([0-9]*))?$")  # < 10^12 units: fits a bigint
+_TIME_OF_DAY = re.compile(r"[T ][0-9]{2}:[0-9]{2}")
+_LONG_FRACTION = re.compile(r"\.[0-9]{7,}")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, kept by the reader
 
 
@@ -96,7 +98,14 @@ def timestamp(text: str, now: datetime) -> datetime:
             at = datetime.fromisoformat(value)
         except ValueError:
             raise BadRow(f"timestamp {value[:40]!r} is neither ISO 8601 nor unix seconds") from None
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        if not _TIME_OF_DAY.search(value):
+            raise BadRow(f"timestamp {value[:40]!r} has no time of day (ISO 8601 date and time)")
+        if _LONG_FRACTION.search(value):
+            raise BadRow(f"timestamp {value[:40]} has more than 6 decimals of a second")
+        try:
+            at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 shifted by its offset
+            raise BadRow(f"timestamp {value[:40]} is out of range") from None
     if not EARLIEST <= at <= now + FUTURE_SLACK:
         raise BadRow(f"timestamp {value[:40]} is out of range ({EARLIEST.year} to now)")
     return at
@@ -111,7 +120,7 @@ def amount(name: str, text: str, *, empty_is_zero: bool = False) -> int:
         raise BadRow(f"{name} {value[:40]} is negative")
     found = _DECIMAL.match(value)
     if not found or value == "." or not value:
-        raise BadRow(f"{name} {value[:40]!r} is not a decimal number (up to 13 digits, a point, 6)")
+        raise BadRow(f"{name} {value[:40]!r} is not a decimal number (up to 12 digits, a point, 6)")
     units, fraction = found.group(1), (found.group(2) or "").rstrip("0")
     if len(fraction) > 6:
         raise BadRow(f"{name} {value} has more than 6 decimals")

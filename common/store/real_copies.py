@@ -13,11 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common.domain import attribution, copy_config, real_copies
-from common.store import copy_configs, db, queries
+from common.store import checkpoints, copy_configs, db, queries
 
 SQL = queries.load("real_copy_fill")
 PAGE = 5_000
-RECENT = timedelta(hours=1)  # fills this young are paired again each run
 WINDOWS = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 Row = dict[str, Any]
 
@@ -61,46 +60,60 @@ def sync(conn: db.Conn, now: datetime) -> tuple[int, int]:
     return added, dropped
 
 
-def pair(conn: db.Conn, now: datetime) -> tuple[int, int]:
-    """Pairs the fills never looked at, and the recent ones again, a page per
-    transaction; returns (looked at, whose group changed)."""
-    looked = changed = 0
-    after = 0
-    while True:
-        rows = conn.execute(
-            SQL["to_pair"], {"recent": now - RECENT, "after": after, "limit": PAGE}
+PAIRING = "score.pairing"  # when pairing last ran: groups closed since may pair again
+PAIRING_MARGIN = timedelta(minutes=5)  # clocks and commits: look a little further back
+
+
+def _pair_rows(conn: db.Conn, rows: list[Row], now: datetime) -> int:
+    """Pairs `rows` (fills) with their leaders' closed groups and stores what changed;
+    returns how many fills' groups changed."""
+    fills = [real_copies.Fill(r["id"], r["asset_id"], r["side"], r["event_time"]) for r in rows]
+    leaders = sorted({r["leader_user_id"] for r in rows})
+    params = {
+        "leaders": leaders,
+        "assets": sorted({r["asset_id"] for r in rows}),
+        "lo": min(f.at for f in fills) - real_copies.PAIR_WITHIN,
+        "hi": max(f.at for f in fills),
+    }
+    groups: dict[int, list[real_copies.Group]] = {}
+    for g in conn.execute(SQL["candidate_groups"], params):
+        groups.setdefault(g["followed_user_id"], []).append(
+            real_copies.Group(g["id"], g["asset_id"], g["action"], g["window_start"])
+        )
+    found: dict[int, int | None] = {}
+    for leader in leaders:
+        mine = [f for f, r in zip(fills, rows, strict=True) if r["leader_user_id"] == leader]
+        found.update(real_copies.pair(mine, groups.get(leader, [])))
+    ids = list(found)
+    with conn.transaction():
+        result = conn.execute(
+            SQL["set_pairs"], {"ids": ids, "groups": [found[i] for i in ids], "now": now}
         ).fetchall()
-        if not rows:
-            return looked, changed
+        moved = [r["id"] for r in result if r["changed"]]
+        if moved:
+            conn.execute(SQL["forget_attribution"], {"ids": moved})
+            conn.execute(SQL["forget_scores"], {"ids": moved})
+    return len(moved)
+
+
+def pair(conn: db.Conn, now: datetime) -> tuple[int, int]:
+    """Pairs the fills never looked at (a page per transaction), then those a group
+    closed since the last run may pair with; returns (fills looked at for the first
+    time, fills whose group changed)."""
+    first = changed = 0
+    after = 0
+    while rows := conn.execute(SQL["to_pair"], {"after": after, "limit": PAGE}).fetchall():
         after = rows[-1]["id"]
-        fills = [real_copies.Fill(r["id"], r["asset_id"], r["side"], r["event_time"]) for r in rows]
-        leaders = sorted({r["leader_user_id"] for r in rows})
-        params = {
-            "leaders": leaders,
-            "assets": sorted({r["asset_id"] for r in rows}),
-            "lo": min(f.at for f in fills) - real_copies.PAIR_WITHIN,
-            "hi": max(f.at for f in fills),
-        }
-        groups: dict[int, list[real_copies.Group]] = {}
-        for g in conn.execute(SQL["candidate_groups"], params):
-            groups.setdefault(g["followed_user_id"], []).append(
-                real_copies.Group(g["id"], g["asset_id"], g["action"], g["window_start"])
-            )
-        found: dict[int, int | None] = {}
-        for leader in leaders:
-            mine = [f for f, r in zip(fills, rows, strict=True) if r["leader_user_id"] == leader]
-            found.update(real_copies.pair(mine, groups.get(leader, [])))
-        ids = list(found)
-        with conn.transaction():
-            result = conn.execute(
-                SQL["set_pairs"], {"ids": ids, "groups": [found[i] for i in ids], "now": now}
-            ).fetchall()
-            moved = [r["id"] for r in result if r["changed"]]
-            if moved:
-                conn.execute(SQL["forget_attribution"], {"ids": moved})
-                conn.execute(SQL["forget_scores"], {"ids": moved})
-        looked += len(rows)
-        changed += len(moved)
+        changed += _pair_rows(conn, rows, now)
+        first += len(rows)
+    last = checkpoints.read(conn, PAIRING)
+    start = last["cursor_time"] if last and last["cursor_time"] else now - real_copies.PAIR_WITHIN
+    since = start - PAIRING_MARGIN
+    again = conn.execute(SQL["to_pair_again"], {"since": since}).fetchall()
+    for i in range(0, len(again), PAGE):
+        changed += _pair_rows(conn, again[i : i + PAGE], now)
+    checkpoints.advance(conn, PAIRING, now, time=now)
+    return first, changed
 
 
 def _pages(conn: db.Conn, ids: list[int]) -> Iterable[list[Row]]:

@@ -3,13 +3,15 @@
 
 -- wallet_gone --
 -- Copy-wallet fills that are no longer a copy of their leader: reorged out, or the
--- wallet was unmarked or marked as another leader's copy (re-added below if so).
+-- wallet was unmarked, marked as another leader's copy (re-added below if so) or removed.
 DELETE FROM real_copy_fill r USING trade_event t, followed_user u
 WHERE r.source = 'WALLET' AND t.id = r.trade_event_id AND u.id = r.wallet_user_id
-  AND (t.reorg_state IS NOT NULL OR u.copy_of_user_id IS DISTINCT FROM r.leader_user_id);
+  AND (t.reorg_state IS NOT NULL OR u.copy_mode = 'REMOVED'
+       OR u.copy_of_user_id IS DISTINCT FROM r.leader_user_id);
 
 -- wallet_new --
--- The copy wallets' fills not yet real copy fills.
+-- The copy wallets' fills not yet real copy fills (one already imported from a CSV —
+-- same transaction, asset, side and size — is not added twice).
 INSERT INTO real_copy_fill (leader_user_id, source, source_key, trade_event_id,
     wallet_user_id, tx_hash, asset_id, side, price_micros, share_micros, fee_micros,
     event_time, added_at)
@@ -17,45 +19,68 @@ SELECT u.copy_of_user_id, 'WALLET', t.id::text, t.id, u.id, t.tx_hash, t.asset_i
        t.price_micros, t.share_micros, t.fee_micros, t.event_time, %(now)s
 FROM followed_user u
 JOIN trade_event t ON t.followed_user_id = u.id
-WHERE u.copy_of_user_id IS NOT NULL AND t.reorg_state IS NULL
+WHERE u.copy_of_user_id IS NOT NULL AND u.copy_mode <> 'REMOVED' AND t.reorg_state IS NULL
   AND NOT EXISTS (SELECT 1 FROM real_copy_fill r
-                  WHERE r.source = 'WALLET' AND r.source_key = t.id::text);
+                  WHERE r.source = 'WALLET' AND r.source_key = t.id::text)
+  AND NOT EXISTS (SELECT 1 FROM real_copy_fill c
+                  WHERE c.source = 'CSV' AND c.tx_hash = t.tx_hash AND c.asset_id = t.asset_id
+                    AND c.side = t.side AND c.share_micros = t.share_micros);
 
 -- import_rows --
 -- The imported rows in the temp table `import_real_copy_fill`, each fill once (a row
--- imported before is left as it is); returns those added.
+-- imported before, or a copy wallet's fill of the same transaction, asset, side and
+-- size, is left as it is); returns those added.
 INSERT INTO real_copy_fill (leader_user_id, source, source_key, import_file, import_line,
     tx_hash, asset_id, side, price_micros, share_micros, fee_micros, event_time, added_at)
-SELECT leader_user_id, 'CSV', source_key, import_file, import_line, tx_hash, asset_id, side,
-       price_micros, share_micros, fee_micros, event_time, added_at
-FROM import_real_copy_fill
+SELECT i.leader_user_id, 'CSV', i.source_key, i.import_file, i.import_line, i.tx_hash,
+       i.asset_id, i.side, i.price_micros, i.share_micros, i.fee_micros, i.event_time,
+       i.added_at
+FROM import_real_copy_fill i
+WHERE NOT EXISTS (SELECT 1 FROM real_copy_fill w
+                  WHERE w.source = 'WALLET' AND w.tx_hash = i.tx_hash
+                    AND w.asset_id = i.asset_id AND w.side = i.side
+                    AND w.share_micros = i.share_micros)
 ON CONFLICT (source, source_key) DO NOTHING
 RETURNING id;
 
 -- to_pair --
--- The fills to pair: never looked at, or recent (a leader fill seen late may yet
--- precede them), PAGE at a time by id.
+-- The fills never paired, PAGE at a time by id.
 SELECT id, leader_user_id, asset_id, side, event_time, copy_group_id
 FROM real_copy_fill
-WHERE (paired_at IS NULL OR event_time > %(recent)s) AND id > %(after)s
+WHERE paired_at IS NULL AND id > %(after)s
 ORDER BY id LIMIT %(limit)s;
 
+-- to_pair_again --
+-- The fills a group closed since `since` may pair with (its leader, asset and side,
+-- made up to 15 minutes after its first fill): a leader fill seen late may precede
+-- them more nearly than their pair, or be the first to precede them at all.
+SELECT DISTINCT f.id, f.leader_user_id, f.asset_id, f.side, f.event_time, f.copy_group_id
+FROM copy_group g
+JOIN real_copy_fill f ON f.leader_user_id = g.followed_user_id AND f.asset_id = g.asset_id
+  AND f.side = g.action
+  AND f.event_time BETWEEN g.window_start AND g.window_start + interval '15 minutes'
+WHERE g.closed_at > %(since)s AND g.state IN ('CLOSED', 'DONE')
+  AND g.action IN ('BUY', 'SELL') AND f.paired_at IS NOT NULL
+ORDER BY f.id;
+
 -- candidate_groups --
--- The leaders' BUY/SELL groups of these assets whose first fill is in [lo, hi].
+-- The leaders' closed BUY/SELL groups (their price is fixed; an open group's is not yet,
+-- and a closed one never turns VOID) of these assets whose first fill is in [lo, hi].
 SELECT id, followed_user_id, asset_id, action, window_start
 FROM copy_group
 WHERE followed_user_id = ANY(%(leaders)s::bigint[]) AND asset_id = ANY(%(assets)s::text[])
-  AND action IN ('BUY', 'SELL') AND state <> 'VOID'
+  AND action IN ('BUY', 'SELL') AND state IN ('CLOSED', 'DONE')
   AND window_start BETWEEN %(lo)s AND %(hi)s;
 
 -- set_pairs --
--- Stores each fill's group (NULL: unpaired) and when pairing looked; returns the fills
--- whose group changed (their attribution and score are then redone).
+-- Stores each fill's group (NULL: unpaired) and when pairing first looked, writing only
+-- what changed; returns the fills whose group changed (their attribution and score are
+-- then redone).
 WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(groups)s::bigint[]) AS v(id, g)),
 old AS (SELECT r.id, r.copy_group_id FROM real_copy_fill r JOIN v ON v.id = r.id)
-UPDATE real_copy_fill r SET copy_group_id = v.g, paired_at = %(now)s
+UPDATE real_copy_fill r SET copy_group_id = v.g, paired_at = coalesce(r.paired_at, %(now)s)
 FROM v JOIN old ON old.id = v.id
-WHERE r.id = v.id
+WHERE r.id = v.id AND (r.paired_at IS NULL OR r.copy_group_id IS DISTINCT FROM v.g)
 RETURNING r.id, old.copy_group_id IS DISTINCT FROM v.g AS changed;
 
 -- forget_attribution --
@@ -91,6 +116,7 @@ x AS (
 SELECT f.id, x.mark, x.marked_at, x.final
 FROM real_copy_fill f
 JOIN x ON x.asset_id = f.asset_id
+JOIN copy_group g ON g.id = f.copy_group_id AND g.their_price_micros IS NOT NULL
 LEFT JOIN real_copy_attribution c ON c.real_copy_fill_id = f.id
 WHERE f.copy_group_id IS NOT NULL AND x.mark IS NOT NULL
   AND (x.final OR x.marked_at >= %(fresh)s)
@@ -133,8 +159,9 @@ WHERE NOT real_copy_attribution.final;
 -- unscored --
 -- The paired fills with no score of version `v` yet.
 SELECT f.id FROM real_copy_fill f
+JOIN copy_group g ON g.id = f.copy_group_id AND g.their_price_micros IS NOT NULL
 LEFT JOIN real_copy_score s ON s.real_copy_fill_id = f.id AND s.version = %(v)s
-WHERE f.copy_group_id IS NOT NULL AND s.real_copy_fill_id IS NULL
+WHERE s.real_copy_fill_id IS NULL
 ORDER BY f.id;
 
 -- insert_scores --
@@ -199,6 +226,7 @@ WHERE a.portfolio_scope = 'EXEC_USER' AND a.followed_user_id = %(u)s
 GROUP BY 1 ORDER BY 1;
 
 -- copy_wallets --
--- The leaders' copy wallets: (leader, wallet user, label, wallet).
+-- The leaders' copy wallets (not removed): (leader, wallet user, label, wallet).
 SELECT u.copy_of_user_id AS leader, u.id, u.label, u.profile_wallet
-FROM followed_user u WHERE u.copy_of_user_id IS NOT NULL ORDER BY u.id;
+FROM followed_user u
+WHERE u.copy_of_user_id IS NOT NULL AND u.copy_mode <> 'REMOVED' ORDER BY u.id;

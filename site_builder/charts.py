@@ -261,7 +261,10 @@ def waterfall(
             xytext=(0, 2 if h >= 0 else -2), textcoords="offset points",
         )  # fmt: skip
     ax.axhline(0, color=MUTED, linewidth=0.8)
-    ax.margins(y=0.15)  # room for the amounts above and below the bars
+    tops = [b + h for b, h in zip(bottoms, heights, strict=True)] + bottoms
+    lo, hi = min(0.0, *tops), max(0.0, *tops)
+    pad = (hi - lo) * 0.18 or 1.0  # room for the amounts above and below the bars
+    ax.set_ylim(lo - (pad if lo < 0 else 0.0), hi + pad)
     ax.set_xticks(list(xs), labels, rotation=25, ha="right", parse_math=False, fontsize=8)
     ax.yaxis.set_major_formatter(_dollar_formatter(ax))
     ax.grid(False, axis="x")

@@ -134,6 +134,10 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         "reasons": site.chart(f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)),
     }
     if (real := u.real) is not None:
+        month = u.retention["30d"]
+        pngs["sim_waterfall"] = site.chart(
+            f"{base}-sim-waterfall", month, lambda: real_copy.sim_waterfall_chart(month)
+        )
         pngs["real_waterfall"] = site.chart(
             f"{base}-real-waterfall", real.retention["30d"], lambda: real_copy.waterfall_chart(real)
         )

@@ -355,3 +355,52 @@ def load(conn: db.Conn) -> list[int]:
         _positions_and_rollups(conn, users)
         _operations(conn)
     return users
+
+
+COPY_WALLET = "0x" + "99" * 20
+
+
+def add_real_copy(conn: db.Conn, leader: int) -> int:
+    """The admin's copy wallet of `leader` ("my copy"): one fill 6 s after each of the
+    leader's BUY/SELL groups (0.01 worse than their price, 3 shares, fee 0.001), and one
+    that no group precedes; every asset freshly marked at 0.60 (so the score job can
+    attribute the pairs). Returns the wallet's user id."""
+    mine = _one(
+        conn,
+        """INSERT INTO followed_user (label, profile_wallet, followed_at, seeded_at,
+               copy_of_user_id, created_at, updated_at)
+           VALUES ('my copy', %(w)s, %(t)s, %(t)s, %(l)s, %(t)s, %(t)s) RETURNING id""",
+        {"w": COPY_WALLET, "t": NOW - timedelta(days=3), "l": leader},
+    )
+    conn.execute(
+        "INSERT INTO followed_user_proxy_wallet (followed_user_id, wallet) VALUES (%s, %s)",
+        (mine, COPY_WALLET),
+    )
+    groups = conn.execute(
+        "SELECT asset_id, action, window_start, their_price_micros FROM copy_group"
+        " WHERE followed_user_id = %s AND action IN ('BUY', 'SELL') ORDER BY id",
+        (leader,),
+    ).fetchall()
+    stray = {**groups[0], "window_start": NOW - timedelta(days=2)}
+    for n, g in enumerate([*groups, stray]):
+        price = g["their_price_micros"] + (10_000 if g["action"] == "BUY" else -10_000)
+        conn.execute(
+            """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, asset_id,
+                   side, price_micros, share_micros, usdc_notional_micros, fee_micros,
+                   event_time, detect_time)
+               VALUES ('DATA_API', %s, %s, %s, %s, %s, %s, 3000000, %s, 1000, %s, %s)""",
+            (
+                f"copy-{n}", mine, COPY_WALLET, g["asset_id"], g["action"], price, 3 * price,
+                g["window_start"] + timedelta(seconds=6), NOW,
+            ),
+        )  # fmt: skip
+    for pair in ASSETS.values():
+        for asset in pair:
+            conn.execute(
+                "INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,"
+                " observed_at) VALUES (%s, date_bin('30 seconds', %s::timestamptz, 'epoch'),"
+                " 600000, 'MIDPOINT', %s) ON CONFLICT (asset_id, bucket) DO UPDATE"
+                " SET mid_micros = EXCLUDED.mid_micros, observed_at = EXCLUDED.observed_at",
+                (asset, NOW, NOW),
+            )
+    return int(mine)

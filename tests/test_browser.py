@@ -8,6 +8,7 @@ Full-page screenshots go to $OCULUS_SCREENSHOTS (or a pytest temp dir) for a per
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import functools
@@ -33,7 +34,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions, ui
 
+from common.runtime import jobs, settings
 from common.store import db
+from functions import score
 from site_builder import build
 from tests import site_data, web
 
@@ -58,8 +61,13 @@ PAGES = {
     "leaders": ("/leaders.html", "Leaders", {"Leaders"}),
     "users": ("/users.html", "Followed users", {"Followed users"}),
     "user-1": ("/users/1.html", "alpha", {"Rates", "Trade feed", "Skip reasons"}),
-    "user-2": ("/users/2.html", "Ann <b>&amp;</b> co", {"Rates", "Trade feed"}),
+    "user-2": (
+        "/users/2.html",
+        "Ann <b>&amp;</b> co",
+        {"Rates", "Trade feed", "Simulated vs real copy", "Unpaired copy fills"},
+    ),
     "user-3": ("/users/3.html", "gamma", {"Rates", "Trade feed"}),
+    "user-4": ("/users/4.html", "my copy", {"Trade feed"}),  # the copy wallet of user 2
     "portfolio": ("/portfolio.html", "Global portfolio", {"Open positions", "Exposure by user"}),
     "trades": ("/trades.html", "Trades & copy attempts", {"Copy attempts", "Detected trades"}),
     "markets": ("/markets.html", "Markets", {"Markets"}),
@@ -70,7 +78,8 @@ PAGES = {
     "status": ("/status.html", "System status", {"Jobs", "Failed items", "Quarantine"}),
 }
 CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
-CHARTS |= {f"user-{i}": 6 for i in (1, 2, 3)}
+CHARTS |= {f"user-{i}": 6 for i in (1, 2, 3, 4)}
+CHARTS["user-2"] += 4  # both copies' waterfalls (the simulated one again, beside) and curves
 
 # Every table on the page, named by the nearest heading before it, with its data rows
 # (not the "nothing yet" row).
@@ -224,6 +233,11 @@ def browser(
     ):
         users = site_data.load(conn)
         assert users == [1, 2, 3]
+        assert site_data.add_real_copy(conn, users[1]) == 4
+        score_ctx = jobs.Context(
+            args=argparse.Namespace(), settings=settings.get(), clock=lambda: site_data.NOW
+        )
+        score.run_once(conn, score_ctx)
         builder = build.Builder(tmp / "public", clock=lambda: site_data.NOW)
         assert not builder.build_all(conn).failed
         with web.running_stack(url, tmp, site=None) as stack:
@@ -420,7 +434,8 @@ def test_the_trades_filter_by_user_is_kept_in_the_url(session: Browser) -> None:
     session.open("/trades.html")
     everything = filter_state(session)
     assert all(r["shown"] for r in everything["rows"])
-    assert {r["user"] for r in everything["rows"]} == {str(u) for u in session.users}
+    # the copy wallet (4) is followed too: its fills are listed, never copied
+    assert {r["user"] for r in everything["rows"]} == {str(u) for u in [*session.users, 4]}
 
     def choose() -> None:
         select = session.driver.find_element(By.CSS_SELECTOR, "form.filters select[name=user]")

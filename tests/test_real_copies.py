@@ -255,51 +255,18 @@ def test_a_hundred_thousand_rows_import_and_pair(conn: db.Conn, tmp_path: Path) 
     assert (s.paired, s.unpaired, s.pending) == (90_001, 9_999, 0)
 
 
-def copy_wallet(conn: db.Conn, leader: int) -> int:
-    """A copy wallet of `leader` with one fill 6 s after each of the leader's groups
-    (price 0.01 worse), and one fill no group precedes; returns its id."""
-    wallet = "0x" + "99" * 20
-    mine = users.add(conn, wallet, "my copy", [], NOW - timedelta(days=3), copy_of=leader)
-    conn.execute(
-        "UPDATE followed_user SET seeded_at = %s WHERE id = %s", (NOW - timedelta(days=3), mine)
-    )
-    lead = leader_groups(conn, leader)
-    extra = [{**lead[0], "window_start": NOW - timedelta(days=2)}]
-    for n, g in enumerate(lead + extra):
-        price = int(g["their_price_micros"]) + (10_000 if g["action"] == "BUY" else -10_000)  # type: ignore[call-overload]
-        conn.execute(
-            """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, asset_id,
-                   side, price_micros, share_micros, usdc_notional_micros, fee_micros,
-                   event_time, detect_time)
-               VALUES ('DATA_API', %s, %s, %s, %s, %s, %s, 3000000, %s, 1000, %s, %s)""",
-            (
-                f"copy-{n}", mine, wallet, g["asset_id"], g["action"], price, 3 * price,
-                g["window_start"] + timedelta(seconds=6), NOW,  # type: ignore[operator]
-            ),
-        )  # fmt: skip
-    return mine
-
-
 def test_a_copy_wallet_s_fills_are_not_grouped_but_paired_attributed_and_scored(
     conn: db.Conn,
 ) -> None:
     ids = site_data.load(conn)
     leader = ids[1]
-    mine = copy_wallet(conn, leader)
+    mine = site_data.add_real_copy(conn, leader)
     groups.assign(conn, NOW, copy_configs.load(conn))
     states = conn.execute(
         "SELECT DISTINCT group_state FROM trade_event WHERE followed_user_id = %s", (mine,)
     ).fetchall()
     assert [r["group_state"] for r in states] == ["NOT_COPIED"]
     lead = leader_groups(conn, leader)
-    for pair in site_data.ASSETS.values():  # fresh marks: 0.60 everywhere
-        for a in pair:
-            conn.execute(
-                "INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,"
-                " observed_at) VALUES (%s, date_bin('30 seconds', %s::timestamptz, 'epoch'),"
-                " 600000, 'MIDPOINT', %s)",
-                (a, NOW, NOW),
-            )
     got = run_score(conn, NOW)
     assert got["real_added"] == len(lead) + 1 and got["real_paired"] == len(lead) + 1
     assert got["real_attributed"] == len(lead) == got["real_scored"]
@@ -370,15 +337,7 @@ def test_the_leader_page_shows_simulated_vs_real_and_the_unpaired_fills(
 
     ids = site_data.load(conn)
     leader = ids[1]
-    mine = copy_wallet(conn, leader)
-    for pair in site_data.ASSETS.values():
-        for a in pair:
-            conn.execute(
-                "INSERT INTO market_price_snapshot (asset_id, bucket, mid_micros, price_source,"
-                " observed_at) VALUES (%s, date_bin('30 seconds', %s::timestamptz, 'epoch'),"
-                " 600000, 'MIDPOINT', %s)",
-                (a, NOW, NOW),
-            )
+    mine = site_data.add_real_copy(conn, leader)
     run_score(conn, NOW)
     out = tmp_path / "site"
     done = build.Builder(out, clock=lambda: NOW).build_all(conn)

@@ -200,13 +200,20 @@ def ratio(numerator: int | None, denominator: int | None) -> float | None:
     return numerator / denominator
 
 
-def retention_chart(r: attribution.Retention, whose: str, unit: str = "attempts") -> bytes:
+def retention_chart(
+    r: attribution.Retention,
+    whose: str,
+    unit: str = "attempts",
+    size: tuple[float, float] = charts.WIDE,
+) -> bytes:
     """The waterfall ideal → sizing → skips by reason → unfilled → latency → slippage →
     fees → exec of one retention window (SPEC §10), in USD."""
     ratio = "n/a" if r.ratio is None else f"{r.ratio:.0%}"
+    title = f"{whose}, {r.window}: {r.n} {unit}, retention {ratio}"
     return charts.waterfall(
-        f"Where the alpha went: {whose}, {r.window} ({r.n} {unit}, retention {ratio})",
+        f"Where the alpha went: {title}" if size == charts.WIDE else title.capitalize(),
         ("ideal", r.ideal / 1e6),
         [(label, v / 1e6) for label, v in r.steps()],
         ("exec", r.exec / 1e6),
+        size=size,
     )

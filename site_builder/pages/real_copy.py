@@ -57,12 +57,20 @@ def copy_of(conn: db.Conn, user_id: int) -> Row | None:
 
 
 def waterfall_chart(real: RealCopy) -> bytes:
-    return common.retention_chart(real.retention["30d"], "real copy", "fills")
+    """The real copy's waterfall, half width (beside the simulated one)."""
+    return common.retention_chart(real.retention["30d"], "real copy", "fills", charts.HALF)
+
+
+def sim_waterfall_chart(retention: attribution.Retention) -> bytes:
+    """The simulated copy's waterfall at half width, beside the real one."""
+    return common.retention_chart(retention, "simulated copy", size=charts.HALF)
 
 
 def curve_chart(real: RealCopy, which: str) -> bytes:
     """The cumulative ideal vs executed PnL of the simulated ("sim") or real copy."""
     points = real.curves[which]
+    if points:  # from zero, an hour before the first point (the sums start there)
+        points = [(points[0][0] - timedelta(hours=1), 0, 0), *points]
     times = [t for t, _, _ in points]
     name = {"sim": "simulated", "real": "real"}[which]
     return charts.lines(

@@ -85,3 +85,24 @@ CREATE TABLE real_copy_score (
     scored_at         timestamptz NOT NULL,
     PRIMARY KEY (real_copy_fill_id, version)
 );
+
+-- The mark X of an asset for attribution (SPEC §10), one rule for the simulated and the
+-- real copies' rows: its payout once its market resolved (final), else its newest stored
+-- mid and when that was observed (the caller decides whether it is fresh enough).
+-- Plain SQL, so the planner inlines it into the caller's query.
+CREATE FUNCTION asset_mark(asset text)
+RETURNS TABLE (mark bigint, marked_at timestamptz, final boolean)
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(r.payout_micros, m.mid_micros), coalesce(r.resolved_at, m.observed_at),
+         r.payout_micros IS NOT NULL
+  FROM (SELECT) one
+  LEFT JOIN LATERAL (
+    SELECT o.payout_micros, k.resolved_at FROM outcome_asset o
+    JOIN market k ON k.condition_id = o.condition_id
+    WHERE o.asset_id = asset AND o.payout_micros IS NOT NULL AND k.resolved_at IS NOT NULL
+  ) r ON true
+  LEFT JOIN LATERAL (
+    SELECT p.mid_micros, p.observed_at FROM market_price_snapshot p
+    WHERE p.asset_id = asset ORDER BY p.bucket DESC LIMIT 1
+  ) m ON true
+$$;

@@ -346,6 +346,7 @@ def test_the_leader_page_shows_simulated_vs_real_and_the_unpaired_fills(
     n = len(leader_groups(conn, leader))
     assert "Simulated vs real copy" in page and f"{n} real fills paired" in page
     assert "1 unpaired" in page and "Unpaired copy fills" in page
+    assert "no group within 15 min" in page and "before this leader was followed" not in page
     ret = store.retention(conn, NOW, leader)["30d"]
     assert f"${abs(ret.ideal) / 1e6:,.2f}" in page and f"${abs(ret.exec) / 1e6:,.2f}" in page
     for chart in ("real-waterfall", "sim-curve", "real-curve"):

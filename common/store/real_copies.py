@@ -204,6 +204,7 @@ def retention(conn: db.Conn, now: datetime, leader: int) -> dict[str, attributio
 class Summary:
     paired: int
     unpaired: int
+    before_follow: int  # of the unpaired: made before the leader was seeded
     pending: int
     wallet: int
     csv: int

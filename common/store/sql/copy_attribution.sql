@@ -20,28 +20,17 @@ WHERE x.id = a.id AND a.ideal_share_micros IS NULL;
 
 -- due --
 -- The ids of the BUY/SELL attempts whose attribution is missing, or
--- not final and marked at another price than the asset's mark now, with that mark X:
--- the payout once the market resolved (final), else the newest stored mark if it was
--- observed since `fresh` (an older one is no mark: the row waits). Ordered by id.
+-- not final and marked at another price than the asset's mark now, with that mark X
+-- (the function `asset_mark`, migration 0019): the payout once the market resolved
+-- (final), else the newest stored mark if it was observed since `fresh` (an older one
+-- is no mark: the row waits). Ordered by id.
 WITH assets AS (
   SELECT DISTINCT a.asset_id FROM copy_attempt a
   LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
   WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL
     AND (c.copy_attempt_id IS NULL OR NOT c.final)),
 x AS (
-  SELECT s.asset_id,
-         coalesce(r.payout_micros, m.mid_micros) AS mark,
-         coalesce(r.resolved_at, m.observed_at) AS marked_at,
-         r.payout_micros IS NOT NULL AS final
-  FROM assets s
-  LEFT JOIN LATERAL (
-    SELECT o.payout_micros, k.resolved_at FROM outcome_asset o
-    JOIN market k ON k.condition_id = o.condition_id
-    WHERE o.asset_id = s.asset_id AND o.payout_micros IS NOT NULL
-      AND k.resolved_at IS NOT NULL) r ON true
-  LEFT JOIN LATERAL (
-    SELECT p.mid_micros, p.observed_at FROM market_price_snapshot p
-    WHERE p.asset_id = s.asset_id ORDER BY p.bucket DESC LIMIT 1) m ON true)
+  SELECT s.asset_id, k.* FROM assets s CROSS JOIN LATERAL asset_mark(s.asset_id) k)
 SELECT a.id, x.mark, x.marked_at, x.final
 FROM copy_attempt a
 JOIN x ON x.asset_id = a.asset_id

@@ -93,26 +93,15 @@ DELETE FROM real_copy_score WHERE real_copy_fill_id = ANY(%(ids)s::bigint[]);
 
 -- due --
 -- The paired fills whose attribution is missing, or not final and marked at another
--- price than the asset's mark now, with that mark X (as copy_attribution's `due`: the
--- payout once resolved, else the newest stored mark observed since `fresh`).
+-- price than the asset's mark now, with that mark X (the function `asset_mark`, as in
+-- copy_attribution's `due`: the payout once resolved, else the newest stored mark if
+-- observed since `fresh`).
 WITH assets AS (
   SELECT DISTINCT r.asset_id FROM real_copy_fill r
   LEFT JOIN real_copy_attribution c ON c.real_copy_fill_id = r.id
   WHERE r.copy_group_id IS NOT NULL AND (c.real_copy_fill_id IS NULL OR NOT c.final)),
 x AS (
-  SELECT s.asset_id,
-         coalesce(r.payout_micros, m.mid_micros) AS mark,
-         coalesce(r.resolved_at, m.observed_at) AS marked_at,
-         r.payout_micros IS NOT NULL AS final
-  FROM assets s
-  LEFT JOIN LATERAL (
-    SELECT o.payout_micros, k.resolved_at FROM outcome_asset o
-    JOIN market k ON k.condition_id = o.condition_id
-    WHERE o.asset_id = s.asset_id AND o.payout_micros IS NOT NULL
-      AND k.resolved_at IS NOT NULL) r ON true
-  LEFT JOIN LATERAL (
-    SELECT p.mid_micros, p.observed_at FROM market_price_snapshot p
-    WHERE p.asset_id = s.asset_id ORDER BY p.bucket DESC LIMIT 1) m ON true)
+  SELECT s.asset_id, k.* FROM assets s CROSS JOIN LATERAL asset_mark(s.asset_id) k)
 SELECT f.id, x.mark, x.marked_at, x.final
 FROM real_copy_fill f
 JOIN x ON x.asset_id = f.asset_id
@@ -186,26 +175,37 @@ LEFT JOIN real_copy_attribution c ON c.real_copy_fill_id = f.id
 GROUP BY w.span;
 
 -- counts --
--- A leader's real copy fills: paired, unpaired, not looked at yet; the fills' sources;
--- and the median score of the pairs (version `v`, those with a book).
-SELECT count(*) FILTER (WHERE copy_group_id IS NOT NULL) AS paired,
-       count(*) FILTER (WHERE paired_at IS NOT NULL AND copy_group_id IS NULL) AS unpaired,
-       count(*) FILTER (WHERE paired_at IS NULL) AS pending,
-       count(*) FILTER (WHERE source = 'WALLET') AS wallet,
-       count(*) FILTER (WHERE source = 'CSV') AS csv,
+-- A leader's real copy fills: paired, unpaired (and of those, made before the leader was
+-- seeded: no group existed then), not looked at yet; the fills' sources; and the median
+-- score of the pairs (version `v`, those with a book).
+SELECT count(*) FILTER (WHERE f.copy_group_id IS NOT NULL) AS paired,
+       count(*) FILTER (WHERE f.paired_at IS NOT NULL AND f.copy_group_id IS NULL) AS unpaired,
+       count(*) FILTER (WHERE f.paired_at IS NOT NULL AND f.copy_group_id IS NULL
+                          AND (l.seeded_at IS NULL OR f.event_time < l.seeded_at))
+         AS before_follow,
+       count(*) FILTER (WHERE f.paired_at IS NULL) AS pending,
+       count(*) FILTER (WHERE f.source = 'WALLET') AS wallet,
+       count(*) FILTER (WHERE f.source = 'CSV') AS csv,
        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY s.total_cpts)
         FROM real_copy_score s JOIN real_copy_fill x ON x.id = s.real_copy_fill_id
         WHERE x.leader_user_id = %(u)s AND s.version = %(v)s AND s.total_cpts IS NOT NULL)
          AS median_score_cpts
-FROM real_copy_fill WHERE leader_user_id = %(u)s;
+FROM real_copy_fill f JOIN followed_user l ON l.id = f.leader_user_id
+WHERE f.leader_user_id = %(u)s;
 
 -- unpaired --
--- A leader's newest real copy fills that paired with no group.
-SELECT id, source, import_file, import_line, tx_hash, asset_id, side, price_micros,
-       share_micros, fee_micros, event_time
-FROM real_copy_fill
-WHERE leader_user_id = %(u)s AND paired_at IS NOT NULL AND copy_group_id IS NULL
-ORDER BY event_time DESC, id DESC LIMIT %(limit)s;
+-- A leader's newest real copy fills that paired with no group, with their market and
+-- whether they were made before the leader was seeded (no group existed then).
+SELECT f.id, f.source, f.import_file, f.import_line, f.tx_hash, f.asset_id, f.side,
+       f.price_micros, f.share_micros, f.fee_micros, f.event_time, o.outcome,
+       m.condition_id, m.question,
+       (l.seeded_at IS NULL OR f.event_time < l.seeded_at) AS before_follow
+FROM real_copy_fill f
+JOIN followed_user l ON l.id = f.leader_user_id
+LEFT JOIN outcome_asset o ON o.asset_id = f.asset_id
+LEFT JOIN market m ON m.condition_id = o.condition_id
+WHERE f.leader_user_id = %(u)s AND f.paired_at IS NOT NULL AND f.copy_group_id IS NULL
+ORDER BY f.event_time DESC, f.id DESC LIMIT %(limit)s;
 
 -- real_hourly --
 -- A leader's real pairs by the hour of their fill: Σ ideal and Σ exec at today's marks.

@@ -54,8 +54,11 @@ def pct(value: float | None, digits: int = 1, signed: bool = False) -> str:
     """0.1234 → "12.3%"."""
     if value is None:
         return "–"
+    shown = f"{value * 100:.{digits}f}"
+    if float(shown) == 0:  # -0.001 % shown to two places is 0.00 %, not −0.00 %
+        return f"{abs(float(shown)):.{digits}f}%"
     sign = "+" if signed and value > 0 else ""
-    return f"{sign}{value * 100:.{digits}f}%".replace("-", "−")
+    return f"{sign}{shown}%".replace("-", "−")
 
 
 def plain(value: float | int) -> str:

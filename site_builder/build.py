@@ -39,7 +39,7 @@ def build_page(
     built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
     if built is None:
         return False
-    context = {"refresh": page.refresh, **built, "nav": page.nav}
+    context = {"refresh": page.refresh, **built, "nav": page.nav, "stale_s": stale_after_s}
     site.page(page.path(arg), page.template, **context)
     return True
 

@@ -117,8 +117,24 @@ def _dollar_formatter(ax: Axes, axis: str = "y") -> FuncFormatter:
     return FuncFormatter(fmt)
 
 
+def _percent_formatter(ax: Axes) -> FuncFormatter:
+    """Percentages with two decimals on a narrow axis (a 0.3 % drawdown must not read
+    "-0.0%" on every tick), one otherwise."""
+
+    def fmt(value: float, _: object = None) -> str:
+        low, high = ax.get_ylim()
+        digits = 2 if abs(high - low) < 0.05 else 1
+        text = f"{value * 100:.{digits}f}"
+        return ("0." + "0" * digits if float(text) == 0 else text).replace("-", "−") + "%"
+
+    return FuncFormatter(fmt)
+
+
 def _percent(value: float, _: object = None) -> str:
     return f"{value * 100:.1f}%"
+
+
+MIN_SPAN = 0.005  # an equity axis spans at least 0.5 % of its level (and $1)
 
 
 def lines(
@@ -129,9 +145,11 @@ def lines(
     size: tuple[float, float] = WIDE,
     zero: bool = False,
     fill_below: bool = False,
+    until: datetime | None = None,
 ) -> bytes:
-    """Time series on one axis (unit "usd" or "ratio")."""
-    fig, ax = _figure(size, (0.95, 0.45, 0.15, 0.35))
+    """Time series on one axis (unit "usd" or "ratio"), from the first point to `until`
+    (the page's time: the axis ends at now, never in the future) or the last point."""
+    fig, ax = _figure(size, (0.95, 0.45, 0.45, 0.35))
     drawn = [s for s in series if len(s.times) > 0]
     if not drawn:
         _empty(ax, title)
@@ -149,20 +167,39 @@ def lines(
             ax.fill_between(times, s.values, 0, where=below, color=LOSS, alpha=0.15, lw=0)
     if zero:
         ax.axhline(0, color=MUTED, linewidth=0.8)
-    ax.yaxis.set_major_formatter(
-        FuncFormatter(_percent) if unit == "ratio" else _dollar_formatter(ax)
-    )
+    if unit == "ratio":
+        ax.yaxis.set_major_formatter(_percent_formatter(ax))
+    else:
+        _min_span(ax, [v for s in drawn for v in s.values], zero)
+        ax.yaxis.set_major_formatter(_dollar_formatter(ax))
     first = min(min(s.times) for s in drawn)
     last = max(max(s.times) for s in drawn)
-    if last - first < timedelta(minutes=30):  # a new portfolio: show half an hour, not years
-        pad = timedelta(minutes=15)
-        ax.set_xlim(_num(first - pad), _num(last + pad))
+    end = max(last, until) if until is not None else last
+    if end - first < timedelta(minutes=30):  # a new portfolio: show half an hour, not years
+        ax.set_xlim(_num(end - timedelta(minutes=30)), _num(end))
+    else:
+        ax.set_xlim(_num(first), _num(end))
     locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     if len(drawn) > 1 or drawn[0].label:
         ax.legend(loc="upper left", frameon=False, ncols=len(drawn))
+    if until is not None:  # the picture's own "as of" (a chart may be kept a while)
+        fig.text(0.995, 0.01, f"as of {until:%Y-%m-%d %H:%M} UTC", ha="right", va="bottom",
+                 fontsize=7, color=MUTED)  # fmt: skip
     return _png(fig)
+
+
+def _min_span(ax: Axes, values: list[float], zero: bool) -> None:
+    """Widens a dollar axis to at least MIN_SPAN of its level and $1, so a $2 move on
+    $10,000 does not fill the plot (an axis that shows zero is left as drawn)."""
+    if not values or zero:
+        return
+    low, high = min(values), max(values)
+    want = max(abs(high) * MIN_SPAN, abs(low) * MIN_SPAN, 1.0)
+    if high - low < want:
+        middle = (high + low) / 2
+        ax.set_ylim(middle - want * 0.6, middle + want * 0.6)
 
 
 def histogram(

@@ -142,10 +142,14 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
             f"{base}-real-waterfall", real.retention["30d"], lambda: real_copy.waterfall_chart(real)
         )
         pngs["sim_curve"] = site.chart(
-            f"{base}-sim-curve", real.curves["sim"], lambda: real_copy.curve_chart(real, "sim")
+            f"{base}-sim-curve",
+            real.curves["sim"],
+            lambda: real_copy.curve_chart(real, "sim", u.frame.now),
         )
         pngs["real_curve"] = site.chart(
-            f"{base}-real-curve", real.curves["real"], lambda: real_copy.curve_chart(real, "real")
+            f"{base}-real-curve",
+            real.curves["real"],
+            lambda: real_copy.curve_chart(real, "real", u.frame.now),
         )
     return {"c": u, "png": pngs}
 

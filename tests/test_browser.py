@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -694,3 +695,60 @@ def test_the_leaders_table_sorts_by_a_clicked_column_and_keeps_it_on_reload(
     name.click()
     assert [v.lower() for v in session.js(COLUMN_JS, 2)] == sorted(v.lower() for v in labels)
     assert errors(session.console()) == []
+
+
+# -- phones and freshness ---------------------------------------------------------------
+
+
+def test_every_page_fits_a_phone_with_the_nav_wrapped(session: Browser) -> None:
+    """At 390 px nothing is wider than the screen: the nav wraps, tables scroll inside
+    their own box, charts take the full width."""
+    session.driver.set_window_size(390, 844)
+    try:
+        width = session.js("return window.innerWidth")
+        for page, (path, _, _) in PAGES.items():
+            session.open(path)
+            overflow = session.js("return document.documentElement.scrollWidth")
+            assert overflow <= width, f"{page}: {overflow} px wide on a {width} px screen"
+            nav = session.js("const r = document.querySelector('header.top nav')"
+                             ".getBoundingClientRect(); return [r.left, r.right]")  # fmt: skip
+            assert nav[0] >= 0 and nav[1] <= width, f"{page}: the nav spills out ({nav})"
+            for img in session.js(IMAGES_JS):
+                assert img["w"] >= width * 0.8, f"{page}: a chart is not full width ({img})"
+        screenshot(session, "phone-user-2")
+    finally:
+        session.driver.set_window_size(1600, 1000)
+
+
+def test_a_stale_build_turns_amber_then_red_and_its_live_tags_say_stale(
+    session: Browser,
+) -> None:
+    real_now = datetime.now(UTC)
+    for job in ("poll", "snapshot"):  # the data is fresh: only the build's age counts
+        session.conn.execute(
+            "INSERT INTO job_run (job, started_at, finished_at, status) VALUES (%s, %s, %s, 'OK')",
+            (job, real_now - timedelta(seconds=2), real_now - timedelta(seconds=1)),
+        )
+    states = {}
+    for label, age_s in (("fresh", 1), ("amber", 150), ("red", 600)):
+        built_at = real_now - timedelta(seconds=age_s)
+        assert build.build_page(session.conn, session.builder.site, "config", built_at, 180.0)
+        session.open(f"/config.html?built={age_s}")  # not the browser's cached copy
+        states[label] = session.js(
+            "return [document.body.className, document.getElementById('stale').hidden,"
+            " document.querySelector('[data-live]')?.textContent]"
+        )
+    assert states["fresh"][0] == "" and states["fresh"][1] is True
+    assert states["fresh"][2] == "ACTIVE"
+    assert states["amber"][0] == "stale-amber" and states["amber"][1] is False
+    assert states["amber"][2] == "ACTIVE"  # amber: a warning; the indicators hold
+    assert states["red"][0] == "stale-red" and states["red"][2] == "stale"
+    assert "site builder may be down" in session.js(
+        "return document.getElementById('stale').textContent"
+    )
+    assert errors(session.console()) == []  # the favicon is there: no 404
+    session.conn.execute(
+        "DELETE FROM job_run WHERE started_at > %s", (real_now - timedelta(minutes=1),)
+    )
+    # the config page as the other tests see it: built at the dataset's time again
+    assert build.build_page(session.conn, session.builder.site, "config", site_data.NOW, 180.0)

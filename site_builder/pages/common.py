@@ -19,20 +19,38 @@ MINUTE_RESOLUTION = timedelta(hours=24)
 class Frame:
     """What every page's header and footer show."""
 
-    now: datetime
+    now: datetime  # when the page was built
     paused: bool
     pause_reason: str | None
     user_count: int
+    data_at: datetime | None  # its data is as of this: the older of the last poll and snapshot
+
+
+# The data's "as of": the last poll (fills in) and the last snapshot (portfolios valued)
+# that ended well, the older of the two; each the newest OK run of its job (an index
+# walk from the newest run).
+_FRAME = """
+SELECT c.paused, c.reason,
+       (SELECT count(*) FROM followed_user WHERE copy_mode <> 'REMOVED') AS users,
+       (SELECT finished_at FROM job_run WHERE job = 'poll' AND status = 'OK'
+        ORDER BY started_at DESC LIMIT 1) AS poll_at,
+       (SELECT finished_at FROM job_run WHERE job = 'snapshot' AND status = 'OK'
+        ORDER BY started_at DESC LIMIT 1) AS snapshot_at
+FROM system_control c WHERE c.id = 1
+"""
 
 
 def frame(conn: db.Conn, now: datetime) -> Frame:
-    row = conn.execute(
-        """SELECT c.paused, c.reason,
-                  (SELECT count(*) FROM followed_user WHERE copy_mode <> 'REMOVED') AS users
-           FROM system_control c WHERE c.id = 1"""
-    ).fetchone()
+    row = conn.execute(_FRAME).fetchone()
     assert row is not None
-    return Frame(now=now, paused=row["paused"], pause_reason=row["reason"], user_count=row["users"])
+    seen = [t for t in (row["poll_at"], row["snapshot_at"]) if t is not None]
+    return Frame(
+        now=now,
+        paused=row["paused"],
+        pause_reason=row["reason"],
+        user_count=row["users"],
+        data_at=min(seen) if len(seen) == 2 else None,
+    )
 
 
 # The hourly points are fetched by exact bucket (an index probe each) and the last 24 h by

@@ -178,6 +178,7 @@ def equity_chart(ctx: OverviewContext) -> bytes:
                 dashed=True,
             ),
         ],
+        until=ctx.frame.now,
     )
 
 

@@ -156,6 +156,7 @@ def drawdown_chart(ctx: PortfolioContext) -> bytes:
         [charts.Series("", [t for t, _ in points], [v for _, v in points], color=charts.LOSS)],
         unit="ratio",
         fill_below=True,
+        until=ctx.frame.now,
     )
 
 

@@ -66,7 +66,7 @@ def sim_waterfall_chart(retention: attribution.Retention) -> bytes:
     return common.retention_chart(retention, "simulated copy", size=charts.HALF)
 
 
-def curve_chart(real: RealCopy, which: str) -> bytes:
+def curve_chart(real: RealCopy, which: str, until: datetime) -> bytes:
     """The cumulative ideal vs executed PnL of the simulated ("sim") or real copy."""
     points = real.curves[which]
     if points:  # from zero, an hour before the first point (the sums start there)
@@ -82,4 +82,5 @@ def curve_chart(real: RealCopy, which: str) -> bytes:
         ],
         zero=True,
         size=charts.HALF,
+        until=until,
     )  # fmt: skip

@@ -289,6 +289,7 @@ def equity_chart(ctx: UserContext) -> bytes:
                 "ideal copy", c.ideal_times, c.ideal_equity, color=charts.SHADOW, dashed=True
             ),
         ],
+        until=ctx.frame.now,
     )
 
 
@@ -300,6 +301,7 @@ def gap_chart(ctx: UserContext) -> bytes:
         zero=True,
         fill_below=True,
         size=charts.HALF,
+        until=ctx.frame.now,
     )
 
 

@@ -222,9 +222,41 @@ function setupSort() {
   }
 }
 
+// Freshness: a page whose figures are older than data-amber-s (its build, or its data:
+// the older of the last poll and snapshot) turns amber, past data-red-s red, and its live
+// indicators ("connected", "ready", "ACTIVE") say stale: a dead builder or job cannot
+// leave a page green.
+function checkFreshness() {
+  const body = document.body;
+  const built = Date.parse(body.dataset.generated);
+  if (Number.isNaN(built)) return;
+  const data = Date.parse(body.dataset.dataAt || "");
+  const built_age = (Date.now() - built) / 1000;
+  const data_age = Number.isNaN(data) ? 0 : (Date.now() - data) / 1000;
+  const age = Math.max(built_age, data_age);
+  const level = age > Number(body.dataset.redS) ? "red" : age > Number(body.dataset.amberS) ? "amber" : "";
+  body.classList.toggle("stale-amber", level === "amber");
+  body.classList.toggle("stale-red", level === "red");
+  const banner = document.getElementById("stale");
+  if (banner) {
+    banner.hidden = !level;
+    banner.textContent = !level ? "" : built_age >= data_age
+      ? "This page was built " + ago(built_age) + ": the site builder may be down, so what it shows may be out of date."
+      : "Its data is as of " + ago(data_age) + ": poll or snapshot has not finished a run since, so what it shows may be out of date (see the status page).";
+  }
+  for (const el of document.querySelectorAll("[data-live]")) {
+    if (!el.dataset.liveText) el.dataset.liveText = el.textContent;
+    el.textContent = level === "red" ? "stale" : el.dataset.liveText;
+    el.classList.toggle("ok", level !== "red");
+    el.classList.toggle("skip", level === "red");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   updateTimes();
   setInterval(updateTimes, 1000);
+  checkFreshness();
+  setInterval(checkFreshness, 5000);
   setupFilters();
   setupForms();
   setupSort();

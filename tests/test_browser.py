@@ -423,11 +423,15 @@ def filter_state(browser: Browser) -> dict[str, Any]:
 
 
 def filtered_to(state: dict[str, Any], keep: Callable[[dict[str, Any]], bool]) -> bool:
-    """Whether exactly the rows `keep` accepts are shown, and the count says so."""
-    shown = [r for r in state["rows"] if r["shown"]]
-    return all(r["shown"] == keep(r) for r in state["rows"]) and state["count"] == (
-        f"{len(shown)} of {len(state['rows'])} rows shown"
-    )
+    """Whether exactly the rows `keep` accepts are shown, and the count says so, per
+    table (attempts and fills are not added up)."""
+
+    def count(table: str) -> str:
+        rows = [r for r in state["rows"] if r["table"] == table]
+        return f"{sum(r['shown'] for r in rows)} of {len(rows)}"
+
+    said = f"{count('attempts')} attempts · {count('trades')} fills shown"
+    return all(r["shown"] == keep(r) for r in state["rows"]) and state["count"] == said
 
 
 def test_the_trades_filter_by_user_is_kept_in_the_url(session: Browser) -> None:

@@ -31,7 +31,8 @@ class TradesContext:
 _TRADES = """
 SELECT t.id, t.followed_user_id, u.label, t.source, t.event_time, t.detect_time, t.side,
        t.price_micros, t.share_micros, t.usdc_notional_micros, t.condition_id, t.asset_id,
-       t.group_state, t.reorg_state, t.confirmed_at, m.question, o.outcome,
+       t.group_state, t.reorg_state, t.confirmed_at, t.tx_hash, t.source_id, m.question,
+       o.outcome,
        extract(epoch FROM t.detect_time - t.event_time) * 1000 AS lag_ms
 FROM trade_event t
 JOIN followed_user u ON u.id = t.followed_user_id
@@ -43,6 +44,7 @@ _ATTEMPTS = """
 SELECT a.id, a.portfolio_scope, a.followed_user_id, u.label, a.action, a.condition_id,
        a.asset_id, a.decision, a.reason_codes, a.their_price_micros, a.their_notional_micros,
        a.target_notional_micros, a.filled_notional_micros, a.filled_ratio_micros,
+       a.target_share_micros, a.filled_share_micros,
        a.vwap_micros, a.mid_micros, a.best_bid_micros, a.best_ask_micros, a.fee_micros,
        a.decision_time, a.group_close_time, m.question, o.outcome
 FROM copy_attempt a

@@ -42,6 +42,7 @@ function applyFilters(form) {
   const wanted = {};
   for (const el of form.elements) if (el.name && el.value) wanted[el.name] = el.value;
   let shown = 0, total = 0;
+  const perTable = {};
   for (const row of document.querySelectorAll(form.dataset.filter)) {
     if (row.classList.contains("none")) continue;
     total++;
@@ -53,9 +54,21 @@ function applyFilters(form) {
     }
     row.hidden = !ok;
     if (ok) shown++;
+    const id = row.closest("table")?.id || "";
+    perTable[id] = perTable[id] || [0, 0];
+    perTable[id][1]++;
+    if (ok) perTable[id][0]++;
   }
   const count = form.querySelector("[data-count]");
-  if (count) count.textContent = shown + " of " + total + " rows shown";
+  if (count && count.dataset.countOf) {  // "#attempts:attempts,#fills:fills": one count each
+    count.textContent = count.dataset.countOf.split(",").map((part) => {
+      const [sel, noun] = part.split(":");
+      const [s, t] = perTable[sel.replace(/^#/, "")] || [0, 0];
+      return s + " of " + t + " " + noun;
+    }).join(" · ") + " shown";
+  } else if (count) {
+    count.textContent = shown + " of " + total + " rows shown";
+  }
   const hash = new URLSearchParams(wanted).toString();
   history.replaceState(null, "", hash ? "#" + hash : location.pathname);
 }

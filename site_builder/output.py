@@ -66,5 +66,10 @@ class Site:
             self.publisher.write(MANIFEST, json.dumps(data, separators=(",", ":")))
             self.manifest_dirty = False
 
+    def csv(self, path: str, text: str) -> str:
+        """Publishes a CSV download; returns its URL (versioned, like a chart's)."""
+        self.publisher.write(path, text)
+        return f"/{path}?v={hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
     def page(self, path: str, template: str, **context: Any) -> None:
         self.publisher.write(path, render.page(template, **context))

@@ -11,13 +11,14 @@ touched, so only those pages of the kind are rebuilt."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from common.store import db
-from site_builder import output
+from site_builder import exports, output
 from site_builder.pages import (
     config,
     leaders,
@@ -155,7 +156,12 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
 
 
 def _leaders(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
-    return {"c": leaders.context(conn, now)}
+    lc = leaders.context(conn, now)
+    rows = [dataclasses.asdict(x) for x in lc.leaders]
+    return {
+        "c": lc,
+        "csv": {"leaders": site.csv("csv/leaders.csv", exports.table(exports.LEADERS, rows))},
+    }
 
 
 def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -169,11 +175,19 @@ def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Optio
         ),
         "users": site.chart("portfolio-users", pc.by_user[:12], lambda: portfolio.user_chart(pc)),
     }
-    return {"c": pc, "png": pngs}
+    positions = site.csv("csv/positions.csv", exports.table(exports.POSITIONS, pc.positions))
+    return {"c": pc, "png": pngs, "csv": {"positions": positions}}
 
 
 def _trades(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
-    return {"c": trades.context(conn, now)}
+    tc = trades.context(conn, now)
+    return {
+        "c": tc,
+        "csv": {
+            "attempts": site.csv("csv/attempts.csv", exports.table(exports.ATTEMPTS, tc.attempts)),
+            "fills": site.csv("csv/fills.csv", exports.table(exports.FILLS, tc.trades)),
+        },
+    }
 
 
 def _markets(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:

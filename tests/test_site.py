@@ -4,6 +4,7 @@ that leaves the rest of the site (and its own previous file) alone."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -134,7 +135,8 @@ def test_a_new_fill_rebuilds_the_feeds_its_user_and_market(loaded: db.Conn, tmp_
         f"user:{users[0]}",
         f"market:{site_data.M1}",
     }
-    assert f"0x{9:064x}" not in (tmp_path / "trades.html").read_text()  # ids are not shown
+    # the fill's identity (tx hash, else its source id) in full on hover, short in the cell
+    assert f'title="0x{9:064x}:{users[0]}">0x00000000000…' in (tmp_path / "trades.html").read_text()
     feed = (tmp_path / f"users/{users[0]}.html").read_text()
     assert feed.count("<tr") > 0 and trade > 0
     assert "data-user" in (tmp_path / "trades.html").read_text()
@@ -233,3 +235,35 @@ def test_a_restarted_builder_redraws_no_unchanged_chart(loaded: db.Conn, tmp_pat
     third = _builder(tmp_path)  # an unreadable manifest: draw everything again
     third.build_all(loaded)
     assert third.site.charts_drawn == 23
+
+
+def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path: Path) -> None:
+    import csv as csv_module
+    from decimal import Decimal
+
+    from site_builder.pages import leaders, portfolio, trades
+
+    _builder(tmp_path).build_all(loaded)
+    tc = trades.context(loaded, site_data.NOW)
+    expected = {
+        "attempts": ("trades.html", [a["id"] for a in tc.attempts]),
+        "fills": ("trades.html", [t["id"] for t in tc.trades]),
+        "positions": (
+            "portfolio.html",
+            [p["asset_id"] for p in portfolio.context(loaded, site_data.NOW).positions],
+        ),
+        "leaders": (
+            "leaders.html",
+            [x.user["id"] for x in leaders.context(loaded, site_data.NOW).leaders],
+        ),
+    }
+    for name, (page, keys) in expected.items():
+        html = (tmp_path / page).read_text()
+        assert re.search(rf'href="/csv/{name}\.csv\?v=[0-9a-f]{{16}}" download', html), name
+        rows = list(csv_module.DictReader(io.StringIO((tmp_path / f"csv/{name}.csv").read_text())))
+        key = {"positions": "asset_id", "leaders": "user_id"}.get(name, "id")
+        assert [r[key] for r in rows] == [str(k) for k in keys], name
+    attempts = list(csv_module.DictReader(io.StringIO((tmp_path / "csv/attempts.csv").read_text())))
+    assert {r["decision"] for r in attempts} == {"EXECUTE", "SKIP"}
+    assert all(Decimal(r["target_usdc"]) == Decimal(5) for r in attempts)  # $5.00 on the page
+    assert {r["filled_shares"] for r in attempts} == {"12", "0"}

@@ -357,3 +357,36 @@ def test_the_ideal_copy_is_the_sum_of_ideal_and_its_curve_gets_a_point_an_hour(
     later = run(conn, now + timedelta(hours=1))
     assert later["ideal_points"] == len(totals)
     assert len(attributions.ideal_series(conn, 1, hour)) == 2
+
+
+def test_a_run_cut_short_between_pages_is_finished_by_the_next(conn: db.Conn) -> None:
+    """`due` looks at an asset's rows only when its newest attempt is due: a run that
+    wrote its first pages (the lower ids) at a new mark and stopped leaves the newest
+    rows at the old one, so the next run finishes the asset."""
+    now = marked_dataset(conn)
+    run(conn, now)
+    asset, n = max(
+        (r["asset_id"], r["n"])
+        for r in conn.execute(
+            "SELECT asset_id, count(*) AS n FROM copy_attempt WHERE action IN ('BUY', 'SELL')"
+            " GROUP BY 1 HAVING count(*) > 1"
+        )
+    )
+    mark(conn, asset, 700_000, now + timedelta(seconds=30))
+    ids = [
+        r["id"]
+        for r in conn.execute(
+            "SELECT id FROM copy_attempt WHERE asset_id = %s AND action IN ('BUY', 'SELL')"
+            " ORDER BY id",
+            (asset,),
+        )
+    ]
+    conn.execute(  # the first page written at the new mark, then the run died
+        "UPDATE copy_attribution SET mark_micros = 700000 WHERE copy_attempt_id = ANY(%s)",
+        (ids[:-1],),
+    )
+    got = run(conn, now + timedelta(seconds=40))
+    assert got["attributed"] == 1  # the newest row, the only one still at the old mark
+    marks = {r["asset_id"]: r["mark_micros"] for r in rows(conn).values() if r["asset_id"] == asset}
+    assert marks == {asset: 700_000} and n == len(ids)
+    assert run(conn, now + timedelta(seconds=50)).get("attributed", 0) == 0

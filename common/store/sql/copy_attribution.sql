@@ -24,20 +24,29 @@ WHERE x.id = a.id AND a.ideal_share_micros IS NULL;
 -- (the function `asset_mark`, migration 0019): the payout once the market resolved
 -- (final), else the newest stored mark if it was observed since `fresh` (an older one
 -- is no mark: the row waits). Ordered by id.
+-- An asset is looked at row by row only when its newest attempt is due: a run writes
+-- every due row of an asset at one mark, by ascending id, so if the newest row holds the
+-- mark now, so do the older ones (a run cut short leaves its newest rows unwritten). A
+-- steady minute thus reads one attempt per asset, not every attempt of the month.
 WITH assets AS (
-  SELECT DISTINCT a.asset_id FROM copy_attempt a
-  LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-  WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL
-    AND (c.copy_attempt_id IS NULL OR NOT c.final)),
+  SELECT DISTINCT asset_id FROM copy_attempt
+  WHERE action IN ('BUY', 'SELL') AND asset_id IS NOT NULL),
 x AS (
-  SELECT s.asset_id, k.* FROM assets s CROSS JOIN LATERAL asset_mark(s.asset_id) k)
+  SELECT s.asset_id, k.* FROM assets s CROSS JOIN LATERAL asset_mark(s.asset_id) k
+  WHERE k.mark IS NOT NULL AND (k.final OR k.marked_at >= %(fresh)s)),
+stale AS (
+  SELECT x.* FROM x
+  CROSS JOIN LATERAL (
+    SELECT a.id FROM copy_attempt a
+    WHERE a.asset_id = x.asset_id AND a.action IN ('BUY', 'SELL')
+    ORDER BY a.id DESC LIMIT 1) newest
+  LEFT JOIN copy_attribution c ON c.copy_attempt_id = newest.id
+  WHERE c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
 SELECT a.id, x.mark, x.marked_at, x.final
-FROM copy_attempt a
-JOIN x ON x.asset_id = a.asset_id
+FROM stale x
+JOIN copy_attempt a ON a.asset_id = x.asset_id AND a.action IN ('BUY', 'SELL')
 LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-WHERE a.action IN ('BUY', 'SELL') AND a.asset_id IS NOT NULL AND a.copy_group_id IS NOT NULL
-  AND x.mark IS NOT NULL
-  AND (x.final OR x.marked_at >= %(fresh)s)
+WHERE a.copy_group_id IS NOT NULL
   AND (c.copy_attempt_id IS NULL OR (NOT c.final AND (c.mark_micros <> x.mark OR x.final)))
 ORDER BY a.id;
 

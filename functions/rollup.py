@@ -13,7 +13,9 @@ below which nothing is still being written.
 - `rollup_resolution`: one row per position closed by a resolution — WON / LOST, and
   `unredeemed` for a shadow position we settled (a later REDEEM replaces it).
 - `rollup_global_exposure` (user, asset): the global portfolio's shares attributed to the
-  user whose groups moved them (exposure by user).
+  user whose signal bought them; a sell comes out of the seller's own holding first,
+  then pro rata out of the others' (`common/domain/exposure.py`), so none is negative
+  and they add up to the portfolio's shares (exposure by user).
 
 Equity curves, tracking gap (exec vs shadow return), drawdown and exposure come from
 `portfolio_snapshot` / `portfolio_position`, which are already per minute.
@@ -30,7 +32,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from common.domain import histograms
+from common.domain import exposure, histograms
 from common.runtime import jobs
 from common.store import checkpoints, db, locks
 
@@ -273,16 +275,38 @@ WHERE id > %(lo)s AND id <= %(hi)s AND portfolio_scope = 'EXEC_GLOBAL'
 """
 
 
+_HOLDINGS = """
+SELECT followed_user_id, asset_id, condition_id, share_micros FROM rollup_global_exposure
+WHERE asset_id = ANY(%(assets)s)
+"""
+
+
 def attribute_global(conn: db.Conn, window: dict[str, int]) -> int:
-    """Moves the per-user attribution of the global portfolio's shares."""
+    """Moves the per-user attribution of the global portfolio's shares: buys to the user
+    whose signal bought, sells out of the seller's holding first, then pro rata out of
+    the others' (`exposure.allocate`: never negative, always the portfolio's shares)."""
     rows = conn.execute(_ATTRIBUTED, window).fetchall()
+    deltas: dict[str, dict[int, int]] = defaultdict(dict)
+    condition: dict[str, str | None] = {}
+    for r in rows:
+        deltas[r["asset_id"]][r["followed_user_id"]] = int(r["shares"])
+        condition[r["asset_id"]] = r["condition_id"]
+    held: dict[str, dict[int, int]] = defaultdict(dict)
+    for r in conn.execute(_HOLDINGS, {"assets": list(deltas)}):
+        held[r["asset_id"]][r["followed_user_id"]] = int(r["share_micros"])
+        condition[r["asset_id"]] = condition.get(r["asset_id"]) or r["condition_id"]
+    out = [
+        (user, asset, condition[asset], shares)
+        for asset, moves in deltas.items()
+        for user, shares in exposure.allocate(held[asset], moves).items()
+    ]
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO rollup_global_exposure (followed_user_id, asset_id, condition_id,
                    share_micros) VALUES (%s, %s, %s, %s)
                ON CONFLICT (followed_user_id, asset_id) DO UPDATE SET
-                   share_micros = rollup_global_exposure.share_micros + EXCLUDED.share_micros""",
-            [(r["followed_user_id"], r["asset_id"], r["condition_id"], r["shares"]) for r in rows],
+                   share_micros = EXCLUDED.share_micros""",
+            out,
         )
     settled = [r["asset_id"] for r in conn.execute(_SETTLED_GLOBAL, window)]
     if settled:

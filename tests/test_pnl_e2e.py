@@ -122,3 +122,7 @@ def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
                GROUP BY 1 HAVING sum(share_delta_micros) <> 0 ORDER BY 1"""
         ).fetchall()
         assert attributed == held_global and held_global
+        negative = conn.execute(
+            "SELECT count(*) AS n FROM rollup_global_exposure WHERE share_micros < 0"
+        ).fetchone()
+        assert negative is not None and negative["n"] == 0  # a sell never leaves one negative

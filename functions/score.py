@@ -38,6 +38,8 @@ from common.store import checkpoints, db, queries, real_copies
 
 SQL = queries.load("copy_attribution")
 CHECKPOINT = "score.attribution"  # moved whenever a run wrote attribution rows
+SCORED = "score.scored."  # + version: the newest attempt a scoring run has seen
+SCORED_MARGIN = 10_000  # attempt ids below that looked at again (commits out of id order)
 PAGE = 5_000
 Row = dict[str, Any]
 
@@ -122,7 +124,11 @@ def score(conn: db.Conn, now: datetime) -> int:
     """Scores the EXECUTE attempts not scored in this version, a page per transaction;
     returns how many."""
     done = 0
-    due = conn.execute(SQL["unscored"], {"v": attribution.VERSION}).fetchall()
+    seen = checkpoints.read(conn, SCORED + attribution.VERSION)
+    after = max(0, int(seen["cursor_int"] or 0) - SCORED_MARGIN) if seen else 0
+    row = conn.execute(SQL["newest_attempt"]).fetchone()
+    newest = int(row["id"]) if row else 0
+    due = conn.execute(SQL["unscored"], {"v": attribution.VERSION, "after": after}).fetchall()
     for _, rows in _pages(conn, due):
         out = []
         for row in rows:
@@ -140,6 +146,7 @@ def score(conn: db.Conn, now: datetime) -> int:
         with conn.transaction():
             _write(conn, "execution_score", SCORES, out, "insert_scores")
         done += len(out)
+    checkpoints.advance(conn, SCORED + attribution.VERSION, now, number=newest)
     return done
 
 

@@ -72,12 +72,19 @@ ON CONFLICT (copy_attempt_id) DO UPDATE SET
 WHERE NOT copy_attribution.final;
 
 -- unscored --
--- The ids of the EXECUTE BUY/SELL attempts that filled with no score of version `v` yet.
+-- The ids of the EXECUTE BUY/SELL attempts after id `after` that filled with no score of
+-- version `v` yet (an attempt is whole when written: the job looks again only at the
+-- ones past what its last run saw, less a margin).
 SELECT a.id FROM copy_attempt a
 LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
-WHERE a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL') AND a.copy_group_id IS NOT NULL
+WHERE a.id > %(after)s
+  AND a.decision = 'EXECUTE' AND a.action IN ('BUY', 'SELL') AND a.copy_group_id IS NOT NULL
   AND a.filled_share_micros > 0 AND s.copy_attempt_id IS NULL
 ORDER BY a.id;
+
+-- newest_attempt --
+-- The newest attempt's id (what a scoring run has seen).
+SELECT coalesce(max(id), 0) AS id FROM copy_attempt;
 
 -- attempts --
 -- What attribution and the score read of the attempts `ids` (and their groups).
@@ -149,6 +156,10 @@ SELECT a.portfolio_scope,
        date_trunc('hour', %(now)s::timestamptz),
        sum(c.ideal_micros), sum(c.exec_micros), count(*)
 FROM copy_attribution c JOIN copy_attempt a ON a.id = c.copy_attempt_id
+WHERE NOT EXISTS (  -- the hour's point is written: the other runs of the hour skip the sums
+  SELECT 1 FROM ideal_hourly h
+  WHERE h.portfolio_scope = 'EXEC_GLOBAL' AND h.followed_user_id IS NULL
+    AND h.bucket = date_trunc('hour', %(now)s::timestamptz))
 GROUP BY 1, 2
 ON CONFLICT (portfolio_scope, followed_user_id, bucket) DO NOTHING;
 

@@ -267,3 +267,20 @@ def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path
     assert {r["decision"] for r in attempts} == {"EXECUTE", "SKIP"}
     assert all(Decimal(r["target_usdc"]) == Decimal(5) for r in attempts)  # $5.00 on the page
     assert {r["filled_shares"] for r in attempts} == {"12", "0"}
+
+
+def test_the_audit_log_says_what_changed_in_the_config_page_s_words() -> None:
+    from site_builder.pages import config
+
+    row = {
+        "before": {"values": {"copy_pct_bps": 100, "max_spread_micros": 20_000, "x": 1}},
+        "after": {"values": {"copy_pct_bps": 500, "max_spread_micros": 20_000, "x": 2}},
+    }
+    assert config.audit_changes(row) == [
+        config.Change("Copy size (of their notional)", "bps", 100, 500),
+        config.Change("x", "", 1, 2),
+    ]
+    user = {"before": {"override": {}}, "after": {"override": {"allow_partial_fills": False}}}
+    assert config.audit_changes(user) == [config.Change("Allow partial fills", "bool", None, False)]
+    follow = {"before": None, "after": {"label": "mine", "copy_of_user_id": 3}}
+    assert [c.label for c in config.audit_changes(follow)] == ["Copy wallet of user", "Label"]

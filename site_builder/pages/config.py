@@ -66,6 +66,56 @@ class ConfigContext:
     audit: list[Row]
     tests: list[Row]
 
+    def changes(self, row: Row) -> list[Change]:
+        return audit_changes(row)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field an audited write changed, for a person: its label, the unit the page
+    shows it in ("" for a plain value), before and after (None: unset / inherit)."""
+
+    label: str
+    unit: str
+    before: Any
+    after: Any
+
+
+_LABELS = {name: (label, unit) for name, label, unit in FIELDS}
+_PLAIN = {  # the other audited fields, in words
+    "paused": "Copying paused", "reason": "Reason", "blacklisted": "Blacklisted",
+    "enabled": "Enabled", "copy_mode": "Copy mode", "copy_of_user_id": "Copy wallet of user",
+    "label": "Label", "wallets": "Wallets", "hours": "Hours",
+}  # fmt: skip
+
+
+def _flat(value: Any) -> dict[str, Any]:
+    """An audit row's before/after as {field: value} (a config's sit under "values" or
+    "override")."""
+    if not isinstance(value, dict):
+        return {}
+    for key in ("values", "override"):
+        if isinstance(value.get(key), dict):
+            return dict(value[key])
+    return dict(value)
+
+
+def audit_changes(row: Row) -> list[Change]:
+    """What an audit row changed, field by field, in the config page's words and units
+    (the fields that did not change are left out)."""
+    before, after = _flat(row["before"]), _flat(row["after"])
+    order = [n for n, _, _ in FIELDS] + sorted(set(before) | set(after))
+    out = []
+    for name in dict.fromkeys(order):
+        if name not in before and name not in after:
+            continue
+        old, new = before.get(name), after.get(name)
+        if old == new or name in ("id", "profile_wallet"):
+            continue
+        label, unit = _LABELS.get(name, (_PLAIN.get(name, name.replace("_", " ")), ""))
+        out.append(Change(label, unit, old, new))
+    return out
+
 
 @dataclass(frozen=True)
 class ConfigTestContext:

@@ -582,6 +582,28 @@ def test_pause_and_resume_from_the_config_page(session: Browser) -> None:
     assert errors(session.console()) == []
 
 
+def test_pause_and_resume_from_the_overview(session: Browser) -> None:
+    """The copying state has its control beside it on the overview: pause (with a
+    reason, confirmed), then resume; each is one audited write."""
+    assert system_control(session)["paused"] is False
+    audits = session.audit_rows()
+    session.open("/")
+    session.driver.find_element(By.CSS_SELECTOR, "#copying input[name=reason]").send_keys("lunch")
+    session.driver.find_element(By.XPATH, "//button[normalize-space()='Pause copying']").click()
+    session.wait(expected_conditions.alert_is_present(), "no confirmation asked")
+    session.driver.switch_to.alert.accept()
+    wait_saved(session, "#copying")
+    assert system_control(session) == {"paused": True, "reason": "lunch"}
+    session.rebuild()
+    session.open("/")
+    session.driver.find_element(By.XPATH, "//button[normalize-space()='Resume copying']").click()
+    wait_saved(session, "#copying")
+    assert system_control(session)["paused"] is False
+    assert session.audit_rows() == audits + 2
+    session.rebuild()
+    assert errors(session.console()) == []
+
+
 # -- pages on other origins ----------------------------------------------------------------
 
 # Tries every way a page can send a write: a JSON fetch with credentials (preflighted), a

@@ -778,3 +778,34 @@ def test_a_stale_build_turns_amber_then_red_and_its_live_tags_say_stale(
     )
     # the config page as the other tests see it: built at the dataset's time again
     assert build.build_page(session.conn, session.builder.site, "config", site_data.NOW, 180.0)
+
+
+def test_any_table_sorts_by_a_clicked_header_and_has_a_search_box(session: Browser) -> None:
+    session.open("/trades.html")
+    session.js("sessionStorage.clear()")
+    session.open("/trades.html")
+    column = session.js(
+        "return [...document.querySelectorAll('#attempts thead th')]"
+        ".findIndex((th) => th.textContent.trim() === 'Their price')"
+    )
+    prices_js = (
+        "return [...document.querySelectorAll('#attempts tbody tr')]"
+        f".map((r) => Number(r.cells[{column}].textContent))"
+    )
+    before = session.js(prices_js)
+    session.driver.find_elements(By.CSS_SELECTOR, "#attempts thead th")[column].click()
+    ascending = session.js(prices_js)
+    assert ascending == sorted(before) and ascending != before
+    session.driver.find_elements(By.CSS_SELECTOR, "#attempts thead th")[column].click()
+    assert session.js(prices_js) == sorted(before, reverse=True)
+    session.open("/trades.html")  # the page reloads itself: the order stays
+    assert session.js(prices_js) == sorted(before, reverse=True)
+    box = session.driver.find_element(By.CSS_SELECTOR, "input.table-search")
+    box.send_keys("SPREAD_TOO_WIDE")
+    shown = session.js(
+        "return [...document.querySelectorAll('#attempts tbody tr')]"
+        ".filter((r) => getComputedStyle(r).display !== 'none').map((r) => r.textContent)"
+    )
+    assert shown and all("SPREAD_TOO_WIDE" in t for t in shown) and len(shown) < len(before)
+    session.js("sessionStorage.clear()")
+    assert errors(session.console()) == []

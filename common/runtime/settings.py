@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     gamma_url: str = Field(
         default="https://gamma-api.polymarket.com", description="Gamma markets API base URL."
     )
+    market_link_url: str = Field(
+        default="https://polymarket.com/event/",
+        description="A market page links out to this + its event's slug; empty: no link.",
+    )
     chain_ws_url: str = Field(
         default="wss://polygon-bor-rpc.publicnode.com",
         description="Polygon JSON-RPC WebSocket for eth_subscribe logs.",

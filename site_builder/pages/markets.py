@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+from common.runtime import settings
 from common.store import db
 from site_builder.pages import common
 
@@ -29,6 +31,7 @@ class MarketContext:
     slippage: list[tuple[str, int]]
     positions: list[Row]
     attempts: list[Row]
+    link: str | None  # the market on Polymarket (OCULUS_MARKET_LINK_URL + its event's slug)
 
 
 _LIST = """
@@ -82,7 +85,10 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
             {"c": condition_id, "d": (now - timedelta(days=DAYS)).date()},
         )
     )
+    base = settings.get().market_link_url
+    slug = market["event_slug"] or market["slug"]
     return MarketContext(
+        link=f"{base}{quote(slug)}" if base and slug else None,
         frame=common.frame(conn, now),
         market=market,
         outcomes=list(

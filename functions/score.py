@@ -19,7 +19,8 @@
   `real_repaired` counts the fills whose group changed), then attributed and scored like
   an attempt (`real_attributed`, `real_scored`).
 
-Idempotent: a rerun with no new attempt and no moved mark writes nothing. One query lists
+Idempotent: a rerun with no new attempt and no moved mark writes no row of these tables
+(only its checkpoints: when pairing ran, the newest attempt scoring saw). One query lists
 the attempts due (ids and marks: small); their fields are then read PAGE at a time by
 primary key and written by COPY into a temp table and one upsert per page, so the first
 run over months of history stays small in memory and no long read overlaps the writes.
@@ -76,14 +77,6 @@ def _pages(conn: db.Conn, due: list[Row]) -> Iterator[tuple[list[Row], list[Row]
         yield page, conn.execute(SQL["attempts"], {"ids": ids}).fetchall()
 
 
-def _write(conn: db.Conn, table: str, columns: tuple[str, ...], rows: list[Any], name: str) -> None:
-    """COPYs `rows` into temp table `score_<table>` (made like `table`, emptied at commit)
-    and runs query `name`, which moves them into `table`."""
-    temp = f"score_{table}"
-    make = f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS"
-    db.copy_then(conn, make, temp, columns, rows, SQL[name])
-
-
 ATTRIBUTION = (
     "copy_attempt_id", "mark_micros", "ideal_micros", "exec_micros", "sizing_micros",
     "skip_micros", "skip_reason", "unfilled_micros", "latency_micros", "slippage_micros",
@@ -115,7 +108,7 @@ def attribute(conn: db.Conn, now: datetime, max_age: timedelta) -> tuple[int, in
             )  # fmt: skip
             final += bool(m["final"])
         with conn.transaction():
-            _write(conn, "copy_attribution", ATTRIBUTION, out, "upsert_rows")
+            db.copy_like(conn, "copy_attribution", ATTRIBUTION, out, SQL["upsert_rows"])
         written += len(out)
     return written, final
 
@@ -144,7 +137,7 @@ def score(conn: db.Conn, now: datetime) -> int:
                 )
             )  # fmt: skip
         with conn.transaction():
-            _write(conn, "execution_score", SCORES, out, "insert_scores")
+            db.copy_like(conn, "execution_score", SCORES, out, SQL["insert_scores"])
         done += len(out)
     checkpoints.advance(conn, SCORED + attribution.VERSION, now, number=newest)
     return done

@@ -67,7 +67,7 @@ def test_every_named_query_is_used() -> None:
 def test_every_named_query_plans_against_the_schema(conn: db.Conn) -> None:
     """EXPLAIN each statement with every parameter NULL (COPY has no plan: its table
     and columns are checked by copying nothing). The score job's temp tables are made
-    first, as the job makes them (functions/score.py `_write`)."""
+    first, as the job makes them (`db.copy_like`)."""
     for like in ("copy_attribution", "execution_score", "real_copy_attribution", "real_copy_score"):
         conn.execute(f"CREATE TEMP TABLE score_{like} (LIKE {like})")
     conn.execute(real_copies.IMPORT_MAKE)

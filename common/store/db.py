@@ -332,6 +332,16 @@ def copy_then(
     return touched
 
 
+def copy_like(
+    conn: Conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], then: str
+) -> int:
+    """`copy_then` through temp table `score_<table>`, made like `table` and emptied at
+    commit (the score job's bulk writes; `then` moves its rows into `table`)."""
+    temp = f"score_{table}"
+    make = f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS"
+    return copy_then(conn, make, temp, columns, rows, then)
+
+
 def make_pool(url: str | None = None, *, max_size: int | None = None) -> ConnectionPool[Conn]:
     """Returns an open pool of dict-row connections for a long-running process."""
     from psycopg_pool import ConnectionPool  # the API's: jobs use one connection each

@@ -40,12 +40,6 @@ SCORES = (
 )  # fmt: skip
 
 
-def _copy(conn: db.Conn, table: str, columns: Sequence[str], rows: list[Any], name: str) -> int:
-    temp = f"score_{table}"
-    make = f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS"
-    return db.copy_then(conn, make, temp, columns, rows, SQL[name])
-
-
 def import_rows(conn: db.Conn, rows: Iterable[Sequence[Any]]) -> int:
     """Adds imported fills (IMPORT_COLUMNS), each once; returns how many were new."""
     return db.copy_then(conn, IMPORT_MAKE, IMPORT_TEMP, IMPORT_COLUMNS, rows, SQL["import_rows"])
@@ -158,7 +152,7 @@ def attribute(conn: db.Conn, now: datetime, max_age: timedelta) -> int:
                 )
             )  # fmt: skip
         with conn.transaction():
-            _copy(conn, "real_copy_attribution", ATTRIBUTION, out, "upsert_attribution")
+            db.copy_like(conn, "real_copy_attribution", ATTRIBUTION, out, SQL["upsert_attribution"])
         written += len(out)
     return written
 
@@ -178,7 +172,7 @@ def score(conn: db.Conn, now: datetime) -> int:
                      s.total, now)
                 )  # fmt: skip
         with conn.transaction():
-            _copy(conn, "real_copy_score", SCORES, out, "insert_scores")
+            db.copy_like(conn, "real_copy_score", SCORES, out, SQL["insert_scores"])
         done += len(out)
     return done
 

@@ -12,29 +12,36 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from common.domain import money
+
 Row = dict[str, Any]
 
 
 def micros(value: int | None) -> str:
     """Micros as a plain decimal ("" for none): 1234500 → "1.2345"."""
-    if value is None:
-        return ""
-    text = format(Decimal(value).scaleb(-6), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return "" if value is None else money.format_micros(value)
 
 
-def when(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat()
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
 
 
 def plain(value: Any) -> str:
+    """A cell's text. Text that a spreadsheet would run as a formula (a market question
+    or a label from upstream starting with "=") gets a leading apostrophe; numbers,
+    times and lists of codes are written as they are."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and text.startswith(FORMULA):
+        try:
+            Decimal(text)
+        except ArithmeticError:
+            return "'" + text
+    return text
 
 
 def table(columns: Sequence[tuple[str, Callable[[Row], Any]]], rows: Iterable[Row]) -> str:

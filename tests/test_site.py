@@ -284,3 +284,17 @@ def test_the_audit_log_says_what_changed_in_the_config_page_s_words() -> None:
     assert config.audit_changes(user) == [config.Change("Allow partial fills", "bool", None, False)]
     follow = {"before": None, "after": {"label": "mine", "copy_of_user_id": 3}}
     assert [c.label for c in config.audit_changes(follow)] == ["Copy wallet of user", "Label"]
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused() -> None:
+    from site_builder import exports
+
+    text = exports.table(
+        (("market", lambda r: r["q"]), ("price", lambda r: exports.micros(r["p"]))),
+        [{"q": '=HYPERLINK("http://x","y")', "p": -500_000}, {"q": "@cmd", "p": 1_234_500}],
+    )
+    assert text.splitlines() == [
+        "market,price",
+        '"\'=HYPERLINK(""http://x"",""y"")",-0.5',
+        "'@cmd,1.2345",
+    ]

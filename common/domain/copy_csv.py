@@ -24,6 +24,7 @@ from common.domain import money
 
 REQUIRED = ("timestamp", "tx_hash", "asset", "side", "price", "size")
 OPTIONAL = ("fee",)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)  # before Polymarket's CLOB: not a fill time
 FUTURE_SLACK = timedelta(days=1)
 _TX = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -56,7 +57,7 @@ class Row:
     @property
     def key(self) -> str:
         """The fill's identity: its fields (the same row imported again collides)."""
-        ts = int(self.at.timestamp() * 1_000_000)
+        ts = (self.at - EPOCH) // timedelta(microseconds=1)  # exact: no float in a key
         return (
             f"{self.tx_hash}|{self.asset_id}|{self.side}|{self.price}|{self.size}|{self.fee}|{ts}"
         )
@@ -92,7 +93,7 @@ def timestamp(text: str, now: datetime) -> datetime:
         seconds = Decimal(value)
         if seconds >= 10**11:
             raise BadRow(f"timestamp {value} looks like milliseconds: give unix seconds")
-        at = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(seconds * 1_000_000))
+        at = EPOCH + timedelta(microseconds=int(seconds * 1_000_000))  # Decimal: exact
     else:
         try:
             at = datetime.fromisoformat(value)

@@ -108,7 +108,13 @@ def load_state(conn: db.Conn, moving: Touched) -> Books:
         book(books, (pos.portfolio_scope, pos.followed_user_id)).put(
             pos.asset_id,
             pnl.Position(
-                pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
+                pos.share_micros,
+                pos.cost_micros,
+                pos.condition_id,
+                pos.last_price_micros,
+                pos.realized_micros,
+                pos.closed_by,
+                pos.closed_at,
             ),
         )
     return books
@@ -128,7 +134,18 @@ def save_state(conn: db.Conn, books: Books, keys: set[Key], moving: Touched, now
         cur.executemany(
             PORTFOLIO["upsert_position"],
             [
-                (scope, user, a, p.condition_id, p.shares, p.cost, p.last_price)
+                (
+                    scope,
+                    user,
+                    a,
+                    p.condition_id,
+                    p.shares,
+                    p.cost,
+                    p.last_price,
+                    p.realized,
+                    p.closed_by,
+                    p.closed_at,
+                )
                 for scope, user, a in sorted(moving, key=str)
                 for p in [books[(scope, user)].position(a)]
                 if p is not None

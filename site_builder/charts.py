@@ -184,8 +184,9 @@ def lines(
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     if len(drawn) > 1 or drawn[0].label:
         ax.legend(loc="upper left", frameon=False, ncols=len(drawn))
-    if until is not None:  # the picture's own "as of" (a chart may be kept a while)
-        fig.text(0.995, 0.01, f"as of {until:%Y-%m-%d %H:%M} UTC", ha="right", va="bottom",
+    if until is not None:  # the picture's own "as of" (a chart may be kept a while), bottom
+        # left: the date axis writes its offset ("2026-Nov-20") bottom right
+        fig.text(0.005, 0.01, f"as of {until:%Y-%m-%d %H:%M} UTC", ha="left", va="bottom",
                  fontsize=7, color=MUTED)  # fmt: skip
     return _png(fig)
 

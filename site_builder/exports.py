@@ -86,7 +86,14 @@ FILLS = (
 POSITIONS = (
     ("condition_id", _k("condition_id")), ("market", _k("question")), ("outcome", _k("outcome")),
     ("asset_id", _k("asset_id")), ("shares", _m("share_micros")), ("cost_usdc", _m("cost_micros")),
-    ("last_price", _m("last_price_micros")), ("value_usdc", _m("value_micros")),
+    ("mark", _m("mark_micros")), ("marked_by", _k("marked_by")),
+    ("value_usdc", _m("value_micros")), ("unrealized_usdc", _m("unrealized_micros")),
+    ("realized_usdc", _m("realized_micros")),
+)  # fmt: skip
+CLOSED = (
+    ("closed_at", _k("closed_at")), ("condition_id", _k("condition_id")),
+    ("market", _k("question")), ("outcome", _k("outcome")), ("asset_id", _k("asset_id")),
+    ("closed_by", _k("closed_as")), ("realized_usdc", _m("realized_micros")),
 )  # fmt: skip
 LEADERS = (
     ("rank", lambda r: r["rank"]), ("rank_change_24h", lambda r: r["rank_change"]),

@@ -36,6 +36,7 @@ EVERYTHING = ("audit_log", "users_at", "users_n", "control_at")
 ALWAYS = "*always*"  # a pseudo-watermark: rebuilt every round
 # A user's month-long curves are redrawn at most this often (their numbers are current).
 CURVE_AGE_S = 300.0
+CLOSED_ROWS = 200  # closed positions shown on a page (the CSV has them all)
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,11 @@ def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Optio
         ),
         "users": site.chart("portfolio-users", pc.by_user[:12], lambda: portfolio.user_chart(pc)),
     }
-    positions = site.csv("csv/positions.csv", exports.table(exports.POSITIONS, pc.positions))
-    return {"c": pc, "png": pngs, "csv": {"positions": positions}}
+    files = {
+        "positions": site.csv("csv/positions.csv", exports.table(exports.POSITIONS, pc.positions)),
+        "closed": site.csv("csv/closed-positions.csv", exports.table(exports.CLOSED, pc.closed)),
+    }
+    return {"c": pc, "png": pngs, "csv": files, "closed_rows": CLOSED_ROWS}
 
 
 def _trades(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:

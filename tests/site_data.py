@@ -192,6 +192,9 @@ def _snapshots(conn: db.Conn, users: list[int]) -> None:
                     "cb": base * 1_000_000,
                 }
             )
+        # The newest row is what its positions say (`_positions_and_rollups`): they are
+        # worth HELD_VALUE, with HELD_UNREALIZED, and the closed one realized it all.
+        rows[-1].update(c=rows[-1]["e"] - HELD_VALUE, x=HELD_VALUE, un=HELD_UNREALIZED)
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO portfolio_snapshot (portfolio_scope, followed_user_id, bucket,
@@ -208,8 +211,26 @@ def _snapshots(conn: db.Conn, users: list[int]) -> None:
     )
 
 
+# Every portfolio holds 120 of 1001 (cost 54, marked 0.470 by its stored mid) and 30 of
+# 2002 (cost 18, no mid: its last fill 0.550), and has closed 1002 at its settlement.
+HELD_VALUE = 120 * 470_000 + 30 * 550_000
+HELD_UNREALIZED = HELD_VALUE - 72_000_000
+
+
 def _positions_and_rollups(conn: db.Conn, users: list[int]) -> None:
     day = NOW.date()
+    last = conn.execute(
+        """SELECT portfolio_scope AS s, followed_user_id AS u, realized_pnl_micros AS r
+           FROM portfolio_snapshot WHERE bucket = (SELECT max(bucket) FROM portfolio_snapshot)"""
+    ).fetchall()
+    for row in last:
+        conn.execute(
+            """INSERT INTO portfolio_position (portfolio_scope, followed_user_id, asset_id,
+                   condition_id, share_micros, cost_micros, last_price_micros, realized_micros,
+                   closed_by, closed_at)
+               VALUES (%(s)s, %(u)s, '1002', %(c)s, 0, 0, 480000, %(r)s, 'SETTLEMENT', %(t)s)""",
+            {**row, "c": M1, "t": NOW - timedelta(hours=2)},
+        )
     for scope, user in [("EXEC_GLOBAL", None)] + [
         (s, u) for u in users for s in ("SHADOW_USER", "EXEC_USER")
     ]:

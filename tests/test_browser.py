@@ -58,7 +58,7 @@ M1, M2 = site_data.M1, site_data.M2
 # What each page must show: its path, its <h1> (without the <small> note), and the
 # tables (named by the heading above them) that must have rows. Users are 1, 2, 3.
 PAGES = {
-    "overview": ("/", "Overview", {"Top users", "Top markets", "System health"}),
+    "overview": ("/", "Overview", {"Top users", "Exposure by market", "System health"}),
     "leaders": ("/leaders.html", "Leaders", {"Leaders"}),
     "users": ("/users.html", "Followed users", {"Followed users"}),
     "user-1": ("/users/1.html", "alpha", {"Rates", "Trade feed", "Skip reasons"}),

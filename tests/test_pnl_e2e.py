@@ -1,13 +1,15 @@
 """After an end-to-end sandbox run (poll → group → simulate), `price` marks every held
 asset and `snapshot` writes one row per portfolio whose cash and positions are the sum
 of that portfolio's ledger, with realized + unrealized = equity − contributed; a rebuild
-reproduces every row."""
+reproduces every row; and every page built from that run adds up to its cards."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from test_poll import Harness, at
@@ -18,11 +20,13 @@ from common.store import db
 from common.upstream import http
 from functions import price, rollup, snapshot
 from sandbox import testing
+from site_builder import build, render
+from site_builder.pages import common, portfolio
 
 pytestmark = pytest.mark.sandbox
 
 
-def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
+def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str, tmp_path: Path) -> None:
     run_pipeline(db_url, seed=5, steps=24)
     with (
         testing.running_sandbox(
@@ -126,3 +130,56 @@ def test_snapshots_equal_the_ledgers_after_a_sandbox_run(db_url: str) -> None:
             "SELECT count(*) AS n FROM rollup_global_exposure WHERE share_micros < 0"
         ).fetchone()
         assert negative is not None and negative["n"] == 0  # a sell never leaves one negative
+        _pages_add_up(conn, tmp_path, at(sb.now_ms()))
+
+
+def _sum(html: str, name: str) -> str:
+    """The text of the cell marked data-sum=name."""
+    found = re.search(rf'data-sum="{re.escape(name)}">([^<]*)<', html)
+    assert found is not None, name
+    return found.group(1)
+
+
+def _pages_add_up(conn: db.Conn, root: Path, now: datetime) -> None:
+    """Every page built from this run: each table adds up to its card (the snapshot's
+    number), an asset shows one mark everywhere, and the realized PnL is explained by
+    the positions' realized PnL and the fees."""
+    builder = build.Builder(root, clock=lambda: now)
+    done = builder.build_all(conn)
+    assert not done.failed and done.built
+    snaps = common.snapshots_at(conn, common.latest_bucket(conn))
+    g = snaps[("EXEC_GLOBAL", None)]
+    page = (root / "portfolio.html").read_text()
+    assert _sum(page, "equity") == render.usd(g["equity_micros"])
+    assert _sum(page, "cash") == render.usd(g["cash_micros"])
+    assert _sum(page, "positions") == render.usd(g["equity_micros"] - g["cash_micros"])
+    assert _sum(page, "unrealized") == render.usd(g["unrealized_pnl_micros"], True)
+    assert _sum(page, "realized") == render.usd(g["realized_pnl_micros"], True)
+    assert _sum(page, "exposure") == render.usd(g["exposure_micros"])
+    assert _sum((root / "index.html").read_text(), "exposure") == render.usd(g["exposure_micros"])
+    # Exactly, in micros: the pages' rows against the snapshot rows.
+    for (scope, user), snap in snaps.items():
+        held = portfolio.positions(conn, scope, user, open=True)
+        closed = portfolio.positions(conn, scope, user, open=False)
+        assert sum(p["value_micros"] for p in held) + snap["cash_micros"] == snap["equity_micros"]
+        assert sum(abs(p["value_micros"]) for p in held) == snap["exposure_micros"]
+        assert sum(p["unrealized_micros"] for p in held) == snap["unrealized_pnl_micros"]
+        assert len(held) == snap["open_positions"]
+        explained = portfolio.realized(snap, held, closed)
+        assert explained.total == snap["realized_pnl_micros"]
+        assert explained.other == 0, (scope, user)  # all realized PnL is some position's
+        if user is not None and scope == "EXEC_USER":
+            html = (root / "users" / f"{user}.html").read_text()
+            assert _sum(html, "EXEC_USER-equity") == render.usd(snap["equity_micros"])
+            assert _sum(html, "EXEC_USER-unrealized") == render.usd(
+                snap["unrealized_pnl_micros"], True
+            )
+    held = portfolio.positions(conn, "EXEC_GLOBAL", None, open=True)
+    assert sum(u["value_micros"] for u in portfolio.by_user(conn, held)) == g["exposure_micros"]
+    # One mark per asset: every page row of an asset shows the same mark.
+    marks: dict[str, set[int | None]] = {}
+    for scope, user in snaps:
+        for p in portfolio.positions(conn, scope, user, open=True):
+            if p["marked_by"] == "mid":
+                marks.setdefault(p["asset_id"], set()).add(p["mark_micros"])
+    assert marks and all(len(m) == 1 for m in marks.values())

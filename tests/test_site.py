@@ -256,17 +256,57 @@ def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path
             "leaders.html",
             [x.user["id"] for x in leaders.context(loaded, site_data.NOW).leaders],
         ),
+        "closed-positions": (
+            "portfolio.html",
+            [p["asset_id"] for p in portfolio.context(loaded, site_data.NOW).closed],
+        ),
     }
     for name, (page, keys) in expected.items():
         html = (tmp_path / page).read_text()
         assert re.search(rf'href="/csv/{name}\.csv\?v=[0-9a-f]{{16}}" download', html), name
         rows = list(csv_module.DictReader(io.StringIO((tmp_path / f"csv/{name}.csv").read_text())))
-        key = {"positions": "asset_id", "leaders": "user_id"}.get(name, "id")
+        key = {"positions": "asset_id", "closed-positions": "asset_id", "leaders": "user_id"}.get(
+            name, "id"
+        )
         assert [r[key] for r in rows] == [str(k) for k in keys], name
     attempts = list(csv_module.DictReader(io.StringIO((tmp_path / "csv/attempts.csv").read_text())))
     assert {r["decision"] for r in attempts} == {"EXECUTE", "SKIP"}
     assert all(Decimal(r["target_usdc"]) == Decimal(5) for r in attempts)  # $5.00 on the page
     assert {r["filled_shares"] for r in attempts} == {"12", "0"}
+
+
+def _cards(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<div class="label">([^<]*)</div><div class="value">([^<]*)<', html))
+
+
+def _sums(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-sum="([^"]*)">([^<]*)<', html))
+
+
+def test_every_table_adds_up_to_its_card(loaded: db.Conn, tmp_path: Path) -> None:
+    """The portfolio tables' totals are their cards' numbers: positions + cash = equity,
+    Σ unrealized, the realized PnL explained, exposure by user and by market."""
+    _builder(tmp_path).build_all(loaded)
+    page = (tmp_path / "portfolio.html").read_text()
+    cards, sums = _cards(page), _sums(page)
+    for card, total in (
+        ("Equity", "equity"),
+        ("Cash", "cash"),
+        ("Exposure", "exposure"),
+        ("Unrealized", "unrealized"),
+        ("Realized", "realized"),
+    ):
+        assert cards[card] == sums[total], card
+    assert sums["positions"] == sums["exposure"] == "$72.90"
+    overview = (tmp_path / "index.html").read_text()
+    assert _sums(overview)["exposure"] == sums["exposure"]
+    assert "$72.90 of cap" in overview  # the Exposure card's note
+    for user in (1, 2, 3):
+        html = (tmp_path / f"users/{user}.html").read_text()
+        got = _sums(html)
+        assert _cards(html)["Executable PnL"] and got["EXEC_USER-positions"] == "$72.90"
+        # One mark per asset on every page: 1001 at its mid, 2002 at the last fill (†).
+        assert html.count(">0.470<") == 2 and html.count(">0.550<sup>†</sup>") == 2
 
 
 def test_the_audit_log_says_what_changed_in_the_config_page_s_words() -> None:

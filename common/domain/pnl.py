@@ -19,6 +19,7 @@ is realized.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from common.domain import money
 
@@ -29,6 +30,9 @@ class Position:
     cost: int = 0
     condition_id: str | None = None
     last_price: int | None = None
+    realized: int = 0  # the PnL this asset has realized (all its lifetimes)
+    closed_by: str | None = None  # the entry type that last closed it (TRADE_FILL, MERGE, …)
+    closed_at: datetime | None = None  # and that entry's effective time
 
 
 def trade(pos: Position, dq: int, cash: int) -> int:

@@ -43,6 +43,8 @@ class Movement(Protocol):
     def cash_delta_micros(self) -> int: ...
     @property
     def price_micros(self) -> int | None: ...
+    @property
+    def effective_time(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class Portfolio:
     funded: bool = False  # a DEPOSIT is in the ledger
     # The share legs of a SPLIT / MERGE / REDEEM seen before the event's cash leg.
     legs: list[Leg] = field(default_factory=list)
+    at: datetime | None = None  # the effective time of the entry being folded
 
     @property
     def key(self) -> Key:
@@ -110,8 +113,9 @@ class Portfolio:
         leg at its proceeds against its average cost."""
         kind, cash, dq = e.entry_type, e.cash_delta_micros, e.share_delta_micros
         asset = e.asset_id
+        self.at = e.effective_time
         if kind in LEGGED and not cash and asset is not None:
-            self.legs.append(Leg(asset, e.condition_id, dq, e.price_micros, copied_from))
+            self.legs.append(Leg(asset, e.condition_id, dq, e.price_micros, copied_from, kind))
             return
         if self.legs and not (kind in LEGGED and asset is None):
             self.flush_legs()  # never written so: legs without their cash leg
@@ -132,7 +136,7 @@ class Portfolio:
             self.realized += cash
             return
         price = e.price_micros if kind in ("TRADE_FILL", "SEED") else None
-        self._move(asset, e.condition_id, dq, cash, price, copied_from, seed=kind == "SEED")
+        self._move(asset, e.condition_id, dq, cash, price, copied_from, kind)
 
     def _move(
         self,
@@ -142,8 +146,10 @@ class Portfolio:
         cash: int,
         price: int | None,
         copied_from: int | None,
-        seed: bool = False,
+        kind: str,
     ) -> None:
+        """Moves one asset by `dq` shares for `cash`; the PnL it realizes is also kept on
+        the position, and `kind` (the entry type) is what closed it when it closes."""
         pos = self.positions.get(asset)
         if pos is None:
             pos = self.closed.pop(asset, None) or pnl.Position()
@@ -154,17 +160,21 @@ class Portfolio:
             pos.last_price = price
         if dq and copied_from is not None and self.scope == "EXEC_GLOBAL":
             _add(self.by_user.setdefault(copied_from, {}), asset, dq)
-        if seed:
+        realized = 0
+        if kind == "SEED":
             value = money.mul_micros(dq, price or 0)
             pos.shares += dq
             pos.cost += value
             self.contributed += value
         else:
-            self.realized += pnl.trade(pos, dq, cash)
+            realized = pnl.trade(pos, dq, cash)
         if not pos.shares:  # closed: any cost left leaves with the last share, realized
-            self.realized -= pos.cost
+            realized -= pos.cost
             pos.cost = 0
+            pos.closed_by, pos.closed_at = kind, self.at
             self.closed[asset] = self.positions.pop(asset)
+        self.realized += realized
+        pos.realized += realized
 
     def _allocate(self, cash: int, kind: str = "") -> None:
         """Moves the pending legs by their parts of the event's cash (see `apply`)."""
@@ -181,7 +191,7 @@ class Portfolio:
             if sum(priced):
                 weights = priced
         for leg, part in zip(legs, allocate(cash, weights), strict=True):
-            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from, kind)
 
     def _convert(self, legs: list[Leg], cash: int) -> None:
         """A neg-risk CONVERSION (NegRiskAdapter.convertPositions): NO legs leave, YES
@@ -194,16 +204,22 @@ class Portfolio:
         ins = [leg for leg in legs if leg.dq > 0]
         if not ins:
             for leg, part in zip(outs, allocate(cash, [-leg.dq for leg in outs]), strict=True):
-                self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+                self._move(
+                    leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from, "CONVERSION"
+                )
             return
         removed = 0
         for leg in outs:
             part = self._average_cost(leg.asset, -leg.dq)
             removed += part
-            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+            self._move(
+                leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from, "CONVERSION"
+            )
         parts = allocate(cash - removed, [leg.dq for leg in ins])
         for leg, part in zip(ins, parts, strict=True):
-            self._move(leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from)
+            self._move(
+                leg.asset, leg.condition_id, leg.dq, part, None, leg.copied_from, "CONVERSION"
+            )
 
     def _average_cost(self, asset: str, shares: int) -> int:
         """The cost `shares` of a long position take with them (0 if none is held)."""
@@ -220,7 +236,7 @@ class Portfolio:
         event's entries: they are written in one transaction)."""
         legs, self.legs = self.legs, []
         for leg in legs:
-            self._move(leg.asset, leg.condition_id, leg.dq, 0, None, leg.copied_from)
+            self._move(leg.asset, leg.condition_id, leg.dq, 0, None, leg.copied_from, leg.kind)
 
     def held(self, asset_id: str) -> int:
         pos = self.positions.get(asset_id)
@@ -236,14 +252,10 @@ class Portfolio:
         return None if pos is None else pos.last_price
 
     def value(self, marks: Marks, condition_id: str | None = None) -> Valuation:
-        """Values every open position at its mark (else at cost), in one pass."""
+        """Values every open position by `valued`, in one pass."""
         equity, exposure, unrealized, open_positions, market = self.cash, 0, 0, 0, 0
         for asset, pos in self.positions.items():
-            n = pos.shares
-            mark = marks.get(asset)
-            if mark is None:
-                mark = pos.last_price
-            v = pos.cost if mark is None else money.mul_micros(n, mark)
+            v, _ = valued(pos, marks.get(asset))
             equity += v
             exposure += abs(v)
             unrealized += v - pos.cost
@@ -281,6 +293,17 @@ class Portfolio:
         return total
 
 
+def valued(pos: pnl.Position, mark: int | None) -> tuple[int, int | None]:
+    """The one valuation rule of a position (SPEC §6), for the fold and every page: its
+    shares at the asset's mark (the newest stored mid), else at our last fill price for
+    it, else at its cost (a SPLIT leg never filled). Returns (value, price used: None
+    when at cost)."""
+    price = pos.last_price if mark is None else mark
+    if price is None:
+        return pos.cost, None
+    return money.mul_micros(pos.shares, price), price
+
+
 LEGGED = ("SPLIT", "MERGE", "REDEEM", "CONVERSION")
 
 
@@ -291,6 +314,7 @@ class Leg:
     dq: int
     price: int | None
     copied_from: int | None
+    kind: str = ""  # its entry type (SPLIT, MERGE, REDEEM, CONVERSION)
 
 
 def allocate(total: int, weights: list[int]) -> list[int]:

@@ -263,3 +263,6 @@ class PositionRow(Record):
     share_micros: Shares
     cost_micros: Usdc
     last_price_micros: Price | None
+    realized_micros: int = 0
+    closed_by: str | None = None
+    closed_at: datetime | None = None

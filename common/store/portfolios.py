@@ -94,7 +94,13 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
     p.funded, p.starting_cash = True, s.contributed_micros  # its first entry was a DEPOSIT
     for pos in rows:
         saved = pnl.Position(
-            pos.share_micros, pos.cost_micros, pos.condition_id, pos.last_price_micros
+            pos.share_micros,
+            pos.cost_micros,
+            pos.condition_id,
+            pos.last_price_micros,
+            pos.realized_micros,
+            pos.closed_by,
+            pos.closed_at,
         )
         p.put(pos.asset_id, saved)
     return before

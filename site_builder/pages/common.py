@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import attribution, copy_config, histograms
-from common.store import copy_configs, db
+from common.domain import attribution, copy_config, histograms, portfolio
+from common.domain.pnl import Position
+from common.store import copy_configs, db, portfolios
 from site_builder import charts
 
 Row = dict[str, Any]
@@ -51,6 +52,71 @@ def frame(conn: db.Conn, now: datetime) -> Frame:
         user_count=row["users"],
         data_at=min(seen) if len(seen) == 2 else None,
     )
+
+
+def marks_as_of(conn: db.Conn) -> datetime | None:
+    """When the newest snapshot took its marks (every portfolio's row of that minute was
+    valued at once, at the same marks)."""
+    row = conn.execute(
+        """SELECT max(as_of) AS t FROM portfolio_snapshot
+           WHERE bucket = (SELECT max(bucket) FROM portfolio_snapshot)"""
+    ).fetchone()
+    return row["t"] if row else None
+
+
+def marks(conn: db.Conn, assets: set[str], as_of: datetime | None) -> portfolio.Marks:
+    """The assets' marks as the newest snapshot saw them (none without a snapshot)."""
+    return portfolios.load_marks(conn, assets, as_of) if as_of else portfolio.Marks()
+
+
+MARKED_BY = {True: "mid", False: "last fill"}
+
+
+def valued(conn: db.Conn, rows: list[Row], as_of: datetime | None = None) -> list[Row]:
+    """Values position rows (`portfolio_position` columns) as the newest snapshot did:
+    at its marks (`marks_as_of`) by the fold's own rule (`portfolio.valued`), so an asset
+    shows one mark on every page and a portfolio's positions add up to its cards. Adds
+    `mark_micros` (the price used; None when valued at cost), `marked_by` ("mid", "last
+    fill" or "cost"), `value_micros` and `unrealized_micros`; returns the rows, most
+    valuable first."""
+    if as_of is None:
+        as_of = marks_as_of(conn)
+    found = marks(conn, {r["asset_id"] for r in rows}, as_of)
+    for r in rows:
+        mid = found.get(r["asset_id"])
+        pos = Position(r["share_micros"], r["cost_micros"], None, r["last_price_micros"])
+        value, price = portfolio.valued(pos, mid)
+        r["mark_micros"] = price
+        r["marked_by"] = "cost" if price is None else MARKED_BY[mid is not None]
+        r["value_micros"] = value
+        r["unrealized_micros"] = value - r["cost_micros"]
+    rows.sort(key=lambda r: (-r["value_micros"], r["asset_id"]))
+    return rows
+
+
+def by_market(held: list[Row]) -> list[Row]:
+    """Valued positions (`valued`) summed by market (|value|, as exposure counts), the
+    largest first."""
+    out: dict[str, Row] = {}
+    for p in held:
+        m = out.setdefault(
+            p["condition_id"] or "?",
+            {"condition_id": p["condition_id"], "question": p["question"], "value_micros": 0},
+        )
+        m["value_micros"] += abs(p["value_micros"])
+    return sorted(out.values(), key=lambda m: (-m["value_micros"], m["condition_id"] or ""))
+
+
+def top(rows: list[Row], n: int, others: Row) -> list[Row]:
+    """The first `n` rows, then one row (`others`, its `value_micros` and `count` set)
+    for the rest, so a top list still adds up to its total."""
+    if len(rows) <= n:
+        return rows
+    rest = rows[n:]
+    return [
+        *rows[:n],
+        {**others, "value_micros": sum(r["value_micros"] for r in rest), "count": len(rest)},
+    ]
 
 
 # The hourly points are fetched by exact bucket (an index probe each) and the last 24 h by

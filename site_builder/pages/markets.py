@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from common.runtime import settings
 from common.store import db
-from site_builder.pages import common
+from site_builder.pages import common, portfolio
 
 Row = dict[str, Any]
 DAYS = 30
@@ -26,7 +26,8 @@ class MarketsContext:
 class MarketContext:
     frame: common.Frame
     market: Row
-    outcomes: list[Row]
+    outcomes: list[Row]  # with `mark_micros`: the snapshot's mark of each (None without)
+    marks_at: datetime | None  # when the snapshot took its marks
     days: list[Row]
     slippage: list[tuple[str, int]]
     positions: list[Row]
@@ -41,10 +42,7 @@ WITH stats AS (
            sum(depth_sum_micros) AS depth_sum, sum(depth_n) AS depth_n
     FROM rollup_market_daily WHERE day >= %(d)s GROUP BY condition_id
 ), held AS (
-    SELECT condition_id, count(DISTINCT (portfolio_scope, followed_user_id)) AS holders,
-           sum((share_micros * held_price(last_price_micros, cost_micros, share_micros))
-               / 1000000) FILTER (WHERE portfolio_scope = 'EXEC_GLOBAL')::bigint
-               AS global_value_micros
+    SELECT condition_id, count(DISTINCT (portfolio_scope, followed_user_id)) AS holders
     FROM portfolio_position WHERE share_micros <> 0 AND portfolio_scope <> 'SHADOW_USER'
     GROUP BY condition_id
 )
@@ -53,19 +51,32 @@ SELECT m.condition_id, m.question, m.slug, m.end_time, m.closed, m.resolved_at,
        coalesce(s.executed, 0) AS executed,
        (s.spread_sum / nullif(s.spread_n, 0))::bigint AS mean_spread_micros,
        (s.depth_sum / nullif(s.depth_n, 0))::bigint AS mean_depth_micros,
-       coalesce(h.holders, 0) AS holders, coalesce(h.global_value_micros, 0) AS global_value_micros
+       coalesce(h.holders, 0) AS holders
 FROM market m
 LEFT JOIN stats s USING (condition_id)
 LEFT JOIN held h USING (condition_id)
 WHERE s.condition_id IS NOT NULL OR h.condition_id IS NOT NULL OR m.blacklisted
-ORDER BY m.blacklisted DESC, coalesce(h.global_value_micros, 0) DESC,
-         coalesce(s.decisions, 0) DESC, m.condition_id
 """
 
 
 def listed(conn: db.Conn, now: datetime) -> list[Row]:
-    """The markets worth a page: decided on in 30 days, held, or blacklisted."""
-    return list(conn.execute(_LIST, {"d": (now - timedelta(days=DAYS)).date()}))
+    """The markets worth a page (decided on in 30 days, held, or blacklisted), with the
+    global copy's exposure to each at the snapshot's marks: blacklisted first, then by
+    that exposure, then by decisions."""
+    rows = list(conn.execute(_LIST, {"d": (now - timedelta(days=DAYS)).date()}))
+    held = portfolio.positions(conn, "EXEC_GLOBAL", None, open=True)
+    value = {m["condition_id"]: m["value_micros"] for m in common.by_market(held)}
+    for r in rows:
+        r["global_value_micros"] = value.get(r["condition_id"], 0)
+    rows.sort(
+        key=lambda r: (
+            not r["blacklisted"],
+            -r["global_value_micros"],
+            -r["decisions"],
+            r["condition_id"],
+        )
+    )
+    return rows
 
 
 def markets_context(conn: db.Conn, now: datetime) -> MarketsContext:
@@ -86,32 +97,40 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         )
     )
     base = settings.get().market_link_url
+    as_of = common.marks_as_of(conn)
+    outcomes = list(
+        conn.execute(
+            "SELECT * FROM outcome_asset WHERE condition_id = %(c)s ORDER BY outcome_index",
+            {"c": condition_id},
+        )
+    )
+    marks = common.marks(conn, {o["asset_id"] for o in outcomes}, as_of)
+    for o in outcomes:
+        o["mark_micros"] = marks.get(o["asset_id"])
     slug = market["event_slug"] or market["slug"]
     return MarketContext(
         link=f"{base}{quote(slug)}" if base and slug else None,
         frame=common.frame(conn, now),
         market=market,
-        outcomes=list(
-            conn.execute(
-                "SELECT * FROM outcome_asset WHERE condition_id = %(c)s ORDER BY outcome_index",
-                {"c": condition_id},
-            )
-        ),
+        outcomes=outcomes,
+        marks_at=as_of,
         days=days,
         slippage=common.ordered(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
-        positions=list(
-            conn.execute(
-                """SELECT p.*, u.label, o.outcome,
-                          (p.share_micros
-                           * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
-                              / 1000000 AS value_micros
-                   FROM portfolio_position p
-                   LEFT JOIN followed_user u ON u.id = p.followed_user_id
-                   LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-                   WHERE p.condition_id = %(c)s AND p.share_micros <> 0
-                   ORDER BY p.portfolio_scope, u.label, p.asset_id""",
-                {"c": condition_id},
-            )
+        positions=sorted(
+            common.valued(
+                conn,
+                list(
+                    conn.execute(
+                        """SELECT p.*, u.label, o.outcome FROM portfolio_position p
+                           LEFT JOIN followed_user u ON u.id = p.followed_user_id
+                           LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
+                           WHERE p.condition_id = %(c)s AND p.share_micros <> 0""",
+                        {"c": condition_id},
+                    )
+                ),
+                as_of,
+            ),
+            key=lambda p: (p["portfolio_scope"], p["label"] or "", p["asset_id"]),
         ),
         attempts=list(
             conn.execute(

@@ -12,7 +12,7 @@ from common.domain import attribution
 from common.store import attributions, db
 from common.store import status as system
 from site_builder import charts
-from site_builder.pages import common, status
+from site_builder.pages import common, portfolio, status
 
 Row = dict[str, Any]
 
@@ -93,22 +93,15 @@ def health(conn: db.Conn, now: datetime, stale_after_s: float = 180.0) -> Health
 
 
 def top_markets(conn: db.Conn, limit: int = 8) -> list[Row]:
-    return list(
-        conn.execute(
-            """SELECT p.condition_id, m.question, o.outcome, p.share_micros, p.cost_micros,
-                      p.last_price_micros,
-                      (p.share_micros
-                       * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
-                          / 1000000 AS value_micros
-               FROM portfolio_position p
-               LEFT JOIN market m ON m.condition_id = p.condition_id
-               LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-               WHERE p.portfolio_scope = 'EXEC_GLOBAL' AND p.followed_user_id IS NULL
-                 AND p.share_micros <> 0
-               ORDER BY value_micros DESC LIMIT %(n)s""",
-            {"n": limit},
+    """The global copy's exposure by market, the largest `limit`, then one row for the
+    other markets: the rows add up to the Exposure card."""
+    held = portfolio.positions(conn, "EXEC_GLOBAL", None, open=True)
+    markets = common.by_market(held)
+    for m in markets:
+        m["outcomes"] = sorted(
+            {p["outcome"] or "?" for p in held if p["condition_id"] == m["condition_id"]}
         )
-    )
+    return common.top(markets, limit, {"condition_id": None, "question": None, "outcomes": []})
 
 
 def context(conn: db.Conn, now: datetime) -> OverviewContext:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from common.domain.portfolio import allocate
 from common.store import db
 from site_builder import charts
 from site_builder.pages import common
@@ -27,12 +28,47 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class Realized:
+    """The realized PnL card explained: what the positions realized (the closed ones, and
+    the open ones' partial closes), the fees, and cash that no asset moved."""
+
+    closed: int
+    open: int
+    fees: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.closed + self.open - self.fees + self.other
+
+
+CLOSED_BY = {
+    "TRADE_FILL": "sold",
+    "MERGE": "merged",
+    "REDEEM": "redeemed",
+    "SETTLEMENT": "settled",
+    "CONVERSION": "converted",
+}
+
+
+def realized(snap: Row | None, positions: list[Row], closed: list[Row]) -> Realized:
+    """Splits a snapshot's realized PnL: Σ of the positions' realized, fees, the rest."""
+    shut = sum(r["realized_micros"] for r in closed)
+    held = sum(r["realized_micros"] for r in positions)
+    fees = common.value(snap, "fees_micros") or 0
+    total = common.value(snap, "realized_pnl_micros") or 0
+    return Realized(shut, held, fees, total - shut - held + fees)
+
+
+@dataclass(frozen=True)
 class PortfolioContext:
     frame: common.Frame
     snapshot: Row | None
-    positions: list[Row]
+    positions: list[Row]  # open, valued at the snapshot's marks (they add up to its cards)
+    closed: list[Row]  # closed positions, newest first, with what each realized
+    realized: Realized
     by_market: list[Row]
-    by_user: list[Row]
+    by_user: list[Row]  # adds up to the positions' value (an "unattributed" row if need be)
     limits: list[Limit]
     series: list[Row]
     peak: int | None
@@ -47,29 +83,57 @@ class PortfolioContext:
         return out
 
 
+# The global portfolio's positions (open when %(open)s, else closed), as the snapshot
+# job saved them with the ledger cut of its newest row.
 _POSITIONS = """
 SELECT p.asset_id, p.condition_id, p.share_micros, p.cost_micros, p.last_price_micros,
-       m.question, o.outcome, m.end_time, m.closed,
-       (p.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
-           / 1000000 AS value_micros
+       p.realized_micros, p.closed_by, p.closed_at,
+       m.question, o.outcome, m.end_time, m.closed, m.resolved_at
 FROM portfolio_position p
 LEFT JOIN market m ON m.condition_id = p.condition_id
 LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-WHERE p.portfolio_scope = 'EXEC_GLOBAL' AND p.followed_user_id IS NULL AND p.share_micros <> 0
-ORDER BY value_micros DESC, p.asset_id
+WHERE p.portfolio_scope = %(scope)s AND p.followed_user_id IS NOT DISTINCT FROM %(u)s
+  AND (p.share_micros <> 0) = %(open)s AND (%(open)s OR p.closed_by IS NOT NULL)
+ORDER BY p.closed_at DESC NULLS LAST, p.asset_id
 """
-_BY_USER = """
-SELECT e.followed_user_id AS user_id, u.label,
-       sum((e.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
-           / 1000000)::bigint AS value_micros,
-       count(*) AS assets
-FROM rollup_global_exposure e
-JOIN followed_user u ON u.id = e.followed_user_id
-LEFT JOIN portfolio_position p ON p.portfolio_scope = 'EXEC_GLOBAL'
-     AND p.followed_user_id IS NULL AND p.asset_id = e.asset_id
-WHERE e.share_micros <> 0
-GROUP BY 1, 2 ORDER BY value_micros DESC
+_HOLDERS = """
+SELECT e.followed_user_id AS user_id, u.label, e.asset_id, e.share_micros
+FROM rollup_global_exposure e JOIN followed_user u ON u.id = e.followed_user_id
+WHERE e.share_micros > 0
 """
+
+
+def positions(conn: db.Conn, scope: str, user: int | None, *, open: bool) -> list[Row]:
+    """One portfolio's open positions, valued (`common.valued`), or its closed ones."""
+    rows = list(conn.execute(_POSITIONS, {"scope": scope, "u": user, "open": open}))
+    if open:
+        return common.valued(conn, rows)
+    for r in rows:
+        r["closed_as"] = CLOSED_BY.get(r["closed_by"], (r["closed_by"] or "").lower())
+    return rows
+
+
+def by_user(conn: db.Conn, held: list[Row]) -> list[Row]:
+    """Exposure by user: each position's value split across the users whose signals hold
+    its shares (`rollup_global_exposure`), in proportion to their shares; a position no
+    user holds goes to "unattributed". So the rows add up to the positions' value."""
+    holders: dict[str, list[Row]] = {}
+    for r in conn.execute(_HOLDERS):
+        holders.setdefault(r["asset_id"], []).append(r)
+    out: dict[int | None, Row] = {}
+    for p in held:
+        who = sorted(holders.get(p["asset_id"], []), key=lambda r: r["user_id"])
+        if not who:
+            who = [{"user_id": None, "label": "unattributed", "share_micros": 1}]
+        parts = allocate(abs(p["value_micros"]), [r["share_micros"] for r in who])
+        for r, part in zip(who, parts, strict=True):
+            row = out.setdefault(
+                r["user_id"],
+                {"user_id": r["user_id"], "label": r["label"], "value_micros": 0, "assets": 0},
+            )
+            row["value_micros"] += part
+            row["assets"] += 1
+    return sorted(out.values(), key=lambda r: (-r["value_micros"], r["label"]))
 
 
 def _loss_since(conn: db.Conn, snap: Row | None, at: datetime) -> float | None:
@@ -83,16 +147,10 @@ def _loss_since(conn: db.Conn, snap: Row | None, at: datetime) -> float | None:
 
 def context(conn: db.Conn, now: datetime) -> PortfolioContext:
     snap = common.snapshots_at(conn, common.latest_bucket(conn)).get(("EXEC_GLOBAL", None))
-    positions = list(conn.execute(_POSITIONS))
-    markets: dict[str, Row] = {}
-    for p in positions:
-        m = markets.setdefault(
-            p["condition_id"] or "?",
-            {"condition_id": p["condition_id"], "question": p["question"], "value_micros": 0},
-        )
-        m["value_micros"] += p["value_micros"]
-    by_market = sorted(markets.values(), key=lambda m: -m["value_micros"])
-    by_user = list(conn.execute(_BY_USER))
+    held = positions(conn, "EXEC_GLOBAL", None, open=True)
+    closed = positions(conn, "EXEC_GLOBAL", None, open=False)
+    by_market = common.by_market(held)
+    users = by_user(conn, held)
     series = common.series(conn, "EXEC_GLOBAL", None, now)
     peak_row = conn.execute(common.GLOBAL_PEAK).fetchone()
     peak = peak_row["peak"] if peak_row else None
@@ -114,9 +172,9 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
         ),
         Limit(
             "Largest user",
-            common.ratio(by_user[0]["value_micros"], equity) if by_user else 0.0,
+            common.ratio(users[0]["value_micros"], equity) if users else 0.0,
             cfg.max_user_exposure_bps,
-            by_user[0]["label"] if by_user else "",
+            users[0]["label"] if users else "",
         ),
         Limit(
             "Daily loss",
@@ -140,9 +198,11 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
     return PortfolioContext(
         frame=common.frame(conn, now),
         snapshot=snap,
-        positions=positions,
+        positions=held,
+        closed=closed,
+        realized=realized(snap, held, closed),
         by_market=by_market,
-        by_user=by_user,
+        by_user=users,
         limits=limits,
         series=series,
         peak=peak,

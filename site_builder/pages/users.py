@@ -16,7 +16,7 @@ from typing import Any
 from common.domain import attribution, reasons
 from common.store import attributions, db
 from site_builder import charts
-from site_builder.pages import common, real_copy
+from site_builder.pages import common, portfolio, real_copy
 
 Row = dict[str, Any]
 RATE_DAYS = 30
@@ -86,7 +86,9 @@ class UserContext:
     slippage_their: list[tuple[str, int]]
     slippage_mid: list[tuple[str, int]]
     lag: dict[str, dict[str, int]]
-    positions: dict[str, list[Row]]
+    positions: dict[str, list[Row]]  # open, valued at the snapshot's marks
+    closed: list[Row]  # the executable copy's closed positions, newest first
+    realized: portfolio.Realized | None  # its realized PnL explained
     feed: list[Row]
     activity: list[Row]
     curve: Curve
@@ -187,16 +189,6 @@ def users_context(conn: db.Conn, now: datetime) -> UsersContext:
     return UsersContext(frame=common.frame(conn, now), users=summaries(conn, now))
 
 
-_POSITIONS = """
-SELECT p.*, m.question, o.outcome, m.closed, m.resolved_at,
-       (p.share_micros * held_price(p.last_price_micros, p.cost_micros, p.share_micros))
-           / 1000000 AS value_micros
-FROM portfolio_position p
-LEFT JOIN market m ON m.condition_id = p.condition_id
-LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-WHERE p.portfolio_scope = %(scope)s AND p.followed_user_id = %(u)s AND p.share_micros <> 0
-ORDER BY value_micros DESC, p.asset_id
-"""
 _FEED = """
 SELECT t.id, t.source, t.event_time, t.detect_time, t.side, t.price_micros, t.share_micros,
        t.usdc_notional_micros, t.asset_id, t.condition_id, t.group_state, t.reorg_state,
@@ -240,6 +232,12 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         )
     )
     pct = common.config(conn).for_user(user_id).copy_pct_bps
+    held = {
+        scope: portfolio.positions(conn, scope, user_id, open=True)
+        for scope in ("SHADOW_USER", "EXEC_USER")
+    }
+    closed = portfolio.positions(conn, "EXEC_USER", user_id, open=False)
+    execr = found[0].exec
     return UserContext(
         frame=common.frame(conn, now),
         summary=found[0],
@@ -266,10 +264,9 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
             )
             for source in sorted({r["source"] for r in lag_rows})
         },
-        positions={
-            scope: list(conn.execute(_POSITIONS, {"scope": scope, "u": user_id}))
-            for scope in ("SHADOW_USER", "EXEC_USER")
-        },
+        positions=held,
+        closed=closed,
+        realized=None if execr is None else portfolio.realized(execr, held["EXEC_USER"], closed),
         feed=list(conn.execute(_FEED, {"u": user_id, "n": FEED_ROWS})),
         activity=list(conn.execute(_ACTIVITY, {"u": user_id})),
         curve=_curve(conn, user_id, found[0].ideal_pnl, now),

@@ -88,6 +88,23 @@ class Builder:
                 out |= {f"{page.kind}:{s}" for s in page.every(conn, now)}
         return out
 
+    def _prune(self, conn: db.Conn, now: datetime) -> int:
+        """Deletes the pages of subjects that left their kind's `every` (the oldest
+        attempts' pages), so public/ stays bounded; returns how many."""
+        removed = 0
+        for page in registry.PAGES:
+            if not page.prune or page.every is None:
+                continue
+            keep = {page.path(s) for s in page.every(conn, now)}
+            folder = Path(page.path("x")).parent
+            for f in sorted(self.site.publisher.path(str(folder)).glob("*.html")):
+                relative = str(folder / f.name)
+                if relative not in keep:
+                    f.unlink(missing_ok=True)
+                    self.site.publisher.digests.pop(relative, None)
+                    removed += 1
+        return removed
+
     def _order(self, key: str) -> tuple[bool, int, int, str]:
         """The hot pages first; then oldest first (so a backlog drains and no page
         starves), then in the registry's order."""
@@ -113,6 +130,7 @@ class Builder:
             # The safety net (anything a watermark missed) queues every page behind
             # whatever changes queue, so it never delays them.
             self.last_full = time.monotonic()
+            self._prune(conn, now)
             for key in self._expand(conn, {changes.ALL}, now) - self.pending:
                 self.queued[key] = self.rounds + BACKGROUND
                 self.pending.add(key)

@@ -20,6 +20,7 @@ from typing import Any
 from common.store import db
 from site_builder import exports, output
 from site_builder.pages import (
+    attempt,
     config,
     leaders,
     markets,
@@ -65,6 +66,7 @@ class Page:
     touched: dict[str, Touched] = field(default_factory=dict)
     every: Callable[[db.Conn, datetime], Iterable[str]] | None = None  # kinds of many
     hot: bool = False  # built first every round: its freshness is the point
+    prune: bool = False  # files of subjects no longer in `every` are deleted (full rebuild)
 
 
 # --- touched subjects ---------------------------------------------------------------
@@ -201,6 +203,22 @@ def _markets(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options
 def _market(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:
     m = markets.market_context(conn, arg, now)
     return None if m is None else {"c": m}
+
+
+def _attempt(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:
+    ac = attempt.context(conn, int(arg), now)
+    if ac is None:
+        return None
+    return {"c": ac, "latency": attempt.latency_ms, "notional": attempt.notional}
+
+
+def _new_attempts(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
+    """The attempts written since the last round (each gets its page once)."""
+    rows = conn.execute(
+        "SELECT id FROM copy_attempt WHERE id > %(lo)s AND id <= %(hi)s",
+        {"lo": o["copy_attempt"], "hi": n["copy_attempt"]},
+    )
+    return {str(r["id"]) for r in rows}
 
 
 def _config(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -392,6 +410,18 @@ PAGES = (
             "blacklisted_n": _markets_since,
         },
         every=_listed_markets,
+    ),
+    Page(
+        "attempt",
+        "attempt.html",
+        attempt.AttemptContext,
+        lambda arg: f"attempts/{arg}.html",
+        _attempt,
+        "trades",
+        0,
+        touched={"copy_attempt": _new_attempts},
+        every=attempt.newest,
+        prune=True,
     ),
 )
 BY_KIND = {p.kind: p for p in PAGES}

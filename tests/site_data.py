@@ -129,6 +129,25 @@ def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> 
             "g": group,
         },
     )
+    # The book at decision: a BUY takes 7 shares at +0.005 and 5 at +0.010 (its bound,
+    # their price + 0.010), a SELL the same down the bids: 12 shares at ±0.007083.
+    book = _one(
+        conn,
+        """INSERT INTO order_book_snapshot (asset_id, condition_id, book_hash, book_time,
+               fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
+               ask_sizes_micros, tick_size_micros, min_order_size_micros, neg_risk)
+           VALUES (%(a)s, %(c)s, %(h)s, %(t)s, %(t)s, %(bp)s, %(q)s, %(ap)s, %(q)s, 1000,
+               5000000, false) RETURNING id""",
+        {
+            "a": asset,
+            "c": cid,
+            "h": f"h{user}-{n}",
+            "t": at + timedelta(seconds=3),
+            "bp": [price - 5_000, price - 10_000, price - 20_000],
+            "ap": [price + 5_000, price + 10_000, price + 20_000],
+            "q": [7_000_000, 20_000_000, 50_000_000],
+        },
+    )
     for scope in ("EXEC_USER", "EXEC_GLOBAL"):
         executed = decision == "EXECUTE"
         conn.execute(
@@ -138,10 +157,10 @@ def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> 
                    best_bid_micros, best_ask_micros, mid_micros, vwap_micros,
                    filled_share_micros, filled_notional_micros, filled_ratio_micros,
                    group_close_time, decision_time, copy_group_id, depth_in_band_micros,
-                   created_at)
+                   created_at, order_book_snapshot_id)
                VALUES (%(scope)s, %(u)s, %(k)s, %(s)s, %(c)s, %(a)s, %(n)s, %(p)s, 5000000,
                    12000000, %(dec)s, %(r)s, %(bid)s, %(ask)s, %(mid)s, %(vwap)s, %(fs)s,
-                   %(fn)s, %(fr)s, %(t2)s, %(t3)s, %(g)s, 40000000, %(t3)s)""",
+                   %(fn)s, %(fr)s, %(t2)s, %(t3)s, %(g)s, 40000000, %(t3)s, %(book)s)""",
             {
                 "scope": scope,
                 "u": user,
@@ -153,16 +172,17 @@ def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> 
                 "p": price,
                 "dec": decision,
                 "r": [] if executed else ["SPREAD_TOO_WIDE", "PRICE_WORSE_THAN_THEIRS"],
-                "bid": price - 10_000,
-                "ask": price + 10_000,
+                "bid": price - 5_000,
+                "ask": price + 5_000,
                 "mid": price,
-                "vwap": price + 5_000 if executed else None,
+                "vwap": (price + 7_083 if side == "BUY" else price - 7_083) if executed else None,
                 "fs": 12_000_000 if executed else 0,
                 "fn": (3_000_000 if n == 3 else 5_000_000) if executed else 0,
                 "fr": (600_000 if n == 3 else 1_000_000) if executed else 0,
                 "t2": at + timedelta(seconds=2),
                 "t3": at + timedelta(seconds=3),
                 "g": group,
+                "book": book,
             },
         )
     return int(trade)

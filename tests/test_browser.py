@@ -72,6 +72,7 @@ PAGES = {
     "portfolio": ("/portfolio.html", "Global portfolio", {"Open positions", "Exposure by user"}),
     "trades": ("/trades.html", "Trades & copy attempts", {"Copy attempts", "Detected trades"}),
     "markets": ("/markets.html", "Markets", {"Markets"}),
+    "attempt": ("/attempts/1.html", "Copy attempt 1", {"The leader's fills it copied"}),
     "market-1": (f"/markets/{M1}.html", "Will ETH trade above $5,000 by Friday?", {"By day"}),
     "market-2": (f"/markets/{M2}.html", "Will the <Senate> pass the bill?", {"By day"}),
     "config": ("/config.html", "Config", {"Global config", "Config tests", "Audit log"}),

@@ -126,14 +126,21 @@ def test_a_new_fill_rebuilds_the_feeds_its_user_and_market(loaded: db.Conn, tmp_
     builder.build_all(loaded)
     users = [r["id"] for r in loaded.execute("SELECT id FROM followed_user ORDER BY id")]
     trade = site_data.add_fill(loaded, users[0], 9)
+    attempts = [
+        f"attempt:{r['id']}"
+        for r in loaded.execute("SELECT id FROM copy_attempt WHERE copy_group_id = ("
+                                "SELECT copy_group_id FROM trade_event WHERE id = %(t)s)",
+                                {"t": trade})
+    ]  # fmt: skip
     done = builder.round(loaded, budget_s=float("inf"))
-    assert set(done.built) == {
+    assert attempts and set(done.built) == {
         "status",
         "overview",
         "trades",
         "markets",
         f"user:{users[0]}",
         f"market:{site_data.M1}",
+        *attempts,  # each new attempt gets its page, once
     }
     # the fill's identity (tx hash, else its source id) in full on hover, short in the cell
     assert f'title="0x{9:064x}:{users[0]}">0x00000000000…' in (tmp_path / "trades.html").read_text()
@@ -338,3 +345,20 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused() -> None:
         '"\'=HYPERLINK(""http://x"",""y"")",-0.5',
         "'@cmd,1.2345",
     ]
+
+
+def test_attempt_pages_beyond_the_newest_are_pruned_at_the_full_rebuild(
+    loaded: db.Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from site_builder.pages import attempt
+
+    _builder(tmp_path).build_all(loaded)
+    ids = sorted(int(p.stem) for p in (tmp_path / "attempts").glob("*.html"))
+    assert len(ids) == loaded.execute("SELECT count(*) AS n FROM copy_attempt").fetchone()["n"]
+    monkeypatch.setattr(attempt, "PAGES", 3)
+    builder = build.Builder(tmp_path, full_every_s=0.0, clock=lambda: site_data.NOW)
+    builder.round(loaded, budget_s=float("inf"))
+    assert sorted(int(p.stem) for p in (tmp_path / "attempts").glob("*.html")) == ids[-3:]
+    trades = (tmp_path / "trades.html").read_text()
+    assert f'href="/attempts/{ids[-1]}.html"' in trades
+    assert f'href="/attempts/{ids[0]}.html"' not in trades  # no link to a pruned page

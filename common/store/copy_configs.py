@@ -58,3 +58,24 @@ def propose(
             row.update(mine)
             row["id"] = None  # a proposal is not a stored version
     return copy_config.merge(rows["g"], rows["s"])
+
+
+def used_by(conn: db.Conn, user_id: int, ids: list[int | None]) -> copy_config.Config:
+    """The configuration a decision was made under, from the rows it names (its GLOBAL
+    guardrail and sizing rows and the user's overrides): rows are never updated."""
+    named = [i for i in ids if i is not None]
+    guardrails = [
+        dict(r)
+        for r in conn.execute(
+            "SELECT * FROM guardrail_config WHERE id = ANY(%(i)s) ORDER BY scope, id",
+            {"i": named},
+        )
+    ]
+    sizings = [
+        dict(r)
+        for r in conn.execute(
+            "SELECT * FROM copy_sizing_config WHERE id = ANY(%(i)s) ORDER BY scope, id",
+            {"i": named},
+        )
+    ]
+    return copy_config.merge(guardrails, sizings).for_user(user_id)

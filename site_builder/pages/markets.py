@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from common.runtime import settings
 from common.store import db
-from site_builder.pages import common, portfolio
+from site_builder.pages import attempt, common, portfolio
 
 Row = dict[str, Any]
 DAYS = 30
@@ -25,6 +25,7 @@ class MarketsContext:
 @dataclass(frozen=True)
 class MarketContext:
     frame: common.Frame
+    attempt_floor: int  # attempts from this id on have a page (`attempt.floor`)
     market: Row
     outcomes: list[Row]  # with `mark_micros`: the snapshot's mark of each (None without)
     marks_at: datetime | None  # when the snapshot took its marks
@@ -109,6 +110,7 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         o["mark_micros"] = marks.get(o["asset_id"])
     slug = market["event_slug"] or market["slug"]
     return MarketContext(
+        attempt_floor=attempt.floor(conn),
         link=f"{base}{quote(slug)}" if base and slug else None,
         frame=common.frame(conn, now),
         market=market,

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.domain import reasons
 from common.store import db
-from site_builder.pages import common
+from site_builder.pages import attempt, common
 
 Row = dict[str, Any]
 TRADE_ROWS = 400
@@ -21,6 +21,7 @@ ATTEMPT_ROWS = 800
 @dataclass(frozen=True)
 class TradesContext:
     frame: common.Frame
+    attempt_floor: int  # attempts from this id on have a page (`attempt.floor`)
     trades: list[Row]
     attempts: list[Row]
     users: list[Row]
@@ -65,6 +66,7 @@ def context(conn: db.Conn, now: datetime) -> TradesContext:
     seen = {code for a in attempts for code in a["reason_codes"]}
     return TradesContext(
         frame=common.frame(conn, now),
+        attempt_floor=attempt.floor(conn),
         trades=trades,
         attempts=attempts,
         users=list(conn.execute("SELECT id, label FROM followed_user ORDER BY label, id")),

@@ -40,22 +40,6 @@ ROLLUP_LOCK = locks.ROLLUP
 STREAMS = ("copy_attempt", "trade_event", "ledger_entry")
 
 
-def bucket(value: float, edges: tuple[int, ...]) -> str:
-    """Returns the histogram key of a value: the first edge ≥ it, else "inf"."""
-    for edge in edges:
-        if value <= edge:
-            return str(edge)
-    return "inf"
-
-
-def slippage_bps(action: str, price: int | None, reference: int | None) -> float | None:
-    """How much worse than `reference` we traded, in bps (negative = better)."""
-    if price is None or not reference:
-        return None
-    worse = price - reference if action == "BUY" else reference - price
-    return worse * 10_000 / reference
-
-
 def fold_attempts(rows: Iterable[dict[str, Any]]) -> tuple[dict[Any, Any], dict[Any, Any]]:
     """Aggregates attempts into per-(scope, user, day) and per-(market, day) deltas (pure)."""
     per_user: dict[tuple[str, int, date], dict[str, Any]] = defaultdict(_attempt_zero)
@@ -66,17 +50,17 @@ def fold_attempts(rows: Iterable[dict[str, Any]]) -> tuple[dict[Any, Any], dict[
         u["attempts"] += 1
         u["target_notional_micros"] += a["target_notional_micros"]
         executed = a["decision"] == "EXECUTE"
-        slip_their = slippage_bps(a["action"], a["vwap_micros"], a["their_price_micros"])
-        slip_mid = slippage_bps(a["action"], a["vwap_micros"], a["mid_micros"])
+        slip_their = histograms.slippage_bps(a["action"], a["vwap_micros"], a["their_price_micros"])
+        slip_mid = histograms.slippage_bps(a["action"], a["vwap_micros"], a["mid_micros"])
         if executed:
             u["executed"] += 1
             u["partial"] += a["filled_ratio_micros"] < 1_000_000
             u["filled_notional_micros"] += a["filled_notional_micros"]
             u["fees_micros"] += a["fee_micros"]
             if slip_their is not None:
-                u["slip_their_bps"][bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
+                u["slip_their_bps"][histograms.bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
             if slip_mid is not None:
-                u["slip_mid_bps"][bucket(slip_mid, histograms.SLIP_EDGES_BPS)] += 1
+                u["slip_mid_bps"][histograms.bucket(slip_mid, histograms.SLIP_EDGES_BPS)] += 1
         else:
             u["reasons"].update(a["reason_codes"])
         if a["portfolio_scope"] != "EXEC_USER" or a["condition_id"] is None:
@@ -91,7 +75,7 @@ def fold_attempts(rows: Iterable[dict[str, Any]]) -> tuple[dict[Any, Any], dict[
             m["depth_sum_micros"] += a["depth_in_band_micros"]
             m["depth_n"] += 1
         if executed and slip_their is not None:
-            m["slip_their_bps"][bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
+            m["slip_their_bps"][histograms.bucket(slip_their, histograms.SLIP_EDGES_BPS)] += 1
     return per_user, per_market
 
 
@@ -162,7 +146,7 @@ def fold_detections(rows: Iterable[dict[str, Any]]) -> dict[Any, Any]:
         d = out[(t["followed_user_id"], t["source"], t["event_time"].date())]
         d["fills"] += 1
         lag = (t["detect_time"] - t["event_time"]).total_seconds() * 1000
-        d["lag_ms"][bucket(lag, histograms.LAG_EDGES_MS)] += 1
+        d["lag_ms"][histograms.bucket(lag, histograms.LAG_EDGES_MS)] += 1
     return out
 
 

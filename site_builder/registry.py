@@ -131,11 +131,6 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         "gap": site.chart(
             f"{base}-gap", u.curve, lambda: users.gap_chart(u), max_age_s=CURVE_AGE_S
         ),
-        "slippage": site.chart(
-            f"{base}-slippage", u.slippage_their, lambda: users.slippage_chart(u)
-        ),
-        "lag": site.chart(f"{base}-lag", u.lag, lambda: users.lag_chart(u)),
-        "reasons": site.chart(f"{base}-reasons", u.skip_reasons, lambda: users.reasons_chart(u)),
     }
     if (real := u.real) is not None:
         month = u.retention["30d"]

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from PIL import Image, ImageStat
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from selenium import webdriver
 from selenium.common import exceptions
 from selenium.webdriver.common.by import By
@@ -37,7 +38,7 @@ from selenium.webdriver.support import expected_conditions, ui
 
 from common.runtime import jobs, settings
 from common.store import db
-from functions import score
+from functions import rollup, score
 from site_builder import build
 from tests import site_data, web
 
@@ -80,7 +81,7 @@ PAGES = {
     "status": ("/status.html", "System status", {"Jobs", "Failed items", "Quarantine"}),
 }
 CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
-CHARTS |= {f"user-{i}": 6 for i in (1, 2, 3, 4)}
+CHARTS |= {f"user-{i}": 3 for i in (1, 2, 3, 4)}  # waterfall, equity, gap; histograms are HTML
 CHARTS["user-2"] += 4  # both copies' waterfalls (the simulated one again, beside) and curves
 
 # Every table on the page, named by the nearest heading before it, with its data rows
@@ -122,7 +123,8 @@ const rows = [...document.querySelectorAll("#attempts tbody tr, #trades tbody tr
   .filter((r) => !r.classList.contains("none"));
 return {hash: location.hash, count: document.querySelector("[data-count]").textContent,
         rows: rows.map((r) => ({table: r.closest("table").id, user: r.dataset.user,
-                                reason: r.dataset.reason, shown: !r.hidden}))};
+                                reason: r.dataset.reason, slip: r.dataset.slip,
+                                scope: r.dataset.scope, shown: !r.hidden}))};
 """
 
 
@@ -479,6 +481,43 @@ def test_a_reason_in_the_url_filters_the_attempts(session: Browser) -> None:
     assert session.js("return document.querySelector('select[name=reason]').value") == (
         "SPREAD_TOO_WIDE"
     )
+
+
+def test_a_slippage_bar_lists_its_attempts(session: Browser) -> None:
+    """A count on the user page's slippage histogram opens the trades page filtered to
+    that user's own-copy attempts in that bucket: as many rows as the bar counts."""
+    user = str(session.users[0])
+    # The fixture's histograms are made up: count this user's attempts into theirs, by
+    # the rollup's own fold, so the bars are the attempts'.
+    attempts = session.conn.execute(
+        "SELECT * FROM copy_attempt WHERE followed_user_id = %(u)s", {"u": int(user)}
+    ).fetchall()
+    per_user, _ = rollup.fold_attempts(attempts)
+    for (scope, u, day), delta in per_user.items():
+        session.conn.execute(
+            """UPDATE rollup_attempt_daily SET slip_their_bps = %(h)s
+               WHERE portfolio_scope = %(s)s AND followed_user_id = %(u)s AND day = %(d)s""",
+            {"h": Jsonb(dict(delta["slip_their_bps"])), "s": scope, "u": u, "d": day},
+        )
+    assert not session.builder.build_all(session.conn).failed  # no watermark moved
+    session.open(f"/users/{user}.html")
+    links = session.js(
+        """return [...document.querySelectorAll('table.histogram a[href*="slip="]')]
+             .map((a) => [a.getAttribute('href'), Number(a.textContent)]);"""
+    )
+    assert links, "no slippage bar links"
+    href, n = links[0]
+    key = href.rsplit("slip=", 1)[1]
+    session.open(href)
+
+    def keep(r: dict[str, Any]) -> bool:
+        if r["table"] == "trades":  # fills have no portfolio or slippage: user only
+            return r["user"] == user
+        return r["user"] == user and r["scope"] == "EXEC_USER" and r["slip"] == key
+
+    session.wait(lambda d: filtered_to(filter_state(session), keep), "the slip filter")
+    shown = [r for r in filter_state(session)["rows"] if r["table"] == "attempts" and r["shown"]]
+    assert len(shown) == n  # the fixture's attempts all fall within 30 days
 
 
 # -- the auto-refresh ----------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_charts_are_png_files_the_pages_link(loaded: db.Conn, tmp_path: Path) ->
     links = set(re.findall(r'src="/(charts/[^"?]+\.png)\?v=[0-9a-f]+"', html))
     charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("*.png")}
     assert links == charts
-    assert len(charts) == 5 + 6 * 3  # overview (two), portfolio (three), six per user
+    assert len(charts) == 5 + 3 * 3  # overview (two), portfolio (three), three per user
     for name in charts:
         data = (tmp_path / name).read_bytes()
         width, height = _png_size(data)
@@ -234,14 +234,14 @@ def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
 def test_a_restarted_builder_redraws_no_unchanged_chart(loaded: db.Conn, tmp_path: Path) -> None:
     first = _builder(tmp_path)
     first.build_all(loaded)
-    assert first.site.charts_drawn == 23
+    assert first.site.charts_drawn == 14
     again = _builder(tmp_path)  # a new process over the same public/
     done = again.build_all(loaded)
     assert not done.failed and again.site.charts_drawn == 0
     (tmp_path / "charts/.manifest.json").write_text("{not json")
     third = _builder(tmp_path)  # an unreadable manifest: draw everything again
     third.build_all(loaded)
-    assert third.site.charts_drawn == 23
+    assert third.site.charts_drawn == 14
 
 
 def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path: Path) -> None:

@@ -234,20 +234,28 @@ def merge_histograms(rows: list[Row], column: str) -> dict[str, int]:
     return out
 
 
-def ordered(
+def keyed(
     histogram: dict[str, int], edges: tuple[int, ...], label: Any = None
-) -> list[tuple[str, int]]:
-    """The histogram in edge order, every bucket present (zeros too), labelled "≤ edge"
-    (or `label(edge)`)."""
+) -> list[tuple[str, int, str]]:
+    """The histogram in edge order, every bucket present (zeros too), as (label, count,
+    key): labelled "≤ edge" (or `label(edge)`), keyed as the rollup keys it."""
     name = label or str
     keys = [str(e) for e in edges] + ["inf"]
     return [
         (
             (("≤ " + name(int(k))) if k != "inf" else f"> {name(edges[-1])}").replace("-", "−"),
             histogram.get(k, 0),
+            k,
         )
         for k in keys
     ]
+
+
+def ordered(
+    histogram: dict[str, int], edges: tuple[int, ...], label: Any = None
+) -> list[tuple[str, int]]:
+    """`keyed` without the keys."""
+    return [(text, n) for text, n, _ in keyed(histogram, edges, label)]
 
 
 def duration(ms: int) -> str:

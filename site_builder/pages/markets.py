@@ -30,7 +30,7 @@ class MarketContext:
     outcomes: list[Row]  # with `mark_micros`: the snapshot's mark of each (None without)
     marks_at: datetime | None  # when the snapshot took its marks
     days: list[Row]
-    slippage: list[tuple[str, int]]
+    slippage: list[tuple[str, int, str]]  # (label, count, bucket key)
     positions: list[Row]
     attempts: list[Row]
     link: str | None  # the market on Polymarket (OCULUS_MARKET_LINK_URL + its event's slug)
@@ -117,7 +117,7 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         outcomes=outcomes,
         marks_at=as_of,
         days=days,
-        slippage=common.ordered(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
+        slippage=common.keyed(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
         positions=sorted(
             common.valued(
                 conn,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.domain import reasons
+from common.domain import histograms, reasons
 from common.store import db
 from site_builder.pages import attempt, common
 
@@ -27,6 +27,7 @@ class TradesContext:
     users: list[Row]
     markets: list[tuple[str, str]]
     reasons: list[tuple[str, str]]
+    slips: list[tuple[str, str]]  # the slippage buckets' (key, label), for the filter
 
 
 _TRADES = """
@@ -64,6 +65,11 @@ def context(conn: db.Conn, now: datetime) -> TradesContext:
         if r["condition_id"]:
             markets.setdefault(r["condition_id"], r["question"] or r["condition_id"])
     seen = {code for a in attempts for code in a["reason_codes"]}
+    for a in attempts:  # the slippage bucket the rollup counts it in (executed only)
+        bps = histograms.slippage_bps(a["action"], a["vwap_micros"], a["their_price_micros"])
+        executed = a["decision"] == "EXECUTE"
+        slip = "" if bps is None else histograms.bucket(bps, histograms.SLIP_EDGES_BPS)
+        a["slip"] = slip if executed else ""
     return TradesContext(
         frame=common.frame(conn, now),
         attempt_floor=attempt.floor(conn),
@@ -72,4 +78,5 @@ def context(conn: db.Conn, now: datetime) -> TradesContext:
         users=list(conn.execute("SELECT id, label FROM followed_user ORDER BY label, id")),
         markets=sorted(markets.items(), key=lambda kv: kv[1].lower()),
         reasons=[(code, reasons.describe(code)) for code in sorted(seen)],
+        slips=[(key, text) for text, _, key in common.keyed({}, histograms.SLIP_EDGES_BPS)],
     )

@@ -83,9 +83,9 @@ class UserContext:
     copy_pct_bps: int
     rates_by_scope: dict[str, Rates]
     skip_reasons: list[tuple[str, int, str]]
-    slippage_their: list[tuple[str, int]]
-    slippage_mid: list[tuple[str, int]]
-    lag: dict[str, dict[str, int]]
+    slippage_their: list[tuple[str, int, str]]  # (label, count, bucket key)
+    lag: dict[str, dict[str, int]]  # per source
+    lag_buckets: list[tuple[str, int, str]]  # every source
     positions: dict[str, list[Row]]  # open, valued at the snapshot's marks
     closed: list[Row]  # the executable copy's closed positions, newest first
     realized: portfolio.Realized | None  # its realized PnL explained
@@ -252,11 +252,11 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         copy_pct_bps=pct,
         rates_by_scope=by_scope,
         skip_reasons=[(k, n, reasons.describe(k)) for k, n in skipped.most_common()],
-        slippage_their=common.ordered(
+        slippage_their=common.keyed(
             common.merge_histograms(user_rows, "slip_their_bps"), common.SLIP_EDGES
         ),
-        slippage_mid=common.ordered(
-            common.merge_histograms(user_rows, "slip_mid_bps"), common.SLIP_EDGES
+        lag_buckets=common.keyed(
+            common.merge_histograms(lag_rows, "lag_ms"), common.LAG_EDGES, common.duration
         ),
         lag={
             source: common.merge_histograms(
@@ -297,36 +297,7 @@ def gap_chart(ctx: UserContext) -> bytes:
         [charts.Series("", c.ideal_times, c.gap, color=charts.LOSS)],
         zero=True,
         fill_below=True,
-        size=charts.HALF,
         until=ctx.frame.now,
-    )
-
-
-def slippage_chart(ctx: UserContext) -> bytes:
-    zero = common.SLIP_EDGES.index(0) + 1
-    return charts.histogram(
-        "Slippage vs their price (bps, > 0 = worse for us)",
-        ctx.slippage_their,
-        highlight_from=zero,
-    )
-
-
-def lag_chart(ctx: UserContext) -> bytes:
-    merged: dict[str, int] = {}
-    for hist in ctx.lag.values():
-        for k, v in hist.items():
-            merged[k] = merged.get(k, 0) + v
-    return charts.histogram(
-        "Detect lag: leader's fill → seen by us",
-        common.ordered(merged, common.LAG_EDGES, common.duration),
-    )
-
-
-def reasons_chart(ctx: UserContext) -> bytes:
-    return charts.bars(
-        "Skip reasons (own-copy attempts, 30 days)",
-        [(code, n) for code, n, _ in ctx.skip_reasons[:10]],
-        color=charts.SHADOW,
     )
 
 

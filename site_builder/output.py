@@ -26,6 +26,7 @@ class Site:
     chart_drawn: dict[str, tuple[str, float]] = field(default_factory=dict)  # digest, when
     manifest_dirty: bool = False
     charts_drawn: int = 0
+    csv_written: dict[str, tuple[str, float]] = field(default_factory=dict)  # url, when
 
     def chart(
         self, name: str, inputs: Any, draw: Callable[[], bytes], *, max_age_s: float = 0.0
@@ -66,10 +67,22 @@ class Site:
             self.publisher.write(MANIFEST, json.dumps(data, separators=(",", ":")))
             self.manifest_dirty = False
 
-    def csv(self, path: str, text: str) -> str:
-        """Publishes a CSV download; returns its URL (versioned, like a chart's)."""
-        self.publisher.write(path, text)
-        return f"/{path}?v={hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    def csv(self, path: str, text: str | Callable[[], str], *, max_age_s: float = 0.0) -> str:
+        """Publishes a CSV download; returns its URL (versioned, like a chart's). With
+        `max_age_s`, `text` is a callable and a file written less than that long ago is
+        kept (a long download need not be rewritten with every build of its page)."""
+        kept = self.csv_written.get(path)
+        if (
+            kept is not None
+            and time.time() - kept[1] < max_age_s
+            and self.publisher.path(path).exists()
+        ):
+            return kept[0]
+        body = text() if callable(text) else text
+        self.publisher.write(path, body)
+        url = f"/{path}?v={hashlib.sha256(body.encode()).hexdigest()[:16]}"
+        self.csv_written[path] = (url, time.time())
+        return url
 
     def page(self, path: str, template: str, **context: Any) -> None:
         self.publisher.write(path, render.page(template, **context))

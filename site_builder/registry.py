@@ -182,12 +182,22 @@ def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Optio
 
 def _trades(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     tc = trades.context(conn, now)
+    age = trades.CSV_AGE_S
     return {
         "c": tc,
         "csv": {
-            "attempts": site.csv("csv/attempts.csv", exports.table(exports.ATTEMPTS, tc.attempts)),
-            "fills": site.csv("csv/fills.csv", exports.table(exports.FILLS, tc.trades)),
+            "attempts": site.csv(
+                "csv/attempts.csv",
+                lambda: exports.table(exports.ATTEMPTS, trades.csv_attempts(conn)),
+                max_age_s=age,
+            ),
+            "fills": site.csv(
+                "csv/fills.csv",
+                lambda: exports.table(exports.FILLS, trades.csv_trades(conn)),
+                max_age_s=age,
+            ),
         },
+        "csv_rows": trades.CSV_ROWS,
     }
 
 

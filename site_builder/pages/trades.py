@@ -14,8 +14,10 @@ from common.store import db
 from site_builder.pages import attempt, common
 
 Row = dict[str, Any]
-TRADE_ROWS = 400
-ATTEMPT_ROWS = 800
+TRADE_ROWS = 200  # on the page (it stays small); the CSV has up to CSV_ROWS
+ATTEMPT_ROWS = 300
+CSV_ROWS = 10_000
+CSV_AGE_S = 60.0  # the CSVs are rewritten at most this often
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,16 @@ LEFT JOIN market m ON m.condition_id = a.condition_id
 LEFT JOIN outcome_asset o ON o.asset_id = a.asset_id
 ORDER BY a.id DESC LIMIT %(n)s
 """
+
+
+def csv_trades(conn: db.Conn) -> list[Row]:
+    """The newest CSV_ROWS fills (the page shows the first TRADE_ROWS of them)."""
+    return list(conn.execute(_TRADES, {"n": CSV_ROWS}))
+
+
+def csv_attempts(conn: db.Conn) -> list[Row]:
+    """The newest CSV_ROWS attempts (the page shows the first ATTEMPT_ROWS of them)."""
+    return list(conn.execute(_ATTEMPTS, {"n": CSV_ROWS}))
 
 
 def context(conn: db.Conn, now: datetime) -> TradesContext:

@@ -4,14 +4,16 @@ the charts already in public/)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from site_builder import publish, render
+from site_builder import publish, render, svg
 
 # Which inputs drew each chart (a dotfile: nginx serves no dotfiles).
 MANIFEST = "charts/.manifest.json"
@@ -29,14 +31,18 @@ class Site:
     csv_written: dict[str, tuple[str, float]] = field(default_factory=dict)  # url, when
 
     def chart(
-        self, name: str, inputs: Any, draw: Callable[[], bytes], *, max_age_s: float = 0.0
+        self,
+        name: str,
+        inputs: Any,
+        draw: Callable[[], bytes],
+        *,
+        max_age_s: float = 0.0,
+        ext: str = "png",
     ) -> str:
-        """Publishes charts/<name>.png if its inputs changed; returns its URL (versioned,
-        so a browser fetches the new one). With `max_age_s`, a chart drawn less than that
-        long ago is kept even if its inputs moved: a month-long equity curve that gains a
-        point a minute need not be redrawn every minute for every user (the page's
-        numbers are current; the picture is at most `max_age_s` old)."""
-        path = f"charts/{name}.png"
+        """Publishes charts/<name>.<ext> if its inputs changed; returns its URL
+        (versioned, so a browser fetches the new one). With `max_age_s`, a chart drawn
+        less than that long ago is kept even if its inputs moved."""
+        path = f"charts/{name}.{ext}"
         digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
         drawn = self.chart_drawn.get(path)
         fresh = drawn is not None and time.time() - drawn[1] < max_age_s
@@ -51,6 +57,25 @@ class Site:
         self.charts_drawn += 1
         self.manifest_dirty = True
         return f"/{path}?v={digest}"
+
+    def ranged(
+        self,
+        name: str,
+        inputs: Any,
+        draw: Callable[[datetime | None], bytes],
+        now: datetime,
+    ) -> dict[str, str]:
+        """A time-series chart in each of the pages' ranges (`svg.RANGES`): range key →
+        URL of charts/<name>-<range>.svg, drawn by `draw(since)`. Redrawn when its inputs
+        move, and at most once a minute for the time that passes (its window slides)."""
+        minute = now.replace(second=0, microsecond=0)
+        urls = {}
+        for key, span in svg.RANGES:
+            since = None if span is None else now - span
+            urls[key] = self.chart(
+                f"{name}-{key}", (inputs, minute), functools.partial(draw, since), ext="svg"
+            )
+        return urls
 
     def load_manifest(self) -> None:
         """Reads which inputs drew the charts already in public/ (a restarted builder

@@ -35,8 +35,6 @@ from site_builder.pages import (
 # Watermarks whose move rebuilds every page (who is followed, config, the pause).
 EVERYTHING = ("audit_log", "users_at", "users_n", "control_at")
 ALWAYS = "*always*"  # a pseudo-watermark: rebuilt every round
-# A user's month-long curves are redrawn at most this often (their numbers are current).
-CURVE_AGE_S = 300.0
 CLOSED_ROWS = 200  # closed positions shown on a page (the CSV has them all)
 
 
@@ -105,7 +103,9 @@ def _attempts(column: str, mark: str) -> Touched:
 
 def _overview(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     ctx = overview.context(conn, now)
-    url = site.chart("overview-equity", ctx.series, lambda: overview.equity_chart(ctx))
+    url = site.ranged(
+        "overview-equity", ctx.series, lambda since: overview.equity_chart(ctx, since), now
+    )
     waterfall = site.chart(
         "overview-waterfall", ctx.retention["30d"], lambda: overview.waterfall_chart(ctx)
     )
@@ -125,12 +125,10 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         "waterfall": site.chart(
             f"{base}-waterfall", u.retention["30d"], lambda: users.waterfall_chart(u)
         ),
-        "equity": site.chart(
-            f"{base}-equity", u.curve, lambda: users.equity_chart(u), max_age_s=CURVE_AGE_S
+        "equity": site.ranged(
+            f"{base}-equity", u.curve, lambda since: users.equity_chart(u, since), now
         ),
-        "gap": site.chart(
-            f"{base}-gap", u.curve, lambda: users.gap_chart(u), max_age_s=CURVE_AGE_S
-        ),
+        "gap": site.ranged(f"{base}-gap", u.curve, lambda since: users.gap_chart(u, since), now),
     }
     if (real := u.real) is not None:
         month = u.retention["30d"]
@@ -165,8 +163,8 @@ def _leaders(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options
 def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     pc = portfolio.context(conn, now)
     pngs = {
-        "drawdown": site.chart(
-            "portfolio-drawdown", pc.series, lambda: portfolio.drawdown_chart(pc)
+        "drawdown": site.ranged(
+            "portfolio-drawdown", pc.series, lambda since: portfolio.drawdown_chart(pc, since), now
         ),
         "markets": site.chart(
             "portfolio-markets", pc.by_market[:12], lambda: portfolio.market_chart(pc)

@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from site_builder import svg
 from site_builder.pages import common
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -163,6 +164,7 @@ def environment() -> jinja2.Environment:
         sign_class=sign_class,
         to_json=to_json,
     )
+    env.globals["range_labels"] = svg.RANGE_LABELS
     return env
 
 

@@ -110,7 +110,7 @@ for (const s of copy.querySelectorAll("small")) s.remove();
 return copy.textContent.trim();
 """
 IMAGES_JS = """
-return [...document.images].map((img) => {
+return [...document.images].filter((img) => !img.hidden).map((img) => {
   const r = img.getBoundingClientRect();
   return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth,
           x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height};
@@ -583,7 +583,7 @@ def test_a_config_change_made_on_the_page(session: Browser) -> None:
     session.open("/config.html")
     in_force = session.js(
         """const row = [...document.querySelectorAll("#global tbody tr")]
-             .find((r) => r.lastElementChild.textContent.trim() === "max_spread_micros");
+             .find((r) => r.querySelector("input[name=max_spread_micros]"));
            return [row.children[1].textContent.trim(),
                    row.querySelector("input").value];"""
     )
@@ -848,4 +848,23 @@ def test_any_table_sorts_by_a_clicked_header_and_has_a_search_box(session: Brows
     )
     assert shown and all("SPREAD_TOO_WIDE" in t for t in shown) and len(shown) < len(before)
     session.js("sessionStorage.clear()")
+    assert errors(session.console()) == []
+
+
+def test_a_time_range_shows_on_every_chart_and_lasts_through_a_reload(session: Browser) -> None:
+    visible = """return [...document.querySelectorAll("figure[data-ranges]")].map((f) =>
+        [...f.querySelectorAll("img[data-range]")].filter((i) => !i.hidden)
+          .map((i) => i.dataset.range + ":" + (i.complete && i.naturalWidth > 0)));"""
+    session.open("/users/1.html")
+    want = [["30d:true"], ["30d:true"]]  # equity and gap, once their images loaded
+    session.wait(lambda d: session.js(visible) == want, "no 30 d charts")
+    session.driver.find_element(
+        By.CSS_SELECTOR, "figure[data-ranges] button[data-range='24h']"
+    ).click()
+    session.wait(lambda d: session.js(visible) == [["24h:true"], ["24h:true"]], "no 24 h charts")
+    pressed = "return document.querySelector('button[aria-pressed=true]').dataset.range"
+    assert session.js(pressed) == "24h"
+    session.open("/")  # another page: the choice holds there too
+    session.wait(lambda d: session.js(visible) == [["24h:true"]], "the range was not kept")
+    session.js("sessionStorage.removeItem('oculus-range')")
     assert errors(session.console()) == []

@@ -8,7 +8,9 @@ import io
 import os
 import re
 import struct
+from datetime import timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -94,14 +96,27 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def test_charts_are_png_files_the_pages_link(loaded: db.Conn, tmp_path: Path) -> None:
+def test_charts_are_png_and_svg_files_the_pages_link(loaded: db.Conn, tmp_path: Path) -> None:
     _builder(tmp_path).build_all(loaded)
     html = "".join(p.read_text() for p in tmp_path.rglob("*.html"))
-    links = set(re.findall(r'src="/(charts/[^"?]+\.png)\?v=[0-9a-f]+"', html))
-    charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("*.png")}
+    links = set(re.findall(r'src="/(charts/[^"?]+\.(?:png|svg))\?v=[0-9a-f]+"', html))
+    charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("[!.]*")}
     assert links == charts
-    assert len(charts) == 5 + 3 * 3  # overview (two), portfolio (three), three per user
-    for name in charts:
+    pngs = {c for c in charts if c.endswith(".png")}
+    # PNG: the waterfalls (overview, each user) and the portfolio's two bar charts.
+    assert len(pngs) == 1 + 2 + 3
+    # SVG, in four time ranges each: overview equity, drawdown, each user's equity and gap.
+    assert len(charts - pngs) == 4 * (1 + 1 + 2 * 3)
+    for svg in charts - pngs:
+        text = (tmp_path / svg).read_text()
+        assert text.startswith("<svg xmlns=") and text.endswith("</svg>"), svg
+        root = ElementTree.fromstring(text)  # well-formed, with its lines or its "no data"
+        assert (
+            root.findall(".//{*}polyline")
+            or root.findall(".//{*}circle")
+            or ("no data in this range" in text)
+        ), svg
+    for name in pngs:
         data = (tmp_path / name).read_bytes()
         width, height = _png_size(data)
         assert width >= 500 and height >= 250, name
@@ -234,14 +249,14 @@ def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
 def test_a_restarted_builder_redraws_no_unchanged_chart(loaded: db.Conn, tmp_path: Path) -> None:
     first = _builder(tmp_path)
     first.build_all(loaded)
-    assert first.site.charts_drawn == 14
+    assert first.site.charts_drawn == 38
     again = _builder(tmp_path)  # a new process over the same public/
     done = again.build_all(loaded)
     assert not done.failed and again.site.charts_drawn == 0
     (tmp_path / "charts/.manifest.json").write_text("{not json")
     third = _builder(tmp_path)  # an unreadable manifest: draw everything again
     third.build_all(loaded)
-    assert third.site.charts_drawn == 14
+    assert third.site.charts_drawn == 38
 
 
 def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path: Path) -> None:
@@ -382,3 +397,18 @@ def test_the_trades_page_caps_its_rows_and_the_csv_holds_the_older_ones(
     every = loaded.execute("SELECT count(*) AS n FROM copy_attempt").fetchone()["n"]
     rows = list(csv_module.DictReader(io.StringIO((tmp_path / "csv/attempts.csv").read_text())))
     assert len(rows) == every > 2
+
+
+def test_the_config_page_says_what_each_setting_does_and_what_it_skipped(
+    loaded: db.Conn, tmp_path: Path
+) -> None:
+    _builder(tmp_path).build_all(loaded)
+    page = (tmp_path / "config.html").read_text()
+    skipped = loaded.execute(
+        """SELECT count(*) AS n FROM copy_attempt
+           WHERE 'SPREAD_TOO_WIDE' = ANY(reason_codes) AND decision_time > %(t)s""",
+        {"t": site_data.NOW - timedelta(hours=24)},
+    ).fetchone()["n"]
+    assert skipped > 0
+    assert f'<a href="/trades.html#reason=SPREAD_TOO_WIDE">{skipped}</a>' in page
+    assert "Skip when the book&#39;s spread is wider than this." in page

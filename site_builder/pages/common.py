@@ -12,7 +12,8 @@ from common.store import copy_configs, db, portfolios
 from site_builder import charts
 
 Row = dict[str, Any]
-SERIES_DAYS = 30
+SERIES_DAYS = 30  # the 30 d range; "all" reaches back to HISTORY_DAYS, hourly
+HISTORY_DAYS = 366
 MINUTE_RESOLUTION = timedelta(hours=24)
 
 
@@ -149,10 +150,20 @@ ORDER BY bucket
 """
 
 
+# The first snapshot (an index probe: IS NOT DISTINCT FROM would not use the index).
+_FIRST_USER = """SELECT min(bucket) AS b FROM portfolio_snapshot
+WHERE portfolio_scope = %(scope)s AND followed_user_id = %(user)s"""
+_FIRST_GLOBAL = """SELECT min(bucket) AS b FROM portfolio_snapshot
+WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL"""
+
+
 def series(conn: db.Conn, scope: str, user: int | None, now: datetime) -> list[Row]:
-    """The portfolio's snapshots of the last 30 days: hourly, and by the minute for the
-    last 24 h (a line chart needs no more points than that)."""
-    since = now - timedelta(days=SERIES_DAYS)
+    """The portfolio's snapshots since its first (at most HISTORY_DAYS back): hourly, and
+    by the minute for the last 24 h (a line chart needs no more points than that)."""
+    first = conn.execute(
+        _FIRST_GLOBAL if user is None else _FIRST_USER, {"scope": scope, "user": user}
+    ).fetchone()
+    since = max(first["b"] if first and first["b"] else now, now - timedelta(days=HISTORY_DAYS))
     params = {
         "scope": scope,
         "user": user,

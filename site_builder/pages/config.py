@@ -6,10 +6,10 @@ post JSON to the write API (/api/...); the next build shows the change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import copy_config
+from common.domain import copy_config, reasons
 from common.store import copy_configs, db
 from site_builder.pages import common
 
@@ -46,6 +46,72 @@ assert {f for f, _, _ in FIELDS} == set(copy_config.GUARDRAIL_FIELDS) | set(
     copy_config.SIZING_FIELDS
 ), "every config field has a row on the config page"
 
+# What each setting does, in plain words, and the skip reasons it causes (SPEC §5).
+HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "copy_pct_bps": ("How much of each leader trade's notional a copy buys or sells.", ()),
+    "min_trade_notional_micros": (
+        "A copy smaller than this is not placed; an open needs at least this much cash.",
+        ("BELOW_MIN_NOTIONAL", "INSUFFICIENT_CASH"),
+    ),
+    "max_trade_notional_micros": ("No single copy is larger than this.", ()),
+    "max_trade_equity_bps": ("No single copy is larger than this share of equity.", ()),
+    "starting_cash_micros": ("What each simulated portfolio starts with.", ()),
+    "max_worse_than_theirs_micros": (
+        "Never pay more (or sell for less) than the leader by more than this.",
+        ("PRICE_WORSE_THAN_THEIRS",),
+    ),
+    "max_chase_vs_mid_micros": (
+        "Never trade further than this from the mid at decision.",
+        ("CHASE_VS_MID",),
+    ),
+    "max_spread_micros": ("Skip when the book's spread is wider than this.", ("SPREAD_TOO_WIDE",)),
+    "min_depth_ratio_bps": (
+        "Skip unless the book within the price bound holds this multiple of the order.",
+        ("INSUFFICIENT_DEPTH",),
+    ),
+    "allow_partial_fills": (
+        "Take what the book holds within the bound, instead of all or nothing.",
+        ("NO_LIQUIDITY_WITHIN_BOUNDS",),
+    ),
+    "decision_delay_ms": ("How long after a group closes the copy is decided (latency).", ()),
+    "decision_jitter_ms": ("A random extra delay, up to this, per group.", ()),
+    "group_window_ms": ("Leader fills this close together are copied as one order.", ()),
+    "no_open_before_close_s": (
+        "No new positions this close to a market's end.",
+        ("MARKET_CLOSING",),
+    ),
+    "max_signal_age_s": (
+        "No new positions from leader fills older than this when seen.",
+        ("SIGNAL_TOO_OLD",),
+    ),
+    "max_total_exposure_bps": (
+        "Open positions may not exceed this share of equity.",
+        ("RISK_CAP_TOTAL",),
+    ),
+    "max_market_exposure_bps": (
+        "Exposure to one market may not exceed this share of equity.",
+        ("RISK_CAP_MARKET",),
+    ),
+    "max_user_exposure_bps": (
+        "Global copy: what is copied from one leader may not exceed this share of equity.",
+        ("RISK_CAP_USER",),
+    ),
+    "daily_loss_limit_bps": (
+        "No new positions once equity is down this much since 00:00 UTC.",
+        ("CIRCUIT_DAILY",),
+    ),
+    "weekly_loss_limit_bps": (
+        "No new positions once equity is down this much since Monday 00:00 UTC.",
+        ("CIRCUIT_WEEKLY",),
+    ),
+    "max_drawdown_bps": (
+        "No new positions once equity is this far below its peak.",
+        ("CIRCUIT_DRAWDOWN",),
+    ),
+}
+assert set(HELP) == {f for f, _, _ in FIELDS}, "every config field has its help"
+assert {c for _, codes in HELP.values() for c in codes} <= set(reasons.REASONS)
+
 
 @dataclass(frozen=True)
 class Override:
@@ -65,6 +131,8 @@ class ConfigContext:
     blacklisted: list[Row]
     audit: list[Row]
     tests: list[Row]
+    skips_24h: dict[str, int]  # reason code → attempts it skipped in the last 24 h
+    help: dict[str, tuple[str, tuple[str, ...]]]
 
     def changes(self, row: Row) -> list[Change]:
         return audit_changes(row)
@@ -156,8 +224,15 @@ def context(conn: db.Conn, now: datetime) -> ConfigContext:
             " ORDER BY label, id"
         )
     )
+    skips = conn.execute(
+        """SELECT code, count(*) AS n FROM copy_attempt, unnest(reason_codes) AS code
+           WHERE decision = 'SKIP' AND decision_time > %(t)s GROUP BY code""",
+        {"t": now - timedelta(hours=24)},
+    )
     return ConfigContext(
         frame=common.frame(conn, now),
+        skips_24h={r["code"]: r["n"] for r in skips},
+        help=HELP,
         fields=FIELDS,
         base=_values(cfg),
         guardrail_id=cfg.guardrail_id,

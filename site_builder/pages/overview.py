@@ -11,7 +11,7 @@ from typing import Any
 from common.domain import attribution
 from common.store import attributions, db
 from common.store import status as system
-from site_builder import charts
+from site_builder import charts, svg
 from site_builder.pages import common, portfolio, status
 
 Row = dict[str, Any]
@@ -157,10 +157,10 @@ def context(conn: db.Conn, now: datetime) -> OverviewContext:
     )
 
 
-def equity_chart(ctx: OverviewContext) -> bytes:
+def equity_chart(ctx: OverviewContext, since: datetime | None) -> bytes:
     times = [r["bucket"] for r in ctx.series]
-    return charts.lines(
-        "Global copy: equity (30 days; by the minute for the last 24 h)",
+    return svg.lines(
+        "Global copy: equity (hourly; by the minute for the last 24 h)",
         [
             charts.Series("equity", times, [r["equity_micros"] / 1e6 for r in ctx.series]),
             charts.Series(
@@ -172,6 +172,7 @@ def equity_chart(ctx: OverviewContext) -> bytes:
             ),
         ],
         until=ctx.frame.now,
+        since=since,
     )
 
 

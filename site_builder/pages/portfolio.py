@@ -9,7 +9,7 @@ from typing import Any
 
 from common.domain.portfolio import allocate
 from common.store import db
-from site_builder import charts
+from site_builder import charts, svg
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -209,14 +209,15 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
     )
 
 
-def drawdown_chart(ctx: PortfolioContext) -> bytes:
+def drawdown_chart(ctx: PortfolioContext, since: datetime | None) -> bytes:
     points = ctx.drawdown
-    return charts.lines(
+    return svg.lines(
         "Drawdown from the running peak (global copy)",
         [charts.Series("", [t for t, _ in points], [v for _, v in points], color=charts.LOSS)],
         unit="ratio",
         fill_below=True,
         until=ctx.frame.now,
+        since=since,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from common.domain import attribution, reasons
 from common.store import attributions, db
-from site_builder import charts
+from site_builder import charts, svg
 from site_builder.pages import common, portfolio, real_copy
 
 Row = dict[str, Any]
@@ -276,9 +276,9 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
     )
 
 
-def equity_chart(ctx: UserContext) -> bytes:
+def equity_chart(ctx: UserContext, since: datetime | None) -> bytes:
     c = ctx.curve
-    return charts.lines(
+    return svg.lines(
         "Executable copy vs ideal copy (their price, at once, unclamped): equity",
         [
             charts.Series("executable", c.times, c.exec_equity),
@@ -287,17 +287,19 @@ def equity_chart(ctx: UserContext) -> bytes:
             ),
         ],
         until=ctx.frame.now,
+        since=since,
     )
 
 
-def gap_chart(ctx: UserContext) -> bytes:
+def gap_chart(ctx: UserContext, since: datetime | None) -> bytes:
     c = ctx.curve
-    return charts.lines(
+    return svg.lines(
         "Tracking gap: executable PnL − ideal copy PnL",
         [charts.Series("", c.ideal_times, c.gap, color=charts.LOSS)],
         zero=True,
         fill_below=True,
         until=ctx.frame.now,
+        since=since,
     )
 
 

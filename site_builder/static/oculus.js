@@ -333,6 +333,32 @@ function setupTables() {
   });
 }
 
+// Time ranges: a chart comes in each range (figure[data-ranges] holds one img per
+// range); a button shows its range on every chart of the page, and the choice lasts
+// through the page's reloads (per tab).
+const RANGE_KEY = "oculus-range";
+
+function showRange(key) {
+  for (const fig of document.querySelectorAll("figure[data-ranges]")) {
+    if (!fig.querySelector('img[data-range="' + key + '"]')) continue;
+    for (const img of fig.querySelectorAll("img[data-range]")) img.hidden = img.dataset.range !== key;
+    for (const b of fig.querySelectorAll("button[data-range]")) {
+      b.setAttribute("aria-pressed", String(b.dataset.range === key));
+    }
+  }
+}
+
+function setupRanges() {
+  for (const b of document.querySelectorAll("figure[data-ranges] button[data-range]")) {
+    b.addEventListener("click", () => {
+      sessionStorage.setItem(RANGE_KEY, b.dataset.range);
+      showRange(b.dataset.range);
+    });
+  }
+  const saved = sessionStorage.getItem(RANGE_KEY);
+  if (saved) showRange(saved);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   updateTimes();
   setInterval(updateTimes, 1000);
@@ -342,5 +368,6 @@ document.addEventListener("DOMContentLoaded", () => {
   setupForms();
   setupSort();
   setupTables();
+  setupRanges();
   scheduleRefresh();
 });

@@ -10,3 +10,6 @@ ALTER TABLE portfolio_position
     ADD COLUMN closed_at timestamptz;
 TRUNCATE portfolio_position, portfolio_state;
 DELETE FROM system_checkpoint WHERE name = 'snapshot.ledger' AND followed_user_id IS NULL;
+
+-- The config page counts the skips of the last 24 hours by reason.
+CREATE INDEX copy_attempt_skip_time_idx ON copy_attempt (decision_time) WHERE decision = 'SKIP';

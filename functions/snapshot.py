@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from common.domain import pnl, portfolio, records
+from common.domain import portfolio, records
 from common.runtime import jobs
 from common.store import checkpoints, db, locks, portfolios, queries
 
@@ -105,18 +105,7 @@ def load_state(conn: db.Conn, moving: Touched) -> Books:
     if glob["a"]:
         rows += queries.fetch(conn, records.PositionRow, PORTFOLIO["closed_global_positions"], glob)
     for pos in rows:
-        book(books, (pos.portfolio_scope, pos.followed_user_id)).put(
-            pos.asset_id,
-            pnl.Position(
-                pos.share_micros,
-                pos.cost_micros,
-                pos.condition_id,
-                pos.last_price_micros,
-                pos.realized_micros,
-                pos.closed_by,
-                pos.closed_at,
-            ),
-        )
+        book(books, (pos.portfolio_scope, pos.followed_user_id)).put(pos.asset_id, pos.position())
     return books
 
 

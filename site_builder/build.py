@@ -33,10 +33,17 @@ class Round:
 def build_page(
     conn: db.Conn, site: output.Site, key: str, now: datetime, stale_after_s: float
 ) -> bool:
-    """Builds one page by key, as the registry says; returns False when its subject no
-    longer exists."""
+    """Builds one page by key, as the registry says, reading one snapshot of the database
+    (a repeatable-read transaction, so the snapshot job committing between two of its
+    queries cannot make its tables disagree with its cards); returns False when its
+    subject no longer exists."""
     page, arg = registry.of(key)
-    built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
+    if conn.autocommit:  # one snapshot of the database: its tables agree with its cards
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
+    else:
+        built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
     if built is None:
         return False
     context = {"refresh": page.refresh, **built, "nav": page.nav, "stale_s": stale_after_s}

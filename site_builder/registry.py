@@ -205,7 +205,17 @@ def _markets(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options
 
 def _market(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:
     m = markets.market_context(conn, arg, now)
-    return None if m is None else {"c": m}
+    if m is None:
+        return None
+    chart = None
+    if not m.history.empty:  # one range: the stored marks reach back a day or two
+        chart = site.chart(
+            f"market-{arg}-history",
+            (m.history, now.replace(second=0, microsecond=0)),
+            lambda: markets.history_chart(m, now - markets.HISTORY),
+            ext="svg",
+        )
+    return {"c": m, "history_svg": chart}
 
 
 def _attempt(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options) -> Built | None:

@@ -62,7 +62,11 @@ def value_axis(values: Sequence[float], unit: str, zero: bool) -> Axis:
     lo, hi = min(values), max(values)
     if zero:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if unit == "usd" and not zero:  # at least MIN_SPAN of the level, and $1
+    if unit == "price":  # prices live in [0, 1]: at least 0.05 of span
+        if hi - lo < 0.05:
+            lo = min(max(0.0, (hi + lo) / 2 - 0.025), 0.95)
+            hi = lo + 0.05
+    elif unit == "usd" and not zero:  # at least MIN_SPAN of the level, and $1
         want = max(abs(hi) * MIN_SPAN, abs(lo) * MIN_SPAN, 1.0)
         if hi - lo < want:
             mid = (hi + lo) / 2
@@ -77,6 +81,8 @@ def value_axis(values: Sequence[float], unit: str, zero: bool) -> Axis:
 
 
 def _label(v: float, unit: str, step: float) -> str:
+    if unit == "price":  # a probability: three decimals show a tick
+        return f"{v:.3f}" if step < 0.01 else f"{v:.2f}"
     if unit == "ratio":
         digits = max(0, min(4, -math.floor(math.log10(step * 100)) if step else 0))
         text = f"{v * 100:.{digits}f}%"
@@ -138,7 +144,8 @@ def lines(
     zero: bool = False,
     fill_below: bool = False,
 ) -> bytes:
-    """One chart of time series from `since` (or the first point) to `until`, as SVG."""
+    """One chart of time series from `since` (or the first point) to `until`, as SVG;
+    `unit` is "usd", "ratio" (shown as %) or "price" (a probability)."""
     cut = [
         Series(s.label, *_window(s, since, until), color=s.color, dashed=s.dashed) for s in series
     ]

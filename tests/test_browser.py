@@ -83,6 +83,7 @@ PAGES = {
 CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
 CHARTS |= {f"user-{i}": 3 for i in (1, 2, 3, 4)}  # waterfall, equity, gap; histograms are HTML
 CHARTS["user-2"] += 4  # both copies' waterfalls (the simulated one again, beside) and curves
+CHARTS |= {"market-1": 1, "market-2": 1}  # mid and spread history
 
 # Every table on the page, named by the nearest heading before it, with its data rows
 # (not the "nothing yet" row).

@@ -16,7 +16,7 @@ from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from common.domain import money
+from common.domain import money, pnl
 from common.domain.money import Price, Shares, Usdc
 
 Row = Mapping[str, Any]
@@ -266,3 +266,15 @@ class PositionRow(Record):
     realized_micros: int = 0
     closed_by: str | None = None
     closed_at: datetime | None = None
+
+    def position(self) -> pnl.Position:
+        """The fold's position this saved row holds."""
+        return pnl.Position(
+            self.share_micros,
+            self.cost_micros,
+            self.condition_id,
+            self.last_price_micros,
+            self.realized_micros,
+            self.closed_by,
+            self.closed_at,
+        )

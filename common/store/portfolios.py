@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from common.domain import money, pnl, portfolio, records
+from common.domain import money, portfolio, records
 from common.store import checkpoints, db, queries
 
 # The snapshot job's cut: every ledger entry up to it is folded into its saved state
@@ -93,16 +93,7 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
     )
     p.funded, p.starting_cash = True, s.contributed_micros  # its first entry was a DEPOSIT
     for pos in rows:
-        saved = pnl.Position(
-            pos.share_micros,
-            pos.cost_micros,
-            pos.condition_id,
-            pos.last_price_micros,
-            pos.realized_micros,
-            pos.closed_by,
-            pos.closed_at,
-        )
-        p.put(pos.asset_id, saved)
+        p.put(pos.asset_id, pos.position())
     return before
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from common.runtime import settings
 from common.store import db
+from site_builder import charts, svg
 from site_builder.pages import attempt, common, portfolio
 
 Row = dict[str, Any]
@@ -23,12 +24,79 @@ class MarketsContext:
 
 
 @dataclass(frozen=True)
+class History:
+    """A market's recent prices: each outcome's mid (the stored 30 s marks, averaged per
+    HISTORY_BIN) and the spread of the books stored at decisions."""
+
+    mids: dict[str, list[tuple[datetime, float]]]  # outcome → (time, mid)
+    spreads: list[tuple[datetime, float]]
+
+    @property
+    def empty(self) -> bool:
+        return not self.spreads and not any(self.mids.values())
+
+
+HISTORY = timedelta(hours=48)
+_MIDS = """
+SELECT asset_id, date_bin('10 minutes', bucket, TIMESTAMPTZ '2000-01-01') AS t,
+       avg(mid_micros) AS mid
+FROM market_price_snapshot
+WHERE asset_id = ANY(%(a)s) AND bucket > %(since)s AND bucket <= %(now)s
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+_SPREADS = """
+SELECT fetched_at AS t, ask_prices_micros[1] - bid_prices_micros[1] AS spread
+FROM order_book_snapshot
+WHERE asset_id = ANY(%(a)s) AND fetched_at > %(since)s AND fetched_at <= %(now)s
+  AND cardinality(bid_prices_micros) > 0 AND cardinality(ask_prices_micros) > 0
+ORDER BY fetched_at
+"""
+
+
+def history(conn: db.Conn, outcomes: list[Row], now: datetime) -> History:
+    assets = [o["asset_id"] for o in outcomes]
+    params = {"a": assets, "since": now - HISTORY, "now": now}
+    names = {o["asset_id"]: o["outcome"] or f"outcome {o['outcome_index']}" for o in outcomes}
+    mids: dict[str, list[tuple[datetime, float]]] = {names[a]: [] for a in assets}
+    for r in conn.execute(_MIDS, params):
+        mids[names[r["asset_id"]]].append((r["t"], float(r["mid"]) / 1e6))
+    spreads = [(r["t"], r["spread"] / 1e6) for r in conn.execute(_SPREADS, params)]
+    return History(mids, spreads)
+
+
+def history_chart(ctx: MarketContext, since: datetime | None) -> bytes:
+    """Each outcome's mid and the decision books' spread over the last HISTORY."""
+    h = ctx.history
+    series = [
+        charts.Series(name, [t for t, _ in points], [v for _, v in points], color=color)
+        for (name, points), color in zip(h.mids.items(), charts.PALETTE, strict=False)
+    ]
+    series.append(
+        charts.Series(
+            "spread at decisions",
+            [t for t, _ in h.spreads],
+            [v for _, v in h.spreads],
+            color=charts.MUTED,
+            dashed=True,
+        )
+    )
+    return svg.lines(
+        "Mid per outcome (10-minute means) and spread at our decisions, 48 h",
+        series,
+        unit="price",
+        until=ctx.frame.now,
+        since=since,
+    )
+
+
+@dataclass(frozen=True)
 class MarketContext:
     frame: common.Frame
     attempt_floor: int  # attempts from this id on have a page (`attempt.floor`)
     market: Row
     outcomes: list[Row]  # with `mark_micros`: the snapshot's mark of each (None without)
     marks_at: datetime | None  # when the snapshot took its marks
+    history: History
     days: list[Row]
     slippage: list[tuple[str, int, str]]  # (label, count, bucket key)
     positions: list[Row]
@@ -116,6 +184,7 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         market=market,
         outcomes=outcomes,
         marks_at=as_of,
+        history=history(conn, outcomes, now),
         days=days,
         slippage=common.keyed(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
         positions=sorted(

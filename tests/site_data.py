@@ -77,11 +77,14 @@ def _users(conn: db.Conn) -> list[int]:
     return ids
 
 
-def add_fill(conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE") -> int:
-    """One fill of `user`, its group and both copy attempts; returns the trade id."""
+def add_fill(
+    conn: db.Conn, user: int, n: int, *, decision: str = "EXECUTE", at: datetime | None = None
+) -> int:
+    """One fill of `user` (at `at`, by default n − 40 minutes from NOW), its group and
+    both copy attempts; returns the trade id."""
     cid = M1 if n % 2 else M2
     asset = ASSETS[cid][n % 2]
-    at = NOW - timedelta(minutes=40 - n)
+    at = NOW - timedelta(minutes=40 - n) if at is None else at
     side = "BUY" if n % 3 else "SELL"
     price = 400_000 + 10_000 * n
     group = _one(

@@ -869,3 +869,32 @@ def test_a_time_range_shows_on_every_chart_and_lasts_through_a_reload(session: B
     session.wait(lambda d: session.js(visible) == [["24h:true"]], "the range was not kept")
     session.js("sessionStorage.removeItem('oculus-range')")
     assert errors(session.console()) == []
+
+
+def test_a_time_range_hides_the_older_rows_of_a_table(session: Browser) -> None:
+    old = site_data.NOW - timedelta(days=2)
+    trade = site_data.add_fill(session.conn, session.users[2], 11, at=old)
+    session.rebuild()
+    session.open("/trades.html")
+    # Each fill row: (its time, hidden by the range) and the page's build time.
+    state = """return [document.body.dataset.generated,
+      [...document.querySelectorAll("#trades tbody tr[data-at]")].map((r) =>
+        [r.dataset.at, r.hasAttribute("data-range-hidden")]),
+      document.querySelector("[data-count]").textContent];"""
+
+    def hides_older_than(span: timedelta) -> bool:
+        built, rows, count = session.js(state)
+        cutoff = datetime.fromisoformat(built) - span
+        want = [datetime.fromisoformat(at) < cutoff for at, _ in rows]
+        shown = sum(not w for w in want)
+        return [h for _, h in rows] == want and f"{shown} of {len(rows)} fills" in count
+
+    session.wait(lambda d: hides_older_than(timedelta(days=30)), "30 d by default")
+    session.driver.find_element(By.CSS_SELECTOR, ".table-ranges button[data-range='24h']").click()
+    session.wait(lambda d: hides_older_than(timedelta(hours=24)), "24 h")
+    _, rows, _ = session.js(state)
+    assert [h for at, h in rows if datetime.fromisoformat(at) == old] == [True]
+    session.driver.find_element(By.CSS_SELECTOR, ".table-ranges button[data-range='all']").click()
+    session.wait(lambda d: not any(h for _, h in session.js(state)[1]), "all hides nothing")
+    session.js("sessionStorage.removeItem('oculus-range')")
+    assert trade > 0 and errors(session.console()) == []

@@ -53,11 +53,12 @@ function applyFilters(form) {
       if (key === "reason" ? !have.split(" ").includes(value) : have !== value) ok = false;
     }
     row.hidden = !ok;
-    if (ok) shown++;
+    const seen = ok && !row.hasAttribute("data-range-hidden");  // the time range hides it
+    if (seen) shown++;
     const id = row.closest("table")?.id || "";
     perTable[id] = perTable[id] || [0, 0];
     perTable[id][1]++;
-    if (ok) perTable[id][0]++;
+    if (seen) perTable[id][0]++;
   }
   const count = form.querySelector("[data-count]");
   if (count && count.dataset.countOf) {  // "#attempts:attempts,#fills:fills": one count each
@@ -334,11 +335,23 @@ function setupTables() {
 }
 
 // Time ranges: a chart comes in each range (figure[data-ranges] holds one img per
-// range); a button shows its range on every chart of the page, and the choice lasts
-// through the page's reloads (per tab).
+// range), and a table[data-ranged] hides its rows older than the range (by their
+// data-at, against the page's build time); a button shows its range on every chart and
+// table of the page, and the choice lasts through the page's reloads (per tab).
 const RANGE_KEY = "oculus-range";
 
+const RANGE_SPANS = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, all: Infinity };
+
 function showRange(key) {
+  const built = Date.parse(document.body.dataset.generated);
+  const cutoff = built - (RANGE_SPANS[key] ?? Infinity) * 1000;
+  for (const row of document.querySelectorAll("table[data-ranged] tbody tr[data-at]")) {
+    row.toggleAttribute("data-range-hidden", Date.parse(row.dataset.at) < cutoff);
+  }
+  for (const b of document.querySelectorAll(".table-ranges button[data-range]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.range === key));
+  }
+  for (const form of document.querySelectorAll("form.filters[data-filter]")) applyFilters(form);
   for (const fig of document.querySelectorAll("figure[data-ranges]")) {
     if (!fig.querySelector('img[data-range="' + key + '"]')) continue;
     for (const img of fig.querySelectorAll("img[data-range]")) img.hidden = img.dataset.range !== key;
@@ -349,14 +362,13 @@ function showRange(key) {
 }
 
 function setupRanges() {
-  for (const b of document.querySelectorAll("figure[data-ranges] button[data-range]")) {
+  for (const b of document.querySelectorAll("figure[data-ranges] button[data-range], .table-ranges button[data-range]")) {
     b.addEventListener("click", () => {
       sessionStorage.setItem(RANGE_KEY, b.dataset.range);
       showRange(b.dataset.range);
     });
   }
-  const saved = sessionStorage.getItem(RANGE_KEY);
-  if (saved) showRange(saved);
+  showRange(sessionStorage.getItem(RANGE_KEY) || "30d");
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -898,3 +898,43 @@ def test_a_time_range_hides_the_older_rows_of_a_table(session: Browser) -> None:
     session.wait(lambda d: not any(h for _, h in session.js(state)[1]), "all hides nothing")
     session.js("sessionStorage.removeItem('oculus-range')")
     assert trade > 0 and errors(session.console()) == []
+
+
+def test_a_csv_download_through_nginx_holds_the_table_s_rows(session: Browser) -> None:
+    session.open("/portfolio.html")
+    got = session.js(
+        """const a = document.querySelector('a[download="positions.csv"]');
+           const r = await fetch(a.getAttribute("href"), {credentials: "same-origin"});
+           const text = await r.text();
+           const rows = document.querySelectorAll("h2 + table.wide-table")[0].tBodies[0].rows;
+           return [r.status, r.headers.get("content-type"), text.split("\\n")[0],
+                   text.trim().split("\\n").length - 1, rows.length];"""
+    )
+    status, kind, header, lines, table_rows = got
+    assert status == 200 and kind.startswith("text/csv"), got
+    assert header.startswith("condition_id,market,outcome,asset_id,shares"), header
+    assert lines == table_rows > 0
+
+
+def test_an_attempt_opens_with_its_book_walk_and_the_leader_s_fills(session: Browser) -> None:
+    session.open("/trades.html")
+    link = session.driver.find_element(By.CSS_SELECTOR, "#attempts tbody a[href^='/attempts/']")
+    href = link.get_attribute("href")
+    link.click()
+    session.wait(lambda d: d.current_url == href, "the attempt page did not open")
+    session.wait_loaded()
+    info = session.js(
+        """return [document.querySelector("h1").textContent,
+                   document.querySelectorAll("table.book tbody tr:not(.boundary)").length,
+                   document.querySelectorAll("table.book tr.taken").length,
+                   [...document.querySelectorAll("h2")]
+                     .map((h) => h.firstChild.textContent.trim())];"""
+    )
+    heading, levels, taken, sections = info
+    assert heading.startswith("Copy attempt") and levels >= 1, info
+    assert "The leader's fills it copied" in sections and "Order book at decision" in sections
+    attempt = int(href.rsplit("/", 1)[1].split(".")[0])
+    row = session.one("SELECT decision, filled_share_micros FROM copy_attempt WHERE id = %(i)s",
+                      {"i": attempt})  # fmt: skip
+    assert (taken > 0) == (row["decision"] == "EXECUTE" and row["filled_share_micros"] > 0)
+    assert errors(session.console()) == []

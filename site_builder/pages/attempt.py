@@ -75,13 +75,22 @@ def newest(conn: db.Conn, now: datetime) -> list[str]:
     return [str(r["id"]) for r in rows]
 
 
-def floor(conn: db.Conn) -> int:
-    """The lowest attempt id with a page (links to older attempts are not drawn)."""
-    row = conn.execute(
-        "SELECT min(id) AS id FROM (SELECT id FROM copy_attempt ORDER BY id DESC LIMIT %(n)s) a",
-        {"n": PAGES},
-    ).fetchone()
-    return int(row["id"]) if row and row["id"] is not None else 0
+_FLOOR: dict[tuple[int, datetime, int], int] = {}
+
+
+def floor(conn: db.Conn, now: datetime) -> int:
+    """The lowest attempt id with a page (links to older attempts are not drawn); read
+    once per build round (`now` is the round's time), not once per market page."""
+    key = (id(conn), now, PAGES)
+    if key not in _FLOOR:
+        row = conn.execute(
+            "SELECT min(id) AS id FROM"
+            " (SELECT id FROM copy_attempt ORDER BY id DESC LIMIT %(n)s) a",
+            {"n": PAGES},
+        ).fetchone()
+        _FLOOR.clear()  # one round's value at a time
+        _FLOOR[key] = int(row["id"]) if row and row["id"] is not None else 0
+    return _FLOOR[key]
 
 
 def _walk(conn: db.Conn, a: Row) -> WalkView | None:

@@ -26,7 +26,8 @@ class MarketsContext:
 @dataclass(frozen=True)
 class History:
     """A market's recent prices: each outcome's mid (the stored 30 s marks, averaged per
-    HISTORY_BIN) and the spread of the books stored at decisions."""
+    10 minutes) and the spread of the books stored at decisions; empty without marks
+    (the price job stores them only for held assets)."""
 
     mids: dict[str, list[tuple[datetime, float]]]  # outcome → (time, mid)
     spreads: list[tuple[datetime, float]]
@@ -60,6 +61,8 @@ def history(conn: db.Conn, outcomes: list[Row], now: datetime) -> History:
     mids: dict[str, list[tuple[datetime, float]]] = {names[a]: [] for a in assets}
     for r in conn.execute(_MIDS, params):
         mids[names[r["asset_id"]]].append((r["t"], float(r["mid"]) / 1e6))
+    if not any(mids.values()):  # marks are stored only while held: no price history
+        return History({}, [])
     spreads = [(r["t"], r["spread"] / 1e6) for r in conn.execute(_SPREADS, params)]
     return History(mids, spreads)
 
@@ -178,7 +181,7 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         o["mark_micros"] = marks.get(o["asset_id"])
     slug = market["event_slug"] or market["slug"]
     return MarketContext(
-        attempt_floor=attempt.floor(conn),
+        attempt_floor=attempt.floor(conn, now),
         link=f"{base}{quote(slug)}" if base and slug else None,
         frame=common.frame(conn, now),
         market=market,

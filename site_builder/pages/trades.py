@@ -84,7 +84,7 @@ def context(conn: db.Conn, now: datetime) -> TradesContext:
         a["slip"] = slip if executed else ""
     return TradesContext(
         frame=common.frame(conn, now),
-        attempt_floor=attempt.floor(conn),
+        attempt_floor=attempt.floor(conn, now),
         trades=trades,
         attempts=attempts,
         users=list(conn.execute("SELECT id, label FROM followed_user ORDER BY label, id")),

@@ -73,16 +73,22 @@ def marks(conn: db.Conn, assets: set[str], as_of: datetime | None) -> portfolio.
 MARKED_BY = {True: "mid", False: "last fill"}
 
 
-def valued(conn: db.Conn, rows: list[Row], as_of: datetime | None = None) -> list[Row]:
+def valued(
+    conn: db.Conn,
+    rows: list[Row],
+    as_of: datetime | None = None,
+    known: portfolio.Marks | None = None,
+) -> list[Row]:
     """Values position rows (`portfolio_position` columns) as the newest snapshot did:
     at its marks (`marks_as_of`) by the fold's own rule (`portfolio.valued`), so an asset
     shows one mark on every page and a portfolio's positions add up to its cards. Adds
     `mark_micros` (the price used; None when valued at cost), `marked_by` ("mid", "last
     fill" or "cost"), `value_micros` and `unrealized_micros`; returns the rows, most
-    valuable first."""
-    if as_of is None:
-        as_of = marks_as_of(conn)
-    found = marks(conn, {r["asset_id"] for r in rows}, as_of)
+    valuable first. `known`: the marks at `as_of`, when the caller has them already."""
+    if known is not None:
+        found = known
+    else:
+        found = marks(conn, {r["asset_id"] for r in rows}, as_of or marks_as_of(conn))
     for r in rows:
         mid = found.get(r["asset_id"])
         pos = Position(r["share_micros"], r["cost_micros"], None, r["last_price_micros"])

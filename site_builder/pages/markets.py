@@ -37,7 +37,7 @@ class History:
         return not self.spreads and not any(self.mids.values())
 
 
-HISTORY = timedelta(hours=48)
+HISTORY = timedelta(hours=24)
 _MIDS = """
 SELECT asset_id, date_bin('10 minutes', bucket, TIMESTAMPTZ '2000-01-01') AS t,
        avg(mid_micros) AS mid
@@ -84,7 +84,7 @@ def history_chart(ctx: MarketContext, since: datetime | None) -> bytes:
         )
     )
     return svg.lines(
-        "Mid per outcome (10-minute means) and spread at our decisions, 48 h",
+        "Mid per outcome (10-minute means) and spread at our decisions, 24 h",
         series,
         unit="price",
         until=ctx.frame.now,
@@ -176,7 +176,21 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
             {"c": condition_id},
         )
     )
-    marks = common.marks(conn, {o["asset_id"] for o in outcomes}, as_of)
+    held = list(
+        conn.execute(
+            """SELECT p.*, u.label, o.outcome FROM portfolio_position p
+               LEFT JOIN followed_user u ON u.id = p.followed_user_id
+               LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
+               WHERE p.condition_id = %(c)s AND p.share_micros <> 0""",
+            {"c": condition_id},
+        )
+    )
+    assets = {o["asset_id"] for o in outcomes} | {p["asset_id"] for p in held}
+    marks = common.marks(conn, assets, as_of)  # one read for the cards and the positions
+    positions = sorted(
+        common.valued(conn, held, as_of, marks),
+        key=lambda p: (p["portfolio_scope"], p["label"] or "", p["asset_id"]),
+    )
     for o in outcomes:
         o["mark_micros"] = marks.get(o["asset_id"])
     slug = market["event_slug"] or market["slug"]
@@ -187,25 +201,10 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
         market=market,
         outcomes=outcomes,
         marks_at=as_of,
-        history=history(conn, outcomes, now),
+        history=history(conn, outcomes, now) if positions else History({}, []),
         days=days,
         slippage=common.keyed(common.merge_histograms(days, "slip_their_bps"), common.SLIP_EDGES),
-        positions=sorted(
-            common.valued(
-                conn,
-                list(
-                    conn.execute(
-                        """SELECT p.*, u.label, o.outcome FROM portfolio_position p
-                           LEFT JOIN followed_user u ON u.id = p.followed_user_id
-                           LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-                           WHERE p.condition_id = %(c)s AND p.share_micros <> 0""",
-                        {"c": condition_id},
-                    )
-                ),
-                as_of,
-            ),
-            key=lambda p: (p["portfolio_scope"], p["label"] or "", p["asset_id"]),
-        ),
+        positions=positions,
         attempts=list(
             conn.execute(
                 """SELECT a.*, u.label, o.outcome FROM copy_attempt a

@@ -15,6 +15,7 @@ from site_builder.pages import attempt, common, portfolio
 
 Row = dict[str, Any]
 DAYS = 30
+ATTEMPT_ROWS = 20  # a market page's newest attempts; the trades page filters to the rest
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,8 @@ def market_context(conn: db.Conn, condition_id: str, now: datetime) -> MarketCon
                 """SELECT a.*, u.label, o.outcome FROM copy_attempt a
                    JOIN followed_user u ON u.id = a.followed_user_id
                    LEFT JOIN outcome_asset o ON o.asset_id = a.asset_id
-                   WHERE a.condition_id = %(c)s ORDER BY a.id DESC LIMIT 50""",
-                {"c": condition_id},
+                   WHERE a.condition_id = %(c)s ORDER BY a.id DESC LIMIT %(n)s""",
+                {"c": condition_id, "n": ATTEMPT_ROWS},
             )
         ),
     )

@@ -222,16 +222,30 @@ def _attempt(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Optio
     ac = attempt.context(conn, int(arg), now)
     if ac is None:
         return None
-    return {"c": ac, "latency": attempt.latency_ms, "notional": attempt.notional}
+    # what it shows never changes: no reload, and never "stale"
+    return {"c": ac, "latency": attempt.latency_ms, "notional": attempt.notional, "static": True}
 
 
 def _new_attempts(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
-    """The attempts written since the last round (each gets its page once)."""
+    """The attempts written since the last round (each gets its page once); of a burst
+    (a backlog caught up), only the newest attempt.PAGES, the ones that keep a page."""
+    lo = max(o["copy_attempt"], n["copy_attempt"] - attempt.PAGES)
     rows = conn.execute(
         "SELECT id FROM copy_attempt WHERE id > %(lo)s AND id <= %(hi)s",
-        {"lo": o["copy_attempt"], "hi": n["copy_attempt"]},
+        {"lo": lo, "hi": n["copy_attempt"]},
     )
     return {str(r["id"]) for r in rows}
+
+
+def _held_markets(conn: db.Conn, o: dict[str, Any], n: dict[str, Any]) -> set[str]:
+    """The markets an executable portfolio holds: a new snapshot minute moves their
+    marks (markets only the shadows hold wait for the full rebuild)."""
+    rows = conn.execute(
+        """SELECT DISTINCT condition_id FROM portfolio_position
+           WHERE share_micros <> 0 AND portfolio_scope <> 'SHADOW_USER'
+             AND condition_id IS NOT NULL"""
+    )
+    return {r["condition_id"] for r in rows}
 
 
 def _config(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -418,6 +432,7 @@ PAGES = (
         touched={
             "copy_attempt": _attempts("c", "copy_attempt"),
             "rollup_attempt": _attempts("c", "rollup_attempt"),
+            "snapshot_at": _held_markets,
             "markets_at": _markets_since,
             "markets_n": _markets_since,
             "blacklisted_n": _markets_since,

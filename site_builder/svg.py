@@ -8,10 +8,11 @@ escaped; colours are presentation attributes (the pages' CSP allows no inline st
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as xml_escape
 
 from site_builder.charts import GAIN, GRID, INK, LOSS, MUTED, Series
 
@@ -33,6 +34,13 @@ _TIME_STEPS = (
     timedelta(days=30), timedelta(days=91), timedelta(days=182), timedelta(days=365),
 )  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    """Text for an SVG: escaped, without the characters XML forbids (a hostile outcome
+    name must not break the file)."""
+    return xml_escape(_NOT_XML.sub("", text))
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,13 @@ def test_a_portfolio_loads_the_same_from_the_saved_fold_as_from_the_whole_ledger
     compare()  # no saved state yet: the whole fold
     snapshot.take(conn, T0 + timedelta(minutes=1))  # the fold's checkpoint: 31 closed
     compare()
+    closed = conn.execute(
+        """SELECT share_micros, realized_micros, closed_by, closed_at FROM portfolio_position
+           WHERE portfolio_scope = 'EXEC_USER' AND followed_user_id = %s AND asset_id = '31'""",
+        (user,),
+    ).fetchone()  # what it realized, how and when it closed, saved by the snapshot job
+    assert closed is not None and (closed["share_micros"], closed["closed_by"]) == (0, "TRADE_FILL")
+    assert closed["closed_at"] == T0 and closed["realized_micros"] != 0
     add(
         [
             ("31", 5_000_000, -2_500_000, 500_000, "TRADE_FILL", "g4:L0"),  # reopened

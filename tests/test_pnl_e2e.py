@@ -165,6 +165,8 @@ def _pages_add_up(conn: db.Conn, root: Path, now: datetime) -> None:
         assert sum(abs(p["value_micros"]) for p in held) == snap["exposure_micros"]
         assert sum(p["unrealized_micros"] for p in held) == snap["unrealized_pnl_micros"]
         assert len(held) == snap["open_positions"]
+        # each closed position says how and when (the fold's entry type and time)
+        assert all(p["closed_at"] is not None and p["closed_as"] for p in closed), closed
         explained = portfolio.realized(snap, held, closed)
         assert explained.total == snap["realized_pnl_micros"]
         assert explained.other == 0, (scope, user)  # all realized PnL is some position's

@@ -80,7 +80,8 @@ class Portfolio:
     funded: bool = False  # a DEPOSIT is in the ledger
     # The share legs of a SPLIT / MERGE / REDEEM seen before the event's cash leg.
     legs: list[Leg] = field(default_factory=list)
-    at: datetime | None = None  # the effective time of the entry being folded
+    # the effective time of the entry being folded (transient: not part of its state)
+    at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> Key:
@@ -113,12 +114,13 @@ class Portfolio:
         leg at its proceeds against its average cost."""
         kind, cash, dq = e.entry_type, e.cash_delta_micros, e.share_delta_micros
         asset = e.asset_id
-        self.at = e.effective_time
         if kind in LEGGED and not cash and asset is not None:
             self.legs.append(Leg(asset, e.condition_id, dq, e.price_micros, copied_from, kind))
+            self.at = e.effective_time
             return
         if self.legs and not (kind in LEGGED and asset is None):
             self.flush_legs()  # never written so: legs without their cash leg
+        self.at = e.effective_time
         self.cash += cash
         if kind in LEGGED and asset is None:
             self._allocate(cash, kind)

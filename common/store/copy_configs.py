@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
+
 from common.domain import copy_config
 from common.store import db
 
@@ -60,22 +62,20 @@ def propose(
     return copy_config.merge(rows["g"], rows["s"])
 
 
-def used_by(conn: db.Conn, user_id: int, ids: list[int | None]) -> copy_config.Config:
-    """The configuration a decision was made under, from the rows it names (its GLOBAL
-    guardrail and sizing rows and the user's overrides): rows are never updated."""
-    named = [i for i in ids if i is not None]
-    guardrails = [
-        dict(r)
-        for r in conn.execute(
-            "SELECT * FROM guardrail_config WHERE id = ANY(%(i)s) ORDER BY scope, id",
-            {"i": named},
+def used_by(
+    conn: db.Conn, user_id: int, guardrails: list[int | None], sizings: list[int | None]
+) -> copy_config.Config:
+    """The configuration a decision was made under, from the rows it names: its GLOBAL
+    guardrail and sizing rows and the user's overrides of each (each table has its own
+    ids; rows are never updated)."""
+
+    def rows(table: str, ids: list[int | None]) -> list[dict[str, Any]]:
+        query = sql.SQL("SELECT * FROM {} WHERE id = ANY(%(i)s) ORDER BY scope, id").format(
+            sql.Identifier(table)
         )
-    ]
-    sizings = [
-        dict(r)
-        for r in conn.execute(
-            "SELECT * FROM copy_sizing_config WHERE id = ANY(%(i)s) ORDER BY scope, id",
-            {"i": named},
-        )
-    ]
-    return copy_config.merge(guardrails, sizings).for_user(user_id)
+        return [dict(r) for r in conn.execute(query, {"i": [i for i in ids if i is not None]})]
+
+    merged = copy_config.merge(
+        rows("guardrail_config", guardrails), rows("copy_sizing_config", sizings)
+    )
+    return merged.for_user(user_id)

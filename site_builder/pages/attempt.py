@@ -105,17 +105,13 @@ def _walk(conn: db.Conn, a: Row) -> WalkView | None:
     config = copy_configs.used_by(
         conn,
         a["followed_user_id"],
-        [
-            a["guardrail_config_id"],
-            a["copy_sizing_config_id"],
-            a["guardrail_override_id"],
-            a["sizing_override_id"],
-        ],
+        [a["guardrail_config_id"], a["guardrail_override_id"]],
+        [a["copy_sizing_config_id"], a["sizing_override_id"]],
     )
     side = a["action"]
     book = stored.book
     w = book_walk.walk(
-        side, book.bids, book.asks, a["their_price_micros"] or 0, a["target_share_micros"],
+        side, book.bids, book.asks, max(1, a["their_price_micros"] or 0), a["target_share_micros"],
         config.guards(),
     )  # fmt: skip
     taken: dict[int, int] = {}

@@ -30,7 +30,7 @@ class History:
     10 minutes) and the spread of the books stored at decisions; empty without marks
     (the price job stores them only for held assets)."""
 
-    mids: dict[str, list[tuple[datetime, float]]]  # outcome → (time, mid)
+    mids: dict[str, list[tuple[datetime, float]]]  # asset → (time, mid)
     spreads: list[tuple[datetime, float]]
 
     @property
@@ -58,10 +58,9 @@ ORDER BY fetched_at
 def history(conn: db.Conn, outcomes: list[Row], now: datetime) -> History:
     assets = [o["asset_id"] for o in outcomes]
     params = {"a": assets, "since": now - HISTORY, "now": now}
-    names = {o["asset_id"]: o["outcome"] or f"outcome {o['outcome_index']}" for o in outcomes}
-    mids: dict[str, list[tuple[datetime, float]]] = {names[a]: [] for a in assets}
+    mids: dict[str, list[tuple[datetime, float]]] = {a: [] for a in assets}  # by asset
     for r in conn.execute(_MIDS, params):
-        mids[names[r["asset_id"]]].append((r["t"], float(r["mid"]) / 1e6))
+        mids[r["asset_id"]].append((r["t"], float(r["mid"]) / 1e6))
     if not any(mids.values()):  # marks are stored only while held: no price history
         return History({}, [])
     spreads = [(r["t"], r["spread"] / 1e6) for r in conn.execute(_SPREADS, params)]
@@ -71,9 +70,10 @@ def history(conn: db.Conn, outcomes: list[Row], now: datetime) -> History:
 def history_chart(ctx: MarketContext, since: datetime | None) -> bytes:
     """Each outcome's mid and the decision books' spread over the last HISTORY."""
     h = ctx.history
+    names = {o["asset_id"]: o["outcome"] or f"outcome {o['outcome_index']}" for o in ctx.outcomes}
     series = [
-        charts.Series(name, [t for t, _ in points], [v for _, v in points], color=color)
-        for (name, points), color in zip(h.mids.items(), charts.PALETTE, strict=False)
+        charts.Series(names[a], [t for t, _ in points], [v for _, v in points], color=color)
+        for (a, points), color in zip(h.mids.items(), charts.PALETTE, strict=False)
     ]
     series.append(
         charts.Series(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common.domain.portfolio import allocate
-from common.store import db
+from common.store import db, portfolios
 from site_builder import charts, svg
 from site_builder.pages import common
 
@@ -92,10 +92,13 @@ SELECT p.asset_id, p.condition_id, p.share_micros, p.cost_micros, p.last_price_m
 FROM portfolio_position p
 LEFT JOIN market m ON m.condition_id = p.condition_id
 LEFT JOIN outcome_asset o ON o.asset_id = p.asset_id
-WHERE p.portfolio_scope = %(scope)s AND p.followed_user_id IS NOT DISTINCT FROM %(u)s
+WHERE p.portfolio_scope = %(scope)s AND {user}
   AND (p.share_micros <> 0) = %(open)s AND (%(open)s OR p.closed_by IS NOT NULL)
 ORDER BY p.closed_at DESC NULLS LAST, p.asset_id
 """
+# (= and IS NULL apart: IS NOT DISTINCT FROM would not use the key past the scope)
+_POSITIONS_USER = _POSITIONS.replace("{user}", "p.followed_user_id = %(u)s")
+_POSITIONS_GLOBAL = _POSITIONS.replace("{user}", "p.followed_user_id IS NULL")
 _HOLDERS = """
 SELECT e.followed_user_id AS user_id, u.label, e.asset_id, e.share_micros
 FROM rollup_global_exposure e JOIN followed_user u ON u.id = e.followed_user_id
@@ -103,9 +106,22 @@ WHERE e.share_micros > 0
 """
 
 
+def largest_user(conn: db.Conn, starting_cash: int) -> tuple[int, str] | None:
+    """The per-user cap as the copy engine checks it (`Portfolio.user_exposure`: each
+    user's own shares × the mark, at the snapshot's marks): (value, label) of the
+    largest, None without any."""
+    glob = portfolios.load(conn, "EXEC_GLOBAL", None, starting_cash)
+    assets = {a for held in glob.by_user.values() for a in held}
+    marks = common.marks(conn, assets, common.marks_as_of(conn))
+    labels = {r["id"]: r["label"] for r in conn.execute("SELECT id, label FROM followed_user")}
+    found = [(glob.user_exposure(u, marks), labels.get(u, str(u))) for u in glob.by_user]
+    return max(found, default=None)
+
+
 def positions(conn: db.Conn, scope: str, user: int | None, *, open: bool) -> list[Row]:
     """One portfolio's open positions, valued (`common.valued`), or its closed ones."""
-    rows = list(conn.execute(_POSITIONS, {"scope": scope, "u": user, "open": open}))
+    query = _POSITIONS_GLOBAL if user is None else _POSITIONS_USER
+    rows = list(conn.execute(query, {"scope": scope, "u": user, "open": open}))
     if open:
         return common.valued(conn, rows)
     for r in rows:
@@ -151,6 +167,7 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
     closed = positions(conn, "EXEC_GLOBAL", None, open=False)
     by_market = common.by_market(held)
     users = by_user(conn, held)
+    top_user = largest_user(conn, common.config(conn).base.starting_cash_micros)
     series = common.series(conn, "EXEC_GLOBAL", None, now)
     peak_row = conn.execute(common.GLOBAL_PEAK).fetchone()
     peak = peak_row["peak"] if peak_row else None
@@ -172,9 +189,9 @@ def context(conn: db.Conn, now: datetime) -> PortfolioContext:
         ),
         Limit(
             "Largest user",
-            common.ratio(users[0]["value_micros"], equity) if users else 0.0,
+            common.ratio(top_user[0], equity) if top_user else 0.0,
             cfg.max_user_exposure_bps,
-            users[0]["label"] if users else "",
+            top_user[1] if top_user else "",
         ),
         Limit(
             "Daily loss",

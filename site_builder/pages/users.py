@@ -121,7 +121,7 @@ def attempt_rollups(conn: db.Conn, since: datetime, user: int | None = None) -> 
 def _curve(conn: db.Conn, user: int, ideal_now: int | None, now: datetime) -> Curve:
     execs = common.series(conn, "EXEC_USER", user, now)
     by_bucket = {r["bucket"]: r for r in execs}
-    points = attributions.ideal_series(conn, user, now - timedelta(days=common.SERIES_DAYS))
+    points = attributions.ideal_series(conn, user, now - timedelta(days=common.HISTORY_DAYS))
     if execs and ideal_now is not None:
         points.append((execs[-1]["bucket"], ideal_now))  # the last point: now
     ideal_times, ideal, gap = [], [], []

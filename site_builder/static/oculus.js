@@ -74,16 +74,25 @@ function applyFilters(form) {
   history.replaceState(null, "", hash ? "#" + hash : location.pathname);
 }
 
+// A select set from the URL: a value the page's rows did not offer (a market or reason
+// older than its newest rows) gets its option, so the filter holds and says what it is.
+function setSelect(el, value) {
+  if (el.tagName === "SELECT" && value && ![...el.options].some((o) => o.value === value)) {
+    el.add(new Option(value, value));
+  }
+  el.value = value;
+}
+
 function setupFilters() {
   for (const form of document.querySelectorAll("form.filters[data-filter]")) {
     const state = readHash();
-    for (const el of form.elements) if (el.name && state.has(el.name)) el.value = state.get(el.name);
+    for (const el of form.elements) if (el.name && state.has(el.name)) setSelect(el, state.get(el.name));
     form.addEventListener("change", () => applyFilters(form));
     form.addEventListener("reset", () => setTimeout(() => applyFilters(form)));
     form.addEventListener("submit", (e) => e.preventDefault());
     window.addEventListener("hashchange", () => {
       const s = readHash();
-      for (const el of form.elements) if (el.name) el.value = s.get(el.name) || "";
+      for (const el of form.elements) if (el.name) setSelect(el, s.get(el.name) || "");
       applyFilters(form);
     });
     applyFilters(form);
@@ -242,6 +251,7 @@ function setupSort() {
 // leave a page green.
 function checkFreshness() {
   const body = document.body;
+  if (body.dataset.static !== undefined) return;  // an archival page (an attempt's) never goes stale
   const built = Date.parse(body.dataset.generated);
   if (Number.isNaN(built)) return;
   const data = Date.parse(body.dataset.dataAt || "");

@@ -4,7 +4,7 @@
 -- records.LedgerEntry, folded by portfolio.Portfolio.apply.
 SELECT l.portfolio_scope, l.followed_user_id, l.entry_type, l.asset_id, l.condition_id,
        l.share_delta_micros, l.cash_delta_micros, l.price_micros, l.id,
-       a.followed_user_id AS copied_from
+       a.followed_user_id AS copied_from, NULL::text AS ref_id, l.effective_time
 FROM ledger_entry l LEFT JOIN copy_attempt a ON a.id = l.copy_attempt_id
 WHERE l.portfolio_scope = %(s)s AND l.followed_user_id IS NOT DISTINCT FROM %(u)s
   AND (%(until)s::timestamptz IS NULL OR l.effective_time < %(until)s)
@@ -13,7 +13,8 @@ ORDER BY l.id;
 -- between_ids --
 -- Every portfolio's entries with id in (lo, hi], in id order (the snapshot's fold).
 SELECT portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
-       share_delta_micros, cash_delta_micros, price_micros, id
+       share_delta_micros, cash_delta_micros, price_micros, id, NULL::bigint AS copied_from,
+       NULL::text AS ref_id, effective_time
 FROM ledger_entry WHERE id > %(lo)s AND id <= %(hi)s ORDER BY id;
 
 -- exec_watermark --
@@ -55,7 +56,8 @@ COPY ledger_entry (portfolio_scope, followed_user_id, condition_id, asset_id, en
 -- portfolio_entries_after --
 -- One portfolio's entries newer than a fold checkpoint (id > `after`), in id order.
 SELECT portfolio_scope, followed_user_id, entry_type, asset_id, condition_id,
-       share_delta_micros, cash_delta_micros, price_micros, id
+       share_delta_micros, cash_delta_micros, price_micros, id, NULL::bigint AS copied_from,
+       NULL::text AS ref_id, effective_time
 FROM ledger_entry
 WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
   AND id > %(after)s

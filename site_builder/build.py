@@ -46,7 +46,13 @@ def build_page(
         built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
     if built is None:
         return False
-    context = {"refresh": page.refresh, **built, "nav": page.nav, "stale_s": stale_after_s}
+    context = {
+        "refresh": page.refresh,
+        "static": False,
+        **built,
+        "nav": page.nav,
+        "stale_s": stale_after_s,
+    }
     site.page(page.path(arg), page.template, **context)
     return True
 

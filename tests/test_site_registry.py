@@ -14,7 +14,7 @@ from common.store import db
 from site_builder import build, output, publish, registry, render
 from tests import site_data
 
-BASE = ("refresh", "nav", "stale_s")  # what build_page adds to every page
+BASE = ("refresh", "static", "nav", "stale_s")  # what build_page adds to every page
 
 
 def _template_ast(name: str) -> list[nodes.Template]:

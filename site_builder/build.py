@@ -1,6 +1,7 @@
 """The builder: one round reads what changed, rebuilds those pages (the overview, feeds
 and status always first, then the oldest queued) and stops at its time budget, having
-moved the backlog by at least one page; what is left waits for the next round.
+moved the backlog by at least one page (a page its kind's recent build time says would
+end past the budget waits); what is left waits for the next round.
 A page that fails keeps its previous file (writes are atomic), is logged, and is tried
 again on its next change."""
 
@@ -77,6 +78,7 @@ class Builder:
         self.marks: changes.Marks | None = None
         self.pending: set[str] = set()
         self.queued: dict[str, int] = {}  # key → the round it has waited since
+        self.cost: dict[str, float] = {}  # page kind → its recent build time (s), smoothed
         self.rounds = 0
         self.last_full = 0.0
         self.started = False
@@ -150,15 +152,24 @@ class Builder:
         done = Round()
         progressed = False  # built a page that is not hot: the backlog moved
         for key in sorted(self.pending, key=self._order):
-            hot = key.partition(":")[0] in registry.HOT
-            if not hot and progressed and time.monotonic() - started >= budget:
+            kind = key.partition(":")[0]
+            hot = kind in registry.HOT
+            # A page expected to run past the budget waits for the next round (its kind's
+            # recent build time), once the backlog has moved this round.
+            expected = self.cost.get(kind, 0.0)
+            if not hot and progressed and time.monotonic() - started + expected >= budget:
                 break
             progressed = progressed or not hot
             self.pending.discard(key)
             self.queued.pop(key, None)
+            began = time.monotonic()
             try:
                 build_page(conn, self.site, key, now, self.stale_after_s)
                 done.built.append(key)
+                took = time.monotonic() - began
+                self.cost[kind] = (
+                    took if kind not in self.cost else 0.7 * self.cost[kind] + 0.3 * took
+                )
             except Exception as exc:
                 if db.lost(conn, exc):
                     raise  # every page after it would fail the same way

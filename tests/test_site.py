@@ -177,6 +177,21 @@ def test_the_budget_leaves_work_for_the_next_round(loaded: db.Conn, tmp_path: Pa
     assert (tmp_path / "users.html").exists() and (tmp_path / "index.html").exists()
 
 
+def test_a_page_expected_to_overrun_the_budget_waits_for_the_next_round(
+    loaded: db.Conn, tmp_path: Path
+) -> None:
+    builder = _builder(tmp_path)
+    builder.build_all(loaded)
+    assert builder.cost["market"] > 0  # learned from the builds
+    builder.pending |= {"users", f"market:{site_data.M1}"}
+    builder.queued = {"users": 0, f"market:{site_data.M1}": 0}
+    builder.cost["market"] = 60.0  # as if a market page took a minute
+    done = builder.round(loaded, budget_s=5.0)
+    assert "users" in done.built and f"market:{site_data.M1}" not in done.built
+    assert done.left == 1  # it waits; alone in a round it is built (the backlog moves)
+    assert f"market:{site_data.M1}" in builder.round(loaded, budget_s=5.0).built
+
+
 def test_a_failing_page_keeps_its_old_file_and_the_rest_builds(
     loaded: db.Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

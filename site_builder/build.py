@@ -7,6 +7,7 @@ again on its next change."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,11 +40,10 @@ def build_page(
     queries cannot make its tables disagree with its cards); returns False when its
     subject no longer exists."""
     page, arg = registry.of(key)
-    if conn.autocommit:  # one snapshot of the database: its tables agree with its cards
-        with conn.transaction():
+    # One snapshot of the database (a caller's own transaction, e.g. a test's, is kept).
+    with conn.transaction() if conn.autocommit else contextlib.nullcontext():
+        if conn.autocommit:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
-    else:
         built = page.build(conn, site, arg, now, registry.Options(stale_after_s))
     if built is None:
         return False

@@ -203,34 +203,6 @@ def _min_span(ax: Axes, values: list[float], zero: bool) -> None:
         ax.set_ylim(middle - want * 0.6, middle + want * 0.6)
 
 
-def histogram(
-    title: str,
-    buckets: Sequence[tuple[str, int]],
-    *,
-    xlabel: str = "",
-    size: tuple[float, float] = HALF,
-    highlight_from: int | None = None,
-) -> bytes:
-    """Bars of pre-bucketed counts in bucket order; bars from `highlight_from` on are
-    drawn in the loss colour (e.g. slippage worse than zero)."""
-    fig, ax = _figure(size, (0.5, 0.85, 0.1, 0.35))
-    if not any(count for _, count in buckets):
-        _empty(ax, title)
-        return _png(fig)
-    ax.set_title(title)
-    xs = range(len(buckets))
-    colors = [LOSS if highlight_from is not None and i >= highlight_from else EXEC for i in xs]
-    ax.bar(xs, [c for _, c in buckets], color=colors, width=0.8)
-    ax.set_xticks(
-        list(xs), [label for label, _ in buckets], rotation=45, ha="right", parse_math=False
-    )
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    ax.grid(False, axis="x")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return _png(fig)
-
-
 def bars(
     title: str,
     items: Sequence[tuple[str, float]],

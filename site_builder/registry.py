@@ -271,7 +271,7 @@ def _followed(conn: db.Conn, now: datetime) -> list[str]:
 
 
 def _listed_markets(conn: db.Conn, now: datetime) -> list[str]:
-    return [m["condition_id"] for m in markets.listed(conn, now)]
+    return markets.listed_ids(conn, now)
 
 
 def _tests(conn: db.Conn, now: datetime) -> list[str]:

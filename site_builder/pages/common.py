@@ -268,13 +268,6 @@ def keyed(
     ]
 
 
-def ordered(
-    histogram: dict[str, int], edges: tuple[int, ...], label: Any = None
-) -> list[tuple[str, int]]:
-    """`keyed` without the keys."""
-    return [(text, n) for text, n, _ in keyed(histogram, edges, label)]
-
-
 def duration(ms: int) -> str:
     """250 → "250ms", 2000 → "2s", 60000 → "1min"."""
     if ms < 1000:

@@ -132,11 +132,20 @@ WHERE s.condition_id IS NOT NULL OR h.condition_id IS NOT NULL OR m.blacklisted
 """
 
 
+def _rows(conn: db.Conn, now: datetime) -> list[Row]:
+    return list(conn.execute(_LIST, {"d": (now - timedelta(days=DAYS)).date()}))
+
+
+def listed_ids(conn: db.Conn, now: datetime) -> list[str]:
+    """The markets worth a page: decided on in 30 days, held, or blacklisted."""
+    return [r["condition_id"] for r in _rows(conn, now)]
+
+
 def listed(conn: db.Conn, now: datetime) -> list[Row]:
-    """The markets worth a page (decided on in 30 days, held, or blacklisted), with the
-    global copy's exposure to each at the snapshot's marks: blacklisted first, then by
-    that exposure, then by decisions."""
-    rows = list(conn.execute(_LIST, {"d": (now - timedelta(days=DAYS)).date()}))
+    """The markets worth a page (`listed_ids`), with the global copy's exposure to each
+    at the snapshot's marks: blacklisted first, then by that exposure, then by
+    decisions."""
+    rows = _rows(conn, now)
     held = portfolio.positions(conn, "EXEC_GLOBAL", None, open=True)
     value = {m["condition_id"]: m["value_micros"] for m in common.by_market(held)}
     for r in rows:

@@ -428,3 +428,27 @@ def test_the_config_page_says_what_each_setting_does_and_what_it_skipped(
     assert skipped > 0
     assert f'<a href="/trades.html#reason=SPREAD_TOO_WIDE">{skipped}</a>' in page
     assert "Skip when the book&#39;s spread is wider than this." in page
+
+
+def test_an_svg_chart_of_hostile_labels_and_odd_series_stays_well_formed() -> None:
+    """Labels are escaped and stripped of what XML forbids; an empty, single-point,
+    flat or negative series still draws a well-formed picture."""
+    from site_builder import charts, svg
+
+    now = site_data.NOW
+    t = [now - timedelta(hours=h) for h in (3, 2, 1)]
+    cases = [
+        [charts.Series('<b>"x" & \x00\x0b y</b>', t, [1.0, 2.0, 3.0])],
+        [charts.Series("one", t[:1], [5.0])],
+        [charts.Series("flat", t, [0.0, 0.0, 0.0])],
+        [charts.Series("down", t, [-3.0, -1.0, -2.0])],
+        [charts.Series("none", [], [])],
+    ]
+    for series in cases:
+        for unit in ("usd", "ratio", "price"):
+            text = svg.lines("t <&>", series, until=now, unit=unit, zero=True, fill_below=True)
+            root = ElementTree.fromstring(text)  # raises on a malformed file
+            assert root.tag.endswith("svg")
+    hostile = svg.lines("t", cases[0], until=now).decode()
+    assert "&lt;b&gt;" in hostile and "<b>" not in hostile and "&amp; " in hostile
+    assert "\x00" not in hostile and "\x0b" not in hostile

@@ -391,7 +391,7 @@ def child(url: str, out: str, base: datetime, opts: dict[str, Any], pipe: Pipe) 
         "failed": done.failed,
         "charts": builder.site.charts_drawn,
         "html": sum(1 for _ in Path(out).rglob("*.html")),
-        "png": sum(1 for _ in Path(out).rglob("*.png")),
+        "svg": sum(1 for _ in Path(out).rglob("*.svg")),
         "bytes": sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()),
     }
     rss["full build"] = rss_mb()
@@ -481,7 +481,7 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> None:
     print("builder process (CPU 0 only; Postgres not pinned):")
     print(
         f"  full build: {full['built']:,} pages, {full['charts']:,} charts drawn"
-        f" ({full['html']:,} .html + {full['png']:,} .png files, {full['bytes'] / 1e6:,.0f} MB)"
+        f" ({full['html']:,} .html + {full['svg']:,} .svg charts, {full['bytes'] / 1e6:,.0f} MB)"
         f" in {ms(full['wall'])} wall; CPU python {ms(full['cpu'])} + postgres {pg} ="
         f" {ms(one_core)}  goal <= 15 s: {goal}"
     )

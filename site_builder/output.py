@@ -37,12 +37,11 @@ class Site:
         draw: Callable[[], bytes],
         *,
         max_age_s: float = 0.0,
-        ext: str = "png",
     ) -> str:
-        """Publishes charts/<name>.<ext> if its inputs changed; returns its URL
+        """Publishes charts/<name>.svg if its inputs changed; returns its URL
         (versioned, so a browser fetches the new one). With `max_age_s`, a chart drawn
         less than that long ago is kept even if its inputs moved."""
-        path = f"charts/{name}.{ext}"
+        path = f"charts/{name}.svg"
         digest = hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]
         drawn = self.chart_drawn.get(path)
         fresh = drawn is not None and time.time() - drawn[1] < max_age_s
@@ -73,7 +72,7 @@ class Site:
         for key, span in svg.RANGES:
             since = None if span is None else now - span
             urls[key] = self.chart(
-                f"{name}-{key}", (inputs, minute), functools.partial(draw, since), ext="svg"
+                f"{name}-{key}", (inputs, minute), functools.partial(draw, since)
             )
         return urls
 

@@ -109,7 +109,7 @@ def _overview(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Option
     waterfall = site.chart(
         "overview-waterfall", ctx.retention["30d"], lambda: overview.waterfall_chart(ctx)
     )
-    return {"c": ctx, "equity_png": url, "waterfall_png": waterfall}
+    return {"c": ctx, "equity_chart": url, "waterfall_chart": waterfall}
 
 
 def _users(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -121,7 +121,7 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
     if u is None:
         return None
     base = f"user-{arg}"
-    pngs = {
+    charts = {
         "waterfall": site.chart(
             f"{base}-waterfall", u.retention["30d"], lambda: users.waterfall_chart(u)
         ),
@@ -132,23 +132,23 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
     }
     if (real := u.real) is not None:
         month = u.retention["30d"]
-        pngs["sim_waterfall"] = site.chart(
+        charts["sim_waterfall"] = site.chart(
             f"{base}-sim-waterfall", month, lambda: real_copy.sim_waterfall_chart(month)
         )
-        pngs["real_waterfall"] = site.chart(
+        charts["real_waterfall"] = site.chart(
             f"{base}-real-waterfall", real.retention["30d"], lambda: real_copy.waterfall_chart(real)
         )
-        pngs["sim_curve"] = site.chart(
+        charts["sim_curve"] = site.chart(
             f"{base}-sim-curve",
             real.curves["sim"],
             lambda: real_copy.curve_chart(real, "sim", u.frame.now),
         )
-        pngs["real_curve"] = site.chart(
+        charts["real_curve"] = site.chart(
             f"{base}-real-curve",
             real.curves["real"],
             lambda: real_copy.curve_chart(real, "real", u.frame.now),
         )
-    return {"c": u, "png": pngs}
+    return {"c": u, "charts": charts}
 
 
 def _leaders(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -162,7 +162,7 @@ def _leaders(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options
 
 def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     pc = portfolio.context(conn, now)
-    pngs = {
+    charts = {
         "drawdown": site.ranged(
             "portfolio-drawdown", pc.series, lambda since: portfolio.drawdown_chart(pc, since), now
         ),
@@ -175,7 +175,7 @@ def _portfolio(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Optio
         "positions": site.csv("csv/positions.csv", exports.table(exports.POSITIONS, pc.positions)),
         "closed": site.csv("csv/closed-positions.csv", exports.table(exports.CLOSED, pc.closed)),
     }
-    return {"c": pc, "png": pngs, "csv": files, "closed_rows": CLOSED_ROWS}
+    return {"c": pc, "charts": charts, "csv": files, "closed_rows": CLOSED_ROWS}
 
 
 def _trades(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
@@ -213,7 +213,6 @@ def _market(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Option
             f"market-{arg}-history",
             (m.history, now.replace(second=0, microsecond=0)),
             lambda: markets.history_chart(m, now - markets.HISTORY),
-            ext="svg",
         )
     return {"c": m, "history_svg": chart}
 

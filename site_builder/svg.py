@@ -1,9 +1,12 @@
-"""Time-series line charts as SVG files, drawn by hand: a few milliseconds each where
-matplotlib takes tens, so every line chart comes in each of the pages' time ranges (24 h,
-7 d, 30 d, all) and the page switches between them without a rebuild. The picture
-carries its own "as of", its axes end at the page's time, and a dollar axis spans at
-least MIN_SPAN of its level (a $2 move on $10,000 does not fill the plot). Text is
-escaped; colours are presentation attributes (the pages' CSP allows no inline style)."""
+"""The pages' charts as SVG files, drawn by hand: line charts, horizontal bars and
+waterfalls. A chart takes a few milliseconds where matplotlib takes tens, and the
+long-running builder does not carry matplotlib's ~45 MB (issue 18's memory goal), so
+every line chart comes in each of the pages' time ranges (24 h, 7 d, 30 d, all) and the
+page switches between them without a rebuild. A line chart carries its own "as of", its
+axes end at the page's time, and a dollar axis spans at least MIN_SPAN of its level (a
+$2 move on $10,000 does not fill the plot). Text is escaped (labels are user text);
+colours are presentation attributes (the pages' CSP allows no inline style). Floats
+appear only here, at the chart edge."""
 
 from __future__ import annotations
 
@@ -14,9 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape as xml_escape
 
-from site_builder.charts import GAIN, GRID, INK, LOSS, MUTED, Series
-
+INK = "#1f2933"
+MUTED = "#7b8794"
+GRID = "#e4e7eb"
+EXEC = "#2563eb"
+SHADOW = "#d97706"
+GAIN = "#15803d"
+LOSS = "#b91c1c"
+PALETTE = (EXEC, SHADOW, "#7c3aed", "#0d9488", "#db2777", "#65a30d", "#475569")
 W, H = 1200.0, 320.0
+HALF = 600.0  # the width of a chart that sits beside another
 LEFT, RIGHT, TOP, BOTTOM = 78.0, 16.0, 44.0, 40.0
 MIN_SPAN = 0.005
 FONT = 'font-family="DejaVu Sans, system-ui, sans-serif"'
@@ -41,6 +51,15 @@ def escape(text: str) -> str:
     """Text for an SVG: escaped, without the characters XML forbids (a hostile outcome
     name must not break the file)."""
     return xml_escape(_NOT_XML.sub("", text))
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    times: Sequence[datetime]
+    values: Sequence[float]
+    color: str = EXEC
+    dashed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ def _label(v: float, unit: str, step: float) -> str:
         digits = max(0, min(4, -math.floor(math.log10(step * 100)) if step else 0))
         text = f"{v * 100:.{digits}f}%"
     else:
-        digits = 0 if step >= 1 else 2
+        digits = 0 if step >= 1 and float(step).is_integer() else 2  # 2.5 steps: cents
         text = f"${abs(v):,.{digits}f}"
         text = ("−" if v < 0 and float(f"{abs(v):.{digits}f}") else "") + text
     return text.replace("-", "−")
@@ -151,33 +170,26 @@ def lines(
     unit: str = "usd",
     zero: bool = False,
     fill_below: bool = False,
+    width: float = W,
 ) -> bytes:
     """One chart of time series from `since` (or the first point) to `until`, as SVG;
-    `unit` is "usd", "ratio" (shown as %) or "price" (a probability)."""
+    `unit` is "usd", "ratio" (shown as %) or "price" (a probability); `width` is W or HALF."""
     cut = [
         Series(s.label, *_window(s, since, until), color=s.color, dashed=s.dashed) for s in series
     ]
     drawn = [s for s in cut if s.times]
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W:.0f} {H:.0f}" '
-        f'width="{W:.0f}" height="{H:.0f}" {FONT} font-size="13">',
-        f'<rect width="{W:.0f}" height="{H:.0f}" fill="#fff"/>',
-        f'<text x="{LEFT:.0f}" y="22" font-weight="bold" font-size="15" fill="{INK}">'
-        f"{escape(title)}</text>",
+    out = _open(width, H, title)
+    out.append(
         f'<text x="4" y="{H - 6:.0f}" font-size="11" fill="{MUTED}">'
-        f"as of {until:%Y-%m-%d %H:%M} UTC</text>",
-    ]
+        f"as of {until:%Y-%m-%d %H:%M} UTC</text>"
+    )
     if not drawn:
-        out.append(
-            f'<text x="{W / 2:.0f}" y="{H / 2:.0f}" text-anchor="middle" fill="{MUTED}">'
-            "no data in this range yet</text></svg>"
-        )
-        return "".join(out).encode()
+        return _empty(out, width, H, "no data in this range yet")
     first = min(s.times[0] for s in drawn)
     t0 = since if since is not None and since > first else first
     if until - t0 < timedelta(minutes=30):
         t0 = until - timedelta(minutes=30)
-    plot_w = W - LEFT - RIGHT
+    plot_w = width - LEFT - RIGHT
     span = (until - t0).total_seconds()
 
     def x(t: datetime) -> float:
@@ -188,15 +200,15 @@ def lines(
     for v in axis.ticks:
         y = axis.y(v)
         out.append(
-            f'<line x1="{LEFT:.0f}" x2="{W - RIGHT:.0f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{GRID}"/><text x="{LEFT - 8:.0f}" y="{y + 4:.1f}" text-anchor="end" '
             f'fill="{MUTED}">{_label(v, unit, step)}</text>'
         )
-    ticks, tstep = time_ticks(t0, until)
+    ticks, tstep = time_ticks(t0, until, 8 if width >= W else 5)
     previous = None
     for t in ticks:
         tx = x(t)
-        anchor = "end" if tx > W - RIGHT - 40 else ("start" if tx < LEFT + 40 else "middle")
+        anchor = "end" if tx > width - RIGHT - 40 else ("start" if tx < LEFT + 40 else "middle")
         out.append(
             f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{TOP:.0f}" y2="{H - BOTTOM:.0f}" '
             f'stroke="{GRID}"/><text x="{tx:.1f}" y="{H - BOTTOM + 18:.0f}" '
@@ -207,7 +219,7 @@ def lines(
         y0 = axis.y(0.0) if axis.lo <= 0 <= axis.hi else None
         if y0 is not None:
             out.append(
-                f'<line x1="{LEFT:.0f}" x2="{W - RIGHT:.0f}" y1="{y0:.1f}" y2="{y0:.1f}" '
+                f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y0:.1f}" y2="{y0:.1f}" '
                 f'stroke="{MUTED}"/>'
             )
     legend_x = LEFT
@@ -249,6 +261,164 @@ def lines(
     out.append(
         f'<rect x="{LEFT:.0f}" y="{TOP:.0f}" width="{plot_w:.0f}" height="{H - TOP - BOTTOM:.0f}" '
         f'fill="none" stroke="{GRID}"/></svg>'
+    )
+    return "".join(out).encode()
+
+
+def _open(width: float, height: float, title: str, x: float = LEFT) -> list[str]:
+    """The start of a chart: the SVG element, a white ground and the title at `x`."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'width="{width:.0f}" height="{height:.0f}" {FONT} font-size="13">',
+        f'<rect width="{width:.0f}" height="{height:.0f}" fill="#fff"/>',
+        f'<text x="{x:.0f}" y="22" font-weight="bold" font-size="15" fill="{INK}">'
+        f"{escape(title)}</text>",
+    ]
+
+
+def _empty(out: list[str], width: float, height: float, message: str) -> bytes:
+    """A chart with nothing to draw: a labelled frame, never a broken image."""
+    out.append(
+        f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" fill="{MUTED}">'
+        f"{escape(message)}</text></svg>"
+    )
+    return "".join(out).encode()
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _amount(v: float, unit: str, signed: bool = False) -> str:
+    """A bar's own value: dollars with cents (a + on gains if `signed`), or a percentage."""
+    if unit == "ratio":
+        return f"{v * 100:.1f}%".replace("-", "−")
+    sign = "−" if v < 0 and round(abs(v), 2) else ("+" if signed and round(v, 2) > 0 else "")
+    return f"{sign}${abs(v):,.2f}"
+
+
+ROW = 24.0  # a horizontal bar's row
+LABEL_W = 190.0  # the bars' label column
+VALUE_W = 84.0  # the bars' value column
+
+
+def bars(
+    title: str,
+    items: Sequence[tuple[str, float]],
+    *,
+    unit: str = "usd",
+    color: str = EXEC,
+    width: float = HALF,
+) -> bytes:
+    """Horizontal bars in the given order (largest first, at the top), each with its
+    value at the right; a negative value is drawn left of zero in the loss colour.
+    `unit` is "usd" or "ratio". Labels are user text: escaped, cut to the label column
+    (the whole label is the bar's tooltip)."""
+    top, bottom = 44.0, 30.0
+    height = top + bottom + ROW * max(len(items), 1)
+    out = _open(width, height, title, 12.0)
+    if not items:
+        return _empty(out, width, height, "no data yet")
+    axis = value_axis([v for _, v in items], unit, zero=True)
+    left, right = LABEL_W, width - VALUE_W
+    span = (axis.hi - axis.lo) or 1.0
+
+    def x(v: float) -> float:
+        return left + (right - left) * (v - axis.lo) / span
+
+    step = axis.ticks[1] - axis.ticks[0] if len(axis.ticks) > 1 else 1.0
+    for v in axis.ticks:
+        out.append(
+            f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top - 4:.0f}" '
+            f'y2="{height - bottom:.0f}" stroke="{GRID}"/><text x="{x(v):.1f}" '
+            f'y="{height - bottom + 18:.0f}" text-anchor="middle" font-size="11" '
+            f'fill="{MUTED}">{_label(v, unit, step)}</text>'
+        )
+    x0 = x(0.0)
+    most = int((LABEL_W - 16) / 7)
+    for i, (label, v) in enumerate(items):
+        y = top + ROW * i
+        a, b = sorted((x0, x(v)))
+        out.append(
+            f"<g><title>{escape(label)}: {_amount(v, unit)}</title>"
+            f'<text x="{LABEL_W - 8:.0f}" y="{y + ROW * 0.65:.1f}" text-anchor="end" '
+            f'fill="{INK}">{escape(_cut(label, most))}</text>'
+            f'<rect x="{a:.1f}" y="{y + ROW * 0.15:.1f}" width="{max(b - a, 1.0):.1f}" '
+            f'height="{ROW * 0.7:.1f}" fill="{LOSS if v < 0 else color}"/>'
+            f'<text x="{width - 8:.0f}" y="{y + ROW * 0.65:.1f}" text-anchor="end" '
+            f'fill="{INK}">{_amount(v, unit)}</text></g>'
+        )
+    out.append(
+        f'<line x1="{x0:.1f}" x2="{x0:.1f}" y1="{top - 4:.0f}" y2="{height - bottom:.0f}" '
+        f'stroke="{MUTED}"/></svg>'
+    )
+    return "".join(out).encode()
+
+
+WATERFALL_H = 360.0
+WATERFALL_BOTTOM = 104.0  # room for the step names, slanted
+
+
+def waterfall(
+    title: str,
+    start: tuple[str, float],
+    steps: Sequence[tuple[str, float]],
+    end: tuple[str, float],
+    *,
+    width: float = W,
+) -> bytes:
+    """A waterfall in USD: the `start` bar, each step floating from the running total
+    (a loss down in the loss colour, a gain up in the gain colour), then the `end` bar,
+    each with its amount. Steps of zero are left out; with nothing at all, a labelled
+    empty frame. The bars are drawn from the totals, so the steps end where `end` is
+    only if the caller's figures add up (SPEC §10's waterfall does, to the micro)."""
+    height, top, bottom = WATERFALL_H, 44.0, WATERFALL_BOTTOM
+    out = _open(width, height, title)
+    shown = [(label, v) for label, v in steps if v]
+    if not (start[1] or end[1] or shown):
+        return _empty(out, width, height, "no attributed copy attempts yet")
+    bars_ = [(start[0], 0.0, start[1], SHADOW)]
+    level = start[1]
+    for label, v in shown:
+        bars_.append((label, level, v, GAIN if v > 0 else LOSS))
+        level += v
+    bars_.append((end[0], 0.0, end[1], EXEC))
+    ends = [b + h for _, b, h, _ in bars_] + [b for _, b, _, _ in bars_]
+    lo, hi = min(0.0, *ends), max(0.0, *ends)
+    pad = (hi - lo) * 0.12 or 1.0  # room for the amounts above and below the bars
+    axis = value_axis([lo - (pad if lo < 0 else 0.0), hi + pad], "usd", zero=True)
+    span = (axis.hi - axis.lo) or 1.0
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1 - (v - axis.lo) / span)
+
+    step = axis.ticks[1] - axis.ticks[0] if len(axis.ticks) > 1 else 1.0
+    for v in axis.ticks:
+        out.append(
+            f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            f'stroke="{GRID}"/><text x="{LEFT - 8:.0f}" y="{y(v) + 4:.1f}" text-anchor="end" '
+            f'fill="{MUTED}">{_label(v, "usd", step)}</text>'
+        )
+    slot = (width - LEFT - RIGHT) / len(bars_)
+    font = 12 if slot >= 60 else 10
+    for i, (label, b, h, colour) in enumerate(bars_):
+        cx = LEFT + slot * (i + 0.5)
+        y1, y2 = sorted((y(b), y(b + h)))
+        amount_y = y(b + h) - 5 if h >= 0 else y(b + h) + font + 3
+        ly = height - bottom + 16
+        out.append(
+            f"<g><title>{escape(label)}: {_amount(h, 'usd')}</title>"
+            f'<rect x="{cx - slot * 0.35:.1f}" y="{y1:.1f}" width="{slot * 0.7:.1f}" '
+            f'height="{max(y2 - y1, 1.0):.1f}" fill="{colour}"/>'
+            f'<text x="{cx:.1f}" y="{amount_y:.1f}" text-anchor="middle" font-size="{font}" '
+            f'fill="{INK}">{_amount(h, "usd", signed=True)}</text>'
+            f'<text x="{cx:.1f}" y="{ly:.1f}" text-anchor="end" font-size="{font}" '
+            f'fill="{INK}" transform="rotate(-35 {cx:.1f} {ly:.1f})">'
+            f"{escape(_cut(label, 26))}</text></g>"
+        )
+    out.append(
+        f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y(0.0):.1f}" y2="{y(0.0):.1f}" '
+        f'stroke="{MUTED}"/></svg>'
     )
     return "".join(out).encode()
 

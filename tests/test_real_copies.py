@@ -352,9 +352,10 @@ def test_the_leader_page_shows_simulated_vs_real_and_the_unpaired_fills(
     assert "no group within 15 min" in page and "before this leader was followed" not in page
     ret = store.retention(conn, NOW, leader)["30d"]
     assert f"${abs(ret.ideal) / 1e6:,.2f}" in page and f"${abs(ret.exec) / 1e6:,.2f}" in page
-    for chart in ("real-waterfall", "sim-curve", "real-curve"):
-        assert f"/charts/user-{leader}-{chart}.png?v=" in page
-        assert (out / f"charts/user-{leader}-{chart}.png").stat().st_size > 5_000
+    for chart, mark in (("real-waterfall", b"<g><title>"), ("sim-curve", b"<polyline"),
+                        ("real-curve", b"<polyline")):  # fmt: skip
+        assert f"/charts/user-{leader}-{chart}.svg?v=" in page
+        assert mark in (out / f"charts/user-{leader}-{chart}.svg").read_bytes()
     own = (out / f"users/{mine}.html").read_text()
     assert "your copy wallet</span> of" in own and f"/users/{leader}.html" in own
     assert f"/api/users/{mine}/copy-of" in own

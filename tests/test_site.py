@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import struct
 from datetime import timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -90,38 +89,31 @@ def test_pages_show_the_numbers_and_escape_markup(loaded: db.Conn, tmp_path: Pat
     assert (tmp_path / "config-test/1.html").read_text().count("−$1.25") == 2
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-def test_charts_are_png_and_svg_files_the_pages_link(loaded: db.Conn, tmp_path: Path) -> None:
+def test_charts_are_svg_files_the_pages_link(loaded: db.Conn, tmp_path: Path) -> None:
     _builder(tmp_path).build_all(loaded)
     html = "".join(p.read_text() for p in tmp_path.rglob("*.html"))
-    links = set(re.findall(r'src="/(charts/[^"?]+\.(?:png|svg))\?v=[0-9a-f]+"', html))
+    links = set(re.findall(r'src="/(charts/[^"?]+)\?v=[0-9a-f]+"', html))
     charts = {str(p.relative_to(tmp_path)) for p in (tmp_path / "charts").glob("[!.]*")}
     assert links == charts
-    pngs = {c for c in charts if c.endswith(".png")}
-    # PNG: the waterfalls (overview, each user) and the portfolio's two bar charts.
-    assert len(pngs) == 1 + 2 + 3
-    # SVG, in four time ranges each: overview equity, drawdown, each user's equity and gap;
-    # and the price history of the market with stored marks (M1; M2's held asset has none).
-    assert len(charts - pngs) == 4 * (1 + 1 + 2 * 3) + 1
-    for svg in charts - pngs:
-        text = (tmp_path / svg).read_text()
-        assert text.startswith("<svg xmlns=") and text.endswith("</svg>"), svg
-        root = ElementTree.fromstring(text)  # well-formed, with its lines or its "no data"
-        assert (
-            root.findall(".//{*}polyline")
-            or root.findall(".//{*}circle")
-            or ("no data in this range" in text)
-        ), svg
-    for name in pngs:
-        data = (tmp_path / name).read_bytes()
-        width, height = _png_size(data)
-        assert width >= 500 and height >= 250, name
-        assert len(data) > 5_000, f"{name} looks empty"
+    assert all(c.endswith(".svg") for c in charts)
+    ranged = {c for c in charts if re.search(r"-(24h|7d|30d|all)\.svg$", c)}
+    # In four time ranges each: overview equity, drawdown, each user's equity and gap.
+    assert len(ranged) == 4 * (1 + 1 + 2 * 3)
+    # Once: the waterfalls (overview, each user), the portfolio's two bar charts, and the
+    # price history of the market with stored marks (M1; M2's held asset has none).
+    assert len(charts - ranged) == 1 + 3 + 2 + 1
+    for name in charts:
+        text = (tmp_path / name).read_text()
+        assert text.startswith("<svg xmlns=") and text.endswith("</svg>"), name
+        root = ElementTree.fromstring(text)  # well-formed, with its marks or its "no data"
+        drawn = root.findall(".//{*}polyline") + root.findall(".//{*}circle")
+        drawn += root.findall(".//{*}g/{*}rect")  # bars
+        assert drawn or "no data" in text or "no attributed" in text, name
+    from site_builder.pages import portfolio
+
+    held = portfolio.context(loaded, site_data.NOW).by_market
+    bars = ElementTree.fromstring((tmp_path / "charts/portfolio-markets.svg").read_text())
+    assert len(bars.findall(".//{*}g/{*}rect")) == min(12, len(held)) > 0
 
 
 def test_a_round_with_no_change_rebuilds_only_the_status_page(
@@ -253,11 +245,11 @@ def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
     first = site.chart("c", [1], lambda: draw(1))
     assert site.chart("c", [1], lambda: draw(9)) == first  # same inputs: not drawn
     second = site.chart("c", [2], lambda: draw(2))
-    assert second != first and (tmp_path / "charts/c.png").read_bytes() == b"png 2"
+    assert second != first and (tmp_path / "charts/c.svg").read_bytes() == b"png 2"
     kept = site.chart("c", [3], lambda: draw(3), max_age_s=300)  # drawn just now: kept
-    assert kept == second and (tmp_path / "charts/c.png").read_bytes() == b"png 2"
+    assert kept == second and (tmp_path / "charts/c.svg").read_bytes() == b"png 2"
     assert draws == [1, 2]
-    (tmp_path / "charts/c.png").unlink()  # a missing file is always drawn
+    (tmp_path / "charts/c.svg").unlink()  # a missing file is always drawn
     site.chart("c", [3], lambda: draw(3), max_age_s=300)
     assert draws == [1, 2, 3]
 
@@ -433,16 +425,16 @@ def test_the_config_page_says_what_each_setting_does_and_what_it_skipped(
 def test_an_svg_chart_of_hostile_labels_and_odd_series_stays_well_formed() -> None:
     """Labels are escaped and stripped of what XML forbids; an empty, single-point,
     flat or negative series still draws a well-formed picture."""
-    from site_builder import charts, svg
+    from site_builder import svg
 
     now = site_data.NOW
     t = [now - timedelta(hours=h) for h in (3, 2, 1)]
     cases = [
-        [charts.Series('<b>"x" & \x00\x0b y</b>', t, [1.0, 2.0, 3.0])],
-        [charts.Series("one", t[:1], [5.0])],
-        [charts.Series("flat", t, [0.0, 0.0, 0.0])],
-        [charts.Series("down", t, [-3.0, -1.0, -2.0])],
-        [charts.Series("none", [], [])],
+        [svg.Series('<b>"x" & \x00\x0b y</b>', t, [1.0, 2.0, 3.0])],
+        [svg.Series("one", t[:1], [5.0])],
+        [svg.Series("flat", t, [0.0, 0.0, 0.0])],
+        [svg.Series("down", t, [-3.0, -1.0, -2.0])],
+        [svg.Series("none", [], [])],
     ]
     for series in cases:
         for unit in ("usd", "ratio", "price"):
@@ -452,3 +444,35 @@ def test_an_svg_chart_of_hostile_labels_and_odd_series_stays_well_formed() -> No
     hostile = svg.lines("t", cases[0], until=now).decode()
     assert "&lt;b&gt;" in hostile and "<b>" not in hostile and "&amp; " in hostile
     assert "\x00" not in hostile and "\x0b" not in hostile
+    label = '<b>"x" & \x00 y</b>'
+    for picture in (
+        svg.bars("t <&>", [(label, 3.0), ("b", -1.0), ("c", 0.0)]),
+        svg.bars("none", []),
+        svg.waterfall("t <&>", ("ideal", 5.0), [(label, -2.0), ("gain", 1.0)], ("exec", 4.0)),
+        svg.waterfall("none", ("ideal", 0.0), [], ("exec", 0.0)),
+        svg.waterfall("loss", ("ideal", -5.0), [("fees", -0.01)], ("exec", -5.01), width=svg.HALF),
+    ):
+        text = picture.decode()
+        ElementTree.fromstring(text)
+        assert "<b>" not in text and "\x00" not in text
+
+
+def test_a_waterfall_draws_each_step_from_the_running_total() -> None:
+    """Each step floats from where the one before ended; losses and gains have their
+    own colours; the end bar stands on zero; zero steps are left out."""
+    from site_builder import svg
+
+    text = svg.waterfall(
+        "w", ("ideal", 10.0), [("sizing", -4.0), ("skip", 0.0), ("gain", 1.0)], ("exec", 7.0)
+    ).decode()
+    groups = ElementTree.fromstring(text).findall(".//{*}g")
+    names = [g.find("{*}title").text for g in groups]  # type: ignore[union-attr]
+    assert names == ["ideal: +$10.00", "sizing: −$4.00", "gain: +$1.00", "exec: +$7.00"]
+    rects = [g.find("{*}rect").attrib for g in groups]  # type: ignore[union-attr]
+    top = [float(r["y"]) for r in rects]
+    bottom = [float(r["y"]) + float(r["height"]) for r in rects]
+    assert abs(top[1] - top[0]) < 0.2  # sizing hangs from the ideal's top
+    assert abs(bottom[2] - bottom[1]) < 0.2  # the gain rises from where sizing ended
+    assert abs(top[3] - top[2]) < 0.2 and abs(bottom[3] - bottom[0]) < 0.2  # exec on zero
+    fills = [r["fill"] for r in rects]
+    assert fills == [svg.SHADOW, svg.LOSS, svg.GAIN, svg.EXEC]

@@ -1,6 +1,6 @@
 """The page registry is the one table of pages: every page builds through it, and every
 template reads only what its page's build gives it — top-level names, `c.` fields of its
-typed context, `png.` charts (a contract: a renamed field fails here, not in a browser)."""
+typed context, `charts.` URLs (a contract: a renamed field fails here, not in a browser)."""
 
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def test_every_template_reads_only_what_its_build_gives(loaded: db.Conn, tmp_pat
         unknown = {a for a in _attributes(asts, "c") if a not in fields}
         unknown = {a for a in unknown if not hasattr(page.context, a)}
         assert not unknown, f"{page.template} reads c.{sorted(unknown)}, not in {page.context}"
-        if "png" in built:
-            assert _attributes(asts, "png") <= set(built["png"]), page.template
+        if "charts" in built:
+            assert _attributes(asts, "charts") <= set(built["charts"]), page.template
         checked += 1
     assert checked == len(registry.PAGES) >= 10
 

@@ -9,7 +9,7 @@ from typing import Any
 from common.domain import attribution, copy_config, histograms, portfolio
 from common.domain.pnl import Position
 from common.store import copy_configs, db, portfolios
-from site_builder import charts
+from site_builder import svg
 
 Row = dict[str, Any]
 SERIES_DAYS = 30  # the 30 d range; "all" reaches back to HISTORY_DAYS, hourly
@@ -306,16 +306,16 @@ def retention_chart(
     r: attribution.Retention,
     whose: str,
     unit: str = "attempts",
-    size: tuple[float, float] = charts.WIDE,
+    width: float = svg.W,
 ) -> bytes:
     """The waterfall ideal → sizing → skips by reason → unfilled → latency → slippage →
     fees → exec of one retention window (SPEC §10), in USD."""
     ratio = "n/a" if r.ratio is None else f"{r.ratio:.0%}"
     title = f"{whose}, {r.window}: {r.n} {unit}, retention {ratio}"
-    return charts.waterfall(
-        f"Where the alpha went: {title}" if size == charts.WIDE else title.capitalize(),
+    return svg.waterfall(
+        f"Where the alpha went: {title}" if width == svg.W else title.capitalize(),
         ("ideal", r.ideal / 1e6),
         [(label, v / 1e6) for label, v in r.steps()],
         ("exec", r.exec / 1e6),
-        size=size,
+        width=width,
     )

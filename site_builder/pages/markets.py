@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from common.runtime import settings
 from common.store import db
-from site_builder import charts, svg
+from site_builder import svg
 from site_builder.pages import attempt, common, portfolio
 
 Row = dict[str, Any]
@@ -72,15 +72,15 @@ def history_chart(ctx: MarketContext, since: datetime | None) -> bytes:
     h = ctx.history
     names = {o["asset_id"]: o["outcome"] or f"outcome {o['outcome_index']}" for o in ctx.outcomes}
     series = [
-        charts.Series(names[a], [t for t, _ in points], [v for _, v in points], color=color)
-        for (a, points), color in zip(h.mids.items(), charts.PALETTE, strict=False)
+        svg.Series(names[a], [t for t, _ in points], [v for _, v in points], color=color)
+        for (a, points), color in zip(h.mids.items(), svg.PALETTE, strict=False)
     ]
     series.append(
-        charts.Series(
+        svg.Series(
             "spread at decisions",
             [t for t, _ in h.spreads],
             [v for _, v in h.spreads],
-            color=charts.MUTED,
+            color=svg.MUTED,
             dashed=True,
         )
     )

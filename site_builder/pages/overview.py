@@ -11,7 +11,7 @@ from typing import Any
 from common.domain import attribution
 from common.store import attributions, db
 from common.store import status as system
-from site_builder import charts, svg
+from site_builder import svg
 from site_builder.pages import common, portfolio, status
 
 Row = dict[str, Any]
@@ -162,12 +162,12 @@ def equity_chart(ctx: OverviewContext, since: datetime | None) -> bytes:
     return svg.lines(
         "Global copy: equity (hourly; by the minute for the last 24 h)",
         [
-            charts.Series("equity", times, [r["equity_micros"] / 1e6 for r in ctx.series]),
-            charts.Series(
+            svg.Series("equity", times, [r["equity_micros"] / 1e6 for r in ctx.series]),
+            svg.Series(
                 "contributed",
                 times,
                 [r["contributed_micros"] / 1e6 for r in ctx.series],
-                color=charts.MUTED,
+                color=svg.MUTED,
                 dashed=True,
             ),
         ],

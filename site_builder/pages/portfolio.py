@@ -9,7 +9,7 @@ from typing import Any
 
 from common.domain.portfolio import allocate
 from common.store import db, portfolios
-from site_builder import charts, svg
+from site_builder import svg
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -230,7 +230,7 @@ def drawdown_chart(ctx: PortfolioContext, since: datetime | None) -> bytes:
     points = ctx.drawdown
     return svg.lines(
         "Drawdown from the running peak (global copy)",
-        [charts.Series("", [t for t, _ in points], [v for _, v in points], color=charts.LOSS)],
+        [svg.Series("", [t for t, _ in points], [v for _, v in points], color=svg.LOSS)],
         unit="ratio",
         fill_below=True,
         until=ctx.frame.now,
@@ -239,7 +239,7 @@ def drawdown_chart(ctx: PortfolioContext, since: datetime | None) -> bytes:
 
 
 def market_chart(ctx: PortfolioContext) -> bytes:
-    return charts.bars(
+    return svg.bars(
         "Exposure by market (top 12)",
         [
             ((m["question"] or m["condition_id"] or "?")[:48], m["value_micros"] / 1e6)
@@ -250,9 +250,9 @@ def market_chart(ctx: PortfolioContext) -> bytes:
 
 
 def user_chart(ctx: PortfolioContext) -> bytes:
-    return charts.bars(
+    return svg.bars(
         "Exposure by user (whose signals bought it)",
         [(u["label"][:32], u["value_micros"] / 1e6) for u in ctx.by_user[:12]],
         unit="usd",
-        color=charts.SHADOW,
+        color=svg.SHADOW,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.domain import attribution
 from common.store import db, real_copies
-from site_builder import charts
+from site_builder import svg
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -58,12 +58,12 @@ def copy_of(conn: db.Conn, user_id: int) -> Row | None:
 
 def waterfall_chart(real: RealCopy) -> bytes:
     """The real copy's waterfall, half width (beside the simulated one)."""
-    return common.retention_chart(real.retention["30d"], "real copy", "fills", charts.HALF)
+    return common.retention_chart(real.retention["30d"], "real copy", "fills", svg.HALF)
 
 
 def sim_waterfall_chart(retention: attribution.Retention) -> bytes:
     """The simulated copy's waterfall at half width, beside the real one."""
-    return common.retention_chart(retention, "simulated copy", size=charts.HALF)
+    return common.retention_chart(retention, "simulated copy", width=svg.HALF)
 
 
 def curve_chart(real: RealCopy, which: str, until: datetime) -> bytes:
@@ -73,14 +73,14 @@ def curve_chart(real: RealCopy, which: str, until: datetime) -> bytes:
         points = [(points[0][0] - timedelta(hours=1), 0, 0), *points]
     times = [t for t, _, _ in points]
     name = {"sim": "simulated", "real": "real"}[which]
-    return charts.lines(
+    return svg.lines(
         f"{name.capitalize()} copy vs its ideal: cumulative PnL at today's marks",
         [
-            charts.Series("ideal", times, [i / 1e6 for _, i, _ in points], color=charts.SHADOW,
+            svg.Series("ideal", times, [i / 1e6 for _, i, _ in points], color=svg.SHADOW,
                           dashed=True),
-            charts.Series(name, times, [e / 1e6 for _, _, e in points]),
+            svg.Series(name, times, [e / 1e6 for _, _, e in points]),
         ],
         zero=True,
-        size=charts.HALF,
+        width=svg.HALF,
         until=until,
     )  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 from common.domain import attribution, reasons
 from common.store import attributions, db
-from site_builder import charts, svg
+from site_builder import svg
 from site_builder.pages import common, portfolio, real_copy
 
 Row = dict[str, Any]
@@ -281,10 +281,8 @@ def equity_chart(ctx: UserContext, since: datetime | None) -> bytes:
     return svg.lines(
         "Executable copy vs ideal copy (their price, at once, unclamped): equity",
         [
-            charts.Series("executable", c.times, c.exec_equity),
-            charts.Series(
-                "ideal copy", c.ideal_times, c.ideal_equity, color=charts.SHADOW, dashed=True
-            ),
+            svg.Series("executable", c.times, c.exec_equity),
+            svg.Series("ideal copy", c.ideal_times, c.ideal_equity, color=svg.SHADOW, dashed=True),
         ],
         until=ctx.frame.now,
         since=since,
@@ -295,7 +293,7 @@ def gap_chart(ctx: UserContext, since: datetime | None) -> bytes:
     c = ctx.curve
     return svg.lines(
         "Tracking gap: executable PnL − ideal copy PnL",
-        [charts.Series("", c.ideal_times, c.gap, color=charts.LOSS)],
+        [svg.Series("", c.ideal_times, c.gap, color=svg.LOSS)],
         zero=True,
         fill_below=True,
         until=ctx.frame.now,

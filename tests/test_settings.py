@@ -11,12 +11,7 @@ from common.runtime import settings
 
 
 def env_names() -> set[str]:
-    names = set()
-    for name, field in settings.Settings.model_fields.items():
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        names.add(str(choices[0]) if choices else f"OCULUS_{name.upper()}")
-    return names
+    return {settings.env_names(name)[0] for name in settings.Settings.model_fields}
 
 
 def readme_names() -> set[str]:

@@ -1,18 +1,23 @@
 """The one typed settings class. Every field is read from an `OCULUS_*` environment
-variable (`DATABASE_URL` has no prefix) and documented in README.md's settings table;
-tests/test_settings.py keeps the two in step."""
+variable (`DATABASE_URL` has no prefix; names are matched in any case) and documented in
+README.md's settings table; tests/test_settings.py keeps the two in step.
+
+The environment is read here (`from_env`) and validated by a pydantic model, not by
+pydantic-settings: that library costs every process ~6 MB of memory (it imports all its
+sources: dotenv, TOML, YAML, the clouds' secret stores), and Oculus runs seven Python
+processes on a 2 GB box (issue 18's goal: ≤ 400 MB for all of them)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import socket
 import urllib.parse
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 # The label prefix `make run` gives the sandbox's leaders: a database whose users carry
@@ -37,8 +42,11 @@ V2_ORDER_FILLED_TOPIC = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a8
 NEG_RISK_ADAPTERS = ("0xd91e80cf2e7be2e162c6513ced06f1dd0da35296",)
 POSITIONS_CONVERTED_TOPIC = "0xb03d19dddbc72a87e735ff0ea3b57bef133ebe44e1894284916a84044deb367e"
 
-AddressList = Annotated[tuple[str, ...], NoDecode]
-OriginList = Annotated[tuple[str, ...], NoDecode]
+AddressList = tuple[str, ...]  # from a comma-separated variable
+OriginList = tuple[str, ...]
+ENV_PREFIX = "OCULUS_"
+# Fields read from other variables than OCULUS_<NAME>, the first set one winning.
+ENV_ALIASES = {"database_url": ("DATABASE_URL", "OCULUS_DATABASE_URL")}
 # Listening on one of these, the dashboard is also reached by the other name.
 LOOPBACK_ALIASES = {"127.0.0.1": "localhost", "localhost": "127.0.0.1", "::1": "localhost"}
 ALL_ADDRESSES = ("", "*", "0.0.0.0", "::", "[::]")
@@ -75,12 +83,34 @@ def parse_path_limits(text: str) -> dict[str, dict[str, tuple[float, int]]]:
     return out
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OCULUS_", extra="ignore", frozen=True)
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variables a field is read from, the first set one winning."""
+    return ENV_ALIASES.get(field, (f"{ENV_PREFIX}{field.upper()}",))
+
+
+def from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings the environment sets: field name → raw text (names in any case, as
+    a shell may export them; validation is the model's)."""
+    upper = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+    out = {}
+    for field in Settings.model_fields:
+        found = next((upper[n] for n in env_names(field) if n in upper), None)
+        if found is not None:
+            out[field] = found
+    return out
+
+
+class Settings(BaseModel):
+    """Settings(): from the environment; Settings(name=value, ...): those values over
+    the environment's (tests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**from_env(), **values})
 
     database_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("DATABASE_URL", "OCULUS_DATABASE_URL"),
         description="Postgres URL. Unset: an embedded Postgres starts under var/pgdata.",
     )
     var_dir: Path = Field(

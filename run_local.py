@@ -44,7 +44,8 @@ def demo_settings(port: int, **overrides: Any) -> settings.Settings:
     """Returns settings pointed at a sandbox on `port` (tests and benchmarks use it)."""
     env = demo_environment(port)
     values: dict[str, Any] = {k.removeprefix("OCULUS_").lower(): v for k, v in env.items()}
-    return settings.Settings(**values, **overrides)
+    known = {k: v for k, v in values.items() if k in settings.Settings.model_fields}
+    return settings.Settings(**known, **overrides)  # (the sandbox's port is not a setting)
 
 
 def follow_sandbox_leaders(url: str, seed: int, leaders: int = 3, copiers: int = 0) -> list[str]:

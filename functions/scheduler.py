@@ -1,43 +1,52 @@
 """The scheduler (persistent, under supervisor): runs the crontab's jobs on time.
 
-- Each run is its own process, `python -m functions.<job> <flags>` with the crontab's
-  flags, started when the job's schedule fires (seconds resolution, UTC), and also at
-  once when another process wakes the job (`jobs.wake`: NOTIFY oculus_wake '<job>'),
-  at most once per OCULUS_WAKE_MIN_GAP_S. A job woken while it runs runs again as soon
-  as it ends.
+- Each run is `functions.<job>.main(<flags>)` with the crontab's flags, in a thread of
+  the scheduler's own process (issue 18: a process per run cost ~45 MB and a third of a
+  second of CPU for a run of a fraction of one; on a 1 vCPU / 2 GB box, the stack's
+  memory peaked with each run). It is started when the job's schedule fires (seconds
+  resolution, UTC), and also at once when another process wakes the job (`jobs.wake`:
+  NOTIFY oculus_wake '<job>'), at most once per OCULUS_WAKE_MIN_GAP_S. A job woken
+  while it runs runs again as soon as it ends. Every job also runs by hand as a process
+  of its own (`python -m functions.<job> --once`), through the same job frame.
 - One scheduler across every host (the elected role `scheduler`, common.store.leases.Role):
   a second one stands by and takes over once the first stops, dies or its host goes
   silent for OCULUS_ROLE_LEASE_S.
 - Never two copies of a job: the scheduler starts a job only when its previous run has
   ended (a tick that finds it running is skipped), and the job itself holds its role
-  (a copy started by hand, or left over from a killed scheduler, makes it exit busy).
-- A run past its timeout gets SIGTERM, then SIGKILL 5 s later, and its `job_run` row
-  becomes TIMEOUT. A run that dies (signal, crash before it could record) is marked
-  FAILED with its exit code; every run has a row. Runs' output goes to var/log/<job>.log.
-  RUNNING rows whose process is gone (a run by hand killed with SIGKILL, a scheduler
-  killed before it could close its runs' rows) become FAILED at start and every minute.
+  (a copy started by hand makes the scheduled one leave at once, recording nothing).
+- A run past its timeout has its stop flag set (what SIGTERM does to a job process; long
+  jobs check it between steps). If it is still running KILL_GRACE_S later, its `job_run`
+  row becomes TIMEOUT and the scheduler exits EXIT_RESTART for supervisord to restart
+  it (a thread cannot be killed; the process's end ends the run, its session, the job's
+  role and any open transaction), after stopping its other runs. A run that fails (an
+  exception, an exit code, a crash before it could record) is marked FAILED; every run
+  has a row. Runs' log records go to var/log/<job>.log (the scheduler's own go to
+  stderr). RUNNING rows whose process is gone (a run by hand killed with SIGKILL, a
+  scheduler killed mid-run) become FAILED at start and every minute.
   (A run by hand times itself with the crontab's timeout: common.runtime.jobs.Watchdog.)
 - The crontab is reread when it changes; a bad line is logged, shown on the status page
   (heartbeat info) and left out, the rest keeps running.
-- SIGTERM stops starting runs, passes SIGTERM to the running ones and waits for them.
+- SIGTERM stops starting runs, sets the running ones' stop flags and waits for them.
 - A lost database connection ends it (exit 69, for supervisord to restart it; the new
-  process takes the role over from its dead predecessor at once), leaving its runs to
-  end on their own; started while the database is down, it waits for it.
+  process takes the role over from its dead predecessor at once) and the runs with it;
+  started while the database is down, it waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
-import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 
@@ -52,11 +61,90 @@ HEARTBEAT_S = 5.0
 MAX_WAIT_S = 0.5  # longest sleep between checks (children, signals, the crontab)
 LOG_MAX_BYTES = 10 * 2**20
 LOG_BACKUPS = 3
+EXIT_RESTART = 70  # EX_SOFTWARE: a run ignored its stop; supervisord restarts us to end it
+THREAD_PREFIX = "job:"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class Task:
+    """One run of a job in a thread of the scheduler: `<module>.main(argv)` with the
+    run's trigger and stop flag (`jobs.Run`), its log records in var/log/<job>.log. Like
+    a process in what the scheduler asks of it: `poll()` gives its exit code once it
+    ended, `terminate()` asks it to stop. A thread cannot be killed (see Scheduler.tick)."""
+
+    def __init__(self, job: str, module: str, argv: list[str], run: jobs.Run, log_path: Path):
+        self.job, self.module, self.argv, self.run = job, module, argv, run
+        self.log_path = log_path
+        self.pid = os.getpid()
+        self.code: int | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._main, name=f"{THREAD_PREFIX}{job}", daemon=True)
+
+    def start(self) -> Task:
+        self.thread.start()
+        return self
+
+    def _main(self) -> None:
+        handler = _job_log(self.log_path, threading.get_ident())
+        logging.getLogger().addHandler(handler)
+        jobs.enter_run(self.run)
+        try:
+            main = importlib.import_module(self.module).main
+            code = main(list(self.argv))
+            self.code = code if isinstance(code, int) else 0
+        except SystemExit as exc:
+            self.code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except Exception as exc:  # a run's crash must not end the scheduler
+            logging.getLogger(self.module).exception("%s: crashed", self.job)
+            self.error, self.code = f"{type(exc).__name__}: {exc}", 1
+        finally:
+            jobs.enter_run(None)
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    def poll(self) -> int | None:
+        """The run's exit code once it ended, else None."""
+        if self.thread.is_alive():
+            return None
+        return 1 if self.code is None else self.code
+
+    def terminate(self) -> None:
+        self.run.stop.stopped = True
+
+    def wait(self, timeout: float) -> int | None:
+        self.thread.join(max(0.0, timeout))
+        return self.poll()
+
+
+class _ThisThread(logging.Filter):
+    def __init__(self, ident: int) -> None:
+        super().__init__()
+        self.ident = ident
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident
+
+
+class NotRuns(logging.Filter):
+    """Keeps runs' records out of the scheduler's own log (they go to the job's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith(THREAD_PREFIX)
+
+
+def _job_log(path: Path, ident: int) -> logging.Handler:
+    """A handler writing one thread's records to the job's log (appended; rotated at
+    10 MB, 3 kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_ThisThread(ident))
+    return handler
 
 
 @dataclass
 class Run:
-    proc: subprocess.Popen[bytes]
+    task: Task
     trigger: str
     scheduled_at: datetime
     started_wall: datetime
@@ -95,6 +183,8 @@ class Scheduler:
         self._mtime: float | None = None
         self.host = jobs.host_id()
         self.stopping = False  # runs ended by our own shutdown are not failures
+        self.restart = False  # a run ignored its stop: exit for supervisord to restart us
+        self.given_up: list[Task] = []  # runs that did not end when asked; end with us
         self._dead_checked = float("-inf")
 
     # -- the crontab --------------------------------------------------------------
@@ -137,17 +227,27 @@ class Scheduler:
         for slot in list(self.slots.values()):
             run = slot.run
             if run is not None:
-                code = run.proc.poll()
+                code = run.task.poll()
                 if code is not None:
                     self._finished(slot, run, code, now)
                 elif run.terminated_at is None and mono >= run.deadline:
                     log.warning(
-                        "%s: past its %gs timeout; SIGTERM", slot.entry.job, slot.entry.timeout_s
+                        "%s: past its %gs timeout; asked to stop",
+                        slot.entry.job,
+                        slot.entry.timeout_s,
                     )
-                    run.proc.terminate()
+                    run.task.run.timed_out = True
+                    run.task.terminate()
                     run.terminated_at = mono
                 elif run.terminated_at is not None and mono - run.terminated_at >= KILL_GRACE_S:
-                    run.proc.kill()
+                    log.error(
+                        "%s: still running %gs after it was asked to stop; the scheduler"
+                        " exits to end it (supervisord restarts it)",
+                        slot.entry.job,
+                        KILL_GRACE_S,
+                    )
+                    self._finished(slot, run, None, now)
+                    self.restart = True
             if slot.removed:
                 if slot.run is None:
                     del self.slots[slot.entry.job]  # its last run has ended
@@ -194,69 +294,59 @@ class Scheduler:
         if trigger == "wake" and time.monotonic() - slot.last_start < gap:
             return  # rerun stays set; seconds_to_next comes back after the gap
         e = slot.entry
-        env = {
-            **self.env,
-            "OCULUS_RUN_TRIGGER": trigger,
-            "OCULUS_RUN_SCHEDULED_AT": due.isoformat(),
-        }
-        out = self._log_file(e.job)
+        argv = list(e.argv)
+        if url := self.env.get("DATABASE_URL"):
+            argv += ["--database-url", url]
+        run = jobs.Run(trigger, due, e.timeout_s)
+        task = Task(e.job, e.module, argv, run, self.log_dir / f"{e.job}.log")
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", e.module, *e.argv],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=settings.ROOT,
-            )
-        except OSError as exc:
+            task.start()
+        except (RuntimeError, OSError) as exc:  # no thread to be had
             log.error("%s: cannot start: %s", e.job, exc)
             self._record(e.job, "FAILED", now, now, f"could not start: {exc}", trigger, due)
             return
-        finally:
-            out.close()
         mono = time.monotonic()
-        slot.run = Run(proc, trigger, due, now, mono, mono + e.timeout_s)
+        slot.run = Run(task, trigger, due, now, mono, mono + e.timeout_s)
         slot.rerun, slot.last_start = False, mono
         slot.started += 1
-        log.debug("%s: started pid %d (%s)", e.job, proc.pid, trigger)
+        log.debug("%s: started (%s)", e.job, trigger)
 
-    def _finished(self, slot: Slot, run: Run, code: int, now: datetime) -> None:
-        """Makes sure the run has a row saying how it ended."""
+    def _finished(self, slot: Slot, run: Run, code: int | None, now: datetime) -> None:
+        """Makes sure the run has a row saying how it ended (`code` None: it did not
+        end, it was given up)."""
         slot.run = None
         job = slot.entry.job
-        if code == 0 or code == jobs.EXIT_BUSY:
-            if code == jobs.EXIT_BUSY:
-                log.warning(
-                    "%s: another copy holds its role (started by hand, or on another host?)", job
-                )
+        if code is None:
+            self.given_up.append(run.task)
+        if code == jobs.EXIT_BUSY:
+            log.warning(
+                "%s: another copy holds its role (started by hand, or on another host?)", job
+            )
             return
+        if code == 0:
+            return  # its own row says how it went
         timed_out = run.terminated_at is not None and not self.stopping
         status = "TIMEOUT" if timed_out else "FAILED"
-        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code is None:
+            how = f"still running {KILL_GRACE_S:g}s after it was asked to stop"
+        else:
+            how = run.task.error or f"exited with code {code}"
         if self.stopping:
             error = f"{how}: stopped with the scheduler"
         elif timed_out:
             error = f"{how} after the {slot.entry.timeout_s:g}s timeout"
         else:
             error = f"{how}; see {self.log_dir / (job + '.log')}"
-        updated = self.conn.execute(
-            """UPDATE job_run SET status = %(s)s, finished_at = %(t)s,
-                   error = COALESCE(error || '; ', '') || %(e)s
-               WHERE job = %(j)s AND pid = %(pid)s AND host = %(h)s AND status = 'RUNNING'
-                 AND started_at >= %(since)s""",
-            {
-                "s": status,
-                "t": now,
-                "e": error,
-                "j": job,
-                "pid": run.proc.pid,
-                "h": self.host,
-                "since": run.started_wall - timedelta(seconds=5),
-            },
-        ).rowcount
-        if not updated and not self.stopping and not self._has_row(job, run):
-            # it died before it could record a run (import error, no database, killed)
+        updated = 0
+        if ids := run.task.run.run_ids:
+            updated = self.conn.execute(
+                """UPDATE job_run SET status = %(s)s, finished_at = %(t)s,
+                       error = COALESCE(error || '; ', '') || %(e)s
+                   WHERE id = ANY(%(ids)s) AND status = 'RUNNING'""",
+                {"s": status, "t": now, "e": error, "ids": ids},
+            ).rowcount
+        if not ids and not self.stopping:
+            # it ended before it could record a run (import error, no database, a crash)
             self._record(
                 job,
                 status,
@@ -265,16 +355,11 @@ class Scheduler:
                 error,
                 run.trigger,
                 run.scheduled_at,
-                run.proc.pid,
+                run.task.pid,
             )
+        if ids and not updated:  # the run recorded its own end (e.g. FAILED, with its error)
+            return
         log.warning("%s: run %s (%s)", job, status.lower(), error)
-
-    def _has_row(self, job: str, run: Run) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM job_run WHERE job = %s AND pid = %s AND host = %s AND started_at >= %s",
-            (job, run.proc.pid, self.host, run.started_wall - timedelta(seconds=5)),
-        ).fetchone()
-        return row is not None
 
     def _record(
         self,
@@ -294,48 +379,23 @@ class Scheduler:
             (job, started, now, status, error, pid, self.host, trigger, due),
         )
 
-    def _log_file(self, job: str) -> IO[bytes]:
-        """The job's log (appended; rotated at 10 MB, 3 kept)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        path = self.log_dir / f"{job}.log"
-        try:
-            if path.stat().st_size > LOG_MAX_BYTES:
-                for i in range(LOG_BACKUPS - 1, 0, -1):
-                    older = path.with_suffix(f".log.{i}")
-                    if older.exists():
-                        older.replace(path.with_suffix(f".log.{i + 1}"))
-                path.replace(path.with_suffix(".log.1"))
-        except FileNotFoundError:
-            pass
-        return path.open("ab")
-
     def running(self) -> list[Run]:
         return [slot.run for slot in self.slots.values() if slot.run is not None]
 
-    def disown(self) -> list[int]:
-        """Forgets the running runs (left to end on their own); returns their pids."""
-        pids = [run.proc.pid for run in self.running()]
-        for slot in self.slots.values():
-            slot.run = None
-        return pids
-
     def stop_all(self, now: datetime, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM to every run, SIGKILL to those still up after `grace_s`, rows closed
-        (a run stopped before it recorded anything leaves no row: nothing ran)."""
+        """Sets every run's stop flag and waits up to `grace_s` for them; closes their
+        rows (a run stopped before it recorded anything leaves no row: nothing ran).
+        Runs still going are left to end with the process."""
         self.stopping = True
         for run in self.running():
-            run.proc.terminate()
+            run.task.terminate()
         deadline = time.monotonic() + grace_s
         for slot in self.slots.values():
             if slot.run is None:
                 continue
             run = slot.run
-            try:
-                run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                run.proc.kill()
-                run.proc.wait()
-            self._finished(slot, run, run.proc.returncode, now)
+            code = run.task.wait(deadline - time.monotonic())
+            self._finished(slot, run, code, now)
 
     def info(self, now: datetime) -> dict[str, Any]:
         """What the heartbeat carries (the status command and page read it)."""
@@ -345,7 +405,7 @@ class Scheduler:
             "jobs": {
                 job: {
                     "next": slot.due.isoformat(),
-                    "running_pid": slot.run.proc.pid if slot.run else None,
+                    "running_pid": slot.run.task.pid if slot.run else None,
                     "running_s": round(time.monotonic() - slot.run.started, 1)
                     if slot.run
                     else None,
@@ -396,22 +456,28 @@ def main(argv: list[str] | None = None) -> int:
     except db.DatabaseUnavailable as exc:  # gone again since `conn`
         conn.close()
         return jobs.lost_exit("scheduler", exc)
+    for handler in logging.getLogger().handlers:  # runs' records go to their jobs' logs
+        handler.addFilter(NotRuns())
     sched = Scheduler(conn, s, {**os.environ, "DATABASE_URL": url}, crontab_path=path)
     try:
-        return serve(sched, listener, stop, args.seconds)
+        code = serve(sched, listener, stop, args.seconds)
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         if not (db.lost(conn, exc) or db.lost(listener, exc)):
             raise
-        # The runs go on alone, as after a SIGKILL of the scheduler: each holds its job's
-        # role, so the next scheduler's copies stay out until they end.
-        if orphans := sched.disown():
-            log.warning("scheduler: leaving runs %s to end on their own", orphans)
-        return jobs.lost_exit("scheduler", exc)
+        # The runs end with the process (their rows become FAILED when the next
+        # scheduler starts: their process is gone).
+        if running := [job for job, slot in sched.slots.items() if slot.run is not None]:
+            log.warning("scheduler: runs of %s end with it", ", ".join(running))
+        code = jobs.lost_exit("scheduler", exc)
     finally:
         for run in sched.running():
-            run.proc.kill()
+            run.task.terminate()
         conn.close()
         listener.close()
+    if any(task.thread.is_alive() for task in sched.given_up):
+        logging.shutdown()  # runs that ignored their stop end with the process, now
+        os._exit(code)
+    return code
 
 
 def serve(sched: Scheduler, listener: db.Conn, stop: jobs.StopFlag, seconds: float | None) -> int:
@@ -430,7 +496,7 @@ def serve(sched: Scheduler, listener: db.Conn, stop: jobs.StopFlag, seconds: flo
         return 0  # stopped while standing by
     role.keep()
     try:
-        return _serve(sched, listener, done)
+        return _serve(sched, listener, lambda: done() or sched.restart)
     finally:
         role.release()
 
@@ -455,7 +521,7 @@ def _serve(sched: Scheduler, listener: db.Conn, done: Callable[[], bool]) -> int
         for note in listener.notifies(timeout=wait, stop_after=1):
             sched.wake(note.payload, jobs.utcnow())
     sched.stop_all(jobs.utcnow())
-    return 0
+    return EXIT_RESTART if sched.restart else 0
 
 
 if __name__ == "__main__":

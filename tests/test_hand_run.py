@@ -50,7 +50,8 @@ def runs(conn: db.Conn) -> list[dict[str, Any]]:
 def test_a_hand_run_past_the_crontab_timeout_ends_and_is_recorded_timeout(
     conn: db.Conn, db_url: str, tmp_path: Path
 ) -> None:
-    code, log, took = by_hand(hand_env(db_url, tmp_path, "2s"), "--sleep", "60")
+    # a run that sleeps through its stop flag: the watchdog records it and exits hard
+    code, log, took = by_hand(hand_env(db_url, tmp_path, "2s"), "--sleep", "60", "--ignore-stop")
     assert code == jobs.EXIT_TIMEOUT, log
     assert took < 2 + jobs.KILL_GRACE_S + 5  # the cold start and the recording
     assert "past its 2s timeout" in log
@@ -65,7 +66,8 @@ def test_the_timeout_flag_overrides_the_crontab_and_zero_means_none(
 ) -> None:
     env = hand_env(db_url, tmp_path, "1h")
     code, log, took = by_hand(env, "--sleep", "60", "--timeout", "1")
-    assert code == jobs.EXIT_TIMEOUT and took < 1 + jobs.KILL_GRACE_S + 5, log
+    assert code == jobs.EXIT_TIMEOUT and took < 1 + 5, log  # it heeded its stop flag
+    assert runs(conn)[0]["error"] == "asked to stop after its 1s timeout; ended early"
     env = hand_env(db_url, tmp_path, "1s")
     code, log, _ = by_hand(env, "--sleep", "2.5", "--timeout", "0")
     assert code == 0, log

@@ -62,27 +62,11 @@ DB_WAIT_LOG_S = 60.0  # ... and says it is still waiting this often
 TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
-@dataclass
-class Context:
-    """What one run of a job gets: parsed flags, settings, counters, the clock."""
-
-    args: argparse.Namespace
-    settings: settings.Settings
-    counts: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)  # saved beside the counts
-    clock: Callable[[], datetime] = utcnow
-    wait_until: Callable[[datetime], None] = clocks.sleep_until
-    resources: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, key: str, n: int = 1) -> None:
-        if n:
-            self.counts[key] = self.counts.get(key, 0) + n
-
-
 class StopFlag:
     """Set by SIGTERM/SIGINT; long loops check it and sleep in short slices. Installed,
     it also stops the process's HTTP upstreams: the request in flight ends at once and
-    none starts (a dripping or silent server must not hold a stopping job)."""
+    none starts (a dripping or silent server must not hold a stopping job). A run the
+    scheduler starts in its own process (`Run`) gets a flag it sets itself instead."""
 
     def __init__(self) -> None:
         self.stopped = False
@@ -106,6 +90,52 @@ class StopFlag:
         deadline = time.monotonic() + seconds
         while not self.stopped and time.monotonic() < deadline:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass
+class Run:
+    """A run the scheduler starts inside its own process (a thread: no interpreter of
+    ~45 MB to start for a second's work): why and when it was due, the stop flag the
+    scheduler sets at its timeout or shutdown, and the job_run rows it wrote."""
+
+    trigger: str
+    scheduled_at: datetime | None
+    timeout_s: float
+    stop: StopFlag = field(default_factory=StopFlag)
+    timed_out: bool = False  # the stop came at the timeout (not a shutdown)
+    run_ids: list[int] = field(default_factory=list)
+
+
+_local = threading.local()
+
+
+def current_run() -> Run | None:
+    """The scheduler's Run this thread is executing, or None (a process of its own)."""
+    run: Run | None = getattr(_local, "run", None)
+    return run
+
+
+def enter_run(run: Run | None) -> None:
+    _local.run = run
+
+
+@dataclass
+class Context:
+    """What one run of a job gets: parsed flags, settings, counters, the clock, and the
+    stop flag (SIGTERM, or the scheduler's at a timeout) that long runs check."""
+
+    args: argparse.Namespace
+    settings: settings.Settings
+    counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # saved beside the counts
+    clock: Callable[[], datetime] = utcnow
+    wait_until: Callable[[datetime], None] = clocks.sleep_until
+    resources: dict[str, Any] = field(default_factory=dict)
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + n
 
 
 def role(conn: db.Conn, job: str, url: str | None = None) -> leases.Role:
@@ -173,8 +203,11 @@ def wake(conn: db.Conn, job: str) -> None:
 
 
 def run_trigger(args: argparse.Namespace | None = None) -> tuple[str, datetime | None]:
-    """Why this run started (OCULUS_RUN_TRIGGER from the scheduler, else manual or loop)
-    and when it was due (OCULUS_RUN_SCHEDULED_AT)."""
+    """Why this run started and when it was due: the scheduler's `Run`; else
+    OCULUS_RUN_TRIGGER and OCULUS_RUN_SCHEDULED_AT (a process started with them), else
+    manual or loop."""
+    if (run := current_run()) is not None:
+        return run.trigger, run.scheduled_at
     trigger = os.environ.get("OCULUS_RUN_TRIGGER", "")
     if trigger not in TRIGGERS:
         trigger = "loop" if args is not None and getattr(args, "loop", False) else "manual"
@@ -253,6 +286,8 @@ def run_recorded(
     trigger, due = run_trigger(ctx.args)
     run_id = record_start(conn, job, ctx.clock(), trigger, due)
     os.environ.pop("OCULUS_RUN_SCHEDULED_AT", None)  # a loop's later runs were not due
+    if (run := current_run()) is not None:
+        run.run_ids.append(run_id)  # the scheduler closes it if the run cannot
     try:
         items = run_once(conn, ctx)
     except Exception as exc:
@@ -260,8 +295,7 @@ def run_recorded(
             conn.rollback()
         error = f"{type(exc).__name__}: {exc}"
         status = "FAILED"
-        if _timed_out(ctx):
-            timeout_s = ctx.resources["watchdog"].timeout_s
+        if (timeout_s := _timed_out(ctx)) is not None:
             status, error = "TIMEOUT", f"{error}; stopped after its {timeout_s:g}s timeout"
         record_end(conn, run_id, ctx.clock(), status, 0, {**ctx.counts, **ctx.details}, error)
         raise
@@ -271,7 +305,10 @@ def run_recorded(
     ups = ctx.resources.get("ups")
     if ups is not None and not getattr(ctx.args, "loop", False):
         ctx.details["upstreams"] = ups.stats()  # a run's own calls (loops: heartbeats)
-    record_end(conn, run_id, ctx.clock(), "OK", items, {**ctx.counts, **ctx.details})
+    status, note = "OK", None
+    if (timeout_s := _timed_out(ctx)) is not None:  # it heeded its stop flag: cut short
+        status, note = "TIMEOUT", f"asked to stop after its {timeout_s:g}s timeout; ended early"
+    record_end(conn, run_id, ctx.clock(), status, items, {**ctx.counts, **ctx.details}, note)
     return items
 
 
@@ -448,11 +485,13 @@ def main(
     NOTIFY waking the job (`wake`) cuts its rest short. `at_exit` runs when a loop stops
     while its database is still there (a poll loop frees its leases)."""
     s = settings.get()
-    setup_logging(s)
-    ctx = Context(args=args, settings=s)
+    run = current_run()
+    if run is None:  # a process of its own (a run inside the scheduler uses its logging)
+        setup_logging(s)
+    stop = StopFlag().install() if run is None else run.stop
+    ctx = Context(args=args, settings=s, stop=stop)
     source = clocks.configured(s.clock_url)
     ctx.clock, ctx.wait_until = source.now, source.wait_until
-    stop = StopFlag().install()
     try:
         if args.loop:
             found = connect_waiting(args.database_url, stop, job)
@@ -529,7 +568,9 @@ def _main(
                 raise  # no retrying: main exits for supervisord to restart it
             log.exception("%s: run failed", job)
             if not args.loop:
-                return EXIT_TIMEOUT if _timed_out(ctx) else 1
+                return EXIT_TIMEOUT if _timed_out(ctx) is not None else 1
+        if not args.loop and _timed_out(ctx) is not None:
+            return EXIT_TIMEOUT  # cut short at its timeout (its row says TIMEOUT)
         if not args.loop or stop.stopped:
             return 0
         rest(conn, stop, args.interval, job if woken else None)
@@ -550,6 +591,10 @@ def rest(conn: db.Conn, stop: StopFlag, seconds: float, woken_by: str | None) ->
                 return
 
 
-def _timed_out(ctx: Context) -> bool:
+def _timed_out(ctx: Context) -> float | None:
+    """The timeout a run was stopped at (its watchdog's, or the scheduler's), else None."""
     watchdog = ctx.resources.get("watchdog")
-    return isinstance(watchdog, Watchdog) and watchdog.fired.is_set()
+    if isinstance(watchdog, Watchdog) and watchdog.fired.is_set():
+        return watchdog.timeout_s
+    run = current_run()
+    return run.timeout_s if run is not None and run.timed_out else None

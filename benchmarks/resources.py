@@ -11,18 +11,19 @@ demo: the sandbox exchange and its leaders, so the figures include real work.
 
 Sampling, every --every seconds for --warmup + --minutes: the process tree under
 run_local (supervisord asked over its socket which pid is which program; each program
-with all its live descendants, e.g. the scheduler's `python -m functions.X --once` runs)
-and the Postgres server (the postmaster and all its children). Per process: RSS and PSS
-(/proc/PID/smaps_rollup; PSS splits shared pages between their users, fairer for forked
-postgres backends and for the sum of many Python processes) and CPU time (utime + stime
-+ cutime + cstime from /proc/PID/stat: children a process reaped count for it, so the
-short-lived jobs a scheduler starts and waits for are in its figure; supervisord and
-run_local count their own time only, their children being the programs).
+with all its live descendants, e.g. the pg_dump of a backup run: the scheduler runs its
+jobs in threads) and the Postgres server (the postmaster and all its children). Per
+process: RSS and PSS (/proc/PID/smaps_rollup; PSS splits shared pages between their
+users, fairer for forked postgres backends and for the sum of many Python processes) and
+CPU time (utime + stime + cutime + cstime from /proc/PID/stat: children a process reaped
+count for it;
+supervisord and run_local count their own time only, their children being the
+programs).
 The warm-up (start-up: imports, migrations) is left out of the figures.
 
 Printed per group (program, "run_local", "supervisord", "postgres"): processes (max),
 mean and peak RSS, peak PSS, CPU share (% of one core over the window) and the part of
-it used by children that ended (scheduled jobs, closed backends); the totals of
+it used by children that ended (e.g. closed backends); the totals of
 "all Oculus processes" (everything but postgres and the sandbox, the demo's stand-in for
 Polymarket) with the goal ≤ 400 MB RSS beside them, and of postgres; the machine's
 MemAvailable (min); Postgres backends (peak) against max_connections; and the job runs
@@ -282,7 +283,7 @@ def report(s: Sampler, url: str, window_start: datetime) -> None:
         return
     print(
         f"window {elapsed:.0f} s, {s.samples} samples; MB; CPU % of one core (reaped: the"
-        " part used by children that ended, e.g. scheduled jobs, closed backends)"
+        " part used by children that ended, e.g. closed backends)"
     )
     print(
         f"{'group':<16}{'procs':>6}{'RSS mean':>10}{'RSS peak':>10}{'PSS peak':>10}"

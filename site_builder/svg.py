@@ -407,7 +407,7 @@ def waterfall(
         amount_y = y(b + h) - 5 if h >= 0 else y(b + h) + font + 3
         ly = height - bottom + 16
         out.append(
-            f"<g><title>{escape(label)}: {_amount(h, 'usd')}</title>"
+            f"<g><title>{escape(label)}: {_amount(h, 'usd', signed=True)}</title>"
             f'<rect x="{cx - slot * 0.35:.1f}" y="{y1:.1f}" width="{slot * 0.7:.1f}" '
             f'height="{max(y2 - y1, 1.0):.1f}" fill="{colour}"/>'
             f'<text x="{cx:.1f}" y="{amount_y:.1f}" text-anchor="middle" font-size="{font}" '

@@ -50,7 +50,7 @@ from typing import Any
 
 import psycopg
 
-from common.runtime import crontab, jobs, settings
+from common.runtime import crontab, jobs, memory, settings
 from common.store import checkpoints, db
 
 log = logging.getLogger("functions.scheduler")
@@ -315,6 +315,7 @@ class Scheduler:
         """Makes sure the run has a row saying how it ended (`code` None: it did not
         end, it was given up)."""
         slot.run = None
+        memory.trim()  # what the run allocated, freed, back to the system
         job = slot.entry.job
         if code is None:
             self.given_up.append(run.task)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from common.runtime import clock as clocks
-from common.runtime import jobs, settings
+from common.runtime import jobs, memory, settings
 from common.store import db
 from site_builder import build
 
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 if db.lost(conn, exc):  # the pages stay as they are meanwhile
                     return jobs.lost_exit("site", exc)
                 log.exception("site: round failed")
+            memory.trim()  # a round's pages and rows, freed, back to the system
             stop.sleep(max(0.0, args.interval - (time.monotonic() - started)))
         return 0
     finally:

@@ -46,7 +46,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from common.runtime import clock as clocks
-from common.runtime import settings
+from common.runtime import memory, settings
 from common.store import db, leases
 
 log = logging.getLogger(__name__)
@@ -573,6 +573,7 @@ def _main(
             return EXIT_TIMEOUT  # cut short at its timeout (its row says TIMEOUT)
         if not args.loop or stop.stopped:
             return 0
+        memory.trim()  # a batch's payloads and rows, freed, back to the system
         rest(conn, stop, args.interval, job if woken else None)
         if stop.stopped:
             return 0

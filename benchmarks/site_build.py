@@ -307,7 +307,7 @@ class Profile:
     def install(self) -> None:
         import psycopg
 
-        from site_builder import build, charts, render
+        from site_builder import build, render, svg
 
         def wrap_page(fn: Callable[..., Any]) -> Callable[..., Any]:
             def timed(conn: Any, site: Any, key: str, *a: Any) -> Any:
@@ -359,8 +359,8 @@ class Profile:
                         samples.append(params)
 
         build.build_page = wrap_page(build.build_page)
-        for name in ("lines", "histogram", "bars"):
-            setattr(charts, name, wrap(getattr(charts, name), 2, 3))
+        for name in ("lines", "bars", "waterfall"):
+            setattr(svg, name, wrap(getattr(svg, name), 2, 3))
         render.page = wrap(render.page, 4, None)
         psycopg.Connection.execute = timed_execute  # type: ignore[method-assign, assignment]
 

@@ -82,7 +82,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     ).rowcount
     ctx.count("requeued", requeued)
     done = 0
-    while done < BATCH and run_one(conn, ctx):
+    while done < BATCH and not ctx.stop.stopped and run_one(conn, ctx):
         done += 1
     return done
 

@@ -306,15 +306,22 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
     return out
 
 
-def prune(conn: db.Conn, rs: list[Rule], batch: int, budget_s: float, now: datetime) -> bool:
-    """Runs the rules' batches in turn until all are done or the budget is spent;
-    returns False when the budget ran out first. A rule whose batch waits on a lock (or
+def prune(
+    conn: db.Conn,
+    rs: list[Rule],
+    batch: int,
+    budget_s: float,
+    now: datetime,
+    stop: jobs.StopFlag | None = None,
+) -> bool:
+    """Runs the rules' batches in turn until all are done, the budget is spent or `stop`
+    is set; returns False when it stopped first. A rule whose batch waits on a lock (or
     races a new reference to a book) stops for this run."""
     deadline = time.monotonic() + budget_s
     pending = [r for r in rs if not r.done]
     while pending:
         for rule in list(pending):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (stop is not None and stop.stopped):
                 return False
             try:
                 rule.step(conn, batch, now)
@@ -351,7 +358,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
                 print(f"{table}: would delete {n:,} rows")
         else:
             budget = getattr(args, "budget_s", None) or ctx.settings.prune_budget_s
-            if not prune(conn, rs, ctx.settings.prune_batch_rows, budget, now):
+            if not prune(conn, rs, ctx.settings.prune_batch_rows, budget, now, ctx.stop):
                 ctx.count("budget_exhausted")
             for rule in rs:
                 totals[rule.table] = totals.get(rule.table, 0) + rule.deleted

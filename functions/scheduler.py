@@ -85,8 +85,7 @@ class Task:
         return self
 
     def _main(self) -> None:
-        handler = _job_log(self.log_path, threading.get_ident())
-        logging.getLogger().addHandler(handler)
+        RUN_LOGS.route(threading.get_ident(), self.log_path)
         jobs.enter_run(self.run)
         try:
             main = importlib.import_module(self.module).main
@@ -99,8 +98,8 @@ class Task:
             self.error, self.code = f"{type(exc).__name__}: {exc}", 1
         finally:
             jobs.enter_run(None)
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+            RUN_LOGS.route(threading.get_ident(), None)
+            self.run.ended.set()
 
     def poll(self) -> int | None:
         """The run's exit code once it ended, else None."""
@@ -109,20 +108,42 @@ class Task:
         return 1 if self.code is None else self.code
 
     def terminate(self) -> None:
-        self.run.stop.stopped = True
+        self.run.request_stop()
 
     def wait(self, timeout: float) -> int | None:
         self.thread.join(max(0.0, timeout))
         return self.poll()
 
 
-class _ThisThread(logging.Filter):
-    def __init__(self, ident: int) -> None:
-        super().__init__()
-        self.ident = ident
+class RunLogs(logging.Handler):
+    """One handler on the root logger for every run: a record logged by a run's thread
+    goes to its job's log (var/log/<job>.log, appended, rotated at 10 MB, 3 kept); the
+    others pass by. Runs register their thread (`route`), so the root's handlers never
+    change while other threads log."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread == self.ident
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: dict[int, Path] = {}  # thread ident → its job's log
+        self.files: dict[Path, RotatingFileHandler] = {}
+
+    def route(self, ident: int, path: Path | None) -> None:
+        if path is None:
+            self.paths.pop(ident, None)
+            return
+        if path not in self.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            self.files[path] = handler
+        self.paths[ident] = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        path = self.paths.get(record.thread or 0)
+        if path is not None:
+            self.files[path].handle(record)
+
+
+RUN_LOGS = RunLogs()  # on the root logger once a Scheduler exists (after logging's set-up)
 
 
 class NotRuns(logging.Filter):
@@ -130,16 +151,6 @@ class NotRuns(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.threadName or "").startswith(THREAD_PREFIX)
-
-
-def _job_log(path: Path, ident: int) -> logging.Handler:
-    """A handler writing one thread's records to the job's log (appended; rotated at
-    10 MB, 3 kept)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(_ThisThread(ident))
-    return handler
 
 
 @dataclass
@@ -185,6 +196,8 @@ class Scheduler:
         self.stopping = False  # runs ended by our own shutdown are not failures
         self.restart = False  # a run ignored its stop: exit for supervisord to restart us
         self.given_up: list[Task] = []  # runs that did not end when asked; end with us
+        if RUN_LOGS not in logging.getLogger().handlers:
+            logging.getLogger().addHandler(RUN_LOGS)
         self._dead_checked = float("-inf")
 
     # -- the crontab --------------------------------------------------------------
@@ -290,6 +303,8 @@ class Scheduler:
 
     # -- runs ---------------------------------------------------------------------
     def _start(self, slot: Slot, trigger: str, due: datetime, now: datetime) -> None:
+        if self.restart:
+            return  # a given-up run may still hold its role: nothing starts until we exit
         gap = self.s.wake_min_gap_s
         if trigger == "wake" and time.monotonic() - slot.last_start < gap:
             return  # rerun stays set; seconds_to_next comes back after the gap

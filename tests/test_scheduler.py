@@ -181,9 +181,36 @@ def test_a_run_that_ignores_its_stop_is_given_up_and_the_scheduler_restarts(
     assert run["status"] == "TIMEOUT"
     assert run["error"] == "still running 0.5s after it was asked to stop after the 1s timeout"
     assert sched.restart and sched.slots["scheduled_job"].run is None
+    sched.wake("scheduled_job", jobs.utcnow())  # nothing starts until the scheduler exits
+    assert sched.slots["scheduled_job"].run is None
     (task,) = sched.given_up
     task.wait(10)  # it ends by itself here; its late end leaves the row as it was
     assert runs(conn)[0]["status"] == "TIMEOUT"
+
+
+def test_a_run_that_loses_its_role_stops_alone_and_says_why(
+    conn: db.Conn, make: Callable[..., scheduler.Scheduler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fencing inside the scheduler: the run whose role another holder took is asked to
+    stop and does; the scheduler's process (this test's) and its other runs go on."""
+    monkeypatch.setenv("OCULUS_ROLE_LEASE_S", "3")  # renewed every second
+    settings.get.cache_clear()
+    try:
+        sched = make(f"{YEARLY} 60s {JOB} --once --sleep 30")
+        sched.wake("scheduled_job", jobs.utcnow())
+        slot = sched.slots["scheduled_job"]
+        tick_until(sched, lambda: bool(runs(conn)), 20)
+        conn.execute("UPDATE role_lease SET holder = 'elsewhere/1/x' WHERE role = 'scheduled_job'")
+        tick_until(sched, lambda: slot.run is None, 20)
+    finally:
+        monkeypatch.delenv("OCULUS_ROLE_LEASE_S")
+        settings.get.cache_clear()
+    run = runs(conn)[0]
+    assert run["status"] == "FAILED", run
+    assert run["error"].startswith("lost its role (taken by another holder")
+    assert run["error"].endswith("; ended early")
+    assert run["finished_at"] - run["started_at"] < timedelta(seconds=10)
+    assert not sched.restart  # it stopped within the grace: nothing else was touched
 
 
 def test_failures_are_recorded_once_whether_the_job_or_its_process_fails(

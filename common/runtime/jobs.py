@@ -30,6 +30,7 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -102,8 +103,23 @@ class Run:
     scheduled_at: datetime | None
     timeout_s: float
     stop: StopFlag = field(default_factory=StopFlag)
+    halt: Any = field(default_factory=lambda: _new_halt())  # its upstreams' (http.Halt)
     timed_out: bool = False  # the stop came at the timeout (not a shutdown)
+    fenced: str | None = None  # why it lost its role
     run_ids: list[int] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def request_stop(self) -> None:
+        """What SIGTERM does to a job process: the stop flag, and its upstreams stop
+        (none starts a request; a backoff ends; a read ends at its next chunk)."""
+        self.stop.stopped = True
+        self.halt.request()
+
+
+def _new_halt() -> Any:
+    from common.upstream import http  # httpx only where a run makes requests
+
+    return http.Halt()
 
 
 _local = threading.local()
@@ -139,9 +155,29 @@ class Context:
 
 
 def role(conn: db.Conn, job: str, url: str | None = None) -> leases.Role:
-    """The job's elected role (one copy across every host: `leases.Role`)."""
+    """The job's elected role (one copy across every host: `leases.Role`). Inside the
+    scheduler's process, a run that loses its role is stopped alone (`fence`), not the
+    process with every other run."""
     s = settings.get()
-    return leases.Role(conn, job, s.host_id, s.role_lease_s, url=url)
+    run = current_run()
+    on_lost = None if run is None else functools.partial(fence, run, s.role_lease_s)
+    return leases.Role(conn, job, s.host_id, s.role_lease_s, url=url, on_lost=on_lost)
+
+
+def fence(run: Run, ttl_s: float, why: str) -> None:
+    """A run inside the scheduler lost its role: it is asked to stop at once, and if it
+    has not ended within the grace a process gets (`leases.Role._terminate`), the process
+    exits: two holders never work on past one lease."""
+    run.fenced = why
+    run.request_stop()
+    grace = max(0.2, min(2.0, 0.15 * ttl_s))
+
+    def hard_stop() -> None:
+        if not run.ended.wait(grace):
+            log.error("a run that lost its role did not stop within %gs; exiting", grace)
+            os._exit(leases.FENCED_EXIT)
+
+    threading.Thread(target=hard_stop, name="fence", daemon=True).start()
 
 
 def host_id() -> str:
@@ -308,6 +344,10 @@ def run_recorded(
     status, note = "OK", None
     if (timeout_s := _timed_out(ctx)) is not None:  # it heeded its stop flag: cut short
         status, note = "TIMEOUT", f"asked to stop after its {timeout_s:g}s timeout; ended early"
+    elif (run := current_run()) is not None and run.stop.stopped:
+        status = "FAILED" if run.fenced else "OK"
+        note = f"lost its role ({run.fenced})" if run.fenced else "stopped with the scheduler"
+        note += "; ended early"
     record_end(conn, run_id, ctx.clock(), status, items, {**ctx.counts, **ctx.details}, note)
     return items
 
@@ -552,7 +592,10 @@ def _main(
     if upstreams:
         from common.store import budget  # the shared request budget
 
-        ctx.resources["ups"] = budget.make_upstreams(ctx.settings, args.database_url)
+        run = current_run()
+        ctx.resources["ups"] = budget.make_upstreams(
+            ctx.settings, args.database_url, halt=None if run is None else run.halt
+        )
     while True:
         try:
             items = run_recorded(conn, job, ctx, run_once, keep_idle=not args.loop)

@@ -163,15 +163,19 @@ class SharedBucket:
 
 
 def make_upstreams(
-    s: settings_mod.Settings | None = None, database_url: str | None = None
+    s: settings_mod.Settings | None = None,
+    database_url: str | None = None,
+    *,
+    halt: http.Halt | None = None,
 ) -> http.Upstreams:
     """The process's upstreams, drawing on the shared budgets (`rate_limit_shared`;
-    else each on its own bucket). Closing them closes the budget's connection."""
+    else each on its own bucket), stopped by `halt` (default: the process's, which
+    SIGTERM requests). Closing them closes the budget's connection."""
     s = s or settings_mod.get()
     if not s.rate_limit_shared:
-        return http.make_upstreams(s)
+        return http.make_upstreams(s, halt=halt)
     budget = SharedBudget(database_url)
     factory: Callable[[str, float, int], http.Bucket] = budget.bucket
-    ups = http.make_upstreams(s, buckets=factory)
+    ups = http.make_upstreams(s, buckets=factory, halt=halt)
     ups.on_close.append(budget.close)
     return ups

@@ -320,10 +320,12 @@ class Role:
             self._thread.join(timeout=5)
         if self.held:
             self.held = False
-            if self.conn.closed or self.conn.broken:
-                return  # a process of this host that is gone is replaced at once anyway
             try:
-                self.conn.execute(_RELEASE, {"role": self.role, "me": self.me})
+                if not (self.conn.closed or self.conn.broken):
+                    self.conn.execute(_RELEASE, {"role": self.role, "me": self.me})
+                else:  # our process may live on (a run inside the scheduler): free it
+                    with db.connect(self.url, autocommit=True) as conn:
+                        conn.execute(_RELEASE, {"role": self.role, "me": self.me})
             except Exception as exc:  # the lease then lapses by itself
                 log.warning("%s: could not free the role: %s", self.role, db.one_line(exc))
 

@@ -3,6 +3,7 @@ health, and the write routes (`api.routes`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -43,6 +44,21 @@ async def login_form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPException(status_code=400, detail="unreadable login form") from exc
     return {k: (fields.get(k) or [""])[0] for k in ("user", "password", "next")}
+
+
+READYZ_CHECKS = ("database", "scheduler", "listen")
+
+
+def _loopback_only(request: Request) -> None:
+    """404 unless the request comes straight from this machine: a loopback peer, and no
+    proxy in between (nginx adds X-Forwarded-For; it does not pass these paths on)."""
+    host = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local or "x-forwarded-for" in request.headers:
+        raise HTTPException(status_code=404, detail="Not Found")
 
 
 def create_app(s: settings.Settings | None = None, database_url: str | None = None) -> FastAPI:
@@ -108,6 +124,28 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
                 checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
         except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
             checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
+        body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/healthz")
+    def healthz(request: Request) -> dict[str, bool]:
+        """The API process is up (SPEC §11): no database, no login; loopback only."""
+        _loopback_only(request)
+        return {"ok": True}
+
+    @app.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        """Ready (SPEC §11): the database answers and the scheduler and the listener
+        beat; 503 with the failing checks otherwise. No login; loopback only."""
+        _loopback_only(request)
+        try:
+            if st.pool is None:
+                raise db.DatabaseUnavailable("not connected")
+            with st.pool.connection(timeout=READY_WAIT_S) as conn:
+                checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
+        except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
+            checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
+        checks = [c for c in checks if c.name in READYZ_CHECKS]
         body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 

@@ -41,7 +41,10 @@ def percentile_cont(values: list[float], q: float) -> float:
 
 
 def points(conn: db.Conn) -> dict[tuple[str, str], Any]:
-    rows = conn.execute("SELECT name, labels::text AS labels, at, value FROM metric_point")
+    rows = conn.execute(
+        "SELECT name, labels::text AS labels, at, value_micros::float8 / 1e6 AS value"
+        " FROM metric_point"
+    )
     return {(r["name"], r["labels"]): r for r in rows}
 
 

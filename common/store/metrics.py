@@ -101,24 +101,27 @@ def collect(conn: db.Conn, now: datetime, stale_after_s: float) -> list[Point]:
 
 
 def write(conn: db.Conn, points: list[Point], at: datetime) -> int:
-    """Stores the points at `at` (its minute); a rerun of the minute overwrites."""
+    """Stores the points at `at` (its minute), in millionths of their unit; a rerun of
+    the minute overwrites."""
     minute = at.replace(second=0, microsecond=0)
     rows: list[Any] = [
-        (p.name, json.dumps(p.labels, sort_keys=True), minute, p.value) for p in points
+        (p.name, json.dumps(p.labels, sort_keys=True), minute, round(p.value * 1_000_000))
+        for p in points
     ]
     with conn.cursor() as cur:
         cur.executemany(
-            """INSERT INTO metric_point (name, labels, at, value) VALUES (%s, %s::jsonb, %s, %s)
-               ON CONFLICT (name, labels, at) DO UPDATE SET value = EXCLUDED.value""",
+            """INSERT INTO metric_point (name, labels, at, value_micros)
+               VALUES (%s, %s::jsonb, %s, %s)
+               ON CONFLICT (name, labels, at) DO UPDATE SET value_micros = EXCLUDED.value_micros""",
             rows,
         )
     return len(rows)
 
 
 def latest(conn: db.Conn) -> list[dict[str, Any]]:
-    """Each series' newest point (name, labels, at, value)."""
+    """Each series' newest point (name, labels, at, value_micros)."""
     return conn.execute(
-        """SELECT DISTINCT ON (name, labels) name, labels, at, value FROM metric_point
+        """SELECT DISTINCT ON (name, labels) name, labels, at, value_micros FROM metric_point
            WHERE at >= now() - interval '1 day'
            ORDER BY name, labels, at DESC"""
     ).fetchall()

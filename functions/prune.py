@@ -20,6 +20,8 @@ page, chart, breaker, replay or what-if reads.
   after PRUNE_FAILED_RUNS_DAYS (90); the newest run and the newest OK run of every job
   always stay (the status page shows both).
 - `quarantine`: rows not seen again for PRUNE_QUARANTINE_DAYS (30).
+- `metric_point` (minutes): every minute for PRUNE_METRICS_FULL_DAYS (7, SPEC §11),
+  then the on-the-hour value of each series.
 - Never touched: ledgers, events, copy groups / attempts / fills, audit_log,
   failed_item, process_heartbeat, checkpoints, config, rollups.
 
@@ -69,6 +71,7 @@ class Cutoffs:
     runs: datetime
     failed_runs: datetime
     quarantine: datetime
+    metrics: datetime
 
 
 def floor_to(t: datetime, step: timedelta) -> datetime:
@@ -87,6 +90,7 @@ def plan_cutoffs(s: settings.Settings, now: datetime) -> Cutoffs:
         runs=now - s.prune_runs_days * days,
         failed_runs=now - s.prune_failed_runs_days * days,
         quarantine=now - s.prune_quarantine_days * days,
+        metrics=floor_to(now - s.prune_metrics_full_days * days, HOUR),
     )
 
 
@@ -160,6 +164,11 @@ WHERE r.started_at >= %(lo)s AND r.started_at < %(cutoff)s
 # Rejected payloads not seen again for PRUNE_QUARANTINE_DAYS (no cursor: a row seen
 # again moves its last_seen_at forward).
 _QUARANTINE = "SELECT id, last_seen_at AS at FROM quarantine WHERE last_seen_at < %(cutoff)s"
+
+# A metric series' minutes past the full-resolution days, but its on-the-hour value.
+_METRICS = """
+SELECT m.name, m.labels, m.at FROM metric_point m
+WHERE m.at >= %(lo)s AND m.at < %(cutoff)s AND m.at <> date_trunc('hour', m.at)"""
 
 _DELETE = """
 WITH d AS (
@@ -299,6 +308,15 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
         ),
         Rule("job_run", sql.SQL(_RUNS), cut.runs, {"failed_cutoff": cut.failed_runs}),
         Rule("quarantine", sql.SQL(_QUARANTINE), cut.quarantine, {}),
+        Rule(
+            "metric_point",
+            sql.SQL(_METRICS),
+            cut.metrics,
+            {},
+            match=sql.SQL("t.name = c.name AND t.labels = c.labels AND t.at = c.at"),
+            cursor="prune.metric_point",
+            policy="hourly",
+        ),
     ]
     out = [r for r in out if books or r.table != "order_book_snapshot"]
     for rule in out:

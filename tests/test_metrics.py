@@ -104,3 +104,21 @@ def test_the_job_writes_each_series_once_a_minute(conn: db.Conn) -> None:
     again = points(conn)
     assert again.keys() == got.keys()
     assert again[("listener.connected", "{}")]["value"] == 0.0
+
+
+def test_prune_keeps_every_minute_a_week_then_the_hours(conn: db.Conn, db_url: str) -> None:
+    from functions import prune
+
+    now = jobs.utcnow().replace(second=0, microsecond=0)
+    start = (now - timedelta(days=9)).replace(minute=0)
+    minutes = [start + timedelta(minutes=i) for i in range(0, 9 * 24 * 60, 10)]
+    for at in minutes:  # a point every 10 minutes for 9 days
+        store.write(conn, [store.Point("queue.groups_undecided", {}, 1.0)], at)
+    settings.get.cache_clear()
+    assert prune.main(["--once", "--database-url", db_url]) == 0
+    left = [r["at"] for r in conn.execute("SELECT at FROM metric_point ORDER BY at")]
+    cutoff = prune.floor_to(now - timedelta(days=7), prune.HOUR)
+    assert [t for t in left if t >= cutoff] == [t for t in minutes if t >= cutoff]
+    old = [t for t in left if t < cutoff]
+    assert old == [t for t in minutes if t < cutoff and t.minute == 0]
+    assert len(old) == 2 * 24

@@ -433,6 +433,13 @@ class Settings(BaseModel):
         description="FAILED, TIMEOUT and abandoned RUNNING job_run rows are deleted after "
         "this many days (each job's newest run and newest OK run are always kept).",
     )
+    prune_metrics_full_days: int = Field(
+        default=7,
+        ge=1,
+        le=3650,
+        description="Metric points (metric_point) keep every minute this many days; older "
+        "ones keep each series' on-the-hour value.",
+    )
     prune_quarantine_days: int = Field(
         default=30,
         ge=1,

@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import auth, deps, routes, throttle
+from api import auth, deps, exposition, routes, throttle
 from common.runtime import jobs, settings
-from common.store import db, status
+from common.store import db, metrics, status
 
 LOGIN_PAGE = "/login.html"
 READY_WAIT_S = 2.0  # a monitor's probe: answer before it gives up
@@ -49,15 +49,21 @@ async def login_form(request: Request) -> dict[str, str]:
 READYZ_CHECKS = ("database", "scheduler", "listen")
 
 
-def _loopback_only(request: Request) -> None:
-    """404 unless the request comes straight from this machine: a loopback peer, and no
-    proxy in between (nginx adds X-Forwarded-For; it does not pass these paths on)."""
+def _is_loopback(request: Request) -> bool:
+    """The request comes straight from this machine: a loopback peer, and no proxy in
+    between (nginx adds X-Forwarded-For)."""
     host = request.client.host if request.client else ""
     try:
         local = ipaddress.ip_address(host).is_loopback
     except ValueError:
         local = False
-    if not local or "x-forwarded-for" in request.headers:
+    return local and "x-forwarded-for" not in request.headers
+
+
+def _loopback_only(request: Request) -> None:
+    """404 unless the request comes straight from this machine (nginx does not pass
+    these paths on)."""
+    if not _is_loopback(request):
         raise HTTPException(status_code=404, detail="Not Found")
 
 
@@ -148,6 +154,16 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         checks = [c for c in checks if c.name in READYZ_CHECKS]
         body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics")
+    def prometheus(request: Request, conn: deps.Conn) -> Response:
+        """The metric catalogue's newest values in Prometheus's text format (SPEC §11):
+        to a loopback peer directly (a Prometheus on this machine), else only with the
+        dashboard's session (through nginx)."""
+        if not _is_loopback(request):
+            deps.require_session(request)
+        body, content_type = exposition.render(metrics.latest(conn))
+        return Response(body, media_type=content_type)
 
     @app.get("/api/auth/check", status_code=204)
     def check(request: Request) -> Response:

@@ -56,3 +56,36 @@ def test_healthz_and_readyz_are_not_served_off_the_machine_or_through_a_proxy(
     with TestClient(made, client=LOCAL) as proxied:
         headers = {"X-Forwarded-For": "192.0.2.7"}
         assert proxied.get("/healthz", headers=headers).status_code == 404
+
+
+def test_metrics_in_prometheus_format_to_loopback_or_a_session(
+    db_url: str, conn: db.Conn, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from common.store import metrics
+    from tests.test_api import log_in
+
+    at = jobs.utcnow()
+    metrics.write(
+        conn,
+        [
+            metrics.Point("queue.groups_undecided", {}, 3.0),
+            metrics.Point("job.last_ok_age_s", {"job": 'pr"ice'}, 12.5),
+        ],
+        at,
+    )
+    made = app.create_app(make_settings(tmp_path), db_url)
+    with TestClient(made, client=LOCAL) as local:
+        r = local.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(r.text)}
+        assert {s.value for s in families["oculus_queue_groups_undecided"].samples} == {3.0}
+        (sample,) = families["oculus_job_last_ok_age_s"].samples
+        assert sample.labels == {"job": 'pr"ice'} and sample.value == 12.5
+        assert families["oculus_listener_connected"].samples == []  # none written yet
+        assert "Copy groups closed" in families["oculus_queue_groups_undecided"].documentation
+    with TestClient(made, client=("192.0.2.7", 40000)) as remote:
+        assert remote.get("/metrics").status_code == 401  # off the machine: a session
+        log_in(remote)
+        assert "oculus_queue_groups_undecided" in remote.get("/metrics").text

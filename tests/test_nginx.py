@@ -113,6 +113,7 @@ def test_the_api_answers_401_json_without_a_session(stack: web.Stack, client: ht
         ("POST", PAUSE, json_write),
         ("POST", "/api/config/global", json_write),
         ("DELETE", "/api/anything", {}),
+        ("GET", "/metrics", {}),  # Prometheus's, through nginx: the session too
     ]
     for method, path, kwargs in calls:
         response = client.request(method, path, **kwargs)
@@ -256,6 +257,9 @@ def test_login_through_nginx_then_everything_is_served(
     assert client.get("/").content == web.SAMPLE_SITE["index.html"]
     assert client.get("/api/auth/check").status_code == 204
     assert client.get("/api/health").json() == {"ok": True, "paused": False}
+    metrics = client.get("/metrics")  # the catalogue for Prometheus, with the session
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert "# TYPE oculus_queue_groups_undecided gauge" in metrics.text
 
 
 def test_a_wrong_password_or_user_sets_no_cookie(stack: web.Stack, client: httpx.Client) -> None:

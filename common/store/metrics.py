@@ -125,3 +125,9 @@ def latest(conn: db.Conn) -> list[dict[str, Any]]:
            WHERE at >= now() - interval '1 day'
            ORDER BY name, labels, at DESC"""
     ).fetchall()
+
+
+def prometheus_name(name: str) -> str:
+    """The Prometheus name of a catalogue metric: `oculus_` + its name, dots as
+    underscores (`job.last_ok_age_s` → `oculus_job_last_ok_age_s`)."""
+    return "oculus_" + name.replace(".", "_")

@@ -404,7 +404,7 @@ def waterfall(
     for i, (label, b, h, colour) in enumerate(bars_):
         cx = LEFT + slot * (i + 0.5)
         y1, y2 = sorted((y(b), y(b + h)))
-        amount_y = y(b + h) - 5 if h >= 0 else y(b + h) + font + 3
+        amount_y = y1 - 5  # above the bar (below it, a loss's would meet the step names)
         ly = height - bottom + 16
         out.append(
             f"<g><title>{escape(label)}: {_amount(h, 'usd', signed=True)}</title>"

@@ -118,11 +118,8 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         problem = await run_in_threadpool(deps.database_problem, st.pool, exc)
         return JSONResponse({"detail": problem}, status_code=503, headers={"Retry-After": "5"})
 
-    @app.get("/api/ready")
-    def ready() -> JSONResponse:
-        """Readiness for a monitor: the database answers and the processes beat (503
-        with the failing checks otherwise, the database's with its reason). Same checks
-        as `python -m functions.ops ready`."""
+    def readiness(only: tuple[str, ...] | None = None) -> JSONResponse:
+        """The readiness checks (`only` those named), 503 with the failing ones."""
         try:
             if st.pool is None:
                 raise db.DatabaseUnavailable("not connected")
@@ -130,8 +127,17 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
                 checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
         except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
             checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
+        if only is not None:
+            checks = [c for c in checks if c.name in only]
         body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/api/ready")
+    def ready() -> JSONResponse:
+        """Readiness for a monitor: the database answers and the processes beat (503
+        with the failing checks otherwise, the database's with its reason). Same checks
+        as `python -m functions.ops ready`."""
+        return readiness()
 
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, bool]:
@@ -144,16 +150,7 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         """Ready (SPEC §11): the database answers and the scheduler and the listener
         beat; 503 with the failing checks otherwise. No login; loopback only."""
         _loopback_only(request)
-        try:
-            if st.pool is None:
-                raise db.DatabaseUnavailable("not connected")
-            with st.pool.connection(timeout=READY_WAIT_S) as conn:
-                checks = status.readiness(conn, jobs.utcnow(), s.reconcile_stale_after_s)
-        except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
-            checks = [status.Check("database", False, deps.database_problem(st.pool, exc))]
-        checks = [c for c in checks if c.name in READYZ_CHECKS]
-        body = {"ready": status.ready(checks), "checks": [vars(c) for c in checks]}
-        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+        return readiness(READYZ_CHECKS)
 
     @app.get("/metrics")
     def prometheus(request: Request, conn: deps.Conn) -> Response:

@@ -68,6 +68,11 @@ class Axis:
     hi: float
     ticks: list[float]
 
+    @property
+    def step(self) -> float:
+        """The distance between ticks."""
+        return self.ticks[1] - self.ticks[0] if len(self.ticks) > 1 else 1.0
+
     def y(self, v: float) -> float:
         span = (self.hi - self.lo) or 1.0
         return TOP + (H - TOP - BOTTOM) * (1 - (v - self.lo) / span)
@@ -196,7 +201,7 @@ def lines(
         return LEFT + plot_w * (t - t0).total_seconds() / span
 
     axis = value_axis([v for s in drawn for v in s.values], unit, zero)
-    step = axis.ticks[1] - axis.ticks[0] if len(axis.ticks) > 1 else 1.0
+    step = axis.step
     for v in axis.ticks:
         y = axis.y(v)
         out.append(
@@ -326,7 +331,7 @@ def bars(
     def x(v: float) -> float:
         return left + (right - left) * (v - axis.lo) / span
 
-    step = axis.ticks[1] - axis.ticks[0] if len(axis.ticks) > 1 else 1.0
+    step = axis.step
     for v in axis.ticks:
         out.append(
             f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top - 4:.0f}" '
@@ -392,7 +397,7 @@ def waterfall(
     def y(v: float) -> float:
         return top + (height - top - bottom) * (1 - (v - axis.lo) / span)
 
-    step = axis.ticks[1] - axis.ticks[0] if len(axis.ticks) > 1 else 1.0
+    step = axis.step
     for v in axis.ticks:
         out.append(
             f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y(v):.1f}" y2="{y(v):.1f}" '

@@ -97,24 +97,47 @@ def split_password(url: str) -> tuple[str, str | None]:
     return psycopg.conninfo.make_conninfo("", **params), str(password) if password else None
 
 
-def _run(argv: list[str], timeout: float, password: str | None = None) -> str:
+def _run(
+    argv: list[str],
+    timeout: float,
+    password: str | None = None,
+    stop: jobs.StopFlag | None = None,
+) -> str:
     """Runs a tool; returns its stdout or raises BackupError with the end of its stderr.
-    Output goes to temp files: a pipe held open by a grandchild would hang us."""
+    Output goes to temp files: a pipe held open by a grandchild would hang us. With
+    `stop`, the tool is ended (SIGTERM, then SIGKILL) as soon as the run is asked to stop
+    (its timeout inside the scheduler, whose thread cannot be killed: a dump must not
+    outlive it)."""
     env = {**os.environ, "PGPASSWORD": password} if password else None
     name = Path(argv[0]).name
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
-            done = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            raise BackupError(f"{name} timed out after {timeout:.0f} s") from None
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         except OSError as exc:
             raise BackupError(f"{name} could not start: {exc}") from None
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.stopped:
+                        raise BackupError(f"{name} stopped: the run was asked to stop") from None
+                    if time.monotonic() >= deadline:
+                        raise BackupError(f"{name} timed out after {timeout:.0f} s") from None
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         out.seek(0)
         err.seek(0)
-        if done.returncode != 0:
-            raise BackupError(f"{name} exited {done.returncode}: {err.read()[-800:].strip()}")
+        if code != 0:
+            raise BackupError(f"{name} exited {code}: {err.read()[-800:].strip()}")
         return out.read()
 
 
@@ -162,7 +185,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     started = time.monotonic()
     argv = [str(bin_dir / "pg_dump"), "--format=custom", f"--file={partial}", "--dbname"]
     try:
-        _run([*argv, conninfo], DUMP_TIMEOUT_S, password)
+        _run([*argv, conninfo], DUMP_TIMEOUT_S, password, ctx.stop)
         details["sha256"] = seal(partial)
         details["entries"] = verify(bin_dir, partial)  # a dump that fails never gets its name
         partial.replace(final)

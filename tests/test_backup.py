@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from common.runtime import settings
+from common.runtime import jobs, settings
 from common.store import db
 from functions import backup
 from tests import site_data
@@ -325,3 +326,19 @@ def test_help_works() -> None:
     with pytest.raises(SystemExit) as exit_:
         backup.main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_a_tool_is_ended_when_the_run_is_asked_to_stop_or_times_out() -> None:
+    """Inside the scheduler a run is a thread: its pg_dump must end with its stop flag,
+    not outlive it (nor a timeout)."""
+    stop = jobs.StopFlag()
+    threading.Timer(0.3, lambda: setattr(stop, "stopped", True)).start()
+    began = time.monotonic()
+    with pytest.raises(backup.BackupError, match="sleep stopped: the run was asked to stop"):
+        backup._run(["sleep", "30"], 60, stop=stop)
+    assert time.monotonic() - began < 5
+    with pytest.raises(backup.BackupError, match="sleep timed out after 0 s"):
+        backup._run(["sleep", "30"], 0.2)
+    assert backup._run(["echo", "done"], 10) == "done\n"
+    with pytest.raises(backup.BackupError, match="exited 1"):
+        backup._run(["false"], 10)

@@ -155,9 +155,7 @@ class NotRuns(logging.Filter):
 
 @dataclass
 class Run:
-    task: Task
-    trigger: str
-    scheduled_at: datetime
+    task: Task  # its trigger and due time: task.run
     started_wall: datetime
     started: float  # monotonic
     deadline: float
@@ -321,7 +319,7 @@ class Scheduler:
             self._record(e.job, "FAILED", now, now, f"could not start: {exc}", trigger, due)
             return
         mono = time.monotonic()
-        slot.run = Run(task, trigger, due, now, mono, mono + e.timeout_s)
+        slot.run = Run(task, now, mono, mono + e.timeout_s)
         slot.rerun, slot.last_start = False, mono
         slot.started += 1
         log.debug("%s: started (%s)", e.job, trigger)
@@ -369,8 +367,8 @@ class Scheduler:
                 run.started_wall,
                 now,
                 error,
-                run.trigger,
-                run.scheduled_at,
+                run.task.run.trigger,
+                run.task.run.scheduled_at,
                 run.task.pid,
             )
         if ids and not updated:  # the run recorded its own end (e.g. FAILED, with its error)
@@ -385,7 +383,7 @@ class Scheduler:
         now: datetime,
         error: str,
         trigger: str,
-        due: datetime,
+        due: datetime | None,
         pid: int | None = None,
     ) -> None:
         self.conn.execute(

@@ -20,13 +20,10 @@ YEARLY = "0  0  1  1  *  0"
 
 
 def hand_env(db_url: str, tmp_path: Path, timeout: str) -> dict[str, str]:
-    """The operator's shell: no trigger from the scheduler, the job in the crontab."""
+    """The operator's shell, the job in the crontab."""
     path = tmp_path / "crontab"
     path.write_text(f"{YEARLY} {timeout} {JOB} --once\n")
-    env = {**os.environ, "DATABASE_URL": db_url, "OCULUS_CRONTAB_PATH": str(path)}
-    for name in ("OCULUS_RUN_TRIGGER", "OCULUS_RUN_SCHEDULED_AT"):
-        env.pop(name, None)
-    return env
+    return {**os.environ, "DATABASE_URL": db_url, "OCULUS_CRONTAB_PATH": str(path)}
 
 
 def by_hand(env: dict[str, str], *flags: str, limit_s: float = 30) -> tuple[int, str, float]:

@@ -12,9 +12,10 @@ items it handled) and calls `jobs.main(...)` from its own `main(argv)`.
   stands by until it is free (released, its process gone, or its host silent).
 - `wake(conn, job)` sends NOTIFY on WAKE_CHANNEL with the job's name: the scheduler
   starts that job now instead of at its next tick (functions/scheduler.py).
-- The scheduler passes OCULUS_RUN_TRIGGER (cron or wake) and OCULUS_RUN_SCHEDULED_AT
-  (the instant the run was due) to the runs it starts; `job_run` keeps both. Runs
-  started by hand are recorded as 'manual', loops as 'loop'.
+- The scheduler runs a job in a thread of its own process with a `Run` (`current_run`):
+  the trigger (cron or wake) and the instant it was due, which `job_run` keeps, and the
+  stop flag it sets at the run's timeout. Runs started by hand are recorded as
+  'manual', loops as 'loop'.
 - A `--once` run started by hand holds itself to the crontab's timeout for its job
   (`--timeout S` overrides, 0 = none), as the scheduler holds its own runs: past it,
   SIGTERM, then KILL_GRACE_S later its row becomes TIMEOUT and it exits EXIT_TIMEOUT.
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -49,6 +50,9 @@ from psycopg.types.json import Jsonb
 from common.runtime import clock as clocks
 from common.runtime import memory, settings
 from common.store import db, leases
+
+if TYPE_CHECKING:  # httpx is imported only where a run makes requests
+    from common.upstream import http
 
 log = logging.getLogger(__name__)
 utcnow = clocks.utcnow
@@ -60,7 +64,6 @@ KILL_GRACE_S = 5.0  # past a timeout: SIGTERM, then this long before the hard st
 EXIT_DB_LOST = 69  # EX_UNAVAILABLE: the database connection was lost; restart me
 DB_RETRY_S = 1.0  # a long-running process started while the database is down retries this often
 DB_WAIT_LOG_S = 60.0  # ... and says it is still waiting this often
-TRIGGERS = ("cron", "wake", "manual", "loop")
 
 
 class StopFlag:
@@ -103,7 +106,7 @@ class Run:
     scheduled_at: datetime | None
     timeout_s: float
     stop: StopFlag = field(default_factory=StopFlag)
-    halt: Any = field(default_factory=lambda: _new_halt())  # its upstreams' (http.Halt)
+    halt: http.Halt = field(default_factory=lambda: _new_halt())  # its upstreams'
     timed_out: bool = False  # the stop came at the timeout (not a shutdown)
     fenced: str | None = None  # why it lost its role
     run_ids: list[int] = field(default_factory=list)
@@ -116,7 +119,7 @@ class Run:
         self.halt.request()
 
 
-def _new_halt() -> Any:
+def _new_halt() -> http.Halt:
     from common.upstream import http  # httpx only where a run makes requests
 
     return http.Halt()
@@ -239,19 +242,11 @@ def wake(conn: db.Conn, job: str) -> None:
 
 
 def run_trigger(args: argparse.Namespace | None = None) -> tuple[str, datetime | None]:
-    """Why this run started and when it was due: the scheduler's `Run`; else
-    OCULUS_RUN_TRIGGER and OCULUS_RUN_SCHEDULED_AT (a process started with them), else
-    manual or loop."""
+    """Why this run started and when it was due: the scheduler's `Run` (cron or wake);
+    else a loop, or a run by hand ('manual'), neither of them due."""
     if (run := current_run()) is not None:
         return run.trigger, run.scheduled_at
-    trigger = os.environ.get("OCULUS_RUN_TRIGGER", "")
-    if trigger not in TRIGGERS:
-        trigger = "loop" if args is not None and getattr(args, "loop", False) else "manual"
-    due = os.environ.get("OCULUS_RUN_SCHEDULED_AT")
-    try:
-        return trigger, datetime.fromisoformat(due) if due else None
-    except ValueError:
-        return trigger, None
+    return ("loop" if args is not None and getattr(args, "loop", False) else "manual"), None
 
 
 def record_start(
@@ -321,7 +316,6 @@ def run_recorded(
     ctx.details.clear()
     trigger, due = run_trigger(ctx.args)
     run_id = record_start(conn, job, ctx.clock(), trigger, due)
-    os.environ.pop("OCULUS_RUN_SCHEDULED_AT", None)  # a loop's later runs were not due
     if (run := current_run()) is not None:
         run.run_ids.append(run_id)  # the scheduler closes it if the run cannot
     try:

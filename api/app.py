@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -58,6 +58,12 @@ def _is_loopback(request: Request) -> bool:
     except ValueError:
         local = False
     return local and "x-forwarded-for" not in request.headers
+
+
+def _local_or_session(request: Request) -> None:
+    """A loopback peer no proxy forwarded, else 401 without the dashboard's session."""
+    if not _is_loopback(request):
+        deps.require_session(request)
 
 
 def _loopback_only(request: Request) -> None:
@@ -152,13 +158,11 @@ def create_app(s: settings.Settings | None = None, database_url: str | None = No
         _loopback_only(request)
         return readiness(READYZ_CHECKS)
 
-    @app.get("/metrics")
-    def prometheus(request: Request, conn: deps.Conn) -> Response:
+    @app.get("/metrics", dependencies=[Depends(_local_or_session)])  # before the pool
+    def prometheus(conn: deps.Conn) -> Response:
         """The metric catalogue's newest values in Prometheus's text format (SPEC §11):
         to a loopback peer directly (a Prometheus on this machine), else only with the
         dashboard's session (through nginx)."""
-        if not _is_loopback(request):
-            deps.require_session(request)
         body, content_type = exposition.render(metrics.latest(conn))
         return Response(body, media_type=content_type)
 

@@ -3,9 +3,9 @@ variable (`DATABASE_URL` has no prefix; names are matched in any case) and docum
 README.md's settings table; tests/test_settings.py keeps the two in step.
 
 The environment is read here (`from_env`) and validated by a pydantic model, not by
-pydantic-settings: that library costs every process ~6 MB of memory (it imports all its
-sources: dotenv, TOML, YAML, the clouds' secret stores), and Oculus runs seven Python
-processes on a 2 GB box (issue 18's goal: ≤ 400 MB for all of them)."""
+pydantic-settings: that library (and python-dotenv) cost every process ~2 MB of memory,
+and Oculus runs seven Python processes on a 2 GB box (issue 18's goal: ≤ 400 MB for all
+of them)."""
 
 from __future__ import annotations
 
@@ -88,10 +88,10 @@ def env_names(field: str) -> tuple[str, ...]:
     return ENV_ALIASES.get(field, (f"{ENV_PREFIX}{field.upper()}",))
 
 
-def from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+def from_env() -> dict[str, str]:
     """The settings the environment sets: field name → raw text (names in any case, as
     a shell may export them; validation is the model's)."""
-    upper = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+    upper = {k.upper(): v for k, v in os.environ.items()}
     out = {}
     for field in Settings.model_fields:
         found = next((upper[n] for n in env_names(field) if n in upper), None)

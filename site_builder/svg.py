@@ -303,6 +303,7 @@ def _amount(v: float, unit: str, signed: bool = False) -> str:
 
 
 ROW = 24.0  # a horizontal bar's row
+TITLE_MAX = 200  # a tooltip's characters (a label is user text: bounded)
 LABEL_W = 190.0  # the bars' label column
 VALUE_W = 84.0  # the bars' value column
 
@@ -345,7 +346,7 @@ def bars(
         y = top + ROW * i
         a, b = sorted((x0, x(v)))
         out.append(
-            f"<g><title>{escape(label)}: {_amount(v, unit)}</title>"
+            f"<g><title>{escape(_cut(label, TITLE_MAX))}: {_amount(v, unit)}</title>"
             f'<text x="{LABEL_W - 8:.0f}" y="{y + ROW * 0.65:.1f}" text-anchor="end" '
             f'fill="{INK}">{escape(_cut(label, most))}</text>'
             f'<rect x="{a:.1f}" y="{y + ROW * 0.15:.1f}" width="{max(b - a, 1.0):.1f}" '
@@ -412,7 +413,7 @@ def waterfall(
         amount_y = y1 - 5  # above the bar (below it, a loss's would meet the step names)
         ly = height - bottom + 16
         out.append(
-            f"<g><title>{escape(label)}: {_amount(h, 'usd', signed=True)}</title>"
+            f"<g><title>{escape(_cut(label, TITLE_MAX))}: {_amount(h, 'usd', signed=True)}</title>"
             f'<rect x="{cx - slot * 0.35:.1f}" y="{y1:.1f}" width="{slot * 0.7:.1f}" '
             f'height="{max(y2 - y1, 1.0):.1f}" fill="{colour}"/>'
             f'<text x="{cx:.1f}" y="{amount_y:.1f}" text-anchor="middle" font-size="{font}" '

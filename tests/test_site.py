@@ -457,6 +457,19 @@ def test_an_svg_chart_of_hostile_labels_and_odd_series_stays_well_formed() -> No
         assert "<b>" not in text and "\x00" not in text
 
 
+def test_a_bar_shows_its_label_cut_to_fit_and_a_bounded_tooltip() -> None:
+    from site_builder import svg
+
+    question = "Will " + "x" * 1000 + "?"
+    text = svg.bars("t", [(question, 2.0), ("short", 1.0)]).decode()
+    (title, _) = ElementTree.fromstring(text).findall(".//{*}g/{*}title")
+    assert title.text is not None and len(title.text) <= svg.TITLE_MAX + len(": $2.00")
+    assert title.text.startswith("Will xxx") and title.text.endswith("…: $2.00")
+    shown = [t.text for t in ElementTree.fromstring(text).findall(".//{*}g/{*}text")]
+    assert shown[0] is not None and shown[0].endswith("…") and len(shown[0]) < 40
+    assert "short" in shown
+
+
 def test_a_waterfall_draws_each_step_from_the_running_total() -> None:
     """Each step floats from where the one before ended; losses and gains have their
     own colours; the end bar stands on zero; zero steps are left out."""

@@ -242,7 +242,7 @@ def market_chart(ctx: PortfolioContext) -> bytes:
     return svg.bars(
         "Exposure by market (top 12)",
         [
-            ((m["question"] or m["condition_id"] or "?")[:48], m["value_micros"] / 1e6)
+            (m["question"] or m["condition_id"] or "?", m["value_micros"] / 1e6)
             for m in ctx.by_market[:12]
         ],
         unit="usd",
@@ -252,7 +252,7 @@ def market_chart(ctx: PortfolioContext) -> bytes:
 def user_chart(ctx: PortfolioContext) -> bytes:
     return svg.bars(
         "Exposure by user (whose signals bought it)",
-        [(u["label"][:32], u["value_micros"] / 1e6) for u in ctx.by_user[:12]],
+        [(u["label"], u["value_micros"] / 1e6) for u in ctx.by_user[:12]],
         unit="usd",
         color=svg.SHADOW,
     )

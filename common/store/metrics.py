@@ -38,8 +38,14 @@ CATALOGUE: tuple[Metric, ...] = (
         ("job",),
         "s",
         "Seconds since the job's newest run that ended OK (a job with none has no value).",
-        """SELECT j.job, extract(epoch FROM %(now)s - r.finished_at) AS value
-           FROM (SELECT DISTINCT job FROM job_run) j
+        # the jobs by a walk of job_run's (job, started_at) index, not a scan of its rows
+        """WITH RECURSIVE j(job) AS (
+               (SELECT job FROM job_run ORDER BY job LIMIT 1)
+               UNION ALL
+               SELECT (SELECT n.job FROM job_run n WHERE n.job > j.job ORDER BY n.job LIMIT 1)
+               FROM j WHERE j.job IS NOT NULL)
+           SELECT j.job, extract(epoch FROM %(now)s - r.finished_at) AS value
+           FROM j
            CROSS JOIN LATERAL (
                SELECT finished_at FROM job_run
                WHERE job = j.job AND status = 'OK' AND finished_at IS NOT NULL

@@ -12,20 +12,10 @@ from typing import Any
 import jinja2
 
 from site_builder import svg
+from site_builder.fmt import MICROS, usd
 from site_builder.pages import common
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-MICROS = 1_000_000
-
-
-def usd(micros: int | None, signed: bool = False) -> str:
-    """12_500_000 → "$12.50"; negative → "−$12.50"; signed adds "+" to gains."""
-    if micros is None:
-        return "–"
-    micros = int(micros)  # sums arrive as Decimal
-    cents = (abs(micros) + 5_000) // 10_000
-    sign = "" if cents == 0 else ("−" if micros < 0 else ("+" if signed else ""))
-    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
 
 
 def usd_short(micros: int | None) -> str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape as xml_escape
 
+from site_builder import fmt
+
 INK = "#1f2933"
 MUTED = "#7b8794"
 GRID = "#e4e7eb"
@@ -295,11 +297,11 @@ def _cut(text: str, most: int) -> str:
 
 
 def _amount(v: float, unit: str, signed: bool = False) -> str:
-    """A bar's own value: dollars with cents (a + on gains if `signed`), or a percentage."""
+    """A bar's own value: dollars as the pages write them (`fmt.usd`; a + on gains if
+    `signed`), or a percentage."""
     if unit == "ratio":
         return f"{v * 100:.1f}%".replace("-", "−")
-    sign = "−" if v < 0 and round(abs(v), 2) else ("+" if signed and round(v, 2) > 0 else "")
-    return f"{sign}${abs(v):,.2f}"
+    return fmt.usd(round(v * fmt.MICROS), signed)
 
 
 ROW = 24.0  # a horizontal bar's row

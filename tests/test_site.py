@@ -470,6 +470,18 @@ def test_a_bar_shows_its_label_cut_to_fit_and_a_bounded_tooltip() -> None:
     assert "short" in shown
 
 
+def test_a_chart_writes_an_amount_as_its_table_does() -> None:
+    """Half a cent rounds up on the pages; a bar and a waterfall step say the same."""
+    from site_builder import render, svg
+
+    for micros in (125_000, 5_000, -2_345_000, 1_234_565_000):
+        table = render.usd(micros)
+        bar = svg.bars("t", [("x", micros / 1e6)]).decode()
+        assert f">{table}</text>" in bar, (micros, table)
+        step = svg.waterfall("w", ("ideal", 0.0), [("s", micros / 1e6)], ("exec", 0.0)).decode()
+        assert f">{render.usd(micros, True)}</text>" in step, (micros, table)
+
+
 def test_a_waterfall_draws_each_step_from_the_running_total() -> None:
     """Each step floats from where the one before ended; losses and gains have their
     own colours; the end bar stands on zero; zero steps are left out."""

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from api import deps, models, writes
+from api import deps, models
+from common.store import writes
 
 router = APIRouter()
 MAX_BODY = 64 * 1024  # the largest real body (a config test) is a few KB

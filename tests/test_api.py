@@ -17,9 +17,9 @@ import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
-from api import app, auth, writes
+from api import app, auth
 from common.runtime import settings
-from common.store import copy_configs, db
+from common.store import copy_configs, db, writes
 
 with warnings.catch_warnings():
     # Starlette's test client prefers the httpx2 fork; the project pins httpx.

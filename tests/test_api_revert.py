@@ -19,8 +19,7 @@ from test_api import (
     last_audit,
 )
 
-from api import writes
-from common.store import copy_configs, db
+from common.store import copy_configs, db, writes
 
 
 @pytest.fixture

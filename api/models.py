@@ -194,5 +194,18 @@ class Blacklist(_Body):
     blacklisted: StrictBool
 
 
+class Silence(_Body):
+    """Silences a rule's alerts whose labels include `labels` ({}: all of the rule's) for
+    `minutes` (1 minute .. 30 days); 0 lifts the silence."""
+
+    rule: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+    labels: Annotated[
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)]],
+        Field(max_length=10),
+    ] = {}
+    minutes: Annotated[StrictInt, Field(ge=0, le=30 * 24 * 60)]
+    reason: Annotated[Text, Field(max_length=500)] | None = None
+
+
 class Empty(_Body):
     """No fields: a body that must say nothing (revert)."""

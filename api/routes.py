@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from api import deps, models
+from common.runtime.jobs import utcnow
 from common.store import writes
 
 router = APIRouter()
@@ -182,6 +184,14 @@ def revert(
     force: bool = False,
 ) -> dict[str, Any]:
     return _call(writes.revert, conn, by, audit_id, force)
+
+
+@router.post("/api/alerts/silence")
+def silence(
+    change: Annotated[models.Silence, body(models.Silence)], by: By, conn: deps.Conn
+) -> dict[str, Any]:
+    until = None if change.minutes == 0 else utcnow() + timedelta(minutes=change.minutes)
+    return _call(writes.silence, conn, by, change.rule, change.labels, until, change.reason)
 
 
 @router.get("/api/audit")

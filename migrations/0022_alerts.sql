@@ -19,7 +19,7 @@ CREATE INDEX upstream_probe_at_idx ON upstream_probe (upstream, at);
 -- Each rule's last evaluation (functions.rules), for the Alerts page.
 CREATE TABLE alert_rule_eval (
     rule         text PRIMARY KEY,
-    kind         text        NOT NULL CHECK (kind IN ('threshold', 'sql')),
+    kind         text        NOT NULL CHECK (kind IN ('threshold', 'sql', 'file')),  -- file: rules.yaml's own error
     evaluated_at timestamptz NOT NULL,
     ok           boolean     NOT NULL,
     error        text,                  -- why the rule could not be evaluated
@@ -42,6 +42,7 @@ CREATE TABLE alert (
     resolved_at   timestamptz,
     value_micros  bigint,                        -- the newest value seen, µ of its unit
     message       text,                          -- the newest rendered message
+    notified      boolean     NOT NULL DEFAULT false,  -- its FIRING was sent (not silenced or cooling down)
     action_audit_id bigint REFERENCES audit_log (id),  -- the automation's write, if any
     updated_at    timestamptz NOT NULL
 );

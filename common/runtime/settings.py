@@ -362,6 +362,11 @@ class Settings(BaseModel):
     crontab_path: Path = Field(
         default=ROOT / "crontab", description="The job schedule the scheduler runs."
     )
+    rules_path: Path = Field(
+        default=ROOT / "rules.yaml",
+        description="The alert rules and channels (SPEC §11); re-read by every run of "
+        "functions.rules, so an edit takes effect within a minute.",
+    )
     wake_min_gap_s: float = Field(
         default=1.0,
         ge=0,

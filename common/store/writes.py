@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -374,6 +375,61 @@ def set_copy_of(conn: db.Conn, by: By, user_id: int, leader: int | None) -> Row:
         return _copy_of(conn, Audit(by, "follow.copy_of"), user_id, leader)
 
 
+# -- alert silences (SPEC §11) ----------------------------------------------------------
+
+SILENCE_MAX = timedelta(days=30)
+_SILENCE = "SELECT until, reason FROM alert_silence WHERE rule = %(rule)s AND labels = %(labels)s"
+
+
+def _silence_state(row: Row | None) -> Row:
+    if row is None:
+        return {"until": None, "reason": None}
+    return {"until": row["until"].isoformat(), "reason": row["reason"]}
+
+
+def _silence(
+    conn: db.Conn, audit: Audit, rule: str, labels: dict[str, str], until: str | None,
+    reason: str | None,
+) -> Row:  # fmt: skip
+    """Sets (until: an ISO time) or lifts (None) the silence of `rule`'s alerts whose
+    labels include `labels` ({}: all of the rule's)."""
+    key = {"rule": rule, "labels": Jsonb(labels)}
+    before = _silence_state(conn.execute(_SILENCE + " FOR UPDATE", key).fetchone())
+    audit.check(before, f"the silence of {rule} {labels}")
+    if until is None:
+        conn.execute("DELETE FROM alert_silence WHERE rule = %(rule)s AND labels = %(labels)s", key)
+    else:
+        conn.execute(
+            "INSERT INTO alert_silence (rule, labels, until, reason, created_by, created_at)"
+            " VALUES (%(rule)s, %(labels)s, %(until)s, %(reason)s, %(by)s, now())"
+            " ON CONFLICT (rule, labels) DO UPDATE SET until = EXCLUDED.until,"
+            " reason = EXCLUDED.reason, created_by = EXCLUDED.created_by,"
+            " created_at = EXCLUDED.created_at",
+            {**key, "until": until, "reason": reason, "by": audit.by.actor},
+        )
+    after = _silence_state(conn.execute(_SILENCE, key).fetchone())
+    target = {"rule": rule, "labels": labels}
+    audit_id = audit.write(conn, ("alert_silence", rule), {**target, **before}, {**target, **after})
+    return {"audit_id": audit_id, **target, **after}
+
+
+def silence(
+    conn: db.Conn, by: By, rule: str, labels: dict[str, str], until: datetime | None,
+    reason: str | None,
+) -> Row:  # fmt: skip
+    """Silences `rule`'s alerts (those whose labels include `labels`) until `until`, at
+    most SILENCE_MAX ahead; None lifts the silence."""
+    if until is not None:
+        now = jobs.utcnow()
+        if not now < until <= now + SILENCE_MAX:
+            raise WriteError(f"a silence ends in the future, at most {SILENCE_MAX.days} days ahead")
+    with _transaction(conn):
+        return _silence(
+            conn, Audit(by, "alert.silence"), rule, labels,
+            None if until is None else until.isoformat(), reason,
+        )  # fmt: skip
+
+
 # -- revert ---------------------------------------------------------------------------
 
 
@@ -407,6 +463,13 @@ def _undo_copy_of(conn: db.Conn, row: Row, audit: Audit, force: bool) -> Row:
     return _copy_of(conn, audit, int(row["target_id"]), row["before"]["copy_of_user_id"])
 
 
+def _undo_silence(conn: db.Conn, row: Row, audit: Audit, force: bool) -> Row:
+    after, before = row["after"], row["before"]
+    audit = audit.expecting({"until": after["until"], "reason": after["reason"]}, force)
+    rule, labels = before["rule"], before["labels"]
+    return _silence(conn, audit, rule, labels, before["until"], before["reason"])
+
+
 _UNDO: dict[str, Callable[[db.Conn, Row, Audit, bool], Row]] = {
     "config.global": _undo_config,
     "config.user": _undo_config,
@@ -415,6 +478,7 @@ _UNDO: dict[str, Callable[[db.Conn, Row, Audit, bool], Row]] = {
     "follow.add": _undo_user,
     "follow.update": _undo_user,
     "follow.copy_of": _undo_copy_of,
+    "alert.silence": _undo_silence,
 }
 
 

@@ -523,8 +523,12 @@ class Upstreams:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Returns each upstream's request and error counters since the process started
-        (heartbeats carry them to the status page)."""
-        return {u.name: dict(u.stats) for u in (self.data_api, self.clob, self.gamma)}
+        (heartbeats carry them to the status page), and `breaker_open` (1 while its
+        breaker is open: rules.yaml's upstream_breaker_open reads it)."""
+        return {
+            u.name: {**u.stats, "breaker_open": int(u.breaker.is_open)}
+            for u in (self.data_api, self.clob, self.gamma)
+        }
 
     def __enter__(self) -> Upstreams:
         return self

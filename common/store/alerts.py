@@ -1,0 +1,445 @@
+"""Alerts (SPEC §11): evaluating rules.yaml's rules against the metrics (threshold) or
+the database (SQL, read-only), moving each (rule, labels) instance through PENDING →
+FIRING → RESOLVED with every transition stored, running a rule's automation through the
+audited write path (actor `rule:<name>`), and queueing each notification in the outbox
+(`notification`), which functions.notify delivers.
+
+Each transition is one transaction: the alert row, its transition, the automation's
+write and the outbox rows commit together or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from common.domain import rules
+from common.runtime import messages
+from common.store import db, writes
+
+log = logging.getLogger("oculus.rules")
+
+FRESH = timedelta(minutes=3)  # a series with no newer point has no value now
+SQL_ROLE = "oculus_rules_reader"  # migrations/0022_alerts.sql
+SQL_TIMEOUT_MS = 5_000
+SQL_MAX_ROWS = 1_000
+ERROR_CHARS = 500
+Row = dict[str, Any]
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True)
+
+
+@dataclass
+class Outcome:
+    """What one evaluation of the rule set did."""
+
+    transitions: int = 0
+    queued: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def series(conn: db.Conn, now: datetime) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Each metric's series with a point in the last FRESH: (labels, newest value)."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for r in conn.execute(
+        """SELECT DISTINCT ON (name, labels) name, labels, value_micros FROM metric_point
+           WHERE at >= %(since)s AND at <= %(now)s ORDER BY name, labels, at DESC""",
+        {"since": now - FRESH, "now": now},
+    ):
+        labels = {str(k): str(v) for k, v in (r["labels"] or {}).items()}
+        out.setdefault(r["name"], []).append((labels, r["value_micros"] / 1_000_000))
+    return out
+
+
+def _open(conn: db.Conn) -> dict[tuple[str, str], Row]:
+    rows = conn.execute("SELECT * FROM alert WHERE state <> 'RESOLVED'").fetchall()
+    return {(r["rule"], labels_key(r["labels"])): r for r in rows}
+
+
+def _silences(conn: db.Conn, now: datetime) -> list[Row]:
+    return conn.execute(
+        "SELECT rule, labels, until FROM alert_silence WHERE until > %(now)s", {"now": now}
+    ).fetchall()
+
+
+def silenced_until(silences: Iterable[Row], rule: str, labels: dict[str, str]) -> datetime | None:
+    """The latest end of the silences covering the instance (their labels ⊆ its labels)."""
+    ends = [
+        s["until"]
+        for s in silences
+        if s["rule"] == rule and all(labels.get(k) == v for k, v in s["labels"].items())
+    ]
+    return max(ends) if ends else None
+
+
+def _last_sent_fire(conn: db.Conn, rule: str, labels: dict[str, str]) -> datetime | None:
+    row = conn.execute(
+        "SELECT max(fired_at) AS at FROM alert WHERE rule = %(r)s AND labels = %(l)s AND notified",
+        {"r": rule, "l": Jsonb(labels)},
+    ).fetchone()
+    return None if row is None else row["at"]
+
+
+def last_evaluations(conn: db.Conn) -> dict[str, Row]:
+    return {r["rule"]: r for r in conn.execute("SELECT * FROM alert_rule_eval")}
+
+
+# --- SQL rules ---------------------------------------------------------------------------
+
+
+class SqlRuleError(Exception):
+    pass
+
+
+def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
+    """Runs a rule's SELECT as the SELECT-only role, in a read-only transaction that is
+    rolled back, with a 5 s statement timeout; at most SQL_MAX_ROWS rows (and whether
+    there were more). One statement only (it is prepared). SqlRuleError says why not."""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL ROLE {SQL_ROLE}")
+            conn.execute(f"SET LOCAL statement_timeout = {SQL_TIMEOUT_MS}")
+            with conn.cursor() as cur:
+                cur.execute(sql.encode(), prepare=True)
+                if cur.description is None:
+                    raise SqlRuleError("the statement returned no rows (it must be a SELECT)")
+                rows = cur.fetchmany(SQL_MAX_ROWS + 1)
+    except psycopg.errors.QueryCanceled:
+        raise SqlRuleError(f"cancelled: it ran past {SQL_TIMEOUT_MS // 1000} s") from None
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as exc:
+        raise SqlRuleError(f"refused, rules may only read: {exc.diag.message_primary}") from None
+    except psycopg.Error as exc:
+        raise SqlRuleError(f"{type(exc).__name__}: {exc}".strip()[:ERROR_CHARS]) from None
+    return list(rows[:SQL_MAX_ROWS]), len(rows) > SQL_MAX_ROWS
+
+
+def _plain(value: Any) -> Any:
+    """A row's value as JSON can carry it."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    return None
+
+
+# --- the evaluation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One instance of a rule as evaluated now."""
+
+    labels: dict[str, str]
+    holds: bool
+    value: float | None
+    values: dict[str, Any]  # the message template's variables
+
+
+class Evaluator:
+    """One pass over the rule set at `now` (functions.rules runs one a minute)."""
+
+    def __init__(self, conn: db.Conn, ruleset: rules.RuleSet, now: datetime) -> None:
+        self.conn = conn
+        self.ruleset = ruleset
+        self.now = now
+        self.out = Outcome()
+        self.open = _open(conn)
+        self.silences = _silences(conn, now)
+        self.evals = last_evaluations(conn)
+
+    # each rule ------------------------------------------------------------------------
+
+    def run(self, metrics: dict[str, list[tuple[dict[str, str], float]]]) -> Outcome:
+        for rule in self.ruleset.rules:
+            if rule.kind == "sql" and not rule.due(self._last_eval(rule), self.now):
+                continue
+            started = time.thread_time()
+            error, seen = self._seen(rule, metrics)
+            template_error = messages.check(rule.message)
+            if seen is not None:
+                self._apply(rule, seen)
+            error = error or template_error
+            self._record(rule, error, seen, time.thread_time() - started)
+            if error:
+                self.out.errors.append(f"rule {rule.name} (line {rule.line}): {error}")
+        if not self.ruleset.broken:
+            self._retire()
+        self._record_file_errors()
+        return self.out
+
+    def _last_eval(self, rule: rules.Rule) -> datetime | None:
+        row = self.evals.get(rule.name)
+        return None if row is None or row["kind"] != rule.kind else row["evaluated_at"]
+
+    def _seen(
+        self, rule: rules.Rule, metrics: dict[str, list[tuple[dict[str, str], float]]]
+    ) -> tuple[str | None, list[Seen] | None]:
+        """(an error, the instances now); None instances: leave the open ones as they are
+        (no fresh value of the metric at all, or the SQL failed)."""
+        base = {"rule": rule.name, "severity": rule.severity}
+        if rule.kind == "threshold":
+            points = metrics.get(rule.metric)
+            if not points:
+                return f"no value of {rule.metric} in the last {FRESH.seconds // 60} min", None
+            out = []
+            for labels, value in points:
+                if rule.matches(labels):
+                    values = {**labels, **base, "labels": labels, "value": value,
+                              "metric": rule.metric, "op": rule.op, "threshold": rule.value,
+                              "for": rule.for_text}  # fmt: skip
+                    out.append(Seen(labels, rule.holds(value), value, values))
+            return None, out
+        try:
+            rows, more = run_sql(self.conn, rule.sql)
+        except SqlRuleError as exc:
+            return str(exc), None
+        out, error = [], None
+        for row in rows:
+            if "key" not in row:
+                return "its rows need a `key` column (one alert per key)", None
+            values = {k: _plain(v) for k, v in row.items()}
+            labels = {"key": str(row["key"])[:200]}
+            out.append(Seen(labels, True, _number(row.get("value")),
+                            {**values, **base, "labels": labels}))  # fmt: skip
+        if more:
+            error = f"returned more than {SQL_MAX_ROWS} rows; the first {SQL_MAX_ROWS} count"
+        return error, out
+
+    # transitions ---------------------------------------------------------------------------
+
+    def _apply(self, rule: rules.Rule, seen: list[Seen]) -> None:
+        keys = set()
+        for s in seen:
+            key = labels_key(s.labels)
+            if key in keys:
+                continue
+            keys.add(key)
+            self._instance(rule, s, self.open.get((rule.name, key)))
+        for (name, key), row in list(self.open.items()):
+            if name == rule.name and key not in keys:
+                gone = Seen(row["labels"], False, None, {"rule": rule.name, **row["labels"]})
+                note = "its series is gone" if rule.kind == "threshold" else ""
+                self._instance(rule, gone, row, note=note)
+
+    def _instance(self, rule: rules.Rule, s: Seen, row: Row | None, note: str = "") -> None:
+        o = None if row is None else rules.Open(row["id"], row["state"], row["since"])
+        new = rules.step(o, s.holds, self.now, rule.for_s)
+        if new is None:
+            if row is not None and s.value is not None:
+                self.conn.execute(
+                    "UPDATE alert SET value_micros = %(v)s, updated_at = %(now)s WHERE id = %(id)s",
+                    {"v": _micros(s.value), "now": self.now, "id": row["id"]},
+                )
+            return
+        try:
+            with self.conn.transaction():
+                self._move(rule, s, row, new, note)
+        except psycopg.Error as exc:
+            self.out.errors.append(f"rule {rule.name} {s.labels}: could not record {new}: {exc}")
+            log.exception("rule %s: could not record %s", rule.name, new)
+
+    def _move(self, rule: rules.Rule, s: Seen, row: Row | None, new: str, note: str) -> None:
+        now, values = self.now, {**s.values, "state": new}
+        message, _ = messages.render(rule.message, values)
+        if row is None:
+            created = self.conn.execute(
+                """INSERT INTO alert (rule, labels, severity, state, since, fired_at,
+                                      value_micros, message, updated_at)
+                   VALUES (%(r)s, %(l)s, %(sev)s, %(st)s, %(now)s, %(fired)s, %(v)s, %(m)s,
+                           %(now)s) RETURNING *""",
+                {"r": rule.name, "l": Jsonb(s.labels), "sev": rule.severity, "st": new,
+                 "now": now, "fired": now if new == "FIRING" else None,
+                 "v": _micros(s.value), "m": message},
+            ).fetchone()  # fmt: skip
+            assert created is not None
+            alert, before = created, None
+        else:
+            alert, before = row, row["state"]
+        notes = [note] if note else []
+        notify = False
+        if new == "FIRING":
+            until = silenced_until(self.silences, rule.name, s.labels)
+            last = _last_sent_fire(self.conn, rule.name, s.labels)
+            if until is not None:
+                notes.append(f"silenced until {until.isoformat(timespec='seconds')}")
+            elif last is not None and rules.cooling(last, now, rule.cooldown_s):
+                notes.append(f"cooldown: last sent {last.isoformat(timespec='seconds')}")
+            else:
+                notify = True
+            action_note, audit_id = self._act(rule, s.labels, alert["id"])
+            if action_note:
+                notes.append(action_note)
+            self.conn.execute(
+                """UPDATE alert SET state = 'FIRING', fired_at = %(now)s, notified = %(n)s,
+                       action_audit_id = coalesce(%(a)s, action_audit_id), message = %(m)s,
+                       value_micros = coalesce(%(v)s, value_micros), updated_at = %(now)s
+                   WHERE id = %(id)s""",
+                {"now": now, "n": notify, "a": audit_id, "m": message,
+                 "v": _micros(s.value), "id": alert["id"]},
+            )  # fmt: skip
+        elif new == "RESOLVED":
+            if alert["action_audit_id"] is not None and rule.action and rule.action.revert_when_ok:
+                notes.append(self._revert(rule, alert["action_audit_id"]))
+            notify = bool(alert["notified"]) and (
+                silenced_until(self.silences, rule.name, s.labels) is None
+            )
+            self.conn.execute(
+                """UPDATE alert SET state = 'RESOLVED', resolved_at = %(now)s,
+                       updated_at = %(now)s WHERE id = %(id)s""",
+                {"now": now, "id": alert["id"]},
+            )
+        text = "; ".join(notes) or None
+        t = self.conn.execute(
+            """INSERT INTO alert_transition (alert_id, at, from_state, to_state, value_micros, note)
+               VALUES (%(a)s, %(now)s, %(f)s, %(t)s, %(v)s, %(note)s) RETURNING id""",
+            {"a": alert["id"], "now": now, "f": before, "t": new, "v": _micros(s.value),
+             "note": text},
+        ).fetchone()  # fmt: skip
+        assert t is not None
+        self.out.transitions += 1
+        if notify:
+            body = message if text is None else f"{message}\n[{text}]"
+            self._enqueue(rule, s, alert["id"], int(t["id"]), new, body)
+
+    def _act(self, rule: rules.Rule, labels: dict[str, str], alert_id: int) -> tuple[str, Any]:
+        """Runs the rule's automation for a FIRING: (a note, the audit row's id or None)."""
+        action = rule.action
+        if action is None:
+            return "", None
+        user = labels.get("user", "")
+        if not user.isdigit():
+            return f"action set_mode {action.set_mode}: no leader (no `user` label)", None
+        if action.dry_run:
+            row = self.conn.execute(
+                "SELECT copy_mode FROM followed_user WHERE id = %(id)s", {"id": int(user)}
+            ).fetchone()
+            was = "?" if row is None else row["copy_mode"]
+            return f"dry run: would set leader {user}'s mode {was} → {action.set_mode}", None
+        by = writes.By(f"rule:{rule.name}", f"alert-{alert_id}")
+        try:
+            done = writes.update_user(self.conn, by, int(user), {"copy_mode": action.set_mode})
+        except writes.WriteError as exc:
+            return f"action set_mode {action.set_mode} on leader {user} failed: {exc}", None
+        return (
+            f"set leader {user}'s mode → {action.set_mode} (audit {done['audit_id']}; "
+            f"revert it like any write)",
+            done["audit_id"],
+        )
+
+    def _revert(self, rule: rules.Rule, audit_id: int) -> str:
+        by = writes.By(f"rule:{rule.name}", f"revert-{audit_id}")
+        try:
+            done = writes.revert(self.conn, by, audit_id)
+        except writes.Conflict:
+            return f"the mode was changed since audit {audit_id}: left as it is"
+        except writes.WriteError as exc:
+            return f"could not restore the mode of audit {audit_id}: {exc}"
+        return f"restored the earlier mode (audit {done['audit_id']})"
+
+    def _enqueue(
+        self, rule: rules.Rule, s: Seen, alert_id: int, transition_id: int, state: str, text: str
+    ) -> None:
+        for channel in rule.channels:
+            message_id = f"oculus-{transition_id}-{channel}"
+            payload = {
+                "id": message_id,
+                "rule": rule.name,
+                "severity": rule.severity,
+                "state": state,
+                "labels": s.labels,
+                "value": s.value,
+                "message": text,
+                "at": self.now.isoformat().replace("+00:00", "Z"),
+            }
+            cur = self.conn.execute(
+                """INSERT INTO notification (message_id, channel, alert_id, payload, created_at,
+                                             next_at)
+                   VALUES (%(m)s, %(c)s, %(a)s, %(p)s, %(now)s, %(now)s)
+                   ON CONFLICT (message_id) DO NOTHING""",
+                {"m": message_id, "c": channel, "a": alert_id, "p": Jsonb(payload),
+                 "now": self.now},
+            )  # fmt: skip
+            self.out.queued += cur.rowcount
+
+    # bookkeeping ---------------------------------------------------------------------------
+
+    def _retire(self) -> None:
+        """Open alerts of rules no longer in the file resolve (no notification: their
+        channels may be gone with them)."""
+        names = {r.name for r in self.ruleset.rules}
+        for (name, _), row in self.open.items():
+            if name in names:
+                continue
+            with self.conn.transaction():
+                self.conn.execute(
+                    "UPDATE alert SET state = 'RESOLVED', resolved_at = %(now)s,"
+                    " updated_at = %(now)s WHERE id = %(id)s",
+                    {"now": self.now, "id": row["id"]},
+                )
+                self.conn.execute(
+                    "INSERT INTO alert_transition (alert_id, at, from_state, to_state, note)"
+                    " VALUES (%(a)s, %(now)s, %(f)s, 'RESOLVED', 'its rule was removed')",
+                    {"a": row["id"], "now": self.now, "f": row["state"]},
+                )
+            self.out.transitions += 1
+        self.conn.execute(
+            "DELETE FROM alert_rule_eval WHERE kind <> 'file' AND NOT rule = ANY(%(n)s)",
+            {"n": list(names)},
+        )
+
+    def _record(
+        self, rule: rules.Rule, error: str | None, seen: list[Seen] | None, cpu_s: float
+    ) -> None:
+        self.conn.execute(
+            """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, error, series, holding,
+                                            cpu_micros)
+               VALUES (%(r)s, %(k)s, %(now)s, %(ok)s, %(e)s, %(n)s, %(h)s, %(cpu)s)
+               ON CONFLICT (rule) DO UPDATE SET kind = EXCLUDED.kind,
+                   evaluated_at = EXCLUDED.evaluated_at, ok = EXCLUDED.ok,
+                   error = EXCLUDED.error, series = EXCLUDED.series,
+                   holding = EXCLUDED.holding, cpu_micros = EXCLUDED.cpu_micros""",
+            {"r": rule.name, "k": rule.kind, "now": self.now, "ok": error is None,
+             "e": None if error is None else error[:ERROR_CHARS],
+             "n": len(seen or ()), "h": sum(s.holds for s in seen or ()),
+             "cpu": round(cpu_s * 1_000_000)},
+        )  # fmt: skip
+
+    def _record_file_errors(self) -> None:
+        """rules.yaml's own errors (bad rules, bad channels), one row each, as of now."""
+        self.conn.execute("DELETE FROM alert_rule_eval WHERE kind = 'file'")
+        for i, e in enumerate(self.ruleset.errors):
+            self.conn.execute(
+                """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, error)
+                   VALUES (%(r)s, 'file', %(now)s, false, %(e)s)""",
+                {"r": f"rules.yaml #{i + 1}", "now": self.now, "e": str(e)[:ERROR_CHARS]},
+            )
+
+
+def _micros(value: float | None) -> int | None:
+    if value is None:
+        return None
+    return max(min(round(value * 1_000_000), 2**63 - 1), -(2**63))

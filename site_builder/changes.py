@@ -39,7 +39,10 @@ SELECT
   (SELECT coalesce(max(cursor_int), 0) FROM system_checkpoint
     WHERE name = 'rollup.trade_event') AS rollup_trade,
   (SELECT coalesce(max(cursor_int), 0) FROM system_checkpoint
-    WHERE name = 'rollup.ledger_entry') AS rollup_ledger
+    WHERE name = 'rollup.ledger_entry') AS rollup_ledger,
+  (SELECT max(updated_at) FROM alert) AS alert_at,
+  (SELECT max(evaluated_at) FROM alert_rule_eval) AS alert_eval_at,
+  (SELECT coalesce(max(id), 0) FROM notification_attempt) AS delivery_at
 """
 
 

@@ -15,11 +15,14 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from common.runtime import settings
 from common.store import db
 from site_builder import exports, output
 from site_builder.pages import (
+    alerts,
     attempt,
     config,
     leaders,
@@ -43,6 +46,7 @@ class Options:
     """What a page build needs besides the connection and the time."""
 
     stale_after_s: float = 180.0
+    rules_path: Path = field(default_factory=lambda: settings.get().rules_path)
 
 
 Built = dict[str, Any]  # the template's variables besides `refresh` and `nav`
@@ -261,6 +265,10 @@ def _config_test(
     return {"c": t, "refresh": 3 if t.test["state"] in ("PENDING", "RUNNING") else 0}
 
 
+def _alerts(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
+    return {"c": alerts.context(conn, now, o.rules_path)}
+
+
 def _status(conn: db.Conn, site: output.Site, _: str, now: datetime, o: Options) -> Built:
     return {"c": status.context(conn, now, o.stale_after_s)}
 
@@ -303,6 +311,16 @@ PAGES = (
         10,
         (ALWAYS,),
         hot=True,
+    ),
+    Page(
+        "alerts",
+        "alerts.html",
+        alerts.AlertsContext,
+        _single("alerts.html"),
+        _alerts,
+        "alerts",
+        30,
+        ("alert_at", "alert_eval_at", "delivery_at"),
     ),
     Page(
         "overview",

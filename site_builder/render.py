@@ -13,7 +13,7 @@ import jinja2
 
 from site_builder import svg
 from site_builder.fmt import MICROS, usd
-from site_builder.pages import common
+from site_builder.pages import alerts, common
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -155,6 +155,7 @@ def environment() -> jinja2.Environment:
         to_json=to_json,
     )
     env.globals["range_labels"] = svg.RANGE_LABELS
+    env.globals["silence_body"] = alerts.silence_body
     return env
 
 

@@ -388,6 +388,65 @@ def _operations(conn: db.Conn) -> None:
     )
 
 
+def _alerts(conn: db.Conn, users: list[int]) -> None:
+    """One alert firing (leader 1's low retention, silenced), one resolved with its
+    transitions, two delivery attempts (a 429, then sent), a rule's evaluation."""
+    rows = (  # rule, labels, severity, state, since (min ago), fired, resolved, value
+        ("low_retention", {"user": str(users[0])}, "warn", "FIRING", 30, 20, None, 0.31),
+        ("listener_down", {}, "critical", "RESOLVED", 90, 87, 60, 0),
+    )
+    for rule, labels, sev, state, since, fired, resolved, value in rows:
+        a = _one(
+            conn,
+            """INSERT INTO alert (rule, labels, severity, state, since, fired_at, resolved_at,
+                                  value_micros, message, notified, updated_at)
+               VALUES (%(r)s, %(l)s, %(sev)s, %(st)s, %(since)s, %(fired)s, %(res)s, %(v)s,
+                       %(m)s, true, %(since)s) RETURNING id""",
+            {"r": rule, "l": Jsonb(labels), "sev": sev, "st": state,
+             "since": NOW - timedelta(minutes=since), "fired": NOW - timedelta(minutes=fired),
+             "res": None if resolved is None else NOW - timedelta(minutes=resolved),
+             "v": round(value * 1_000_000), "m": f"{rule} <b>{value}</b>"},
+        )  # fmt: skip
+        steps = [(None, "PENDING", since), ("PENDING", "FIRING", fired)]
+        if resolved is not None:
+            steps.append(("FIRING", "RESOLVED", resolved))
+        for before, after, ago in steps:
+            conn.execute(
+                """INSERT INTO alert_transition (alert_id, at, from_state, to_state, value_micros)
+                   VALUES (%(a)s, %(at)s, %(f)s, %(t)s, %(v)s)""",
+                {"a": a, "at": NOW - timedelta(minutes=ago), "f": before, "t": after,
+                 "v": round(value * 1_000_000)},
+            )  # fmt: skip
+    n = _one(
+        conn,
+        """INSERT INTO notification (message_id, channel, payload, created_at, next_at,
+                                     attempts, status, sent_at)
+           VALUES ('oculus-2-log', 'log', %(p)s, %(at)s, %(at)s, 2, 'SENT', %(at)s)
+           RETURNING id""",
+        {"p": Jsonb({"rule": "listener_down", "state": "FIRING"}),
+         "at": NOW - timedelta(minutes=87)},
+    )  # fmt: skip
+    for ok, status, retry in ((False, 429, 30), (True, None, None)):
+        conn.execute(
+            """INSERT INTO notification_attempt (notification_id, channel, at, ok, status,
+                                                 error, retry_after_s, duration_micros)
+               VALUES (%(n)s, 'log', %(at)s, %(ok)s, %(s)s, %(e)s, %(ra)s, 1500)""",
+            {"n": n, "at": NOW - timedelta(minutes=87), "ok": ok, "s": status,
+             "e": None if ok else "429 Too Many Requests", "ra": retry},
+        )  # fmt: skip
+    conn.execute(
+        """INSERT INTO alert_silence (rule, labels, until, reason, created_by, created_at)
+           VALUES ('low_retention', %(l)s, %(u)s, 'looking into it', 'admin', %(c)s)""",
+        {"l": Jsonb({"user": str(users[0])}), "u": NOW + timedelta(hours=3),
+         "c": NOW - timedelta(minutes=5)},
+    )  # fmt: skip
+    conn.execute(
+        """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, series, holding, cpu_micros)
+           VALUES ('listener_down', 'threshold', %(at)s, true, 1, 0, 420)""",
+        {"at": NOW - timedelta(seconds=38)},
+    )
+
+
 def load(conn: db.Conn) -> list[int]:
     """Fills an empty migrated database; returns the user ids."""
     with conn.transaction():
@@ -398,6 +457,7 @@ def load(conn: db.Conn) -> list[int]:
         _snapshots(conn, users)
         _positions_and_rollups(conn, users)
         _operations(conn)
+        _alerts(conn, users)
     return users
 
 

@@ -347,8 +347,15 @@ def test_sql_rules_may_only_read_and_a_bad_one_stops_no_other(conn: db.Conn) -> 
         sql_rule("nokey", "select 1 as n"),
         sql_rule("many", "select g::text as key from generate_series(1, 1500) g"),
         sql_rule("fine", "select 'ok' as key"),
+        sql_rule(
+            "who",
+            "select current_user as key, current_setting('transaction_read_only')"
+            " as ro, current_setting('statement_timeout') as t",
+        ),
     )
     out = evaluate(conn, rs, at(0))
+    who = conn.execute("SELECT labels, message FROM alert WHERE rule = 'who'").fetchone()
+    assert who is not None and who["labels"] == {"key": "oculus_rules_reader"}
     ev = alerts.last_evaluations(conn)
     assert "refused, rules may only read" in ev["writer"]["error"]
     assert "cannot insert multiple commands" in ev["two"]["error"]
@@ -359,7 +366,7 @@ def test_sql_rules_may_only_read_and_a_bad_one_stops_no_other(conn: db.Conn) -> 
     assert len(out.errors) == 5
     assert conn.execute("SELECT label FROM followed_user").fetchone() == {"label": "lead"}
     assert conn.execute("SELECT count(*) AS n FROM followed_user").fetchone() == {"n": 1}
-    assert {p["rule"] for p in outbox(conn)} == {"many", "fine"}
+    assert {p["rule"] for p in outbox(conn)} == {"many", "fine", "who"}
 
 
 def test_sql_rule_past_five_seconds_is_cancelled(conn: db.Conn) -> None:

@@ -111,7 +111,14 @@ def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
-            conn.execute(f"SET LOCAL ROLE {SQL_ROLE}")
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL ROLE {SQL_ROLE}")
+            except psycopg.Error as exc:
+                raise SqlRuleError(
+                    f"cannot take the role {SQL_ROLE} ({exc.diag.message_primary}): "
+                    f"GRANT {SQL_ROLE} TO the user Oculus connects as"
+                ) from None
             conn.execute(f"SET LOCAL statement_timeout = {SQL_TIMEOUT_MS}")
             with conn.cursor() as cur:
                 cur.execute(sql.encode(), prepare=True)

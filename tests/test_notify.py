@@ -6,7 +6,7 @@ ones, and two notifiers never sending one row."""
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -291,7 +291,8 @@ def test_a_row_whose_payload_went_bad_is_given_up_at_once(
 ) -> None:
     put(conn, "hook", 2)
     conn.execute(
-        "UPDATE notification SET payload = '{\"id\": 1}' WHERE id = (SELECT min(id) FROM notification)"
+        "UPDATE notification SET payload = '{\"id\": 1}'"
+        " WHERE id = (SELECT min(id) FROM notification)"
     )
     with make_senders(fake, tmp_path) as senders:
         assert run(conn, channel_map(fake.base), senders.send, T0) == {"dead": 1, "sent": 1}
@@ -302,9 +303,15 @@ def test_a_row_whose_payload_went_bad_is_given_up_at_once(
 def test_enqueue_is_idempotent_per_message_id_and_checks_the_payload(conn: db.Conn) -> None:
     mid = outbox.message_id(4, 9, "hook")
     body = outbox.payload(
-        message_id=mid, rule="r", severity="warn", state="RESOLVED", labels={}, value=None,
-        message="m", at=T0,
-    )  # fmt: skip
+        message_id=mid,
+        rule="r",
+        severity="warn",
+        state="RESOLVED",
+        labels={},
+        value=None,
+        message="m",
+        at=T0,
+    )
     kwargs: dict[str, Any] = {"message_id": mid, "channel": "hook", "alert_id": None, "now": T0}
     assert outbox.enqueue(conn, payload=body, **kwargs) is True
     assert outbox.enqueue(conn, payload=body, **kwargs) is False
@@ -313,8 +320,16 @@ def test_enqueue_is_idempotent_per_message_id_and_checks_the_payload(conn: db.Co
     with pytest.raises(ValueError, match="is not the message_id"):
         outbox.enqueue(conn, payload={**body, "id": "other"}, **kwargs)
     with pytest.raises(ValueError, match="severity"):
-        outbox.payload(message_id=mid, rule="r", severity="loud", state="FIRING", labels={},
-                       value=1.5, message="", at=T0)  # fmt: skip
+        outbox.payload(
+            message_id=mid,
+            rule="r",
+            severity="loud",
+            state="FIRING",
+            labels={},
+            value=1.5,
+            message="",
+            at=T0,
+        )
 
 
 def test_a_row_another_notifier_holds_is_skipped(
@@ -361,8 +376,9 @@ def test_a_stop_releases_the_claimed_rows_unsent(
         return delivery.Outcome(ok=True, status=204)
 
     stops = iter([False, False, True])
-    counts = outbox.deliver(conn, channel_map(fake.base), send, lambda: T0, config(),
-                            stop=lambda: next(stops, True))  # fmt: skip
+    counts = outbox.deliver(
+        conn, channel_map(fake.base), send, lambda: T0, config(), stop=lambda: next(stops, True)
+    )
     assert counts == {"sent": 1, "released": 2}
     assert [(r["status"], r["attempts"], r["next_at"]) for r in rows(conn)][1:] == [
         ("PENDING", 0, T0),
@@ -456,7 +472,3 @@ def test_an_smtp_4xx_is_retried_and_the_batch_resent_whole(
         (retry_at,) = {r["next_at"] for r in rows(conn)}
         assert run(conn, chans, senders.send, retry_at) == {"sent": 2}
     assert len(smtp.mails) == 1 and [a["status"] for a in attempts(conn)] == [451, 451, 250, 250]
-
-
-def with_clock(start: datetime) -> Callable[[], datetime]:
-    return lambda: start

@@ -97,8 +97,11 @@ def test_rate_room_and_when_it_frees() -> None:
     assert delivery.rate_free_at(oldest, AT) == AT + timedelta(seconds=10)
 
 
-@given(message=st.text(max_size=9000), labels=st.dictionaries(st.text(max_size=300),
-       st.text(max_size=2000), max_size=40), title=st.text(min_size=1, max_size=400))  # fmt: skip
+@given(
+    message=st.text(max_size=9000),
+    labels=st.dictionaries(st.text(max_size=300), st.text(max_size=2000), max_size=40),
+    title=st.text(min_size=1, max_size=400),
+)
 def test_discord_bodies_keep_within_the_embed_limits(
     message: str, labels: dict[str, str], title: str
 ) -> None:

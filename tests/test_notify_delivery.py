@@ -111,6 +111,18 @@ def test_discord_bodies_keep_within_the_embed_limits(
     assert body["allowed_mentions"] == {"parse": []}
 
 
+@pytest.mark.parametrize("char", ["x", "é", "🔥"])
+def test_discord_bodies_of_oversized_alerts_are_cut_to_the_limits(char: str) -> None:
+    labels = {char * 300 + str(i): char * 2000 for i in range(40)}
+    msg = delivery.Message.from_payload(
+        payload(rule=char * 400, message=char * 9000, labels=labels, id="oc-" + char * 3000)
+    )
+    body = channels.discord_body(msg)
+    assert notify_fakes.check_discord(json.loads(json.dumps(body))) == []
+    embed = body["embeds"][0]
+    assert len(embed["fields"]) == 25 and embed["title"].endswith("…")
+
+
 def test_discord_colours_by_severity_and_green_when_resolved() -> None:
     colours = {
         sev: channels.discord_body(delivery.Message.from_payload(payload(severity=sev)))["embeds"][
@@ -129,9 +141,16 @@ def test_telegram_text_fits_4096_utf16_units(message: str) -> None:
     assert 1 <= len(text.encode("utf-16-le")) // 2 <= 4096
 
 
-def test_telegram_text_cut_with_astral_characters() -> None:
-    text = channels.telegram_text(delivery.Message.from_payload(payload(message="🔥" * 5000)))
-    assert len(text.encode("utf-16-le")) // 2 <= 4096 and text.endswith("…")
+@pytest.mark.parametrize("char", ["x", "🔥"])
+def test_telegram_text_cut_to_4096_utf16_units(char: str) -> None:
+    text = channels.telegram_text(delivery.Message.from_payload(payload(message=char * 9000)))
+    assert 4000 <= len(text.encode("utf-16-le")) // 2 <= 4096 and text.endswith("…")
+    assert (
+        notify_fakes.check_telegram(
+            f"/bot{'1:' + 'a' * 30}/sendMessage", {"chat_id": 1, "text": text}
+        )
+        == []
+    )
 
 
 def test_slack_text_escapes_what_slack_reads_as_markup() -> None:

@@ -329,35 +329,53 @@ def slack_text(msg: delivery.Message) -> str:
     return delivery.bound(f"*{esc(msg.headline())}*\n{esc(rest)}", SLACK_TEXT_MAX)
 
 
+def units(text: str) -> int:
+    """Returns the length of `text` in UTF-16 code units, as Discord and Telegram count
+    (an emoji outside the BMP is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def cut(text: str, limit: int) -> str:
+    """Returns `text` within `limit` UTF-16 units (≥ 1), an ellipsis marking a cut."""
+    if units(text) <= limit:
+        return text
+    out, used = [], 1  # the ellipsis
+    for char in text:
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > limit:
+            break
+        out.append(char)
+    return "".join(out) + "…"
+
+
 def telegram_text(msg: delivery.Message) -> str:
     """Plain text (no parse_mode: nothing to escape), within Telegram's limit."""
-    text = msg.text()
-    # the limit counts UTF-16 code units: cut further while an astral character overflows
-    limit = TELEGRAM_TEXT_MAX
-    while len(cut := delivery.bound(text, limit).encode("utf-16-le")) // 2 > TELEGRAM_TEXT_MAX:
-        limit -= len(cut) // 2 - TELEGRAM_TEXT_MAX
-    return delivery.bound(text, limit)
+    return cut(msg.text(), TELEGRAM_TEXT_MAX)
 
 
 def discord_body(msg: delivery.Message) -> dict[str, Any]:
-    """The execute-webhook body: one embed within Discord's limits, no mentions."""
+    """The execute-webhook body: one embed within Discord's limits (each part's, and
+    6000 in all: the description leaves 2000 for the fields, shared evenly), and
+    mentions disabled."""
+    title = cut(msg.headline(), DISCORD["title"])
+    footer = cut(f"id {msg.id}", DISCORD["footer"])
+    left = DISCORD["total"] - units(title) - units(footer)
+    description = cut(msg.message or msg.headline(), min(DISCORD["description"], left - 2000))
+    left -= units(description)
     pairs = [("value", f"{msg.value:g}")] if msg.value is not None else []
-    pairs += list(msg.labels.items())
-    fields: list[dict[str, Any]] = [
-        {
-            "name": delivery.bound(key or "-", DISCORD["field_name"]),
-            "value": delivery.bound(val or "-", DISCORD["field_value"]),
-            "inline": True,
-        }
-        for key, val in pairs[: DISCORD["fields"]]
-    ]
-    title = delivery.bound(msg.headline(), DISCORD["title"])
-    footer = delivery.bound(f"id {msg.id}", DISCORD["footer"])
-    used = len(title) + len(footer) + sum(len(f["name"]) + len(f["value"]) for f in fields)
-    room = min(DISCORD["description"], DISCORD["total"] - used)
+    fields: list[dict[str, Any]] = []
+    items = [*pairs, *msg.labels.items()][: DISCORD["fields"]]
+    for i, (key, val) in enumerate(items):
+        share = left // (len(items) - i)  # each field an even share of what is left
+        if share < 8:
+            break
+        name = cut(key or "-", min(DISCORD["field_name"], max(4, share // 3)))
+        value = cut(val or "-", min(DISCORD["field_value"], share - units(name)))
+        left -= units(name) + units(value)
+        fields.append({"name": name, "value": value, "inline": True})
     embed: dict[str, Any] = {
         "title": title,
-        "description": delivery.bound(msg.message or msg.headline(), max(1, room)),
+        "description": description,
         "color": DISCORD_RESOLVED if msg.state == "RESOLVED" else DISCORD_COLOURS[msg.severity],
         "fields": fields,
         "footer": {"text": footer},

@@ -186,6 +186,7 @@ class FakeReceivers:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # the body right after the headers, no 40 ms stall
 
             def log_message(self, *args: Any) -> None:
                 pass

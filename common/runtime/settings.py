@@ -466,6 +466,55 @@ class Settings(BaseModel):
         description="A prune run stops after this long; the next run goes on from there.",
     )
 
+    # Alerts and notifications (functions.rules, functions.notify; SPEC §11).
+    rules_path: Path = Field(
+        default=ROOT / "rules.yaml",
+        description="The rules and channels file (rules.yaml) the rules and notify jobs read.",
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org",
+        description="Telegram Bot API base URL (a channel of type telegram posts to "
+        "<this>/bot<token>/sendMessage).",
+    )
+    notify_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Attempts at one notification before it is given up (DEAD).",
+    )
+    notify_backoff_base_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A failed notification is tried again after this, doubled each attempt "
+        "(jittered between half and all of it), up to notify_backoff_cap_s.",
+    )
+    notify_backoff_cap_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="The longest wait between two attempts at a notification (a "
+        "receiver's Retry-After included).",
+    )
+    notify_lease_s: float = Field(
+        default=120.0,
+        ge=1,
+        le=3600,
+        description="A notification claimed for sending is due again this long after, "
+        "should its notifier die before recording the outcome (one duplicate, same id).",
+    )
+    notify_email_batch_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="An email channel gathers the alerts queued within this many seconds "
+        "of its oldest waiting one into one message (0: no waiting).",
+    )
+    notify_max_per_run: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Notifications one notify run handles at most; the rest wait for the next.",
+    )
+
     @field_validator(
         "exchange_addresses_v1", "exchange_addresses_v2", "neg_risk_adapters", mode="before"
     )
@@ -533,7 +582,7 @@ class Settings(BaseModel):
         """`rate_limit_paths` by upstream: {'data_api': {'/trades': (rps, burst)}}."""
         return parse_path_limits(self.rate_limit_paths)
 
-    @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url")
+    @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url", "telegram_api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from common.domain import delivery, rules
 from common.runtime import jobs, settings
@@ -27,34 +24,13 @@ class ChannelsUnreadable(ValueError):
 
 
 def parse_channels(text: str) -> dict[str, rules.Channel]:
-    """Returns the channels of a rules.yaml text (`channels:` name → {type, options...,
-    rate_per_min}), the built-in `log` included; ChannelsUnreadable when the file or its
-    channels section is not well-formed. A channel with a bad type or option is kept:
-    its deliveries report what is wrong."""
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ChannelsUnreadable(f"not YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(doc, dict):
-        raise ChannelsUnreadable("the file is not a mapping")
-    entries = doc.get("channels") or {}
-    if not isinstance(entries, dict):
-        raise ChannelsUnreadable("channels: is not a mapping of name to channel")
-    found: dict[str, rules.Channel] = {"log": rules.LOG}
-    for name, entry in entries.items():
-        if not isinstance(entry, dict):
-            entry = {"type": f"<not a mapping: {type(entry).__name__}>"}
-        options: dict[str, Any] = {
-            str(k): v for k, v in entry.items() if k not in ("type", "rate_per_min")
-        }
-        rate = entry.get("rate_per_min", 60)
-        found[str(name)] = rules.Channel(
-            name=str(name),
-            type=str(entry.get("type")),
-            options=options,
-            rate_per_min=rate if isinstance(rate, int) and rate >= 0 else 60,
-        )
-    return found
+    """Returns the channels of a rules.yaml text (`rules.parse`), the built-in `log`
+    included; ChannelsUnreadable when the file is not usable at all. A channel with a
+    bad type or option is kept with its problem: its deliveries report it."""
+    parsed = rules.parse(text)
+    if parsed.broken:
+        raise ChannelsUnreadable("; ".join(str(e) for e in parsed.errors))
+    return parsed.channels
 
 
 def load_channels(path: Path) -> dict[str, rules.Channel]:

@@ -21,6 +21,8 @@ JOBS = [
     "functions.group",
     "functions.whatif",
     "functions.follow",
+    "functions.metrics",
+    "functions.notify",
 ]
 # httpx only when a request is made; the rest belong to the site builder and the API.
 HEAVY = ["httpx", "httpcore", "matplotlib", "jinja2", "fastapi", "uvicorn", "psycopg_pool"]

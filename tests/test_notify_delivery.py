@@ -200,7 +200,7 @@ rules: []
     assert found["team"].rate_per_min == 5 and found["log"].rate_per_min == 0
     assert (
         channels.problems(found["odd"], {})
-        and "unknown type" in channels.problems(found["odd"], {})[0]
+        and "must be a mapping" in channels.problems(found["odd"], {})[0]
     )
     assert channels.problems(found["team"], {}) == [
         "channel 'team': environment variable OCULUS_SLACK_WEBHOOK (webhook_url_env) is not set"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from common.domain import rules
+from common.domain import delivery, rules
 from common.runtime import jobs, messages, settings
 from common.store import alerts, db, users, writes
 from common.store import metrics as metric_store
@@ -129,7 +129,7 @@ def test_each_bad_rule_is_reported_with_its_line_and_the_others_stand() -> None:
     )
     assert [r.name for r in rs.rules] == ["good", "team_sql"]
     got = {e.line: str(e) for e in rs.errors}
-    assert "needs exactly one of url, url_env" in got[2]
+    assert "needs exactly one of url, webhook_url_env" in got[2]
     assert "must match" in got[9]
     assert "unknown key(s) fro" in got[15]
     assert "unknown metric 'no.such_metric'" in got[17]
@@ -188,7 +188,7 @@ def test_pending_firing_resolved_with_every_transition_and_notification(conn: db
     assert fired[0]["message"] == "listener down for 2m (0.0)"
     assert fired[0]["id"] != fired[1]["id"]  # one per channel, each stable
     assert set(fired[0]) == {"id", "rule", "severity", "state", "labels", "value", "message", "at"}
-    assert fired[0]["at"] == at(2).isoformat().replace("+00:00", "Z")
+    assert fired[0]["at"] == delivery.iso_utc(at(2))
     point(conn, "listener.connected", 1, at(3))
     out = evaluate(conn, rs, at(3))
     assert (out.transitions, out.queued) == (1, 2)

@@ -64,6 +64,8 @@ def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
         "config_test",
         "score",
         "metrics",
+        "rules",
+        "notify",
         "prune",
         "backup",
     }

@@ -38,13 +38,13 @@ CHANNEL_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
     "log": (frozenset(), frozenset(), 0),
     "email": (
         frozenset({"to", "from", "host"}),
-        frozenset({"port", "security", "username_env", "password_env"}),
+        frozenset({"port", "security", "username_env", "password_env", "ca_file"}),
         10,
     ),
     "telegram": (frozenset({"bot_token_env", "chat_id"}), frozenset(), 20),
     "discord": (frozenset({"webhook_url_env"}), frozenset(), 30),
     "slack": (frozenset({"webhook_url_env"}), frozenset(), 60),
-    "webhook": (frozenset(), frozenset({"url", "url_env", "secret_env"}), 60),
+    "webhook": (frozenset(), frozenset({"url", "webhook_url_env", "secret_env"}), 60),
 }
 THRESHOLD_KEYS = frozenset(
     {
@@ -88,6 +88,7 @@ class Channel:
     options: dict[str, Any] = field(default_factory=dict)
     rate_per_min: int = 60
     line: int = 0
+    problem: str | None = None  # what is wrong with it as written (its deliveries fail so)
 
 
 LOG = Channel("log", "log", {}, rate_per_min=0)  # always there
@@ -202,6 +203,7 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
             True,
         )
     errors: list[RuleError] = []
+    broken = False  # a section of the wrong shape: the file is not usable as a whole
     top = _pairs(root)
     for key in sorted(set(top) - {"channels", "rules"}):
         errors.append(RuleError(_line(top[key][0]), f"unknown top-level key {key!r}"))
@@ -213,12 +215,17 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
             pass
         elif not isinstance(raw, dict):
             errors.append(RuleError(_line(node), "`channels` must be a mapping name → channel"))
+            broken = True
         else:
             for name, (knode, _) in _pairs(node).items():
                 try:
                     channels[name] = _channel(name, raw.get(name), _line(knode))
                 except RuleError as exc:
+                    # kept, so its rules still run on their other channels; its
+                    # deliveries fail with this problem until the file is fixed
                     errors.append(exc)
+                    if name != "log":
+                        channels[name] = _broken(name, raw.get(name), _line(knode), str(exc))
     rules: list[Rule] = []
     if "rules" in top:
         node = top["rules"][1]
@@ -227,6 +234,7 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
             raw_rules = []
         if not isinstance(raw_rules, list) or not isinstance(node, yaml.SequenceNode):
             errors.append(RuleError(_line(node), "`rules` must be a list"))
+            broken = True
         else:
             seen: dict[str, int] = {}
             for item, rnode in zip(raw_rules, node.value, strict=True):
@@ -245,7 +253,7 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
                     continue
                 seen[rule.name] = line
                 rules.append(rule)
-    return RuleSet(channels, tuple(rules), tuple(errors))
+    return RuleSet(channels, tuple(rules), tuple(errors), broken)
 
 
 def _at(pairs: dict[str, tuple[yaml.Node, yaml.Node]], key: str, line: int) -> int:
@@ -274,8 +282,10 @@ def _channel(name: str, raw: Any, line: int) -> Channel:
             f"channel {name!r} ({kind}): unknown option(s) {', '.join(unknown)}"
             f"; allowed: {', '.join(sorted(required | optional))}",
         )
-    if kind == "webhook" and ("url" in options) == ("url_env" in options):
-        raise RuleError(line, f"channel {name!r} (webhook) needs exactly one of url, url_env")
+    if kind == "webhook" and ("url" in options) == ("webhook_url_env" in options):
+        raise RuleError(
+            line, f"channel {name!r} (webhook) needs exactly one of url, webhook_url_env"
+        )
     for k, v in options.items():
         if k.endswith("_env") and not (isinstance(v, str) and re.match(r"^[A-Z_][A-Z0-9_]*$", v)):
             raise RuleError(
@@ -295,6 +305,12 @@ def _channel(name: str, raw: Any, line: int) -> Channel:
     if isinstance(per_min, bool) or not isinstance(per_min, int) or not 0 <= per_min <= 10_000:
         raise RuleError(line, f"channel {name!r}: rate_per_min must be an integer 0..10000")
     return Channel(name, kind, options, per_min, line)
+
+
+def _broken(name: str, raw: Any, line: int, problem: str) -> Channel:
+    entry = raw if isinstance(raw, dict) else {}
+    options = {str(k): v for k, v in entry.items() if k not in ("type", "rate_per_min")}
+    return Channel(name, str(entry.get("type", "?")), options, 60, line, problem)
 
 
 def _rule(

@@ -362,11 +362,6 @@ class Settings(BaseModel):
     crontab_path: Path = Field(
         default=ROOT / "crontab", description="The job schedule the scheduler runs."
     )
-    rules_path: Path = Field(
-        default=ROOT / "rules.yaml",
-        description="The alert rules and channels (SPEC §11); re-read by every run of "
-        "functions.rules, so an edit takes effect within a minute.",
-    )
     wake_min_gap_s: float = Field(
         default=1.0,
         ge=0,
@@ -469,7 +464,8 @@ class Settings(BaseModel):
     # Alerts and notifications (functions.rules, functions.notify; SPEC §11).
     rules_path: Path = Field(
         default=ROOT / "rules.yaml",
-        description="The rules and channels file (rules.yaml) the rules and notify jobs read.",
+        description="The rules and channels file (rules.yaml, SPEC §11) the rules and "
+        "notify jobs read again on every run, so an edit takes effect within a minute.",
     )
     telegram_api_url: str = Field(
         default="https://api.telegram.org",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from common.domain import rules
 from common.runtime import messages
-from common.store import db, writes
+from common.store import db, outbox, writes
 
 log = logging.getLogger("oculus.rules")
 
@@ -149,7 +150,8 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float | Decimal):
-        return float(value)
+        f = float(value)
+        return f if math.isfinite(f) else None
     return None
 
 
@@ -265,7 +267,7 @@ class Evaluator:
         try:
             with self.conn.transaction():
                 self._move(rule, s, row, new, note)
-        except psycopg.Error as exc:
+        except (psycopg.Error, ValueError) as exc:
             self.out.errors.append(f"rule {rule.name} {s.labels}: could not record {new}: {exc}")
             log.exception("rule %s: could not record %s", rule.name, new)
 
@@ -371,26 +373,22 @@ class Evaluator:
         self, rule: rules.Rule, s: Seen, alert_id: int, transition_id: int, state: str, text: str
     ) -> None:
         for channel in rule.channels:
-            message_id = f"oculus-{transition_id}-{channel}"
-            payload = {
-                "id": message_id,
-                "rule": rule.name,
-                "severity": rule.severity,
-                "state": state,
-                "labels": s.labels,
-                "value": s.value,
-                "message": text,
-                "at": self.now.isoformat().replace("+00:00", "Z"),
-            }
-            cur = self.conn.execute(
-                """INSERT INTO notification (message_id, channel, alert_id, payload, created_at,
-                                             next_at)
-                   VALUES (%(m)s, %(c)s, %(a)s, %(p)s, %(now)s, %(now)s)
-                   ON CONFLICT (message_id) DO NOTHING""",
-                {"m": message_id, "c": channel, "a": alert_id, "p": Jsonb(payload),
-                 "now": self.now},
+            mid = outbox.message_id(alert_id, transition_id, channel)
+            body = outbox.payload(
+                message_id=mid,
+                rule=rule.name,
+                severity=rule.severity,
+                state=state,
+                labels=s.labels,
+                value=s.value,
+                message=text,
+                at=self.now,
+            )
+            new = outbox.enqueue(
+                self.conn, message_id=mid, channel=channel, alert_id=alert_id, payload=body,
+                now=self.now,
             )  # fmt: skip
-            self.out.queued += cur.rowcount
+            self.out.queued += int(new)
 
     # bookkeeping ---------------------------------------------------------------------------
 

@@ -125,6 +125,8 @@ def problems(channel: rules.Channel, env: Mapping[str, str] | None = None) -> li
 
 
 def _check(channel: rules.Channel, env: Mapping[str, str]) -> None:
+    if channel.problem:
+        raise Misconfigured(f"rules.yaml: {channel.problem}")
     kind = channel.type
     if kind == "log":
         return

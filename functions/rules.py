@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         for e in loaded.errors:
             print(f"{path}: {e}", file=sys.stderr)
         rs = loaded.ruleset
+        from common.upstream import channels  # the senders' own checks (env vars set?)
+
+        for ch in rs.channels.values():
+            if ch.problem is None:
+                for problem in channels.problems(ch):
+                    print(f"{path}: line {ch.line}: warning: {problem} (in this "
+                          f"environment)", file=sys.stderr)  # fmt: skip
         print(f"{path}: {len(rs.rules)} rules, {len(rs.channels)} channels, "
               f"{len(loaded.errors)} errors")  # fmt: skip
         return 1 if loaded.errors else 0

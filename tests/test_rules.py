@@ -160,6 +160,9 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     good = tmp_path / "good.yaml"
     good.write_text(LISTENER)
     assert rules_job.main(["--check", str(good)]) == 0
+    assert "line 3: warning: channel 'ops': environment variable OCULUS_HOOK_SECRET" in (
+        capsys.readouterr().err
+    )  # a warning: the secret may be set where the scheduler runs
     bad = tmp_path / "bad.yaml"
     bad.write_text(LISTENER.replace('op: "<"', 'op: "<<"') + "  - name: t\n    metric: x\n")
     assert rules_job.main(["--check", str(bad)]) == 1

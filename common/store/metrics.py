@@ -62,7 +62,8 @@ def _leader_rows(
 
 
 # Each portfolio's newest snapshot equity against its highest so far (an index probe
-# each: portfolio_snapshot_peak_idx), users not REMOVED, and the global copy.
+# each: portfolio_snapshot_peak_idx, the global one portfolio_snapshot_global_equity_idx),
+# users not REMOVED, and the global copy.
 _DRAWDOWN = """
 WITH p(scope, user_id) AS (
     SELECT s.scope, u.id FROM followed_user u

@@ -1,6 +1,8 @@
 """The metric catalogue (SPEC §11): named series with labels, one value per minute, that
 rules, the status page and `/metrics` read. Each metric is one query over what the
-pipeline already stores; README.md's catalogue table lists them (tests/test_metrics.py
+pipeline already stores (the probes' through common/store/probes.py's statements, which
+the status page reads too), or, for `leader.*`, the Leaders page's own figures
+(common/store/leaders.py); README.md's catalogue table lists them (tests/test_metrics.py
 keeps the two in step). `functions.metrics` writes them into `metric_point`."""
 
 from __future__ import annotations

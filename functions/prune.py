@@ -22,6 +22,8 @@ page, chart, breaker, replay or what-if reads.
 - `quarantine`: rows not seen again for PRUNE_QUARANTINE_DAYS (30).
 - `metric_point` (minutes): every minute for PRUNE_METRICS_FULL_DAYS (7, SPEC §11),
   then the on-the-hour value of each series.
+- `upstream_probe` (30 s): kept PRUNE_METRICS_FULL_DAYS, then deleted (the metrics keep
+  their hourly values; the status page reads the last hour).
 - Never touched: ledgers, events, copy groups / attempts / fills, audit_log,
   failed_item, process_heartbeat, checkpoints, config, rollups.
 
@@ -170,6 +172,9 @@ _METRICS = """
 SELECT m.name, m.labels, m.at FROM metric_point m
 WHERE m.at >= %(lo)s AND m.at < %(cutoff)s AND m.at <> date_trunc('hour', m.at)"""
 
+# Probes past the metrics' full-resolution days, oldest first.
+_PROBES = "SELECT id, at FROM upstream_probe WHERE at >= %(lo)s AND at < %(cutoff)s"
+
 _DELETE = """
 WITH d AS (
   DELETE FROM {table} t USING ({candidates} ORDER BY at LIMIT %(n)s) c WHERE {match}
@@ -316,6 +321,14 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
             match=sql.SQL("t.name = c.name AND t.labels = c.labels AND t.at = c.at"),
             cursor="prune.metric_point",
             policy="hourly",
+        ),
+        Rule(
+            "upstream_probe",
+            sql.SQL(_PROBES),
+            cut.metrics,
+            {},
+            cursor="prune.upstream_probe",
+            policy="deleted",
         ),
     ]
     out = [r for r in out if books or r.table != "order_book_snapshot"]

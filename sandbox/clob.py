@@ -97,3 +97,8 @@ async def last_trade_price(request: Request) -> Response:
     if last is None:
         return web.json_response({"price": "0.5", "side": ""})
     return web.json_response({"price": money.text(last[0]), "side": last[1]})
+
+
+async def server_time(request: Request) -> Response:
+    """`GET /time`: the server's clock in Unix seconds, a bare JSON number."""
+    return web.json_response(web.sandbox(request).clock.now_ms() // 1000)

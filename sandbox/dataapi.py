@@ -1,4 +1,5 @@
-"""Data API v1 routes: /trades, /activity, /positions (bare camelCase arrays)."""
+"""Data API v1 routes: /trades, /activity, /positions (bare camelCase arrays), and the
+health check `/`."""
 
 import re
 
@@ -42,6 +43,11 @@ def _side(request: Request) -> str | None:
 def _respond(request: Request, rows: list[dict], limit: int) -> Response:
     sb = web.sandbox(request)
     return web.json_response(faults.sprinkle(sb.fault_rng, rows, sb.knobs.malformed_rate, limit))
+
+
+async def health(request: Request) -> Response:
+    """`GET /`: the health check, `{"data": "OK"}`."""
+    return web.json_response({"data": "OK"})
 
 
 async def trades(request: Request) -> Response:

@@ -49,6 +49,7 @@ def build_app(sb: Sandbox) -> Any:
         await sb.hub.drop_all()
 
     routes = [
+        Route("/data-api/", dataapi.health),
         Route("/data-api/trades", dataapi.trades),
         Route("/data-api/activity", dataapi.activity),
         Route("/data-api/positions", dataapi.positions),
@@ -58,6 +59,7 @@ def build_app(sb: Sandbox) -> Any:
         Route("/clob/midpoints", clob.midpoints, methods=["POST"]),
         Route("/clob/price", clob.price),
         Route("/clob/last-trade-price", clob.last_trade_price),
+        Route("/clob/time", clob.server_time),
         Route("/gamma/markets", gamma.markets),
         Route("/gamma/markets/{id}", gamma.market),
         Route("/_sandbox/state", control.state),

@@ -172,6 +172,19 @@ class World:
     def block_at(self, offset_ms: int) -> int:
         return self.base_block + offset_ms // 2000
 
+    def block_start_ms(self, number: int) -> int:
+        """The absolute time (ms) block `number` starts: its header's timestamp."""
+        return self.anchor + (number - self.base_block) * 2000
+
+    def block_tx_hashes(self, number: int, offset_now: int) -> list[str]:
+        """The hashes of block `number`'s transactions that are canonical at offset_now
+        (those with a log here: the rest of Polygon is not simulated)."""
+        out: list[str] = []
+        for since, until, log in self.versions.get(number, []):
+            if since <= offset_now < until and log["transactionHash"] not in out:
+                out.append(log["transactionHash"])
+        return out
+
     def canonical_logs(self, first: int, last: int, offset_now: int, flt) -> list[dict]:
         """Returns logs in blocks [first, last] that are canonical at offset_now."""
         out = []

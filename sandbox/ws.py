@@ -157,6 +157,33 @@ class Hub:
     def _rpc_eth_blockNumber(self, conn: Conn, params: list) -> str:
         return hex(self.sb.world.block_at(self._offset_now()))
 
+    def _rpc_eth_getBlockByNumber(self, conn: Conn, params: list) -> dict[str, Any] | None:
+        """The block header (geth's field names, hex quantities) with its transactions'
+        hashes; null for a block past the head, as a node answers."""
+        if len(params) > 1 and params[1]:
+            raise RpcError(-32602, "full transaction objects are not served here")
+        world = self.sb.world
+        latest = world.block_at(self._offset_now())
+        number = _block(params[0] if params else "latest", latest, world.base_block)
+        if number > latest:
+            return None
+        seed = world.seed
+        txs = world.block_tx_hashes(number, self._offset_now())
+        return {
+            "number": hex(number),
+            "hash": chain.block_hash(seed, number),
+            "parentHash": chain.block_hash(seed, number - 1),
+            "timestamp": hex(world.block_start_ms(number) // 1000),
+            "miner": "0x0000000000000000000000000000000000000000",
+            "gasLimit": hex(30_000_000),
+            "gasUsed": hex(21_000 * len(txs)),
+            "baseFeePerGas": hex(30_000_000_000),
+            "difficulty": "0x1",
+            "extraData": "0x",
+            "transactions": txs,
+            "uncles": [],
+        }
+
     def _rpc_eth_subscribe(self, conn: Conn, params: list) -> str:
         if not params or params[0] != "logs":
             raise RpcError(-32602, "only 'logs' subscriptions are supported")

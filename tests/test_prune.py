@@ -410,3 +410,25 @@ def test_quarantine_rows_not_seen_for_the_set_days_are_pruned(
     assert run(db_url) == 0
     left = conn.execute("SELECT payload_sha256 FROM quarantine ORDER BY 1").fetchall()
     assert [r["payload_sha256"] for r in left] == ["sha2", "sha3"]
+
+
+def test_probes_older_than_the_metrics_days_are_pruned(
+    conn: db.Conn, db_url: str, fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCULUS_PRUNE_METRICS_FULL_DAYS", "7")
+    now = datetime.now(tz=UTC)
+    ages = [7 * DAY + 2 * HOUR + i * MIN for i in range(250)]  # 3 batches of 100
+    ages += [7 * DAY - HOUR, DAY, MIN]
+    for i, age in enumerate(ages):
+        conn.execute(
+            "INSERT INTO upstream_probe (upstream, at, ok, latency_micros, error)"
+            " VALUES (%s, %s, false, 1000, %s)",
+            (("data_api", "clob", "gamma", "chain")[i % 4], now - age, f"p{i}"),
+        )
+    assert run(db_url) == 0
+    assert last_counts(conn)["upstream_probe"] == 250
+    left = conn.execute("SELECT error FROM upstream_probe ORDER BY at").fetchall()
+    assert [r["error"] for r in left] == ["p250", "p251", "p252"]
+    assert run(db_url) == 0  # the cursor is past them: nothing more
+    assert "upstream_probe" not in last_counts(conn)
+    assert conn.execute("SELECT count(*) AS n FROM upstream_probe").fetchone()["n"] == 3

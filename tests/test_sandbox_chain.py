@@ -101,6 +101,47 @@ def test_rpc_basics_and_get_logs(fresh):
     assert logs["result"] and all(log["topics"][0] == chain.ORDER_FILLED for log in logs["result"])
 
 
+def test_get_block_by_number_gives_the_header_of_a_block_up_to_the_head(fresh):
+    async def call(ws, rid: int, method: str, params: list) -> dict:
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        return json.loads(await ws.recv())
+
+    async def scenario():
+        async with connect(fresh.chain_ws_url) as ws:
+            head = int((await call(ws, 1, "eth_blockNumber", []))["result"], 16)
+            logs = await call(ws, 2, "eth_getLogs", [{"fromBlock": hex(head - 900)}])
+            with_logs = int(logs["result"][0]["blockNumber"], 16)
+            return (
+                head,
+                logs["result"],
+                [
+                    await call(ws, 3, "eth_getBlockByNumber", [hex(with_logs), False]),
+                    await call(ws, 4, "eth_getBlockByNumber", ["latest", False]),
+                    await call(ws, 5, "eth_getBlockByNumber", [hex(head + 1), False]),
+                    await call(ws, 6, "eth_getBlockByNumber", [hex(head), True]),
+                ],
+            )
+
+    head, logs, (block, latest, future, full) = asyncio.run(scenario())
+    number = int(block["result"]["number"], 16)
+    assert block["result"]["transactions"] == list(
+        dict.fromkeys(x["transactionHash"] for x in logs if int(x["blockNumber"], 16) == number)
+    )
+    base = fresh.scenario()["base_block"]  # 2 s blocks from the anchor
+    assert int(block["result"]["timestamp"], 16) == (ANCHOR + (number - base) * 2000) // 1000
+    assert int(latest["result"]["number"], 16) == head
+    assert latest["result"]["parentHash"] != latest["result"]["hash"]
+    assert future["result"] is None  # past the head: null, as a node answers
+    assert full["error"]["code"] == -32602
+
+
+def test_the_cheap_http_routes_answer_in_their_wire_format(fresh):
+    assert _get(fresh.data_api_url + "/").json() == {"data": "OK"}
+    fresh.advance(12_345)
+    time = _get(fresh.clob_url + "/time")
+    assert time.text == str((ANCHOR + 12_345) // 1000)  # a bare number of Unix seconds
+
+
 def test_reorg_sends_removed_then_reincludes():
     options = {**OPTIONS, "reorg_rate": 0.5, "chain_delay": 0}
     with testing.running_sandbox(seed=9, **options) as sb:

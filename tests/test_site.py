@@ -501,3 +501,64 @@ def test_a_waterfall_draws_each_step_from_the_running_total() -> None:
     assert abs(top[3] - top[2]) < 0.2 and abs(bottom[3] - bottom[0]) < 0.2  # exec on zero
     fills = [r["fill"] for r in rects]
     assert fills == [svg.SHADOW, svg.LOSS, svg.GAIN, svg.EXEC]
+
+
+def test_the_status_page_shows_the_probes_as_the_metrics_read_them(
+    loaded: db.Conn, tmp_path: Path
+) -> None:
+    from common.store import metrics
+    from site_builder import render
+
+    now = site_data.NOW
+    probes_ = [  # (upstream, seconds ago, ok, latency ms, error)
+        *[("data_api", 30 * i + 5, True, 40 + 10 * i, None) for i in range(5)],
+        ("data_api", 2, False, 5000, "ConnectError: <script>alert(1)</script> " + "x" * 200),
+        ("clob", 35, True, 12.5, None),
+        ("gamma", 35, False, 30, "HTTP 502 <html>bad gateway</html>"),
+        ("chain", 95, True, 140, None),
+        ("chain", 5, True, 160, None),
+        ("data_api", 2 * 3600, False, 9000, "older than the hour"),
+    ]
+    for upstream, ago, ok, latency, error in probes_:
+        head = (
+            (76_000_123, now - timedelta(seconds=ago + 4)) if upstream == "chain" else (None, None)
+        )
+        loaded.execute(
+            "INSERT INTO upstream_probe (upstream, at, ok, latency_micros, status, error,"
+            " head_block, head_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (upstream, now - timedelta(seconds=ago), ok, round(latency * 1000),
+             None if upstream == "chain" or not ok else 200, error, *head),
+        )  # fmt: skip
+    trade = loaded.execute("SELECT min(id) AS id FROM trade_event").fetchone()["id"]
+    loaded.execute(
+        "UPDATE trade_event SET api_source_id = 'api:1', confirmed_at = %(c)s,"
+        " event_time = %(c)s - interval '6.5 s', detect_time = %(c)s - interval '4 s'"
+        " WHERE id = %(id)s",
+        {"c": now - timedelta(minutes=3), "id": trade},
+    )
+    _builder(tmp_path).build_all(loaded)
+    status = (tmp_path / "status.html").read_text()
+    section = status.split('<section id="probes">', 1)[1].split("</section>", 1)[0]
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"<tr><td>(data_api|clob|gamma|chain)</td>.*?</tr>", section)
+    }
+    assert set(rows) == {"data_api", "clob", "gamma", "chain"}
+    # every probe is in the metrics' 15 minutes too: the page shows the metrics' figures
+    got = {(p.name, p.labels.get("upstream")): p.value for p in metrics.collect(loaded, now, 30)}
+    for upstream, row in rows.items():
+        p95 = got[("upstream.latency_p95_ms", upstream)]
+        assert f'<td class="num">{render.ms(p95)}</td>' in row, (upstream, p95, row)
+    assert (
+        '<td class="num">6</td><td class="num neg">1</td><td class="num neg">16.7%</td>'
+        in (rows["data_api"])
+    )
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rows["data_api"]
+    assert "<script>alert" not in status
+    assert "x" * 200 not in rows["data_api"].split("title=", 1)[1].split(">", 2)[2]  # cut
+    assert 'tag ok">ok</span> <span class="muted">HTTP 200' in rows["clob"]
+    assert "HTTP 502 &lt;html&gt;bad gateway&lt;/html&gt;" in rows["gamma"]
+    assert '<td class="num">76,000,123</td><td class="num">9 s</td>' in rows["chain"]
+    assert got[("chain.head_age_s", None)] == 9.0
+    assert "p50 6.50 s, p95 6.50 s over 1 fill " in section
+    assert "older than the hour" not in section

@@ -438,7 +438,8 @@ class Settings(BaseModel):
         ge=1,
         le=3650,
         description="Metric points (metric_point) keep every minute this many days; older "
-        "ones keep each series' on-the-hour value.",
+        "ones keep each series' on-the-hour value. Upstream probes (upstream_probe) are "
+        "kept this many days.",
     )
     prune_quarantine_days: int = Field(
         default=30,

@@ -3,7 +3,7 @@ executable copy (EXEC_USER): ROI 7 d and 30 d (PnL in the window / equity at its
 alpha retention 30 d, median execution score, fill rate, median slippage, max drawdown
 30 d, the shadow's PnL 30 d, attempts 30 d; rank by `common.domain.league`, and its
 change against the same ranking 24 h ago (from the snapshots and attempts as they were
-then)."""
+then). The figures are common/store/leaders.py's, which the `leader.*` metrics publish."""
 
 from __future__ import annotations
 
@@ -12,79 +12,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from common.domain import attribution, league
-from common.store import db
+from common.domain import league
+from common.store import db, leaders
 from site_builder.pages import common, users
 
 Row = dict[str, Any]
-DAYS = 30
-
-# A portfolio's snapshot at or before a time (or, younger than that, its first one),
-# walking the unique index backwards from the time.
-_AT = """
-LEFT JOIN LATERAL (
-  SELECT equity_micros, contributed_micros FROM (
-    (SELECT equity_micros, contributed_micros, 0 AS o FROM portfolio_snapshot
-     WHERE portfolio_scope = '{scope}' AND followed_user_id = u.id AND bucket <= %({at})s
-     ORDER BY portfolio_scope DESC, followed_user_id DESC, bucket DESC LIMIT 1)
-    UNION ALL
-    (SELECT equity_micros, contributed_micros, 1 FROM portfolio_snapshot
-     WHERE portfolio_scope = '{scope}' AND followed_user_id = u.id AND bucket <= %(now)s
-     ORDER BY portfolio_scope, followed_user_id, bucket LIMIT 1)) s
-  ORDER BY o LIMIT 1) {alias} ON true
-"""
-_POINTS = (  # alias, scope, time
-    ("e_now", "EXEC_USER", "now"),
-    ("e_7", "EXEC_USER", "d7"),
-    ("e_30", "EXEC_USER", "d30"),
-    ("e_then", "EXEC_USER", "then"),
-    ("e_then30", "EXEC_USER", "then30"),
-    ("s_now", "SHADOW_USER", "now"),
-    ("s_30", "SHADOW_USER", "d30"),
-)
-_SNAPSHOTS = (  # built from the constants above, no input
-    "SELECT u.id, u.label, u.copy_mode, u.enabled, "  # noqa: S608
-    + ", ".join(
-        f"{a}.equity_micros AS {a}_equity, {a}.contributed_micros AS {a}_contributed"
-        for a, _, _ in _POINTS
-    )
-    + " FROM followed_user u "
-    + "".join(_AT.format(scope=s, at=t, alias=a) for a, s, t in _POINTS)
-    + " WHERE u.copy_mode <> 'REMOVED' AND u.copy_of_user_id IS NULL ORDER BY u.id"
-)
-# Max drawdown over the window, on the hourly points (index probes per user).
-_DRAWDOWN = """
-SELECT u.id, max(1 - d.equity_micros::numeric / nullif(d.peak, 0)) AS drawdown
-FROM followed_user u
-CROSS JOIN LATERAL (
-  SELECT equity_micros, max(equity_micros) OVER (ORDER BY bucket) AS peak
-  FROM portfolio_snapshot
-  WHERE portfolio_scope = 'EXEC_USER' AND followed_user_id = u.id
-    AND bucket = ANY(ARRAY(SELECT generate_series(%(first_hour)s::timestamptz, %(now)s,
-                                                  '1 hour')))) d
-WHERE u.copy_mode <> 'REMOVED' AND u.copy_of_user_id IS NULL
-GROUP BY u.id
-"""
-# Attempts in the window (and in the one ending 24 h ago), retention and the median
-# execution score, per user.
-_ATTEMPTS = """
-SELECT a.followed_user_id AS id,
-       count(*) FILTER (WHERE a.decision_time >= %(d30)s) AS attempts,
-       count(*) FILTER (WHERE a.decision_time >= %(d30)s AND a.decision = 'EXECUTE')
-         AS executed,
-       count(*) FILTER (WHERE a.decision_time < %(then)s) AS attempts_then,
-       count(c.copy_attempt_id) FILTER (WHERE a.decision_time >= %(d30)s) AS attributed,
-       coalesce(sum(c.ideal_micros) FILTER (WHERE a.decision_time >= %(d30)s), 0) AS ideal,
-       coalesce(sum(c.exec_micros) FILTER (WHERE a.decision_time >= %(d30)s), 0) AS exec,
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY s.total_cpts)
-         FILTER (WHERE a.decision_time >= %(d30)s) AS score_cpts,
-       count(s.copy_attempt_id) FILTER (WHERE a.decision_time >= %(d30)s) AS scored
-FROM copy_attempt a
-LEFT JOIN copy_attribution c ON c.copy_attempt_id = a.id
-LEFT JOIN execution_score s ON s.copy_attempt_id = a.id AND s.version = %(v)s
-WHERE a.portfolio_scope = 'EXEC_USER' AND a.decision_time >= %(then30)s
-GROUP BY a.followed_user_id
-"""
+DAYS = leaders.DAYS
 
 
 @dataclass(frozen=True)
@@ -114,77 +47,44 @@ class LeadersContext:
     shrink: int = league.SHRINK
 
 
-def _pnl(row: Row, alias: str) -> int | None:
-    equity = row[f"{alias}_equity"]
-    return None if equity is None else int(equity - row[f"{alias}_contributed"])
-
-
-def _roi(row: Row, now: str, then: str) -> Decimal | None:
-    """PnL from `then` to `now` over the equity at `then` (both aliases of _POINTS)."""
-    a, b = _pnl(row, now), _pnl(row, then)
-    start = row[f"{then}_equity"]
-    if a is None or b is None or not start:
-        return None
-    return (Decimal(a - b) / Decimal(start)).quantize(Decimal("0.0001"))
-
-
 def context(conn: db.Conn, now: datetime) -> LeadersContext:
-    d30 = now - timedelta(days=DAYS)
-    params = {
-        "now": now,
-        "d7": now - timedelta(days=7),
-        "d30": d30,
-        "then": now - timedelta(days=1),
-        "then30": now - timedelta(days=DAYS + 1),
-        "first_hour": d30.replace(minute=0, second=0, microsecond=0),
-        "v": attribution.VERSION,
-    }
-    snaps = list(conn.execute(_SNAPSHOTS, params))
-    drawdowns = {r["id"]: r["drawdown"] for r in conn.execute(_DRAWDOWN, params)}
-    attempts = {r["id"]: r for r in conn.execute(_ATTEMPTS, params)}
-    rollups = users.attempt_rollups(conn, d30)
-    now_standing, then_standing, rows = [], [], {}
-    for r in snaps:
-        a = attempts.get(r["id"]) or {}
-        n, ideal, exec_ = a.get("attempts", 0), int(a.get("ideal", 0)), int(a.get("exec", 0))
-        retention = attribution.retention_ratio(a.get("attributed", 0), ideal, exec_)
-        now_standing.append(league.Standing(r["id"], _roi(r, "e_now", "e_30"), n, retention))
+    figures = leaders.figures(conn, now)
+    drawdowns = leaders.max_drawdowns(conn, now)
+    rollups = users.attempt_rollups(conn, now - timedelta(days=DAYS))
+    now_standing, then_standing = [], []
+    by_user = {f.user_id: f for f in figures}
+    for f in figures:
+        now_standing.append(league.Standing(f.user_id, f.roi_30d, f.attempts, f.retention))
         then_standing.append(
-            league.Standing(r["id"], _roi(r, "e_then", "e_then30"), a.get("attempts_then", 0),
-                            retention)
-        )  # fmt: skip
-        rows[r["id"]] = (r, a, retention)
+            league.Standing(f.user_id, f.roi_30d_then, f.attempts_then, f.retention)
+        )
     before = league.ranks(then_standing)
-    leaders = []
+    out = []
     for rank, st in league.order(now_standing):
-        r, a, retention = rows[st.user_id]
+        f = by_user[st.user_id]
         mine = [
             x for x in rollups
             if x["followed_user_id"] == st.user_id and x["portfolio_scope"] == "EXEC_USER"
         ]  # fmt: skip
         slip = common.quantile(common.merge_histograms(mine, "slip_their_bps"), 0.5)
-        shadow_now, shadow_then = _pnl(r, "s_now"), _pnl(r, "s_30")
-        score = a.get("score_cpts")
         was = before.get(st.user_id)
-        leaders.append(
+        out.append(
             Leader(
-                user={k: r[k] for k in ("id", "label", "copy_mode", "enabled")},
+                user=f.user,
                 rank=rank,
                 rank_change=None if rank is None or was is None else was - rank,
-                roi_7d=_roi(r, "e_now", "e_7"),
-                roi_30d=st.roi_30d,
-                retention=retention,
-                retention_sums=(int(a.get("exec", 0)), int(a.get("ideal", 0))),
-                score=None if score is None else Decimal(score) / 100,
-                scored=a.get("scored", 0),
-                fill_rate=common.ratio(a.get("executed", 0), st.attempts),
+                roi_7d=f.roi_7d,
+                roi_30d=f.roi_30d,
+                retention=f.retention,
+                retention_sums=f.retention_sums,
+                score=None if f.score_cpts is None else Decimal(f.score_cpts) / 100,
+                scored=f.scored,
+                fill_rate=common.ratio(f.executed, f.attempts),
                 slippage_bps=slip,
                 drawdown=drawdowns.get(st.user_id),
-                shadow_pnl_30d=(
-                    None if shadow_now is None or shadow_then is None else shadow_now - shadow_then
-                ),
-                attempts=st.attempts,
+                shadow_pnl_30d=f.shadow_pnl_30d,
+                attempts=f.attempts,
                 half_life_s=None,
             )
         )
-    return LeadersContext(frame=common.frame(conn, now), leaders=leaders)
+    return LeadersContext(frame=common.frame(conn, now), leaders=out)

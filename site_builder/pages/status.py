@@ -1,6 +1,7 @@
 """System status (status.html, refreshed every 10 s): pending work per stage, failed
 items and quarantined payloads, the last processed event, the last backfill, upstream
-error rates, database size, snapshot freshness, heartbeats and the newest job runs."""
+error rates, the upstream probes of the last hour (and the Data API's indexing lag),
+database size, snapshot freshness, heartbeats and the newest job runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.store import db, status
+from common.store import db, metrics, probes, status
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -29,12 +30,15 @@ class StatusContext:
     jobs: list[Row]
     crontab_errors: list[str]
     upstreams: list[Row]
+    probes: probes.Summary
     db_size: int
     tables: list[Row]
     snapshot_at: datetime | None
     mark_at: datetime | None
     stale_after_s: float
 
+
+PROBE_WINDOW = "1 hour"  # the probes section's; the metrics' figures over 15 minutes
 
 _TABLES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes,
@@ -137,6 +141,7 @@ def context(conn: db.Conn, now: datetime, stale_after_s: float) -> StatusContext
         upstreams=_upstreams(
             beats, list(conn.execute(_JOB_UPSTREAMS, {"since": now - timedelta(hours=1)}))
         ),
+        probes=probes.summary(conn, now, PROBE_WINDOW, metrics.HISTORY_CUTOFF),
         db_size=size["b"] if size else 0,
         tables=list(conn.execute(_TABLES)),
         snapshot_at=common.latest_bucket(conn),

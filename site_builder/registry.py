@@ -313,16 +313,6 @@ PAGES = (
         hot=True,
     ),
     Page(
-        "alerts",
-        "alerts.html",
-        alerts.AlertsContext,
-        _single("alerts.html"),
-        _alerts,
-        "alerts",
-        30,
-        ("alert_at", "alert_eval_at", "delivery_at"),
-    ),
-    Page(
         "overview",
         "overview.html",
         overview.OverviewContext,
@@ -361,6 +351,16 @@ PAGES = (
         "leaders",
         60,
         ("snapshot_at", "attribution_at", "rollup_attempt"),
+    ),
+    Page(
+        "alerts",
+        "alerts.html",
+        alerts.AlertsContext,
+        _single("alerts.html"),
+        _alerts,
+        "alerts",
+        30,
+        ("alert_at", "alert_eval_at", "delivery_at"),
     ),
     Page(
         "users",

@@ -24,6 +24,8 @@ page, chart, breaker, replay or what-if reads.
   then the on-the-hour value of each series.
 - `upstream_probe` (30 s): kept PRUNE_METRICS_FULL_DAYS, then deleted (the metrics keep
   their hourly values; the status page reads the last hour).
+- `alert` (RESOLVED, with its transitions) and `notification` (SENT or DEAD, with its
+  attempts): after PRUNE_ALERTS_DAYS (90); open alerts and pending messages stay.
 - Never touched: ledgers, events, copy groups / attempts / fills, audit_log,
   failed_item, process_heartbeat, checkpoints, config, rollups.
 
@@ -74,6 +76,7 @@ class Cutoffs:
     failed_runs: datetime
     quarantine: datetime
     metrics: datetime
+    alerts: datetime
 
 
 def floor_to(t: datetime, step: timedelta) -> datetime:
@@ -93,6 +96,7 @@ def plan_cutoffs(s: settings.Settings, now: datetime) -> Cutoffs:
         failed_runs=now - s.prune_failed_runs_days * days,
         quarantine=now - s.prune_quarantine_days * days,
         metrics=floor_to(now - s.prune_metrics_full_days * days, HOUR),
+        alerts=now - s.prune_alerts_days * days,
     )
 
 
@@ -171,6 +175,13 @@ _QUARANTINE = "SELECT id, last_seen_at AS at FROM quarantine WHERE last_seen_at 
 _METRICS = """
 SELECT m.name, m.labels, m.at FROM metric_point m
 WHERE m.at >= %(lo)s AND m.at < %(cutoff)s AND m.at <> date_trunc('hour', m.at)"""
+
+# Resolved alerts (their transitions go with them) and delivered or given-up
+# notifications (their attempts go with them), oldest first.
+_ALERTS = """SELECT id, updated_at AS at FROM alert
+WHERE state = 'RESOLVED' AND updated_at >= %(lo)s AND updated_at < %(cutoff)s"""
+_NOTIFICATIONS = """SELECT id, created_at AS at FROM notification
+WHERE status <> 'PENDING' AND created_at >= %(lo)s AND created_at < %(cutoff)s"""
 
 # Probes past the metrics' full-resolution days, oldest first.
 _PROBES = "SELECT id, at FROM upstream_probe WHERE at >= %(lo)s AND at < %(cutoff)s"
@@ -330,6 +341,8 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
             cursor="prune.upstream_probe",
             policy="deleted",
         ),
+        Rule("notification", sql.SQL(_NOTIFICATIONS), cut.alerts, {}),
+        Rule("alert", sql.SQL(_ALERTS), cut.alerts, {}),
     ]
     out = [r for r in out if books or r.table != "order_book_snapshot"]
     for rule in out:

@@ -497,3 +497,22 @@ def test_the_job_reloads_the_file_and_keeps_the_last_good_set(
     assert rules_job.run_once(conn, ctx) == 0
     left = {r["rule"] for r in conn.execute("SELECT rule FROM alert_rule_eval")}
     assert left == {"renamed"}
+
+
+def test_prune_drops_old_resolved_alerts_and_delivered_messages(conn: db.Conn, db_url: str) -> None:
+    from functions import prune
+
+    rs = parse(LISTENER.replace("for: 2m", "for: 0"))
+    now = jobs.utcnow()
+    old = now - timedelta(days=91)
+    for i, when in enumerate((old, old + timedelta(minutes=1), now)):  # fire, resolve, fire
+        point(conn, "listener.connected", i % 2, when)
+        evaluate(conn, rs, when)
+    conn.execute("UPDATE notification SET status = 'SENT' WHERE created_at < %s", (now,))
+    settings.get.cache_clear()
+    assert prune.main(["--once", "--database-url", db_url]) == 0
+    left = conn.execute("SELECT state FROM alert").fetchall()
+    assert left == [{"state": "FIRING"}]  # the old, resolved one is gone, the open one stays
+    assert conn.execute("SELECT count(*) AS n FROM alert_transition").fetchone() == {"n": 1}
+    states = [r["payload"]["state"] for r in conn.execute("SELECT payload FROM notification")]
+    assert states == ["FIRING", "FIRING"]  # today's, still pending (log and ops)

@@ -441,6 +441,13 @@ class Settings(BaseModel):
         "ones keep each series' on-the-hour value. Upstream probes (upstream_probe) are "
         "kept this many days.",
     )
+    prune_alerts_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Resolved alerts (with their transitions) and sent or given-up "
+        "notifications (with their attempts) are deleted after this many days.",
+    )
     prune_quarantine_days: int = Field(
         default=30,
         ge=1,

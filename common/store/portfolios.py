@@ -104,7 +104,8 @@ def breaker_refs(conn: db.Conn, p: portfolio.Portfolio, at: datetime) -> portfol
 
     def query(name: str, start: datetime | None = None) -> int:
         params = {"s": p.scope, "u": p.user_id, "t": at, "start": start}
-        row = conn.execute(PORTFOLIO[name], params).fetchone()
+        statement = PORTFOLIO[name if p.user_id is not None else f"{name}_global"]
+        row = conn.execute(statement, params).fetchone()
         return p.starting_cash if row is None or row["equity"] is None else int(row["equity"])
 
     return portfolio.BreakerRefs(

@@ -75,21 +75,36 @@ FROM portfolio_snapshot WHERE bucket >= %(t)s AND as_of IS NOT NULL
 ORDER BY last_ledger_entry_id, as_of;
 
 -- breaker_ref --
--- A portfolio's equity at a period's start: the last row at or before it, else the
--- period's first row.
+-- A user portfolio's equity at a period's start: the last row at or before it, else
+-- the period's first row. (`= %(u)s`, not IS NOT DISTINCT FROM, which no index serves:
+-- the global portfolio has its own statements, *_global.)
 SELECT COALESCE(
   (SELECT equity_micros FROM portfolio_snapshot
-   WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
+   WHERE portfolio_scope = %(s)s AND followed_user_id = %(u)s
      AND bucket <= %(start)s ORDER BY bucket DESC LIMIT 1),
   (SELECT equity_micros FROM portfolio_snapshot
-   WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
+   WHERE portfolio_scope = %(s)s AND followed_user_id = %(u)s
+     AND bucket > %(start)s AND bucket <= %(t)s ORDER BY bucket LIMIT 1)) AS equity;
+
+-- breaker_ref_global --
+-- breaker_ref of the global portfolio.
+SELECT COALESCE(
+  (SELECT equity_micros FROM portfolio_snapshot
+   WHERE portfolio_scope = %(s)s AND followed_user_id IS NULL
+     AND bucket <= %(start)s ORDER BY bucket DESC LIMIT 1),
+  (SELECT equity_micros FROM portfolio_snapshot
+   WHERE portfolio_scope = %(s)s AND followed_user_id IS NULL
      AND bucket > %(start)s AND bucket <= %(t)s ORDER BY bucket LIMIT 1)) AS equity;
 
 -- breaker_peak --
--- A portfolio's highest equity so far.
+-- A user portfolio's highest equity so far.
 SELECT max(equity_micros) AS equity FROM portfolio_snapshot
-WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s
-  AND bucket <= %(t)s;
+WHERE portfolio_scope = %(s)s AND followed_user_id = %(u)s AND bucket <= %(t)s;
+
+-- breaker_peak_global --
+-- breaker_peak of the global portfolio.
+SELECT max(equity_micros) AS equity FROM portfolio_snapshot
+WHERE portfolio_scope = %(s)s AND followed_user_id IS NULL AND bucket <= %(t)s;
 
 -- saved_state --
 -- One portfolio's totals as the snapshot job last saved them (records.PortfolioState).

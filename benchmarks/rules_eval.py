@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  warm-up minute: {w1 - w0:.3f} s wall, {out.transitions} transitions, "
                       f"{len(out.errors)} rule errors")  # fmt: skip
                 continue
+            print(f"  minute {rep}: CPU {c1 - c0 + (b1 or 0.0) - (b0 or 0.0):.3f} s (python "
+                  f"{c1 - c0:.3f}), wall {w1 - w0:.3f} s, {out.transitions} transitions, "
+                  f"{out.queued} queued")  # fmt: skip
             cpu.append(c1 - c0)
             wall.append(w1 - w0)
             server.append((b1 or 0.0) - (b0 or 0.0))

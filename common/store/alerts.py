@@ -86,12 +86,15 @@ def silenced_until(silences: Iterable[Row], rule: str, labels: dict[str, str]) -
     return max(ends) if ends else None
 
 
-def _last_sent_fire(conn: db.Conn, rule: str, labels: dict[str, str]) -> datetime | None:
-    row = conn.execute(
-        "SELECT max(fired_at) AS at FROM alert WHERE rule = %(r)s AND labels = %(l)s AND notified",
-        {"r": rule, "l": Jsonb(labels)},
-    ).fetchone()
-    return None if row is None else row["at"]
+def _last_sent_fires(conn: db.Conn, since: datetime) -> dict[tuple[str, str], datetime]:
+    """When each (rule, labels) last had a FIRING sent, since `since` (the longest
+    cooldown back: older ones cool nothing)."""
+    rows = conn.execute(
+        "SELECT rule, labels, max(fired_at) AS at FROM alert"
+        " WHERE notified AND fired_at >= %(since)s GROUP BY rule, labels",
+        {"since": since},
+    )
+    return {(r["rule"], labels_key(r["labels"])): r["at"] for r in rows}
 
 
 def last_evaluations(conn: db.Conn) -> dict[str, Row]:
@@ -177,8 +180,14 @@ class Evaluator:
         self.now = now
         self.out = Outcome()
         self.open = _open(conn)
+        self.open_by_rule: dict[str, dict[str, Row]] = {}
+        for (name, key), row in self.open.items():
+            self.open_by_rule.setdefault(name, {})[key] = row
         self.silences = _silences(conn, now)
         self.evals = last_evaluations(conn)
+        longest = max((r.cooldown_s for r in ruleset.rules), default=0)
+        self.last_sent = _last_sent_fires(conn, now - timedelta(seconds=longest))
+        self.values: list[tuple[int, int]] = []  # (alert id, value) of alerts staying put
 
     # each rule ------------------------------------------------------------------------
 
@@ -195,10 +204,23 @@ class Evaluator:
             self._record(rule, error, seen, time.thread_time() - started)
             if error:
                 self.out.errors.append(f"rule {rule.name} (line {rule.line}): {error}")
+        self._flush_values()
         if not self.ruleset.broken:
             self._retire()
         self._record_file_errors()
         return self.out
+
+    def _flush_values(self) -> None:
+        """Stores the newest value of the alerts that stayed as they were, in one go."""
+        if self.values:
+            self.conn.execute(
+                """UPDATE alert a SET value_micros = v.value, updated_at = %(now)s
+                   FROM unnest(%(ids)s::bigint[], %(vs)s::bigint[]) AS v(id, value)
+                   WHERE a.id = v.id""",
+                {"now": self.now, "ids": [i for i, _ in self.values],
+                 "vs": [v for _, v in self.values]},
+            )  # fmt: skip
+            self.values.clear()
 
     def _last_eval(self, rule: rules.Rule) -> datetime | None:
         row = self.evals.get(rule.name)
@@ -241,35 +263,53 @@ class Evaluator:
     # transitions ---------------------------------------------------------------------------
 
     def _apply(self, rule: rules.Rule, seen: list[Seen]) -> None:
+        moves: list[tuple[Seen, Row | None, str, str]] = []
         keys = set()
         for s in seen:
             key = labels_key(s.labels)
             if key in keys:
                 continue
             keys.add(key)
-            self._instance(rule, s, self.open.get((rule.name, key)))
-        for (name, key), row in list(self.open.items()):
-            if name == rule.name and key not in keys:
+            moves += self._step(rule, s, self.open.get((rule.name, key)))
+        for key, row in self.open_by_rule.get(rule.name, {}).items():
+            if key not in keys:
                 gone = Seen(row["labels"], False, None, {"rule": rule.name, **row["labels"]})
                 note = "its series is gone" if rule.kind == "threshold" else ""
-                self._instance(rule, gone, row, note=note)
+                moves += self._step(rule, gone, row, note)
+        if not moves:
+            return
+        # The rule's transitions in one transaction (an alert storm is one commit); if
+        # one of them fails, each again in its own, so the others are still stored.
+        done = (self.out.transitions, self.out.queued, dict(self.last_sent))
+        try:
+            with self.conn.transaction():
+                for s, was, new, note in moves:
+                    self._move(rule, s, was, new, note)
+            return
+        except (psycopg.Error, ValueError):
+            self.out.transitions, self.out.queued, self.last_sent = done
+        for s, was, new, note in moves:
+            try:
+                with self.conn.transaction():
+                    self._move(rule, s, was, new, note)
+            except (psycopg.Error, ValueError) as exc:
+                self.out.errors.append(
+                    f"rule {rule.name} {s.labels}: could not record {new}: {exc}"
+                )
+                log.exception("rule %s: could not record %s", rule.name, new)
 
-    def _instance(self, rule: rules.Rule, s: Seen, row: Row | None, note: str = "") -> None:
+    def _step(
+        self, rule: rules.Rule, s: Seen, row: Row | None, note: str = ""
+    ) -> list[tuple[Seen, Row | None, str, str]]:
+        """The instance's move now, if any (an alert staying put keeps its newest value)."""
         o = None if row is None else rules.Open(row["id"], row["state"], row["since"])
         new = rules.step(o, s.holds, self.now, rule.for_s)
         if new is None:
-            if row is not None and s.value is not None:
-                self.conn.execute(
-                    "UPDATE alert SET value_micros = %(v)s, updated_at = %(now)s WHERE id = %(id)s",
-                    {"v": _micros(s.value), "now": self.now, "id": row["id"]},
-                )
-            return
-        try:
-            with self.conn.transaction():
-                self._move(rule, s, row, new, note)
-        except (psycopg.Error, ValueError) as exc:
-            self.out.errors.append(f"rule {rule.name} {s.labels}: could not record {new}: {exc}")
-            log.exception("rule %s: could not record %s", rule.name, new)
+            value = _micros(s.value)
+            if row is not None and value is not None and value != row["value_micros"]:
+                self.values.append((row["id"], value))
+            return []
+        return [(s, row, new, note)]
 
     def _move(self, rule: rules.Rule, s: Seen, row: Row | None, new: str, note: str) -> None:
         now, values = self.now, {**s.values, "state": new}
@@ -292,13 +332,14 @@ class Evaluator:
         notify = False
         if new == "FIRING":
             until = silenced_until(self.silences, rule.name, s.labels)
-            last = _last_sent_fire(self.conn, rule.name, s.labels)
+            last = self.last_sent.get((rule.name, labels_key(s.labels)))
             if until is not None:
                 notes.append(f"silenced until {until.isoformat(timespec='seconds')}")
             elif last is not None and rules.cooling(last, now, rule.cooldown_s):
                 notes.append(f"cooldown: last sent {last.isoformat(timespec='seconds')}")
             else:
                 notify = True
+                self.last_sent[(rule.name, labels_key(s.labels))] = now
             action_note, audit_id = self._act(rule, s.labels, alert["id"])
             if action_note:
                 notes.append(action_note)

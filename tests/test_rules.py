@@ -516,3 +516,23 @@ def test_prune_drops_old_resolved_alerts_and_delivered_messages(conn: db.Conn, d
     assert conn.execute("SELECT count(*) AS n FROM alert_transition").fetchone() == {"n": 1}
     states = [r["payload"]["state"] for r in conn.execute("SELECT payload FROM notification")]
     assert states == ["FIRING", "FIRING"]  # today's, still pending (log and ops)
+
+
+def test_one_transition_that_cannot_be_stored_does_not_hold_back_the_others(
+    conn: db.Conn,
+) -> None:
+    rs = parse(
+        LISTENER.replace("listener.connected", "detect.lag_p95_s").replace("for: 2m", "for: 0")
+    )
+    for source in ("CHAIN", "DATA_API"):
+        point(conn, "detect.lag_p95_s", 0, at(0), source=source)
+    evaluator = alerts.Evaluator(conn, rs, at(0))
+    conn.execute(  # another evaluator got there first for CHAIN (after this one looked)
+        """INSERT INTO alert (rule, labels, severity, state, since, updated_at)
+           VALUES ('listener_down', '{"source": "CHAIN"}', 'critical', 'FIRING', %s, %s)""",
+        (at(0), at(0)),
+    )
+    out = evaluator.run(alerts.series(conn, at(0)))
+    assert out.transitions == 1 and len(out.errors) == 1
+    assert "CHAIN" in out.errors[0] and "alert_open_key" in out.errors[0]
+    assert [p["labels"] for p in outbox(conn)] == [{"source": "DATA_API"}] * 2

@@ -440,11 +440,26 @@ def _alerts(conn: db.Conn, users: list[int]) -> None:
         {"l": Jsonb({"user": str(users[0])}), "u": NOW + timedelta(hours=3),
          "c": NOW - timedelta(minutes=5)},
     )  # fmt: skip
-    conn.execute(
-        """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, series, holding, cpu_micros)
-           VALUES ('listener_down', 'threshold', %(at)s, true, 1, 0, 420)""",
-        {"at": NOW - timedelta(seconds=38)},
+    threshold = {"line": 20, "condition": "listener.connected < 1 for 2m",
+                 "severity": "critical", "cooldown_s": 600, "channels": ["log", "ops"],
+                 "sql": None, "action": None}  # fmt: skip
+    sql_rule = {"line": 31, "condition": "SQL, schedule */5 * * * * 0", "severity": "warn",
+                "cooldown_s": 90, "channels": ["log"], "sql": "SELECT 1 AS key <b>",
+                "action": {"set_mode": "BUY_ONLY", "dry_run": True,
+                           "revert_when_ok": False}}  # fmt: skip
+    evals = (  # rule, kind, ok, error, definition
+        ("listener_down", "threshold", True, None, threshold),
+        ("slow_sql", "sql", False, "cancelled: it ran past 5 s", sql_rule),
+        ("rules.yaml #1", "file", False, "line 40: rule 'x': unknown metric 'y'", None),
     )
+    for rule, kind, ok, error, definition in evals:
+        conn.execute(
+            """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, error, series,
+                                            holding, cpu_micros, definition)
+               VALUES (%(r)s, %(k)s, %(at)s, %(ok)s, %(e)s, 1, 0, 420, %(d)s)""",
+            {"r": rule, "k": kind, "at": NOW - timedelta(seconds=38), "ok": ok, "e": error,
+             "d": None if definition is None else Jsonb(definition)},
+        )  # fmt: skip
 
 
 def load(conn: db.Conn) -> list[int]:

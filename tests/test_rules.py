@@ -536,3 +536,19 @@ def test_one_transition_that_cannot_be_stored_does_not_hold_back_the_others(
     assert out.transitions == 1 and len(out.errors) == 1
     assert "CHAIN" in out.errors[0] and "alert_open_key" in out.errors[0]
     assert [p["labels"] for p in outbox(conn)] == [{"source": "DATA_API"}] * 2
+
+
+def test_each_rule_s_definition_is_stored_with_its_evaluation(conn: db.Conn) -> None:
+    rs = parse(LISTENER.replace('op: "<"', 'op: "<"\n    labels: {x: "1"}'))
+    point(conn, "listener.connected", 1, at(0), x="1")
+    evaluate(conn, rs, at(0))
+    d = alerts.last_evaluations(conn)["listener_down"]["definition"]
+    assert d == {
+        "line": 5,
+        "condition": "listener.connected{x=1} < 1 for 2m",
+        "severity": "critical",
+        "cooldown_s": 600,
+        "channels": ["log", "ops"],
+        "sql": None,
+        "action": None,
+    }

@@ -124,6 +124,31 @@ class Rule:
     sql: str = ""
     schedule: str = ""
 
+    @property
+    def condition(self) -> str:
+        """The rule in a line: "listener.connected < 1 for 2m" / "SQL, schedule …"."""
+        if self.kind == "sql":
+            return f"SQL, schedule {self.schedule}"
+        match = ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        text = f"{self.metric}{{{match}}}" if match else self.metric
+        return f"{text} {self.op} {self.value:g}" + (f" for {self.for_text}" if self.for_s else "")
+
+    def definition(self) -> dict[str, Any]:
+        """What the Alerts page shows of the rule (JSON)."""
+        action = self.action
+        return {
+            "line": self.line,
+            "condition": self.condition,
+            "severity": self.severity,
+            "cooldown_s": self.cooldown_s,
+            "channels": list(self.channels),
+            "sql": self.sql or None,
+            "action": None
+            if action is None
+            else {"set_mode": action.set_mode, "dry_run": action.dry_run,
+                  "revert_when_ok": action.revert_when_ok},
+        }  # fmt: skip
+
     def holds(self, value: float) -> bool:
         """Whether a threshold rule's condition holds for `value`."""
         return OPS[self.op](value, self.value)

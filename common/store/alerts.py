@@ -462,13 +462,15 @@ class Evaluator:
     ) -> None:
         self.conn.execute(
             """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, error, series, holding,
-                                            cpu_micros)
-               VALUES (%(r)s, %(k)s, %(now)s, %(ok)s, %(e)s, %(n)s, %(h)s, %(cpu)s)
+                                            cpu_micros, definition)
+               VALUES (%(r)s, %(k)s, %(now)s, %(ok)s, %(e)s, %(n)s, %(h)s, %(cpu)s, %(d)s)
                ON CONFLICT (rule) DO UPDATE SET kind = EXCLUDED.kind,
                    evaluated_at = EXCLUDED.evaluated_at, ok = EXCLUDED.ok,
                    error = EXCLUDED.error, series = EXCLUDED.series,
-                   holding = EXCLUDED.holding, cpu_micros = EXCLUDED.cpu_micros""",
+                   holding = EXCLUDED.holding, cpu_micros = EXCLUDED.cpu_micros,
+                   definition = EXCLUDED.definition""",
             {"r": rule.name, "k": rule.kind, "now": self.now, "ok": error is None,
+             "d": Jsonb(rule.definition()),
              "e": None if error is None else error[:ERROR_CHARS],
              "n": len(seen or ()), "h": sum(s.holds for s in seen or ()),
              "cpu": round(cpu_s * 1_000_000)},

@@ -1,6 +1,7 @@
 """The Alerts page (SPEC §11): what is firing (or pending) now, with a silence button;
-the silences in force; every rule of rules.yaml with its last evaluation and the file's
-own errors; the history of transitions; and every delivery attempt of the outbox."""
+the silences in force; every rule with its last evaluation (as the rules job evaluated
+it: `alert_rule_eval`, with the rule's definition) and rules.yaml's own errors; the
+history of transitions; and every delivery attempt of the outbox."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.domain import rules
 from common.runtime import settings
-from common.store import db, metrics
+from common.store import db
 from site_builder.pages import common
 
 Row = dict[str, Any]
@@ -22,21 +22,12 @@ SILENCE_CHOICES = ((60, "1 h"), (240, "4 h"), (1440, "24 h"), (10080, "7 d"))
 
 
 @dataclass(frozen=True)
-class RuleView:
-    rule: rules.Rule
-    condition: str  # "listener.connected < 1 for 2m" / the SQL's schedule
-    cooldown: str  # "10m"
-    last: Row | None  # alert_rule_eval
-
-
-@dataclass(frozen=True)
 class AlertsContext:
     frame: common.Frame
     open: list[Row]  # PENDING and FIRING, worst first
     silences: list[Row]
-    rules: list[RuleView]
+    rules: list[Row]  # alert_rule_eval rows (with `definition` and `cooldown`), file order
     file_errors: list[Row]
-    orphans: list[Row]  # evaluations of rules no longer in the file (until the next run)
     history: list[Row]
     deliveries: list[Row]
     outbox: Row  # counts by status
@@ -92,40 +83,22 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def _condition(r: rules.Rule) -> str:
-    if r.kind == "sql":
-        return f"SQL, schedule {r.schedule}"
-    match = f"{{{labels_text(r.labels)}}}" if r.labels else ""
-    return f"{r.metric}{match} {r.op} {r.value:g}" + (f" for {r.for_text}" if r.for_s else "")
-
-
-def load_rules(path: Path) -> rules.RuleSet:
-    """The rule set as the file says now (the rules job's last run may be up to a minute
-    older); an unreadable file: none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return rules.EMPTY
-    return rules.parse(text, metrics.BY_NAME)
-
-
 def context(conn: db.Conn, now: datetime, rules_path: Path) -> AlertsContext:
-    evals = {r["rule"]: r for r in conn.execute("SELECT * FROM alert_rule_eval ORDER BY rule")}
-    ruleset = load_rules(rules_path)
-    views = [
-        RuleView(r, _condition(r), duration_text(r.cooldown_s), evals.get(r.name))
-        for r in ruleset.rules
+    evals = conn.execute("SELECT * FROM alert_rule_eval ORDER BY rule").fetchall()
+    rules = [
+        {**e, "cooldown": duration_text((e["definition"] or {}).get("cooldown_s", 0))}
+        for e in evals
+        if e["kind"] != "file"
     ]
-    named = {r.name for r in ruleset.rules}
+    rules.sort(key=lambda e: ((e["definition"] or {}).get("line", 0), e["rule"]))
     return AlertsContext(
         frame=common.frame(conn, now),
         open=conn.execute(_OPEN, {"now": now}).fetchall(),
         silences=conn.execute(
             "SELECT * FROM alert_silence WHERE until > %(now)s ORDER BY until", {"now": now}
         ).fetchall(),
-        rules=views,
-        file_errors=[e for e in evals.values() if e["kind"] == "file"],
-        orphans=[e for e in evals.values() if e["kind"] != "file" and e["rule"] not in named],
+        rules=rules,
+        file_errors=[e for e in evals if e["kind"] == "file"],
         history=conn.execute(_HISTORY, {"n": HISTORY}).fetchall(),
         deliveries=conn.execute(_DELIVERIES, {"n": DELIVERIES}).fetchall(),
         outbox=conn.execute(_OUTBOX).fetchone() or {},

@@ -33,6 +33,7 @@ SQL_ROLE = "oculus_rules_reader"  # migrations/0022_alerts.sql
 SQL_TIMEOUT_MS = 5_000
 SQL_MAX_ROWS = 1_000
 ERROR_CHARS = 500
+NO_VALUE = "no value of"  # a threshold rule's metric has no fresh series at all
 Row = dict[str, Any]
 
 
@@ -201,8 +202,10 @@ class Evaluator:
             if seen is not None:
                 self._apply(rule, seen)
             error = error or template_error
-            self._record(rule, error, seen, time.thread_time() - started)
-            if error:
+            # no data is not the rule's fault: said on its row, not an error
+            quiet = error is not None and error.startswith(NO_VALUE)
+            self._record(rule, error, seen, time.thread_time() - started, ok=quiet)
+            if error and not quiet:
                 self.out.errors.append(f"rule {rule.name} (line {rule.line}): {error}")
         self._flush_values()
         if not self.ruleset.broken:
@@ -235,7 +238,7 @@ class Evaluator:
         if rule.kind == "threshold":
             points = metrics.get(rule.metric)
             if not points:
-                return f"no value of {rule.metric} in the last {FRESH.seconds // 60} min", None
+                return f"{NO_VALUE} {rule.metric} in the last {FRESH.seconds // 60} min", None
             out = []
             for labels, value in points:
                 if rule.matches(labels):
@@ -458,8 +461,14 @@ class Evaluator:
         )
 
     def _record(
-        self, rule: rules.Rule, error: str | None, seen: list[Seen] | None, cpu_s: float
+        self,
+        rule: rules.Rule,
+        error: str | None,
+        seen: list[Seen] | None,
+        cpu_s: float,
+        ok: bool = False,
     ) -> None:
+        """Stores the rule's evaluation; `error` is a note only when `ok`."""
         self.conn.execute(
             """INSERT INTO alert_rule_eval (rule, kind, evaluated_at, ok, error, series, holding,
                                             cpu_micros, definition)
@@ -469,7 +478,7 @@ class Evaluator:
                    error = EXCLUDED.error, series = EXCLUDED.series,
                    holding = EXCLUDED.holding, cpu_micros = EXCLUDED.cpu_micros,
                    definition = EXCLUDED.definition""",
-            {"r": rule.name, "k": rule.kind, "now": self.now, "ok": error is None,
+            {"r": rule.name, "k": rule.kind, "now": self.now, "ok": ok or error is None,
              "d": Jsonb(rule.definition()),
              "e": None if error is None else error[:ERROR_CHARS],
              "n": len(seen or ()), "h": sum(s.holds for s in seen or ()),

@@ -35,6 +35,7 @@ from selenium.common import exceptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions, ui
+from selenium.webdriver.support.ui import Select
 
 from common.runtime import jobs, settings
 from common.store import db
@@ -78,7 +79,12 @@ PAGES = {
     "market-2": (f"/markets/{M2}.html", "Will the <Senate> pass the bill?", {"By day"}),
     "config": ("/config.html", "Config", {"Global config", "Config tests", "Audit log"}),
     "config-test": ("/config-test/1.html", "Config test #1", {"Per-user copies", "Global copy"}),
-    "status": ("/status.html", "System status", {"Jobs", "Failed items", "Quarantine"}),
+    "status": ("/status.html", "System status", {"Jobs", "Probes (last hour)"}),
+    "alerts": (
+        "/alerts.html",
+        "Alerts",
+        {"Now", "Silences in force", "Rules", "History", "Deliveries"},
+    ),
 }
 CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
 CHARTS |= {f"user-{i}": 3 for i in (1, 2, 3, 4)}  # waterfall, equity, gap; histograms are HTML
@@ -620,6 +626,41 @@ def test_pause_and_resume_from_the_config_page(session: Browser) -> None:
     session.rebuild()
     session.open("/")
     assert session.driver.find_elements(By.CSS_SELECTOR, ".banner.paused") == []
+    assert errors(session.console()) == []
+
+
+def test_silence_an_alert_from_the_alerts_page_then_lift_it(session: Browser) -> None:
+    """A firing alert's Silence button (with its duration) is one audited write; the
+    silence then lists with a Lift button, which lifts it (another audited write)."""
+    session.one(
+        """INSERT INTO alert (rule, labels, severity, state, since, fired_at, message,
+                              updated_at)
+           VALUES ('listener_down', '{"host": "a"}', 'critical', 'FIRING', now(), now(),
+                   'listener down', now()) RETURNING id"""
+    )
+    audits = session.audit_rows()
+    session.rebuild()
+    session.open("/alerts.html")
+    row = "//tr[td[normalize-space()='listener_down'] and .//button]"
+    form = session.driver.find_element(By.XPATH, row + "//form")
+    Select(form.find_element(By.NAME, "minutes")).select_by_visible_text("4 h")
+    form.find_element(By.XPATH, ".//button[normalize-space()='Silence']").click()
+    session.wait(lambda d: session.audit_rows() == audits + 1, "the silence was not written")
+    silence = session.one(
+        "SELECT labels, extract(epoch FROM until - created_at) AS s FROM alert_silence"
+        " WHERE rule = 'listener_down'"
+    )
+    assert silence["labels"] == {"host": "a"} and 4 * 3600 - 60 < silence["s"] <= 4 * 3600 + 5
+    audit = session.one("SELECT actor, action FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert audit == {"actor": "admin", "action": "alert.silence"}
+
+    session.rebuild()
+    session.open("/alerts.html")
+    lift = "//tr[td[normalize-space()='listener_down']]//button[normalize-space()='Lift']"
+    session.driver.find_element(By.XPATH, lift).click()
+    session.wait(lambda d: session.audit_rows() == audits + 2, "the silence was not lifted")
+    gone = session.one("SELECT count(*) AS n FROM alert_silence WHERE rule = 'listener_down'")
+    assert gone == {"n": 0}
     assert errors(session.console()) == []
 
 

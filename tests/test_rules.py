@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -553,3 +554,29 @@ def test_each_rule_s_definition_is_stored_with_its_evaluation(conn: db.Conn) -> 
         "sql": None,
         "action": None,
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a billion laughs: nine lines, 10^9 strings once expanded
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+        + "rules:\n  - name: r\n    metric: listener.connected\n    op: '<'\n    value: 1\n"
+        "    labels: {x: *i}\n",
+        "rules: " + "[" * 5000 + "]" * 5000 + "\n",  # nested deeper than any stack
+    ],
+)
+def test_hostile_yaml_is_refused_quickly(text: str) -> None:
+    started = time.monotonic()
+    rs = rules.parse(text, metric_store.BY_NAME)
+    assert rs.broken and rs.rules == ()
+    assert (
+        "aliases" in str(rs.errors[0])
+        or "nested" in str(rs.errors[0])
+        or ("not YAML" in str(rs.errors[0]))
+    )
+    assert time.monotonic() - started < 2

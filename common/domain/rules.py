@@ -203,13 +203,43 @@ def _pairs(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
     )
 
 
+ALIASES = "YAML anchors and aliases (&name, *name) are not allowed in rules.yaml"
+MAX_NODES = 100_000  # a rules file has a few thousand
+
+
+def _unsafe(root: yaml.Node) -> RuleError | None:
+    """Why the document may not be built: a node reached twice (an alias of an anchor)
+    or more than MAX_NODES nodes; None when the tree is plain. Iterative: depth costs no
+    stack."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return RuleError(_line(node), ALIASES)
+        if len(seen) >= MAX_NODES:
+            return RuleError(_line(node), f"more than {MAX_NODES} YAML values: not a rules file")
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack += (k, v)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return None
+
+
 def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
     """Parses rules.yaml. `metrics`: the catalogue's names, so a threshold rule on an
     unknown metric is an error (None: not checked)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
+        unsafe = _unsafe(root) if root is not None else None
+        if unsafe is not None:  # an alias: a few lines could stand for billions of values
+            return RuleSet(EMPTY.channels, (), (unsafe,), True)
         data = loader.construct_document(root) if root is not None else None
+    except RecursionError:
+        return RuleSet(EMPTY.channels, (), (RuleError(0, "not YAML: nested too deep"),), True)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0

@@ -395,6 +395,9 @@ def test_sql_rule_past_five_seconds_is_cancelled(conn: db.Conn) -> None:
         "{{ ''.__class__.__mro__[1].__subclasses__() }}",  # the sandbox refuses
         "{{ 'x' * 100000000 }}",  # would take the memory
         "{% for i in range(10**9) %}{% endfor %}",
+        "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+        "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+        "{% include 'x' %}",
     ],
 )
 def test_a_failing_template_still_delivers_the_raw_values(conn: db.Conn, template: str) -> None:

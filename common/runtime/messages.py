@@ -1,6 +1,9 @@
-"""Alert message templates (SPEC §11): Jinja2's sandbox, plain text, bounded. A template
-that does not compile or fails to render still yields a message: the raw values, with
-the template's error, so an alert is never lost to its wording."""
+"""Alert message templates (SPEC §11): Jinja2's sandbox, plain text, bounded: `*` and
+`**` are capped, and loops, macros, blocks and includes are refused (expressions,
+filters and `if` are what a message needs; a loop nested in a loop could hold the rules
+job for hours). A template that does not compile or fails to render still yields a
+message: the raw values, with the template's error, so an alert is never lost to its
+wording."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 MAX_CHARS = 2_000  # a rendered message
@@ -36,9 +39,23 @@ class _Env(SandboxedEnvironment):
 _ENV = _Env(autoescape=False, keep_trailing_newline=False)
 
 
+# Statements a message has no use for, and whose cost is not bounded by its size
+# (nested loops over ranges), or which reach outside it.
+_REFUSED = (
+    nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.Include, nodes.Import,
+    nodes.FromImport, nodes.Extends, nodes.Block,
+)  # fmt: skip
+
+
 @lru_cache(maxsize=512)
 def _compile(source: str) -> Any:
-    return _ENV.from_string(source)
+    tree = _ENV.parse(source)
+    for node in tree.find_all(_REFUSED):
+        raise TemplateError(
+            f"{type(node).__name__.lower()} statements are not allowed in a message "
+            f"(line {node.lineno}): use expressions, filters and if"
+        )
+    return _ENV.from_string(tree)
 
 
 def check(source: str) -> str | None:

@@ -33,6 +33,8 @@ SQL_ROLE = "oculus_rules_reader"  # migrations/0022_alerts.sql
 SQL_TIMEOUT_MS = 5_000
 SQL_MAX_ROWS = 1_000
 ERROR_CHARS = 500
+VALUE_CHARS = 1_000  # an SQL rule's text column, as a message variable
+MAX_COLUMNS = 50  # an SQL rule's columns kept as message variables
 NO_VALUE = "no value of"  # a threshold rule's metric has no fresh series at all
 Row = dict[str, Any]
 
@@ -140,14 +142,14 @@ def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
 
 
 def _plain(value: Any) -> Any:
-    """A row's value as JSON can carry it."""
+    """A row's value as JSON can carry it, a text cut to VALUE_CHARS."""
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return str(value)[:VALUE_CHARS]
 
 
 def _number(value: Any) -> float | None:
@@ -255,7 +257,7 @@ class Evaluator:
         for row in rows:
             if "key" not in row:
                 return "its rows need a `key` column (one alert per key)", None
-            values = {k: _plain(v) for k, v in row.items()}
+            values = {k: _plain(v) for k, v in list(row.items())[:MAX_COLUMNS]}
             labels = {"key": str(row["key"])[:200]}
             out.append(Seen(labels, True, _number(row.get("value")),
                             {**values, **base, "labels": labels}))  # fmt: skip

@@ -1,0 +1,180 @@
+"""Order books kept live from the CLOB market channel (SPEC §12): a `book` snapshot,
+then `price_change` deltas (each the new total size at one price on one side; 0 removes
+the level), with a short history so the book at a past moment (just before a leader's
+fill) can be rebuilt. Pure: the watcher (functions/watch_books.py) feeds it messages
+already parsed into micros, and compares it with REST `/book` to catch drift.
+
+Prices and sizes are integer micros; a side maps price → size. `at(t)` replays the
+newest snapshot at or before `t` and the deltas after it up to `t`."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+BUY, SELL = "BUY", "SELL"  # a price_change's side: BUY the bids, SELL the asks
+BAND = 100_000  # compact books keep levels within ±0.10 of mid ...
+MAX_LEVELS = 50  # ... and at most this many a side
+
+
+@dataclass(frozen=True)
+class Levels:
+    """One moment of a book: bids best (highest) first, asks best (lowest) first."""
+
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+
+    @property
+    def best_bid(self) -> int | None:
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def best_ask(self) -> int | None:
+        return self.asks[0][0] if self.asks else None
+
+    @property
+    def mid(self) -> int | None:
+        if self.best_bid is None or self.best_ask is None:
+            return None
+        return (self.best_bid + self.best_ask) // 2
+
+    def compact(self, band: int = BAND, max_levels: int = MAX_LEVELS) -> Levels:
+        """The levels within `band` of mid (of the best price on a one-sided book), at
+        most `max_levels` a side: what a ladder stores."""
+        ref = self.mid if self.mid is not None else self.best_bid or self.best_ask
+        if ref is None:
+            return self
+        bids = tuple(lv for lv in self.bids if lv[0] >= ref - band)[:max_levels]
+        asks = tuple(lv for lv in self.asks if lv[0] <= ref + band)[:max_levels]
+        return Levels(bids, asks)
+
+    def differences(self, other: Levels) -> list[str]:
+        """What differs from `other`, level by level (empty: the same book)."""
+        out = []
+        for name, mine, theirs in (("bid", self.bids, other.bids), ("ask", self.asks, other.asks)):
+            a, b = dict(mine), dict(theirs)
+            for price in sorted(a.keys() | b.keys()):
+                if a.get(price) != b.get(price):
+                    out.append(f"{name} {price}: {a.get(price)} vs {b.get(price)}")
+        return out
+
+
+def _sorted(side: dict[int, int], bids: bool) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(((p, s) for p, s in side.items() if s > 0), reverse=bids))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One price level's new total size (0: the level is gone); `seq` orders it among
+    the book's snapshots and changes (two may share a millisecond)."""
+
+    seq: int
+    at_ms: int
+    side: str  # BUY (bids) | SELL (asks)
+    price: int
+    size: int
+
+
+@dataclass
+class LiveBook:
+    """One asset's book, and its recent history (`keep_ms`) of snapshots and changes."""
+
+    asset_id: str
+    keep_ms: int = 120_000
+    bids: dict[int, int] = field(default_factory=dict)
+    asks: dict[int, int] = field(default_factory=dict)
+    synced: bool = False  # a snapshot has been applied since the last reset
+    updated_ms: int = 0
+    # history: snapshots (seq, at_ms, Levels) and the changes after the oldest one
+    _seq: int = 0
+    _snapshots: deque[tuple[int, int, Levels]] = field(default_factory=deque)
+    _changes: deque[Change] = field(default_factory=deque)
+
+    def snapshot(
+        self, at_ms: int, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> None:
+        """Replaces the book with a `book` message's (or a REST /book's) levels."""
+        self.bids = {p: s for p, s in bids if s > 0}
+        self.asks = {p: s for p, s in asks if s > 0}
+        self.synced = True
+        self.updated_ms = max(self.updated_ms, at_ms)
+        self._seq += 1
+        self._snapshots.append((self._seq, at_ms, self.levels()))
+        self._trim(at_ms)
+
+    def change(self, at_ms: int, side: str, price: int, size: int) -> bool:
+        """Applies one `price_change` entry; False (ignored) before the first snapshot,
+        whose levels would be missing, or for an unknown side."""
+        if not self.synced or side not in (BUY, SELL):
+            return False
+        book = self.bids if side == BUY else self.asks
+        if size > 0:
+            book[price] = size
+        else:
+            book.pop(price, None)
+        self.updated_ms = max(self.updated_ms, at_ms)
+        self._seq += 1
+        self._changes.append(Change(self._seq, at_ms, side, price, size))
+        self._trim(at_ms)
+        return True
+
+    def reset(self) -> None:
+        """Forgets the levels (a dropped connection: deltas may have been missed); the
+        history stays, so the past is still known up to the drop."""
+        self.bids, self.asks, self.synced = {}, {}, False
+
+    def levels(self) -> Levels:
+        return Levels(_sorted(self.bids, True), _sorted(self.asks, False))
+
+    def at(self, t_ms: int) -> Levels | None:
+        """The book as it was at `t_ms`: the newest snapshot stamped at or before it,
+        and the changes after that snapshot stamped up to `t_ms`; None when the history
+        does not reach back that far."""
+        base = None
+        for snap in self._snapshots:
+            if snap[1] > t_ms:
+                break
+            base = snap
+        if base is None:
+            return None
+        seq, _, levels = base
+        bids, asks = dict(levels.bids), dict(levels.asks)
+        for c in self._changes:
+            if c.seq <= seq:
+                continue
+            if c.at_ms > t_ms:
+                continue  # stamps may run out of order by a little: each is judged alone
+            side = bids if c.side == BUY else asks
+            if c.size > 0:
+                side[c.price] = c.size
+            else:
+                side.pop(c.price, None)
+        return Levels(_sorted(bids, True), _sorted(asks, False))
+
+    def _trim(self, now_ms: int) -> None:
+        """Keeps `keep_ms` of history: the newest snapshot before the cut is the base,
+        with the changes stamped before the cut folded into it (so a book that gets no
+        new snapshot for hours still holds only `keep_ms` of changes)."""
+        cut = now_ms - self.keep_ms
+        snaps, changes = self._snapshots, self._changes
+        while len(snaps) > 1 and snaps[1][1] <= cut:
+            snaps.popleft()
+        if not snaps:
+            changes.clear()
+            return
+        while changes and changes[0].seq <= snaps[0][0]:
+            changes.popleft()
+        limit = snaps[1][0] if len(snaps) > 1 else None
+        if not changes or changes[0].at_ms > cut or (limit is not None and changes[0].seq > limit):
+            return
+        seq, at_ms, levels = snaps[0]
+        bids, asks = dict(levels.bids), dict(levels.asks)
+        while changes and changes[0].at_ms <= cut and (limit is None or changes[0].seq < limit):
+            c = changes.popleft()
+            side = bids if c.side == BUY else asks
+            if c.size > 0:
+                side[c.price] = c.size
+            else:
+                side.pop(c.price, None)
+            seq, at_ms = c.seq, max(at_ms, c.at_ms)
+        snaps[0] = (seq, at_ms, Levels(_sorted(bids, True), _sorted(asks, False)))

@@ -8,6 +8,8 @@ locally and never trusts array order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -150,6 +152,76 @@ class MarketResolvedMessage(wire.WireModel):
     winning_outcome: str
     timestamp: Millis
     tags: list[str] = Field(default_factory=list)
+
+
+# The order of the fields the server hashes a book summary over (its struct's order).
+HASH_FIELDS = ("market", "asset_id", "timestamp", "hash", "bids", "asks", "min_order_size",
+               "tick_size", "neg_risk", "last_trade_price")  # fmt: skip
+
+
+def book_hash(raw: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """The hash the CLOB gives a book summary (`GET /book`, the market channel's `book`):
+    SHA-1 of its compact JSON, fields in HASH_FIELDS order, `hash` blanked, levels in the
+    server's order with their strings as sent (Polymarket/py-clob-client-v2
+    `generate_orderbook_summary_hash`). A `book` message lacks `min_order_size` and
+    `neg_risk`: `defaults` supplies them (from the asset's REST book)."""
+    merged = {**(defaults or {}), **raw}
+    payload = {k: merged.get(k) for k in HASH_FIELDS}
+    payload["hash"] = ""
+    for side in ("bids", "asks"):
+        payload[side] = [
+            {"price": lv.get("price"), "size": lv.get("size")}
+            for lv in (merged.get(side) or [])
+            if isinstance(lv, dict)
+        ]
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class BookMessage(BookPayload):
+    event_type: Literal["book"]
+
+
+MarketMessage = BookMessage | PriceChangeMessage | LastTradeMessage | MarketResolvedMessage
+_BY_TYPE: dict[str, type[wire.WireModel]] = {
+    "book": BookMessage,
+    "price_change": PriceChangeMessage,
+    "last_trade_price": LastTradeMessage,
+    "market_resolved": MarketResolvedMessage,
+}
+IGNORED_TYPES = ("tick_size_change", "best_bid_ask", "new_market")
+
+
+def market_events(text: str) -> tuple[list[tuple[dict[str, Any], Any]], list[str]]:
+    """Splits one market-channel frame (a JSON object or an array of them; `PONG` and
+    empty frames carry nothing) into (raw event, parsed message) pairs, and the reasons
+    the events it could not use were refused (bounded). Known but unused event types are
+    left out quietly; an unknown one is refused with its type."""
+    text = text.strip()
+    if not text or text == "PONG":
+        return [], []
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return [], [f"not JSON: {str(exc)[:200]}"]
+    items = data if isinstance(data, list) else [data]
+    out: list[tuple[dict[str, Any], Any]] = []
+    refused: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            refused.append(f"an event that is not an object: {type(item).__name__}")
+            continue
+        kind = item.get("event_type")
+        model = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            if kind not in IGNORED_TYPES:
+                refused.append(f"unknown event_type {str(kind)[:40]!r}")
+            continue
+        try:
+            out.append((item, model.model_validate(item)))
+        except ValueError as exc:
+            refused.append(f"{kind}: {' '.join(str(exc).split())[:300]}")
+    return out, refused[:20]
 
 
 def fetch_book(upstream: http.Upstream, token_id: str) -> OrderBook | wire.Reject | None:

@@ -140,6 +140,37 @@ class Settings(BaseModel):
         default="wss://polygon-bor-rpc.publicnode.com",
         description="Polygon JSON-RPC WebSocket for eth_subscribe logs.",
     )
+    clob_ws_url: str = Field(
+        default="wss://ws-subscriptions-clob.polymarket.com/ws/market",
+        description="The CLOB's market-channel WebSocket (functions.watch_books: live books).",
+    )
+    watch_books_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="functions.watch_books watches an asset's book from its first detected "
+        "fill until this long after its latest one (seconds).",
+    )
+    watch_books_max_assets: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="At most this many assets are watched at once (those with the newest "
+        "fills first).",
+    )
+    watch_books_rest_check_s: float = Field(
+        default=60.0,
+        ge=5,
+        description="Each watched book is compared with the CLOB's REST /book this often "
+        "(seconds; the assets take turns); a difference resyncs it from REST.",
+    )
+    watch_books_history_s: float = Field(
+        default=120.0,
+        ge=10,
+        le=3600,
+        description="How much history of each watched book is kept, so the book just "
+        "before a fill can be rebuilt (seconds).",
+    )
 
     exchange_addresses_v1: AddressList = Field(
         default=V1_EXCHANGES, description="V1 exchange contracts (comma-separated)."
@@ -586,7 +617,9 @@ class Settings(BaseModel):
         """`rate_limit_paths` by upstream: {'data_api': {'/trades': (rps, burst)}}."""
         return parse_path_limits(self.rate_limit_paths)
 
-    @field_validator("data_api_url", "clob_url", "gamma_url", "chain_ws_url", "telegram_api_url")
+    @field_validator(
+        "data_api_url", "clob_url", "gamma_url", "chain_ws_url", "clob_ws_url", "telegram_api_url"
+    )
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -122,8 +122,9 @@ class PriceChange(wire.WireModel):
     side: Literal["BUY", "SELL"]
     size: wire.NonNegMicros
     hash: str = ""
-    best_bid: wire.PriceMicros | None = None
-    best_ask: wire.PriceMicros | None = None
+    # "" when that side is empty (the channel writes an absent decimal as "")
+    best_bid: Annotated[wire.PriceMicros | None, BeforeValidator(_blank_to_none)] = None
+    best_ask: Annotated[wire.PriceMicros | None, BeforeValidator(_blank_to_none)] = None
 
 
 class PriceChangeMessage(wire.WireModel):
@@ -222,6 +223,27 @@ def market_events(text: str) -> tuple[list[tuple[dict[str, Any], Any]], list[str
         except ValueError as exc:
             refused.append(f"{kind}: {' '.join(str(exc).split())[:300]}")
     return out, refused[:20]
+
+
+def fetch_book_raw(
+    upstream: http.Upstream, token_id: str
+) -> tuple[dict[str, Any], OrderBook] | wire.Reject | None:
+    """`fetch_book`, with the payload as sent (its strings, its level order: what the
+    book's hash is computed over)."""
+    ctx = {"token_id": token_id}
+    source = f"{upstream.name}/book"
+    try:
+        payload = upstream.get("/book", ctx)
+    except http.UpstreamStatusError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    except http.BadPayload as exc:
+        return wire.Reject.of_bad_payload(source, exc, ctx)
+    parsed = wire.parse_one(BookPayload, payload, source, ctx)
+    if isinstance(parsed, wire.Reject):
+        return parsed
+    return payload, parsed.normalized()
 
 
 def fetch_book(upstream: http.Upstream, token_id: str) -> OrderBook | wire.Reject | None:

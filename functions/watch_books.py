@@ -1,0 +1,386 @@
+"""Book watcher (SPEC §12): keeps the order books of the assets the followed traders are
+trading live from the CLOB market channel (OCULUS_CLOB_WS_URL), so the book at any
+moment of the last OCULUS_WATCH_BOOKS_HISTORY_S — just before a leader's fill, or at a
+delay after it — can be read without a REST call.
+
+- **Which assets**: each asset from its first detected fill (trade_event, any source)
+  until OCULUS_WATCH_BOOKS_S after its latest one, at most OCULUS_WATCH_BOOKS_MAX_ASSETS
+  (the newest fills first); re-read every REFRESH_S, (un)subscribed as the set moves.
+- **Books**: a `book` snapshot, then `price_change` deltas (the new total at a price;
+  0 removes it), in `common.domain.live_book.LiveBook`.
+- **Checks**, each resyncing the book from REST `/book` when it fails:
+  - a `book` message's hash (the server's algorithm, `clob.book_hash`, with the REST
+    book's `min_order_size` and `neg_risk`, which the message lacks);
+  - each `price_change` entry's `best_bid` / `best_ask` against the book once applied;
+  - every OCULUS_WATCH_BOOKS_REST_CHECK_S, the REST book against this book as it was at
+    the REST book's own timestamp (the assets take turns, one check a RECV_SLICE_S).
+  A delta's own `hash` is not checked: what it hashes is not documented.
+- **Connection**: text `PING` every PING_S, stale (reconnect) without a frame for
+  STALE_S; reconnects with capped exponential backoff and jitter; every reconnect
+  forgets the levels (deltas may have been missed), resubscribes, and the server's
+  fresh snapshots resync each book. A frame that does not parse is quarantined.
+
+One watcher per database (the elected role `watch_books`); a lost database connection
+ends it (exit 69, for supervisord to restart it).
+
+    python -m functions.watch_books            # until SIGTERM
+    python -m functions.watch_books --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from common.domain import live_book
+from common.runtime import jobs
+from common.runtime import settings as settings_mod
+from common.store import db, quarantine
+from common.upstream import clob, http, wire
+
+log = logging.getLogger(__name__)
+
+PROCESS = "watch_books"
+PING_S = 10.0  # the CLOB's own clients ping every 10 s ...
+STALE_S = 30.0  # ... and call a connection stale after 30 s without an answer
+RECV_SLICE_S = 0.5
+REFRESH_S = 2.0  # the watched set is re-read this often
+HEARTBEAT_S = 5.0
+HEALTHY_S = 10.0  # a session this long resets the backoff
+MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
+
+_WANTED = """
+SELECT asset_id, max(detect_time) AS last_fill FROM trade_event
+WHERE detect_time > %(since)s GROUP BY asset_id
+ORDER BY last_fill DESC LIMIT %(n)s
+"""
+
+
+def backoff_delay(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
+    ceiling = min(cap, base * (1 << min(attempt, 30)))
+    return ceiling / 2 * (1 + jitter)
+
+
+def millis(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class Watcher:
+    """The books and the subscription; `handle` takes one frame. I/O is the caller's
+    (`run`), except the REST reads, through `fetch` (asset id → (raw, book) | None)."""
+
+    def __init__(
+        self,
+        s: settings_mod.Settings,
+        fetch: Callable[[str], tuple[dict[str, Any], clob.OrderBook] | wire.Reject | None],
+        clock: Callable[[], datetime] = jobs.utcnow,
+    ) -> None:
+        self.s, self.fetch, self.clock = s, fetch, clock
+        self.books: dict[str, live_book.LiveBook] = {}
+        self.meta: dict[str, dict[str, Any]] = {}  # asset → min_order_size, neg_risk (hash)
+        self.wanted: set[str] = set()
+        self.subscribed: set[str] = set()
+        self.counts: Counter[str] = Counter()
+        self.rejects: list[wire.Reject] = []
+        self._turn: list[str] = []  # the REST check's queue
+        self._checked: dict[str, float] = {}
+
+    # -- the watched set --------------------------------------------------------------------
+    def want(self, assets: set[str]) -> tuple[set[str], set[str]]:
+        """Sets the assets to watch; returns (to subscribe, to unsubscribe)."""
+        self.wanted = assets
+        add, drop = assets - self.subscribed, self.subscribed - assets
+        for a in set(self.books) - assets:
+            del self.books[a]
+            self.meta.pop(a, None)
+            self._checked.pop(a, None)
+        for a in assets:
+            if a not in self.books:
+                self.books[a] = self._book(a)
+        return add, drop
+
+    def _book(self, asset: str) -> live_book.LiveBook:
+        return live_book.LiveBook(asset, keep_ms=int(self.s.watch_books_history_s * 1000))
+
+    def connected(self) -> None:
+        """A new connection: every book waits for its fresh snapshot."""
+        for b in self.books.values():
+            b.reset()
+        self.subscribed = set()
+
+    # -- frames -----------------------------------------------------------------------------
+    def handle(self, frame: str | bytes) -> None:
+        now = self.clock()
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        events, refused = clob.market_events(text)
+        self.counts["frames"] += 1
+        for reason in refused:
+            self.counts["refused"] += 1
+            self.rejects.append(wire.Reject("clob/ws/market", reason, text[:2000], {}))
+        for raw, msg in events:
+            self.counts[msg.event_type] += 1
+            asset = getattr(msg, "asset_id", None)
+            if isinstance(msg, clob.BookMessage):
+                self._on_book(raw, msg, now)
+            elif isinstance(msg, clob.PriceChangeMessage):
+                self._on_changes(msg, now)
+            elif isinstance(msg, clob.MarketResolvedMessage):
+                for a in msg.assets_ids:
+                    self.wanted.discard(a)
+            elif asset is not None and asset not in self.books:
+                self.counts["other_assets"] += 1
+
+    def _on_book(self, raw: dict[str, Any], msg: clob.BookMessage, now: datetime) -> None:
+        book = self.books.get(msg.asset_id)
+        if book is None:
+            self.counts["other_assets"] += 1
+            return
+        meta = self.meta.get(msg.asset_id)
+        if meta is not None and msg.hash and clob.book_hash(raw, meta) != msg.hash:
+            self.counts["hash_mismatch"] += 1
+            log.warning("watch_books: %s: book hash differs; resync from REST", msg.asset_id)
+            self.resync(msg.asset_id, "hash")
+            return
+        ob = msg.normalized()
+        if book.synced and (drift := book.levels().differences(_levels(ob))):
+            self.counts["snapshot_drift"] += 1
+            log.info("watch_books: %s: snapshot moved %d levels from the deltas' book",
+                     msg.asset_id, len(drift))  # fmt: skip
+        book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
+
+    def _on_changes(self, msg: clob.PriceChangeMessage, now: datetime) -> None:
+        at = millis(msg.timestamp)
+        touched: dict[str, clob.PriceChange] = {}
+        for c in msg.price_changes:
+            book = self.books.get(c.asset_id)
+            if book is None:
+                continue
+            if book.change(at, c.side, c.price, c.size):
+                self.counts["changes"] += 1
+                touched[c.asset_id] = c  # the last entry carries the book's best after all
+            else:
+                self.counts["changes_unsynced"] += 1
+        for asset, c in touched.items():
+            levels = self.books[asset].levels()
+            sent = c.model_fields_set  # an older server leaves them out: nothing to check
+            if ("best_bid" in sent and c.best_bid != levels.best_bid) or (
+                "best_ask" in sent and c.best_ask != levels.best_ask
+            ):
+                self.counts["best_mismatch"] += 1
+                ours = (levels.best_bid, levels.best_ask)
+                log.warning("watch_books: %s: best bid/ask %s/%s, ours %s/%s; resync",
+                            asset, c.best_bid, c.best_ask, *ours)  # fmt: skip
+                self.resync(asset, "best")
+
+    # -- REST -------------------------------------------------------------------------------
+    def resync(self, asset: str, why: str) -> bool:
+        """Replaces the book with the REST book; False when REST has none or failed."""
+        got = self._fetch(asset)
+        if got is None:
+            return False
+        _, ob = got
+        book = self.books.get(asset)
+        if book is None:
+            return False
+        book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
+        self.counts[f"resync_{why}"] += 1
+        return True
+
+    def _fetch(self, asset: str) -> tuple[dict[str, Any], clob.OrderBook] | None:
+        try:
+            got = self.fetch(asset)
+        except (http.UpstreamError, OSError) as exc:
+            self.counts["rest_errors"] += 1
+            log.warning("watch_books: %s: REST /book failed: %s", asset, exc)
+            return None
+        if isinstance(got, wire.Reject):
+            self.counts["rest_rejected"] += 1
+            self.rejects.append(got)
+            return None
+        if got is None:
+            self.counts["rest_no_book"] += 1
+            return None
+        raw, ob = got
+        self.meta[asset] = {"min_order_size": raw.get("min_order_size"),
+                            "neg_risk": raw.get("neg_risk")}  # fmt: skip
+        self._checked[asset] = time.monotonic()
+        return raw, ob
+
+    def check_one(self) -> str | None:
+        """Compares the book due longest for its REST check (if one is due) with REST, as
+        the book was at the REST book's timestamp; a difference resyncs it. Returns the
+        asset checked."""
+        due = self.s.watch_books_rest_check_s
+        now = time.monotonic()
+        waiting = [a for a in self.books if now - self._checked.get(a, 0.0) >= due]
+        if not waiting:
+            return None
+        asset = min(waiting, key=lambda a: self._checked.get(a, 0.0))
+        book = self.books[asset]
+        got = self._fetch(asset)
+        if got is None:
+            return asset
+        _, ob = got
+        if not book.synced:
+            book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
+            self.counts["rest_seeded"] += 1
+            return asset
+        then = book.at(millis(ob.book_time))
+        self.counts["rest_checks"] += 1
+        if then is not None and (diff := then.differences(_levels(ob))):
+            self.counts["rest_mismatch"] += 1
+            log.warning("watch_books: %s: %d levels differ from REST (%s); resync",
+                        asset, len(diff), "; ".join(diff[:3]))  # fmt: skip
+            book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
+            self.counts["resync_rest"] += 1
+        return asset
+
+    def info(self) -> dict[str, Any]:
+        synced = sum(b.synced for b in self.books.values())
+        return {"assets": len(self.books), "synced": synced, **dict(self.counts)}
+
+
+def _levels(ob: clob.OrderBook) -> live_book.Levels:
+    return live_book.Levels(tuple(ob.bids), tuple(ob.asks))
+
+
+def wanted_assets(conn: db.Conn, s: settings_mod.Settings, now: datetime) -> set[str]:
+    since = now - timedelta(seconds=s.watch_books_s)
+    rows = conn.execute(_WANTED, {"since": since, "n": s.watch_books_max_assets})
+    return {r["asset_id"] for r in rows}
+
+
+class Runner:
+    """The watcher's loop: the database, the WebSocket and the watcher's state."""
+
+    def __init__(self, database_url: str | None, s: settings_mod.Settings, stop: jobs.StopFlag):
+        self.database_url, self.s, self.stop = database_url, s, stop
+        self.ups = http.make_upstreams(s)
+        self.watcher = Watcher(s, lambda a: clob.fetch_book_raw(self.ups.clob, a))
+        self.conn: db.Conn | None = None
+        self.connected = False
+        self._refresh_due = self._beat_due = 0.0
+
+    def run(self, deadline: float | None) -> None:
+        self.conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
+        if self.conn is None:
+            return
+        role = jobs.role(self.conn, PROCESS, self.database_url)
+        if not role.wait(lambda: self._done(deadline), self.stop.sleep):
+            return
+        role.keep()
+        try:
+            self._loop(deadline)
+        finally:
+            role.release()
+            self.ups.close()
+            self.conn.close()
+
+    def _done(self, deadline: float | None) -> bool:
+        return self.stop.stopped or (deadline is not None and time.monotonic() >= deadline)
+
+    def _loop(self, deadline: float | None) -> None:
+        attempt = 0
+        while not self._done(deadline):
+            self._refresh(None)
+            if not self.watcher.wanted:
+                self._beat()
+                self.stop.sleep(REFRESH_S)
+                continue
+            began = time.monotonic()
+            try:
+                with connect(self.s.clob_ws_url, open_timeout=5, close_timeout=1,
+                             max_size=MAX_FRAME) as ws:  # fmt: skip
+                    self._session(ws, deadline)
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                log.warning("watch_books: connection lost: %s: %s", type(exc).__name__, exc)
+            self.connected = False
+            self.watcher.counts["disconnects"] += 1
+            attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
+            if not self._done(deadline):
+                self.stop.sleep(backoff_delay(attempt, random.random()))
+
+    def _session(self, ws: ClientConnection, deadline: float | None) -> None:
+        self.watcher.connected()
+        self.connected = True
+        assets = sorted(self.watcher.wanted)
+        ws.send(json.dumps({"assets_ids": assets, "type": "market",
+                            "custom_feature_enabled": False}))  # fmt: skip
+        self.watcher.subscribed = set(assets)
+        last_frame = ping_at = time.monotonic()
+        while not self._done(deadline):
+            try:
+                frame = ws.recv(timeout=RECV_SLICE_S)
+            except TimeoutError:
+                frame = None
+            now = time.monotonic()
+            if frame is not None:
+                last_frame = now
+                self.watcher.handle(frame)
+            elif now - last_frame > STALE_S:
+                raise TimeoutError(f"no frame for {STALE_S:.0f} s")
+            if now - ping_at >= PING_S:
+                ws.send("PING")
+                ping_at = now
+            self._refresh(ws)
+            self.watcher.check_one()
+            self._beat()
+
+    def _refresh(self, ws: ClientConnection | None) -> None:
+        if time.monotonic() < self._refresh_due:
+            return
+        self._refresh_due = time.monotonic() + REFRESH_S
+        assert self.conn is not None
+        wanted = wanted_assets(self.conn, self.s, jobs.utcnow())
+        add, drop = self.watcher.want(wanted)
+        if ws is not None and (add or drop):
+            if add:
+                ws.send(json.dumps({"operation": "subscribe", "assets_ids": sorted(add)}))
+            if drop:
+                ws.send(json.dumps({"operation": "unsubscribe", "assets_ids": sorted(drop)}))
+            self.watcher.subscribed = set(wanted)
+            log.info("watch_books: watching %d assets (+%d -%d)", len(wanted), len(add), len(drop))
+
+    def _beat(self) -> None:
+        if time.monotonic() < self._beat_due:
+            return
+        self._beat_due = time.monotonic() + HEARTBEAT_S
+        assert self.conn is not None
+        now = jobs.utcnow()
+        if self.watcher.rejects:
+            quarantine.record(self.conn, self.watcher.rejects, now)
+            self.watcher.rejects = []
+        jobs.heartbeat(self.conn, PROCESS, now, {"connected": self.connected,
+                                                 **self.watcher.info()})  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m functions.watch_books", description=__doc__)
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until SIGTERM)")
+    p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
+    args = p.parse_args(argv)
+    s = settings_mod.get()
+    jobs.setup_logging(s)
+    stop = jobs.StopFlag().install()
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        Runner(args.database_url, s, stop).run(deadline)
+    except db.DatabaseLost as exc:
+        log.error("watch_books: database connection lost: %s", exc)
+        return jobs.EXIT_DB_LOST
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The book watcher's state (functions/watch_books.Watcher): snapshots and deltas from
+market-channel frames, each check (the book's hash, the best bid/ask a delta states, the
+REST book at its own timestamp) and the resync each failure triggers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from common.runtime import settings
+from common.upstream import clob, wire
+from functions import watch_books
+
+MARKET = "0x" + "ab" * 32
+ASSET = "123"
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+MS = int(T0.timestamp() * 1000)
+
+
+def raw_book(bids: list[tuple[str, str]], asks: list[tuple[str, str]], ms: int) -> dict[str, Any]:
+    """A book as the server sends it: bids ascending, asks descending (best last)."""
+    book = {
+        "market": MARKET,
+        "asset_id": ASSET,
+        "timestamp": str(ms),
+        "hash": "",
+        "bids": [{"price": p, "size": s} for p, s in bids],
+        "asks": [{"price": p, "size": s} for p, s in asks],
+        "min_order_size": "5",
+        "tick_size": "0.01",
+        "neg_risk": False,
+        "last_trade_price": "0.50",
+    }
+    book["hash"] = clob.book_hash(book)
+    return book
+
+
+def ws_book(rest: dict[str, Any]) -> dict[str, Any]:
+    """The market channel's `book` for the same moment: no min_order_size nor neg_risk."""
+    msg = {k: v for k, v in rest.items() if k not in ("min_order_size", "neg_risk")}
+    return {**msg, "event_type": "book"}
+
+
+def change(side: str, price: str, size: str, ms: int, best: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "event_type": "price_change",
+        "market": MARKET,
+        "timestamp": str(ms),
+        "price_changes": [{"asset_id": ASSET, "price": price, "size": size, "side": side,
+                           "hash": "x", "best_bid": best[0], "best_ask": best[1]}],
+    }  # fmt: skip
+
+
+class Rest:
+    def __init__(self, book: dict[str, Any]) -> None:
+        self.book, self.calls = book, 0
+
+    def __call__(self, asset: str) -> tuple[dict[str, Any], clob.OrderBook] | wire.Reject | None:
+        self.calls += 1
+        parsed = clob.BookPayload.model_validate(self.book)
+        return self.book, parsed.normalized()
+
+
+def watcher(rest: Rest, check_s: float = 60.0) -> watch_books.Watcher:
+    s = settings.Settings(watch_books_rest_check_s=check_s)
+    w = watch_books.Watcher(s, rest, clock=lambda: T0)
+    assert w.want({ASSET}) == ({ASSET}, set())
+    return w
+
+
+BIDS = [("0.48", "100"), ("0.49", "50")]
+ASKS = [("0.52", "70"), ("0.51", "30")]
+
+
+def test_a_snapshot_then_deltas_keep_the_book() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest)
+    w.handle(json.dumps([ws_book(rest.book)]))  # the first dump comes as an array
+    assert w.books[ASSET].levels().best_bid == 490_000
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 5, ("0.50", "0.51"))))
+    w.handle(json.dumps(change("SELL", "0.51", "0", MS + 6, ("0.50", "0.52"))))
+    levels = w.books[ASSET].levels()
+    assert (levels.best_bid, levels.best_ask) == (500_000, 520_000)
+    assert w.counts["best_mismatch"] == 0 and rest.calls == 0
+    assert w.books[ASSET].at(MS + 5).best_ask == 510_000  # type: ignore[union-attr]
+
+
+def test_a_book_whose_hash_is_wrong_is_resynced_from_rest() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest)
+    w.check_one()  # the first REST read seeds the book and learns min_order_size/neg_risk
+    assert rest.calls == 1 and w.counts["rest_seeded"] == 1
+    good = ws_book(rest.book)
+    w.handle(json.dumps(good))
+    assert w.counts["hash_mismatch"] == 0
+    bad = {**good, "bids": [{"price": "0.49", "size": "51"}]}  # not what its hash says
+    w.handle(json.dumps(bad))
+    assert w.counts["hash_mismatch"] == 1 and w.counts["resync_hash"] == 1
+    assert w.books[ASSET].levels().bids == ((490_000, 50_000_000), (480_000, 100_000_000))
+
+
+def test_a_delta_whose_stated_best_differs_resyncs() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest)
+    w.handle(json.dumps(ws_book(rest.book)))
+    w.handle(json.dumps(change("BUY", "0.47", "5", MS + 5, ("0.50", "0.51"))))  # we say 0.49
+    assert w.counts["best_mismatch"] == 1 and w.counts["resync_best"] == 1
+    assert w.books[ASSET].levels().best_bid == 490_000  # REST's
+    w.handle(json.dumps(change("SELL", "0.51", "0", MS + 9, ("0.49", "0.52"))))
+    w.handle(json.dumps(change("SELL", "0.52", "0", MS + 9, ("0.49", ""))))
+    assert w.counts["best_mismatch"] == 1  # "" is an empty side, as ours
+    assert w.books[ASSET].levels().asks == ()
+
+
+def test_rest_compares_with_the_book_as_it_was_at_its_timestamp() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest, check_s=5)
+    w.handle(json.dumps(ws_book(rest.book)))
+    w._checked[ASSET] = 0.0
+    # a delta after REST's moment: not a difference, the REST book is older
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 50, ("0.50", "0.51"))))
+    assert w.check_one() == ASSET
+    assert w.counts["rest_checks"] == 1 and w.counts["rest_mismatch"] == 0
+    # REST now says 0.48 holds 99 at MS + 60, where we have 100: a drift
+    rest.book = raw_book([("0.48", "99"), ("0.49", "50"), ("0.50", "10")], ASKS, MS + 60)
+    w._checked[ASSET] = 0.0
+    w.check_one()
+    assert w.counts["rest_mismatch"] == 1 and w.counts["resync_rest"] == 1
+    assert dict(w.books[ASSET].levels().bids)[480_000] == 99_000_000
+    assert w.check_one() is None  # not due again for 5 s
+
+
+def test_reconnect_forgets_levels_until_the_next_snapshot() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest)
+    w.handle(json.dumps(ws_book(rest.book)))
+    w.connected()
+    assert not w.books[ASSET].synced and w.subscribed == set()
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 5, ("0.50", "0.51"))))
+    assert w.counts["changes_unsynced"] == 1 and w.books[ASSET].levels().bids == ()
+    assert w.want(set()) == (set(), set()) and ASSET not in w.books  # nothing subscribed
+
+
+def test_frames_that_do_not_parse_are_kept_for_quarantine() -> None:
+    w = watcher(Rest(raw_book(BIDS, ASKS, MS)))
+    w.handle("{oops")
+    w.handle(json.dumps({"event_type": "book", "asset_id": ASSET}))
+    assert w.counts["refused"] == 2 and len(w.rejects) == 2
+    assert w.rejects[0].reason.startswith("not JSON")
+    w.handle("PONG")
+    assert w.counts["refused"] == 2

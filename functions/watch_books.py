@@ -15,6 +15,11 @@ delay after it — can be read without a REST call.
   - every OCULUS_WATCH_BOOKS_REST_CHECK_S, the REST book against this book as it was at
     the REST book's own timestamp (the assets take turns, one check a RECV_SLICE_S).
   A delta's own `hash` is not checked: what it hashes is not documented.
+- **The ladder** (`book_ladder`): for each BUY/SELL copy group of a watched asset, once
+  its last delay (OCULUS_LADDER_DELAYS_S) has passed, the book at each delay after the
+  leader's first fill, from the history (+0: just before the fill, or the first book
+  after detection when the asset was not watched yet; a delay the history does not
+  hold — a dropped connection — is left out), compact (±0.10 of mid, 50 a side).
 - **Connection**: text `PING` every PING_S, stale (reconnect) without a frame for
   STALE_S; reconnects with capped exponential backoff and jitter; every reconnect
   forgets the levels (deltas may have been missed), resubscribes, and the server's
@@ -46,7 +51,7 @@ from websockets.sync.client import ClientConnection, connect
 from common.domain import live_book
 from common.runtime import jobs
 from common.runtime import settings as settings_mod
-from common.store import db, quarantine
+from common.store import db, ladder, quarantine
 from common.upstream import clob, http, wire
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ RECV_SLICE_S = 0.5
 REFRESH_S = 2.0  # the watched set is re-read this often
 HEARTBEAT_S = 5.0
 HEALTHY_S = 10.0  # a session this long resets the backoff
+LADDER_S = 1.0  # the groups whose ladder is due are looked for this often
+LADDER_GRACE_MS = 1_500  # ... once their last delay is this far behind
 MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
 
 _WANTED = """
@@ -270,7 +277,7 @@ class Runner:
         self.watcher = Watcher(s, lambda a: clob.fetch_book_raw(self.ups.clob, a))
         self.conn: db.Conn | None = None
         self.connected = False
-        self._refresh_due = self._beat_due = 0.0
+        self._refresh_due = self._beat_due = self._ladder_due = 0.0
 
     def run(self, deadline: float | None) -> None:
         self.conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
@@ -335,6 +342,7 @@ class Runner:
                 ping_at = now
             self._refresh(ws)
             self.watcher.check_one()
+            self._ladders()
             self._beat()
 
     def _refresh(self, ws: ClientConnection | None) -> None:
@@ -351,6 +359,28 @@ class Runner:
                 ws.send(json.dumps({"operation": "unsubscribe", "assets_ids": sorted(drop)}))
             self.watcher.subscribed = set(wanted)
             log.info("watch_books: watching %d assets (+%d -%d)", len(wanted), len(add), len(drop))
+
+    def _ladders(self) -> None:
+        """Takes the ladder of each group whose last delay has passed, from the books'
+        history (each delay the history holds; +0 just before the fill)."""
+        if time.monotonic() < self._ladder_due:
+            return
+        self._ladder_due = time.monotonic() + LADDER_S
+        assert self.conn is not None
+        delays = self.s.ladder_delays_ms
+        now = jobs.utcnow()
+        since = now - timedelta(seconds=self.s.watch_books_history_s)
+        due = now - timedelta(milliseconds=max(delays) + LADDER_GRACE_MS)
+        books = self.watcher.books
+        for g in ladder.pending(self.conn, books, since, due):
+            book = books.get(g["asset_id"])
+            if book is None:
+                continue
+            first, seen = millis(g["window_start"]), millis(g["first_detect_time"])
+            rungs = live_book.ladder(book, first, seen, delays, millis(now))
+            if rungs:
+                self.watcher.counts["ladder_rungs"] += ladder.write(self.conn, g["id"], rungs, now)
+                self.watcher.counts["ladders"] += 1
 
     def _beat(self) -> None:
         if time.monotonic() < self._beat_due:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.domain.live_book import BUY, SELL, Levels, LiveBook
+from common.domain.live_book import BUY, SELL, Levels, LiveBook, ladder
 
 PRICES = st.integers(min_value=1, max_value=99).map(lambda c: c * 10_000)
 SIZES = st.integers(min_value=0, max_value=5).map(lambda n: n * 1_000_000)
@@ -118,3 +118,39 @@ def test_a_short_history_still_rebuilds_every_moment_of_its_window(
     if expected is not None:
         assert book.at(t) == expected
     assert len(book._changes) <= sum(1 for at, e in events if at > now - 300 and e[0] != "book")
+
+
+def test_a_ladder_takes_each_delay_from_the_history() -> None:
+    book = LiveBook("1", keep_ms=120_000)
+    book.snapshot(0, [(500_000, 10)], [(520_000, 10)])
+    for t in range(1_000, 70_000, 1_000):  # the best bid grows by one share a second
+        book.change(t, BUY, 500_000, 10 + t // 1_000)
+    fill = 5_000
+    rungs = ladder(book, fill, fill + 300, (0, 2_000, 5_000, 60_000), now_ms=fill + 60_000)
+    assert [(r.delay_ms, r.at_ms, r.source) for r in rungs] == [
+        (0, 4_999, "LIVE"), (2_000, 7_000, "LIVE"), (5_000, 10_000, "LIVE"),
+        (60_000, 65_000, "LIVE"),
+    ]  # fmt: skip
+    assert [r.levels.bids[0][1] for r in rungs] == [14, 17, 20, 75]  # each moment's own
+    # 60 s is not reached before it is due; the others are
+    early = ladder(book, fill, fill, (0, 60_000), now_ms=fill + 10_000)
+    assert [r.delay_ms for r in early] == [0]
+
+
+def test_before_the_asset_was_watched_plus_zero_is_the_first_book_after_detection() -> None:
+    book = LiveBook("1")
+    book.snapshot(8_000, [(500_000, 10)], [(520_000, 10)])  # subscribed at the detection
+    rungs = ladder(book, 5_000, 7_500, (0, 2_000, 5_000), now_ms=20_000)
+    assert [(r.delay_ms, r.at_ms, r.source) for r in rungs] == [
+        (0, 8_000, "LIVE_AFTER"), (5_000, 10_000, "LIVE"),
+    ]  # fmt: skip
+
+
+def test_a_ladder_skips_the_moments_the_book_was_unknown() -> None:
+    book = LiveBook("1")
+    book.snapshot(0, [(500_000, 10)], [])
+    book.change(1_000, BUY, 500_000, 11)
+    book.reset()  # the connection dropped at 1 s; the next snapshot comes at 9 s
+    book.snapshot(9_000, [(500_000, 12)], [])
+    rungs = ladder(book, 500, 500, (0, 2_000, 10_000), now_ms=20_000)
+    assert [(r.delay_ms, r.levels.bids[0][1]) for r in rungs] == [(0, 10), (10_000, 12)]

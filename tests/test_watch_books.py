@@ -5,10 +5,12 @@ REST book at its own timestamp) and the resync each failure triggers."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.domain import live_book
 from common.runtime import settings
+from common.store import db, ladder, users
 from common.upstream import clob, wire
 from functions import watch_books
 
@@ -150,3 +152,31 @@ def test_frames_that_do_not_parse_are_kept_for_quarantine() -> None:
     assert w.rejects[0].reason.startswith("not JSON")
     w.handle("PONG")
     assert w.counts["refused"] == 2
+
+
+def test_a_due_group_gets_its_ladder_once(conn: db.Conn) -> None:
+    uid = users.add(conn, "0x" + "cd" * 20, "lead", [], T0)
+    fill = T0 - timedelta(seconds=70)
+    gid = conn.execute(
+        """INSERT INTO copy_group (group_key, followed_user_id, action, asset_id, window_start,
+                                   window_end, first_detect_time, close_time)
+           VALUES ('k1', %(u)s, 'BUY', %(a)s, %(t)s, %(t)s, %(d)s, %(d)s) RETURNING id""",
+        {"u": uid, "a": ASSET, "t": fill, "d": fill + timedelta(seconds=1)},
+    ).fetchone()["id"]  # type: ignore[index]
+    book = live_book.LiveBook(ASSET)
+    book.snapshot(MS - 100_000, [(480_000, 5)], [(520_000, 5)])
+    book.change(MS - 65_000, live_book.BUY, 490_000, 7)  # 5 s after the fill
+    since, due = T0 - timedelta(seconds=120), T0 - timedelta(seconds=61)
+    (g,) = ladder.pending(conn, [ASSET], since, due)
+    assert g["id"] == gid and ladder.pending(conn, ["999"], since, due) == []
+    rungs = live_book.ladder(book, MS - 70_000, MS - 69_000, (0, 2_000, 10_000, 60_000), MS)
+    assert ladder.write(conn, gid, rungs, T0) == 4
+    assert ladder.write(conn, gid, rungs, T0) == 0  # never twice
+    rows = conn.execute(
+        "SELECT delay_ms, source, best_bid_micros, bids FROM book_ladder ORDER BY delay_ms"
+    ).fetchall()
+    assert [(r["delay_ms"], r["best_bid_micros"]) for r in rows] == [
+        (0, 480_000), (2_000, 480_000), (10_000, 490_000), (60_000, 490_000),
+    ]  # fmt: skip
+    assert rows[2]["bids"] == [[490_000, 7], [480_000, 5]] and rows[0]["source"] == "LIVE"
+    assert ladder.pending(conn, [ASSET], since, due) == []

@@ -87,6 +87,7 @@ class LiveBook:
     updated_ms: int = 0
     # history: snapshots (seq, at_ms, Levels) and the changes after the oldest one
     _seq: int = 0
+    _gaps: list[list[int]] = field(default_factory=list)  # [from, to) the book was unknown
     _snapshots: deque[tuple[int, int, Levels]] = field(default_factory=deque)
     _changes: deque[Change] = field(default_factory=deque)
 
@@ -96,6 +97,8 @@ class LiveBook:
         """Replaces the book with a `book` message's (or a REST /book's) levels."""
         self.bids = {p: s for p, s in bids if s > 0}
         self.asks = {p: s for p, s in asks if s > 0}
+        if self._gaps and self._gaps[-1][1] < 0:  # the gap since the reset ends here
+            self._gaps[-1][1] = at_ms
         self.synced = True
         self.updated_ms = max(self.updated_ms, at_ms)
         self._seq += 1
@@ -121,6 +124,8 @@ class LiveBook:
     def reset(self) -> None:
         """Forgets the levels (a dropped connection: deltas may have been missed); the
         history stays, so the past is still known up to the drop."""
+        if self.synced:
+            self._gaps.append([self.updated_ms, -1])
         self.bids, self.asks, self.synced = {}, {}, False
 
     def levels(self) -> Levels:
@@ -151,11 +156,30 @@ class LiveBook:
                 side.pop(c.price, None)
         return Levels(_sorted(bids, True), _sorted(asks, False))
 
+    def first_after(self, t_ms: int) -> tuple[int, Levels] | None:
+        """The first snapshot stamped at or after `t_ms` (the first book seen after a
+        detection, when the asset was not watched before it), or None."""
+        for _, at_ms, levels in self._snapshots:
+            if at_ms >= t_ms:
+                return at_ms, levels
+        return None
+
+    def reaches(self, t_ms: int, now_ms: int) -> bool:
+        """Whether the history holds the book at `t_ms`: not before its oldest snapshot,
+        not after `now_ms`, not while the book was unknown (a dropped connection until
+        the next snapshot)."""
+        if not self._snapshots or not self._snapshots[0][1] <= t_ms <= now_ms:
+            return False
+        if not self.synced and t_ms > self.updated_ms:
+            return False
+        return not any(lo < t_ms and (hi < 0 or t_ms < hi) for lo, hi in self._gaps)
+
     def _trim(self, now_ms: int) -> None:
         """Keeps `keep_ms` of history: the newest snapshot before the cut is the base,
         with the changes stamped before the cut folded into it (so a book that gets no
         new snapshot for hours still holds only `keep_ms` of changes)."""
         cut = now_ms - self.keep_ms
+        self._gaps = [g for g in self._gaps if g[1] < 0 or g[1] > cut]
         snaps, changes = self._snapshots, self._changes
         while len(snaps) > 1 and snaps[1][1] <= cut:
             snaps.popleft()
@@ -178,3 +202,30 @@ class LiveBook:
                 side.pop(c.price, None)
             seq, at_ms = c.seq, max(at_ms, c.at_ms)
         snaps[0] = (seq, at_ms, Levels(_sorted(bids, True), _sorted(asks, False)))
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One delay's book of a ladder."""
+
+    delay_ms: int
+    at_ms: int  # the moment the book is of
+    source: str  # LIVE: as it was then; LIVE_AFTER: the first book seen after detection
+    levels: Levels
+
+
+def ladder(
+    book: LiveBook, first_fill_ms: int, detect_ms: int, delays_ms: tuple[int, ...], now_ms: int
+) -> list[Rung]:
+    """The book at each delay after the leader's first fill, as far as the history
+    holds it: +0 is the book just before the fill, or (the asset not watched yet) the
+    first book after detection; a delay the history does not reach (not yet, or no
+    longer) is left out."""
+    out = []
+    for d in delays_ms:
+        t = first_fill_ms + d if d > 0 else first_fill_ms - 1
+        if book.reaches(t, now_ms) and (levels := book.at(t)) is not None:
+            out.append(Rung(d, t, "LIVE", levels.compact()))
+        elif d == 0 and (after := book.first_after(detect_ms)) is not None:
+            out.append(Rung(d, after[0], "LIVE_AFTER", after[1].compact()))
+    return out

@@ -164,6 +164,11 @@ class Settings(BaseModel):
         description="Each watched book is compared with the CLOB's REST /book this often "
         "(seconds; the assets take turns); a difference resyncs it from REST.",
     )
+    ladder_delays_s: str = Field(
+        default="0,2,5,10,30,60",
+        description="The book ladder's delays after a leader's first fill (seconds, "
+        "comma-separated; SPEC §12), each within OCULUS_WATCH_BOOKS_HISTORY_S.",
+    )
     watch_books_history_s: float = Field(
         default=120.0,
         ge=10,
@@ -579,6 +584,22 @@ class Settings(BaseModel):
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(origin(v) for v in value))
+
+    @field_validator("ladder_delays_s")
+    @classmethod
+    def _check_delays(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            delays = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"not a list of seconds: {value!r}") from None
+        if not delays or any(not 0 <= d <= 3600 for d in delays) or len(delays) > 20:
+            raise ValueError("1 to 20 delays, each 0..3600 s")
+        return ",".join(parts)
+
+    @property
+    def ladder_delays_ms(self) -> tuple[int, ...]:
+        return tuple(sorted({round(float(p) * 1000) for p in self.ladder_delays_s.split(",")}))
 
     def public_origins(self) -> tuple[str, ...]:
         """Returns the origins the dashboard is served at (OCULUS_PUBLIC_ORIGIN, or where

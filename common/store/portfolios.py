@@ -97,6 +97,9 @@ def _saved(conn: db.Conn, p: portfolio.Portfolio) -> int:
     return before
 
 
+_GLOBAL = {"breaker_ref": "breaker_ref_global", "breaker_peak": "breaker_peak_global"}
+
+
 def breaker_refs(conn: db.Conn, p: portfolio.Portfolio, at: datetime) -> portfolio.BreakerRefs:
     """Reads the reference equities from `portfolio_snapshot` (so they survive restarts):
     the last snapshot at or before each period's start (else the period's first one,
@@ -104,7 +107,7 @@ def breaker_refs(conn: db.Conn, p: portfolio.Portfolio, at: datetime) -> portfol
 
     def query(name: str, start: datetime | None = None) -> int:
         params = {"s": p.scope, "u": p.user_id, "t": at, "start": start}
-        statement = PORTFOLIO[name if p.user_id is not None else f"{name}_global"]
+        statement = PORTFOLIO[name if p.user_id is not None else _GLOBAL[name]]
         row = conn.execute(statement, params).fetchone()
         return p.starting_cash if row is None or row["equity"] is None else int(row["equity"])
 

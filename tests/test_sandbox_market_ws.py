@@ -398,3 +398,10 @@ def test_ws_drop_closes_market_connections_too(fresh):
             return dropped
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_fault_knobs_as_serve_flags():
+    flags = {"market_ws_drop_after": 5, "market_ws_corrupt_rate": 0.5, "market_ws_delay_ms": 20}
+    with testing.running_sandbox(seed=7, **OPTIONS, **flags) as running:
+        knobs = running.state()["knobs"]
+    assert {name: knobs[name] for name in flags} == flags

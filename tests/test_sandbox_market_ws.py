@@ -405,3 +405,27 @@ def test_fault_knobs_as_serve_flags():
     with testing.running_sandbox(seed=7, **OPTIONS, **flags) as running:
         knobs = running.state()["knobs"]
     assert {name: knobs[name] for name in flags} == flags
+
+
+def test_real_clock_deltas_flow_and_keep_the_hashes():
+    with testing.running_sandbox(seed=7, clock="real", speed=5, duration="2h") as running:
+        assets = [t for m in _open_markets(running, 3_600_000)[:2] for t in m["tokens"]]
+
+        async def scenario() -> tuple[Mirror, int]:
+            mirror = Mirror(_meta(running, assets))
+            changes = 0
+            async with connect(running.market_ws_url) as ws:
+                await ws.send(_initial(assets))
+                ends = time.monotonic() + 2.0
+                while (left := ends - time.monotonic()) > 0:
+                    try:
+                        text = await asyncio.wait_for(ws.recv(), left)
+                    except TimeoutError:
+                        break
+                    for event in _events(text):
+                        mirror.apply(event)
+                        changes += event["event_type"] == "price_change"
+            return mirror, changes
+
+        mirror, changes = asyncio.run(scenario())
+    assert changes >= 5 and mirror.hash_mismatches == 0

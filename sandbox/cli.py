@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         "slow_ms",
         "ws_drop_every_s",
         "malformed_rate",
+        "market_ws_drop_after",
+        "market_ws_corrupt_rate",
+        "market_ws_delay_ms",
     ):
         default = getattr(knobs, name)
         flag = "--" + name.replace("_", "-")
@@ -103,6 +106,8 @@ def _serve(args: argparse.Namespace, data: dict[str, Any]) -> int:
         "chain_delay_s": args.chain_delay,
         **{n: getattr(args, n) for n in ("rate_429", "rate_5xx", "slow_rate", "slow_ms")},
         **{n: getattr(args, n) for n in ("ws_drop_every_s", "malformed_rate")},
+        **{n: getattr(args, n) for n in ("market_ws_drop_after", "market_ws_corrupt_rate")},
+        "market_ws_delay_ms": args.market_ws_delay_ms,
     }
     try:
         knobs.update(changes)

@@ -24,6 +24,8 @@ async def state(request: Request) -> Response:
                 **sb.counters,
                 "ws_connections": len(sb.hub.connections),
                 "ws_subscriptions": sum(len(c.subs) for c in sb.hub.connections),
+                "market_ws_connections": len(sb.market_hub.connections),
+                "market_ws_assets": sum(len(c.assets) for c in sb.market_hub.connections),
                 "markets": len(world.markets),
                 "leaders": len(world.leaders),
                 "records": len(world.records),
@@ -61,6 +63,7 @@ async def clock(request: Request) -> Response:
     except ValueError as exc:
         return web.error(409, str(exc))
     sb.hub.wake()
+    sb.market_hub.wake()
     return web.json_response({"now_ms": now, "offset_ms": now - sb.world.anchor})
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 FAULTY_PREFIXES = ("/data-api/", "/clob/", "/gamma/")
+MAXIMA = {"market_ws_drop_after": 1_000_000, "market_ws_delay_ms": 60_000}
 
 
 @dataclass
@@ -22,6 +23,12 @@ class Knobs:
     malformed_rate: float = 0.0
     api_lag_s: float = 5.0
     chain_delay_s: float = 2.0
+    # CLOB market channel: close a connection once it has sent this many data frames;
+    # a share of price_change frames with one wrong size (hashes stay true); a fixed
+    # delivery delay per frame (PONG included)
+    market_ws_drop_after: int = 0
+    market_ws_corrupt_rate: float = 0.0
+    market_ws_delay_ms: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Applies changes; raises ValueError naming any unknown or invalid knob."""
@@ -35,6 +42,8 @@ class Knobs:
                 raise ValueError(f"{name} must be a number")
             if value < 0 or ((name.startswith("rate") or name.endswith("_rate")) and value > 1):
                 raise ValueError(f"{name} out of range: {value}")
+            if value > MAXIMA.get(name, math.inf):
+                raise ValueError(f"{name} out of range: {value} (max {MAXIMA[name]})")
             staged[name] = int(value) if kinds[name] in (int, "int") else float(value)
         for name, value in staged.items():
             setattr(self, name, value)

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from sandbox import clob, control, dataapi, faults, gamma, rand, ws
+from sandbox import clob, control, dataapi, faults, gamma, market_ws, rand, ws
 from sandbox.clock import Clock
 from sandbox.world import World
 
@@ -26,6 +26,7 @@ class Sandbox:
         self.fault_rng = rand.rng(world.seed, "faults")
         self.counters: dict[str, int] = {}
         self.hub: ws.Hub | None = None
+        self.market_hub: market_ws.MarketHub | None = None
 
     def lag_ms(self) -> int:
         return round(self.knobs.api_lag_s * 1000)
@@ -40,12 +41,17 @@ def build_app(sb: Sandbox) -> Any:
     async def chain_ws(websocket):
         await sb.hub.endpoint(websocket)
 
+    async def clob_market_ws(websocket):
+        await sb.market_hub.endpoint(websocket)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         sb.hub = ws.Hub(sb)
-        task = asyncio.create_task(sb.hub.run())
+        sb.market_hub = market_ws.MarketHub(sb)
+        tasks = [asyncio.create_task(sb.hub.run()), asyncio.create_task(sb.market_hub.run())]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         await sb.hub.drop_all()
 
     routes = [
@@ -69,6 +75,7 @@ def build_app(sb: Sandbox) -> Any:
         Route("/_sandbox/truth", control.ground_truth),
         Route("/_sandbox/scenario", control.scenario_file),
         WebSocketRoute("/chain", chain_ws),
+        WebSocketRoute("/clob/ws/market", clob_market_ws),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sandbox = sb

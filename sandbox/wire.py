@@ -92,9 +92,32 @@ def book(market: dict[str, Any], outcome: int, sides, now_ms: int, last: str) ->
         "neg_risk": market["neg_risk"],
         "last_trade_price": last,
     }
-    digest = hashlib.sha1(json.dumps([asset, bids, asks]).encode(), usedforsecurity=False)
-    body["hash"] = digest.hexdigest()
+    body["hash"] = summary_hash(body)
     return body
+
+
+def summary_hash(summary: dict[str, Any]) -> str:
+    """Returns the CLOB's book hash: SHA-1 of the compact JSON of the summary with `hash`
+    blanked, in the server's field order, levels in wire order with their wire strings.
+
+    The same payload as Polymarket/py-clob-client-v2 `generate_orderbook_summary_hash`,
+    which reproduces real REST `/book` and WS `book` hashes. A WS `book` frame carries no
+    `min_order_size` or `neg_risk`: pass the summary with them added (from REST or Gamma).
+    """
+    payload = {
+        "market": summary.get("market"),
+        "asset_id": summary.get("asset_id"),
+        "timestamp": summary.get("timestamp"),
+        "hash": "",
+        "bids": [{"price": o["price"], "size": o["size"]} for o in summary.get("bids") or []],
+        "asks": [{"price": o["price"], "size": o["size"]} for o in summary.get("asks") or []],
+        "min_order_size": summary.get("min_order_size"),
+        "tick_size": summary.get("tick_size"),
+        "neg_risk": summary.get("neg_risk"),
+        "last_trade_price": summary.get("last_trade_price"),
+    }
+    serialized = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha1(serialized.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def fee_schedule(market: dict[str, Any]) -> dict[str, Any] | None:

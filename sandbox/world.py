@@ -48,16 +48,27 @@ class World:
 
     def _index_last_trades(self) -> None:
         last: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        prints: dict[str, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
         for tx in self.scenario["txs"]:
             slot = records.canonical_slot(tx)
             if tx["kind"] != "match" or slot is None:
                 continue
-            asset = self.markets[tx["market"]]["tokens"][tx["outcome"]]
-            last[asset].append(
-                (slot["t_ms"], tx["makers"][-1]["price_micros"], tx["taker"]["side"])
-            )
+            market = self.markets[tx["market"]]
+            asset = market["tokens"][tx["outcome"]]
+            price, side = tx["makers"][-1]["price_micros"], tx["taker"]["side"]
+            last[asset].append((slot["t_ms"], price, side))
+            trade = {
+                "price": price,
+                "side": side,
+                "shares": tx["taker"]["shares"],
+                "fee_rate_bps": market["fee_rate_bps"],
+                "tx_hash": tx["hash"],
+            }
+            prints[asset].append((slot["t_ms"], len(prints[asset]), trade))
         self.last_trades = {a: sorted(v) for a, v in last.items()}
         self.last_trade_times = {a: [t for t, _, _ in v] for a, v in self.last_trades.items()}
+        self.trade_prints = {a: sorted(v, key=lambda p: p[:2]) for a, v in prints.items()}
+        self.trade_print_times = {a: [t for t, _, _ in v] for a, v in self.trade_prints.items()}
 
     def _index_logs(self) -> None:
         """Deliveries: (offset_ms, seq, log) in order, removals included. Versions: logs of
@@ -109,6 +120,18 @@ class World:
             return None
         i = bisect.bisect_right(times, now_ms - self.anchor)
         return self.last_trades[token][i - 1][1:] if i else None
+
+    def trades_between(self, token: str, after_ms: int, upto_ms: int) -> list[dict[str, Any]]:
+        """Returns the asset's matches (canonical ones, as `last_trade` sees them) whose time
+        is in (after_ms, upto_ms], oldest first, each with its absolute `t_ms`."""
+        times = self.trade_print_times.get(token)
+        if not times or upto_ms <= after_ms:
+            return []
+        lo = bisect.bisect_right(times, after_ms - self.anchor)
+        hi = bisect.bisect_right(times, upto_ms - self.anchor)
+        return [
+            {**trade, "t_ms": self.anchor + t} for t, _, trade in self.trade_prints[token][lo:hi]
+        ]
 
     def mark(self, market: dict[str, Any], outcome: int, now_ms: int) -> int:
         """Returns the current price of an outcome: payout, frozen mid, or live mid."""

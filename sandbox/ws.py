@@ -47,11 +47,15 @@ class Hub:
         self._wake.set()
 
     async def drop_all(self) -> int:
+        """Closes every chain and market-channel connection; returns how many."""
         conns = list(self.connections)
         for conn in conns:
             conn.queue.put_nowait(_CLOSE)
-        self.sb.counters["ws_drops"] = self.sb.counters.get("ws_drops", 0) + len(conns)
-        return len(conns)
+        dropped = len(conns)
+        if self.sb.market_hub is not None:
+            dropped += await self.sb.market_hub.drop_all()
+        self.sb.counters["ws_drops"] = self.sb.counters.get("ws_drops", 0) + dropped
+        return dropped
 
     async def run(self) -> None:
         """Delivers due logs to matching subscriptions, forever (cancelled on shutdown)."""

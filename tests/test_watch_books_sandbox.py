@@ -4,12 +4,15 @@ manual clock; after the connection drops, the resync leaves no stale level."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from common.runtime import settings
@@ -23,9 +26,10 @@ OPTIONS = {"clock": "manual", "anchor_ms": ANCHOR, "duration": "2h", "history": 
 
 
 def open_assets(sb: testing.RunningSandbox, n: int) -> list[str]:
-    markets = [m for m in sb.scenario()["markets"] if m["end_ms"] > ANCHOR + 3_600_000]
-    tokens = [t for m in markets for t in m["token_ids"]]
-    return tokens[:n]
+    markets = [m for m in sb.scenario()["markets"] if m["end_ms"] > 3_600_000]  # open 1 h
+    tokens = [t for m in markets for t in m["tokens"]][:n]
+    assert len(tokens) == n
+    return tokens
 
 
 def rest(sb: testing.RunningSandbox, asset: str) -> clob.OrderBook:
@@ -44,23 +48,25 @@ def pump(ws: ClientConnection, w: watch_books.Watcher) -> None:
         w.handle(frame)
 
 
-def watcher(sb: testing.RunningSandbox, assets: list[str]) -> watch_books.Watcher:
+@contextlib.contextmanager
+def watcher(sb: testing.RunningSandbox, assets: list[str]) -> Iterator[watch_books.Watcher]:
     s = settings.Settings(clob_url=sb.clob_url)
-    ups = http.make_upstreams(s)
-    w = watch_books.Watcher(s, lambda a: clob.fetch_book_raw(ups.clob, a))
-    w.want(set(assets))
-    for a in assets:  # the REST book's min_order_size and neg_risk check each book's hash
-        w.check_one()
-    return w
+    with http.make_upstreams(s) as ups:
+        w = watch_books.Watcher(s, lambda a: clob.fetch_book_raw(ups.clob, a))
+        w.want(set(assets))
+        for _ in assets:  # the REST book's min_order_size and neg_risk check each hash
+            w.check_one()
+        yield w
 
 
-def subscribe(sb: testing.RunningSandbox, w: watch_books.Watcher) -> ClientConnection:
-    ws = connect(sb.market_ws_url, open_timeout=5)
-    w.connected()
-    ws.send(json.dumps({"assets_ids": sorted(w.wanted), "type": "market",
-                        "custom_feature_enabled": False}))  # fmt: skip
-    w.subscribed = set(w.wanted)
-    return ws
+@contextlib.contextmanager
+def subscribe(sb: testing.RunningSandbox, w: watch_books.Watcher) -> Iterator[ClientConnection]:
+    with connect(sb.market_ws_url, open_timeout=5) as ws:
+        w.connected()
+        ws.send(json.dumps({"assets_ids": sorted(w.wanted), "type": "market",
+                            "custom_feature_enabled": False}))  # fmt: skip
+        w.subscribed = set(w.wanted)
+        yield ws
 
 
 def same_as_rest(sb: testing.RunningSandbox, w: watch_books.Watcher, assets: list[str]) -> None:
@@ -74,8 +80,7 @@ def test_snapshot_and_deltas_equal_the_rest_book_at_random_moments() -> None:
     rng = random.Random(20)
     with testing.running_sandbox(seed=7, **OPTIONS) as sb:
         assets = open_assets(sb, 6)
-        w = watcher(sb, assets)
-        with subscribe(sb, w) as ws:
+        with watcher(sb, assets) as w, subscribe(sb, w) as ws:
             pump(ws, w)
             for _ in range(25):
                 sb.advance(rng.choice([1, 300, 1_000, 2_500, 9_000]))
@@ -90,36 +95,40 @@ def test_snapshot_and_deltas_equal_the_rest_book_at_random_moments() -> None:
 def test_after_a_drop_the_resync_leaves_no_stale_level() -> None:
     with testing.running_sandbox(seed=7, **OPTIONS) as sb:
         assets = open_assets(sb, 4)
-        w = watcher(sb, assets)
-        with subscribe(sb, w) as ws:
-            pump(ws, w)
-            sb.advance(2_000)
-            pump(ws, w)
-        sb.advance(30_000)  # disconnected meanwhile: every change of these 30 s is missed
-        for a in assets:
-            assert w.books[a].synced  # (it only learns of the drop from its connection)
-        with subscribe(sb, w) as ws:  # a reconnect: levels forgotten, fresh snapshots
-            assert not any(b.synced for b in w.books.values())
-            pump(ws, w)
-            same_as_rest(sb, w, assets)
-            sb.advance(1_500)
-            pump(ws, w)
-            same_as_rest(sb, w, assets)
+        with watcher(sb, assets) as w:
+            with subscribe(sb, w) as ws:
+                pump(ws, w)
+                sb.advance(2_000)
+                pump(ws, w)
+                sb.drop_ws()  # the server drops us
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        w.handle(ws.recv(timeout=5))
+            sb.advance(30_000)  # every change of these 30 s is missed
+            with subscribe(sb, w) as ws:  # a reconnect: levels forgotten, fresh snapshots
+                assert not any(b.synced for b in w.books.values())
+                pump(ws, w)
+                same_as_rest(sb, w, assets)
+                sb.advance(1_500)
+                pump(ws, w)
+                same_as_rest(sb, w, assets)
+            assert w.counts["book"] >= 2 * len(assets)
 
 
 def test_a_corrupted_delta_is_caught_and_resynced() -> None:
     with testing.running_sandbox(seed=7, **OPTIONS) as sb:
         assets = open_assets(sb, 4)
-        w = watcher(sb, assets)
-        with subscribe(sb, w) as ws:
+        with watcher(sb, assets) as w, subscribe(sb, w) as ws:
             pump(ws, w)
             sb.set_faults(market_ws_corrupt_rate=1.0)
             sb.advance(1_000)
             pump(ws, w)
             sb.set_faults(market_ws_corrupt_rate=0.0)
-            caught = w.counts["best_mismatch"] + w.counts["rest_mismatch"]
-            assert caught > 0 and w.counts["resync_best"] + w.counts["resync_rest"] > 0
-            for a in assets:  # each drifted book was resynced from REST, or is checked now
+            drifted = [a for a in assets if w.books[a].levels().differences(
+                watch_books._levels(rest(sb, a)))]  # fmt: skip
+            assert drifted  # a size raised with the true hash and best prices kept
+            for a in assets:  # the REST checks, each when due (here: now)
                 w._checked[a] = 0.0
                 w.check_one()
+            assert w.counts["rest_mismatch"] >= len(drifted) - w.counts["resync_best"]
             same_as_rest(sb, w, assets)

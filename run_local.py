@@ -36,6 +36,7 @@ def demo_environment(port: int) -> dict[str, str]:
         "OCULUS_CLOB_URL": f"{base}/clob",
         "OCULUS_GAMMA_URL": f"{base}/gamma",
         "OCULUS_CHAIN_WS_URL": f"ws://127.0.0.1:{port}/chain",
+        "OCULUS_CLOB_WS_URL": f"ws://127.0.0.1:{port}/clob/ws/market",
         "OCULUS_SANDBOX_PORT": str(port),
     }
 

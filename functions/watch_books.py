@@ -45,6 +45,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
@@ -63,8 +64,10 @@ RECV_SLICE_S = 0.5
 REFRESH_S = 2.0  # the watched set is re-read this often
 HEARTBEAT_S = 5.0
 HEALTHY_S = 10.0  # a session this long resets the backoff
+QUIET_S = 3.0  # a REST check waits this long at most for the stream to reach REST's time
 LADDER_S = 1.0  # the groups whose ladder is due are looked for this often
 LADDER_GRACE_MS = 1_500  # ... once their last delay is this far behind
+DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
 MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
 
 _WANTED = """
@@ -100,8 +103,9 @@ class Watcher:
         self.subscribed: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.rejects: list[wire.Reject] = []
-        self._turn: list[str] = []  # the REST check's queue
-        self._checked: dict[str, float] = {}
+        self._checked: dict[str, float] = {}  # asset → when REST was last read (monotonic)
+        # asset → (REST book's time, its levels, when fetched): compared once reached
+        self._pending: dict[str, tuple[int, live_book.Levels, float]] = {}
 
     # -- the watched set --------------------------------------------------------------------
     def want(self, assets: set[str]) -> tuple[set[str], set[str]]:
@@ -112,6 +116,7 @@ class Watcher:
             del self.books[a]
             self.meta.pop(a, None)
             self._checked.pop(a, None)
+            self._pending.pop(a, None)
         for a in assets:
             if a not in self.books:
                 self.books[a] = self._book(a)
@@ -225,9 +230,20 @@ class Watcher:
         return raw, ob
 
     def check_one(self) -> str | None:
-        """Compares the book due longest for its REST check (if one is due) with REST, as
-        the book was at the REST book's timestamp; a difference resyncs it. Returns the
-        asset checked."""
+        """The REST check, one asset a call: the book due longest is fetched from REST;
+        once this book's stream has reached the REST book's timestamp (an event stamped
+        at or after it, or QUIET_S without any: a quiet book), the book as it was then is
+        compared with it, and a difference resyncs it from a fresh REST book. (Compared
+        at once, a REST book a moment ahead of the stream would always differ.) Returns
+        the asset fetched or compared."""
+        for asset, (t_ms, rest, fetched) in list(self._pending.items()):
+            book = self.books.get(asset)
+            if book is None or not book.synced:
+                del self._pending[asset]
+            elif book.updated_ms >= t_ms or time.monotonic() - fetched >= QUIET_S:
+                del self._pending[asset]
+                self._compare(asset, book, t_ms, rest)
+                return asset
         due = self.s.watch_books_rest_check_s
         now = time.monotonic()
         waiting = [a for a in self.books if now - self._checked.get(a, 0.0) >= due]
@@ -243,15 +259,18 @@ class Watcher:
             book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
             self.counts["rest_seeded"] += 1
             return asset
-        then = book.at(millis(ob.book_time))
-        self.counts["rest_checks"] += 1
-        if then is not None and (diff := then.differences(_levels(ob))):
-            self.counts["rest_mismatch"] += 1
-            log.warning("watch_books: %s: %d levels differ from REST (%s); resync",
-                        asset, len(diff), "; ".join(diff[:3]))  # fmt: skip
-            book.snapshot(millis(ob.book_time), list(ob.bids), list(ob.asks))
-            self.counts["resync_rest"] += 1
+        self._pending[asset] = (millis(ob.book_time), _levels(ob), time.monotonic())
         return asset
+
+    def _compare(self, asset: str, book: live_book.LiveBook, t_ms: int, rest: Any) -> None:
+        then = book.at(t_ms)
+        self.counts["rest_checks"] += 1
+        if then is None or not (diff := then.differences(rest)):
+            return
+        self.counts["rest_mismatch"] += 1
+        log.warning("watch_books: %s: %d levels differ from REST (%s); resync",
+                    asset, len(diff), "; ".join(diff[:3]))  # fmt: skip
+        self.resync(asset, "rest")
 
     def info(self) -> dict[str, Any]:
         synced = sum(b.synced for b in self.books.values())
@@ -300,7 +319,12 @@ class Runner:
     def _loop(self, deadline: float | None) -> None:
         attempt = 0
         while not self._done(deadline):
-            self._refresh(None)
+            try:
+                self._refresh(None)
+            except DB_ERRORS as exc:
+                if self.conn is not None and db.lost(self.conn, exc):
+                    raise db.DatabaseLost(db.one_line(exc)) from exc
+                raise
             if not self.watcher.wanted:
                 self._beat()
                 self.stop.sleep(REFRESH_S)
@@ -310,7 +334,9 @@ class Runner:
                 with connect(self.s.clob_ws_url, open_timeout=5, close_timeout=1,
                              max_size=MAX_FRAME) as ws:  # fmt: skip
                     self._session(ws, deadline)
-            except (OSError, WebSocketException, TimeoutError) as exc:
+            except (OSError, WebSocketException, TimeoutError, *DB_ERRORS) as exc:
+                if self.conn is not None and db.lost(self.conn, exc):
+                    raise db.DatabaseLost(db.one_line(exc)) from exc
                 log.warning("watch_books: connection lost: %s: %s", type(exc).__name__, exc)
             self.connected = False
             self.watcher.counts["disconnects"] += 1
@@ -406,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     try:
         Runner(args.database_url, s, stop).run(deadline)
-    except db.DatabaseLost as exc:
-        log.error("watch_books: database connection lost: %s", exc)
+    except (db.DatabaseLost, psycopg.OperationalError, db.DatabaseUnavailable) as exc:
+        log.error("watch_books: database connection lost: %s", db.one_line(exc))
         return jobs.EXIT_DB_LOST
     return 0
 

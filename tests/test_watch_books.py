@@ -122,14 +122,19 @@ def test_rest_compares_with_the_book_as_it_was_at_its_timestamp() -> None:
     w._checked[ASSET] = 0.0
     # a delta after REST's moment: not a difference, the REST book is older
     w.handle(json.dumps(change("BUY", "0.50", "10", MS + 50, ("0.50", "0.51"))))
-    assert w.check_one() == ASSET
+    assert w.check_one() == ASSET  # fetched; the stream is past its time already
+    assert w.check_one() == ASSET  # compared
     assert w.counts["rest_checks"] == 1 and w.counts["rest_mismatch"] == 0
-    # REST now says 0.48 holds 99 at MS + 60, where we have 100: a drift
+    # REST says 0.48 holds 99 at MS + 60, where we have 100: a drift, but the stream has
+    # not reached MS + 60 yet: the comparison waits for it
     rest.book = raw_book([("0.48", "99"), ("0.49", "50"), ("0.50", "10")], ASKS, MS + 60)
     w._checked[ASSET] = 0.0
     w.check_one()
+    assert w.check_one() is None and w.counts["rest_checks"] == 1
+    w.handle(json.dumps(change("SELL", "0.52", "70", MS + 61, ("0.50", "0.51"))))
+    assert w.check_one() == ASSET
     assert w.counts["rest_mismatch"] == 1 and w.counts["resync_rest"] == 1
-    assert dict(w.books[ASSET].levels().bids)[480_000] == 99_000_000
+    assert dict(w.books[ASSET].levels().bids)[480_000] == 99_000_000  # a fresh REST book
     assert w.check_one() is None  # not due again for 5 s
 
 

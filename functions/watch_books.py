@@ -50,7 +50,7 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from common.domain import live_book
-from common.runtime import jobs
+from common.runtime import jobs, memory
 from common.runtime import settings as settings_mod
 from common.store import db, ladder, quarantine
 from common.upstream import clob, http, wire
@@ -419,6 +419,7 @@ class Runner:
             self.watcher.rejects = []
         jobs.heartbeat(self.conn, PROCESS, now, {"connected": self.connected,
                                                  **self.watcher.info()})  # fmt: skip
+        memory.trim()  # the history's churn leaves freed blocks the allocator keeps
 
 
 def main(argv: list[str] | None = None) -> int:

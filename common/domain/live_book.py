@@ -17,7 +17,7 @@ BAND = 100_000  # compact books keep levels within ±0.10 of mid ...
 MAX_LEVELS = 50  # ... and at most this many a side
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Levels:
     """One moment of a book: bids best (highest) first, asks best (lowest) first."""
 
@@ -63,7 +63,7 @@ def _sorted(side: dict[int, int], bids: bool) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(((p, s) for p, s in side.items() if s > 0), reverse=bids))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a busy book holds thousands: ~¼ of the memory
 class Change:
     """One price level's new total size (0: the level is gone); `seq` orders it among
     the book's snapshots and changes (two may share a millisecond)."""

@@ -251,6 +251,7 @@ class Watcher:
             return None
         asset = min(waiting, key=lambda a: self._checked.get(a, 0.0))
         book = self.books[asset]
+        self._checked[asset] = now  # its turn is taken, whatever REST answers (a 404 too)
         got = self._fetch(asset)
         if got is None:
             return asset
@@ -296,7 +297,7 @@ class Runner:
         self.watcher = Watcher(s, lambda a: clob.fetch_book_raw(self.ups.clob, a))
         self.conn: db.Conn | None = None
         self.connected = False
-        self._refresh_due = self._beat_due = self._ladder_due = 0.0
+        self._refresh_due = self._beat_due = self._ladder_due = self._check_due = 0.0
 
     def run(self, deadline: float | None) -> None:
         self.conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
@@ -367,7 +368,9 @@ class Runner:
                 ws.send("PING")
                 ping_at = now
             self._refresh(ws)
-            self.watcher.check_one()
+            if now >= self._check_due:  # at most one REST read a slice, however busy
+                self._check_due = now + RECV_SLICE_S
+                self.watcher.check_one()
             self._ladders()
             self._beat()
 

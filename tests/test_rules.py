@@ -583,3 +583,98 @@ def test_hostile_yaml_is_refused_quickly(text: str) -> None:
         or ("not YAML" in str(rs.errors[0]))
     )
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("rules:\n  - {name: a, metric: listener.connected, op: ['>'], value: 1}\n",
+         "op must be one of"),
+        ("channels:\n  ops: {type: [webhook], url: x}\nrules: []\n", "type must be one of"),
+        ("rules:\n  - {name: a, metric: listener.connected, op: '<', value: 1, 5: x}\n",
+         "unknown key(s) 5"),
+        ("rules:\n  - {name: a, metric: listener.connected, op: '<', value: " + "9" * 400
+         + "}\n", "value must be a number"),
+        ("rules:\n  - {name: a, metric: listener.connected, op: '<', value: 1, "
+         "cooldown: 100000000000}\n", "longer than 30 days"),
+        ("rules:\n  - {name: a, metric: listener.connected, op: '<', value: 1, for: 9999999h}\n",
+         "longer than 30 days"),
+    ],
+)  # fmt: skip
+def test_malformed_values_are_errors_not_crashes(text: str, said: str) -> None:
+    rs = rules.parse(text, metric_store.BY_NAME)
+    assert rs.rules == () and said in str(rs.errors[0])
+
+
+def test_a_rule_that_fails_at_run_time_stops_no_other(conn: db.Conn) -> None:
+    rs = sql_rules(
+        sql_rule("feb31", "select 'k' as key").replace('"* * * * * 0"', '"0 0 31 2 * 0"'),
+        sql_rule("fine", "select 'k' as key"),
+    )
+    assert [r.name for r in rs.rules] == ["feb31", "fine"]  # croniter calls it valid
+    out = evaluate(conn, rs, at(0))  # never due: its next tick cannot be found
+    out = evaluate(conn, rs, at(1))
+    ev = alerts.last_evaluations(conn)
+    assert ev["fine"]["ok"] and "failed" in ev["feb31"]["error"] and len(out.errors) == 1
+
+
+def test_a_template_nested_too_deep_is_a_reported_error() -> None:
+    deep = "{{ " + "(" * 100 + "1" + ")" * 100 + " }}"
+    assert (messages.check(deep) or "").startswith("template: RecursionError")
+    for hostile in ("{{ '%0200000000d' % 1 }}", "{{ 'x'|center(200000000) }}",
+                    "{{ ((9**64)**64)**64 }}", "{{ '{:>999999999}'.format(1) }}",
+                    "{{ '%0200000000d'|format(1) }}"):  # fmt: skip
+        text, error = messages.render(hostile, {"rule": "r"})
+        assert error is not None and len(text) < 500, hostile
+    assert messages.render("{{ '%.2f' % value }} {{ 'ab'|center(6) }}", {"value": 1.5}) == (
+        "1.50   ab  ",
+        None,
+    )
+
+
+def test_a_fire_held_back_by_its_cooldown_is_sent_once_the_cooldown_is_over(
+    conn: db.Conn,
+) -> None:
+    rs = parse(LISTENER.replace("for: 2m", "for: 0"))  # cooldown 10m
+    for minute, value in enumerate((0, 1, 0)):  # fire, resolve, fire again: held back
+        point(conn, "listener.connected", value, at(minute))
+        evaluate(conn, rs, at(minute))
+    assert [p["state"] for p in outbox(conn)] == ["FIRING", "FIRING", "RESOLVED", "RESOLVED"]
+    for minute in range(3, 12):  # still down
+        point(conn, "listener.connected", 0, at(minute))
+        evaluate(conn, rs, at(minute))
+    sent = outbox(conn)[4:]
+    assert [p["state"] for p in sent] == ["FIRING", "FIRING"]  # 10 minutes after the first
+    assert sent[0]["at"] == delivery.iso_utc(at(10))
+    assert transitions(conn, "listener_down")[-1] == (
+        "FIRING", "FIRING", "sent now: its silence or cooldown is over",
+    )  # fmt: skip
+
+
+def test_a_rule_with_an_error_keeps_its_alerts_open(conn: db.Conn, tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(LISTENER.replace("for: 2m", "for: 0"))
+    s = settings.Settings(rules_path=path)
+    clock = {"now": jobs.utcnow()}
+    ctx = jobs.Context(args=argparse.Namespace(), settings=s, clock=lambda: clock["now"])
+    point(conn, "listener.connected", 0, clock["now"])
+    rules_job.run_once(conn, ctx)
+    path.write_text(LISTENER.replace("for: 2m", "for: 0\n    fro: 1m"))  # a typo in an edit
+    rules_job.run_once(conn, ctx)
+    assert conn.execute("SELECT state FROM alert").fetchone() == {"state": "FIRING"}
+    assert "listener_down" in alerts.last_evaluations(conn)
+
+
+def test_revert_when_ok_does_not_revert_when_the_series_is_gone(conn: db.Conn) -> None:
+    uid = users.add(conn, WALLET, "lead", [], T0)
+    other = users.add(conn, "0x" + "cd" * 20, "other", [], T0)
+    rs = rules.parse(AUTOMATION.format(flags=", revert_when_ok: true").replace(
+        "BUY_ONLY", "REMOVED"))  # fmt: skip
+    point(conn, "leader.copies_30d", 9, at(0), user=str(uid))
+    evaluate(conn, rs, at(0))
+    # REMOVED leaders have no series any more; another leader's keeps the metric fresh
+    point(conn, "leader.copies_30d", 1, at(4), user=str(other))
+    evaluate(conn, rs, at(4))
+    mode = conn.execute("SELECT copy_mode FROM followed_user WHERE id = %s", (uid,)).fetchone()
+    assert mode == {"copy_mode": "REMOVED"}
+    assert "not known to be over" in (transitions(conn, "demote")[-1][2] or "")

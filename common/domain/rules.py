@@ -8,7 +8,6 @@ one error and no rules (the job then keeps the last good set)."""
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Collection
@@ -66,6 +65,8 @@ THRESHOLD_KEYS = frozenset(
 SQL_KEYS = frozenset({"name", "sql", "schedule", "severity", "message", "channels", "cooldown"})
 ACTION_KEYS = frozenset({"set_mode", "dry_run", "revert_when_ok"})
 MAX_MESSAGE = 2_000  # a message template's characters
+MAX_DURATION_S = 30 * 86400  # a `for` or `cooldown`
+MAX_VALUE = 1e15  # a threshold
 MAX_SQL = 10_000
 
 
@@ -171,6 +172,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     errors: tuple[RuleError, ...]
     broken: bool = False  # the file as a whole is unusable (not YAML, not a mapping)
+    failed: frozenset[str] = frozenset()  # names of the rules left out for an error
 
     @property
     def ok(self) -> bool:
@@ -185,11 +187,15 @@ def duration(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int) and value >= 0:
-        return value
-    m = DURATION.match(str(value).strip()) if isinstance(value, str) else None
-    if m is None:
-        raise ValueError(f"{value!r} is not a duration (like 30s, 2m, 1h)")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        seconds = value
+    else:
+        m = DURATION.match(str(value).strip()) if isinstance(value, str) else None
+        if m is None:
+            raise ValueError(f"{str(value)[:40]!r} is not a duration (like 30s, 2m, 1h)")
+        seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{seconds} s is longer than {MAX_DURATION_S // 86400} days")
+    return seconds
 
 
 def _line(node: yaml.Node) -> int:
@@ -230,7 +236,16 @@ def _unsafe(root: yaml.Node) -> RuleError | None:
 
 def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
     """Parses rules.yaml. `metrics`: the catalogue's names, so a threshold rule on an
-    unknown metric is an error (None: not checked)."""
+    unknown metric is an error (None: not checked). Never raises: a file this parser
+    cannot make sense of is one error and no rules."""
+    try:
+        return _parse(text, metrics)
+    except Exception as exc:  # hostile input must not stop the rules job
+        why = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        return RuleSet(EMPTY.channels, (), (RuleError(0, why),), True)
+
+
+def _parse(text: str, metrics: Collection[str] | None) -> RuleSet:
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -259,6 +274,7 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
         )
     errors: list[RuleError] = []
     broken = False  # a section of the wrong shape: the file is not usable as a whole
+    failed: set[str] = set()
     top = _pairs(root)
     for key in sorted(set(top) - {"channels", "rules"}):
         errors.append(RuleError(_line(top[key][0]), f"unknown top-level key {key!r}"))
@@ -298,6 +314,8 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
                     rule = _rule(item, line, _pairs(rnode), channels, metrics)
                 except RuleError as exc:
                     errors.append(exc)
+                    if isinstance(item, dict) and isinstance(item.get("name"), str):
+                        failed.add(item["name"])  # its alerts stay as they are
                     continue
                 if rule.name in seen:
                     errors.append(
@@ -308,7 +326,7 @@ def parse(text: str, metrics: Collection[str] | None = None) -> RuleSet:
                     continue
                 seen[rule.name] = line
                 rules.append(rule)
-    return RuleSet(channels, tuple(rules), tuple(errors), broken)
+    return RuleSet(channels, tuple(rules), tuple(errors), broken, frozenset(failed))
 
 
 def _at(pairs: dict[str, tuple[yaml.Node, yaml.Node]], key: str, line: int) -> int:
@@ -323,10 +341,10 @@ def _channel(name: str, raw: Any, line: int) -> Channel:
     if not isinstance(raw, dict):
         raise RuleError(line, f"channel {name!r} must be a mapping with a `type`")
     kind = raw.get("type")
-    if kind not in CHANNEL_OPTIONS:
+    if not isinstance(kind, str) or kind not in CHANNEL_OPTIONS:
         raise RuleError(line, f"channel {name!r}: type must be one of {', '.join(CHANNEL_TYPES)}")
     required, optional, rate = CHANNEL_OPTIONS[kind]
-    options = {k: v for k, v in raw.items() if k not in ("type", "rate_per_min")}
+    options = {str(k): v for k, v in raw.items() if k not in ("type", "rate_per_min")}
     missing = sorted(required - set(options))
     if missing:
         raise RuleError(line, f"channel {name!r} ({kind}) needs {', '.join(missing)}")
@@ -386,7 +404,7 @@ def _rule(
     if "sql" in raw and "metric" in raw:
         raise RuleError(line, f"rule {name!r} has both `metric` and `sql`; pick one")
     allowed = SQL_KEYS if kind == "sql" else THRESHOLD_KEYS
-    unknown = sorted(set(raw) - allowed)
+    unknown = sorted(str(k) for k in set(raw) - allowed)
     if unknown:
         k = unknown[0]
         raise RuleError(
@@ -452,10 +470,14 @@ def _rule(
     if not isinstance(labels, dict) or not all(isinstance(k, str) for k in labels):
         raise bad("labels", "labels must be a mapping label → value")
     op = raw.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise bad("op", f"op must be one of {' '.join(OPS)}")
     value = raw.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -MAX_VALUE <= value <= MAX_VALUE  # also NaN, inf and 400-digit integers
+    ):
         raise bad("value", f"value must be a number, not {value!r}")
     try:
         for_s = duration(raw.get("for", 0))

@@ -7,7 +7,10 @@ wording."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -18,22 +21,62 @@ MAX_CHARS = 2_000  # a rendered message
 MAX_REPEAT = 10_000  # the longest string or list `*` may build
 
 
-class _Env(SandboxedEnvironment):
-    """The sandbox, with `*` and `**` bounded: `{{ 'x' * 10**9 }}` would otherwise take
-    the process's memory."""
+_WIDE = re.compile(r"[%:][^a-zA-Z%{}]*?\d{5,}")  # a width or precision of 10,000 or more
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _narrow(text: Any) -> None:
+    """Refuses a format string that would pad to 10,000 characters or more."""
+    if isinstance(text, str) and _WIDE.search(text):
+        raise TemplateError("a format width or precision over 9999")
+
+
+def _bounded(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose number arguments (widths, counts) stay within MAX_CHARS."""
+
+    @functools.wraps(f)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_CHARS:
+                raise TemplateError(f"{name}: {a} is more than {MAX_CHARS}")
+        if name == "format":
+            _narrow(next((a for a in args if isinstance(a, str)), None))
+        return f(*args, **kwargs)
+
+    return bounded
+
+
+class _Env(SandboxedEnvironment):
+    """The sandbox, with what could build a huge value bounded: `*` of a text or list
+    (MAX_REPEAT), `**` (its result's size), `%` and `format` widths, and the number
+    arguments of filters (`center(10**8)`)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {n: _bounded(n, f) for n, f in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             if isinstance(right, int | float) and abs(right) > 64:
                 raise TemplateError("exponent too large")
+            if isinstance(left, int) and left.bit_length() * abs(right) > 4096:
+                raise TemplateError("power too large")
             return left**right
+        if operator == "%":
+            _narrow(left)
+            return left % right
         for seq, n in ((left, right), (right, left)):
             long = isinstance(seq, str | list | tuple) and isinstance(n, int)
             if long and len(seq) * n > MAX_REPEAT:
                 raise TemplateError("repetition too long")
         return left * right
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # `'{:>999999999}'.format(1)`: the sandbox's own wrapper, once the text is narrow
+        if isinstance(getattr(value, "__self__", None), str):
+            _narrow(value.__self__)
+        return super().wrap_str_format(value)
 
 
 _ENV = _Env(autoescape=False, keep_trailing_newline=False)
@@ -64,6 +107,8 @@ def check(source: str) -> str | None:
         _compile(source)
     except TemplateError as exc:
         return f"template: {exc}"
+    except Exception as exc:
+        return f"template: {type(exc).__name__}: {str(exc)[:200]}"
     return None
 
 
@@ -76,7 +121,7 @@ def raw(values: dict[str, Any]) -> str:
 def render(source: str, values: dict[str, Any]) -> tuple[str, str | None]:
     """(the message, the template's error or None)."""
     try:
-        text = str(_compile(source).render(**values))
+        text = str(_compile(source).render(values))  # a dict: a variable may be named "self"
     except Exception as exc:
         error = f"template: {type(exc).__name__}: {exc}"[:300]
         return f"{values.get('rule', 'alert')}: {raw(values)} ({error})"[:MAX_CHARS], error

@@ -35,6 +35,7 @@ SQL_MAX_ROWS = 1_000
 ERROR_CHARS = 500
 VALUE_CHARS = 1_000  # an SQL rule's text column, as a message variable
 MAX_COLUMNS = 50  # an SQL rule's columns kept as message variables
+GONE = "its series is gone"  # a label set with no fresh value while others have one
 NO_VALUE = "no value of"  # a threshold rule's metric has no fresh series at all
 Row = dict[str, Any]
 
@@ -127,14 +128,20 @@ def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
                     f"GRANT {SQL_ROLE} TO the user Oculus connects as"
                 ) from None
             conn.execute(f"SET LOCAL statement_timeout = {SQL_TIMEOUT_MS}")
-            with conn.cursor() as cur:
-                cur.execute(sql.encode(), prepare=True)
+            # a server-side cursor (DECLARE: one query, no writes): the server keeps what
+            # is not fetched, so 1,000 rows is also the memory bound here
+            with conn.cursor(name="oculus_rule") as cur:
+                cur.execute(sql.encode())
                 if cur.description is None:
                     raise SqlRuleError("the statement returned no rows (it must be a SELECT)")
                 rows = cur.fetchmany(SQL_MAX_ROWS + 1)
     except psycopg.errors.QueryCanceled:
         raise SqlRuleError(f"cancelled: it ran past {SQL_TIMEOUT_MS // 1000} s") from None
-    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as exc:
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.FeatureNotSupported,  # DECLARE refuses a writing WITH
+    ) as exc:
         raise SqlRuleError(f"refused, rules may only read: {exc.diag.message_primary}") from None
     except psycopg.Error as exc:
         raise SqlRuleError(f"{type(exc).__name__}: {exc}".strip()[:ERROR_CHARS]) from None
@@ -196,14 +203,18 @@ class Evaluator:
 
     def run(self, metrics: dict[str, list[tuple[dict[str, str], float]]]) -> Outcome:
         for rule in self.ruleset.rules:
-            if rule.kind == "sql" and not rule.due(self._last_eval(rule), self.now):
-                continue
             started = time.thread_time()
-            error, seen = self._seen(rule, metrics)
-            template_error = messages.check(rule.message)
-            if seen is not None:
-                self._apply(rule, seen)
-            error = error or template_error
+            try:
+                if rule.kind == "sql" and not rule.due(self._last_eval(rule), self.now):
+                    continue
+                error, seen = self._seen(rule, metrics)
+                template_error = messages.check(rule.message)
+                if seen is not None:
+                    self._apply(rule, seen)
+                error = error or template_error
+            except Exception as exc:  # one rule's trouble stops no other rule
+                log.exception("rule %s failed", rule.name)
+                error, seen = f"failed: {type(exc).__name__}: {str(exc)[:300]}", None
             # no data is not the rule's fault: said on its row, not an error
             quiet = error is not None and error.startswith(NO_VALUE)
             self._record(rule, error, seen, time.thread_time() - started, ok=quiet)
@@ -279,7 +290,7 @@ class Evaluator:
         for key, row in self.open_by_rule.get(rule.name, {}).items():
             if key not in keys:
                 gone = Seen(row["labels"], False, None, {"rule": rule.name, **row["labels"]})
-                note = "its series is gone" if rule.kind == "threshold" else ""
+                note = GONE if rule.kind == "threshold" else ""
                 moves += self._step(rule, gone, row, note)
         if not moves:
             return
@@ -313,6 +324,14 @@ class Evaluator:
             value = _micros(s.value)
             if row is not None and value is not None and value != row["value_micros"]:
                 self.values.append((row["id"], value))
+            if row is not None and row["state"] == "FIRING" and not row["notified"]:
+                # held back by a silence or the cooldown: sent once neither holds it
+                key = (rule.name, labels_key(s.labels))
+                last = self.last_sent.get(key)
+                if silenced_until(self.silences, rule.name, s.labels) is None and not (
+                    last is not None and rules.cooling(last, self.now, rule.cooldown_s)
+                ):
+                    return [(s, row, "FIRING", "sent now: its silence or cooldown is over")]
             return []
         return [(s, row, new, note)]
 
@@ -345,7 +364,8 @@ class Evaluator:
             else:
                 notify = True
                 self.last_sent[(rule.name, labels_key(s.labels))] = now
-            action_note, audit_id = self._act(rule, s.labels, alert["id"])
+            resent = before == "FIRING"  # held back earlier: its automation ran then
+            action_note, audit_id = ("", None) if resent else self._act(rule, s.labels, alert["id"])
             if action_note:
                 notes.append(action_note)
             self.conn.execute(
@@ -358,7 +378,11 @@ class Evaluator:
             )  # fmt: skip
         elif new == "RESOLVED":
             if alert["action_audit_id"] is not None and rule.action and rule.action.revert_when_ok:
-                notes.append(self._revert(rule, alert["action_audit_id"]))
+                if note == GONE:  # e.g. REMOVED drops the leader's series: not "ok"
+                    notes.append("the mode is left as it is: with no value, the condition "
+                                 "is not known to be over")  # fmt: skip
+                else:
+                    notes.append(self._revert(rule, alert["action_audit_id"]))
             notify = bool(alert["notified"]) and (
                 silenced_until(self.silences, rule.name, s.labels) is None
             )
@@ -442,8 +466,9 @@ class Evaluator:
         """Open alerts of rules no longer in the file resolve (no notification: their
         channels may be gone with them)."""
         names = {r.name for r in self.ruleset.rules}
+        kept = names | self.ruleset.failed  # a rule with an error is not a rule removed
         for (name, _), row in self.open.items():
-            if name in names:
+            if name in kept:
                 continue
             with self.conn.transaction():
                 self.conn.execute(
@@ -459,7 +484,7 @@ class Evaluator:
             self.out.transitions += 1
         self.conn.execute(
             "DELETE FROM alert_rule_eval WHERE kind <> 'file' AND NOT rule = ANY(%(n)s)",
-            {"n": list(names)},
+            {"n": list(kept)},
         )
 
     def _record(

@@ -35,6 +35,11 @@ GOAL_CPU_S = 1.0
 OPS = (">", ">=", "<", "<=", "==", "!=")
 
 
+class _PlainDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def fixed(t: datetime) -> Callable[[], datetime]:
     return lambda: t
 
@@ -65,7 +70,9 @@ def ruleset(user_ids: list[int], thresholds: int, sqls: int, seed: int) -> rules
         base["name"] = f"s{i:02d}_{base['name']}"
         base["schedule"] = "* * * * * 0"
         items.append(base)
-    text = yaml.safe_dump({"channels": {}, "rules": items}, sort_keys=False)
+    text = yaml.dump(  # no anchors: rules.yaml refuses them
+        {"channels": {}, "rules": items}, Dumper=_PlainDumper, sort_keys=False
+    )
     rs = rules.parse(text, metric_store.BY_NAME)
     assert not rs.errors, rs.errors[:3]
     return rs

@@ -68,13 +68,6 @@ DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
 # --- pure helpers ------------------------------------------------------------------------
 
 
-def backoff_delay(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
-    """Returns the seconds to wait before reconnect attempt `attempt` (0-based): doubling
-    from `base`, capped at `cap`, spread over the upper half by `jitter` in [0, 1)."""
-    ceiling = min(cap, base * (1 << min(attempt, 30)))
-    return ceiling / 2 * (1 + jitter)
-
-
 def wallet_changes(old: Mapping[str, int], new: Mapping[str, int]) -> tuple[set[str], set[str]]:
     """Returns (wallets added, wallets dropped); either one non-empty means resubscribe."""
     return set(new) - set(old), set(old) - set(new)
@@ -230,7 +223,7 @@ class Listener:
             self._set_connected(False)
             attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
             if not self._done(deadline, idle_s):
-                delay = backoff_delay(attempt, self.jitter())
+                delay = jobs.backoff_delay(attempt, self.jitter())
                 if deadline is not None:
                     delay = max(0.0, min(delay, deadline - time.monotonic()))
                 self.stop.sleep(delay)

@@ -77,11 +77,6 @@ ORDER BY last_fill DESC LIMIT %(n)s
 """
 
 
-def backoff_delay(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
-    ceiling = min(cap, base * (1 << min(attempt, 30)))
-    return ceiling / 2 * (1 + jitter)
-
-
 def millis(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
@@ -343,7 +338,7 @@ class Runner:
             self.watcher.counts["disconnects"] += 1
             attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
             if not self._done(deadline):
-                self.stop.sleep(backoff_delay(attempt, random.random()))
+                self.stop.sleep(jobs.backoff_delay(attempt, random.random()))
 
     def _session(self, ws: ClientConnection, deadline: float | None) -> None:
         self.watcher.connected()

@@ -156,14 +156,14 @@ def checkpoint(conn: db.Conn, name: str) -> dict[str, Any] | None:
 
 @given(st.integers(0, 200), st.floats(0, 0.999))
 def test_backoff_grows_to_a_cap_with_jitter_in_the_upper_half(attempt: int, jitter: float) -> None:
-    delay = listen.backoff_delay(attempt, jitter)
+    delay = jobs.backoff_delay(attempt, jitter)
     ceiling = min(30.0, 0.5 * 2**attempt)
     assert ceiling / 2 <= delay <= ceiling
-    assert listen.backoff_delay(attempt + 1, 0.0) >= listen.backoff_delay(attempt, 0.0)
+    assert jobs.backoff_delay(attempt + 1, 0.0) >= jobs.backoff_delay(attempt, 0.0)
 
 
 def test_backoff_schedule() -> None:
-    assert [listen.backoff_delay(a, 0.0) for a in range(8)] == [
+    assert [jobs.backoff_delay(a, 0.0) for a in range(8)] == [
         0.25,
         0.5,
         1.0,
@@ -173,7 +173,7 @@ def test_backoff_schedule() -> None:
         15.0,
         15.0,
     ]
-    assert listen.backoff_delay(100, 0.999) < 30.0
+    assert jobs.backoff_delay(100, 0.999) < 30.0
 
 
 def test_wallet_changes_and_catchup_range() -> None:

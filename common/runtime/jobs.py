@@ -452,6 +452,13 @@ def setup_logging(s: settings.Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def backoff_delay(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds before a WebSocket client's reconnect attempt `attempt` (0-based): doubling
+    from `base`, capped at `cap`, spread over the upper half by `jitter` in [0, 1)."""
+    ceiling = min(cap, base * (1 << min(attempt, 30)))
+    return ceiling / 2 * (1 + jitter)
+
+
 def connect_waiting(url: str | None, stop: StopFlag, who: str) -> db.Conn | None:
     """Connects (autocommit); while the database is down, retries every DB_RETRY_S,
     logging once and then once every DB_WAIT_LOG_S. Returns None if stopped first."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from common.domain import money
+
 BUY, SELL = "BUY", "SELL"  # a price_change's side: BUY the bids, SELL the asks
 BAND = 100_000  # compact books keep levels within ±0.10 of mid ...
 MAX_LEVELS = 50  # ... and at most this many a side
@@ -36,7 +38,7 @@ class Levels:
     def mid(self) -> int | None:
         if self.best_bid is None or self.best_ask is None:
             return None
-        return (self.best_bid + self.best_ask) // 2
+        return money.div_round(self.best_bid + self.best_ask, 2)  # as clob.OrderBook.mid
 
     def compact(self, band: int = BAND, max_levels: int = MAX_LEVELS) -> Levels:
         """The levels within `band` of mid (of the best price on a one-sided book), at

@@ -15,15 +15,21 @@ delay after it — can be read without a REST call.
   - every OCULUS_WATCH_BOOKS_REST_CHECK_S, the REST book against this book as it was at
     the REST book's own timestamp (the assets take turns, one check a RECV_SLICE_S).
   A delta's own `hash` is not checked: what it hashes is not documented.
-- **The ladder** (`book_ladder`): for each BUY/SELL copy group of a watched asset, once
-  its last delay (OCULUS_LADDER_DELAYS_S) has passed, the book at each delay after the
-  leader's first fill, from the history (+0: just before the fill, or the first book
-  after detection when the asset was not watched yet; a delay the history does not
-  hold — a dropped connection — is left out), compact (±0.10 of mid, 50 a side).
+- **The ladder** (`book_ladder`): for each BUY/SELL copy group, once its last delay
+  (OCULUS_LADDER_DELAYS_S) has passed, the book at each delay after the leader's first
+  fill, from the history (+0: just before the fill, or the first book after detection
+  when the asset was not watched yet), compact (±0.10 of mid, 50 a side). **REST is the
+  fallback**: each detected fill plans a REST `/book` read at each delay still ahead
+  (+0: once, after detection), taken only if the live book does not hold that moment
+  (the asset not watched, not synced, the connection down) and only within
+  REST_RUNG_TOLERANCE_MS (200 ms) of it; a delay neither holds is left out. A group
+  detected late (up to LATE_DETECT_S after its fill) still gets what can be taken; a
+  group nothing could be taken for is not looked at again.
 - **Connection**: text `PING` every PING_S, stale (reconnect) without a frame for
-  STALE_S; reconnects with capped exponential backoff and jitter; every reconnect
-  forgets the levels (deltas may have been missed), resubscribes, and the server's
-  fresh snapshots resync each book. A frame that does not parse is quarantined.
+  STALE_S; reconnects with capped exponential backoff and jitter; a drop forgets the
+  levels (deltas may have been missed: no moment after the last event is read), the
+  reconnect resubscribes, and the server's fresh snapshots resync each book. A frame
+  that does not parse is quarantined.
 
 One watcher per database (the elected role `watch_books`); a lost database connection
 ends it (exit 69, for supervisord to restart it).
@@ -35,13 +41,14 @@ ends it (exit 69, for supervisord to restart it).
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
 import random
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +74,12 @@ HEALTHY_S = 10.0  # a session this long resets the backoff
 QUIET_S = 3.0  # a REST check waits this long at most for the stream to reach REST's time
 LADDER_S = 1.0  # the groups whose ladder is due are looked for this often
 LADDER_GRACE_MS = 1_500  # ... once their last delay is this far behind
+LATE_DETECT_S = 3600.0  # a group detected longer than this after its fill gets no ladder
+REST_RUNG_TOLERANCE_MS = 200  # a REST rung is within this of its delay, or not taken
+REST_RUNG_WAIT_MS = 1_000  # +0's REST read waits this long for the live book first
+REST_RUNGS_PER_TICK = 4  # REST rung reads per call at most (a burst is spread, or late)
+REST_RUNG_PLAN_MAX = 10_000  # planned REST rung reads at most (more are dropped, counted)
+ONE_MS = timedelta(milliseconds=1)
 DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
 MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
 
@@ -101,6 +114,11 @@ class Watcher:
         self._checked: dict[str, float] = {}  # asset → when REST was last read (monotonic)
         # asset → (REST book's time, its levels, when fetched): compared once reached
         self._pending: dict[str, tuple[int, live_book.Levels, float]] = {}
+        # the ladder's REST fallback: (due ms, asset, delay ms) reads planned, and the
+        # books they read (asset → [(REST book's ms, compact levels)], oldest first)
+        self._rest_plan: list[tuple[int, str, int]] = []
+        self._planned: dict[tuple[str, int], int] = {}  # (asset, fill ms) → planned at
+        self.rest_books: dict[str, deque[tuple[int, live_book.Levels]]] = {}
 
     # -- the watched set --------------------------------------------------------------------
     def want(self, assets: set[str]) -> tuple[set[str], set[str]]:
@@ -125,6 +143,106 @@ class Watcher:
         for b in self.books.values():
             b.reset()
         self.subscribed = set()
+
+    def disconnected(self) -> None:
+        """The connection dropped: no book is known from its last event on (until the
+        next connection's snapshots), so no ladder reads the stale levels as live."""
+        for b in self.books.values():
+            b.reset()
+
+    def live(self, asset: str) -> bool:
+        book = self.books.get(asset)
+        return book is not None and book.synced
+
+    # -- the ladder's REST fallback ---------------------------------------------------------
+    def plan_rest(self, asset: str, fill_ms: int, now_ms: int) -> int:
+        """Plans a REST read at each ladder moment of a fill that is still ahead (or
+        within REST_RUNG_TOLERANCE_MS), for when the live book does not hold it then
+        (the asset not watched: over OCULUS_WATCH_BOOKS_MAX_ASSETS; not synced; the
+        connection down). +0, already past, is read once after detection (after
+        REST_RUNG_WAIT_MS, the live book's chance to be there first). Returns how many
+        reads were planned; a fill planned before is not planned again."""
+        if (asset, fill_ms) in self._planned:
+            return 0
+        self._planned[(asset, fill_ms)] = now_ms
+        n = 0
+        for d in self.s.ladder_delays_ms:
+            due = now_ms + REST_RUNG_WAIT_MS if d == 0 else fill_ms + d
+            if due < now_ms - REST_RUNG_TOLERANCE_MS:
+                continue  # already past: the live history, or nothing
+            if len(self._rest_plan) >= REST_RUNG_PLAN_MAX:
+                self.counts["ladder_rest_dropped"] += 1
+                continue
+            heapq.heappush(self._rest_plan, (due, asset, d))
+            n += 1
+        return n
+
+    def next_rest_ms(self) -> int | None:
+        return self._rest_plan[0][0] if self._rest_plan else None
+
+    def rest_rungs_due(self, now_ms: int) -> int:
+        """Takes the planned REST reads that are due, unless the live book holds the
+        moment (synced now): at most REST_RUNGS_PER_TICK a call (one read serves every
+        moment of its asset due now); a read later than
+        REST_RUNG_TOLERANCE_MS is given up (counted; +0's is never late: it is the first
+        book after detection). Returns the reads made."""
+        made = 0
+        done: set[str] = set()  # one read serves every moment due now of its asset
+        while self._rest_plan and self._rest_plan[0][0] <= now_ms:
+            due, asset, delay = heapq.heappop(self._rest_plan)
+            if self.live(asset):
+                continue
+            late = delay > 0 and now_ms - due > REST_RUNG_TOLERANCE_MS  # +0: any book after
+            if late:
+                self.counts["ladder_rest_late"] += 1
+                continue
+            if asset in done:
+                continue
+            if made >= REST_RUNGS_PER_TICK:  # the next call's (late by then, or not)
+                heapq.heappush(self._rest_plan, (due, asset, delay))
+                break
+            made += 1
+            done.add(asset)
+            got = self._fetch(asset)
+            if got is None:
+                continue
+            ob = got[1]
+            kept = self.rest_books.setdefault(asset, deque())
+            kept.append((millis(ob.book_time), _levels(ob).compact()))
+            self.counts["ladder_rest_reads"] += 1
+        return made
+
+    def forget_rest(self, now_ms: int) -> None:
+        """Forgets the REST books, and the fills planned for, older than the history."""
+        keep_ms = int(self.s.watch_books_history_s * 1000)
+        for asset, kept in list(self.rest_books.items()):
+            while kept and kept[0][0] < now_ms - keep_ms:
+                kept.popleft()
+            if not kept:
+                del self.rest_books[asset]
+        for key, at in list(self._planned.items()):
+            if at < now_ms - keep_ms:
+                del self._planned[key]
+
+    def rest_rungs(
+        self, asset: str, first_ms: int, detect_ms: int, delays_ms: Iterable[int]
+    ) -> list[live_book.Rung]:
+        """The REST books read for a group's moments: each delay's within
+        REST_RUNG_TOLERANCE_MS of it; +0's the first read after detection."""
+        kept = self.rest_books.get(asset, ())
+        out = []
+        for d in delays_ms:
+            if d == 0:
+                got = next(((t, lv) for t, lv in kept if t >= detect_ms), None)
+            else:
+                want = first_ms + d
+                near = [(abs(t - want), t, lv) for t, lv in kept]
+                best = min(near, key=lambda x: x[0], default=None)
+                ok = best is not None and best[0] <= REST_RUNG_TOLERANCE_MS
+                got = (best[1], best[2]) if best is not None and ok else None
+            if got is not None:
+                out.append(live_book.Rung(d, got[0], "REST", got[1]))
+        return out
 
     # -- frames -----------------------------------------------------------------------------
     def handle(self, frame: str | bytes) -> None:
@@ -277,6 +395,12 @@ def _levels(ob: clob.OrderBook) -> live_book.Levels:
     return live_book.Levels(tuple(ob.bids), tuple(ob.asks))
 
 
+_NEW_FILLS = """
+SELECT asset_id, event_time, detect_time FROM trade_event
+WHERE detect_time > %(after)s ORDER BY detect_time LIMIT %(n)s
+"""
+
+
 def wanted_assets(conn: db.Conn, s: settings_mod.Settings, now: datetime) -> set[str]:
     since = now - timedelta(seconds=s.watch_books_s)
     rows = conn.execute(_WANTED, {"since": since, "n": s.watch_books_max_assets})
@@ -293,6 +417,8 @@ class Runner:
         self.conn: db.Conn | None = None
         self.connected = False
         self._refresh_due = self._beat_due = self._ladder_due = self._check_due = 0.0
+        self._fills_after: datetime | None = None  # the newest fill planned for
+        self._tried: dict[int, int] = {}  # group id → when its ladder was taken (ms)
 
     def run(self, deadline: float | None) -> None:
         self.conn = jobs.connect_waiting(self.database_url, self.stop, PROCESS)
@@ -322,8 +448,7 @@ class Runner:
                     raise db.DatabaseLost(db.one_line(exc)) from exc
                 raise
             if not self.watcher.wanted:
-                self._beat()
-                self.stop.sleep(REFRESH_S)
+                self._idle(REFRESH_S)
                 continue
             began = time.monotonic()
             try:
@@ -335,10 +460,26 @@ class Runner:
                     raise db.DatabaseLost(db.one_line(exc)) from exc
                 log.warning("watch_books: connection lost: %s: %s", type(exc).__name__, exc)
             self.connected = False
+            self.watcher.disconnected()
             self.watcher.counts["disconnects"] += 1
             attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
             if not self._done(deadline):
-                self.stop.sleep(jobs.backoff_delay(attempt, random.random()))
+                self._idle(jobs.backoff_delay(attempt, random.random()))
+
+    def _idle(self, seconds: float) -> None:
+        """Waits without a connection, still taking the ladder's REST reads on time."""
+        end = time.monotonic() + seconds
+        while not self.stop.stopped and (left := end - time.monotonic()) > 0:
+            self.stop.sleep(self._slice(left))
+            self._ladders()
+            self._beat()
+
+    def _slice(self, most: float) -> float:
+        """How long to wait for a frame: at most `most`, less when a REST read is due."""
+        due = self.watcher.next_rest_ms()
+        if due is None:
+            return most
+        return max(0.0, min(most, (due - millis(jobs.utcnow())) / 1000))
 
     def _session(self, ws: ClientConnection, deadline: float | None) -> None:
         self.watcher.connected()
@@ -350,7 +491,7 @@ class Runner:
         last_frame = ping_at = time.monotonic()
         while not self._done(deadline):
             try:
-                frame = ws.recv(timeout=RECV_SLICE_S)
+                frame = ws.recv(timeout=self._slice(RECV_SLICE_S))
             except TimeoutError:
                 frame = None
             now = time.monotonic()
@@ -385,26 +526,48 @@ class Runner:
             log.info("watch_books: watching %d assets (+%d -%d)", len(wanted), len(add), len(drop))
 
     def _ladders(self) -> None:
-        """Takes the ladder of each group whose last delay has passed, from the books'
-        history (each delay the history holds; +0 just before the fill)."""
+        """Plans the REST fallback's reads for the new fills, takes those due, and takes
+        the ladder of each group whose last delay has passed: each delay from the live
+        history (+0 just before the fill), else from a REST read near it."""
+        assert self.conn is not None
+        now = jobs.utcnow()
+        self.watcher.rest_rungs_due(millis(now))
         if time.monotonic() < self._ladder_due:
             return
         self._ladder_due = time.monotonic() + LADDER_S
-        assert self.conn is not None
+        self._plan_new_fills(now)
+        self.watcher.forget_rest(millis(now))
         delays = self.s.ladder_delays_ms
-        now = jobs.utcnow()
-        since = now - timedelta(seconds=self.s.watch_books_history_s)
+        history = timedelta(seconds=self.s.watch_books_history_s)
         due = now - timedelta(milliseconds=max(delays) + LADDER_GRACE_MS)
-        books = self.watcher.books
-        for g in ladder.pending(self.conn, books, since, due):
-            book = books.get(g["asset_id"])
-            if book is None:
-                continue
+        assets = set(self.watcher.books) | set(self.watcher.rest_books)
+        oldest = now - history - timedelta(seconds=LATE_DETECT_S)
+        now_ms = millis(now)
+        self._tried = {g: t for g, t in self._tried.items() if t > now_ms - 2 * history / ONE_MS}
+        for g in ladder.pending(self.conn, assets, now - history, due, oldest, list(self._tried)):
+            self._tried[g["id"]] = now_ms
             first, seen = millis(g["window_start"]), millis(g["first_detect_time"])
-            rungs = live_book.ladder(book, first, seen, delays, millis(now))
+            book = self.watcher.books.get(g["asset_id"])
+            rungs = live_book.ladder(book, first, seen, delays, now_ms) if book else []
+            have = {r.delay_ms for r in rungs}
+            missing = [d for d in delays if d not in have]
+            rungs += self.watcher.rest_rungs(g["asset_id"], first, seen, missing)
             if rungs:
                 self.watcher.counts["ladder_rungs"] += ladder.write(self.conn, g["id"], rungs, now)
                 self.watcher.counts["ladders"] += 1
+            else:
+                self.watcher.counts["ladders_empty"] += 1
+
+    def _plan_new_fills(self, now: datetime) -> None:
+        """Plans the ladder's REST reads for each fill detected since the last call."""
+        assert self.conn is not None
+        if self._fills_after is None:
+            self._fills_after = now - timedelta(seconds=self.s.watch_books_history_s)
+        rows = self.conn.execute(_NEW_FILLS, {"after": self._fills_after, "n": 2000}).fetchall()
+        now_ms = millis(now)
+        for r in rows:
+            self.watcher.plan_rest(r["asset_id"], millis(r["event_time"]), now_ms)
+            self._fills_after = r["detect_time"]
 
     def _beat(self) -> None:
         if time.monotonic() < self._beat_due:

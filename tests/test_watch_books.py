@@ -185,3 +185,96 @@ def test_a_due_group_gets_its_ladder_once(conn: db.Conn) -> None:
     ]  # fmt: skip
     assert rows[2]["bids"] == [[490_000, 7], [480_000, 5]] and rows[0]["source"] == "LIVE"
     assert ladder.pending(conn, [ASSET], since, due) == []
+
+
+class Clock:
+    """A manual clock that REST reads too: the REST book is stamped with its time."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.ms / 1000, UTC)
+
+
+class StampedRest(Rest):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(raw_book(BIDS, ASKS, clock.ms))
+        self.clock = clock
+
+    def __call__(self, asset: str) -> tuple[dict[str, Any], clob.OrderBook] | wire.Reject | None:
+        self.book = raw_book(BIDS, [("0.52", "70"), ("0.51", str(30 + self.calls))], self.clock.ms)
+        return super().__call__(asset)
+
+
+def rest_watcher(clock: Clock, assets: set[str]) -> tuple[watch_books.Watcher, StampedRest]:
+    rest = StampedRest(clock)
+    w = watch_books.Watcher(settings.Settings(), rest, clock=clock.now)
+    w.want(assets)
+    return w, rest
+
+
+def test_the_rest_fallback_takes_each_delay_within_200_ms_on_a_manual_clock() -> None:
+    fill = MS
+    clock = Clock(fill + 350)  # detected 350 ms after the fill; the asset is not watched
+    w, rest = rest_watcher(clock, set())
+    assert w.plan_rest(ASSET, fill, clock.ms) == 6  # +0 (after detection) and +2 … +60 s
+    assert w.plan_rest(ASSET, fill, clock.ms) == 0  # a fill is planned once
+    while clock.ms < fill + 61_000:  # the runner's slices: it wakes at the next due read
+        nxt = w.next_rest_ms()
+        clock.ms = min(clock.ms + 500, nxt if nxt is not None else clock.ms + 500)
+        w.rest_rungs_due(clock.ms)
+    assert rest.calls == 6 and w.counts["ladder_rest_reads"] == 6
+    rungs = w.rest_rungs(ASSET, fill, fill + 350, settings.Settings().ladder_delays_ms)
+    assert [r.delay_ms for r in rungs] == [0, 2_000, 5_000, 10_000, 30_000, 60_000]
+    assert {r.source for r in rungs} == {"REST"}
+    assert rungs[0].at_ms >= fill + 350  # +0: the first book after detection
+    for r in rungs[1:]:
+        assert abs(r.at_ms - (fill + r.delay_ms)) <= 200, r
+    assert rungs[-1].levels.asks[0] == (510_000, 35_000_000)  # the sixth read's book
+
+
+def test_a_rest_read_later_than_200_ms_is_given_up_and_live_books_need_none() -> None:
+    fill = MS
+    clock = Clock(fill + 100)
+    w, rest = rest_watcher(clock, set())
+    w.plan_rest(ASSET, fill, clock.ms)
+    clock.ms = fill + 2_201  # the +2 s read is 201 ms late (the +0 one is on time)
+    w.rest_rungs_due(clock.ms)
+    assert rest.calls == 1 and w.counts["ladder_rest_late"] == 1
+    assert [r.delay_ms for r in w.rest_rungs(ASSET, fill, fill + 100, (0, 2_000))] == [0]
+    # a watched, synced book: its live history holds every moment, REST is not read
+    w2, rest2 = rest_watcher(Clock(fill + 100), {ASSET})
+    w2.handle(json.dumps(ws_book(raw_book(BIDS, ASKS, fill - 5_000))))
+    w2.plan_rest(ASSET, fill, fill + 100)
+    for t in range(fill, fill + 61_000, 100):
+        w2.rest_rungs_due(t)
+    assert rest2.calls == 0 and w2.counts["ladder_rest_reads"] == 0
+
+
+def test_a_dropped_connection_leaves_no_stale_book_for_the_ladder() -> None:
+    w = watcher(Rest(raw_book(BIDS, ASKS, MS)))
+    w.handle(json.dumps(ws_book(raw_book(BIDS, ASKS, MS - 10_000))))
+    w.handle(json.dumps(change("BUY", "0.49", "20", MS - 5_000, ("0.49", "0.51"))))
+    w.disconnected()  # the deltas after this are missed: nothing after it is known
+    book = w.books[ASSET]
+    assert book.reaches(MS - 6_000, MS + 5_000)
+    assert not book.reaches(MS - 1_000, MS + 5_000) and not w.live(ASSET)
+    rungs = live_book.ladder(book, MS - 7_000, MS - 6_900, (0, 2_000, 5_000), MS + 5_000)
+    assert [r.delay_ms for r in rungs] == [0, 2_000]  # +5 s fell in the drop: left out
+
+
+def test_a_group_detected_late_is_still_pending_and_tried_groups_are_not(conn: db.Conn) -> None:
+    uid = users.add(conn, "0x" + "ce" * 20, "late", [], T0)
+    fill = T0 - timedelta(minutes=50)  # its fill, found 49 minutes late (the Data API)
+    gid = conn.execute(
+        """INSERT INTO copy_group (group_key, followed_user_id, action, asset_id, window_start,
+                                   window_end, first_detect_time, close_time)
+           VALUES ('k2', %(u)s, 'SELL', %(a)s, %(t)s, %(t)s, %(d)s, %(d)s) RETURNING id""",
+        {"u": uid, "a": ASSET, "t": fill, "d": T0 - timedelta(seconds=70)},
+    ).fetchone()["id"]  # type: ignore[index]
+    since, due = T0 - timedelta(seconds=120), T0 - timedelta(seconds=61)
+    assert ladder.pending(conn, [ASSET], since, due) == []  # its fill is before `since`
+    oldest = since - timedelta(hours=1)
+    assert [g["id"] for g in ladder.pending(conn, [ASSET], since, due, oldest)] == [gid]
+    assert ladder.pending(conn, [ASSET], since, due, oldest, tried=[gid]) == []

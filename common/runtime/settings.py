@@ -17,7 +17,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 # The label prefix `make run` gives the sandbox's leaders: a database whose users carry
@@ -50,6 +50,7 @@ ENV_ALIASES = {"database_url": ("DATABASE_URL", "OCULUS_DATABASE_URL")}
 # Listening on one of these, the dashboard is also reached by the other name.
 LOOPBACK_ALIASES = {"127.0.0.1": "localhost", "localhost": "127.0.0.1", "::1": "localhost"}
 ALL_ADDRESSES = ("", "*", "0.0.0.0", "::", "[::]")
+LADDER_MARGIN_S = 5.0  # the history holds the longest ladder delay and this much more
 
 
 def origin(text: str) -> str:
@@ -167,7 +168,7 @@ class Settings(BaseModel):
     ladder_delays_s: str = Field(
         default="0,2,5,10,30,60",
         description="The book ladder's delays after a leader's first fill (seconds, "
-        "comma-separated; SPEC §12), each within OCULUS_WATCH_BOOKS_HISTORY_S.",
+        "comma-separated; SPEC §12); the longest + 5 s within OCULUS_WATCH_BOOKS_HISTORY_S.",
     )
     watch_books_history_s: float = Field(
         default=120.0,
@@ -596,6 +597,17 @@ class Settings(BaseModel):
         if not delays or any(not 0 <= d <= 3600 for d in delays) or len(delays) > 20:
             raise ValueError("1 to 20 delays, each 0..3600 s")
         return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _history_holds_the_ladder(self) -> Settings:
+        longest = max(self.ladder_delays_ms) / 1000
+        if self.watch_books_history_s < longest + LADDER_MARGIN_S:
+            raise ValueError(
+                f"OCULUS_WATCH_BOOKS_HISTORY_S ({self.watch_books_history_s:g}) must be at "
+                f"least the longest ladder delay ({longest:g} s) + {LADDER_MARGIN_S:g} s: "
+                "the ladder is read from the history once its last delay has passed"
+            )
+        return self
 
     @property
     def ladder_delays_ms(self) -> tuple[int, ...]:

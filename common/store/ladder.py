@@ -14,7 +14,8 @@ from common.store import db
 
 _PENDING = """
 SELECT g.id, g.asset_id, g.window_start, g.first_detect_time FROM copy_group g
-WHERE g.window_start >= %(since)s AND g.window_start <= %(due)s
+WHERE g.first_detect_time >= %(since)s AND g.window_start <= %(due)s
+  AND g.window_start >= %(oldest)s AND g.id <> ALL(%(tried)s)
   AND g.action IN ('BUY', 'SELL') AND g.asset_id = ANY(%(assets)s)
   AND NOT EXISTS (SELECT 1 FROM book_ladder l WHERE l.copy_group_id = g.id)
 ORDER BY g.window_start LIMIT %(n)s
@@ -22,11 +23,21 @@ ORDER BY g.window_start LIMIT %(n)s
 
 
 def pending(
-    conn: db.Conn, assets: Iterable[str], since: datetime, due: datetime, limit: int = 200
+    conn: db.Conn,
+    assets: Iterable[str],
+    since: datetime,
+    due: datetime,
+    oldest: datetime | None = None,
+    tried: Iterable[int] = (),
+    limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """The BUY/SELL groups of `assets` whose first fill is between `since` and `due`
-    (its last delay has passed) and that have no ladder yet, oldest first."""
-    params = {"assets": sorted(assets), "since": since, "due": due, "n": limit}
+    """The BUY/SELL groups of `assets` detected since `since`, whose first fill is
+    before `due` (its last delay has passed) and not before `oldest` (default `since`),
+    that have no ladder yet and are not in `tried` (taken before, with no rung), oldest
+    first. A group detected late — its fill long before — still gets what can be
+    taken (+0 as the first book after detection)."""
+    params = {"assets": sorted(assets), "since": since, "due": due, "n": limit,
+              "oldest": since if oldest is None else oldest, "tried": list(tried)}  # fmt: skip
     return conn.execute(_PENDING, params).fetchall()
 
 

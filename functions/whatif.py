@@ -2,8 +2,15 @@
 on the books stored at decision time, and prints executed vs skipped by reason and the
 PnL difference per portfolio scope as JSON. Writes nothing.
 
+With --sweep, the latency sweep instead (SPEC §12, `common/store/sweep.py`): the same
+groups re-decided at each ladder delay (OCULUS_LADDER_DELAYS_S) on the book as it was
+then, under the proposed config (the one in force without --set/--user): per leader and
+for the global portfolio, PnL, retention, fill rate and median slippage per delay, and
+the half-life.
+
     python -m functions.whatif --hours 24 --set max_spread_micros=30000 \\
         --user 3:copy_pct_bps=200
+    python -m functions.whatif --sweep --hours 24
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.runtime import jobs
-from common.store import copy_configs, db, whatif
+from common.runtime import jobs, settings
+from common.store import copy_configs, db, sweep, whatif
 
 
 def _value(text: str) -> Any:
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--end", type=datetime.fromisoformat, help="range end (ISO, UTC)")
     p.add_argument("--set", action="append", default=[], help="global NAME=VALUE change")
     p.add_argument("--user", action="append", default=[], help="USER_ID:NAME=VALUE override")
+    p.add_argument("--sweep", action="store_true", help="the latency sweep (SPEC §12)")
     p.add_argument("--database-url", help="default: DATABASE_URL or the embedded server")
     args = p.parse_args(argv)
     try:
@@ -61,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             proposed = copy_configs.propose(conn, global_values, users)
         except (ValueError, TypeError) as exc:
             p.error(str(exc))
-        result = whatif.report(conn, start, end, proposed)
+        if args.sweep:
+            s = settings.get()
+            inputs = whatif.load(conn, start, end)
+            result = {"start": start.isoformat(), "end": end.isoformat(),
+                      **sweep.report(conn, inputs, proposed, s.ladder_delays_ms, end,
+                                     s.score_mark_max_age_s)}  # fmt: skip
+        else:
+            result = whatif.report(conn, start, end, proposed)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

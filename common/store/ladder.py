@@ -4,6 +4,7 @@ and writing one. functions/watch_books.py takes the books from its live history.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,3 +60,34 @@ def write(conn: db.Conn, group_id: int, rungs: Iterable[live_book.Rung], taken_a
         )  # fmt: skip
         n += cur.rowcount
     return n
+
+
+_LOAD = """
+SELECT copy_group_id, delay_ms, book_at, source, bids, asks FROM book_ladder
+WHERE copy_group_id = ANY(%(ids)s) AND delay_ms = ANY(%(delays)s)
+ORDER BY copy_group_id, delay_ms
+"""
+
+
+def load(
+    conn: db.Conn, group_ids: Iterable[int], delays_ms: Iterable[int]
+) -> dict[int, dict[int, Stored]]:
+    """The stored rungs of `group_ids` at `delays_ms`: group id → delay → rung."""
+    out: dict[int, dict[int, Stored]] = {}
+    params = {"ids": sorted(set(group_ids)), "delays": sorted(set(delays_ms))}
+    for r in conn.execute(_LOAD, params):
+        bids = tuple((int(p), int(s)) for p, s in r["bids"])
+        asks = tuple((int(p), int(s)) for p, s in r["asks"])
+        out.setdefault(r["copy_group_id"], {})[r["delay_ms"]] = Stored(
+            r["book_at"], r["source"], live_book.Levels(bids, asks)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored rung: the moment its book is of, its source, the compact levels."""
+
+    book_at: datetime
+    source: str
+    levels: live_book.Levels

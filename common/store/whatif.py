@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,8 +85,14 @@ class _Refs:
         return portfolio.BreakerRefs(self.day[1], self.week[1], self.peak)
 
 
-def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcome]:
-    """Re-decides every group under `configs` (pure: the inputs are not changed)."""
+Observe = Callable[[str, decide.Decision], None]
+
+
+def evaluate(
+    inputs: Inputs, configs: copy_config.ConfigSet, observe: Observe | None = None
+) -> dict[str, Outcome]:
+    """Re-decides every group under `configs` (pure: the inputs are not changed);
+    `observe(scope, decision)` sees each decision (the latency sweep's figures)."""
     state = {k: copy.deepcopy(p) for k, p in inputs.portfolios.items()}
     marks = copy.deepcopy(inputs.marks)
     outcomes = {s: Outcome() for s in SCOPES}
@@ -114,6 +121,8 @@ def evaluate(inputs: Inputs, configs: copy_config.ConfigSet) -> dict[str, Outcom
             context = inputs.contexts.get(g.id)
             sit = copy_data.situation(at, inputs.paused, user, market, stored, refs_now, context)
             d = decide.decide(g, p, cfg, sit, marks)
+            if observe is not None:
+                observe(scope, d)
             out = outcomes[scope]
             if d.decision == "EXECUTE":
                 out.executed += 1

@@ -1,0 +1,114 @@
+"""The latency sweep (SPEC §12): the what-if's `evaluate` — the same `decide`, the
+same portfolios from the range start — replayed once per ladder delay, each BUY/SELL
+group decided at its first fill + the delay on its ladder's book of that moment
+(`book_ladder`), and what each portfolio kept measured by `common.domain.latency`:
+PnL, retention, fill rate and median slippage per leader (EXEC_USER) and for the
+global portfolio (EXEC_GLOBAL), and each one's half-life.
+
+Only BUY/SELL groups whose ladder holds every delay are replayed, so each delay sees
+the same groups; the others are counted (`groups_without_ladder`) and left out of every
+delay. MERGE / SPLIT groups are decided as the what-if decides them, at every delay
+alike. Every delay is valued at the assets' marks now (X: the payout once resolved;
+`asset_mark`), an asset without a mark fresher than OCULUS_SCORE_MARK_MAX_AGE_S counts
+in attempts, not in PnL or retention. Deterministic: the same rows give the same
+report, key for key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from common.domain import attribution, copy_config, decide, latency, money, records
+from common.store import db, ladder, whatif
+
+_MARKS = """
+SELECT s.asset_id, k.mark FROM unnest(%(assets)s::text[]) s(asset_id)
+CROSS JOIN LATERAL asset_mark(s.asset_id) k
+WHERE k.mark IS NOT NULL AND (k.final OR k.marked_at >= %(fresh)s)
+"""
+
+
+def marks_now(conn: db.Conn, assets: Iterable[str], fresh: datetime) -> dict[str, int]:
+    """Each asset's mark X (`asset_mark`): its payout once resolved, else its newest
+    mid if observed since `fresh`; an asset with neither is left out."""
+    rows = conn.execute(_MARKS, {"assets": sorted(set(assets)), "fresh": fresh})
+    return {r["asset_id"]: int(r["mark"]) for r in rows}
+
+
+def _book(
+    g: decide.Group, rung: ladder.Stored, d_ms: int, stored: records.OrderBookSnapshot | None
+) -> records.OrderBookSnapshot:
+    """A rung as the book the group is decided on at its first fill + `d_ms` (the
+    minimum order size is the asset's, from the book the copy engine stored)."""
+    book = records.Book(
+        bids=tuple((money.Price(p), money.Shares(n)) for p, n in rung.levels.bids),
+        asks=tuple((money.Price(p), money.Shares(n)) for p, n in rung.levels.asks),
+        min_order_size=stored.book.min_order_size if stored is not None else 0,
+    )
+    at = g.window_start + timedelta(milliseconds=d_ms)
+    return records.OrderBookSnapshot(book, g.asset_id or "", at)
+
+
+def run(
+    inputs: whatif.Inputs,
+    configs: copy_config.ConfigSet,
+    rungs: dict[int, dict[int, ladder.Stored]],
+    delays_ms: tuple[int, ...],
+    marks: dict[str, int],
+) -> dict[str, Any]:
+    """The sweep of loaded inputs (pure): per portfolio, one point per delay, and its
+    half-life."""
+    scored = [g for g in inputs.groups if g.action in attribution.SCORED]
+    full = {g.id for g in scored if all(d in rungs.get(g.id, {}) for d in delays_ms)}
+    groups = [g for g in inputs.groups if g.action not in attribution.SCORED or g.id in full]
+    points: dict[tuple[str, int | None], list[latency.Point]] = {}
+    for d in delays_ms:
+        books = dict(inputs.books)
+        for g in groups:
+            if g.id in full:
+                books[g.id] = _book(g, rungs[g.id][d], d, inputs.books.get(g.id))
+        now: dict[tuple[str, int | None], latency.Point] = {}
+
+        def observe(scope: str, dec: decide.Decision, d: int = d, now: Any = now) -> None:
+            g = dec.group
+            if g.action not in attribution.SCORED:
+                return
+            key = (scope, g.user_id if scope == "EXEC_USER" else None)
+            point = now.setdefault(key, latency.Point(d))
+            point.add(dec, marks.get(g.asset_id or ""), latency.attempt_of(dec))
+
+        whatif.evaluate(dataclasses.replace(inputs, groups=groups, books=books), configs, observe)
+        for key, point in now.items():
+            points.setdefault(key, []).append(point)
+
+    def series(key: tuple[str, int | None]) -> dict[str, Any]:
+        pts = points.get(key, [])
+        hl = latency.half_life([(p.delay_ms, p.retention) for p in pts])
+        return {"points": [p.as_dict() for p in pts], "half_life": hl.as_dict()}
+
+    leaders = sorted(u for s, u in points if s == "EXEC_USER" and u is not None)
+    return {
+        "delays_ms": list(delays_ms),
+        "groups": len(full),
+        "groups_without_ladder": len(scored) - len(full),
+        "global": series(("EXEC_GLOBAL", None)),
+        "leaders": {str(u): series(("EXEC_USER", u)) for u in leaders},
+    }
+
+
+def report(
+    conn: db.Conn,
+    inputs: whatif.Inputs,
+    configs: copy_config.ConfigSet,
+    delays_ms: tuple[int, ...],
+    now: datetime,
+    mark_max_age_s: float,
+) -> dict[str, Any]:
+    """The sweep of `inputs` (as `whatif.load` read them) under `configs`."""
+    rungs = ladder.load(conn, [g.id for g in inputs.groups], delays_ms)
+    assets = {g.asset_id for g in inputs.groups if g.asset_id}
+    marks = marks_now(conn, assets, now - timedelta(seconds=mark_max_age_s))
+    return run(inputs, configs, rungs, delays_ms, marks)

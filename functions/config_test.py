@@ -1,9 +1,9 @@
 """Config test (every 2 s): runs the "Test config" requests the write API queues in
 `config_test`. Each PENDING row is claimed (FOR UPDATE SKIP LOCKED, so two runners never
-take the same one), its proposal re-decides the last `hours` of groups (`whatif.report`)
-and the report is kept (DONE); a proposal that cannot run keeps its error (FAILED). A
-row left RUNNING by a crashed run is queued again after 10 minutes, and given up after
-3 tries.
+take the same one), its proposal re-decides the last `hours` of groups (`whatif.report`,
+and the latency sweep, `sweep.report`) and the report is kept (DONE); a proposal that
+cannot run keeps its error (FAILED). A row left RUNNING by a crashed run is queued again
+after 10 minutes, and given up after 3 tries.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common.runtime import jobs
-from common.store import copy_configs, db, whatif
+from common.runtime import jobs, settings
+from common.store import copy_configs, db, sweep, whatif
 
 log = logging.getLogger(__name__)
 STALE = timedelta(minutes=10)
@@ -45,11 +45,20 @@ WHERE id = %(id)s AND state = 'RUNNING' AND attempts = %(attempts)s
 """
 
 
-def evaluate(conn: db.Conn, proposal: dict[str, Any], hours: int, end: datetime) -> Any:
-    """Returns the what-if report of a stored proposal over the `hours` before `end`."""
+def evaluate(
+    conn: db.Conn, proposal: dict[str, Any], hours: int, end: datetime, s: settings.Settings
+) -> Any:
+    """Returns the what-if report of a stored proposal over the `hours` before `end`,
+    with the proposal's latency sweep (`sweep`, as functions.sweep stores it)."""
     users = {int(u): dict(v) for u, v in proposal.get("users", {}).items()}
     proposed = copy_configs.propose(conn, dict(proposal.get("global", {})), users)
-    return whatif.report(conn, end - timedelta(hours=hours), end, proposed)
+    start = end - timedelta(hours=hours)
+    inputs = whatif.load(conn, start, end)
+    out = whatif.report(conn, start, end, proposed, inputs)
+    out["sweep"] = sweep.report(
+        conn, inputs, proposed, s.ladder_delays_ms, end, s.score_mark_max_age_s
+    )
+    return out
 
 
 def run_one(conn: db.Conn, ctx: jobs.Context) -> bool:
@@ -59,7 +68,8 @@ def run_one(conn: db.Conn, ctx: jobs.Context) -> bool:
         return False
     result: dict[str, Any] = {"state": "DONE", "report": None, "error": None}
     try:
-        result["report"] = Jsonb(evaluate(conn, row["proposal"], row["hours"], ctx.clock()))
+        report = evaluate(conn, row["proposal"], row["hours"], ctx.clock(), ctx.settings)
+        result["report"] = Jsonb(report)
     except psycopg.OperationalError:
         raise  # the database went away: the row stays RUNNING and is queued again later
     except Exception as exc:

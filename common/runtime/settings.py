@@ -170,6 +170,13 @@ class Settings(BaseModel):
         description="The book ladder's delays after a leader's first fill (seconds, "
         "comma-separated; SPEC §12); the longest + 5 s within OCULUS_WATCH_BOOKS_HISTORY_S.",
     )
+    sweep_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 31,
+        description="functions.sweep (the latency sweep, every 15 minutes) re-decides the "
+        "groups of the last this many hours at each ladder delay.",
+    )
     watch_books_history_s: float = Field(
         default=120.0,
         ge=10,

@@ -197,11 +197,16 @@ def recorded(conn: db.Conn, start: datetime, end: datetime) -> dict[str, Outcome
 
 
 def report(
-    conn: db.Conn, start: datetime, end: datetime, proposed: copy_config.ConfigSet
+    conn: db.Conn,
+    start: datetime,
+    end: datetime,
+    proposed: copy_config.ConfigSet,
+    inputs: Inputs | None = None,
 ) -> dict[str, Any]:
     """Returns the what-if report: per scope, the config in force re-evaluated, the
-    proposal, what was recorded, and the PnL difference (proposed − current)."""
-    inputs = load(conn, start, end)
+    proposal, what was recorded, and the PnL difference (proposed − current). `inputs`:
+    as `load` read them, when the caller has them already."""
+    inputs = load(conn, start, end) if inputs is None else inputs
     current = evaluate(inputs, copy_configs.load(conn))
     new = evaluate(inputs, proposed)
     seen = recorded(conn, start, end)

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             s = settings.get()
             inputs = whatif.load(conn, start, end)
             result = {"start": start.isoformat(), "end": end.isoformat(),
-                      **sweep.report(conn, inputs, proposed, s.ladder_delays_ms, end,
-                                     s.score_mark_max_age_s)}  # fmt: skip
+                      **sweep.report(conn, inputs, proposed, s.ladder_delays_ms,
+                                     min(end, jobs.utcnow()), s.score_mark_max_age_s)}  # fmt: skip
         else:
             result = whatif.report(conn, start, end, proposed)
     json.dump(result, sys.stdout, indent=2)

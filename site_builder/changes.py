@@ -42,7 +42,8 @@ SELECT
     WHERE name = 'rollup.ledger_entry') AS rollup_ledger,
   (SELECT max(updated_at) FROM alert) AS alert_at,
   (SELECT max(evaluated_at) FROM alert_rule_eval) AS alert_eval_at,
-  (SELECT coalesce(max(id), 0) FROM notification_attempt) AS delivery_at
+  (SELECT coalesce(max(id), 0) FROM notification_attempt) AS delivery_at,
+  (SELECT coalesce(max(id), 0) FROM latency_sweep) AS sweep_at
 """
 
 

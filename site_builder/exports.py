@@ -107,4 +107,5 @@ LEADERS = (
     ("max_drawdown_30d", lambda r: r["drawdown"]),
     ("shadow_pnl_30d_usdc", lambda r: micros(r["shadow_pnl_30d"])),
     ("attempts_30d", lambda r: r["attempts"]),
+    ("half_life_s", lambda r: r["half_life_s"]), ("half_life", lambda r: r["half_life_label"]),
 )  # fmt: skip

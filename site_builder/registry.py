@@ -25,6 +25,7 @@ from site_builder.pages import (
     alerts,
     attempt,
     config,
+    latency,
     leaders,
     markets,
     overview,
@@ -134,6 +135,9 @@ def _user(conn: db.Conn, site: output.Site, arg: str, now: datetime, o: Options)
         ),
         "gap": site.ranged(f"{base}-gap", u.curve, lambda since: users.gap_chart(u, since), now),
     }
+    if (lat := u.latency) is not None:
+        charts["decay"] = site.chart(f"{base}-decay", lat, lambda: latency.retention_chart(lat))
+        charts["decay_pnl"] = site.chart(f"{base}-decay-pnl", lat, lambda: latency.pnl_chart(lat))
     if (real := u.real) is not None:
         month = u.retention["30d"]
         charts["sim_waterfall"] = site.chart(
@@ -350,7 +354,7 @@ PAGES = (
         _leaders,
         "leaders",
         60,
-        ("snapshot_at", "attribution_at", "rollup_attempt"),
+        ("snapshot_at", "attribution_at", "rollup_attempt", "sweep_at"),
     ),
     Page(
         "alerts",
@@ -428,7 +432,7 @@ PAGES = (
         _user,
         "users",
         10,
-        ("snapshot_at",),
+        ("snapshot_at", "sweep_at"),
         touched={
             "trade_event": _event_users("trade_event", "trade_event"),
             "activity_event": _event_users("activity_event", "activity_event"),

@@ -441,3 +441,97 @@ def _window(
             times.append(t)
             values.append(v)
     return times, values
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A line over the ladder's delays: one value (or None: not known) per delay."""
+
+    label: str
+    values: Sequence[float | None]
+    color: str = EXEC
+    dashed: bool = False
+
+
+def decay(
+    title: str,
+    delays_s: Sequence[float],
+    curves: Sequence[Curve],
+    *,
+    unit: str = "ratio",
+    marker_s: float | None = None,
+    width: float = HALF,
+) -> bytes:
+    """The "alpha decay" chart (SPEC §12): values against the ladder's delays, spaced
+    evenly (0, 2, 5, 10, 30, 60 s are not read on a linear scale), a value not known
+    leaving a gap; `marker_s` (the half-life) is a dashed vertical line placed between
+    its delays."""
+    out = _open(width, H, title)
+    known = [v for c in curves for v in c.values if v is not None]
+    if not delays_s or not known:
+        return _empty(out, width, H, "no data: no copies with a full ladder in the sweep")
+    plot_w = width - LEFT - RIGHT
+    n = len(delays_s)
+
+    def x(i: float) -> float:
+        return LEFT + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+
+    axis = value_axis(known, unit, zero=True)
+    for v in axis.ticks:
+        y = axis.y(v)
+        out.append(
+            f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{GRID}"/><text x="{LEFT - 8:.0f}" y="{y + 4:.1f}" text-anchor="end" '
+            f'fill="{MUTED}">{_label(v, unit, axis.step)}</text>'
+        )
+    for i, d in enumerate(delays_s):
+        out.append(
+            f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{TOP:.0f}" y2="{H - BOTTOM:.0f}" '
+            f'stroke="{GRID}"/><text x="{x(i):.1f}" y="{H - BOTTOM + 18:.0f}" '
+            f'text-anchor="middle" fill="{MUTED}">+{d:g} s</text>'
+        )
+    if axis.lo <= 0 <= axis.hi:
+        y0 = axis.y(0.0)
+        out.append(
+            f'<line x1="{LEFT:.0f}" x2="{width - RIGHT:.0f}" y1="{y0:.1f}" y2="{y0:.1f}" '
+            f'stroke="{MUTED}"/>'
+        )
+    if marker_s is not None and n > 1 and delays_s[0] <= marker_s <= delays_s[-1]:
+        j = max(i for i, d in enumerate(delays_s[:-1]) if d <= marker_s)
+        lo, hi = delays_s[j], delays_s[j + 1]
+        mx = x(j + (marker_s - lo) / (hi - lo))
+        out.append(
+            f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{TOP:.0f}" y2="{H - BOTTOM:.0f}" '
+            f'stroke="{LOSS}" stroke-dasharray="4 3"/><text x="{mx + 4:.1f}" '
+            f'y="{TOP + 14:.0f}" fill="{LOSS}" font-size="11">half-life {marker_s:g} s</text>'
+        )
+    legend_x = LEFT
+    for c in curves:
+        dash = ' stroke-dasharray="7 4"' if c.dashed else ""
+        run: list[str] = []
+        for i, val in enumerate([*c.values, None]):
+            if val is not None:
+                run.append(f"{x(i):.1f},{axis.y(val):.1f}")
+                out.append(
+                    f'<circle cx="{x(i):.1f}" cy="{axis.y(val):.1f}" r="3" fill="{c.color}">'
+                    f"<title>{escape(c.label)} +{delays_s[i]:g} s: {_amount(val, unit)}</title>"
+                    "</circle>"
+                )
+            elif run:
+                if len(run) > 1:
+                    out.append(
+                        f'<polyline points="{" ".join(run)}" fill="none" stroke="{c.color}" '
+                        f'stroke-width="2" stroke-linejoin="round"{dash}/>'
+                    )
+                run = []
+        out.append(
+            f'<line x1="{legend_x:.0f}" x2="{legend_x + 22:.0f}" y1="36" y2="36" '
+            f'stroke="{c.color}" stroke-width="2"{dash}/><text x="{legend_x + 28:.0f}" '
+            f'y="40" fill="{INK}">{escape(c.label)}</text>'
+        )
+        legend_x += 40 + 8 * len(c.label)
+    out.append(
+        f'<rect x="{LEFT:.0f}" y="{TOP:.0f}" width="{plot_w:.0f}" height="{H - TOP - BOTTOM:.0f}" '
+        f'fill="none" stroke="{GRID}"/></svg>'
+    )
+    return "".join(out).encode()

@@ -473,6 +473,7 @@ def load(conn: db.Conn) -> list[int]:
         _positions_and_rollups(conn, users)
         _operations(conn)
         _alerts(conn, users)
+        _sweep(conn, users)
     return users
 
 
@@ -523,3 +524,55 @@ def add_real_copy(conn: db.Conn, leader: int) -> int:
                 (asset, NOW, NOW),
             )
     return int(mine)
+
+
+def sweep_report(users: list[int]) -> dict[str, Any]:
+    """A stored latency sweep's report (functions.sweep's shape): the first leader's
+    retention halves between +2 s and +5 s, the second's never does."""
+
+    def point(d: int, n: int, ex: int, pnl: int, ideal: int, ret: str | None) -> dict[str, Any]:
+        return {
+            "delay_ms": d,
+            "attempts": n,
+            "executed": ex,
+            "attributed": n,
+            "fill_rate": f"{ex / n:.4f}",
+            "pnl_micros": pnl,
+            "ideal_micros": ideal,
+            "fees_micros": 0,
+            "retention": ret,
+            "median_slippage_bps": 12 + d // 1000,
+        }
+
+    def half(seconds: str | None, beyond: str | None, label: str) -> dict[str, Any]:
+        return {"seconds": seconds, "beyond_s": beyond, "label": label}
+
+    delays = [0, 2_000, 5_000, 10_000, 30_000, 60_000]
+    first = [
+        point(d, 12, 12 - i, 9_000_000 - 1_500_000 * i, 10_000_000, f"{0.9 - 0.15 * i:.4f}")
+        for i, d in enumerate(delays)
+    ]
+    second = [point(d, 10, 10, 4_000_000, 5_000_000, "0.8000") for d in delays]
+    glob = [
+        point(d, 22, 22 - i, 13_000_000 - 1_500_000 * i, 15_000_000, f"{0.86 - 0.1 * i:.4f}")
+        for i, d in enumerate(delays)
+    ]
+    return {
+        "delays_ms": delays,
+        "groups": 22,
+        "groups_without_ladder": 2,
+        "global": {"points": glob, "half_life": half("15.0", None, "15 s")},
+        "leaders": {
+            str(users[0]): {"points": first, "half_life": half("4.5", None, "4.5 s")},
+            str(users[1]): {"points": second, "half_life": half(None, "60", "> 60 s")},
+        },
+    }
+
+
+def _sweep(conn: db.Conn, users: list[int]) -> None:
+    conn.execute(
+        """INSERT INTO latency_sweep (taken_at, range_start, range_end, groups, report, cpu_ms)
+           VALUES (%(t)s, %(s)s, %(t)s, 22, %(r)s, 812)""",
+        {"t": NOW - timedelta(minutes=7), "s": NOW - timedelta(minutes=7, hours=24),
+         "r": Jsonb(sweep_report(users))},
+    )  # fmt: skip

@@ -99,9 +99,10 @@ def test_charts_are_svg_files_the_pages_link(loaded: db.Conn, tmp_path: Path) ->
     ranged = {c for c in charts if re.search(r"-(24h|7d|30d|all)\.svg$", c)}
     # In four time ranges each: overview equity, drawdown, each user's equity and gap.
     assert len(ranged) == 4 * (1 + 1 + 2 * 3)
-    # Once: the waterfalls (overview, each user), the portfolio's two bar charts, and the
-    # price history of the market with stored marks (M1; M2's held asset has none).
-    assert len(charts - ranged) == 1 + 3 + 2 + 1
+    # Once: the waterfalls (overview, each user), the portfolio's two bar charts, the
+    # price history of the market with stored marks (M1; M2's held asset has none), and
+    # each user's two alpha-decay charts (the latency sweep).
+    assert len(charts - ranged) == 1 + 3 + 2 + 1 + 2 * 3
     for name in charts:
         text = (tmp_path / name).read_text()
         assert text.startswith("<svg xmlns=") and text.endswith("</svg>"), name
@@ -257,14 +258,14 @@ def test_a_chart_is_redrawn_when_its_inputs_change_unless_it_is_young_enough(
 def test_a_restarted_builder_redraws_no_unchanged_chart(loaded: db.Conn, tmp_path: Path) -> None:
     first = _builder(tmp_path)
     first.build_all(loaded)
-    assert first.site.charts_drawn == 39
+    assert first.site.charts_drawn == 45
     again = _builder(tmp_path)  # a new process over the same public/
     done = again.build_all(loaded)
     assert not done.failed and again.site.charts_drawn == 0
     (tmp_path / "charts/.manifest.json").write_text("{not json")
     third = _builder(tmp_path)  # an unreadable manifest: draw everything again
     third.build_all(loaded)
-    assert third.site.charts_drawn == 39
+    assert third.site.charts_drawn == 45
 
 
 def test_csv_downloads_hold_the_rows_their_tables_show(loaded: db.Conn, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -112,3 +113,37 @@ def report(
     assets = {g.asset_id for g in inputs.groups if g.asset_id}
     marks = marks_now(conn, assets, now - timedelta(seconds=mark_max_age_s))
     return run(inputs, configs, rungs, delays_ms, marks)
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The newest stored sweep (`functions.sweep`)."""
+
+    taken_at: datetime
+    range_start: datetime
+    range_end: datetime
+    report: dict[str, Any]
+
+    @property
+    def hours(self) -> float:
+        return (self.range_end - self.range_start).total_seconds() / 3600
+
+    def of(self, user_id: int | None) -> dict[str, Any] | None:
+        """A leader's series (None: the global portfolio's); None if it had no copies."""
+        if user_id is None:
+            return dict(self.report["global"])
+        got = self.report["leaders"].get(str(user_id))
+        return None if got is None else dict(got)
+
+
+_LATEST = """
+SELECT taken_at, range_start, range_end, report FROM latency_sweep
+ORDER BY taken_at DESC, id DESC LIMIT 1
+"""
+
+
+def latest(conn: db.Conn) -> Latest | None:
+    row = conn.execute(_LATEST).fetchone()
+    if row is None:
+        return None
+    return Latest(row["taken_at"], row["range_start"], row["range_end"], row["report"])

@@ -1,7 +1,8 @@
 """The Leaders page (SPEC §10): whom to copy, ranked by *your* outcome — each leader's own
 executable copy (EXEC_USER): ROI 7 d and 30 d (PnL in the window / equity at its start),
 alpha retention 30 d, median execution score, fill rate, median slippage, max drawdown
-30 d, the shadow's PnL 30 d, attempts 30 d; rank by `common.domain.league`, and its
+30 d, the shadow's PnL 30 d, attempts 30 d, and the latency half-life of the newest
+latency sweep (SPEC §12, `functions.sweep`); rank by `common.domain.league`, and its
 change against the same ranking 24 h ago (from the snapshots and attempts as they were
 then). The figures are common/store/leaders.py's, which the `leader.*` metrics publish."""
 
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from common.domain import league
-from common.store import db, leaders
+from common.store import db, leaders, sweep
 from site_builder.pages import common, users
 
 Row = dict[str, Any]
@@ -36,7 +37,8 @@ class Leader:
     drawdown: Decimal | None
     shadow_pnl_30d: int | None
     attempts: int
-    half_life_s: float | None  # SPEC §12 (the latency research): not measured yet
+    half_life_s: Decimal | None  # SPEC §12: from the newest latency sweep
+    half_life_label: str | None  # "12.5 s", "> 60 s", "n/a"; None: no sweep yet
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,13 @@ class LeadersContext:
     leaders: list[Leader]
     min_attempts: int = league.MIN_ATTEMPTS
     shrink: int = league.SHRINK
+    sweep_at: datetime | None = None  # the newest latency sweep's time (None: none yet)
+    sweep_hours: float | None = None
 
 
 def context(conn: db.Conn, now: datetime) -> LeadersContext:
     figures = leaders.figures(conn, now)
+    swept = sweep.latest(conn)
     drawdowns = leaders.max_drawdowns(conn, now)
     rollups = users.attempt_rollups(conn, now - timedelta(days=DAYS))
     now_standing, then_standing = [], []
@@ -84,7 +89,25 @@ def context(conn: db.Conn, now: datetime) -> LeadersContext:
                 drawdown=drawdowns.get(st.user_id),
                 shadow_pnl_30d=f.shadow_pnl_30d,
                 attempts=f.attempts,
-                half_life_s=None,
+                **_half_life(swept, st.user_id),
             )
         )
-    return LeadersContext(frame=common.frame(conn, now), leaders=out)
+    return LeadersContext(
+        frame=common.frame(conn, now),
+        leaders=out,
+        sweep_at=None if swept is None else swept.taken_at,
+        sweep_hours=None if swept is None else swept.hours,
+    )
+
+
+def _half_life(swept: sweep.Latest | None, user_id: int) -> dict[str, Any]:
+    """A leader's half-life in the newest sweep ("n/a": it had no copies in its range)."""
+    if swept is None:
+        return {"half_life_s": None, "half_life_label": None}
+    mine = swept.of(user_id)
+    if mine is None:
+        return {"half_life_s": None, "half_life_label": "n/a"}
+    hl = mine["half_life"]
+    seconds = hl["seconds"] if hl["seconds"] is not None else None
+    return {"half_life_s": None if seconds is None else Decimal(seconds),
+            "half_life_label": hl["label"]}  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 from common.domain import attribution, reasons
 from common.store import attributions, db
 from site_builder import svg
-from site_builder.pages import common, portfolio, real_copy
+from site_builder.pages import common, latency, portfolio, real_copy
 
 Row = dict[str, Any]
 RATE_DAYS = 30
@@ -95,6 +95,7 @@ class UserContext:
     retention: dict[str, attribution.Retention]
     real: real_copy.RealCopy | None  # the admin's real copy of this leader, if any
     copy_of: Row | None  # the leader this user is the admin's copy wallet of, if any
+    latency: latency.Latency | None = None  # the newest latency sweep (SPEC §12)
 
 
 def _rates(rows: list[Row]) -> Rates:
@@ -273,6 +274,7 @@ def user_context(conn: db.Conn, user_id: int, now: datetime) -> UserContext | No
         retention=attributions.retention(conn, now, user_id),
         real=real_copy.context(conn, user_id, now),
         copy_of=real_copy.copy_of(conn, user_id),
+        latency=latency.context(conn, user_id),
     )
 
 

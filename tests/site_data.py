@@ -311,7 +311,7 @@ def _positions_and_rollups(conn: db.Conn, users: list[int]) -> None:
         )
 
 
-def _operations(conn: db.Conn) -> None:
+def _operations(conn: db.Conn, users: list[int]) -> None:
     conn.execute(
         """INSERT INTO process_heartbeat (process, pid, host, started_at, beat_at, info)
            VALUES ('listen', 101, 'box', %(s)s, %(b)s, %(i)s),
@@ -370,6 +370,7 @@ def _operations(conn: db.Conn) -> None:
             }
             for scope in ("EXEC_USER", "EXEC_GLOBAL")
         },
+        "sweep": sweep_report(users),
     }
     conn.execute(
         """INSERT INTO config_test (requested_at, requested_by, proposal, hours, state,
@@ -471,7 +472,7 @@ def load(conn: db.Conn) -> list[int]:
             add_fill(conn, users[n % 3], n, decision="SKIP" if n % 4 == 0 else "EXECUTE")
         _snapshots(conn, users)
         _positions_and_rollups(conn, users)
-        _operations(conn)
+        _operations(conn, users)
         _alerts(conn, users)
         _sweep(conn, users)
     return users

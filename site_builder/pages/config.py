@@ -189,6 +189,7 @@ def audit_changes(row: Row) -> list[Change]:
 class ConfigTestContext:
     frame: common.Frame
     test: Row
+    labels: dict[str, str]  # user id (as in the report's sweep) → label
 
 
 def _values(cfg: copy_config.Config) -> dict[str, Any]:
@@ -269,4 +270,5 @@ def test_context(conn: db.Conn, test_id: int, now: datetime) -> ConfigTestContex
     row = conn.execute("SELECT * FROM config_test WHERE id = %(i)s", {"i": test_id}).fetchone()
     if row is None:
         return None
-    return ConfigTestContext(frame=common.frame(conn, now), test=row)
+    labels = {str(r["id"]): r["label"] for r in conn.execute("SELECT id, label FROM followed_user")}
+    return ConfigTestContext(frame=common.frame(conn, now), test=row, labels=labels)

@@ -110,6 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         now_ms = end_ms + 60_000
         mark(conn, assets, now_ms - 10_000, rng)
         conn.execute("VACUUM ANALYZE")
+        size = conn.execute(
+            "SELECT pg_total_relation_size('book_ladder') AS b, count(DISTINCT copy_group_id)"
+            " AS g FROM book_ladder"
+        ).fetchone()
+        assert size is not None
+        per_group = size["b"] / max(size["g"], 1)
+        per_day = size["g"] / args.days
+        print(f"  ladder storage: {size['b'] / 2**20:.1f} MB for {size['g']:,} groups"
+              f" ({per_group / 1024:.1f} KiB a group, six rungs with their indexes):"
+              f" {per_group * per_day / 2**20:.1f} MB/day at this data set's"
+              f" {per_day:,.0f} groups/day")  # fmt: skip
         s = settings.get().model_copy(update={"sweep_hours": 24.0 * args.days})
         walls, cpus, reports = [], [], []
         for _ in range(args.reps):

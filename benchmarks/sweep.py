@@ -10,7 +10,7 @@ watcher stores them; one fresh mark per attempted asset. Prints the figures of t
 global portfolio per delay, the half-lives, the wall and CPU time of the run (median of
 --reps), and that two runs give the same report.
 
-Run: python -m benchmarks.sweep [--users 50] [--days 1] [--reps 3] [--keep]
+Run: python -m benchmarks.sweep [--users 50] [--days 1] [--reps 3] [--levels 50] [--keep]
 """
 
 from __future__ import annotations
@@ -38,8 +38,19 @@ GOAL_S = 30.0
 DELAYS_MS = (0, 2_000, 5_000, 10_000, 30_000, 60_000)
 
 
-def add_ladders(conn: db.Conn, rng: random.Random) -> int:
-    """Six rungs for every BUY/SELL group with a stored book."""
+def _deepen(levels: list[tuple[int, int]], step: int, most: int) -> list[tuple[int, int]]:
+    """The levels carried on, a tick at a time away from the best, to `most` levels
+    (the watcher keeps at most 50 a side within ±0.10: the deepest a rung can be)."""
+    out = list(levels)
+    while out and len(out) < most:
+        p, s = out[-1]
+        out.append((p + step, s))
+    return out
+
+
+def add_ladders(conn: db.Conn, rng: random.Random, depth: int = 0) -> int:
+    """Six rungs for every BUY/SELL group with a stored book (`depth`: each side
+    carried on to that many levels, half ticks apart, for the deepest rungs)."""
     rows = conn.execute(
         """SELECT g.id, g.action, g.window_start, b.bid_prices_micros AS bp,
                   b.bid_sizes_micros AS bs, b.ask_prices_micros AS ap, b.ask_sizes_micros AS az
@@ -64,6 +75,9 @@ def add_ladders(conn: db.Conn, rng: random.Random) -> int:
                 walk += sign * step if against else rng.choice((-1, 0, 1)) * step
                 bids = [(p + walk, s) for p, s in zip(r["bp"], r["bs"], strict=True)]
                 asks = [(p + walk, s) for p, s in zip(r["ap"], r["az"], strict=True)]
+                if depth:
+                    bids = _deepen(bids, -dataset.TICK // 5, depth)
+                    asks = _deepen(asks, dataset.TICK // 5, depth)
                 ok = [lv for lv in bids if 0 < lv[0] < dataset.MICROS]
                 levels = live_book.Levels(
                     tuple(ok), tuple(lv for lv in asks if 0 < lv[0] < dataset.MICROS)
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--orders-per-day", type=float, default=60.0, help="per leader")
     p.add_argument("--price-days", type=float, default=0.05, help="days of 30 s marks")
     p.add_argument("--reps", type=int, default=3)
+    deepest = "carry each rung's sides on to this many levels (50: the deepest)"
+    p.add_argument("--levels", type=int, default=0, help=deepest)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fills-per-run", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset.print_month(month, args, "sweep", database_name(url))
         dataset.add_page_inputs(conn, month, args)
         rng = random.Random(args.seed)
-        rungs = add_ladders(conn, rng)
+        rungs = add_ladders(conn, rng, args.levels)
         sql = "SELECT DISTINCT asset_id FROM copy_group WHERE action IN ('BUY', 'SELL')"
         assets = [r["asset_id"] for r in conn.execute(sql)]
         now_ms = end_ms + 60_000

@@ -26,6 +26,7 @@ page, chart, breaker, replay or what-if reads.
   their hourly values; the status page reads the last hour).
 - `alert` (RESOLVED, with its transitions) and `notification` (SENT or DEAD, with its
   attempts): after PRUNE_ALERTS_DAYS (90); open alerts and pending messages stay.
+- `book_ladder` (SPEC §12): rungs PRUNE_LADDER_DAYS (30) after they were taken.
 - Never touched: ledgers, events, copy groups / attempts / fills, audit_log,
   failed_item, process_heartbeat, checkpoints, config, rollups.
 
@@ -77,6 +78,7 @@ class Cutoffs:
     quarantine: datetime
     metrics: datetime
     alerts: datetime
+    ladder: datetime
 
 
 def floor_to(t: datetime, step: timedelta) -> datetime:
@@ -97,6 +99,7 @@ def plan_cutoffs(s: settings.Settings, now: datetime) -> Cutoffs:
         quarantine=now - s.prune_quarantine_days * days,
         metrics=floor_to(now - s.prune_metrics_full_days * days, HOUR),
         alerts=now - s.prune_alerts_days * days,
+        ladder=now - s.prune_ladder_days * days,
     )
 
 
@@ -185,6 +188,11 @@ WHERE status <> 'PENDING' AND created_at >= %(lo)s AND created_at < %(cutoff)s""
 
 # Probes past the metrics' full-resolution days, oldest first.
 _PROBES = "SELECT id, at FROM upstream_probe WHERE at >= %(lo)s AND at < %(cutoff)s"
+
+# The book ladder's rungs (SPEC §12), by when they were taken (the sweep reads a day).
+_LADDER = """
+SELECT copy_group_id, delay_ms, taken_at AS at FROM book_ladder
+WHERE taken_at >= %(lo)s AND taken_at < %(cutoff)s"""
 
 _DELETE = """
 WITH d AS (
@@ -339,6 +347,15 @@ def rules(conn: db.Conn, s: settings.Settings, cut: Cutoffs, books: bool = True)
             cut.metrics,
             {},
             cursor="prune.upstream_probe",
+            policy="deleted",
+        ),
+        Rule(
+            "book_ladder",
+            sql.SQL(_LADDER),
+            cut.ladder,
+            {},
+            match=sql.SQL("t.copy_group_id = c.copy_group_id AND t.delay_ms = c.delay_ms"),
+            cursor="prune.book_ladder",
             policy="deleted",
         ),
         Rule("notification", sql.SQL(_NOTIFICATIONS), cut.alerts, {}),

@@ -432,3 +432,36 @@ def test_probes_older_than_the_metrics_days_are_pruned(
     assert run(db_url) == 0  # the cursor is past them: nothing more
     assert "upstream_probe" not in last_counts(conn)
     assert conn.execute("SELECT count(*) AS n FROM upstream_probe").fetchone()["n"] == 3
+
+
+def test_ladder_rungs_older_than_the_ladder_days_are_pruned(
+    conn: db.Conn, db_url: str, fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCULUS_PRUNE_LADDER_DAYS", "30")
+    now = datetime.now(tz=UTC)
+    uid = conn.execute(
+        "INSERT INTO followed_user (label, profile_wallet, followed_at) VALUES ('l', %s, %s)"
+        " RETURNING id",
+        ("0x" + "ab" * 20, now - 40 * DAY),
+    ).fetchone()["id"]
+    for g, age in enumerate([31 * DAY, 30 * DAY + HOUR, 30 * DAY - HOUR, DAY]):
+        t = now - age
+        gid = conn.execute(
+            """INSERT INTO copy_group (group_key, followed_user_id, action, asset_id,
+                   window_start, window_end, first_detect_time, close_time)
+               VALUES (%s, %s, 'BUY', '1', %s, %s, %s, %s) RETURNING id""",
+            (f"k{g}", uid, t, t, t, t),
+        ).fetchone()["id"]
+        for d in (0, 2_000, 60_000):
+            conn.execute(
+                """INSERT INTO book_ladder (copy_group_id, delay_ms, book_at, source, bids,
+                       asks, taken_at) VALUES (%s, %s, %s, 'LIVE', '[]', '[]', %s)""",
+                (gid, d, t, t + timedelta(seconds=61)),
+            )
+    assert run(db_url) == 0
+    assert last_counts(conn)["book_ladder"] == 6  # the two groups taken over 30 days ago
+    left = conn.execute("SELECT DISTINCT copy_group_id FROM book_ladder").fetchall()
+    assert len(left) == 2
+    assert conn.execute("SELECT count(*) AS n FROM copy_group").fetchone()["n"] == 4  # kept
+    assert run(db_url) == 0
+    assert "book_ladder" not in last_counts(conn)

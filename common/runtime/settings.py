@@ -492,6 +492,13 @@ class Settings(BaseModel):
         description="Resolved alerts (with their transitions) and sent or given-up "
         "notifications (with their attempts) are deleted after this many days.",
     )
+    prune_ladder_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="The book ladder's rungs (book_ladder) are deleted this many days "
+        "after they were taken (the latency sweep reads the last OCULUS_SWEEP_HOURS).",
+    )
     prune_quarantine_days: int = Field(
         default=30,
         ge=1,

@@ -259,12 +259,22 @@ def lines(
                 f'stroke-width="2" stroke-linejoin="round"{dash}/>'
             )
         if s.label:
-            out.append(
-                f'<line x1="{legend_x:.0f}" x2="{legend_x + 22:.0f}" y1="36" y2="36" '
-                f'stroke="{s.color}" stroke-width="2"{dash}/><text x="{legend_x + 28:.0f}" '
-                f'y="40" fill="{INK}">{escape(s.label)}</text>'
-            )
-            legend_x += 40 + 8 * len(s.label)
+            legend_x = _legend(out, legend_x, s.label, s.color, dash)
+    return _close(out, plot_w)
+
+
+def _legend(out: list[str], x: float, label: str, color: str, dash: str) -> float:
+    """A series' key in the legend row at `x`; returns where the next one goes."""
+    out.append(
+        f'<line x1="{x:.0f}" x2="{x + 22:.0f}" y1="36" y2="36" stroke="{color}" '
+        f'stroke-width="2"{dash}/><text x="{x + 28:.0f}" y="40" fill="{INK}">'
+        f"{escape(label)}</text>"
+    )
+    return x + 40 + 8 * len(label)
+
+
+def _close(out: list[str], plot_w: float) -> bytes:
+    """The plot's frame, and the end of the chart."""
     out.append(
         f'<rect x="{LEFT:.0f}" y="{TOP:.0f}" width="{plot_w:.0f}" height="{H - TOP - BOTTOM:.0f}" '
         f'fill="none" stroke="{GRID}"/></svg>'
@@ -524,14 +534,5 @@ def decay(
                         f'stroke-width="2" stroke-linejoin="round"{dash}/>'
                     )
                 run = []
-        out.append(
-            f'<line x1="{legend_x:.0f}" x2="{legend_x + 22:.0f}" y1="36" y2="36" '
-            f'stroke="{c.color}" stroke-width="2"{dash}/><text x="{legend_x + 28:.0f}" '
-            f'y="40" fill="{INK}">{escape(c.label)}</text>'
-        )
-        legend_x += 40 + 8 * len(c.label)
-    out.append(
-        f'<rect x="{LEFT:.0f}" y="{TOP:.0f}" width="{plot_w:.0f}" height="{H - TOP - BOTTOM:.0f}" '
-        f'fill="none" stroke="{GRID}"/></svg>'
-    )
-    return "".join(out).encode()
+        legend_x = _legend(out, legend_x, c.label, c.color, dash)
+    return _close(out, plot_w)

@@ -154,3 +154,19 @@ def test_a_ladder_skips_the_moments_the_book_was_unknown() -> None:
     book.snapshot(9_000, [(500_000, 12)], [])
     rungs = ladder(book, 500, 500, (0, 2_000, 10_000), now_ms=20_000)
     assert [(r.delay_ms, r.levels.bids[0][1]) for r in rungs] == [(0, 10), (10_000, 12)]
+
+
+def test_a_snapshot_older_than_changes_seen_keeps_those_changes() -> None:
+    """A resync from a REST book read a moment before the stream moved on: the changes
+    stamped after the REST book are applied again on top (none is lost)."""
+    b = LiveBook("1")
+    b.snapshot(0, [(400_000, 10)], [(600_000, 10)])
+    b.change(10, BUY, 410_000, 5)
+    b.change(20, SELL, 590_000, 7)
+    b.snapshot(15, [(400_000, 10), (410_000, 5), (420_000, 1)], [(600_000, 10)])  # REST at 15
+    assert b.levels().bids == ((420_000, 1), (410_000, 5), (400_000, 10))
+    assert b.levels().asks == ((590_000, 7), (600_000, 10))  # the change at 20 kept
+    then = b.at(16)
+    assert then is not None and then.asks == ((600_000, 10),)  # REST's book at 15..19
+    now = b.at(25)
+    assert now is not None and now.asks == ((590_000, 7), (600_000, 10))

@@ -96,7 +96,10 @@ class LiveBook:
     def snapshot(
         self, at_ms: int, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
     ) -> None:
-        """Replaces the book with a `book` message's (or a REST /book's) levels."""
+        """Replaces the book with a `book` message's (or a REST /book's) levels. The
+        changes already seen that are stamped after it (a REST book read a moment before
+        the stream moved on) are applied again on top, so a resync drops none of them."""
+        later = [c for c in self._changes if c.at_ms > at_ms] if self.synced else []
         self.bids = {p: s for p, s in bids if s > 0}
         self.asks = {p: s for p, s in asks if s > 0}
         if self._gaps and self._gaps[-1][1] < 0:  # the gap since the reset ends here
@@ -105,6 +108,8 @@ class LiveBook:
         self.updated_ms = max(self.updated_ms, at_ms)
         self._seq += 1
         self._snapshots.append((self._seq, at_ms, self.levels()))
+        for c in later:
+            self.change(c.at_ms, c.side, c.price, c.size)
         self._trim(at_ms)
 
     def change(self, at_ms: int, side: str, price: int, size: int) -> bool:

@@ -339,6 +339,35 @@ def test_sql_rule_rows_fire_and_resolve_by_key(conn: db.Conn) -> None:
     assert got == {("ACTIVE", "FIRING"), ("ACTIVE", "RESOLVED"), ("PAUSED", "FIRING")}
 
 
+def test_long_sql_keys_sharing_a_beginning_stay_two_alerts(conn: db.Conn) -> None:
+    rs = sql_rules(
+        sql_rule("long", "select repeat('k', 300) || g::text as key from generate_series(1, 2) g")
+    )
+    evaluate(conn, rs, at(0))
+    keys = [p["labels"]["key"] for p in outbox(conn)]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert all(len(k) == alerts.KEY_CHARS and k.startswith("k" * 150) for k in keys)
+    assert alerts.sql_key("short") == "short"
+
+
+def test_an_sql_rules_session_advisory_locks_are_released_and_the_jobs_kept(
+    conn: db.Conn,
+) -> None:
+    conn.execute("SELECT pg_advisory_lock(424242)")  # the job's own lock on its connection
+    taken = (
+        "select 'k' as key, pg_advisory_lock(-1), pg_advisory_lock(5), pg_advisory_lock(5),"
+        " pg_advisory_lock_shared(9), pg_advisory_lock(7, 8)"
+    )
+    rows, _ = alerts.run_sql(conn, taken)
+    assert rows[0]["key"] == "k"
+    left = conn.execute(
+        "SELECT (classid::bigint << 32) | objid::bigint AS k, objsubid FROM pg_locks"
+        " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ).fetchall()
+    assert [(r["k"], r["objsubid"]) for r in left] == [(424242, 1)]
+    conn.execute("SELECT pg_advisory_unlock(424242)")
+
+
 def test_sql_rules_may_only_read_and_a_bad_one_stops_no_other(conn: db.Conn) -> None:
     users.add(conn, WALLET, "lead", [], T0)
     rs = sql_rules(

@@ -9,6 +9,7 @@ write and the outbox rows commit together or not at all."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,19 @@ Row = dict[str, Any]
 
 def labels_key(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True)
+
+
+KEY_CHARS = 200  # an SQL rule's `key`, as the alert's label
+
+
+def sql_key(value: Any) -> str:
+    """An SQL rule row's `key` as a label: whole up to KEY_CHARS; a longer one cut and
+    ended with a digest of the whole, so two keys sharing a beginning stay two alerts."""
+    text = str(value)
+    if len(text) <= KEY_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: KEY_CHARS - 18]}…#{digest}"
 
 
 @dataclass
@@ -112,10 +126,42 @@ class SqlRuleError(Exception):
     pass
 
 
+_ADVISORY = """
+SELECT classid::bigint AS a, objid::bigint AS b, objsubid, mode FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+"""
+_UNLOCK = {  # (objsubid, mode) → the unlock call for that lock's key
+    (1, "ExclusiveLock"): "SELECT pg_advisory_unlock((%(a)s << 32) | %(b)s)",
+    (1, "ShareLock"): "SELECT pg_advisory_unlock_shared((%(a)s << 32) | %(b)s)",
+    (2, "ExclusiveLock"): "SELECT pg_advisory_unlock(%(a)s::int, %(b)s::int)",
+    (2, "ShareLock"): "SELECT pg_advisory_unlock_shared(%(a)s::int, %(b)s::int)",
+}
+
+
+def _advisory(conn: db.Conn) -> set[tuple[int, int, int, str]]:
+    return {(r["a"], r["b"], r["objsubid"], r["mode"]) for r in conn.execute(_ADVISORY)}
+
+
 def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
     """Runs a rule's SELECT as the SELECT-only role, in a read-only transaction that is
     rolled back, with a 5 s statement timeout; at most SQL_MAX_ROWS rows (and whether
-    there were more). One statement only (it is prepared). SqlRuleError says why not."""
+    there were more). One statement only (it is prepared). SqlRuleError says why not.
+    A session advisory lock the statement took (a rollback keeps those) is released, and
+    only those: the job's own locks on this connection stay."""
+    held = _advisory(conn)
+    try:
+        return _run_sql(conn, sql)
+    finally:
+        for a, b, sub, mode in _advisory(conn) - held:
+            unlock = _UNLOCK.get((sub, mode))
+            with conn.transaction():
+                for _ in range(1000):  # a session lock taken n times is held until n unlocks
+                    row = conn.execute(unlock, {"a": a, "b": b}).fetchone() if unlock else None
+                    if row is None or not next(iter(row.values())):
+                        break
+
+
+def _run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
@@ -269,7 +315,7 @@ class Evaluator:
             if "key" not in row:
                 return "its rows need a `key` column (one alert per key)", None
             values = {k: _plain(v) for k, v in list(row.items())[:MAX_COLUMNS]}
-            labels = {"key": str(row["key"])[:200]}
+            labels = {"key": sql_key(row["key"])}
             out.append(Seen(labels, True, _number(row.get("value")),
                             {**values, **base, "labels": labels}))  # fmt: skip
         if more:

@@ -72,6 +72,10 @@ REFRESH_S = 2.0  # the watched set is re-read this often
 HEARTBEAT_S = 5.0
 HEALTHY_S = 10.0  # a session this long resets the backoff
 QUIET_S = 3.0  # a REST check waits this long at most for the stream to reach REST's time
+# REST's timestamp and the stream's are not one clock: a server sends the changes of a
+# moment in a frame stamped a little later. A REST book equal to this book at any moment
+# within SKEW_MS of its own timestamp agrees with it.
+SKEW_MS = 250
 LADDER_S = 1.0  # the groups whose ladder is due are looked for this often
 LADDER_GRACE_MS = 1_500  # ... once their last delay is this far behind
 LATE_DETECT_S = 3600.0  # a group detected longer than this after its fill gets no ladder
@@ -353,7 +357,7 @@ class Watcher:
             book = self.books.get(asset)
             if book is None or not book.synced:
                 del self._pending[asset]
-            elif book.updated_ms >= t_ms or time.monotonic() - fetched >= QUIET_S:
+            elif book.updated_ms >= t_ms + SKEW_MS or time.monotonic() - fetched >= QUIET_S:
                 del self._pending[asset]
                 self._compare(asset, book, t_ms, rest)
                 return asset
@@ -377,10 +381,20 @@ class Watcher:
         return asset
 
     def _compare(self, asset: str, book: live_book.LiveBook, t_ms: int, rest: Any) -> None:
+        """The REST book against this book as it was at REST's timestamp, or at any
+        moment it changed within SKEW_MS of it; a book that matches at none resyncs."""
         then = book.at(t_ms)
         self.counts["rest_checks"] += 1
-        if then is None or not (diff := then.differences(rest)):
+        if then is None:
             return
+        diff = then.differences(rest)
+        if not diff:
+            return
+        for t in book.change_times(t_ms - SKEW_MS, t_ms + SKEW_MS):
+            near = book.at(t)
+            if near is not None and not near.differences(rest):
+                self.counts["rest_skewed"] += 1  # the same book, stamped a little apart
+                return
         self.counts["rest_mismatch"] += 1
         log.warning("watch_books: %s: %d levels differ from REST (%s); resync",
                     asset, len(diff), "; ".join(diff[:3]))  # fmt: skip

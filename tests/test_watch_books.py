@@ -121,21 +121,40 @@ def test_rest_compares_with_the_book_as_it_was_at_its_timestamp() -> None:
     w.handle(json.dumps(ws_book(rest.book)))
     w._checked[ASSET] = 0.0
     # a delta after REST's moment: not a difference, the REST book is older
-    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 50, ("0.50", "0.51"))))
-    assert w.check_one() == ASSET  # fetched; the stream is past its time already
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 300, ("0.50", "0.51"))))
+    assert w.check_one() == ASSET  # fetched; the stream is past its time (+ skew) already
     assert w.check_one() == ASSET  # compared
     assert w.counts["rest_checks"] == 1 and w.counts["rest_mismatch"] == 0
     # REST says 0.48 holds 99 at MS + 60, where we have 100: a drift, but the stream has
-    # not reached MS + 60 yet: the comparison waits for it
+    # not reached MS + 60 (and the skew after it) yet: the comparison waits for it
     rest.book = raw_book([("0.48", "99"), ("0.49", "50"), ("0.50", "10")], ASKS, MS + 60)
     w._checked[ASSET] = 0.0
     w.check_one()
     assert w.check_one() is None and w.counts["rest_checks"] == 1
     w.handle(json.dumps(change("SELL", "0.52", "70", MS + 61, ("0.50", "0.51"))))
+    assert w.check_one() is None  # MS + 61: not past the skew yet
+    w.handle(json.dumps(change("SELL", "0.52", "70", MS + 60 + watch_books.SKEW_MS,
+                               ("0.50", "0.51"))))  # fmt: skip
     assert w.check_one() == ASSET
     assert w.counts["rest_mismatch"] == 1 and w.counts["resync_rest"] == 1
     assert dict(w.books[ASSET].levels().bids)[480_000] == 99_000_000  # a fresh REST book
     assert w.check_one() is None  # not due again for 5 s
+
+
+def test_a_rest_book_stamped_a_little_before_the_streams_change_agrees() -> None:
+    """The server sends a moment's changes in a frame stamped a little later: a REST book
+    read between the change and its frame equals the book at the frame's stamp."""
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest, check_s=5)
+    w.handle(json.dumps(ws_book(rest.book)))
+    w._checked[ASSET] = 0.0
+    rest.book = raw_book([("0.48", "100"), ("0.49", "50"), ("0.50", "10")], ASKS, MS + 100)
+    w.check_one()  # fetched: REST has 0.50 at MS + 100 ...
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 120, ("0.50", "0.51"))))  # ... we at +120
+    w.handle(json.dumps(change("BUY", "0.47", "5", MS + 600, ("0.50", "0.51"))))
+    assert w.check_one() == ASSET
+    assert w.counts["rest_checks"] == 1 and w.counts["rest_skewed"] == 1
+    assert w.counts["rest_mismatch"] == 0 and w.counts["resync_rest"] == 0
 
 
 def test_reconnect_forgets_levels_until_the_next_snapshot() -> None:

@@ -163,6 +163,12 @@ class LiveBook:
                 side.pop(c.price, None)
         return Levels(_sorted(bids, True), _sorted(asks, False))
 
+    def change_times(self, lo_ms: int, hi_ms: int) -> list[int]:
+        """The distinct moments in [lo_ms, hi_ms] at which the history changed."""
+        moments = {at for _, at, _ in self._snapshots if lo_ms <= at <= hi_ms}
+        moments.update(c.at_ms for c in self._changes if lo_ms <= c.at_ms <= hi_ms)
+        return sorted(moments)
+
     def first_after(self, t_ms: int) -> tuple[int, Levels] | None:
         """The first snapshot stamped at or after `t_ms` (the first book seen after a
         detection, when the asset was not watched before it), or None."""

@@ -170,3 +170,20 @@ def test_a_snapshot_older_than_changes_seen_keeps_those_changes() -> None:
     assert then is not None and then.asks == ((600_000, 10),)  # REST's book at 15..19
     now = b.at(25)
     assert now is not None and now.asks == ((590_000, 7), (600_000, 10))
+
+
+def test_changes_columns_behave_as_a_deque() -> None:
+    from collections import deque
+
+    from common.domain.live_book import Change, Changes
+
+    ours, theirs = Changes(), deque()
+    for i in range(5_000):
+        c = Change(i, 1_700_000_000_000 + i, BUY if i % 3 else SELL, 10_000 * (i % 90), i * 7)
+        ours.append(c)
+        theirs.append(c)
+        if i % 5 < 3 and i > 100:  # drop from the head often, past the compaction point
+            assert ours.popleft() == theirs.popleft()
+    assert len(ours) == len(theirs) and ours[0] == theirs[0] and list(ours) == list(theirs)
+    ours.clear()
+    assert not ours and len(ours) == 0

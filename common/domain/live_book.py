@@ -9,7 +9,9 @@ newest snapshot at or before `t` and the deltas after it up to `t`."""
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from common.domain import money
@@ -77,6 +79,58 @@ class Change:
     size: int
 
 
+class Changes:
+    """A book's changes, oldest first, in five columns of machine integers: ~33 bytes a
+    change where a deque of `Change` objects takes ~190 (a busy book holds tens of
+    thousands; the watcher's memory goal is 60 MB). A deque's subset: append, popleft,
+    [0], iteration (as `Change`s), len, clear."""
+
+    __slots__ = ("_at", "_head", "_price", "_seq", "_side", "_size")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._seq, self._at = array("q"), array("q")
+        self._price, self._size, self._side = array("q"), array("q"), array("b")
+        self._head = 0
+
+    def append(self, c: Change) -> None:
+        self._seq.append(c.seq)
+        self._at.append(c.at_ms)
+        self._price.append(c.price)
+        self._size.append(c.size)
+        self._side.append(0 if c.side == BUY else 1)
+
+    def _get(self, i: int) -> Change:
+        return Change(self._seq[i], self._at[i], BUY if self._side[i] == 0 else SELL,
+                      self._price[i], self._size[i])  # fmt: skip
+
+    def __getitem__(self, i: int) -> Change:
+        if i != 0 or not self:
+            raise IndexError(i)
+        return self._get(self._head)
+
+    def popleft(self) -> Change:
+        c = self[0]
+        self._head += 1
+        if self._head >= 1024 and self._head * 2 >= len(self._seq):  # drop the dead head
+            for col in (self._seq, self._at, self._price, self._size, self._side):
+                del col[: self._head]
+            self._head = 0
+        return c
+
+    def __len__(self) -> int:
+        return len(self._seq) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[Change]:
+        for i in range(self._head, len(self._seq)):
+            yield self._get(i)
+
+
 @dataclass
 class LiveBook:
     """One asset's book, and its recent history (`keep_ms`) of snapshots and changes."""
@@ -91,7 +145,7 @@ class LiveBook:
     _seq: int = 0
     _gaps: list[list[int]] = field(default_factory=list)  # [from, to) the book was unknown
     _snapshots: deque[tuple[int, int, Levels]] = field(default_factory=deque)
-    _changes: deque[Change] = field(default_factory=deque)
+    _changes: Changes = field(default_factory=Changes)
 
     def snapshot(
         self, at_ms: int, bids: list[tuple[int, int]], asks: list[tuple[int, int]]

@@ -495,10 +495,11 @@ def decay(
             f'fill="{MUTED}">{_label(v, unit, axis.step)}</text>'
         )
     for i, d in enumerate(delays_s):
+        anchor = "start" if i == 0 else ("end" if i == n - 1 else "middle")
         out.append(
             f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{TOP:.0f}" y2="{H - BOTTOM:.0f}" '
             f'stroke="{GRID}"/><text x="{x(i):.1f}" y="{H - BOTTOM + 18:.0f}" '
-            f'text-anchor="middle" fill="{MUTED}">+{d:g} s</text>'
+            f'text-anchor="{anchor}" fill="{MUTED}">+{d:g} s</text>'
         )
     if axis.lo <= 0 <= axis.hi:
         y0 = axis.y(0.0)

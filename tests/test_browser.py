@@ -87,7 +87,8 @@ PAGES = {
     ),
 }
 CHARTS = {"overview": 2, "portfolio": 3}  # a market page draws its histogram in HTML
-CHARTS |= {f"user-{i}": 3 for i in (1, 2, 3, 4)}  # waterfall, equity, gap; histograms are HTML
+# waterfall, equity, gap, and the latency sweep's two alpha-decay charts; histograms are HTML
+CHARTS |= {f"user-{i}": 5 for i in (1, 2, 3, 4)}
 CHARTS["user-2"] += 4  # both copies' waterfalls (the simulated one again, beside) and curves
 CHARTS |= {"market-1": 1, "market-2": 1}  # mid and spread history
 

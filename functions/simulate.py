@@ -57,6 +57,17 @@ class Stale(RuntimeError):
 Pending = list[tuple[decide.Group, copy_data.StoredBook | None, list[copy_data.Row]]]
 
 
+def _live_books(ctx: jobs.Context) -> clob.LiveBooks | None:
+    """The watcher's live books (OCULUS_LIVE_BOOKS_URL), kept for the process; None: off."""
+    url = ctx.settings.live_books_url
+    if not url:
+        return None
+    live = ctx.resources.get("live_books")
+    if not isinstance(live, clob.LiveBooks):
+        live = ctx.resources["live_books"] = clob.LiveBooks(url)
+    return live
+
+
 class Engine:
     """Decides groups in FIFO order, keeping the portfolios in memory between them."""
 
@@ -68,8 +79,9 @@ class Engine:
         ups: http.Upstreams | None = None,
         replay: bool = False,
         batch: int = 1,
+        live: clob.LiveBooks | None = None,
     ) -> None:
-        self.conn, self.clock, self.ups = conn, clock, ups
+        self.conn, self.clock, self.ups, self.live = conn, clock, ups, live
         self.replay, self.batch = replay, batch
         self.portfolios: dict[portfolio.Key, portfolio.Portfolio] = {}
         self.marks = portfolio.Marks()
@@ -141,12 +153,17 @@ class Engine:
         if self.replay or self.ups is None:
             return None
         at = self.clock()
-        try:
-            fetched = clob.fetch_book(self.ups.clob, g.asset_id)
-        except http.UpstreamError as exc:
-            log.warning("book for %s failed: %s", g.key, exc)
-            self.count("book_failed")
-            return None
+        live = self.live.fetch(g.asset_id) if self.live is not None else None
+        if live is not None:  # the watcher's live book: no round trip to the CLOB
+            self.count("book_live")
+            fetched: clob.OrderBook | wire.Reject | None = live
+        else:
+            try:
+                fetched = clob.fetch_book(self.ups.clob, g.asset_id)
+            except http.UpstreamError as exc:
+                log.warning("book for %s failed: %s", g.key, exc)
+                self.count("book_failed")
+                return None
         if isinstance(fetched, wire.Reject):
             quarantine.record(self.conn, [fetched], at)
             self.count("book_rejected")
@@ -155,7 +172,8 @@ class Engine:
             self.count("book_missing")
             return None
         with self.conn.transaction():
-            stored = copy_data.store_book(self.conn, fetched, at)
+            source = "LIVE" if live is not None else "REST"
+            stored = copy_data.store_book(self.conn, fetched, at, source)
             copy_data.set_book(self.conn, g.id, stored.book.snapshot_id)
         return stored
 
@@ -317,6 +335,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
                 ups=ctx.resources.get("ups"),
                 replay=replay,
                 batch=int(getattr(args, "batch", 1) or 1),
+                live=None if replay else _live_books(ctx),
             )
         for _ in range(MAX_WAITS):
             for k, v in groups.step(conn, ctx.clock()).items():

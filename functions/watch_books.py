@@ -46,17 +46,20 @@ import json
 import logging
 import random
 import sys
+import threading
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from common.domain import live_book
+from common.domain import live_book, money
 from common.runtime import jobs, memory
 from common.runtime import settings as settings_mod
 from common.store import db, ladder, quarantine
@@ -83,6 +86,7 @@ REST_RUNG_TOLERANCE_MS = 200  # a REST rung is within this of its delay, or not 
 REST_RUNG_WAIT_MS = 1_000  # +0's REST read waits this long for the live book first
 REST_RUNGS_PER_TICK = 4  # REST rung reads per call at most (a burst is spread, or late)
 REST_RUNG_PLAN_MAX = 10_000  # planned REST rung reads at most (more are dropped, counted)
+SERVE_FRESH_S = 5.0  # a live book is served only while the stream sent a frame this recently
 ONE_MS = timedelta(milliseconds=1)
 DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
 MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
@@ -123,6 +127,10 @@ class Watcher:
         self._rest_plan: list[tuple[int, str, int]] = []
         self._planned: dict[tuple[str, int], int] = {}  # (asset, fill ms) → planned at
         self.rest_books: dict[str, deque[tuple[int, live_book.Levels]]] = {}
+        # the live books served to the simulator (BookServer) are read by another thread:
+        # every change to the books is made holding this lock, and every read there
+        self.lock = threading.RLock()
+        self.frame_at = 0.0  # when the stream last sent a frame (monotonic; 0: never)
 
     # -- the watched set --------------------------------------------------------------------
     def want(self, assets: set[str]) -> tuple[set[str], set[str]]:
@@ -248,6 +256,37 @@ class Watcher:
                 out.append(live_book.Rung(d, got[0], "REST", got[1]))
         return out
 
+    # -- the live books, served ------------------------------------------------------------
+    def serve(self, asset: str) -> dict[str, Any] | None:
+        """The asset's live book now in `GET /book`'s format (what `clob.fetch_book`
+        reads), with the server's hash; None unless the book is synced, the stream sent
+        a frame within SERVE_FRESH_S, and a REST book has told the asset's minimum order
+        size (a decision needs it). Called from the server's thread."""
+        with self.lock:
+            book, meta = self.books.get(asset), self.meta.get(asset)
+            fresh = time.monotonic() - self.frame_at <= SERVE_FRESH_S
+            if book is None or not book.synced or not fresh or not meta:
+                return None
+            if meta.get("min_order_size") is None or not meta.get("market"):
+                return None
+            levels = book.levels()
+        now_ms = millis(self.clock())
+        out: dict[str, Any] = {
+            "market": meta["market"],
+            "asset_id": asset,
+            "timestamp": str(now_ms),
+            "hash": "",
+            "bids": [_level(p, n) for p, n in reversed(levels.bids)],  # the server's order
+            "asks": [_level(p, n) for p, n in reversed(levels.asks)],
+            "min_order_size": meta["min_order_size"],
+            "tick_size": meta.get("tick_size"),
+            "neg_risk": meta.get("neg_risk"),
+            "last_trade_price": "",
+        }
+        out["hash"] = clob.book_hash(out)
+        self.counts["served"] += 1
+        return out
+
     # -- frames -----------------------------------------------------------------------------
     def handle(self, frame: str | bytes) -> None:
         now = self.clock()
@@ -342,7 +381,8 @@ class Watcher:
             return None
         raw, ob = got
         self.meta[asset] = {"min_order_size": raw.get("min_order_size"),
-                            "neg_risk": raw.get("neg_risk")}  # fmt: skip
+                            "neg_risk": raw.get("neg_risk"), "market": ob.market,
+                            "tick_size": raw.get("tick_size")}  # fmt: skip
         self._checked[asset] = time.monotonic()
         return raw, ob
 
@@ -409,6 +449,42 @@ def _levels(ob: clob.OrderBook) -> live_book.Levels:
     return live_book.Levels(tuple(ob.bids), tuple(ob.asks))
 
 
+def _level(price: int, size: int) -> dict[str, str]:
+    """A level as the CLOB writes it: "0.48", "30.79"."""
+    return {"price": money.format_micros(price), "size": money.format_micros(size)}
+
+
+class BookServer(ThreadingHTTPServer):
+    """`GET /book?token_id=…` on loopback: the watcher's live book of a watched asset in
+    the CLOB's `/book` format (200), or 404 (not watched, not synced, the stream quiet):
+    the simulator's first source of a decision's book (OCULUS_LIVE_BOOKS_URL), before
+    REST. Read only; one thread a request."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], watcher: Watcher) -> None:
+        self.watcher = watcher
+        super().__init__(address, _BookHandler)
+
+
+class _BookHandler(BaseHTTPRequestHandler):
+    server: BookServer
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        asset = urllib.parse.parse_qs(url.query).get("token_id", [""])[0]
+        found = self.server.watcher.serve(asset) if url.path == "/book" and asset else None
+        body = json.dumps(found if found is not None else {"error": "no live book"})
+        self.send_response(200 if found is not None else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a request a decision: not a log line each
+
+
 _NEW_FILLS = """
 SELECT asset_id, event_time, detect_time FROM trade_event
 WHERE detect_time > %(after)s ORDER BY detect_time LIMIT %(n)s
@@ -442,12 +518,31 @@ class Runner:
         if not role.wait(lambda: self._done(deadline), self.stop.sleep):
             return
         role.keep()
+        server = self._serve()
         try:
             self._loop(deadline)
         finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
             role.release()
             self.ups.close()
             self.conn.close()
+
+    def _serve(self) -> BookServer | None:
+        """Starts serving the live books (OCULUS_WATCH_BOOKS_SERVE), if set."""
+        if not self.s.watch_books_serve:
+            return None
+        host, _, port = self.s.watch_books_serve.rpartition(":")
+        try:
+            server = BookServer((host, int(port)), self.watcher)
+        except OSError as exc:
+            log.warning("watch_books: cannot serve live books on %s: %s",
+                        self.s.watch_books_serve, exc)  # fmt: skip
+            return None
+        threading.Thread(target=server.serve_forever, name="book-server", daemon=True).start()
+        log.info("watch_books: serving live books on http://%s/book", self.s.watch_books_serve)
+        return server
 
     def _done(self, deadline: float | None) -> bool:
         return self.stop.stopped or (deadline is not None and time.monotonic() >= deadline)
@@ -474,7 +569,8 @@ class Runner:
                     raise db.DatabaseLost(db.one_line(exc)) from exc
                 log.warning("watch_books: connection lost: %s: %s", type(exc).__name__, exc)
             self.connected = False
-            self.watcher.disconnected()
+            with self.watcher.lock:
+                self.watcher.disconnected()
             self.watcher.counts["disconnects"] += 1
             attempt = 0 if time.monotonic() - began >= HEALTHY_S else attempt + 1
             if not self._done(deadline):
@@ -496,7 +592,8 @@ class Runner:
         return max(0.0, min(most, (due - millis(jobs.utcnow())) / 1000))
 
     def _session(self, ws: ClientConnection, deadline: float | None) -> None:
-        self.watcher.connected()
+        with self.watcher.lock:
+            self.watcher.connected()
         self.connected = True
         assets = sorted(self.watcher.wanted)
         ws.send(json.dumps({"assets_ids": assets, "type": "market",
@@ -510,8 +607,9 @@ class Runner:
                 frame = None
             now = time.monotonic()
             if frame is not None:
-                last_frame = now
-                self.watcher.handle(frame)
+                last_frame = self.watcher.frame_at = now
+                with self.watcher.lock:
+                    self.watcher.handle(frame)
             elif now - last_frame > STALE_S:
                 raise TimeoutError(f"no frame for {STALE_S:.0f} s")
             if now - ping_at >= PING_S:
@@ -520,7 +618,8 @@ class Runner:
             self._refresh(ws)
             if now >= self._check_due:  # at most one REST read a slice, however busy
                 self._check_due = now + RECV_SLICE_S
-                self.watcher.check_one()
+                with self.watcher.lock:
+                    self.watcher.check_one()
             self._ladders()
             self._beat()
 
@@ -530,7 +629,8 @@ class Runner:
         self._refresh_due = time.monotonic() + REFRESH_S
         assert self.conn is not None
         wanted = wanted_assets(self.conn, self.s, jobs.utcnow())
-        add, drop = self.watcher.want(wanted)
+        with self.watcher.lock:
+            add, drop = self.watcher.want(wanted)
         if ws is not None and (add or drop):
             if add:
                 ws.send(json.dumps({"operation": "subscribe", "assets_ids": sorted(add)}))
@@ -545,7 +645,8 @@ class Runner:
         history (+0 just before the fill), else from a REST read near it."""
         assert self.conn is not None
         now = jobs.utcnow()
-        self.watcher.rest_rungs_due(millis(now))
+        with self.watcher.lock:  # a REST rung's read may seed nothing, but takes no chance
+            self.watcher.rest_rungs_due(millis(now))
         if time.monotonic() < self._ladder_due:
             return
         self._ladder_due = time.monotonic() + LADDER_S

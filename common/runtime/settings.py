@@ -170,6 +170,18 @@ class Settings(BaseModel):
         description="The book ladder's delays after a leader's first fill (seconds, "
         "comma-separated; SPEC §12); the longest + 5 s within OCULUS_WATCH_BOOKS_HISTORY_S.",
     )
+    watch_books_serve: str = Field(
+        default="",
+        description="host:port on which functions.watch_books serves its live books "
+        "(GET /book?token_id=…, the CLOB's format) to the simulator; empty: not served. "
+        "Keep it on loopback.",
+    )
+    live_books_url: str = Field(
+        default="",
+        description="The simulator asks this URL (functions.watch_books' live books, e.g. "
+        "http://127.0.0.1:8097) for a decision's book first, for at most 200 ms, then "
+        "the CLOB's REST /book; empty: REST only. Each stored book records which.",
+    )
     sweep_hours: float = Field(
         default=24.0,
         gt=0,
@@ -599,6 +611,16 @@ class Settings(BaseModel):
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(origin(v) for v in value))
+
+    @field_validator("watch_books_serve")
+    @classmethod
+    def _check_serve(cls, value: str) -> str:
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port (e.g. 127.0.0.1:8097), got {value!r}")
+        return value
 
     @field_validator("ladder_delays_s")
     @classmethod

@@ -179,8 +179,11 @@ def load_books(conn: db.Conn, ids: list[int]) -> dict[int, StoredBook]:
     return {r["id"]: StoredBook.from_row(r) for r in conn.execute(BOOKS["by_ids"], {"ids": ids})}
 
 
-def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> StoredBook:
-    """Stores a fetched book (sorted best first); returns it as stored, carried forward
+def store_book(
+    conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime, source: str = "REST"
+) -> StoredBook:
+    """Stores a fetched book (sorted best first; `source`: REST, or LIVE for the book
+    watcher's); returns it as stored, carried forward
     from the write (the existing row when the exchange served the same book before: its
     id, levels and first fetch time), so the decision needs no read-back."""
     row = conn.execute(
@@ -199,6 +202,7 @@ def store_book(conn: db.Conn, ob: clob.OrderBook, fetched_at: datetime) -> Store
             "min": ob.min_order_size,
             "neg": ob.neg_risk,
             "last": ob.last_trade_price,
+            "source": source,
         },
     ).fetchone()
     assert row is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BeforeValidator, Field
 
 from common.domain import money
@@ -293,3 +294,28 @@ def fetch_last_trade_price(
     """Returns the last trade (check `is_default`: 0.5 with no side means none)."""
     ctx = {"token_id": token_id}
     return wire.fetch_one(upstream, "/last-trade-price", LastTrade, params=ctx, context=ctx)
+
+
+class LiveBooks:
+    """The book watcher's live books (`functions.watch_books`' BookServer, at
+    OCULUS_LIVE_BOOKS_URL): a decision's book without the CLOB's round trip. Any
+    failure — refused, slow (past `timeout_s`), 404 (not watched or not synced), a body
+    that does not parse — is None, and the caller reads REST; a bad body is never kept."""
+
+    def __init__(
+        self, url: str, timeout_s: float = 0.2, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.client = httpx.Client(base_url=url, timeout=timeout_s, transport=transport)
+
+    def fetch(self, token_id: str) -> OrderBook | None:
+        try:
+            r = self.client.get("/book", params={"token_id": token_id})
+            if r.status_code != 200 or len(r.content) > 2**22:
+                return None
+            book = BookPayload.model_validate_json(r.content).normalized()
+        except (httpx.HTTPError, ValueError):  # pydantic's ValidationError is a ValueError
+            return None
+        return book if book.asset_id == token_id else None
+
+    def close(self) -> None:
+        self.client.close()

@@ -36,6 +36,7 @@ class WalkView:
     matches: bool  # the recomputed walk filled what the attempt recorded (an executed one)
     fetched_at: datetime
     more: int  # levels beyond those shown
+    source: str = "REST"  # REST /book, or LIVE: the book watcher's live book
 
     @property
     def widest(self) -> int:
@@ -136,7 +137,15 @@ def _walk(conn: db.Conn, a: Row) -> WalkView | None:
         matches=w.shares == recorded,
         fetched_at=stored.fetched_at,
         more=max(0, len(walked) - LEVELS),
+        source=_source(conn, a["order_book_snapshot_id"]),
     )
+
+
+def _source(conn: db.Conn, book_id: int) -> str:
+    row = conn.execute(
+        "SELECT source FROM order_book_snapshot WHERE id = %(i)s", {"i": book_id}
+    ).fetchone()
+    return str(row["source"]) if row else "REST"
 
 
 def context(conn: db.Conn, attempt_id: int, now: datetime) -> AttemptContext | None:

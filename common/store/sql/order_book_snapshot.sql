@@ -5,13 +5,14 @@ SELECT id, asset_id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices
 FROM order_book_snapshot WHERE id = ANY(%(ids)s);
 
 -- insert --
--- A fetched book (sorted best first). The same book served again keeps its row: the
+-- A fetched book (sorted best first; `source` REST, or LIVE: the watcher's). The same
+-- book served again keeps its row: the
 -- no-op update makes RETURNING give the existing id, levels and first fetch time.
 INSERT INTO order_book_snapshot (asset_id, condition_id, book_hash, book_time, fetched_at,
     bid_prices_micros, bid_sizes_micros, ask_prices_micros, ask_sizes_micros, tick_size_micros,
-    min_order_size_micros, neg_risk, last_trade_price_micros)
+    min_order_size_micros, neg_risk, last_trade_price_micros, source)
 VALUES (%(asset)s, %(cond)s, %(hash)s, %(time)s, %(at)s, %(bp)s, %(bs)s, %(ap)s, %(as)s,
-    %(tick)s, %(min)s, %(neg)s, %(last)s)
+    %(tick)s, %(min)s, %(neg)s, %(last)s, %(source)s)
 ON CONFLICT (asset_id, book_time, book_hash) DO UPDATE SET asset_id = EXCLUDED.asset_id
 RETURNING id, fetched_at, bid_prices_micros, bid_sizes_micros, ask_prices_micros,
     ask_sizes_micros, asset_id, min_order_size_micros;

@@ -430,9 +430,8 @@ class Watcher:
         diff = then.differences(rest)
         if not diff:
             return
-        for t in book.change_times(t_ms - SKEW_MS, t_ms + SKEW_MS):
-            near = book.at(t)
-            if near is not None and not near.differences(rest):
+        for near in book.states(t_ms - SKEW_MS, t_ms + SKEW_MS):
+            if not near.differences(rest):
                 self.counts["rest_skewed"] += 1  # the same book, stamped a little apart
                 return
         self.counts["rest_mismatch"] += 1

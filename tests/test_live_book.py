@@ -187,3 +187,34 @@ def test_changes_columns_behave_as_a_deque() -> None:
     assert len(ours) == len(theirs) and ours[0] == theirs[0] and list(ours) == list(theirs)
     ours.clear()
     assert not ours and len(ours) == 0
+
+
+def test_states_replay_equals_the_book_at_each_moment() -> None:
+    import random
+
+    rng = random.Random(7)
+    b = LiveBook("1", keep_ms=10**9)
+    b.snapshot(0, [(400_000, 10)], [(600_000, 10)])
+    t = 0
+    for _ in range(600):
+        t += rng.choice((0, 1, 3, 7))
+        side = rng.choice((BUY, SELL))
+        price = rng.randrange(30, 70) * 10_000
+        b.change(t, side, price, rng.choice((0, 5, 9)))
+    lo, hi = 400, 900
+    moments = [lo, *[m for m in b.change_times(lo + 1, hi)]]
+    assert list(b.states(lo, hi)) == [b.at(m) for m in moments]
+    b.snapshot(650, [(410_000, 1)], [(590_000, 1)])  # a snapshot inside: rebuilt moment by moment
+    later = [lo, *[m for m in b.change_times(lo + 1, hi)]]
+    assert list(b.states(lo, hi)) == [b.at(m) for m in later]
+
+
+def test_the_ladders_plus_zero_is_the_book_at_detection_when_the_fill_is_too_old() -> None:
+    b = LiveBook("1", keep_ms=120_000)
+    b.snapshot(1_000_000, [(450_000, 10)], [(550_000, 10)])
+    b.change(1_050_000, BUY, 460_000, 4)
+    # the fill was 10 minutes before detection: the history does not reach it; at
+    # detection the book was watched and synced (no snapshot after it: a quiet book)
+    (rung,) = ladder(b, 1_060_000 - 600_000, 1_060_000, (0,), 1_070_000)
+    assert rung.source == "LIVE_AFTER" and rung.at_ms == 1_060_000
+    assert rung.levels.bids == ((460_000, 4), (450_000, 10))

@@ -157,6 +157,19 @@ def test_a_rest_book_stamped_a_little_before_the_streams_change_agrees() -> None
     assert w.counts["rest_mismatch"] == 0 and w.counts["resync_rest"] == 0
 
 
+def test_a_rest_book_equal_to_the_book_a_little_before_its_stamp_agrees() -> None:
+    rest = Rest(raw_book(BIDS, ASKS, MS))
+    w = watcher(rest, check_s=5)
+    w.handle(json.dumps(ws_book(rest.book)))
+    w.handle(json.dumps(change("BUY", "0.50", "10", MS + 100, ("0.50", "0.51"))))
+    w._checked[ASSET] = 0.0
+    rest.book = raw_book(BIDS, ASKS, MS + 250)  # as we had it before the change at +100
+    w.check_one()
+    w.handle(json.dumps(change("BUY", "0.47", "5", MS + 600, ("0.50", "0.51"))))
+    assert w.check_one() == ASSET
+    assert w.counts["rest_skewed"] == 1 and w.counts["rest_mismatch"] == 0
+
+
 def test_reconnect_forgets_levels_until_the_next_snapshot() -> None:
     rest = Rest(raw_book(BIDS, ASKS, MS))
     w = watcher(rest)

@@ -9,6 +9,7 @@ newest snapshot at or before `t` and the deltas after it up to `t`."""
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections import deque
 from collections.abc import Iterator
@@ -130,6 +131,39 @@ class Changes:
         for i in range(self._head, len(self._seq)):
             yield self._get(i)
 
+    def apply(
+        self, bids: dict[int, int], asks: dict[int, int], after_seq: int, upto_ms: int
+    ) -> None:
+        """Applies to `bids`/`asks` the changes after `after_seq` stamped up to `upto_ms`,
+        straight from the columns (no object a change: `at` reads thousands)."""
+        i = bisect.bisect_right(self._seq, after_seq, lo=self._head)
+        cols = zip(self._at[i:], self._side[i:], self._price[i:], self._size[i:], strict=True)
+        for at_ms, side, price, size in cols:
+            if at_ms > upto_ms:
+                continue  # stamps may run out of order by a little: each is judged alone
+            book = bids if side == 0 else asks
+            if size > 0:
+                book[price] = size
+            else:
+                book.pop(price, None)
+
+    def between(self, lo_ms: int, hi_ms: int, after_seq: int = 0) -> list[Change]:
+        """The changes after `after_seq` stamped in (lo_ms, hi_ms], in (stamp, seq) order."""
+        i = bisect.bisect_right(self._seq, after_seq, lo=self._head)
+        out = [self._get(j) for j in range(i, len(self._seq)) if lo_ms < self._at[j] <= hi_ms]
+        return sorted(out, key=lambda c: (c.at_ms, c.seq))
+
+    def stamps(self, lo_ms: int, hi_ms: int) -> set[int]:
+        return {t for t in self._at[self._head :] if lo_ms <= t <= hi_ms}
+
+    @property
+    def first_seq(self) -> int:
+        return self._seq[self._head]
+
+    @property
+    def first_at(self) -> int:
+        return self._at[self._head]
+
 
 @dataclass
 class LiveBook:
@@ -153,7 +187,8 @@ class LiveBook:
         """Replaces the book with a `book` message's (or a REST /book's) levels. The
         changes already seen that are stamped after it (a REST book read a moment before
         the stream moved on) are applied again on top, so a resync drops none of them."""
-        later = [c for c in self._changes if c.at_ms > at_ms] if self.synced else []
+        stale = self.synced and at_ms < self.updated_ms
+        later = self._changes.between(at_ms, self.updated_ms) if stale else []
         self.bids = {p: s for p, s in bids if s > 0}
         self.asks = {p: s for p, s in asks if s > 0}
         if self._gaps and self._gaps[-1][1] < 0:  # the gap since the reset ends here
@@ -205,23 +240,46 @@ class LiveBook:
             return None
         seq, _, levels = base
         bids, asks = dict(levels.bids), dict(levels.asks)
-        for c in self._changes:
-            if c.seq <= seq:
-                continue
-            if c.at_ms > t_ms:
-                continue  # stamps may run out of order by a little: each is judged alone
-            side = bids if c.side == BUY else asks
-            if c.size > 0:
-                side[c.price] = c.size
-            else:
-                side.pop(c.price, None)
+        self._changes.apply(bids, asks, seq, t_ms)
         return Levels(_sorted(bids, True), _sorted(asks, False))
 
     def change_times(self, lo_ms: int, hi_ms: int) -> list[int]:
         """The distinct moments in [lo_ms, hi_ms] at which the history changed."""
         moments = {at for _, at, _ in self._snapshots if lo_ms <= at <= hi_ms}
-        moments.update(c.at_ms for c in self._changes if lo_ms <= c.at_ms <= hi_ms)
+        moments.update(self._changes.stamps(lo_ms, hi_ms))
         return sorted(moments)
+
+    def states(self, lo_ms: int, hi_ms: int) -> Iterator[Levels]:
+        """The book at `lo_ms`, then after each moment in (lo_ms, hi_ms] it changed: one
+        replay, not one `at` a moment (a REST check's window holds hundreds on a busy
+        book). A snapshot inside the window: each moment rebuilt (`at`)."""
+        if any(lo_ms < at <= hi_ms for _, at, _ in self._snapshots):
+            for t in [lo_ms, *self.change_times(lo_ms + 1, hi_ms)]:
+                if (levels := self.at(t)) is not None:
+                    yield levels
+            return
+        base = None
+        for snap in self._snapshots:
+            if snap[1] > lo_ms:
+                break
+            base = snap
+        if base is None:
+            return
+        bids, asks = dict(base[2].bids), dict(base[2].asks)
+        self._changes.apply(bids, asks, base[0], lo_ms)
+        yield Levels(_sorted(bids, True), _sorted(asks, False))
+        moment = None
+        for c in self._changes.between(lo_ms, hi_ms, base[0]):
+            if moment is not None and c.at_ms != moment:
+                yield Levels(_sorted(bids, True), _sorted(asks, False))
+            moment = c.at_ms
+            side = bids if c.side == BUY else asks
+            if c.size > 0:
+                side[c.price] = c.size
+            else:
+                side.pop(c.price, None)
+        if moment is not None:
+            yield Levels(_sorted(bids, True), _sorted(asks, False))
 
     def first_after(self, t_ms: int) -> tuple[int, Levels] | None:
         """The first snapshot stamped at or after `t_ms` (the first book seen after a
@@ -253,14 +311,18 @@ class LiveBook:
         if not snaps:
             changes.clear()
             return
-        while changes and changes[0].seq <= snaps[0][0]:
+        while changes and changes.first_seq <= snaps[0][0]:
             changes.popleft()
         limit = snaps[1][0] if len(snaps) > 1 else None
-        if not changes or changes[0].at_ms > cut or (limit is not None and changes[0].seq > limit):
+        if (
+            not changes
+            or changes.first_at > cut
+            or (limit is not None and changes.first_seq > limit)
+        ):
             return
         seq, at_ms, levels = snaps[0]
         bids, asks = dict(levels.bids), dict(levels.asks)
-        while changes and changes[0].at_ms <= cut and (limit is None or changes[0].seq < limit):
+        while changes and changes.first_at <= cut and (limit is None or changes.first_seq < limit):
             c = changes.popleft()
             side = bids if c.side == BUY else asks
             if c.size > 0:
@@ -285,14 +347,16 @@ def ladder(
     book: LiveBook, first_fill_ms: int, detect_ms: int, delays_ms: tuple[int, ...], now_ms: int
 ) -> list[Rung]:
     """The book at each delay after the leader's first fill, as far as the history
-    holds it: +0 is the book just before the fill, or (the asset not watched yet) the
-    first book after detection; a delay the history does not reach (not yet, or no
-    longer) is left out."""
+    holds it: +0 is the book just before the fill, or (the history does not reach back
+    to it) the book at detection, or else the first book after it; a delay the history
+    does not reach (not yet, or no longer) is left out."""
     out = []
     for d in delays_ms:
         t = first_fill_ms + d if d > 0 else first_fill_ms - 1
         if book.reaches(t, now_ms) and (levels := book.at(t)) is not None:
             out.append(Rung(d, t, "LIVE", levels.compact()))
+        elif d == 0 and book.reaches(detect_ms, now_ms) and (seen := book.at(detect_ms)):
+            out.append(Rung(d, detect_ms, "LIVE_AFTER", seen.compact()))  # watched by then
         elif d == 0 and (after := book.first_after(detect_ms)) is not None:
             out.append(Rung(d, after[0], "LIVE_AFTER", after[1].compact()))
     return out

@@ -81,6 +81,7 @@ QUIET_S = 3.0  # a REST check waits this long at most for the stream to reach RE
 SKEW_MS = 250
 LADDER_S = 1.0  # the groups whose ladder is due are looked for this often
 LADDER_GRACE_MS = 1_500  # ... once their last delay is this far behind
+EMPTY_AFTER_MS = 10_000  # a group with no rung this long after detection is given up
 LATE_DETECT_S = 3600.0  # a group detected longer than this after its fill gets no ladder
 REST_RUNG_TOLERANCE_MS = 200  # a REST rung is within this of its delay, or not taken
 REST_RUNG_WAIT_MS = 1_000  # +0's REST read waits this long for the live book first
@@ -88,6 +89,7 @@ REST_RUNGS_PER_TICK = 4  # REST rung reads per call at most (a burst is spread, 
 REST_RUNG_PLAN_MAX = 10_000  # planned REST rung reads at most (more are dropped, counted)
 SERVE_FRESH_S = 5.0  # a live book is served only while the stream sent a frame this recently
 ONE_MS = timedelta(milliseconds=1)
+FILLS_OVERLAP = timedelta(seconds=30)  # < the history: a fill planned is remembered that long
 DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
 MAX_FRAME = 2**22  # 4 MiB: an initial dump of many books is large, a frame larger is not a book
 
@@ -235,6 +237,10 @@ class Watcher:
         for key, at in list(self._planned.items()):
             if at < now_ms - keep_ms:
                 del self._planned[key]
+        for asset in set(self.meta) | set(self._checked):  # REST reads of unwatched assets
+            if asset not in self.books and asset not in self.rest_books:
+                self.meta.pop(asset, None)
+                self._checked.pop(asset, None)
 
     def rest_rungs(
         self, asset: str, first_ms: int, detect_ms: int, delays_ms: Iterable[int]
@@ -659,7 +665,6 @@ class Runner:
         now_ms = millis(now)
         self._tried = {g: t for g, t in self._tried.items() if t > now_ms - 2 * history / ONE_MS}
         for g in ladder.pending(self.conn, assets, now - history, due, oldest, list(self._tried)):
-            self._tried[g["id"]] = now_ms
             first, seen = millis(g["window_start"]), millis(g["first_detect_time"])
             book = self.watcher.books.get(g["asset_id"])
             rungs = live_book.ladder(book, first, seen, delays, now_ms) if book else []
@@ -669,7 +674,8 @@ class Runner:
             if rungs:
                 self.watcher.counts["ladder_rungs"] += ladder.write(self.conn, g["id"], rungs, now)
                 self.watcher.counts["ladders"] += 1
-            else:
+            elif now_ms - seen >= EMPTY_AFTER_MS:  # nothing came: not looked at again
+                self._tried[g["id"]] = now_ms
                 self.watcher.counts["ladders_empty"] += 1
 
     def _plan_new_fills(self, now: datetime) -> None:
@@ -677,11 +683,15 @@ class Runner:
         assert self.conn is not None
         if self._fills_after is None:
             self._fills_after = now - timedelta(seconds=self.s.watch_books_history_s)
-        rows = self.conn.execute(_NEW_FILLS, {"after": self._fills_after, "n": 2000}).fetchall()
+        # read again from FILLS_OVERLAP before the newest seen: a fill committed late (the
+        # listener's and the poller's transactions interleave) is not passed over; a fill
+        # planned already is not planned twice
+        after = self._fills_after - FILLS_OVERLAP
+        rows = self.conn.execute(_NEW_FILLS, {"after": after, "n": 5000}).fetchall()
         now_ms = millis(now)
         for r in rows:
             self.watcher.plan_rest(r["asset_id"], millis(r["event_time"]), now_ms)
-            self._fills_after = r["detect_time"]
+            self._fills_after = max(self._fills_after, r["detect_time"])
 
     def _beat(self) -> None:
         if time.monotonic() < self._beat_due:

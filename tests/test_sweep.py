@@ -46,7 +46,13 @@ def test_half_life_is_interpolated_between_delays() -> None:
     # n/a points are passed over; a first retention that is n/a, zero or negative: none
     got = latency.half_life([(0, D("0.5")), (2_000, None), (5_000, D("0.1"))])
     assert got.seconds == D("3.1")  # 5 × 0.25 / 0.4 = 3.125 s, to a tenth (half to even)
-    assert latency.half_life([(0, None), (2_000, D("0.5"))]).seconds is None
+    # no base: n/a at the smallest delay (never the first known one instead)
+    assert latency.half_life([(0, None), (2_000, D("0.8")), (5_000, D("0.3"))]) == (
+        latency.HalfLife()
+    )
+    # "> the last delay", even when the last delay's retention is n/a
+    tail = [(0, D("0.8")), (2_000, D("0.7")), (30_000, D("0.6")), (60_000, None)]
+    assert latency.half_life(tail).label() == "> 60 s"
     assert latency.half_life([(0, D("0")), (2_000, D("-1"))]).label() == "n/a"
     assert latency.half_life([]).label() == "n/a"
     assert latency.half_life([(0, D("-0.2")), (2_000, D("-0.5"))]).label() == "n/a"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.domain import live_book
-from common.runtime import settings
+from common.runtime import jobs, settings
 from common.store import db, ladder, users
 from common.upstream import clob, wire
 from functions import watch_books
@@ -310,3 +310,30 @@ def test_a_group_detected_late_is_still_pending_and_tried_groups_are_not(conn: d
     oldest = since - timedelta(hours=1)
     assert [g["id"] for g in ladder.pending(conn, [ASSET], since, due, oldest)] == [gid]
     assert ladder.pending(conn, [ASSET], since, due, oldest, tried=[gid]) == []
+
+
+def _trade(conn: db.Conn, uid: int, asset: str, t: datetime, seen: datetime) -> None:
+    conn.execute(
+        """INSERT INTO trade_event (source, source_id, followed_user_id, wallet, asset_id,
+               side, price_micros, share_micros, usdc_notional_micros, event_time, detect_time)
+           VALUES ('DATA_API', %(s)s, %(u)s, %(w)s, %(a)s, 'BUY', 500000, 1000000, 500000,
+                   %(t)s, %(d)s)""",
+        {"s": f"t-{asset}", "u": uid, "w": "0x" + "cf" * 20, "a": asset, "t": t, "d": seen},
+    )
+
+
+def test_a_fill_committed_after_a_newer_one_is_still_planned(conn: db.Conn) -> None:
+    now = datetime.now(tz=UTC)
+    uid = users.add(conn, "0x" + "cf" * 20, "late-commit", [], now - timedelta(hours=1))
+    runner = watch_books.Runner(None, settings.Settings(), jobs.StopFlag())
+    runner.conn = conn
+    _trade(conn, uid, "102", now - timedelta(seconds=3), now - timedelta(seconds=1))
+    runner._plan_new_fills(now)
+    # the listener's transaction commits after the poller's newer one was read
+    _trade(conn, uid, "101", now - timedelta(seconds=4), now - timedelta(seconds=2))
+    runner._plan_new_fills(now + timedelta(seconds=1))
+    planned = {asset for asset, _ in runner.watcher._planned}
+    assert planned == {"101", "102"}
+    runner._plan_new_fills(now + timedelta(seconds=2))  # read again: planned once each
+    assert len(runner.watcher._planned) == 2
+    runner.ups.close()

@@ -138,14 +138,16 @@ class HalfLife:
 
 
 def half_life(points: list[tuple[int, Decimal | None]]) -> HalfLife:
-    """The half-life of retention over (delay ms, retention) points, sorted by delay.
-    Delays whose retention is n/a are passed over."""
-    known = sorted((d, r) for d, r in points if r is not None)
-    if not known or known[0][1] <= 0:
-        return HalfLife()
+    """The half-life of retention over (delay ms, retention) points: none when the
+    smallest delay's retention is n/a or not positive; later delays whose retention is
+    n/a are passed over (interpolated across); "> the last delay" if it never halves."""
+    ordered = sorted(points, key=lambda p: p[0])
+    if not ordered or ordered[0][1] is None or ordered[0][1] <= 0:
+        return HalfLife()  # no base: retention at the smallest delay is n/a or no gain
+    known = [(d, r) for d, r in ordered if r is not None]
     half = known[0][1] / 2
     for (d0, r0), (d1, r1) in itertools.pairwise(known):
         if r1 <= half:
             t = Decimal(d0) + (Decimal(d1 - d0) * (r0 - half) / (r0 - r1))
             return HalfLife(seconds=(t / 1000).quantize(Decimal("0.1"), ROUND_HALF_EVEN))
-    return HalfLife(beyond_s=Decimal(known[-1][0]) / 1000)
+    return HalfLife(beyond_s=Decimal(ordered[-1][0]) / 1000)

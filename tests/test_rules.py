@@ -356,7 +356,8 @@ def test_an_sql_rules_session_advisory_locks_are_released_and_the_jobs_kept(
     conn.execute("SELECT pg_advisory_lock(424242)")  # the job's own lock on its connection
     taken = (
         "select 'k' as key, pg_advisory_lock(-1), pg_advisory_lock(5), pg_advisory_lock(5),"
-        " pg_advisory_lock_shared(9), pg_advisory_lock(7, 8)"
+        " pg_advisory_lock_shared(9), pg_advisory_lock(7, 8), pg_advisory_lock(-1, -1),"
+        " pg_advisory_lock(-5)"
     )
     rows, _ = alerts.run_sql(conn, taken)
     assert rows[0]["key"] == "k"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from psycopg.types.json import Jsonb
 from test_simulate_e2e import run_pipeline
 
 from common.domain import decide, latency, live_book
@@ -170,3 +171,20 @@ def test_the_sweep_on_the_pipelines_groups(db_url: str) -> None:
                      {"g": gid["g"]})  # fmt: skip
         fewer = sweep.report(conn, inputs, configs, DELAYS, end, s.score_mark_max_age_s)
         assert fewer["groups"] == n - 1 and fewer["groups_without_ladder"] == 1
+
+
+def test_a_malformed_stored_sweep_is_passed_over(conn: db.Conn) -> None:
+    good = {"delays_ms": [0, 2000], "groups": 1, "groups_without_ladder": 0,
+            "global": {"points": [latency.Point(0).as_dict()],
+                       "half_life": latency.HalfLife().as_dict()},
+            "leaders": {}}  # fmt: skip
+    t = datetime(2026, 12, 1, tzinfo=UTC)
+    for n, report in enumerate([good, {"leaders": {}}, {**good, "global": {"points": [{}]}}]):
+        conn.execute(
+            """INSERT INTO latency_sweep (taken_at, range_start, range_end, groups, report,
+                   cpu_ms) VALUES (%(t)s, %(t)s, %(t)s, 0, %(r)s, 0)""",
+            {"t": t.replace(hour=n), "r": Jsonb(report)},
+        )
+    got = sweep.latest(conn)
+    assert got is not None and got.report == good  # the two newer ones are malformed
+    assert sweep.well_formed(good) and not sweep.well_formed([]) and not sweep.well_formed(None)

@@ -643,6 +643,11 @@ class Settings(BaseModel):
                 f"least the longest ladder delay ({longest:g} s) + {LADDER_MARGIN_S:g} s: "
                 "the ladder is read from the history once its last delay has passed"
             )
+        if self.prune_ladder_days * 24 < self.sweep_hours:
+            raise ValueError(
+                f"OCULUS_PRUNE_LADDER_DAYS ({self.prune_ladder_days}) would delete the ladder "
+                f"the latency sweep reads (OCULUS_SWEEP_HOURS: {self.sweep_hours:g} h)"
+            )
         return self
 
     @property

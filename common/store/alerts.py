@@ -152,13 +152,31 @@ def run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:
     try:
         return _run_sql(conn, sql)
     finally:
+        _release(conn, held)
+
+
+def _signed(oid: int) -> int:
+    """A lock key's half as pg_locks shows it (an oid, unsigned) back to the int4 given."""
+    return oid - 2**32 if oid >= 2**31 else oid
+
+
+def _release(conn: db.Conn, held: set[tuple[int, int, int, str]]) -> None:
+    """Releases the session advisory locks taken since `held` was read. A failure is
+    logged, never raised: the rule's own result or error stands. (A lock the job held
+    already and the rule took again is not seen here, and stays taken once more.)"""
+    try:
         for a, b, sub, mode in _advisory(conn) - held:
             unlock = _UNLOCK.get((sub, mode))
+            if unlock is None:
+                continue
+            key = {"a": a, "b": b} if sub == 1 else {"a": _signed(a), "b": _signed(b)}
             with conn.transaction():
                 for _ in range(1000):  # a session lock taken n times is held until n unlocks
-                    row = conn.execute(unlock, {"a": a, "b": b}).fetchone() if unlock else None
+                    row = conn.execute(unlock, key).fetchone()
                     if row is None or not next(iter(row.values())):
                         break
+    except psycopg.Error as exc:
+        log.warning("an SQL rule's advisory lock could not be released: %s", exc)
 
 
 def _run_sql(conn: db.Conn, sql: str) -> tuple[list[Row], bool]:

@@ -17,6 +17,7 @@ report, key for key.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from typing import Any
 
 from common.domain import attribution, copy_config, decide, latency, money, records
 from common.store import db, ladder, whatif
+
+log = logging.getLogger(__name__)
 
 _MARKS = """
 SELECT s.asset_id, k.mark FROM unnest(%(assets)s::text[]) s(asset_id)
@@ -137,13 +140,41 @@ class Latest:
 
 
 _LATEST = """
-SELECT taken_at, range_start, range_end, report FROM latency_sweep
-ORDER BY taken_at DESC, id DESC LIMIT 1
+SELECT id, taken_at, range_start, range_end, report FROM latency_sweep
+ORDER BY taken_at DESC, id DESC LIMIT 5
 """
 
 
+POINT_KEYS = frozenset(latency.Point(0).as_dict())
+
+
+def well_formed(report: Any) -> bool:
+    """Whether a stored report has the shape the pages read (a row written by another
+    version, or edited by hand, must not break them)."""
+
+    def series(x: Any) -> bool:
+        return (isinstance(x, dict) and isinstance(x.get("points"), list)
+                and all(isinstance(p, dict) and p.keys() >= POINT_KEYS
+                        and isinstance(p["delay_ms"], int) for p in x["points"])
+                and isinstance(x.get("half_life"), dict)
+                and isinstance(x["half_life"].get("label"), str))  # fmt: skip
+
+    return (
+        isinstance(report, dict)
+        and isinstance(report.get("delays_ms"), list)
+        and all(isinstance(d, int) and d >= 0 for d in report["delays_ms"])
+        and isinstance(report.get("groups"), int)
+        and isinstance(report.get("groups_without_ladder"), int)
+        and series(report.get("global"))
+        and isinstance(report.get("leaders"), dict)
+        and all(series(v) for v in report["leaders"].values())
+    )
+
+
 def latest(conn: db.Conn) -> Latest | None:
-    row = conn.execute(_LATEST).fetchone()
-    if row is None:
-        return None
-    return Latest(row["taken_at"], row["range_start"], row["range_end"], row["report"])
+    """The newest stored sweep the pages can read (a malformed one is passed over)."""
+    for row in conn.execute(_LATEST):
+        if well_formed(row["report"]):
+            return Latest(row["taken_at"], row["range_start"], row["range_end"], row["report"])
+        log.warning("latency_sweep %s: malformed report, passed over", row["id"])
+    return None

@@ -12,13 +12,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from pydantic import BeforeValidator, Field
 
 from common.domain import money
 from common.upstream import http, wire
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_BATCH = 500
 Millis = Annotated[datetime, BeforeValidator(wire.millis_to_datetime)]
@@ -305,9 +307,13 @@ class LiveBooks:
     def __init__(
         self, url: str, timeout_s: float = 0.2, transport: httpx.BaseTransport | None = None
     ) -> None:
+        import httpx  # jobs import httpx only when a request is made (tests/test_imports)
+
         self.client = httpx.Client(base_url=url, timeout=timeout_s, transport=transport)
 
     def fetch(self, token_id: str) -> OrderBook | None:
+        import httpx
+
         try:
             r = self.client.get("/book", params={"token_id": token_id})
             if r.status_code != 200 or len(r.content) > 2**22:

@@ -63,6 +63,7 @@ def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
         "reconcile",
         "config_test",
         "score",
+        "exits",
         "metrics",
         "rules",
         "notify",

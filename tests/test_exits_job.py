@@ -21,7 +21,7 @@ from test_simulate import ASSET, T0, attach_books, ctx_at, fill, setup
 from api import models
 from common.domain import copy_config
 from common.runtime import jobs, settings
-from common.store import copy_configs, db, groups, marks, writes
+from common.store import copy_configs, db, groups, marks, whatif, writes
 from functions import exits, simulate
 from site_builder.pages import config as config_page
 
@@ -227,3 +227,82 @@ def test_the_overlays_are_validated_and_round_trip_through_the_api_and_the_page(
     assert ctx.base["take_profit_bps"] == 2_500
     assert [o.values for o in ctx.overrides] == [{"take_profit_bps": 0, "stop_loss_bps": 500}]
     assert copy_config.Config().take_profit_bps == 0  # off by default
+
+
+def whatif_data(conn: db.Conn) -> tuple[int, int]:
+    """u1 bought at 0.50 before the range; at +30 min u2 buys on a book at 0.30/0.31."""
+    u1, u2 = setup(conn)
+    fill(conn, u1, 0, 1_000, 100)
+    groups.step(conn, T0 + timedelta(seconds=60))
+    attach_books(conn)
+    assert (
+        jobs.run_recorded(
+            conn, "simulate", ctx_at(T0 + timedelta(seconds=61), []), simulate.run_once
+        )
+        == 1
+    )
+    # Later the other user trades the asset on a book at 0.30: the mark falls.
+    low = conn.execute(
+        """INSERT INTO order_book_snapshot (asset_id, condition_id, book_time, fetched_at,
+               bid_prices_micros, bid_sizes_micros, ask_prices_micros, ask_sizes_micros)
+           VALUES (%(a)s, '0x' || repeat('d', 64), %(t)s, %(t)s, '{300000}', '{900000000}',
+                   '{310000}', '{900000000}') RETURNING id""",
+        {"a": ASSET, "t": T0 + timedelta(minutes=30)},
+    ).fetchone()
+    assert low is not None
+    fill(conn, u2, 30 * 60_000, 30 * 60_000 + 500, 100)
+    groups.step(conn, T0 + timedelta(minutes=31))
+    conn.execute(
+        "UPDATE copy_group SET order_book_snapshot_id = %(b)s WHERE order_book_snapshot_id IS NULL",
+        {"b": low["id"]},
+    )
+    return u1, u2
+
+
+def test_the_whatif_compares_without_and_with_the_overlays(conn: db.Conn) -> None:
+    u1, _ = whatif_data(conn)
+    start, end = T0 + timedelta(seconds=30), T0 + timedelta(hours=1)
+    inputs = whatif.load(conn, start, end, every_portfolio=True)
+    assert ("EXEC_USER", u1) in inputs.portfolios  # held from before the range
+    proposal = copy_configs.propose(conn, {"stop_loss_bps": 2_000})
+    without = whatif.evaluate(inputs, proposal, until=end)
+    with_exits = whatif.evaluate(inputs, proposal, exits=True, until=end)
+    assert whatif.evaluate(inputs, proposal, until=end) == without  # pure
+    # u1's own portfolio sells its position (0.50 → 0.305); the global one holds u1's
+    # 10 shares at 0.50 and u2's at 0.31, −25 % on average: it sells both users' shares.
+    sold = {"EXEC_USER": 1, "EXEC_GLOBAL": 2}
+    for scope in whatif.SCOPES:
+        assert without[scope].by_reason["EXIT_STOP_LOSS"] == 0
+        assert with_exits[scope].by_reason["EXIT_STOP_LOSS"] == sold[scope]
+        assert with_exits[scope].executed == without[scope].executed + sold[scope]
+    # Without a tick after the fall (no `until`), nothing sees the low mark.
+    blind = whatif.evaluate(inputs, proposal, exits=True)
+    assert all(blind[s].by_reason["EXIT_STOP_LOSS"] == 0 for s in whatif.SCOPES)
+    report = whatif.report(conn, start, end, proposal)
+    assert {"scopes", "groups", "groups_with_book"} <= set(report)
+    part = report["exit_overlays"]
+    assert part["enabled"] is True
+    for s in whatif.SCOPES:
+        assert part["scopes"][s]["without"]["by_reason"].get("EXIT_STOP_LOSS") is None
+        assert part["scopes"][s]["with"]["by_reason"]["EXIT_STOP_LOSS"] == sold[s]
+        # Sold at 0.30 what was then marked 0.305: the exit costs the half cent a share.
+        assert part["scopes"][s]["pnl_difference_micros"] == -50_000 * sold[s]
+    off = whatif.report(conn, start, end, copy_configs.load(conn))["exit_overlays"]
+    assert off["enabled"] is False
+    for s in whatif.SCOPES:
+        assert off["scopes"][s]["with"] == off["scopes"][s]["without"]
+
+
+def test_the_whatif_checks_a_deadline_between_groups_and_jumps_to_it(conn: db.Conn) -> None:
+    whatif_data(conn)
+    start, end = T0 + timedelta(seconds=30), datetime(2100, 1, 1, tzinfo=T0.tzinfo)
+    inputs = whatif.load(conn, start, end, every_portfolio=True)
+    # Held since 09:00: 45 min is 09:45, after the last group (09:30), before the end.
+    hold = copy_configs.propose(conn, {"max_hold_s": 45 * 60})
+    out = whatif.evaluate(inputs, hold, exits=True, until=end)  # 74 years: only deadlines
+    assert out["EXEC_USER"].by_reason == {"EXIT_MAX_HOLD": 2}  # u1 at 09:45, u2 at 10:15
+    assert out["EXEC_GLOBAL"].by_reason == {"EXIT_MAX_HOLD": 2}  # the position's age: 09:45
+    short = whatif.evaluate(inputs, hold, exits=True, until=T0 + timedelta(minutes=44))
+    assert sum(short[s].by_reason["EXIT_MAX_HOLD"] for s in whatif.SCOPES) == 0
+    at = whatif.evaluate(inputs, hold, exits=True, until=T0 + timedelta(minutes=45))
+    assert at["EXEC_USER"].by_reason == {"EXIT_MAX_HOLD": 1}

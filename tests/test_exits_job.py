@@ -152,6 +152,26 @@ def test_a_stop_loss_sells_both_portfolios_once(conn: db.Conn, clob: FakeClob) -
     assert len(attempts(conn)) == 4
 
 
+def test_an_exit_s_attempt_page_says_what_it_is(
+    conn: db.Conn, clob: FakeClob, tmp_path: Path
+) -> None:
+    from site_builder import build
+
+    bought(conn)
+    set_global(conn, stop_loss_bps=2_000)
+    mark(conn, 350_000)
+    assert jobs.run_recorded(conn, "exits", ctx_for(clob, NOW), exits.run_once) == 4
+    done = build.Builder(tmp_path, clock=lambda: NOW).build_all(conn)
+    assert not done.failed
+    exit_id = conn.execute(
+        "SELECT max(id) AS id FROM copy_attempt WHERE group_key LIKE 'exit:%'"
+    ).fetchone()
+    assert exit_id is not None
+    page = (tmp_path / f"attempts/{exit_id['id']}.html").read_text()
+    assert "an exit overlay's sale of the whole position, at the mark 0.350" in page
+    assert "EXIT_STOP_LOSS" in page and "No fills recorded" not in page
+
+
 def test_a_rerun_in_the_same_minute_never_sells_twice(conn: db.Conn, clob: FakeClob) -> None:
     bought(conn)
     set_global(conn, max_hold_s=60)

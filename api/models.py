@@ -44,6 +44,10 @@ DepthRatio = Annotated[StrictInt, _within(0, 100_000)]  # bps of the target: up 
 CopyRatio = Annotated[StrictInt, _within(0, 100_000)]  # bps of their size: up to 10 x
 BeforeClose = Annotated[StrictInt, _within(0, 604_800)]  # 7 days
 SignalAge = Annotated[StrictInt, _within(0, 86_400)]  # 1 day
+TakeProfit = Annotated[StrictInt, _within(0, 1_000_000)]  # bps of cost: up to +10,000 %
+StopLoss = Annotated[StrictInt, _within(0, 10_000)]  # bps of cost: at most all of it
+ExitBeforeClose = Annotated[StrictInt, _within(0, 2_592_000)]  # 30 days
+MaxHold = Annotated[StrictInt, _within(0, 31_536_000)]  # 365 days
 Notional = Annotated[StrictInt, _within(0, MAX_CASH_MICROS)]
 Cash = Annotated[StrictInt, _within(1_000_000, MAX_CASH_MICROS)]  # 1 USDC .. 1e9 USDC
 
@@ -104,6 +108,10 @@ class ConfigFields(_Body):
     weekly_loss_limit_bps: ShareOfEquity | None = None
     max_drawdown_bps: ShareOfEquity | None = None
     max_signal_age_s: SignalAge | None = None
+    take_profit_bps: TakeProfit | None = None
+    stop_loss_bps: StopLoss | None = None
+    exit_before_close_s: ExitBeforeClose | None = None
+    max_hold_s: MaxHold | None = None
     copy_pct_bps: CopyRatio | None = None
     min_trade_notional_micros: Notional | None = None
     max_trade_notional_micros: Notional | None = None

@@ -53,7 +53,7 @@ def evaluate(
     users = {int(u): dict(v) for u, v in proposal.get("users", {}).items()}
     proposed = copy_configs.propose(conn, dict(proposal.get("global", {})), users)
     start = end - timedelta(hours=hours)
-    inputs = whatif.load(conn, start, end)
+    inputs = whatif.load_for(conn, start, end, proposed)
     out = whatif.report(conn, start, end, proposed, inputs)
     out["sweep"] = sweep.report(
         conn, inputs, proposed, s.ladder_delays_ms, end, s.score_mark_max_age_s

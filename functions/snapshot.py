@@ -134,6 +134,7 @@ def save_state(conn: db.Conn, books: Books, keys: set[Key], moving: Touched, now
                     p.realized,
                     p.closed_by,
                     p.closed_at,
+                    p.opened_at,
                 )
                 for scope, user, a in sorted(moving, key=str)
                 for p in [books[(scope, user)].position(a)]

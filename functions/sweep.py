@@ -41,7 +41,7 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
     began = time.thread_time()
     end = ctx.clock()
     start = end - timedelta(hours=s.sweep_hours)
-    inputs = whatif.load(conn, start, end)
+    inputs = whatif.load_for(conn, start, end, copy_configs.load(conn))
     configs = copy_configs.load(conn)
     report = sweep.report(conn, inputs, configs, s.ladder_delays_ms, end, s.score_mark_max_age_s)
     cpu_ms = round((time.thread_time() - began) * 1000)

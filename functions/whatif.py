@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(exc))
         if args.sweep:
             s = settings.get()
-            inputs = whatif.load(conn, start, end)
+            inputs = whatif.load_for(conn, start, end, proposed)
             result = {"start": start.isoformat(), "end": end.isoformat(),
                       **sweep.report(conn, inputs, proposed, s.ladder_delays_ms,
                                      min(end, jobs.utcnow()), s.score_mark_max_age_s)}  # fmt: skip

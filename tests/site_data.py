@@ -371,6 +371,27 @@ def _operations(conn: db.Conn, users: list[int]) -> None:
             for scope in ("EXEC_USER", "EXEC_GLOBAL")
         },
         "sweep": sweep_report(users),
+        "exit_overlays": {
+            "enabled": True,
+            "scopes": {
+                scope: {
+                    "without": {
+                        "executed": 9,
+                        "skipped": 3,
+                        "pnl_micros": 2_000_000,
+                        "by_reason": {"SPREAD_TOO_WIDE": 3},
+                    },
+                    "with": {
+                        "executed": 11,
+                        "skipped": 4,
+                        "pnl_micros": 2_400_000,
+                        "by_reason": {"EXIT_STOP_LOSS": 3, "SPREAD_TOO_WIDE": 4},
+                    },
+                    "pnl_difference_micros": 400_000,
+                }
+                for scope in ("EXEC_USER", "EXEC_GLOBAL")
+            },
+        },
     }
     conn.execute(
         """INSERT INTO config_test (requested_at, requested_by, proposal, hours, state,

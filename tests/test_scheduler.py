@@ -64,6 +64,7 @@ def test_the_shipped_crontab_schedules_every_periodic_job() -> None:
         "config_test",
         "score",
         "sweep",
+        "exits",
         "metrics",
         "rules",
         "notify",

@@ -28,6 +28,10 @@ GUARDRAIL_FIELDS = (
     "weekly_loss_limit_bps",
     "max_drawdown_bps",
     "max_signal_age_s",
+    "take_profit_bps",
+    "stop_loss_bps",
+    "exit_before_close_s",
+    "max_hold_s",
 )
 SIZING_FIELDS = (
     "copy_pct_bps",
@@ -58,6 +62,12 @@ class Config:
     weekly_loss_limit_bps: int = 800
     max_drawdown_bps: int = 1_200
     max_signal_age_s: int = 300
+    # Exit overlays (SPEC §12), 0 = off: take profit / stop loss in bps of the average
+    # cost, exit this long before the market's end, exit after holding this long.
+    take_profit_bps: int = 0
+    stop_loss_bps: int = 0
+    exit_before_close_s: int = 0
+    max_hold_s: int = 0
     copy_pct_bps: int = 100
     min_trade_notional_micros: int = 5_000_000
     max_trade_notional_micros: int = 250_000_000

@@ -6,7 +6,8 @@ leader's first fill. Each BUY/SELL decision is attributed as SPEC §10 does, at 
 asset's mark now (X; its payout once resolved), so every delay is valued at the same
 marks and only the book, and so the fills, differ:
     ideal = σ·T0·(X − P)        exec = σ·F·(X − V) − fee
-- **PnL** at a delay = Σ exec (what the copies made, valued at X);
+- **PnL** at a delay = Σ exec (what the copies made, valued at X), plus, with exit
+  overlays on, what their sales made against holding to X;
 - **retention** = Σ exec / Σ ideal (`attribution.retention_ratio`: n/a unless Σ ideal
   > 0 and at least 10 attempts);
 - **fill rate** = executed / attempts;
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from statistics import median_low
 
-from common.domain import attribution, decide
+from common.domain import attribution, decide, money
 
 
 @dataclass
@@ -39,9 +40,20 @@ class Point:
     exec: int = 0  # Σ exec, micros (the PnL at X)
     fees: int = 0
     slippage_bps: list[int] = field(default_factory=list)  # one per executed BUY/SELL
+    exits: int = 0  # exit overlays' sales executed (not copies: not in attempts)
+    exit_pnl: int = 0  # their Σ exec: selling at V instead of holding to X (in `pnl`)
+
+    def add_exit(self, d: decide.Decision, mark: int | None) -> None:
+        """Counts an exit overlay's sale: in the PnL (−F·(X − V) − fee, what selling
+        then made against holding to the mark X), never in attempts, fills or
+        retention, which are the copies' (SPEC §10)."""
+        if d.decision != "EXECUTE" or mark is None:
+            return
+        self.exits += 1
+        self.exit_pnl += -money.mul_micros(d.filled_shares, mark - (d.vwap or 0)) - d.fee
 
     def add(self, d: decide.Decision, mark: int | None, a: attribution.Attempt) -> None:
-        """Counts one decision; an unmarked asset (no X) counts in attempts only."""
+        """Counts one copy decision; an unmarked asset (no X) counts in attempts only."""
         self.attempts += 1
         if d.decision == "EXECUTE":
             self.executed += 1
@@ -76,7 +88,9 @@ class Point:
             "executed": self.executed,
             "attributed": self.attributed,
             "fill_rate": None if f is None else str(f),
-            "pnl_micros": self.exec,
+            "pnl_micros": self.exec + self.exit_pnl,
+            "exits": self.exits,
+            "exit_pnl_micros": self.exit_pnl,
             "ideal_micros": self.ideal,
             "fees_micros": self.fees,
             "retention": None if r is None else str(r),

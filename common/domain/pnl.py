@@ -33,6 +33,7 @@ class Position:
     realized: int = 0  # the PnL this asset has realized (all its lifetimes)
     closed_by: str | None = None  # the entry type that last closed it (TRADE_FILL, MERGE, …)
     closed_at: datetime | None = None  # and that entry's effective time
+    opened_at: datetime | None = None  # when it last opened from zero (or flipped side)
 
 
 def trade(pos: Position, dq: int, cash: int) -> int:

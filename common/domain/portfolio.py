@@ -162,7 +162,7 @@ class Portfolio:
             pos.last_price = price
         if dq and copied_from is not None and self.scope == "EXEC_GLOBAL":
             _add(self.by_user.setdefault(copied_from, {}), asset, dq)
-        realized = 0
+        realized, before = 0, pos.shares
         if kind == "SEED":
             value = money.mul_micros(dq, price or 0)
             pos.shares += dq
@@ -170,6 +170,8 @@ class Portfolio:
             self.contributed += value
         else:
             realized = pnl.trade(pos, dq, cash)
+        if pos.shares and (before == 0 or (before > 0) != (pos.shares > 0)):
+            pos.opened_at = self.at  # the exit overlays' holding time starts here
         if not pos.shares:  # closed: any cost left leaves with the last share, realized
             realized -= pos.cost
             pos.cost = 0

@@ -56,7 +56,18 @@ REASONS: dict[str, str] = {
     "(1.25) × the target, or a partial fill when partial fills are off.",
     "NO_LIQUIDITY_WITHIN_BOUNDS": "Nothing could be filled without the VWAP crossing the "
     "price bound.",
+    # Exit overlays (SPEC §12): why functions.exits sold a position. The code is first on
+    # the exit's attempt whether it EXECUTEd (its only code) or was SKIPped (followed by
+    # the guardrails' codes that stopped it).
+    "EXIT_STOP_LOSS": "Exit overlay: the mark fell to the stop loss (stop_loss_bps below "
+    "the average cost) or lower. Wins over the other exit codes.",
+    "EXIT_TAKE_PROFIT": "Exit overlay: the mark rose to the take profit (take_profit_bps "
+    "above the average cost) or higher.",
+    "EXIT_BEFORE_CLOSE": "Exit overlay: the market ends within exit_before_close_s.",
+    "EXIT_MAX_HOLD": "Exit overlay: the position has been held max_hold_s or longer.",
 }
+
+EXITS = ("EXIT_STOP_LOSS", "EXIT_TAKE_PROFIT", "EXIT_BEFORE_CLOSE", "EXIT_MAX_HOLD")
 
 
 def describe(code: str) -> str:

@@ -266,6 +266,7 @@ class PositionRow(Record):
     realized_micros: int = 0
     closed_by: str | None = None
     closed_at: datetime | None = None
+    opened_at: datetime | None = None
 
     def position(self) -> pnl.Position:
         """The fold's position this saved row holds."""
@@ -277,4 +278,5 @@ class PositionRow(Record):
             self.realized_micros,
             self.closed_by,
             self.closed_at,
+            self.opened_at,
         )

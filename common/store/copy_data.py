@@ -245,7 +245,7 @@ def _attempt_params(r: Row) -> dict[str, Any]:
         "scope": d.scope,
         "u": g.user_id,
         "key": g.key,
-        "gid": g.id,
+        "gid": g.id or None,  # 0: an exit overlay's attempt, of no group
         "action": g.action,
         "cond": g.condition_id,
         "asset": g.asset_id,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.domain import attribution, copy_config, decide, latency, money, records
+from common.domain import attribution, copy_config, decide, exits, latency, money, records
 from common.store import db, ladder, whatif
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,34 @@ def run(
     rungs: dict[int, dict[int, ladder.Stored]],
     delays_ms: tuple[int, ...],
     marks: dict[str, int],
+    until: datetime | None = None,
 ) -> dict[str, Any]:
     """The sweep of loaded inputs (pure): per portfolio, one point per delay, and its
-    half-life."""
+    half-life. With an exit overlay on in `configs`, the exits are checked as the
+    what-if checks them (up to `until`), and `without_exits` holds the same sweep with
+    the overlays off, for comparison."""
+    on = whatif.overlays_on(configs)
+    out = _sweep(inputs, configs, rungs, delays_ms, marks, until if on else None, on)
+    if on:
+        off = {f: 0 for f in exits.FIELDS}
+        plain = copy_config.ConfigSet(
+            configs.base.with_values(off),
+            {u: c.with_values(off) for u, c in configs.users.items()},
+        )
+        bare = _sweep(inputs, plain, rungs, delays_ms, marks, until, True)
+        out["without_exits"] = {"global": bare["global"], "leaders": bare["leaders"]}
+    return out
+
+
+def _sweep(
+    inputs: whatif.Inputs,
+    configs: copy_config.ConfigSet,
+    rungs: dict[int, dict[int, ladder.Stored]],
+    delays_ms: tuple[int, ...],
+    marks: dict[str, int],
+    until: datetime | None,
+    with_exits: bool,
+) -> dict[str, Any]:
     scored = [g for g in inputs.groups if g.action in attribution.SCORED]
     full = {g.id for g in scored if all(d in rungs.get(g.id, {}) for d in delays_ms)}
     groups = [g for g in inputs.groups if g.action not in attribution.SCORED or g.id in full]
@@ -82,9 +107,14 @@ def run(
                 return
             key = (scope, g.user_id if scope == "EXEC_USER" else None)
             point = now.setdefault(key, latency.Point(d))
-            point.add(dec, marks.get(g.asset_id or ""), latency.attempt_of(dec))
+            mark = marks.get(g.asset_id or "")
+            if g.key.startswith(exits.KEY_PREFIX):
+                point.add_exit(dec, mark)
+            else:
+                point.add(dec, mark, latency.attempt_of(dec))
 
-        whatif.evaluate(dataclasses.replace(inputs, groups=groups, books=books), configs, observe)
+        subset = dataclasses.replace(inputs, groups=groups, books=books)
+        whatif.evaluate(subset, configs, observe, exits=with_exits, until=until)
         for key, point in now.items():
             points.setdefault(key, []).append(point)
 
@@ -115,7 +145,7 @@ def report(
     rungs = ladder.load(conn, [g.id for g in inputs.groups], delays_ms)
     assets = {g.asset_id for g in inputs.groups if g.asset_id}
     marks = marks_now(conn, assets, now - timedelta(seconds=mark_max_age_s))
-    return run(inputs, configs, rungs, delays_ms, marks)
+    return run(inputs, configs, rungs, delays_ms, marks, now)
 
 
 @dataclass(frozen=True)
@@ -145,7 +175,9 @@ ORDER BY taken_at DESC, id DESC LIMIT 5
 """
 
 
-POINT_KEYS = frozenset(latency.Point(0).as_dict())
+# What the pages read of a point (a report stored by an older version may lack the rest).
+POINT_KEYS = frozenset(("delay_ms", "attempts", "executed", "fill_rate", "pnl_micros",
+                        "ideal_micros", "retention", "median_slippage_bps"))  # fmt: skip
 
 
 def well_formed(report: Any) -> bool:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.domain import copy_config, decide, portfolio, records
+from common.domain import exits as overlays
 from common.store import copy_configs, copy_data, db, portfolios, queries
 
 SCOPES = ("EXEC_USER", "EXEC_GLOBAL")
@@ -89,10 +90,19 @@ Observe = Callable[[str, decide.Decision], None]
 
 
 def evaluate(
-    inputs: Inputs, configs: copy_config.ConfigSet, observe: Observe | None = None
+    inputs: Inputs,
+    configs: copy_config.ConfigSet,
+    observe: Observe | None = None,
+    *,
+    exits: bool = False,
+    until: datetime | None = None,
 ) -> dict[str, Outcome]:
     """Re-decides every group under `configs` (pure: the inputs are not changed);
-    `observe(scope, decision)` sees each decision (the latency sweep's figures)."""
+    `observe(scope, decision)` sees each decision, a group's or an exit's (the latency
+    sweep's figures; an exit's group key starts with `exits.KEY_PREFIX`).
+    With `exits`, every portfolio held at the range start counts from the start (not
+    from its first group), and the exit overlays of `configs` are checked at every
+    minute boundary up to the last group, or to `until` (`_Exits`)."""
     state = {k: copy.deepcopy(p) for k, p in inputs.portfolios.items()}
     marks = copy.deepcopy(inputs.marks)
     outcomes = {s: Outcome() for s in SCOPES}
@@ -109,9 +119,19 @@ def evaluate(
             outcomes[scope].start_equity += refs[key].start
         return p
 
+    overlay = _Exits(inputs, configs, state, refs, outcomes, observe) if exits else None
+    if overlay is not None:
+        for scope, user_id in sorted(state, key=str):
+            book_of(scope, user_id, configs.base)
     for g in inputs.groups:
         stored = inputs.books.get(g.id)
+        if overlay is not None:
+            overlay.until(g.decide_at if stored is None else stored.fetched_at, marks)
         at = copy_data.moment(g, stored, marks)
+        if overlay is not None:
+            overlay.changed = at
+            if stored is not None and g.asset_id is not None:
+                overlay.books[g.asset_id] = stored
         cfg = configs.for_user(g.user_id)
         user = inputs.users.get(g.user_id, copy_data.User(False, "REMOVED"))
         market = inputs.markets.get(g.condition_id or "")
@@ -132,18 +152,114 @@ def evaluate(
             else:
                 out.skipped += 1
                 out.by_reason.update(d.reasons)
+    if overlay is not None and until is not None:
+        overlay.until(until, marks)
     for key, p in state.items():
         if key in refs:
             outcomes[key[0]].end_equity += p.equity(marks)
     return outcomes
 
 
+class _Exits:
+    """The exit overlays in a what-if, checked at minute boundaries as `functions.exits`
+    checks them: every portfolio the evaluation has reached, on the marks seen so far,
+    its exits decided on the newest stored book of the asset seen so far in the range
+    (NO_BOOK before any). Only the boundaries where a check could decide anew are
+    visited: the first after the start, the first after each group (marks and positions
+    moved), and the first at or after each time rule's deadline — so a skipped exit is
+    counted once per such moment, not once a minute."""
+
+    def __init__(
+        self,
+        inputs: Inputs,
+        configs: copy_config.ConfigSet,
+        state: dict[portfolio.Key, portfolio.Portfolio],
+        refs: dict[portfolio.Key, _Refs],
+        outcomes: dict[str, Outcome],
+        observe: Observe | None = None,
+    ) -> None:
+        self.inputs, self.configs, self.state = inputs, configs, state
+        self.refs, self.outcomes, self.observe = refs, outcomes, observe
+        self.books: dict[str, copy_data.StoredBook] = {}
+        self.last: datetime | None = None  # the last boundary checked
+        self.changed: datetime | None = None  # a group moved things then, not checked since
+        self.start: datetime | None = None  # the first boundary
+
+    def _config(self, key: portfolio.Key) -> copy_config.Config:
+        return self.configs.base if key[1] is None else self.configs.for_user(key[1])
+
+    def _next(self, at: datetime, start: datetime) -> datetime | None:
+        """The next boundary to check, if at or before `at`."""
+        ticks = [start] if self.last is None else []
+        if self.changed is not None:
+            ticks.append(_ceil_minute(self.changed + timedelta(microseconds=1)))
+        for key in self.refs:
+            p = self.state[key]
+            for t in overlays.deadlines(p, self.inputs.markets, self._config(key)):
+                tick = max(_ceil_minute(t), start)  # one passed before the start: at it
+                if self.last is None or tick > self.last:
+                    ticks.append(tick)
+        due = min(ticks, default=None)
+        return due if due is not None and due <= at else None
+
+    def until(self, at: datetime, marks: portfolio.Marks) -> None:
+        """Checks the boundaries due up to `at` (the first call's minute starts them)."""
+        if self.start is None:
+            self.start = at.replace(second=0, microsecond=0)
+        while (t := self._next(at, self.start)) is not None:
+            self._check(t, marks)
+            self.last = t
+            if self.changed is not None and self.changed < t:
+                self.changed = None
+
+    def _check(self, now: datetime, marks: portfolio.Marks) -> None:
+        for key in sorted(self.refs, key=str):
+            p = self.state[key]
+            if not p.positions:
+                continue
+            cfg = self._config(key)
+            for ex in overlays.plan(p, marks, self.inputs.markets, cfg, now):
+                market = self.inputs.markets.get(ex.condition_id or "")
+                stored = self.books.get(ex.asset_id)
+                for u in ex.sellers:
+                    user = self.inputs.users.get(u, copy_data.User(False, "REMOVED"))
+                    refs = portfolio.BreakerRefs(0, 0, 0)  # a reduction passes the breakers
+                    sit = copy_data.situation(now, self.inputs.paused, user, market, stored, refs)
+                    d = overlays.decide_exit(ex, u, p, cfg, sit, marks, now)
+                    if self.observe is not None:
+                        self.observe(key[0], d)  # an exit: its group's key says so
+                    out = self.outcomes[key[0]]
+                    out.by_reason.update(d.reasons[:1])  # the exit's code, executed or not
+                    if d.decision == "EXECUTE":
+                        out.executed += 1
+                        out.filled_notional += d.filled_notional
+                        out.fees += d.fee
+                        decide.apply(p, d, market.assets if market is not None else ())
+                    else:
+                        out.skipped += 1
+                        out.by_reason.update(d.reasons[1:])
+
+
+def _ceil_minute(t: datetime) -> datetime:
+    """The first minute boundary at or after `t`."""
+    floor = t.replace(second=0, microsecond=0)
+    return floor if floor == t else floor + timedelta(minutes=1)
+
+
 GROUPS = queries.load("copy_group")
 ATTEMPTS = queries.load("copy_attempt")
 
 
-def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
-    """Reads the groups decided in [start, end) and what deciding them needs (read only)."""
+_EXEC_USERS_BEFORE = """
+SELECT DISTINCT followed_user_id FROM ledger_entry
+WHERE portfolio_scope = 'EXEC_USER' AND effective_time < %(start)s
+"""
+
+
+def load(conn: db.Conn, start: datetime, end: datetime, *, every_portfolio: bool = False) -> Inputs:
+    """Reads the groups decided in [start, end) and what deciding them needs (read only);
+    with `every_portfolio` (the exit overlays act on positions whoever's groups come),
+    also every per-user portfolio with ledger entries before the range."""
     rows = conn.execute(GROUPS["decided_between"], {"start": start, "end": end})
     groups = [decide.Group.from_row(r) for r in rows]
     by_book = {g.book_id: g.id for g in groups if g.book_id}
@@ -151,6 +267,9 @@ def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
     markets = copy_data.Markets(conn)
     configs = copy_configs.load(conn)
     keys = {("EXEC_GLOBAL", None)} | {("EXEC_USER", g.user_id) for g in groups}
+    if every_portfolio:
+        rows = conn.execute(_EXEC_USERS_BEFORE, {"start": start})
+        keys |= {("EXEC_USER", r["followed_user_id"]) for r in rows}
     loaded = {
         (scope, user): portfolios.load(
             conn,
@@ -173,13 +292,23 @@ def load(conn: db.Conn, start: datetime, end: datetime) -> Inputs:
     return Inputs(
         groups=groups,
         books=books,
-        markets={g.condition_id: markets.get(g.condition_id) for g in groups if g.condition_id},
+        markets={g.condition_id: markets.get(g.condition_id) for g in groups if g.condition_id}
+        | _held_markets(markets, loaded.values()),
         users=copy_data.users(conn),
         paused=copy_data.paused(conn),
         portfolios=loaded,
         marks=portfolios.load_marks(conn, portfolio.held_assets(loaded.values()), start),
         contexts=contexts,
     )
+
+
+def _held_markets(
+    markets: copy_data.Markets, held: Iterable[portfolio.Portfolio]
+) -> dict[str, decide.Market | None]:
+    """The markets of the positions held at the range start (the exit overlays judge
+    their end times)."""
+    conditions = {pos.condition_id for p in held for pos in p.positions.values()}
+    return {c: markets.get(c) for c in sorted(c for c in conditions if c)}
 
 
 def recorded(conn: db.Conn, start: datetime, end: datetime) -> dict[str, Outcome]:
@@ -196,6 +325,21 @@ def recorded(conn: db.Conn, start: datetime, end: datetime) -> dict[str, Outcome
     return out
 
 
+def overlays_on(*config_sets: copy_config.ConfigSet) -> bool:
+    """Whether any config of these sets turns an exit overlay on."""
+    return any(overlays.enabled(c) for cs in config_sets for c in (cs.base, *cs.users.values()))
+
+
+def load_for(
+    conn: db.Conn, start: datetime, end: datetime, proposed: copy_config.ConfigSet
+) -> Inputs:
+    """`load`, with every portfolio held at the start when the config in force or the
+    proposal turns an exit overlay on (an exit may sell what no group of the range
+    touches)."""
+    every = overlays_on(copy_configs.load(conn), proposed)
+    return load(conn, start, end, every_portfolio=every)
+
+
 def report(
     conn: db.Conn,
     start: datetime,
@@ -204,13 +348,16 @@ def report(
     inputs: Inputs | None = None,
 ) -> dict[str, Any]:
     """Returns the what-if report: per scope, the config in force re-evaluated, the
-    proposal, what was recorded, and the PnL difference (proposed − current). `inputs`:
-    as `load` read them, when the caller has them already."""
-    inputs = load(conn, start, end) if inputs is None else inputs
-    current = evaluate(inputs, copy_configs.load(conn))
+    proposal, what was recorded, and the PnL difference (proposed − current); and under
+    `exit_overlays` the proposal without and with its exit overlays (SPEC §12). `inputs`:
+    as `load_for` read them, when the caller has them already."""
+    in_force = copy_configs.load(conn)
+    inputs = load_for(conn, start, end, proposed) if inputs is None else inputs
+    current = evaluate(inputs, in_force)
     new = evaluate(inputs, proposed)
     seen = recorded(conn, start, end)
     return {
+        "exit_overlays": overlay_report(inputs, proposed, end),
         "start": start.isoformat(),
         "end": end.isoformat(),
         "groups": len(inputs.groups),
@@ -221,6 +368,33 @@ def report(
                 "proposed": new[s].as_dict(),
                 "recorded": {k: v for k, v in seen[s].as_dict().items() if "micros" not in k},
                 "pnl_difference_micros": new[s].pnl - current[s].pnl,
+            }
+            for s in SCOPES
+        },
+    }
+
+
+def overlay_report(
+    inputs: Inputs, configs: copy_config.ConfigSet, until: datetime | None = None
+) -> dict[str, Any]:
+    """Per scope, `configs` evaluated without its exit overlays (all four at 0) and with
+    them, the same way (`evaluate(exits=True)`), and the PnL difference (with − without).
+    `by_reason` of "with" counts every exit by its EXIT_* code (executed or not) besides
+    the skips' codes."""
+    off = {f: 0 for f in overlays.FIELDS}
+    plain = copy_config.ConfigSet(
+        configs.base.with_values(off), {u: c.with_values(off) for u, c in configs.users.items()}
+    )
+    without = evaluate(inputs, plain, exits=True, until=until)
+    with_exits = evaluate(inputs, configs, exits=True, until=until)
+    return {
+        "enabled": overlays.enabled(configs.base)
+        or any(overlays.enabled(c) for c in configs.users.values()),
+        "scopes": {
+            s: {
+                "without": without[s].as_dict(),
+                "with": with_exits[s].as_dict(),
+                "pnl_difference_micros": with_exits[s].pnl - without[s].pnl,
             }
             for s in SCOPES
         },

@@ -41,6 +41,10 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("daily_loss_limit_bps", "Daily loss breaker", "bps"),
     ("weekly_loss_limit_bps", "Weekly loss breaker", "bps"),
     ("max_drawdown_bps", "Drawdown breaker", "bps"),
+    ("take_profit_bps", "Exit: take profit at + (of average cost; 0 = off)", "bps"),
+    ("stop_loss_bps", "Exit: stop loss at − (of average cost; 0 = off)", "bps"),
+    ("exit_before_close_s", "Exit this close to the market's end (0 = off)", "s"),
+    ("max_hold_s", "Exit after holding this long (0 = off)", "s"),
 )
 assert {f for f, _, _ in FIELDS} == set(copy_config.GUARDRAIL_FIELDS) | set(
     copy_config.SIZING_FIELDS
@@ -107,6 +111,23 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "max_drawdown_bps": (
         "No new positions once equity is this far below its peak.",
         ("CIRCUIT_DRAWDOWN",),
+    ),
+    "take_profit_bps": (
+        "Sell a position once its mark is this far above its average cost (checked every "
+        "minute; through the same book walk and guardrails).",
+        ("EXIT_TAKE_PROFIT",),
+    ),
+    "stop_loss_bps": (
+        "Sell a position once its mark is this far below its average cost.",
+        ("EXIT_STOP_LOSS",),
+    ),
+    "exit_before_close_s": (
+        "Sell every position this long before its market's end.",
+        ("EXIT_BEFORE_CLOSE",),
+    ),
+    "max_hold_s": (
+        "Sell a position once it has been held this long.",
+        ("EXIT_MAX_HOLD",),
     ),
 }
 assert set(HELP) == {f for f, _, _ in FIELDS}, "every config field has its help"

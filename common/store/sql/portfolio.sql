@@ -10,14 +10,15 @@ FROM portfolio_state;
 -- open_positions --
 -- Every open position (records.PositionRow).
 SELECT portfolio_scope, followed_user_id, asset_id, condition_id, share_micros, cost_micros,
-       last_price_micros, realized_micros, closed_by, closed_at
+       last_price_micros, realized_micros, closed_by, closed_at, opened_at
 FROM portfolio_position WHERE share_micros <> 0;
 
 -- closed_user_positions --
 -- The closed positions of per-user portfolios about to move (their last price matters
 -- if they reopen).
 SELECT p.portfolio_scope, p.followed_user_id, p.asset_id, p.condition_id, p.share_micros,
-       p.cost_micros, p.last_price_micros, p.realized_micros, p.closed_by, p.closed_at
+       p.cost_micros, p.last_price_micros, p.realized_micros, p.closed_by, p.closed_at,
+       p.opened_at
 FROM unnest(%(s)s::text[], %(u)s::bigint[], %(a)s::text[]) AS t(s, u, a)
 JOIN portfolio_position p
   ON p.portfolio_scope = t.s AND p.followed_user_id = t.u AND p.asset_id = t.a
@@ -26,7 +27,7 @@ WHERE p.share_micros = 0;
 -- closed_global_positions --
 -- The global portfolio's closed positions about to move.
 SELECT portfolio_scope, followed_user_id, asset_id, condition_id, share_micros, cost_micros,
-       last_price_micros, realized_micros, closed_by, closed_at
+       last_price_micros, realized_micros, closed_by, closed_at, opened_at
 FROM portfolio_position
 WHERE portfolio_scope = 'EXEC_GLOBAL' AND followed_user_id IS NULL AND asset_id = ANY(%(a)s)
   AND share_micros = 0;
@@ -42,13 +43,14 @@ ON CONFLICT (portfolio_scope, followed_user_id) DO UPDATE SET
 
 -- upsert_position --
 INSERT INTO portfolio_position (portfolio_scope, followed_user_id, asset_id, condition_id,
-    share_micros, cost_micros, last_price_micros, realized_micros, closed_by, closed_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    share_micros, cost_micros, last_price_micros, realized_micros, closed_by, closed_at,
+    opened_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (portfolio_scope, followed_user_id, asset_id) DO UPDATE SET
     condition_id = EXCLUDED.condition_id, share_micros = EXCLUDED.share_micros,
     cost_micros = EXCLUDED.cost_micros, last_price_micros = EXCLUDED.last_price_micros,
     realized_micros = EXCLUDED.realized_micros, closed_by = EXCLUDED.closed_by,
-    closed_at = EXCLUDED.closed_at;
+    closed_at = EXCLUDED.closed_at, opened_at = EXCLUDED.opened_at;
 
 -- upsert_snapshot --
 -- One portfolio's row of one minute, with the ledger cut and marks time it was taken at.
@@ -117,6 +119,6 @@ WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s;
 -- One portfolio's positions as the snapshot job last saved them, closed ones included
 -- (their last price marks a reopened position) (records.PositionRow).
 SELECT portfolio_scope, followed_user_id, asset_id, condition_id, share_micros, cost_micros,
-       last_price_micros, realized_micros, closed_by, closed_at
+       last_price_micros, realized_micros, closed_by, closed_at, opened_at
 FROM portfolio_position
 WHERE portfolio_scope = %(s)s AND followed_user_id IS NOT DISTINCT FROM %(u)s;

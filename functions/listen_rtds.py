@@ -22,7 +22,7 @@ best-effort third source and the chain and the Data API stay the sources of trut
 One copy per database (the elected role `listen_rtds`); a heartbeat row every
 HEARTBEAT_S; a lost database connection ends it (exit 69, for supervisord to restart).
 
-    python -m functions.listen_rtds            # until SIGTERM (exits 0 at once when off)
+    python -m functions.listen_rtds            # until SIGTERM (off: exits 0 after 3 s)
     python -m functions.listen_rtds --seconds 30
 """
 
@@ -59,6 +59,7 @@ REFRESH_S = 3.0  # the followed wallets are re-read this often
 RECV_SLICE_S = 0.25  # bounds how long a stop signal waits
 HEALTHY_S = 10.0  # a session this long resets the backoff
 DB_ERRORS = (psycopg.Error, db.DatabaseUnavailable)
+OFF_EXIT_AFTER_S = 3.0  # off: exit 0 after this long (supervisord.conf startsecs = 2)
 
 
 class Listener:
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs.setup_logging(s)
     if not s.rtds_ws_url:
         log.info("listen_rtds: OCULUS_RTDS_WS_URL is not set: RTDS is off")
+        time.sleep(OFF_EXIT_AFTER_S)  # past supervisord's startsecs: a good start, not a crash
         return 0
     stop = jobs.StopFlag().install()
     source = clocks.configured(s.clock_url)  # OCULUS_CLOCK_URL, as every job

@@ -49,7 +49,8 @@ def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[di
         # enough for its log to have arrived) should carry a chain identity.
         for r in conn.execute(
             """SELECT id, followed_user_id, tx_hash, event_time FROM trade_event
-               WHERE source = 'DATA_API' AND log_index IS NULL AND reorg_state IS NULL
+               WHERE source <> 'CHAIN' AND api_source_id IS NOT NULL AND log_index IS NULL
+                 AND reorg_state IS NULL
                  AND event_time > %(up)s AND event_time < %(cut)s ORDER BY id""",
             {"up": listener["started_at"] + timedelta(seconds=10), "cut": now - confirm_after},
         ):

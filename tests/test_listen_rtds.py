@@ -210,6 +210,7 @@ def test_a_dropped_or_silent_connection_reconnects(db_url: str, conn: db.Conn) -
 
 def test_off_unless_its_url_is_set(monkeypatch: Any) -> None:
     monkeypatch.setenv("OCULUS_RTDS_WS_URL", "")
+    monkeypatch.setattr(listen_rtds, "OFF_EXIT_AFTER_S", 0.01)
     settings.get.cache_clear()
     try:
         assert listen_rtds.main([]) == 0

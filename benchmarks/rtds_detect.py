@@ -7,9 +7,11 @@ processes run against a scratch database: `functions.poll --loop --interval 1`,
 sighting (chain_seen_at, api_seen_at, rtds_seen_at), so one run gives both paths:
 chain-only = the earlier of the chain's and the Data API's sightings (what detect_time
 is without RTDS), chain + RTDS = detect_time. Prints p50/p95/max per path.
-`--rtds-delay-ms` delays every RTDS frame (a third party measured ~0.8 s p50 live).
+`--rtds-delay-ms` delays every RTDS frame (a third party measured ~0.8 s p50 live);
+`--rtds-drop-rate` loses a share of RTDS messages (those fills fall back to the chain).
 
 Run: python -m benchmarks.rtds_detect [--seconds 120] [--leaders 12] [--rtds-delay-ms 0]
+     [--rtds-drop-rate 0]
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
         try:
             with testing.running_sandbox(
                 seed=args.seed, leaders=args.leaders, chain_delay=2.0,
-                rtds_delay_ms=args.rtds_delay_ms,
+                rtds_delay_ms=args.rtds_delay_ms, rtds_drop_rate=args.rtds_drop_rate,
             ) as sb:  # fmt: skip
                 env = {
                     **os.environ,
@@ -141,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leaders", type=int, default=12)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rtds-delay-ms", type=int, default=0)
+    p.add_argument("--rtds-drop-rate", type=float, default=0.0)
     args = p.parse_args(argv)
     print(
         f"detection after the match: sandbox real time, chain delay 2 s, API lag 5 s, "
-        f"RTDS delay {args.rtds_delay_ms} ms, {args.leaders} leaders, {args.seconds:.0f} s, "
+        f"RTDS delay {args.rtds_delay_ms} ms, RTDS drop rate {args.rtds_drop_rate}, "
+        f"{args.leaders} leaders, {args.seconds:.0f} s, "
         "one run"
     )
     run(args)

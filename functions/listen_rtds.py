@@ -12,8 +12,9 @@ best-effort third source and the chain and the Data API stay the sources of trut
   confirm later, or the RTDS sighting of an event one of them stored first.
   Fills it reports that never settle are flagged UNSETTLED by reconcile.
 - **Refused**: a frame or message that does not parse (bad JSON, wrong types, missing
-  fields, a flood of messages in one frame, a frame past 1 MiB) is quarantined with its
-  reason (bounded per minute by the quarantine) and the listener goes on.
+  fields, a flood of messages in one frame) is quarantined with its reason (bounded per
+  minute by the quarantine) and the listener goes on; a frame past 1 MiB is refused by
+  the socket (the connection closes and is reopened).
 - **Connection**: text `PING` every PING_S (the server answers `PONG`); no frame at all
   for SILENT_S, or no trade of any wallet for OCULUS_RTDS_STALE_S (the feed lapses while
   answering pings), and it reconnects; reconnects back off (jobs.backoff_delay). RTDS

@@ -37,6 +37,7 @@ def demo_environment(port: int) -> dict[str, str]:
         "OCULUS_GAMMA_URL": f"{base}/gamma",
         "OCULUS_CHAIN_WS_URL": f"ws://127.0.0.1:{port}/chain",
         "OCULUS_CLOB_WS_URL": f"ws://127.0.0.1:{port}/clob/ws/market",
+        "OCULUS_RTDS_WS_URL": f"ws://127.0.0.1:{port}/rtds",
         "OCULUS_SANDBOX_PORT": str(port),
     }
 

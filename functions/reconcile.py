@@ -3,7 +3,9 @@ active users (an event detected lately, a chain fill not yet confirmed: `polling
 and those with no checkpoint yet or not seeded (idle users are the regular poll's,
 which sweeps everyone while the listener is down); check that every stage moves
 forward, and flag gaps — a chain fill no API row confirms in time, an API fill the
-listener missed while it was up, stale heartbeats, a stuck shadow ledger.
+listener missed while it was up, an RTDS fill that never settled (neither source
+confirmed it within OCULUS_RTDS_SETTLE_GRACE_S: flagged UNSETTLED, out of every sum),
+stale heartbeats, a stuck shadow ledger.
 
 Findings are counted in this run's `job_run.counts` (with up to 50 examples under
 "findings"); the status page reads them from there.
@@ -47,7 +49,8 @@ def find_gaps(conn: db.Conn, now: datetime, confirm_after: timedelta) -> list[di
         # enough for its log to have arrived) should carry a chain identity.
         for r in conn.execute(
             """SELECT id, followed_user_id, tx_hash, event_time FROM trade_event
-               WHERE source = 'DATA_API' AND log_index IS NULL AND reorg_state IS NULL
+               WHERE source <> 'CHAIN' AND api_source_id IS NOT NULL AND log_index IS NULL
+                 AND reorg_state IS NULL
                  AND event_time > %(up)s AND event_time < %(cut)s ORDER BY id""",
             {"up": listener["started_at"] + timedelta(seconds=10), "cut": now - confirm_after},
         ):
@@ -80,6 +83,37 @@ def void_contradicted(conn: db.Conn, now: datetime) -> int:
                 f" no log left for {event.wallet}'s {event.side} of asset"
                 f" {event.asset_id}; its shadow entries were reversed (a copy made of it"
                 " stays)",
+                now,
+                _plain(row),
+            )
+            done += 1
+    return done
+
+
+def flag_unsettled(conn: db.Conn, now: datetime, grace: timedelta) -> int:
+    """Flags the RTDS fills that neither the chain nor the Data API confirmed within
+    `grace` of their sighting: reported at match time, they never settled. Each leaves
+    every sum (state UNSETTLED), gets reversing shadow entries if it was applied, and a
+    failed item saying so (the status page lists them). Returns how many."""
+    done = 0
+    with conn.transaction():
+        db.lock_ingest(conn)  # exclusive: the fills flagged may be several users'
+        for row in conn.execute(TRADES["rtds_unsettled"], {"cut": now - grace}).fetchall():
+            if not conn.execute(TRADES["mark_unsettled"], {"id": row["id"]}).rowcount:
+                continue
+            event = records.TradeEvent.from_row(row)
+            if row["shadow_state"] == "APPLIED":
+                shadow.store(conn, event.followed_user_id, ledger.void_entries(event))
+            failures.record(
+                conn,
+                "reconcile",
+                f"trade:{event.id}",
+                f"RTDS fill {event.id} never settled: {event.wallet}'s {event.side} of asset"
+                f" {event.asset_id} in tx {event.tx_hash}, seen {row['rtds_seen_at']:%H:%M:%S},"
+                f" has no chain log and no Data API row after {grace.total_seconds():.0f} s;"
+                " flagged UNSETTLED"
+                + (" and its shadow entries reversed" if row["shadow_state"] == "APPLIED" else "")
+                + " (a copy made of it stays)",
                 now,
                 _plain(row),
             )
@@ -137,6 +171,8 @@ def run_once(conn: db.Conn, ctx: jobs.Context) -> int:
         got = polling.backfill(conn, ups, now - backfill, now, ctx.clock, only=targets)
         ctx.count("backfilled", got)
     ctx.count("contradicted_fills_voided", void_contradicted(conn, now))
+    grace = timedelta(seconds=s.rtds_settle_grace_s)
+    ctx.count("rtds_fills_unsettled", flag_unsettled(conn, now, grace))
     findings = find_gaps(conn, now, timedelta(seconds=s.reconcile_confirm_after_s))
     findings += find_stalls(conn, now, s)
     for f in findings:

@@ -10,6 +10,15 @@ from typing import Any
 from sandbox import faults, scenario, truth
 from sandbox.clock import Clock
 
+RTDS_KNOBS = (
+    "rtds_drop_rate",
+    "rtds_duplicate_rate",
+    "rtds_phantom_rate",
+    "rtds_malformed_rate",
+    "rtds_silent",
+    "rtds_delay_ms",
+)
+
 
 def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
@@ -63,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "market_ws_drop_after",
         "market_ws_corrupt_rate",
         "market_ws_delay_ms",
+        *RTDS_KNOBS,
     ):
         default = getattr(knobs, name)
         flag = "--" + name.replace("_", "-")
@@ -108,6 +118,7 @@ def _serve(args: argparse.Namespace, data: dict[str, Any]) -> int:
         **{n: getattr(args, n) for n in ("ws_drop_every_s", "malformed_rate")},
         **{n: getattr(args, n) for n in ("market_ws_drop_after", "market_ws_corrupt_rate")},
         "market_ws_delay_ms": args.market_ws_delay_ms,
+        **{n: getattr(args, n) for n in RTDS_KNOBS},
     }
     try:
         knobs.update(changes)

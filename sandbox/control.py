@@ -26,6 +26,7 @@ async def state(request: Request) -> Response:
                 "ws_subscriptions": sum(len(c.subs) for c in sb.hub.connections),
                 "market_ws_connections": len(sb.market_hub.connections),
                 "market_ws_assets": sum(len(c.assets) for c in sb.market_hub.connections),
+                "rtds_connections": len(sb.rtds_hub.connections),
                 "markets": len(world.markets),
                 "leaders": len(world.leaders),
                 "records": len(world.records),
@@ -64,6 +65,7 @@ async def clock(request: Request) -> Response:
         return web.error(409, str(exc))
     sb.hub.wake()
     sb.market_hub.wake()
+    sb.rtds_hub.wake()
     return web.json_response({"now_ms": now, "offset_ms": now - sb.world.anchor})
 
 

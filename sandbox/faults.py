@@ -8,7 +8,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 FAULTY_PREFIXES = ("/data-api/", "/clob/", "/gamma/")
-MAXIMA = {"market_ws_drop_after": 1_000_000, "market_ws_delay_ms": 60_000}
+MAXIMA = {
+    "market_ws_drop_after": 1_000_000,
+    "market_ws_delay_ms": 60_000,
+    "rtds_silent": 1,
+    "rtds_delay_ms": 60_000,
+}
 
 
 @dataclass
@@ -29,6 +34,15 @@ class Knobs:
     market_ws_drop_after: int = 0
     market_ws_corrupt_rate: float = 0.0
     market_ws_delay_ms: int = 0
+    # RTDS (sandbox/rtds.py): a share of messages never sent, sent twice, or followed
+    # (a followed wallet's) by a fill that never settles; a share of broken frames; 1 =
+    # silent (PONGs only, the live lapse); a fixed delay per frame
+    rtds_drop_rate: float = 0.0
+    rtds_duplicate_rate: float = 0.0
+    rtds_phantom_rate: float = 0.0
+    rtds_malformed_rate: float = 0.0
+    rtds_silent: int = 0
+    rtds_delay_ms: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Applies changes; raises ValueError naming any unknown or invalid knob."""

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from sandbox import clob, control, dataapi, faults, gamma, market_ws, rand, ws
+from sandbox import clob, control, dataapi, faults, gamma, market_ws, rand, rtds, ws
 from sandbox.clock import Clock
 from sandbox.world import World
 
@@ -27,6 +27,7 @@ class Sandbox:
         self.counters: dict[str, int] = {}
         self.hub: ws.Hub | None = None
         self.market_hub: market_ws.MarketHub | None = None
+        self.rtds_hub: rtds.RtdsHub | None = None
 
     def lag_ms(self) -> int:
         return round(self.knobs.api_lag_s * 1000)
@@ -44,11 +45,16 @@ def build_app(sb: Sandbox) -> Any:
     async def clob_market_ws(websocket):
         await sb.market_hub.endpoint(websocket)
 
+    async def rtds_ws(websocket):
+        await sb.rtds_hub.endpoint(websocket)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         sb.hub = ws.Hub(sb)
         sb.market_hub = market_ws.MarketHub(sb)
-        tasks = [asyncio.create_task(sb.hub.run()), asyncio.create_task(sb.market_hub.run())]
+        sb.rtds_hub = rtds.RtdsHub(sb)
+        hubs = (sb.hub, sb.market_hub, sb.rtds_hub)
+        tasks = [asyncio.create_task(hub.run()) for hub in hubs]
         yield
         for task in tasks:
             task.cancel()
@@ -76,6 +82,7 @@ def build_app(sb: Sandbox) -> Any:
         Route("/_sandbox/scenario", control.scenario_file),
         WebSocketRoute("/chain", chain_ws),
         WebSocketRoute("/clob/ws/market", clob_market_ws),
+        WebSocketRoute("/rtds", rtds_ws),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sandbox = sb

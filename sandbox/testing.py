@@ -34,6 +34,7 @@ class RunningSandbox:
         self.control_url = base + "/_sandbox"
         self.chain_ws_url = f"ws://127.0.0.1:{self.port}/chain"
         self.market_ws_url = f"ws://127.0.0.1:{self.port}/clob/ws/market"
+        self.rtds_ws_url = f"ws://127.0.0.1:{self.port}/rtds"
         self.anchor_ms: int = ready["anchor_ms"]
         self.leaders: list[str] = ready["leaders"]
         self.client = httpx.Client(timeout=10)

@@ -47,13 +47,15 @@ class Hub:
         self._wake.set()
 
     async def drop_all(self) -> int:
-        """Closes every chain and market-channel connection; returns how many."""
+        """Closes every chain, market-channel and RTDS connection; returns how many."""
         conns = list(self.connections)
         for conn in conns:
             conn.queue.put_nowait(_CLOSE)
         dropped = len(conns)
         if self.sb.market_hub is not None:
             dropped += await self.sb.market_hub.drop_all()
+        if self.sb.rtds_hub is not None:
+            dropped += await self.sb.rtds_hub.drop_all()
         self.sb.counters["ws_drops"] = self.sb.counters.get("ws_drops", 0) + dropped
         return dropped
 

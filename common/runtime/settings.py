@@ -145,6 +145,27 @@ class Settings(BaseModel):
         default="wss://ws-subscriptions-clob.polymarket.com/ws/market",
         description="The CLOB's market-channel WebSocket (functions.watch_books: live books).",
     )
+    rtds_ws_url: str = Field(
+        default="",
+        description="Polymarket's real-time data service WebSocket (RTDS, topic "
+        "activity/trades: fills before the block; functions.listen_rtds), e.g. "
+        "wss://ws-live-data.polymarket.com. Empty: off (the topic is undocumented and lapses "
+        "at times; the chain and the Data API stay the sources of truth).",
+    )
+    rtds_stale_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="functions.listen_rtds reconnects when no trade (of any wallet) has "
+        "arrived for this long although the socket answers PINGs (RTDS lapses silently).",
+    )
+    rtds_settle_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="An RTDS fill neither the chain nor the Data API confirms within this "
+        "long is flagged UNSETTLED by reconcile (out of every sum; its shadow entries "
+        "reversed).",
+    )
     watch_books_s: float = Field(
         default=3600.0,
         gt=0,
@@ -692,7 +713,13 @@ class Settings(BaseModel):
         return parse_path_limits(self.rate_limit_paths)
 
     @field_validator(
-        "data_api_url", "clob_url", "gamma_url", "chain_ws_url", "clob_ws_url", "telegram_api_url"
+        "data_api_url",
+        "clob_url",
+        "gamma_url",
+        "chain_ws_url",
+        "clob_ws_url",
+        "rtds_ws_url",
+        "telegram_api_url",
     )
     @classmethod
     def _strip_slash(cls, value: str) -> str:

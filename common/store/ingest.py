@@ -1,7 +1,8 @@
 """Normalizing fills and activity into `trade_event` / `activity_event`, exactly once.
 
 Two sources see the same fill: the chain log (fast, exact amounts, its own identity
-tx hash + log index) and the Data API row (slower, no id of its own). Data API rows get
+tx hash + log index) and the Data API row (slower, no id of its own); a third, RTDS
+(before the block, best-effort), merges into the same event (common.store.rtds). Data API rows get
 a stable source id from their content — wallet, tx hash, asset, side, shares, price
 (micros) and an ordinal among identical rows of one transaction — so a re-poll, a restart or an
 overlapping window collides instead of duplicating, and two identical real fills stay
@@ -202,6 +203,7 @@ class Existing:
     api_source_id: str | None
     reorg_state: str | None
     shadow_applied: bool
+    rtds_source_id: str | None = None  # the RTDS trade that reported it (common.store.rtds)
 
 
 def _close(a: int, b: int) -> bool:
@@ -211,16 +213,14 @@ def _close(a: int, b: int) -> bool:
 def plan_api_fills(
     fills: Sequence[ApiFill], existing: Sequence[Existing]
 ) -> tuple[list[tuple[int, ApiFill]], list[ApiFill]]:
-    """Returns (chain events to confirm with an API fill, API fills to insert). Fills
-    whose source id is already stored are neither."""
+    """Returns (events to confirm with an API fill, API fills to insert): an event no
+    API row has confirmed yet (a chain log's, or an RTDS trade's) takes the first API
+    fill like it. Fills whose source id is already stored are neither."""
     known = {e.api_source_id for e in existing if e.api_source_id}
     free = sorted(
-        (
-            e
-            for e in existing
-            if e.source == "CHAIN" and e.api_source_id is None and e.reorg_state is None
-        ),
-        key=lambda e: e.log_index if e.log_index is not None else -1,
+        (e for e in existing if e.api_source_id is None and e.reorg_state is None),
+        # logs first, in log order; then events no log has confirmed (RTDS trades)
+        key=lambda e: (e.log_index is None, e.log_index or 0, e.id),
     )
     matches: list[tuple[int, ApiFill]] = []
     inserts: list[ApiFill] = []
@@ -334,7 +334,8 @@ def plan_chain_fill(
 def _existing(conn: db.Conn, tx_hashes: Iterable[str]) -> list[Existing]:
     rows = conn.execute(
         """SELECT id, source, wallet, tx_hash, asset_id, side, share_micros, log_index,
-                  api_source_id, reorg_state, shadow_applied_at IS NOT NULL AS shadow_applied
+                  api_source_id, reorg_state, shadow_applied_at IS NOT NULL AS shadow_applied,
+                  rtds_source_id
            FROM trade_event WHERE tx_hash = ANY(%(tx)s)""",
         {"tx": sorted(set(tx_hashes))},
     ).fetchall()
@@ -344,14 +345,14 @@ def _existing(conn: db.Conn, tx_hashes: Iterable[str]) -> list[Existing]:
 _INSERT_API = """
 INSERT INTO trade_event (source, source_id, followed_user_id, wallet, condition_id, asset_id,
     side, price_micros, share_micros, usdc_notional_micros, fee_micros, tx_hash, api_source_id,
-    event_time, detect_time, payload)
+    event_time, detect_time, api_seen_at, payload)
 VALUES ('DATA_API', %(sid)s, %(uid)s, %(wallet)s, %(cond)s, %(asset)s, %(side)s, %(price)s,
-    %(shares)s, %(usdc)s, 0, %(tx)s, %(sid)s, %(et)s, %(now)s, %(payload)s)
+    %(shares)s, %(usdc)s, 0, %(tx)s, %(sid)s, %(et)s, %(now)s, %(now)s, %(payload)s)
 ON CONFLICT DO NOTHING
 """
 _CONFIRM_WITH_API = """
-UPDATE trade_event SET api_source_id = %(sid)s, confirmed_at = %(now)s,
-    condition_id = COALESCE(condition_id, %(cond)s), payload = %(payload)s
+UPDATE trade_event SET api_source_id = %(sid)s, confirmed_at = COALESCE(confirmed_at, %(now)s),
+    api_seen_at = %(seen)s, condition_id = COALESCE(condition_id, %(cond)s), payload = %(payload)s
 WHERE id = %(id)s AND api_source_id IS NULL
 """
 
@@ -422,6 +423,7 @@ def store_api_fills(conn: db.Conn, fills: Sequence[ApiFill], now: datetime) -> d
                             "id": event_id,
                             "sid": f.source_id,
                             "now": now,
+                            "seen": f.detect_time or now,
                             "cond": f.condition_id,
                             "payload": Jsonb(f.payload, dumps=wire.json_text),
                         }
@@ -474,11 +476,11 @@ def store_chain_fill(
                 """INSERT INTO trade_event (source, source_id, followed_user_id, wallet,
                        condition_id, asset_id, side, role, price_micros, share_micros,
                        usdc_notional_micros, fee_micros, tx_hash, log_index, block_number,
-                       event_time, detect_time)
+                       event_time, detect_time, chain_seen_at)
                    VALUES ('CHAIN', %(sid)s, %(uid)s, %(wallet)s,
                        (SELECT condition_id FROM outcome_asset WHERE asset_id = %(asset)s),
                        %(asset)s, %(side)s, %(role)s, %(price)s, %(shares)s, %(usdc)s, %(fee)s,
-                       %(tx)s, %(li)s, %(block)s, %(et)s, %(now)s)
+                       %(tx)s, %(li)s, %(block)s, %(et)s, %(now)s, %(now)s)
                    ON CONFLICT DO NOTHING""",
                 params,
             )

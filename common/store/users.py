@@ -193,3 +193,13 @@ def list_users(conn: db.Conn) -> list[dict[str, Any]]:
            FROM followed_user u JOIN followed_user_proxy_wallet w ON w.followed_user_id = u.id
            GROUP BY u.id ORDER BY u.id"""
     ).fetchall()
+
+
+def followed_wallets(conn: db.Conn) -> dict[str, int]:
+    """Returns wallet (lower case) -> followed_user_id for enabled users not REMOVED."""
+    rows = conn.execute(
+        """SELECT w.wallet, w.followed_user_id FROM followed_user_proxy_wallet w
+           JOIN followed_user u ON u.id = w.followed_user_id
+           WHERE u.enabled AND u.copy_mode <> 'REMOVED'"""
+    ).fetchall()
+    return {r["wallet"].lower(): int(r["followed_user_id"]) for r in rows}

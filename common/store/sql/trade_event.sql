@@ -30,26 +30,26 @@ UPDATE trade_event SET shadow_applied_at = %(now)s, shadow_state = 'NOT_APPLIED'
 WHERE id = ANY(%(ids)s);
 
 -- confirm_from_chain --
--- The chain's log of a fill the Data API reported: its amounts and fee are exact and
--- replace the API's. Returns the row as it was (records.TradeEvent, plus shadow_state),
+-- The chain's log of a fill the Data API or RTDS reported: its amounts and fee are exact
+-- and replace theirs. Returns the row as it was (records.TradeEvent, plus shadow_state),
 -- so an applied fill gets correcting entries.
 UPDATE trade_event t SET log_index = %(li)s, block_number = %(block)s, role = %(role)s,
-    confirmed_at = %(now)s, price_micros = %(price)s, usdc_notional_micros = %(usdc)s,
-    fee_micros = %(fee)s
+    confirmed_at = COALESCE(old.confirmed_at, %(now)s), chain_seen_at = %(now)s,
+    price_micros = %(price)s, usdc_notional_micros = %(usdc)s, fee_micros = %(fee)s
 FROM trade_event old WHERE t.id = %(id)s AND old.id = t.id
 RETURNING old.id, old.followed_user_id, old.asset_id, old.condition_id, old.side,
     old.price_micros, old.share_micros, old.usdc_notional_micros, old.fee_micros,
     old.event_time, old.detect_time, old.shadow_state;
 
 -- applied_contradicted --
--- Data API fills applied past the grace without a chain log, whose transaction's logs
--- for the wallet have all arrived (none newer than `settled`) and leave no room for
--- them: the shadow ledger must take them back out.
+-- Data API (or RTDS) fills applied past the grace without a chain log, whose
+-- transaction's logs for the wallet have all arrived (none newer than `settled`) and
+-- leave no room for them: the shadow ledger must take them back out.
 SELECT t.id, t.followed_user_id, t.wallet, t.tx_hash, t.asset_id, t.condition_id, t.side,
        t.price_micros, t.share_micros, t.usdc_notional_micros, t.fee_micros, t.event_time,
        t.detect_time
 FROM trade_event t
-WHERE t.source = 'DATA_API' AND t.reorg_state IS NULL AND t.shadow_state = 'APPLIED'
+WHERE t.source <> 'CHAIN' AND t.reorg_state IS NULL AND t.shadow_state = 'APPLIED'
   AND t.log_index IS NULL
   AND EXISTS (SELECT 1 FROM trade_event c WHERE c.tx_hash = t.tx_hash AND c.wallet = t.wallet
                 AND c.log_index IS NOT NULL AND c.reorg_state IS NULL)
@@ -156,3 +156,19 @@ FROM r CROSS JOIN LATERAL (
   SELECT r.asset, false WHERE r.asset IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM outcome_asset o
                     WHERE o.condition_id = r.c AND o.asset_id = r.asset)) x;
+
+-- rtds_unsettled --
+-- RTDS trades neither the chain nor the Data API has confirmed, first seen before `cut`:
+-- fills reported at match time that never settled (reconcile flags them UNSETTLED).
+SELECT id, followed_user_id, wallet, tx_hash, asset_id, condition_id, side, price_micros,
+       share_micros, usdc_notional_micros, fee_micros, event_time, detect_time, rtds_seen_at,
+       shadow_state
+FROM trade_event
+WHERE rtds_source_id IS NOT NULL AND log_index IS NULL AND api_source_id IS NULL
+  AND reorg_state IS NULL AND rtds_seen_at < %(cut)s
+ORDER BY rtds_seen_at, id
+LIMIT 1000;
+
+-- mark_unsettled --
+UPDATE trade_event SET reorg_state = 'UNSETTLED'
+WHERE id = %(id)s AND reorg_state IS NULL AND log_index IS NULL AND api_source_id IS NULL;

@@ -164,13 +164,26 @@ def test_the_sweep_on_the_pipelines_groups(db_url: str) -> None:
         )  # fmt: skip
         printed = json.loads(cli.stdout)
         assert printed["global"] == got["global"] and printed["leaders"] == got["leaders"]
+        # a group whose +0 book is later than its +2 s moment (detected late, the asset not
+        # watched before) is left out of every delay, and counted
+        gid = conn.execute("SELECT max(copy_group_id) AS g FROM book_ladder").fetchone()
+        assert gid is not None
+        conn.execute(
+            """UPDATE book_ladder l SET book_at = g.window_start + interval '3 s'
+               FROM copy_group g WHERE g.id = l.copy_group_id AND l.copy_group_id = %(g)s
+                 AND l.delay_ms = 0""",
+            {"g": gid["g"]},
+        )
+        late = sweep.report(conn, inputs, configs, DELAYS, end, s.score_mark_max_age_s)
+        assert late["groups"] == n - 1 and late["groups_late_base"] == 1
+        assert late["groups_without_ladder"] == 0
         # a group whose ladder misses a delay is left out of every delay, and counted
         gid = conn.execute("SELECT min(copy_group_id) AS g FROM book_ladder").fetchone()
         assert gid is not None
         conn.execute("DELETE FROM book_ladder WHERE copy_group_id = %(g)s AND delay_ms = 5000",
                      {"g": gid["g"]})  # fmt: skip
         fewer = sweep.report(conn, inputs, configs, DELAYS, end, s.score_mark_max_age_s)
-        assert fewer["groups"] == n - 1 and fewer["groups_without_ladder"] == 1
+        assert fewer["groups"] == n - 2 and fewer["groups_without_ladder"] == 1
 
 
 def test_a_malformed_stored_sweep_is_passed_over(conn: db.Conn) -> None:

@@ -17,6 +17,7 @@ report, key for key.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +57,17 @@ def _book(
     return records.OrderBookSnapshot(book, g.asset_id or "", at)
 
 
+def _in_order(g: decide.Group, rungs: dict[int, ladder.Stored], delays_ms: tuple[int, ...]) -> bool:
+    """Whether each rung's book is no later than the next delay's moment. A +0 taken at
+    detection (the asset was not watched before the fill) can be later than +2 s when
+    the fill was found late: such a group would start its sweep from a later book than
+    its next delay's, so it is left out (`groups_late_base`)."""
+    for d, nxt in itertools.pairwise(sorted(delays_ms)):
+        if rungs[d].book_at > g.window_start + timedelta(milliseconds=nxt):
+            return False
+    return True
+
+
 def run(
     inputs: whatif.Inputs,
     configs: copy_config.ConfigSet,
@@ -92,6 +104,8 @@ def _sweep(
 ) -> dict[str, Any]:
     scored = [g for g in inputs.groups if g.action in attribution.SCORED]
     full = {g.id for g in scored if all(d in rungs.get(g.id, {}) for d in delays_ms)}
+    late = {g.id for g in scored if g.id in full and not _in_order(g, rungs[g.id], delays_ms)}
+    full -= late
     groups = [g for g in inputs.groups if g.action not in attribution.SCORED or g.id in full]
     points: dict[tuple[str, int | None], list[latency.Point]] = {}
     for d in delays_ms:
@@ -127,7 +141,8 @@ def _sweep(
     return {
         "delays_ms": list(delays_ms),
         "groups": len(full),
-        "groups_without_ladder": len(scored) - len(full),
+        "groups_without_ladder": len(scored) - len(full) - len(late),
+        "groups_late_base": len(late),
         "global": series(("EXEC_GLOBAL", None)),
         "leaders": {str(u): series(("EXEC_USER", u)) for u in leaders},
     }

@@ -27,6 +27,7 @@ class Latency:
     global_half_life: Row
     groups: int
     groups_without_ladder: int
+    groups_late_base: int = 0  # +0 later than +2 s (detected late): left out
 
     @property
     def half_life_s(self) -> float | None:
@@ -52,6 +53,7 @@ def context(conn: db.Conn, user_id: int) -> Latency | None:
         global_half_life=dict(everyone["half_life"]),
         groups=int(r["groups"]),
         groups_without_ladder=int(r["groups_without_ladder"]),
+        groups_late_base=int(r.get("groups_late_base", 0)),
     )
 
 

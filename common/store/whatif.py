@@ -56,6 +56,24 @@ class Outcome:
     def pnl(self) -> int:
         return self.end_equity - self.start_equity
 
+    def take(
+        self,
+        p: portfolio.Portfolio,
+        d: decide.Decision,
+        market: decide.Market | None,
+        skip_reasons: Iterable[str],
+    ) -> None:
+        """Counts a decision and moves the portfolio by it (an EXECUTE); a SKIP counts
+        `skip_reasons`."""
+        if d.decision == "EXECUTE":
+            self.executed += 1
+            self.filled_notional += d.filled_notional
+            self.fees += d.fee
+            decide.apply(p, d, market.assets if market is not None else ())
+        else:
+            self.skipped += 1
+            self.by_reason.update(skip_reasons)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "executed": self.executed,
@@ -143,15 +161,7 @@ def evaluate(
             d = decide.decide(g, p, cfg, sit, marks)
             if observe is not None:
                 observe(scope, d)
-            out = outcomes[scope]
-            if d.decision == "EXECUTE":
-                out.executed += 1
-                out.filled_notional += d.filled_notional
-                out.fees += d.fee
-                decide.apply(p, d, market.assets if market is not None else ())
-            else:
-                out.skipped += 1
-                out.by_reason.update(d.reasons)
+            outcomes[scope].take(p, d, market, d.reasons)
     if overlay is not None and until is not None:
         overlay.until(until, marks)
     for key, p in state.items():
@@ -230,14 +240,7 @@ class _Exits:
                         self.observe(key[0], d)  # an exit: its group's key says so
                     out = self.outcomes[key[0]]
                     out.by_reason.update(d.reasons[:1])  # the exit's code, executed or not
-                    if d.decision == "EXECUTE":
-                        out.executed += 1
-                        out.filled_notional += d.filled_notional
-                        out.fees += d.fee
-                        decide.apply(p, d, market.assets if market is not None else ())
-                    else:
-                        out.skipped += 1
-                        out.by_reason.update(d.reasons[1:])
+                    out.take(p, d, market, d.reasons[1:])
 
 
 def _ceil_minute(t: datetime) -> datetime:

@@ -159,7 +159,15 @@ class Listener:
 
     def handle(self, data: str | bytes, now: datetime) -> bool:
         """Processes one frame received at `now`; returns whether it held a trade."""
-        frame = rtds.parse_frame(data)
+        try:
+            frame = rtds.parse_frame(data)
+        except Exception as exc:  # parse_frame refuses what it cannot read; never fatal
+            assert self.conn is not None
+            why = f"frame not read: {type(exc).__name__}: {str(exc)[:200]}"
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            quarantine.record(self.conn, [wire.Reject(rtds.SOURCE, why, text[:4_000])], now)
+            self.counts["quarantined"] += 1
+            return False
         self.counts["frames"] += 1
         self.counts["pongs"] += int(frame.pong)
         self.counts["trades"] += len(frame.trades)

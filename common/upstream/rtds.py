@@ -121,8 +121,15 @@ def parse_frame(data: str | bytes) -> Frame:
         out.rejects.append(wire.Reject(SOURCE, reason, data))
         return out
     for message in messages:
-        _message(message, out)
+        try:
+            _message(message, out)
+        except RecursionError:  # json.loads took it; re-encoding or validating it did not
+            why = "a message nested too deeply to read"
+            out.rejects.append(wire.Reject(SOURCE, why, text[:MAX_REJECT_CHARS]))
     return out
+
+
+MAX_REJECT_CHARS = 4_000  # what a too-deep message keeps of its frame, for quarantine
 
 
 def _no_constant(name: str) -> Any:

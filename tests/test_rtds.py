@@ -131,9 +131,9 @@ def test_hostile_frames_are_refused_with_their_reason(text: str, why: str) -> No
     assert not got.trades
     assert got.rejects, text[:80]
     assert all(r.source == rtds.SOURCE for r in got.rejects)
-    assert any(
-        any(w.lower() in r.reason.lower() for w in why.split("|")) for r in got.rejects
-    ), got.rejects[0].reason
+    assert any(any(w.lower() in r.reason.lower() for w in why.split("|")) for r in got.rejects), (
+        got.rejects[0].reason
+    )
     assert all(len(r.payload) <= 16 * 1024 for r in got.rejects)  # bounded
 
 
@@ -337,3 +337,16 @@ def test_a_never_settled_rtds_fill_applied_to_the_shadow_is_reversed(conn: db.Co
         ("RTDS", "UNSETTLED"),
         ("CHAIN", None),
     ]
+
+
+def _from_deep_stack(frames: int, fn: Any) -> Any:
+    """Calls fn with `frames` more frames on the stack (a listener's loop is deeper)."""
+    return fn() if frames == 0 else _from_deep_stack(frames - 1, fn)
+
+
+def test_a_message_nested_too_deep_to_re_encode_is_refused_at_any_stack_depth() -> None:
+    for depth in (900, 930, 960):  # with the stack below, some pass json.loads only
+        for text in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+            for frames in range(0, 120, 2):
+                got = _from_deep_stack(frames, lambda t=text: rtds.parse_frame(t))
+                assert not got.trades and got.rejects, (depth, frames)

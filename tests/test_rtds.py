@@ -350,3 +350,32 @@ def test_a_message_nested_too_deep_to_re_encode_is_refused_at_any_stack_depth() 
             for frames in range(0, 120, 2):
                 got = _from_deep_stack(frames, lambda t=text: rtds.parse_frame(t))
                 assert not got.trades and got.rejects, (depth, frames)
+
+
+def test_a_repeated_rtds_message_never_doubles_the_copy_or_the_shadow(conn: db.Conn) -> None:
+    """A repeat (ordinal > 0) waits for a confirmation that never comes: the copy group
+    and the shadow count the fill once; reconcile then flags the repeat UNSETTLED."""
+    from common.store import groups
+
+    user = users.add(conn, WALLET, "lead", [], NOW - timedelta(hours=1))
+    conn.execute("UPDATE followed_user SET seeded_at = %(t)s", {"t": NOW - timedelta(hours=1)})
+    tx = "0x" + "56" * 32
+    deliver(conn, "rtds", tx, NOW, user)
+    deliver(conn, "rtds", tx, NOW + timedelta(milliseconds=300), user)  # the same message again
+    groups.step(conn, NOW + timedelta(seconds=1))
+    groups.step(conn, NOW + timedelta(seconds=5))
+    deliver(conn, "chain", tx, NOW + timedelta(seconds=6), user)  # one log: one fill
+    g = conn.execute("SELECT their_share_micros FROM copy_group").fetchall()
+    assert [r["their_share_micros"] for r in g] == [10_000_000]
+    tx2 = "0x" + "57" * 32
+    deliver(conn, "rtds", tx2, NOW, user)
+    deliver(conn, "api", tx2, NOW + timedelta(seconds=5), user)  # the API confirms the one fill
+    deliver(conn, "rtds", tx2, NOW + timedelta(seconds=6), user)  # RTDS repeats it
+    shadow.apply_pending(conn, NOW + timedelta(seconds=70), timedelta(seconds=60), timedelta(1))
+    rows = conn.execute(
+        "SELECT count(*) AS n FROM trade_event WHERE tx_hash = %(t)s AND shadow_applied_at"
+        " IS NOT NULL AND shadow_state = 'APPLIED'",
+        {"t": tx2},
+    ).fetchone()
+    assert rows is not None and rows["n"] == 1
+    assert reconcile.flag_unsettled(conn, NOW + timedelta(seconds=400), timedelta(seconds=300))

@@ -146,6 +146,9 @@ SELECT * FROM (
          t.condition_id, t.event_time, t.detect_time, t.source || ':' || t.source_id AS identity
   FROM trade_event t JOIN followed_user u ON u.id = t.followed_user_id
   WHERE t.group_state IS NULL AND u.seeded_at IS NOT NULL AND t.detect_time <= %(now)s
+    -- an RTDS trade seen again (ordinal > 0: a repeated message, or a twin fill of one
+    -- transaction) is copied only once the chain or the Data API confirmed it
+    AND NOT (t.source = 'RTDS' AND t.confirmed_at IS NULL AND t.rtds_source_id !~ ':0$')
   UNION ALL
   SELECT 'activity', a.id, a.followed_user_id, a.activity_type, NULL, a.condition_id,
          a.event_time, a.detect_time, a.source || ':' || a.source_id

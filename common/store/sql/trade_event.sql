@@ -1,5 +1,6 @@
 -- pending_for_user --
--- A user's fills not yet applied to the shadow ledger, from `since`, in apply order
+-- A user's fills not yet applied to the shadow ledger, from `since`, in apply order; an
+-- RTDS repeat (ordinal > 0) only once the chain or the Data API confirmed it
 -- (records.TradeEvent). chain_contradicts: a Data API fill with no log of its own in a
 -- transaction whose logs for its wallet are stored (the chain has no room for it).
 SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_micros,
@@ -11,6 +12,9 @@ SELECT id, followed_user_id, asset_id, condition_id, side, price_micros, share_m
 FROM trade_event t
 WHERE shadow_applied_at IS NULL AND reorg_state IS NULL AND followed_user_id = %(u)s
   AND event_time >= %(since)s
+  -- an RTDS trade seen again (ordinal > 0) waits for a confirmation: a repeated message
+  -- must not count twice (reconcile flags it UNSETTLED if none comes)
+  AND NOT (t.source = 'RTDS' AND t.confirmed_at IS NULL AND t.rtds_source_id !~ ':0$')
 ORDER BY event_time, id
 LIMIT %(limit)s;
 

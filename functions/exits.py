@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from common.domain import copy_config, decide, exits, portfolio
 from common.runtime import jobs
@@ -146,6 +146,9 @@ def record(
             user = users.get(u, copy_data.User(False, "REMOVED"))
             sit = copy_data.situation(at, paused, user, market, stored, refs)
             d = exits.decide_exit(ex, u, p, cfg, sit, c.marks, now)
+            if d.decision == "SKIP" and _repeats(conn, scope, u, ex.asset_id, d, now):
+                ctx.count("skip_repeated")  # tried again this minute; not written again
+                continue
             assets = market.assets if market is not None else ()
             made = decide.apply(p, d, assets)
             book_id = stored.book.snapshot_id if stored is not None else None
@@ -154,6 +157,25 @@ def record(
             ctx.count(ex.code.lower())
         copy_data.write_many(conn, rows)
     return len(rows)
+
+
+REPEAT_WINDOW = 60  # minutes: a skip the same as one of this long ago is not written again
+
+
+def _repeats(
+    conn: db.Conn, scope: str, user_id: int, asset_id: str, d: decide.Decision, now: datetime
+) -> bool:
+    """Whether the seller's newest exit attempt of this asset in the last REPEAT_WINDOW
+    minutes was a skip for the same reasons: an exit that keeps failing (a wide spread,
+    no book after the market closed) is tried every minute but written once an hour."""
+    keys = [exits.key(user_id, asset_id, now - timedelta(minutes=m))
+            for m in range(1, REPEAT_WINDOW + 1)]  # fmt: skip
+    last = store_exits.newest(conn, scope, user_id, keys)
+    return (
+        last is not None
+        and last["decision"] == "SKIP"
+        and (list(last["reason_codes"] or ()) == list(d.reasons))
+    )
 
 
 def run_once(conn: db.Conn, ctx: jobs.Context) -> int:

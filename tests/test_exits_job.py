@@ -184,7 +184,7 @@ def test_a_rerun_in_the_same_minute_never_sells_twice(conn: db.Conn, clob: FakeC
     assert len(attempts(conn)) == 4 and clob.requests == 1
 
 
-def test_a_guardrail_skip_is_recorded_and_retried_next_minute(
+def test_a_guardrail_skip_is_recorded_retried_each_minute_and_written_once_an_hour(
     conn: db.Conn, clob: FakeClob
 ) -> None:
     bought(conn)
@@ -198,11 +198,19 @@ def test_a_guardrail_skip_is_recorded_and_retried_next_minute(
     assert all("SPREAD_TOO_WIDE" in r["reason_codes"] for r in rows)
     assert all(n > 0 for n in held(conn).values())
     assert jobs.run_recorded(conn, "exits", ctx_for(clob, NOW), exits.run_once) == 0
+    # the next minutes: the same skip is tried again, but not written again for an hour
+    for m in (1, 2, 30):
+        t = NOW + timedelta(minutes=m)
+        mark(conn, 550_000, t - timedelta(seconds=5))
+        assert jobs.run_recorded(conn, "exits", ctx_for(clob, t), exits.run_once) == 0
+    t = NOW + timedelta(minutes=61)
+    mark(conn, 550_000, t - timedelta(seconds=5))
+    assert jobs.run_recorded(conn, "exits", ctx_for(clob, t), exits.run_once) == 4
     clob.levels = (["0.54", "0.55"], ["0.57", "0.56"])
-    later = NOW + timedelta(minutes=1)
+    later = NOW + timedelta(minutes=62)
     mark(conn, 550_000, later - timedelta(seconds=5))
     assert jobs.run_recorded(conn, "exits", ctx_for(clob, later), exits.run_once) == 4
-    assert [r["decision"] for r in attempts(conn)] == ["SKIP"] * 4 + ["EXECUTE"] * 4
+    assert [r["decision"] for r in attempts(conn)] == ["SKIP"] * 8 + ["EXECUTE"] * 4
     assert set(held(conn).values()) == {0}
 
 

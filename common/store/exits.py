@@ -5,6 +5,7 @@ The exits themselves are written as copy attempts by `copy_data.write_many`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from common.domain import decide, portfolio
 from common.store import copy_data, db
@@ -24,10 +25,25 @@ SELECT DISTINCT portfolio_scope, followed_user_id FROM (
 GROUP BY portfolio_scope, followed_user_id, asset_id HAVING sum(n) > 0
 ORDER BY portfolio_scope, followed_user_id NULLS FIRST
 """
+Row = dict[str, Any]
 _RECORDED = """
 SELECT followed_user_id, group_key FROM copy_attempt
 WHERE portfolio_scope = %(s)s AND group_key = ANY(%(k)s)
 """
+
+
+_NEWEST = """
+SELECT decision, reason_codes FROM copy_attempt
+WHERE portfolio_scope = %(s)s AND followed_user_id = %(u)s AND group_key = ANY(%(k)s)
+ORDER BY id DESC LIMIT 1
+"""
+
+
+def newest(conn: db.Conn, scope: str, user_id: int, keys: list[str]) -> Row | None:
+    """The newest of a seller's exit attempts of `scope` under `keys` (exact keys: the
+    unique index serves them), or None."""
+    row: Row | None = conn.execute(_NEWEST, {"s": scope, "u": user_id, "k": keys}).fetchone()
+    return row
 
 
 def holders(conn: db.Conn) -> list[portfolio.Key]:

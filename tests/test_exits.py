@@ -207,3 +207,25 @@ def test_a_guardrail_skips_an_exit_with_the_exit_s_code_first(
     (d,) = _decide(p, book, paused=paused)
     assert d.decision == "SKIP" and d.reasons[0] == "EXIT_STOP_LOSS" and stopped_by in d.reasons
     assert not d.fills and p.held(ASSET) == SHARES
+
+
+def test_the_what_ifs_exit_checks_never_go_back_in_time() -> None:
+    """Groups come in detection order, so their moments may run backwards: a change
+    behind the last check is seen at the next boundary, never at one checked already."""
+    from common.store import whatif
+
+    inputs = whatif.Inputs(groups=[], books={}, markets={}, users={}, paused=False,
+                           portfolios={}, marks=portfolio.Marks())  # fmt: skip
+    configs = copy_config.ConfigSet(copy_config.Config(), {})
+    ex = whatif._Exits(inputs, configs, {}, {}, {s: whatif.Outcome() for s in whatif.SCOPES})
+    t0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    marks = portfolio.Marks()
+    ex.until(t0, marks)
+    assert ex.last == t0  # the first boundary: the start
+    ex.changed = t0 + timedelta(minutes=5, seconds=10)
+    ex.until(t0 + timedelta(minutes=8), marks)
+    assert ex.last == t0 + timedelta(minutes=6) and ex.changed is None
+    ex.changed = t0 + timedelta(minutes=2, seconds=30)  # a later group's earlier moment
+    assert ex._next(t0 + timedelta(minutes=10), t0) == t0 + timedelta(minutes=7)
+    ex.until(t0 + timedelta(minutes=6, seconds=59), marks)
+    assert ex.last == t0 + timedelta(minutes=6)  # nothing due yet: no boundary twice

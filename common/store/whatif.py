@@ -147,7 +147,9 @@ def evaluate(
             overlay.until(g.decide_at if stored is None else stored.fetched_at, marks)
         at = copy_data.moment(g, stored, marks)
         if overlay is not None:
-            overlay.changed = at
+            # the earliest moment not checked since (groups come in detection order,
+            # so their moments may run backwards)
+            overlay.changed = at if overlay.changed is None else min(overlay.changed, at)
             if stored is not None and g.asset_id is not None:
                 overlay.books[g.asset_id] = stored
         cfg = configs.for_user(g.user_id)
@@ -202,7 +204,10 @@ class _Exits:
         """The next boundary to check, if at or before `at`."""
         ticks = [start] if self.last is None else []
         if self.changed is not None:
-            ticks.append(_ceil_minute(self.changed + timedelta(microseconds=1)))
+            tick = _ceil_minute(self.changed + timedelta(microseconds=1))
+            if self.last is not None and tick <= self.last:  # a moment behind the checks:
+                tick = self.last + timedelta(minutes=1)  # the next boundary sees it
+            ticks.append(tick)
         for key in self.refs:
             p = self.state[key]
             for t in overlays.deadlines(p, self.inputs.markets, self._config(key)):

@@ -83,12 +83,9 @@ def run(
     on = whatif.overlays_on(configs)
     out = _sweep(inputs, configs, rungs, delays_ms, marks, until if on else None, on)
     if on:
-        off = {f: 0 for f in exits.FIELDS}
-        plain = copy_config.ConfigSet(
-            configs.base.with_values(off),
-            {u: c.with_values(off) for u, c in configs.users.items()},
+        bare = _sweep(
+            inputs, whatif.without_overlays(configs), rungs, delays_ms, marks, until, True
         )
-        bare = _sweep(inputs, plain, rungs, delays_ms, marks, until, True)
         out["without_exits"] = {"global": bare["global"], "leaders": bare["leaders"]}
     return out
 
@@ -184,10 +181,8 @@ class Latest:
         return None if got is None else dict(got)
 
 
-_LATEST = """
-SELECT id, taken_at, range_start, range_end, report FROM latency_sweep
-ORDER BY taken_at DESC, id DESC LIMIT 5
-"""
+_NEWEST_IDS = "SELECT id FROM latency_sweep ORDER BY taken_at DESC, id DESC LIMIT 5"
+_ONE = "SELECT id, taken_at, range_start, range_end, report FROM latency_sweep WHERE id = %(i)s"
 
 
 # What the pages read of a point (a report stored by an older version may lack the rest).
@@ -220,7 +215,10 @@ def well_formed(report: Any) -> bool:
 
 def latest(conn: db.Conn) -> Latest | None:
     """The newest stored sweep the pages can read (a malformed one is passed over)."""
-    for row in conn.execute(_LATEST):
+    for newest in conn.execute(_NEWEST_IDS).fetchall():  # a report is read only if needed
+        row = conn.execute(_ONE, {"i": newest["id"]}).fetchone()
+        if row is None:
+            continue
         if well_formed(row["report"]):
             return Latest(row["taken_at"], row["range_start"], row["range_end"], row["report"])
         log.warning("latency_sweep %s: malformed report, passed over", row["id"])

@@ -382,6 +382,14 @@ def report(
     }
 
 
+def without_overlays(configs: copy_config.ConfigSet) -> copy_config.ConfigSet:
+    """`configs` with every exit overlay off (its four fields at 0), globally and per user."""
+    off = {f: 0 for f in overlays.FIELDS}
+    return copy_config.ConfigSet(
+        configs.base.with_values(off), {u: c.with_values(off) for u, c in configs.users.items()}
+    )
+
+
 def overlay_report(
     inputs: Inputs, configs: copy_config.ConfigSet, until: datetime | None = None
 ) -> dict[str, Any]:
@@ -389,11 +397,7 @@ def overlay_report(
     them, the same way (`evaluate(exits=True)`), and the PnL difference (with − without).
     `by_reason` of "with" counts every exit by its EXIT_* code (executed or not) besides
     the skips' codes."""
-    off = {f: 0 for f in overlays.FIELDS}
-    plain = copy_config.ConfigSet(
-        configs.base.with_values(off), {u: c.with_values(off) for u, c in configs.users.items()}
-    )
-    without = evaluate(inputs, plain, exits=True, until=until)
+    without = evaluate(inputs, without_overlays(configs), exits=True, until=until)
     with_exits = evaluate(inputs, configs, exits=True, until=until)
     return {
         "enabled": overlays.enabled(configs.base)

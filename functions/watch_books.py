@@ -474,6 +474,7 @@ class BookServer(ThreadingHTTPServer):
 
 class _BookHandler(BaseHTTPRequestHandler):
     server: BookServer
+    timeout = 5.0  # a client that sends its request slowly is dropped, not waited on
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)

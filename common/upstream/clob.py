@@ -304,6 +304,8 @@ class LiveBooks:
     failure — refused, slow (past `timeout_s`), 404 (not watched or not synced), a body
     that does not parse — is None, and the caller reads REST; a bad body is never kept."""
 
+    MAX_BODY = 2**22  # 4 MiB: a book is far smaller
+
     def __init__(
         self, url: str, timeout_s: float = 0.2, transport: httpx.BaseTransport | None = None
     ) -> None:
@@ -315,10 +317,15 @@ class LiveBooks:
         import httpx
 
         try:
-            r = self.client.get("/book", params={"token_id": token_id})
-            if r.status_code != 200 or len(r.content) > 2**22:
-                return None
-            book = BookPayload.model_validate_json(r.content).normalized()
+            with self.client.stream("GET", "/book", params={"token_id": token_id}) as r:
+                if r.status_code != 200:
+                    return None
+                body = bytearray()
+                for chunk in r.iter_bytes():  # read no more than MAX_BODY, however much comes
+                    body += chunk
+                    if len(body) > self.MAX_BODY:
+                        return None
+            book = BookPayload.model_validate_json(bytes(body)).normalized()
         except (httpx.HTTPError, ValueError):  # pydantic's ValidationError is a ValueError
             return None
         return book if book.asset_id == token_id else None
